@@ -1,0 +1,53 @@
+//! One SDK client per service, each counting its calls.
+
+use aws_config::SdkConfig;
+
+use super::metrics::ApiCounter;
+
+#[derive(Clone, Debug)]
+pub struct Clients {
+    pub sts: aws_sdk_sts::Client,
+    pub kms: aws_sdk_kms::Client,
+    pub ec2: aws_sdk_ec2::Client,
+    pub logs: aws_sdk_cloudwatchlogs::Client,
+    pub iam: aws_sdk_iam::Client,
+    pub s3: aws_sdk_s3::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub sns: aws_sdk_sns::Client,
+    pub ssm: aws_sdk_ssm::Client,
+    pub tagging: aws_sdk_resourcegroupstagging::Client,
+}
+
+impl Clients {
+    /// `custom_endpoint`: emulators serve S3 on one host, so path-style
+    /// addressing is needed there (real AWS uses virtual-hosted style).
+    pub fn new(sdk: &SdkConfig, counter: &ApiCounter, custom_endpoint: bool) -> Self {
+        macro_rules! client {
+            ($krate:ident) => {
+                $krate::Client::from_conf(
+                    $krate::config::Builder::from(sdk)
+                        .interceptor(counter.clone())
+                        .build(),
+                )
+            };
+        }
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(sdk)
+                .interceptor(counter.clone())
+                .force_path_style(custom_endpoint)
+                .build(),
+        );
+        Self {
+            sts: client!(aws_sdk_sts),
+            kms: client!(aws_sdk_kms),
+            ec2: client!(aws_sdk_ec2),
+            logs: client!(aws_sdk_cloudwatchlogs),
+            iam: client!(aws_sdk_iam),
+            s3,
+            dynamodb: client!(aws_sdk_dynamodb),
+            sns: client!(aws_sdk_sns),
+            ssm: client!(aws_sdk_ssm),
+            tagging: client!(aws_sdk_resourcegroupstagging),
+        }
+    }
+}

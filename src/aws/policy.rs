@@ -1,0 +1,69 @@
+//! Policy documents: build them as JSON and compare them by meaning, because
+//! AWS echoes policies back reformatted (one-element arrays collapsed, keys
+//! reordered, IAM URL-encodes them).
+
+use serde_json::Value;
+
+/// True when two policy documents say the same thing.
+pub fn same(a: &str, b: &str) -> bool {
+    match (parse(a), parse(b)) {
+        (Some(a), Some(b)) => normalize(a) == normalize(b),
+        _ => false,
+    }
+}
+
+/// IAM returns policy documents URL-encoded; others return them as written.
+fn parse(doc: &str) -> Option<Value> {
+    serde_json::from_str(doc).ok().or_else(|| {
+        let decoded = percent_encoding::percent_decode_str(doc).decode_utf8().ok()?;
+        serde_json::from_str(&decoded).ok()
+    })
+}
+
+fn normalize(v: Value) -> Value {
+    match v {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                // `Version` is often omitted on one side and defaulted on the other.
+                .filter(|(k, _)| k != "Version")
+                .map(|(k, v)| (k, normalize(v)))
+                .collect(),
+        ),
+        Value::Array(items) => {
+            let mut items: Vec<Value> = items.into_iter().map(normalize).collect();
+            if items.len() == 1 {
+                return items.pop().expect("one item");
+            }
+            items.sort_by_key(|a| a.to_string());
+            Value::Array(items)
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_policies_compare_equal_whatever_the_formatting() {
+        let written = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["logs:PutLogEvents"],"Resource":["b","a"]}]}"#;
+        let echoed = r#"{"Statement":{"Resource":["a","b"],"Action":"logs:PutLogEvents","Effect":"Allow"},"Version":"2012-10-17"}"#;
+        assert!(same(written, echoed));
+    }
+
+    #[test]
+    fn url_encoded_iam_documents_are_decoded() {
+        let written = r#"{"Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"*"}]}"#;
+        let encoded = "%7B%22Statement%22%3A%5B%7B%22Effect%22%3A%22Allow%22%2C%22Action%22%3A%22s3%3AGetObject%22%2C%22Resource%22%3A%22%2A%22%7D%5D%7D";
+        assert!(same(written, encoded));
+    }
+
+    #[test]
+    fn different_policies_differ() {
+        let a = r#"{"Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"a"}]}"#;
+        let b = r#"{"Statement":[{"Effect":"Deny","Action":"s3:GetObject","Resource":"a"}]}"#;
+        assert!(!same(a, b));
+        assert!(!same(a, "not json"));
+    }
+}

@@ -1,0 +1,369 @@
+//! Env names and every name derived from them.
+//!
+//! AWS limits are checked once, on the env name, before any API call: if the
+//! env name is valid, every derived name fits every limit (a unit test walks
+//! them all at the maximum length). Nothing is ever truncated, so two envs can
+//! never collide on a shortened name.
+
+use std::fmt;
+
+/// Longest env name. The tightest limit is 32 characters for load balancer
+/// and target group names (`payops-<env>-green` needs 13 of them), and a few
+/// more characters are kept for names later resources will derive.
+pub const MAX_ENV_LEN: usize = 16;
+
+/// The rule in one sentence, shown with every refusal.
+pub const ENV_RULE: &str = "an env name is 1-16 characters of lowercase letters, digits and single \
+     hyphens, starting with a letter and not ending with a hyphen (e.g. pr123, staging, perf-2)";
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EnvName(String);
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NameError {
+    #[error("invalid env name {name:?}: {problem}; {ENV_RULE}")]
+    Env { name: String, problem: String },
+    #[error("invalid region {0:?}: expected a region code such as us-east-1 or eu-west-2")]
+    Region(String),
+}
+
+impl EnvName {
+    pub fn parse(name: &str) -> Result<Self, NameError> {
+        let fail = |problem: String| {
+            Err(NameError::Env {
+                name: name.to_owned(),
+                problem,
+            })
+        };
+        if name.is_empty() {
+            return fail("it is empty".into());
+        }
+        if name.len() > MAX_ENV_LEN {
+            return fail(format!(
+                "it is {} characters long, at most {MAX_ENV_LEN} fit AWS's 32-character \
+                 load balancer and target group names",
+                name.chars().count()
+            ));
+        }
+        if let Some(c) = name
+            .chars()
+            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+        {
+            let hint = if name.chars().any(|c| c.is_ascii_uppercase()) {
+                format!(" (try {:?})", name.to_ascii_lowercase())
+            } else {
+                String::new()
+            };
+            return fail(format!(
+                "{c:?} is not allowed: S3 bucket and RDS names are lowercase{hint}"
+            ));
+        }
+        if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+            return fail("it must start with a letter (RDS identifiers do)".into());
+        }
+        if name.ends_with('-') {
+            return fail("it must not end with a hyphen".into());
+        }
+        if name.contains("--") {
+            return fail("it must not contain two hyphens in a row (RDS identifiers cannot)".into());
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for EnvName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Checks the shape of a region code (not whether it exists: new regions
+/// appear and the SDK will say so).
+pub fn validate_region(region: &str) -> Result<(), NameError> {
+    let parts: Vec<&str> = region.split('-').collect();
+    let ok = parts.len() >= 3
+        && parts.len() <= 4
+        && parts[0].len() == 2
+        && parts[..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase()))
+        && parts[parts.len() - 1]
+            .chars()
+            .all(|c| c.is_ascii_digit())
+        && !parts[parts.len() - 1].is_empty();
+    if ok {
+        Ok(())
+    } else {
+        Err(NameError::Region(region.to_owned()))
+    }
+}
+
+/// Derived names for one env in one account and region.
+#[derive(Clone, Debug)]
+pub struct Names {
+    env: EnvName,
+    account_id: String,
+    region: String,
+}
+
+/// The purposes of the env's customer-managed KMS keys.
+pub const KEY_PURPOSES: [&str; 4] = ["database", "dynamodb", "s3", "logs"];
+
+impl Names {
+    pub fn new(env: EnvName, account_id: impl Into<String>, region: impl Into<String>) -> Self {
+        Self {
+            env,
+            account_id: account_id.into(),
+            region: region.into(),
+        }
+    }
+
+    pub fn env(&self) -> &EnvName {
+        &self.env
+    }
+
+    /// `payops-<env>-<suffix>`: names for most resources (and `Name` tags).
+    pub fn resource(&self, suffix: &str) -> String {
+        format!("payops-{}-{suffix}", self.env)
+    }
+
+    pub fn kms_alias(&self, purpose: &str) -> String {
+        format!("alias/payops/{}/{purpose}", self.env)
+    }
+
+    /// Prefix of every alias of this env, to find them all.
+    pub fn kms_alias_prefix(&self) -> String {
+        format!("alias/payops/{}/", self.env)
+    }
+
+    /// S3 names are global: account and region make ours unique.
+    pub fn audit_bucket(&self) -> String {
+        format!(
+            "payops-{}-audit-{}-{}",
+            self.env, self.account_id, self.region
+        )
+    }
+
+    pub fn table(&self, name: &str) -> String {
+        self.resource(name)
+    }
+
+    pub fn topic(&self, name: &str) -> String {
+        self.resource(name)
+    }
+
+    pub fn role(&self, name: &str) -> String {
+        self.resource(name)
+    }
+
+    pub fn log_group(&self, name: &str) -> String {
+        format!("/payops/{}/{name}", self.env)
+    }
+
+    /// `/payops/<env>/`: the SSM path every configuration value lives under.
+    pub fn parameter_path(&self) -> String {
+        format!("/payops/{}/", self.env)
+    }
+
+    pub fn load_balancer(&self, name: &str) -> String {
+        self.resource(name)
+    }
+
+    pub fn target_group(&self, name: &str) -> String {
+        self.resource(name)
+    }
+
+    /// Every derived name with the AWS rule it must satisfy, so one test can
+    /// prove the env-name rule is strict enough.
+    pub fn all(&self) -> Vec<(NameKind, String)> {
+        let mut all = vec![
+            (NameKind::S3Bucket, self.audit_bucket()),
+            (NameKind::LoadBalancer, self.load_balancer("alb")),
+            (NameKind::LoadBalancer, self.load_balancer("nlb")),
+            (NameKind::TargetGroup, self.target_group("blue")),
+            (NameKind::TargetGroup, self.target_group("green")),
+            (NameKind::TargetGroup, self.target_group("alb")),
+            (NameKind::IamRole, self.role("flow-logs")),
+            (NameKind::IamRole, self.role("transaction-processing")),
+            (NameKind::LambdaFunction, self.resource("transaction-processing")),
+            (NameKind::LambdaFunction, self.resource("secret-rotation")),
+            (NameKind::RdsIdentifier, self.resource("aurora")),
+            (NameKind::RdsIdentifier, self.resource("aurora-reader-2")),
+            (NameKind::DynamoDbTable, self.table("transactions")),
+            (NameKind::DynamoDbTable, self.table("fraud-rules")),
+            (NameKind::SnsTopic, self.topic("failed-transactions")),
+            (NameKind::LogGroup, self.log_group("vpc-flow-logs")),
+        ];
+        for purpose in KEY_PURPOSES {
+            all.push((NameKind::KmsAlias, self.kms_alias(purpose)));
+        }
+        all
+    }
+}
+
+/// AWS naming rules for the kinds of names payops derives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NameKind {
+    S3Bucket,
+    LoadBalancer,
+    TargetGroup,
+    IamRole,
+    LambdaFunction,
+    RdsIdentifier,
+    DynamoDbTable,
+    SnsTopic,
+    LogGroup,
+    KmsAlias,
+}
+
+impl NameKind {
+    /// Whether `name` satisfies AWS's rule for this kind; `Err` says which.
+    pub fn check(self, name: &str) -> Result<(), String> {
+        let len = name.len();
+        let alnum_hyphen = |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        let fail = |why: &str| Err(format!("{self:?} {name:?}: {why}"));
+        match self {
+            Self::S3Bucket => {
+                if !(3..=63).contains(&len) {
+                    return fail("must be 3-63 characters");
+                }
+                if !name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+                {
+                    return fail("lowercase letters, digits, dots and hyphens only");
+                }
+                if name.starts_with(['-', '.']) || name.ends_with(['-', '.']) {
+                    return fail("must begin and end with a letter or digit");
+                }
+            }
+            Self::LoadBalancer | Self::TargetGroup => {
+                if !(1..=32).contains(&len) {
+                    return fail("must be 1-32 characters");
+                }
+                if !alnum_hyphen(name) || name.starts_with('-') || name.ends_with('-') {
+                    return fail("letters, digits and inner hyphens only");
+                }
+                if self == Self::LoadBalancer && name.starts_with("internal-") {
+                    return fail("must not start with internal-");
+                }
+            }
+            Self::IamRole | Self::LambdaFunction => {
+                if !(1..=64).contains(&len) {
+                    return fail("must be 1-64 characters");
+                }
+            }
+            Self::RdsIdentifier => {
+                if !(1..=63).contains(&len) {
+                    return fail("must be 1-63 characters");
+                }
+                if !name.starts_with(|c: char| c.is_ascii_alphabetic())
+                    || name.ends_with('-')
+                    || name.contains("--")
+                    || !alnum_hyphen(name)
+                {
+                    return fail("letter first, no trailing or double hyphen");
+                }
+            }
+            Self::DynamoDbTable => {
+                if !(3..=255).contains(&len) {
+                    return fail("must be 3-255 characters");
+                }
+            }
+            Self::SnsTopic => {
+                if !(1..=256).contains(&len) {
+                    return fail("must be 1-256 characters");
+                }
+            }
+            Self::LogGroup => {
+                if !(1..=512).contains(&len) {
+                    return fail("must be 1-512 characters");
+                }
+            }
+            Self::KmsAlias => {
+                if !name.starts_with("alias/") || name.starts_with("alias/aws/") {
+                    return fail("must start with alias/ and not alias/aws/");
+                }
+                if len > 256 {
+                    return fail("must be at most 256 characters");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_typical_env_names() {
+        for ok in ["pr123", "staging", "perf-2", "a", "abcdefghijklmnop"] {
+            assert!(EnvName::parse(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn refuses_names_that_would_break_an_aws_rule_and_says_why() {
+        let cases = [
+            ("", "empty"),
+            ("PR123", "try \"pr123\""),
+            ("pr_123", "'_' is not allowed"),
+            ("1pr", "start with a letter"),
+            ("pr-", "end with a hyphen"),
+            ("pr--1", "two hyphens"),
+            ("abcdefghijklmnopq", "17 characters"),
+        ];
+        for (name, why) in cases {
+            let err = EnvName::parse(name).unwrap_err().to_string();
+            assert!(err.contains(why), "{name}: {err}");
+            assert!(err.contains("1-16 characters"), "{name}: {err}");
+        }
+    }
+
+    #[test]
+    fn every_derived_name_fits_its_limit_at_the_longest_env_name() {
+        // Worst case: the longest env name, a 12-digit account and the longest
+        // region code in use.
+        let env = EnvName::parse(&format!("a{}", "b-".repeat(7) + "c")).unwrap();
+        assert_eq!(env.as_str().len(), MAX_ENV_LEN);
+        let names = Names::new(env, "123456789012", "ap-southeast-7");
+        for (kind, name) in names.all() {
+            kind.check(&name).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+
+    #[test]
+    fn name_rules_reject_what_aws_rejects() {
+        assert!(NameKind::TargetGroup.check(&"a".repeat(33)).is_err());
+        assert!(NameKind::TargetGroup.check("payops-x-").is_err());
+        assert!(NameKind::S3Bucket.check("Payops").is_err());
+        assert!(NameKind::S3Bucket.check(&"a".repeat(64)).is_err());
+        assert!(NameKind::RdsIdentifier.check("a--b").is_err());
+        assert!(NameKind::RdsIdentifier.check("1abc").is_err());
+        assert!(NameKind::KmsAlias.check("alias/aws/foo").is_err());
+        assert!(NameKind::KmsAlias.check("payops/foo").is_err());
+        assert!(NameKind::LoadBalancer.check("internal-x").is_err());
+    }
+
+    #[test]
+    fn audit_bucket_includes_account_and_region() {
+        let names = Names::new(EnvName::parse("pr1").unwrap(), "123456789012", "eu-west-2");
+        assert_eq!(names.audit_bucket(), "payops-pr1-audit-123456789012-eu-west-2");
+    }
+
+    #[test]
+    fn region_shape_is_checked() {
+        for ok in ["us-east-1", "eu-central-2", "us-gov-west-1", "ap-southeast-7"] {
+            validate_region(ok).unwrap();
+        }
+        for bad in ["", "useast1", "US-EAST-1", "us-east", "us-east-x"] {
+            assert!(validate_region(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! What every resource step sees: the env's names, tags and desired shape,
+//! the SDK clients, and the account it runs in.
+
+use std::time::Duration;
+
+use tokio::sync::OnceCell;
+
+use crate::aws::{AwsError, Budget, Clients, OpResult};
+use crate::naming::{EnvName, Names};
+use crate::spec::{AZ_COUNT, EnvSpec};
+use crate::tags::{self, Ownership, TagMap, Tagger};
+
+/// How long payops waits for AWS before giving up, per kind of wait.
+#[derive(Clone, Copy, Debug)]
+pub struct Budgets {
+    /// NAT gateways take 1-5 minutes to become available or deleted.
+    pub nat_gateway: Duration,
+    /// Security groups, subnets and VPCs refuse deletion while ENIs (Lambda's
+    /// hyperplane ENIs: up to 45 minutes) still use them.
+    pub dependency_violation: Budget,
+    /// DynamoDB tables: create and delete usually take seconds to a minute.
+    pub table: Duration,
+    /// IAM is eventually consistent: a new role may not be usable for seconds.
+    pub iam_propagation: Budget,
+}
+
+impl Default for Budgets {
+    fn default() -> Self {
+        Self {
+            nat_gateway: Duration::from_secs(15 * 60),
+            dependency_violation: Budget::new(Duration::from_secs(50 * 60)),
+            table: Duration::from_secs(15 * 60),
+            iam_propagation: Budget::new(Duration::from_secs(120)),
+        }
+    }
+}
+
+pub struct Context {
+    pub names: Names,
+    pub tagger: Tagger,
+    pub spec: EnvSpec,
+    pub clients: Clients,
+    pub account_id: String,
+    pub region: String,
+    pub budgets: Budgets,
+    azs: OnceCell<Vec<String>>,
+}
+
+impl Context {
+    pub fn new(
+        names: Names,
+        tagger: Tagger,
+        spec: EnvSpec,
+        clients: Clients,
+        account_id: impl Into<String>,
+        region: impl Into<String>,
+    ) -> Self {
+        Self {
+            names,
+            tagger,
+            spec,
+            clients,
+            account_id: account_id.into(),
+            region: region.into(),
+            budgets: Budgets::default(),
+            azs: OnceCell::new(),
+        }
+    }
+
+    pub fn env(&self) -> &EnvName {
+        self.names.env()
+    }
+
+    /// `aws`, or the partition of China / GovCloud regions, for ARNs.
+    pub fn partition(&self) -> &'static str {
+        if self.region.starts_with("cn-") {
+            "aws-cn"
+        } else if self.region.starts_with("us-gov-") {
+            "aws-us-gov"
+        } else {
+            "aws"
+        }
+    }
+
+    /// `arn:<partition>:<service>:<region>:<account>:<resource>`.
+    pub fn arn(&self, service: &str, resource: &str) -> String {
+        format!(
+            "arn:{}:{service}:{}:{}:{resource}",
+            self.partition(),
+            self.region,
+            self.account_id
+        )
+    }
+
+    pub fn account_root_arn(&self) -> String {
+        format!("arn:{}:iam::{}:root", self.partition(), self.account_id)
+    }
+
+    /// The first `AZ_COUNT` available zones, by name: stable across runs.
+    pub async fn availability_zones(&self) -> Result<&[String], AwsError> {
+        self.azs
+            .get_or_try_init(|| async {
+                let out = self
+                    .clients
+                    .ec2
+                    .describe_availability_zones()
+                    .filters(
+                        aws_sdk_ec2::types::Filter::builder()
+                            .name("state")
+                            .values("available")
+                            .build(),
+                    )
+                    .send()
+                    .await
+                    .op("ec2:DescribeAvailabilityZones")?;
+                let mut names: Vec<String> = out
+                    .availability_zones()
+                    .iter()
+                    .filter(|z| z.zone_type().is_none_or(|t| t == "availability-zone"))
+                    .filter_map(|z| z.zone_name().map(str::to_owned))
+                    .collect();
+                names.sort();
+                if names.len() < AZ_COUNT {
+                    return Err(AwsError::Conflict(format!(
+                        "region {} has {} available zones; payops needs {AZ_COUNT}",
+                        self.region,
+                        names.len()
+                    )));
+                }
+                names.truncate(AZ_COUNT);
+                Ok(names)
+            })
+            .await
+            .map(Vec::as_slice)
+    }
+
+    pub fn is_ours(&self, tags: &TagMap) -> bool {
+        tags::ownership(tags, self.env()) == Ownership::Ours
+    }
+
+    /// Refuses a found resource that is not tagged as this env's.
+    pub fn check_ours(&self, what: impl std::fmt::Display, tags: &TagMap) -> Result<(), AwsError> {
+        match tags::ownership(tags, self.env()) {
+            Ownership::Ours => Ok(()),
+            Ownership::OtherEnv(env) => Err(AwsError::NotOurs {
+                what: what.to_string(),
+                owner: format!("it belongs to payops env {env}"),
+            }),
+            Ownership::Foreign => Err(AwsError::NotOurs {
+                what: what.to_string(),
+                owner: "it has no payops ownership tags".into(),
+            }),
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! Helpers every EC2 resource shares: ownership filters, tags at creation,
+//! and tag repair.
+
+use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
+
+use crate::aws::{AwsError, OpResult};
+use crate::tags::{self, TagMap};
+
+use super::context::Context;
+
+/// Filters matching what `step` of this env created. EC2 resources are tagged
+/// in the create call itself, so a resource without these tags was not made
+/// by payops (or was made and failed before existing).
+pub fn owned_by(cx: &Context, step: &str) -> Vec<Filter> {
+    vec![
+        tag_filter(tags::MANAGED_BY, tags::MANAGER),
+        tag_filter(tags::ENV, cx.env().as_str()),
+        tag_filter(tags::STEP, step),
+    ]
+}
+
+pub fn tag_filter(key: &str, value: &str) -> Filter {
+    Filter::builder()
+        .name(format!("tag:{key}"))
+        .values(value)
+        .build()
+}
+
+pub fn filter(name: &str, values: impl IntoIterator<Item = impl Into<String>>) -> Filter {
+    let mut f = Filter::builder().name(name);
+    for v in values {
+        f = f.values(v);
+    }
+    f.build()
+}
+
+/// The desired tags of one EC2 resource: ownership, cost and `Name`.
+pub fn desired_tags(cx: &Context, step: &str, name: &str) -> TagMap {
+    let mut tags = cx.tagger.for_create(step);
+    tags.insert("Name".into(), name.into());
+    tags
+}
+
+pub fn tag_spec(cx: &Context, resource: ResourceType, step: &str, name: &str) -> TagSpecification {
+    let mut spec = TagSpecification::builder().resource_type(resource);
+    for (k, v) in desired_tags(cx, step, name) {
+        spec = spec.tags(Tag::builder().key(k).value(v).build());
+    }
+    spec.build()
+}
+
+pub fn tag_map(tags: &[Tag]) -> TagMap {
+    tags::to_map(tags, |t| (t.key(), t.value()))
+}
+
+/// Tags to add so the resource carries the desired set (empty: in sync).
+pub fn missing_tags(cx: &Context, step: &str, name: &str, existing: &TagMap) -> TagMap {
+    let mut missing = cx.tagger.missing(step, existing);
+    if existing.get("Name").map(String::as_str) != Some(name) {
+        missing.insert("Name".into(), name.into());
+    }
+    missing
+}
+
+pub async fn add_tags(cx: &Context, resource_id: &str, tags: &TagMap) -> Result<(), AwsError> {
+    let mut req = cx.clients.ec2.create_tags().resources(resource_id);
+    for (k, v) in tags {
+        req = req.tags(Tag::builder().key(k).value(v).build());
+    }
+    req.send().await.op("ec2:CreateTags")?;
+    Ok(())
+}
+
+/// "add tags CostCenter, Name": how a tag fix reads in `status`.
+pub fn describe_tag_fix(tags: &TagMap) -> String {
+    format!(
+        "add tags {}",
+        tags.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+    )
+}

@@ -1,0 +1,138 @@
+//! Test support: a `Context` whose clients answer only what a test mocks.
+
+use std::collections::BTreeMap;
+
+use aws_smithy_mocks::{Rule, RuleMode, mock_client};
+
+use crate::aws::Clients;
+use crate::engine::{Record, StepCx, StepEvents, StepId};
+use crate::naming::{EnvName, Names};
+use crate::spec::EnvSpec;
+use crate::tags::Tagger;
+
+use super::context::Context;
+
+pub const ACCOUNT: &str = "123456789012";
+pub const REGION: &str = "us-east-1";
+pub const NOW: &str = "2026-11-23T00:00:00Z";
+
+/// Clients with no rules: any call not mocked by a test fails it.
+pub fn clients() -> Clients {
+    let none: &[&Rule] = &[];
+    Clients {
+        sts: mock_client!(aws_sdk_sts, RuleMode::MatchAny, none),
+        kms: mock_client!(aws_sdk_kms, RuleMode::MatchAny, none),
+        ec2: mock_client!(aws_sdk_ec2, RuleMode::MatchAny, none),
+        logs: mock_client!(aws_sdk_cloudwatchlogs, RuleMode::MatchAny, none),
+        iam: mock_client!(aws_sdk_iam, RuleMode::MatchAny, none),
+        s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, none),
+        dynamodb: mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, none),
+        sns: mock_client!(aws_sdk_sns, RuleMode::MatchAny, none),
+        ssm: mock_client!(aws_sdk_ssm, RuleMode::MatchAny, none),
+        tagging: mock_client!(aws_sdk_resourcegroupstagging, RuleMode::MatchAny, none),
+    }
+}
+
+pub fn context(clients: Clients) -> Context {
+    let env = EnvName::parse("pr1").unwrap();
+    Context::new(
+        Names::new(env.clone(), ACCOUNT, REGION),
+        Tagger::new(env, "payments", NOW),
+        EnvSpec::default(),
+        clients,
+        ACCOUNT,
+        REGION,
+    )
+}
+
+/// Ignores progress, keeps what steps remember.
+#[derive(Default)]
+pub struct Events {
+    pub remembered: std::sync::Mutex<Vec<(String, String)>>,
+}
+
+impl StepEvents for Events {
+    fn progress(&self, _: &StepId, _: &str) {}
+    fn remember(&self, _: &StepId, key: &str, id: &str) {
+        self.remembered
+            .lock()
+            .unwrap()
+            .push((key.to_owned(), id.to_owned()));
+    }
+}
+
+pub fn step_cx<'a>(
+    id: &'a StepId,
+    inputs: BTreeMap<StepId, Record>,
+    events: &'a Events,
+) -> StepCx<'a> {
+    StepCx::standalone(id, inputs, None, events)
+}
+
+/// The payops tags of env pr1 and `step`, as EC2 returns them.
+pub fn ec2_tags(step: &str) -> Vec<aws_sdk_ec2::types::Tag> {
+    let mut tags = Tagger::new(EnvName::parse("pr1").unwrap(), "payments", NOW).for_create(step);
+    tags.insert("Name".into(), format!("payops-pr1-{step}"));
+    tags.into_iter()
+        .map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build())
+        .collect()
+}
+
+/// Runs `ensure` of `resource` as step `id`, with `inputs` as its
+/// dependencies' records.
+pub async fn ensure<R: super::resource::Resource>(
+    cx: &Context,
+    id: &str,
+    resource: R,
+    inputs: &[(&str, Record)],
+) -> Result<crate::engine::Applied, crate::engine::StepError> {
+    use crate::engine::Step;
+    let (id, inputs, events) = prepare(id, inputs);
+    super::resource::Node::new(id.clone(), resource, vec![])
+        .ensure(cx, &step_cx(&id, inputs, &events))
+        .await
+}
+
+pub async fn observe<R: super::resource::Resource>(
+    cx: &Context,
+    id: &str,
+    resource: R,
+    inputs: &[(&str, Record)],
+) -> Result<crate::engine::Observation, crate::engine::StepError> {
+    use crate::engine::Step;
+    let (id, inputs, events) = prepare(id, inputs);
+    super::resource::Node::new(id.clone(), resource, vec![])
+        .observe(cx, &step_cx(&id, inputs, &events))
+        .await
+}
+
+pub async fn destroy<R: super::resource::Resource>(
+    cx: &Context,
+    id: &str,
+    resource: R,
+) -> Result<crate::engine::Removed, crate::engine::StepError> {
+    use crate::engine::Step;
+    let (id, inputs, events) = prepare(id, &[]);
+    super::resource::Node::new(id.clone(), resource, vec![])
+        .destroy(cx, &step_cx(&id, inputs, &events))
+        .await
+}
+
+fn prepare(id: &str, inputs: &[(&str, Record)]) -> (StepId, BTreeMap<StepId, Record>, Events) {
+    (
+        StepId::from(id),
+        inputs
+            .iter()
+            .map(|(k, r)| (StepId::from(*k), r.clone()))
+            .collect(),
+        Events::default(),
+    )
+}
+
+/// An AWS error with `code`, for `Operation Error::generic(...)` in mocks.
+pub fn error_meta(code: &str) -> aws_smithy_types::error::ErrorMetadata {
+    aws_smithy_types::error::ErrorMetadata::builder()
+        .code(code)
+        .message(format!("{code} (mocked)"))
+        .build()
+}

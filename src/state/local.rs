@@ -1,0 +1,208 @@
+//! The local state backend: `<dir>/<env>.json`, written atomically, guarded
+//! by an advisory lock on `<dir>/<env>.lock`.
+
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use super::{EnvState, FORMAT, StateError};
+
+#[derive(Clone, Debug)]
+pub struct LocalStore {
+    dir: PathBuf,
+}
+
+/// Held for the whole of a mutating command; dropping it (or the process
+/// dying) releases the lock.
+#[derive(Debug)]
+pub struct StateLock {
+    _file: File,
+}
+
+impl LocalStore {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    pub fn path(&self, env: &str) -> PathBuf {
+        self.dir.join(format!("{env}.json"))
+    }
+
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
+        move |source| StateError::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+
+    pub fn load(&self, env: &str) -> Result<Option<EnvState>, StateError> {
+        let path = self.path(env);
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Self::io(&path)(e)),
+        };
+        let corrupt = |reason: String| StateError::Corrupt {
+            path: path.display().to_string(),
+            reason,
+        };
+        let state: EnvState =
+            serde_json::from_str(&text).map_err(|e| corrupt(format!("not valid JSON ({e})")))?;
+        if state.format > FORMAT {
+            return Err(corrupt(format!(
+                "format {} was written by a newer payops (this one reads format {FORMAT})",
+                state.format
+            )));
+        }
+        if state.env != env {
+            return Err(corrupt(format!(
+                "it records env {:?}, not {env:?}",
+                state.env
+            )));
+        }
+        Ok(Some(state))
+    }
+
+    /// Write-then-rename, so a crash leaves the old file or the new one, never
+    /// half of one.
+    pub fn save(&self, state: &EnvState) -> Result<(), StateError> {
+        let path = self.path(&state.env);
+        fs::create_dir_all(&self.dir).map_err(Self::io(&self.dir))?;
+        let tmp = self
+            .dir
+            .join(format!(".{}.json.tmp-{}", state.env, std::process::id()));
+        let mut json = serde_json::to_vec_pretty(state).expect("state serialises");
+        json.push(b'\n');
+        let write = || -> std::io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&json)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            // Make the rename itself durable.
+            File::open(&self.dir)?.sync_all()
+        };
+        write().map_err(Self::io(&path))
+    }
+
+    pub fn remove(&self, env: &str) -> Result<(), StateError> {
+        let path = self.path(env);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Self::io(&path)(e)),
+        }
+    }
+
+    /// Takes the env's lock or fails at once naming the holder.
+    pub fn lock(&self, env: &str, holder: &str) -> Result<StateLock, StateError> {
+        fs::create_dir_all(&self.dir).map_err(Self::io(&self.dir))?;
+        let path = self.dir.join(format!("{env}.lock"));
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(Self::io(&path))?;
+        match file.try_lock() {
+            Ok(()) => {
+                let mut write = || -> std::io::Result<()> {
+                    file.set_len(0)?;
+                    file.rewind()?;
+                    file.write_all(holder.as_bytes())?;
+                    file.flush()
+                };
+                write().map_err(Self::io(&path))?;
+                Ok(StateLock { _file: file })
+            }
+            Err(TryLockError::WouldBlock) => {
+                let mut current = String::new();
+                let _ = file.read_to_string(&mut current);
+                let holder = match current.trim() {
+                    "" => "holder unknown".to_owned(),
+                    h => h.to_owned(),
+                };
+                Err(StateError::Locked {
+                    env: env.to_owned(),
+                    holder,
+                })
+            }
+            Err(TryLockError::Error(e)) => Err(Self::io(&path)(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::engine::Record;
+    use crate::state::StepState;
+
+    use super::*;
+
+    fn sample() -> EnvState {
+        let mut s = EnvState::new("pr1", "us-east-1", "123456789012");
+        s.steps.insert(
+            "vpc".into(),
+            StepState {
+                record: Record::default()
+                    .resource("vpc", "vpc-1")
+                    .output("VpcId", "vpc-1"),
+                updated_at: "t".into(),
+            },
+        );
+        s
+    }
+
+    #[test]
+    fn saves_and_loads_atomically_leaving_no_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        assert_eq!(store.load("pr1").unwrap(), None);
+        store.save(&sample()).unwrap();
+        assert_eq!(store.load("pr1").unwrap(), Some(sample()));
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, ["pr1.json"]);
+    }
+
+    #[test]
+    fn a_corrupt_file_is_reported_with_a_way_out_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        fs::write(store.path("pr1"), "{ not json").unwrap();
+        let err = store.load("pr1").unwrap_err().to_string();
+        assert!(err.contains("not valid JSON"), "{err}");
+        assert!(err.contains("mv "), "{err}");
+        assert_eq!(fs::read_to_string(store.path("pr1")).unwrap(), "{ not json");
+    }
+
+    #[test]
+    fn a_state_file_for_another_env_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let mut s = sample();
+        s.env = "pr2".into();
+        fs::write(store.path("pr1"), serde_json::to_string(&s).unwrap()).unwrap();
+        assert!(matches!(
+            store.load("pr1"),
+            Err(StateError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn a_second_lock_fails_fast_naming_the_holder_and_is_free_after_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let first = store.lock("pr1", "pid 42 on ci-7: up").unwrap();
+        match store.lock("pr1", "pid 43") {
+            Err(StateError::Locked { holder, .. }) => assert_eq!(holder, "pid 42 on ci-7: up"),
+            other => panic!("expected Locked, got {other:?}"),
+        }
+        // Another env is independent.
+        let _other = store.lock("pr2", "pid 44").unwrap();
+        drop(first);
+        store.lock("pr1", "pid 45").unwrap();
+    }
+}

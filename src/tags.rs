@@ -1,0 +1,154 @@
+//! Ownership and cost-allocation tags.
+//!
+//! Ownership tags are how payops recognises its own resources without a state
+//! file, and the only thing `down` and `destroy-all` trust: a resource with
+//! one of our names but without our tags is never adopted nor deleted.
+
+use std::collections::BTreeMap;
+
+use crate::naming::EnvName;
+
+pub const ENV: &str = "payops:env";
+pub const STEP: &str = "payops:step";
+pub const MANAGED_BY: &str = "payops:managed-by";
+pub const CREATED_AT: &str = "payops:created-at";
+pub const MANAGER: &str = "payops";
+
+pub type TagMap = BTreeMap<String, String>;
+
+/// Who a found resource belongs to, by its tags.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ownership {
+    Ours,
+    /// Managed by payops for another env: never touch it.
+    OtherEnv(String),
+    /// Not tagged as payops': someone else's, whatever its name.
+    Foreign,
+}
+
+pub fn ownership(tags: &TagMap, env: &EnvName) -> Ownership {
+    if tags.get(MANAGED_BY).map(String::as_str) != Some(MANAGER) {
+        return Ownership::Foreign;
+    }
+    match tags.get(ENV) {
+        Some(e) if e == env.as_str() => Ownership::Ours,
+        Some(e) => Ownership::OtherEnv(e.clone()),
+        None => Ownership::Foreign,
+    }
+}
+
+/// The tags every resource of one env gets.
+#[derive(Clone, Debug)]
+pub struct Tagger {
+    env: EnvName,
+    cost_center: String,
+    /// This run's timestamp, used as `payops:created-at` for what it creates.
+    now: String,
+}
+
+impl Tagger {
+    pub fn new(env: EnvName, cost_center: impl Into<String>, now: impl Into<String>) -> Self {
+        Self {
+            env,
+            cost_center: cost_center.into(),
+            now: now.into(),
+        }
+    }
+
+    pub fn env(&self) -> &EnvName {
+        &self.env
+    }
+
+    /// Tags for a resource created now by `step`.
+    pub fn for_create(&self, step: &str) -> TagMap {
+        self.desired(step, None)
+    }
+
+    /// The full desired set; `created_at` keeps the first creation time.
+    fn desired(&self, step: &str, created_at: Option<&str>) -> TagMap {
+        TagMap::from([
+            (ENV.into(), self.env.to_string()),
+            (STEP.into(), step.into()),
+            (MANAGED_BY.into(), MANAGER.into()),
+            (
+                CREATED_AT.into(),
+                created_at.unwrap_or(&self.now).to_owned(),
+            ),
+            ("Project".into(), "payops".into()),
+            ("Environment".into(), self.env.to_string()),
+            ("CostCenter".into(), self.cost_center.clone()),
+        ])
+    }
+
+    /// Tags to add or overwrite on an existing resource so it carries the
+    /// desired set. Tags others added are left alone; `payops:created-at` is
+    /// kept as first written. Empty when in sync.
+    pub fn missing(&self, step: &str, existing: &TagMap) -> TagMap {
+        let created_at = existing.get(CREATED_AT).map(String::as_str);
+        self.desired(step, created_at)
+            .into_iter()
+            .filter(|(k, v)| existing.get(k) != Some(v))
+            .collect()
+    }
+}
+
+/// Turns any SDK's tag list into a map.
+pub fn to_map<T>(
+    tags: impl IntoIterator<Item = T>,
+    kv: impl Fn(&T) -> (Option<&str>, Option<&str>),
+) -> TagMap {
+    tags.into_iter()
+        .filter_map(|t| {
+            let (k, v) = kv(&t);
+            Some((k?.to_owned(), v.unwrap_or_default().to_owned()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tagger() -> Tagger {
+        Tagger::new(EnvName::parse("pr1").unwrap(), "cc-42", "2026-11-23T00:00:00Z")
+    }
+
+    #[test]
+    fn created_resources_carry_ownership_and_cost_tags() {
+        let tags = tagger().for_create("vpc");
+        assert_eq!(tags[ENV], "pr1");
+        assert_eq!(tags[STEP], "vpc");
+        assert_eq!(tags[MANAGED_BY], "payops");
+        assert_eq!(tags[CREATED_AT], "2026-11-23T00:00:00Z");
+        assert_eq!(tags["Project"], "payops");
+        assert_eq!(tags["Environment"], "pr1");
+        assert_eq!(tags["CostCenter"], "cc-42");
+    }
+
+    #[test]
+    fn reconcile_keeps_the_first_creation_time_and_foreign_tags() {
+        let mut existing = tagger().for_create("vpc");
+        existing.insert(CREATED_AT.into(), "2020-01-01T00:00:00Z".into());
+        existing.insert("team".into(), "payments".into());
+        assert!(tagger().missing("vpc", &existing).is_empty());
+        existing.remove("CostCenter");
+        let missing = tagger().missing("vpc", &existing);
+        assert_eq!(
+            missing,
+            TagMap::from([("CostCenter".into(), "cc-42".into())])
+        );
+    }
+
+    #[test]
+    fn ownership_requires_both_manager_and_env() {
+        let env = EnvName::parse("pr1").unwrap();
+        let ours = tagger().for_create("vpc");
+        assert_eq!(ownership(&ours, &env), Ownership::Ours);
+        let other = Tagger::new(EnvName::parse("pr2").unwrap(), "x", "t").for_create("vpc");
+        assert_eq!(ownership(&other, &env), Ownership::OtherEnv("pr2".into()));
+        let mut forged = ours.clone();
+        forged.remove(MANAGED_BY);
+        assert_eq!(ownership(&forged, &env), Ownership::Foreign);
+        assert_eq!(ownership(&TagMap::new(), &env), Ownership::Foreign);
+    }
+}
