@@ -1,0 +1,262 @@
+"""Moto-backed LocalStack service providers.
+
+Each provider here serves EVERY operation of a service's botocore model by
+handing the request to LocalStack's in-process moto (``moto-ext``) through
+``localstack.services.moto`` -- the same mechanism LocalStack itself uses for
+the operations its native providers do not implement
+(``MotoFallbackDispatcher``).  Because it is the same moto instance, state is
+shared with LocalStack's other moto-backed services (EC2 subnets / security
+groups, IAM roles, ...), so ids resolve across services.
+
+They are registered as plugins under the entry-point group
+``localstack.aws.provider`` with the name ``<api>:moto`` (see pyproject.toml)
+and are selected with ``PROVIDER_OVERRIDE_<API>=moto``.
+
+Why: the community edition either lacks these services ("not included in your
+current license plan": rds, elbv2, wafv2, guardduty, autoscaling,
+apigatewayv2, xray) or its implementation needs downloads that are impossible
+offline (dynamodb -> Java + DynamoDB Local; lambda -> runtime binaries and a
+Docker engine, functions end up State=Failed).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from localstack.services.plugins import Service, ServiceLifecycleHook, aws_provider
+
+LOG = logging.getLogger(__name__)
+
+PROVIDER_NAME = "moto"
+
+
+class MotoPassthroughProvider(ServiceLifecycleHook):
+    """A provider with no logic of its own: every operation goes to moto.
+
+    ``Service.for_provider`` only needs ``provider.service`` (the botocore
+    service name) plus a dispatch table, which we build from the service
+    model so that no operation is missing (a provider class generated from
+    ``localstack.aws.api.<service>`` would only cover the operations present
+    in LocalStack's generated stubs, and rds/elbv2/... have none in the
+    community package).
+    """
+
+    def __init__(self, service: str):
+        self.service = service
+
+    def __repr__(self) -> str:  # shows up in LocalStack's debug logs
+        return f"<payops MotoPassthroughProvider {self.service}>"
+
+
+def _dispatch_table(service: str) -> dict:
+    from localstack.aws.spec import load_service
+    from localstack.services.moto import call_moto
+
+    def _handler(context, _request):
+        # call_moto parses moto's HTTP answer back into a ServiceResponse and
+        # raises the matching ServiceException for error answers, so
+        # LocalStack re-serializes it exactly like a native provider would.
+        return call_moto(context)
+
+    model = load_service(service)
+    return {op: _handler for op in model.operation_names}
+
+
+def moto_service(service: str) -> Service:
+    provider = MotoPassthroughProvider(service)
+    table = _dispatch_table(service)
+    LOG.info("payops ext: serving %s (%d operations) from moto", service, len(table))
+    return Service.for_provider(provider, dispatch_table_factory=lambda _p: table)
+
+
+@aws_provider(api="dynamodb", name=PROVIDER_NAME)
+def dynamodb():
+    return moto_service("dynamodb")
+
+
+@aws_provider(api="dynamodbstreams", name=PROVIDER_NAME)
+def dynamodbstreams():
+    # Must go together with dynamodb:moto: the native dynamodbstreams provider
+    # reads the stream records of the native (DynamoDB Local) backend.
+    return moto_service("dynamodbstreams")
+
+
+@aws_provider(api="lambda", name=PROVIDER_NAME)
+def lambda_():
+    # moto's docker-less Lambda ("awslambda_simple"): functions are Active at
+    # once and Invoke returns a canned payload instead of running the code.
+    from moto.core.config import default_user_config
+
+    default_user_config.setdefault("lambda", {})["use_docker"] = False
+    return moto_service("lambda")
+
+
+@aws_provider(api="rds", name=PROVIDER_NAME)
+def rds():
+    _patch_moto_rds_master_secret_kms()
+    # ManageMasterUserPassword makes moto create the secret in moto's
+    # secretsmanager backend. LocalStack's secretsmanager provider patches
+    # moto's FakeSecret when its module is imported; a secret created before
+    # that (first RDS call before any secretsmanager call) lacks
+    # `last_accessed_date` and DescribeSecret on it fails with HTTP 500.
+    import localstack.services.secretsmanager.provider  # noqa: F401
+    return moto_service("rds")
+
+
+def _native_kms_key_arn(key_ref: str, account_id: str, region: str) -> str | None:
+    """Resolves a key id / key ARN / alias (name or ARN) in LocalStack's native KMS store."""
+    from localstack.services.kms.models import kms_stores
+
+    store = kms_stores[account_id][region]
+    ref = key_ref
+    if ":alias/" in ref:
+        ref = "alias/" + ref.split(":alias/", 1)[1]
+    if ref.startswith("alias/"):
+        alias = store.aliases.get(ref)
+        if alias is None:
+            return None
+        ref = alias.metadata.get("TargetKeyId") or ""
+    if ":key/" in ref:
+        ref = ref.split(":key/", 1)[1]
+    key = store.keys.get(ref)
+    return key.metadata["Arn"] if key is not None else None
+
+
+def _patch_moto_rds_master_secret_kms() -> None:
+    """RDS ManageMasterUserPassword + MasterUserSecretKmsKeyId with a customer key.
+
+    moto resolves that key in *moto's* KMS backend, but in LocalStack KMS is a
+    native provider with its own store, so moto raises NotFound -> HTTP 500
+    (and a boto3 retry then fails with DBClusterSnapshotAlreadyExistsFault).
+    Fall back to LocalStack's KMS store for the lookup.
+    """
+    from moto.rds import models as rds_models
+
+    cls = rds_models.MasterUserSecret
+    if getattr(cls, "_payops_patched", False):
+        return
+    original = cls.kms_key_id
+
+    def kms_key_id(self):
+        try:
+            return original.fget(self)
+        except Exception:
+            backend = self.resource.backend
+            arn = _native_kms_key_arn(str(self.secret.kms_key_id), backend.account_id, backend.region_name)
+            if arn is None:
+                raise
+            return arn
+
+    cls.kms_key_id = property(kms_key_id)
+    cls._payops_patched = True
+
+
+@aws_provider(api="elbv2", name=PROVIDER_NAME)
+def elbv2():
+    return moto_service("elbv2")
+
+
+@aws_provider(api="wafv2", name=PROVIDER_NAME)
+def wafv2():
+    return moto_service("wafv2")
+
+
+@aws_provider(api="guardduty", name=PROVIDER_NAME)
+def guardduty():
+    return moto_service("guardduty")
+
+
+@aws_provider(api="autoscaling", name=PROVIDER_NAME)
+def autoscaling():
+    return moto_service("autoscaling")
+
+
+@aws_provider(api="apigatewayv2", name=PROVIDER_NAME)
+def apigatewayv2():
+    return moto_service("apigatewayv2")
+
+
+@aws_provider(api="xray", name=PROVIDER_NAME)
+def xray():
+    return moto_service("xray")
+
+
+# ---------------------------------------------------------------------------
+# Patched native providers (selected with PROVIDER_OVERRIDE_<API>=payops)
+
+
+@aws_provider(api="logs", name="payops")
+def logs():
+    """LocalStack's own CloudWatch Logs provider with its tagging bugs fixed.
+
+    In 4.14.0 ``TagResource``/``TagLogGroup`` do ``TAGS.get(arn, {}).update()``,
+    so tags added to a log group that was created *without* tags are silently
+    dropped (ListTagsForResource returns {}), and tags of a deleted group come
+    back when a group of the same name is created again. The tags are also
+    mirrored into moto's logs backend, which is what the (moto-backed)
+    Resource Groups Tagging API reads, so GetResources finds tagged log groups.
+    """
+    from localstack.services.logs.models import get_moto_logs_backend, logs_stores
+    from localstack.services.logs.provider import LogsProvider
+    from localstack.services.moto import MotoFallbackDispatcher, call_moto
+    from localstack.utils.aws import arns
+
+    class PayopsLogsProvider(LogsProvider):
+        def _group_arn(self, context, name):
+            return arns.log_group_arn(group_name=name, account_id=context.account_id, region_name=context.region)
+
+        def _tag(self, context, arn, tags):
+            logs_stores[context.account_id][context.region].TAGS.setdefault(arn, {}).update(tags or {})
+            if tags and ":log-group:" in arn:
+                get_moto_logs_backend(context.account_id, context.region).tag_resource(arn, tags)
+
+        def _untag(self, context, arn, keys):
+            stored = logs_stores[context.account_id][context.region].TAGS.get(arn, {})
+            for k in keys or []:
+                stored.pop(k, None)
+            if keys and ":log-group:" in arn:
+                get_moto_logs_backend(context.account_id, context.region).untag_resource(arn, list(keys))
+
+        def tag_resource(self, context, resource_arn, tags, **kwargs):
+            self._check_resource_arn_tagging(resource_arn)
+            self._tag(context, resource_arn, tags)
+
+        def untag_resource(self, context, resource_arn, tag_keys, **kwargs):
+            self._check_resource_arn_tagging(resource_arn)
+            self._untag(context, resource_arn, tag_keys)
+
+        def tag_log_group(self, context, log_group_name, tags, **kwargs):
+            self._verify_log_group_exists(
+                group_name=log_group_name, account_id=context.account_id, region_name=context.region
+            )
+            self._tag(context, self._group_arn(context, log_group_name), tags)
+
+        def untag_log_group(self, context, log_group_name, tags, **kwargs):
+            self._verify_log_group_exists(
+                group_name=log_group_name, account_id=context.account_id, region_name=context.region
+            )
+            self._untag(context, self._group_arn(context, log_group_name), tags)
+
+        def delete_log_group(self, context, log_group_name, **kwargs):
+            call_moto(context)
+            logs_stores[context.account_id][context.region].TAGS.pop(self._group_arn(context, log_group_name), None)
+
+    LOG.info("payops ext: serving logs from LocalStack's provider with the tagging fixes")
+    return Service.for_provider(PayopsLogsProvider(), dispatch_table_factory=MotoFallbackDispatcher)
+
+
+# Every API this package serves as moto passthrough; scripts/emulator and
+# docker-compose.yml set PROVIDER_OVERRIDE_<API>=moto for each (and
+# PROVIDER_OVERRIDE_LOGS=payops for the patched logs provider).
+SERVICES = [
+    "dynamodb",
+    "dynamodbstreams",
+    "lambda",
+    "rds",
+    "elbv2",
+    "wafv2",
+    "guardduty",
+    "autoscaling",
+    "apigatewayv2",
+    "xray",
+]

@@ -1,0 +1,87 @@
+"""Start moto's server (``moto.server.main``) with payops' harness fixes.
+
+Used by scripts/emulator instead of ``moto_server``; arguments are passed
+through unchanged (``-H 127.0.0.1 -p 5055``). Set PAYOPS_MOTO_PATCHES=0 to run
+plain moto.
+
+Fix 1 -- S3 bucket-policy conditions (moto 5.2.5 bug).
+    moto evaluates a bucket policy on object calls (Put/Get/Delete/DeleteObjects)
+    but ignores the ``Condition`` block of its statements, so the standard
+    ``Deny s3:* if aws:SecureTransport = false`` statement denies *every*
+    object call with 403, over HTTP and HTTPS alike. Real AWS applies that
+    statement only to plain-HTTP requests, and a deployment only ever talks
+    HTTPS. The replacement below evaluates conditions against the request
+    context a real deployment has (aws:SecureTransport = true); a statement
+    whose condition uses any other key or operator is treated as not
+    applicable (moto cannot evaluate it), so such a Deny does not apply here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+# Request context a real (TLS) client presents; lower-cased keys.
+ASSUMED_CONTEXT = {"aws:securetransport": "true"}
+
+
+def _condition_holds(condition: dict) -> bool | None:
+    """True/False when every condition can be evaluated, None otherwise."""
+    for operator, pairs in condition.items():
+        op = operator.split(":")[-1]  # drop ForAnyValue:/ForAllValues:
+        op = op.removesuffix("IfExists")
+        for key, expected in pairs.items():
+            actual = ASSUMED_CONTEXT.get(key.lower())
+            if actual is None:
+                return None
+            values = [str(v).lower() for v in (expected if isinstance(expected, list) else [expected])]
+            if op in ("Bool", "StringEquals", "StringEqualsIgnoreCase"):
+                ok = actual in values
+            elif op in ("StringNotEquals", "StringNotEqualsIgnoreCase"):
+                ok = actual not in values
+            else:
+                return None
+            if not ok:
+                return False
+    return True
+
+
+def _patch_s3_bucket_policy_conditions() -> None:
+    from moto.iam.access_control import IAMPolicyStatement, PermissionResult
+    from moto.s3.models import FakeBucket
+
+    def get_permission(self, action: str, resource: str):
+        if self.policy is None:
+            return PermissionResult.NEUTRAL
+        doc = json.loads(self.policy.decode() if isinstance(self.policy, bytes) else self.policy)
+        statements = doc.get("Statement", [])
+        if isinstance(statements, dict):
+            statements = [statements]
+        result = PermissionResult.NEUTRAL
+        for st in statements:
+            if st.get("Condition"):
+                if _condition_holds(st["Condition"]) is not True:
+                    continue  # condition false, or not evaluable: statement does not apply
+                st = {k: v for k, v in st.items() if k != "Condition"}
+            r = IAMPolicyStatement(st).is_action_permitted(action, resource)
+            if r == PermissionResult.DENIED:
+                return PermissionResult.DENIED
+            if r == PermissionResult.PERMITTED:
+                result = PermissionResult.PERMITTED
+        return result
+
+    FakeBucket.get_permission = get_permission
+
+
+def main() -> None:
+    if os.environ.get("PAYOPS_MOTO_PATCHES", "1") != "0":
+        _patch_s3_bucket_policy_conditions()
+        print("payops: moto patches applied (PAYOPS_MOTO_PATCHES=0 to disable)", file=sys.stderr, flush=True)
+    from moto.server import main as moto_main
+
+    moto_main(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()
