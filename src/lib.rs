@@ -6,9 +6,14 @@
 //! wire settings, state and the engine together and make no SDK call.
 
 pub mod aws;
+pub mod cli;
+pub mod commands;
 pub mod engine;
 pub mod naming;
+pub mod outputs;
 pub mod resources;
+pub mod settings;
 pub mod spec;
 pub mod state;
 pub mod tags;
+pub mod ui;

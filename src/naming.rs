@@ -65,7 +65,9 @@ impl EnvName {
             return fail("it must not end with a hyphen".into());
         }
         if name.contains("--") {
-            return fail("it must not contain two hyphens in a row (RDS identifiers cannot)".into());
+            return fail(
+                "it must not contain two hyphens in a row (RDS identifiers cannot)".into(),
+            );
         }
         Ok(Self(name.to_owned()))
     }
@@ -91,9 +93,7 @@ pub fn validate_region(region: &str) -> Result<(), NameError> {
         && parts[..parts.len() - 1]
             .iter()
             .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase()))
-        && parts[parts.len() - 1]
-            .chars()
-            .all(|c| c.is_ascii_digit())
+        && parts[parts.len() - 1].chars().all(|c| c.is_ascii_digit())
         && !parts[parts.len() - 1].is_empty();
     if ok {
         Ok(())
@@ -189,7 +189,10 @@ impl Names {
             (NameKind::TargetGroup, self.target_group("alb")),
             (NameKind::IamRole, self.role("flow-logs")),
             (NameKind::IamRole, self.role("transaction-processing")),
-            (NameKind::LambdaFunction, self.resource("transaction-processing")),
+            (
+                NameKind::LambdaFunction,
+                self.resource("transaction-processing"),
+            ),
             (NameKind::LambdaFunction, self.resource("secret-rotation")),
             (NameKind::RdsIdentifier, self.resource("aurora")),
             (NameKind::RdsIdentifier, self.resource("aurora-reader-2")),
@@ -354,12 +357,20 @@ mod tests {
     #[test]
     fn audit_bucket_includes_account_and_region() {
         let names = Names::new(EnvName::parse("pr1").unwrap(), "123456789012", "eu-west-2");
-        assert_eq!(names.audit_bucket(), "payops-pr1-audit-123456789012-eu-west-2");
+        assert_eq!(
+            names.audit_bucket(),
+            "payops-pr1-audit-123456789012-eu-west-2"
+        );
     }
 
     #[test]
     fn region_shape_is_checked() {
-        for ok in ["us-east-1", "eu-central-2", "us-gov-west-1", "ap-southeast-7"] {
+        for ok in [
+            "us-east-1",
+            "eu-central-2",
+            "us-gov-west-1",
+            "ap-southeast-7",
+        ] {
             validate_region(ok).unwrap();
         }
         for bad in ["", "useast1", "US-EAST-1", "us-east", "us-east-x"] {

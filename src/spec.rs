@@ -115,7 +115,9 @@ impl FromStr for Cidr {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = |why: &str| {
-            format!("invalid VPC CIDR {s:?}: {why} (e.g. 10.0.0.0/16; /16 to /24, so that 9 subnets of prefix+4 fit)")
+            format!(
+                "invalid VPC CIDR {s:?}: {why} (e.g. 10.0.0.0/16; /16 to /24, so that 9 subnets of prefix+4 fit)"
+            )
         };
         let (ip, prefix) = s.split_once('/').ok_or_else(|| bad("missing /prefix"))?;
         let ip: Ipv4Addr = ip.parse().map_err(|_| bad("not an IPv4 address"))?;
@@ -161,7 +163,10 @@ mod tests {
         assert_eq!(vpc.subnet(Tier::Private, 0).to_string(), "10.0.48.0/20");
         assert_eq!(vpc.subnet(Tier::Database, 2).to_string(), "10.0.128.0/20");
         let small: Cidr = "172.16.4.0/24".parse().unwrap();
-        assert_eq!(small.subnet(Tier::Database, 2).to_string(), "172.16.4.128/28");
+        assert_eq!(
+            small.subnet(Tier::Database, 2).to_string(),
+            "172.16.4.128/28"
+        );
     }
 
     #[test]
@@ -178,7 +183,13 @@ mod tests {
 
     #[test]
     fn bad_cidrs_are_refused_with_the_rule() {
-        for bad in ["10.0.0.0", "10.0.0.1/16", "10.0.0.0/8", "10.0.0.0/25", "x/16"] {
+        for bad in [
+            "10.0.0.0",
+            "10.0.0.1/16",
+            "10.0.0.0/8",
+            "10.0.0.0/25",
+            "x/16",
+        ] {
             let err = bad.parse::<Cidr>().unwrap_err();
             assert!(err.contains("/16 to /24"), "{bad}: {err}");
         }

@@ -110,7 +110,11 @@ mod tests {
     use super::*;
 
     fn tagger() -> Tagger {
-        Tagger::new(EnvName::parse("pr1").unwrap(), "cc-42", "2026-11-23T00:00:00Z")
+        Tagger::new(
+            EnvName::parse("pr1").unwrap(),
+            "cc-42",
+            "2026-11-23T00:00:00Z",
+        )
     }
 
     #[test]

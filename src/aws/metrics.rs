@@ -8,8 +8,7 @@ use std::sync::{Arc, Mutex};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::{
-    BeforeSerializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
-    FinalizerInterceptorContextRef,
+    BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef,
 };
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
@@ -113,15 +112,6 @@ impl Intercept for ApiCounter {
         "payops::ApiCounter"
     }
 
-    fn read_before_execution(
-        &self,
-        _context: &BeforeSerializationInterceptorContextRef<'_>,
-        cfg: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        self.bump(cfg, |c| c.calls += 1);
-        Ok(())
-    }
-
     fn read_before_attempt(
         &self,
         _context: &BeforeTransmitInterceptorContextRef<'_>,
@@ -138,9 +128,14 @@ impl Intercept for ApiCounter {
         _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        if matches!(context.output_or_error(), Some(Err(_))) {
-            self.bump(cfg, |c| c.errors += 1);
-        }
+        // Counted at the end: the operation's metadata is in the config bag
+        // by then, and each operation ends exactly once however often it was
+        // attempted.
+        let failed = matches!(context.output_or_error(), Some(Err(_)));
+        self.bump(cfg, |c| {
+            c.calls += 1;
+            c.errors += u64::from(failed);
+        });
         Ok(())
     }
 }

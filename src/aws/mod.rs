@@ -11,4 +11,13 @@ pub mod wait;
 pub use clients::Clients;
 pub use errors::{AwsError, OpResult, absent_on, required};
 pub use metrics::{ApiCalls, ApiCounter};
-pub use wait::{Budget, Poll, poll_until, retry_on_codes};
+pub use wait::{Budget, Poll, poll_until, retry_on_codes, waited};
+
+/// A deterministic idempotency token (AWS `ClientToken`) from `parts`: the
+/// same request retried after a crash gets the same token, a new incarnation
+/// of the resource (other ids in `parts`) a new one.
+pub fn client_token(parts: &[&str]) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(parts.join("\u{1f}").as_bytes());
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}

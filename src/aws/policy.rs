@@ -15,7 +15,9 @@ pub fn same(a: &str, b: &str) -> bool {
 /// IAM returns policy documents URL-encoded; others return them as written.
 fn parse(doc: &str) -> Option<Value> {
     serde_json::from_str(doc).ok().or_else(|| {
-        let decoded = percent_encoding::percent_decode_str(doc).decode_utf8().ok()?;
+        let decoded = percent_encoding::percent_decode_str(doc)
+            .decode_utf8()
+            .ok()?;
         serde_json::from_str(&decoded).ok()
     })
 }
@@ -26,7 +28,13 @@ fn normalize(v: Value) -> Value {
             map.into_iter()
                 // `Version` is often omitted on one side and defaulted on the other.
                 .filter(|(k, _)| k != "Version")
-                .map(|(k, v)| (k, normalize(v)))
+                .map(|(k, v)| match (k.as_str(), v) {
+                    // `"Principal": "*"` and `{"AWS": "*"}` mean the same.
+                    ("Principal", Value::String(s)) if s == "*" => {
+                        (k, serde_json::json!({ "AWS": "*" }))
+                    }
+                    (_, v) => (k, normalize(v)),
+                })
                 .collect(),
         ),
         Value::Array(items) => {
@@ -54,9 +62,18 @@ mod tests {
 
     #[test]
     fn url_encoded_iam_documents_are_decoded() {
-        let written = r#"{"Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"*"}]}"#;
+        let written =
+            r#"{"Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"*"}]}"#;
         let encoded = "%7B%22Statement%22%3A%5B%7B%22Effect%22%3A%22Allow%22%2C%22Action%22%3A%22s3%3AGetObject%22%2C%22Resource%22%3A%22%2A%22%7D%5D%7D";
         assert!(same(written, encoded));
+    }
+
+    #[test]
+    fn a_wildcard_principal_is_the_same_in_both_spellings() {
+        let a =
+            r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"s3:*","Resource":"*"}]}"#;
+        let b = r#"{"Statement":[{"Effect":"Allow","Principal":{"AWS":"*"},"Action":"s3:*","Resource":"*"}]}"#;
+        assert!(same(a, b));
     }
 
     #[test]

@@ -35,7 +35,7 @@ impl Budget {
 /// Calls `op` until it succeeds or fails with an error not in `codes`; while it
 /// fails with one of `codes`, waits (with backoff) and reports progress.
 pub async fn retry_on_codes<T, F, Fut>(
-    what: &str,
+    what: impl AsRef<str>,
     codes: &[&str],
     budget: Budget,
     progress: &(dyn Fn(String) + Send + Sync),
@@ -45,6 +45,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, AwsError>>,
 {
+    let what = what.as_ref();
     let start = Instant::now();
     let mut delay = budget.first_delay;
     let mut attempt = 1u32;
@@ -77,7 +78,7 @@ where
 
 /// Polls `check` until it returns `Some`, within the budget.
 pub async fn poll_until<T, F, Fut>(
-    what: &str,
+    what: impl AsRef<str>,
     budget: Budget,
     progress: &(dyn Fn(String) + Send + Sync),
     mut check: F,
@@ -86,6 +87,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Poll<T>, AwsError>>,
 {
+    let what = what.as_ref();
     let start = Instant::now();
     let mut delay = budget.first_delay;
     loop {
@@ -100,7 +102,10 @@ where
                         last: Some(status),
                     });
                 }
-                progress(format!("waiting for {what}: {status} ({}s)", elapsed.as_secs()));
+                progress(format!(
+                    "waiting for {what}: {status} ({}s)",
+                    elapsed.as_secs()
+                ));
                 tokio::time::sleep(delay).await;
                 delay = budget.next_delay(delay);
             }
@@ -151,7 +156,11 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 4);
         let messages = messages.lock().unwrap();
         assert_eq!(messages.len(), 3);
-        assert!(messages[0].contains("DependencyViolation"), "{}", messages[0]);
+        assert!(
+            messages[0].contains("DependencyViolation"),
+            "{}",
+            messages[0]
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -212,4 +221,33 @@ mod tests {
         .unwrap();
         assert_eq!(v, 7);
     }
+}
+
+/// Maps an SDK waiter's error: running out of time is a `Timeout`, anything
+/// else (a failure state such as a NAT gateway `failed`) says what happened.
+pub fn waited<T, O, E>(
+    result: Result<T, aws_smithy_runtime_api::client::waiters::error::WaiterError<O, E>>,
+    what: &str,
+    max: Duration,
+) -> Result<T, AwsError>
+where
+    O: std::fmt::Debug,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    use aws_smithy_runtime_api::client::waiters::error::WaiterError;
+    result.map_err(|err| match err {
+        WaiterError::ExceededMaxWait(_) => AwsError::Timeout {
+            what: what.to_owned(),
+            after: max,
+            last: None,
+        },
+        other => AwsError::Api {
+            op: "waiter",
+            code: None,
+            message: format!(
+                "{what}: {}",
+                aws_smithy_types::error::display::DisplayErrorContext(&other)
+            ),
+        },
+    })
 }

@@ -139,8 +139,10 @@ impl<C: ?Sized + Sync> Graph<C> {
                 match marks[j] {
                     Mark::Active => {
                         let start = path.iter().position(|&p| p == j).unwrap_or(0);
-                        let mut cycle: Vec<StepId> =
-                            path[start..].iter().map(|&p| g.steps[p].id().clone()).collect();
+                        let mut cycle: Vec<StepId> = path[start..]
+                            .iter()
+                            .map(|&p| g.steps[p].id().clone())
+                            .collect();
                         cycle.push(g.steps[j].id().clone());
                         return Err(GraphError::Cycle(cycle));
                     }

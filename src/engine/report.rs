@@ -20,14 +20,20 @@ pub enum Outcome {
     // observe
     InSync,
     Missing,
-    Drifted { drift: Vec<String> },
+    Drifted {
+        drift: Vec<String>,
+    },
     Unwanted,
     NotWanted,
     // any operation
-    Failed { error: String },
+    Failed {
+        error: String,
+    },
     /// Not run because a step it waits on failed; `because` names the root
     /// causes (failed steps), never intermediate skipped ones.
-    Skipped { because: Vec<StepId> },
+    Skipped {
+        because: Vec<StepId>,
+    },
     /// Not started because the run was interrupted.
     Cancelled,
 }

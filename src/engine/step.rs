@@ -32,7 +32,8 @@ impl StepId {
 
 impl fmt::Display for StepId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        // `pad`, so `{:<26}` aligns columns.
+        f.pad(&self.0)
     }
 }
 
@@ -146,7 +147,9 @@ impl Applied {
 /// What `destroy` did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Removed {
-    Deleted { notes: Vec<String> },
+    Deleted {
+        notes: Vec<String>,
+    },
     /// Nothing was there: destroy is idempotent.
     AlreadyAbsent,
 }
@@ -204,6 +207,17 @@ impl<'a> StepCx<'a> {
     pub fn output(&self, step: &str, key: &str) -> Result<&str, MissingInput> {
         self.input(step)
             .and_then(|r| r.outputs.get(key))
+            .map(String::as_str)
+            .ok_or_else(|| MissingInput {
+                step: step.to_owned(),
+                key: key.to_owned(),
+            })
+    }
+
+    /// The physical id `key` recorded by dependency `step`.
+    pub fn input_resource(&self, step: &str, key: &str) -> Result<&str, MissingInput> {
+        self.input(step)
+            .and_then(|r| r.resources.get(key))
             .map(String::as_str)
             .ok_or_else(|| MissingInput {
                 step: step.to_owned(),

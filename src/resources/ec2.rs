@@ -19,6 +19,12 @@ pub fn owned_by(cx: &Context, step: &str) -> Vec<Filter> {
     ]
 }
 
+/// The same test as [`owned_by`], on tags already read: emulators ignore
+/// some tag filters (moto on DescribeNatGateways), so every find checks again.
+pub fn is_owned_by(cx: &Context, step: &str, tags: &TagMap) -> bool {
+    cx.is_ours(tags) && tags.get(tags::STEP).map(String::as_str) == Some(step)
+}
+
 pub fn tag_filter(key: &str, value: &str) -> Filter {
     Filter::builder()
         .name(format!("tag:{key}"))
@@ -75,6 +81,9 @@ pub async fn add_tags(cx: &Context, resource_id: &str, tags: &TagMap) -> Result<
 pub fn describe_tag_fix(tags: &TagMap) -> String {
     format!(
         "add tags {}",
-        tags.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+        tags.keys()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
     )
 }

@@ -1,29 +1,237 @@
 //! Everything payops creates, one file per resource type, and the registry:
 //! the readable list of steps and why each depends on what it does.
 
+pub mod connect;
 pub mod context;
 mod ec2;
+mod internet_gateway;
+mod nat_gateway;
 mod resource;
+mod route_table;
+mod security_group;
+mod security_group_rules;
+mod ssm_parameters;
+mod subnets;
+pub mod sweep;
 mod vpc;
+mod vpc_endpoint;
 
 #[cfg(test)]
 mod testing;
 
-use crate::engine::{Dependency, Graph, GraphError, Step};
-use crate::spec::EnvSpec;
+use crate::engine::{Dependency, Graph, GraphError, Step, StepId};
+use crate::spec::{AZ_COUNT, AZ_LABELS, EnvSpec, Tier};
 
+pub use connect::{connect, now};
 pub use context::{Budgets, Context};
-use resource::Node;
+use resource::{Node, Resource};
+use route_table::RouteTable;
+use security_group::SgRole;
 
-fn dep(on: &str, reason: &'static str) -> Dependency {
+fn dep(on: impl Into<StepId>, reason: &'static str) -> Dependency {
     Dependency::on(on, reason)
 }
 
-/// The env's graph for `spec`. `down` builds it with the widest spec so that it
-/// removes whatever any spec could have created.
+/// Collects the steps in registry order (which is also the order of reports).
+#[derive(Default)]
+struct Registry {
+    steps: Vec<Box<dyn Step<Context>>>,
+}
+
+impl Registry {
+    fn add(&mut self, id: impl Into<StepId>, resource: impl Resource, deps: Vec<Dependency>) {
+        self.steps.push(Box::new(Node::new(id, resource, deps)));
+    }
+
+    fn ids(&self) -> Vec<StepId> {
+        self.steps.iter().map(|s| s.id().clone()).collect()
+    }
+}
+
+/// The env's graph for `spec`. `down` builds it with the widest spec (a NAT
+/// gateway per AZ) so that it removes whatever any spec could have created.
 pub fn graph(spec: &EnvSpec) -> Result<Graph<Context>, GraphError> {
-    let _ = spec;
-    let steps: Vec<Box<dyn Step<Context>>> = vec![Box::new(Node::new("vpc", vpc::Vpc, vec![]))];
-    let _ = dep;
-    Graph::new(steps)
+    let mut r = Registry::default();
+
+    // Network.
+    r.add("vpc", vpc::Vpc, vec![]);
+    for tier in Tier::ALL {
+        r.add(
+            format!("subnets:{}", tier.as_str()),
+            subnets::Subnets::new(tier),
+            vec![dep("vpc", "subnets are carved out of the VPC")],
+        );
+    }
+    r.add(
+        "internet-gateway",
+        internet_gateway::InternetGateway,
+        vec![dep("vpc", "the gateway is attached to the VPC")],
+    );
+    for slot in 0..AZ_COUNT {
+        let mut deps = vec![
+            dep(
+                "subnets:public",
+                "a NAT gateway lives in its AZ's public subnet",
+            ),
+            dep(
+                "internet-gateway",
+                "a public NAT gateway fails without an internet gateway on its VPC",
+            ),
+        ];
+        if !spec.nat.wants_nat(slot) {
+            deps.push(dep(
+                RouteTable::Private(slot).step_id(),
+                "the AZ's route table must stop using this NAT gateway before it is removed",
+            ));
+        }
+        r.add(
+            format!("nat-gateway:{}", AZ_LABELS[slot]),
+            nat_gateway::NatGateway::new(slot),
+            deps,
+        );
+    }
+    r.add(
+        RouteTable::Public.step_id(),
+        RouteTable::Public,
+        vec![
+            dep("vpc", "route tables belong to the VPC"),
+            dep(
+                "internet-gateway",
+                "the default route targets the internet gateway",
+            ),
+            dep(
+                "subnets:public",
+                "the table is associated with the public subnets",
+            ),
+        ],
+    );
+    for slot in 0..AZ_COUNT {
+        r.add(
+            RouteTable::Private(slot).step_id(),
+            RouteTable::Private(slot),
+            vec![
+                dep("vpc", "route tables belong to the VPC"),
+                dep(
+                    "subnets:private",
+                    "the table is associated with its AZ's private subnet",
+                ),
+                dep(
+                    RouteTable::nat_step(slot, spec.nat),
+                    "the default route targets an available NAT gateway",
+                ),
+            ],
+        );
+    }
+    r.add(
+        RouteTable::Database.step_id(),
+        RouteTable::Database,
+        vec![
+            dep("vpc", "route tables belong to the VPC"),
+            dep(
+                "subnets:database",
+                "the table is associated with the database subnets",
+            ),
+        ],
+    );
+    let endpoint_tables: Vec<String> = (0..AZ_COUNT)
+        .map(|slot| RouteTable::Private(slot).step_id())
+        .chain([RouteTable::Database.step_id()])
+        .collect();
+    for service in ["s3", "dynamodb"] {
+        let mut deps = vec![dep("vpc", "the endpoint belongs to the VPC")];
+        deps.extend(endpoint_tables.iter().map(|t| {
+            dep(
+                t.clone(),
+                "the gateway endpoint adds its routes to the private and database tables",
+            )
+        }));
+        r.add(
+            format!("vpc-endpoint:{service}"),
+            vpc_endpoint::GatewayEndpoint::new(service, endpoint_tables.clone()),
+            deps,
+        );
+    }
+    for role in SgRole::ALL {
+        r.add(
+            role.step_id(),
+            security_group::SecurityGroup::new(role),
+            vec![dep("vpc", "security groups belong to the VPC")],
+        );
+    }
+    r.add(
+        "security-group-rules",
+        security_group_rules::SecurityGroupRules,
+        SgRole::ALL
+            .iter()
+            .map(|role| {
+                dep(
+                    role.step_id(),
+                    "rules reference the groups, so every group must exist first (and on \
+                     teardown the rules go before any group)",
+                )
+            })
+            .collect(),
+    );
+
+    // Configuration: published last, from everything above.
+    let everything = r.ids();
+    r.add(
+        "ssm-parameters",
+        ssm_parameters::Parameters,
+        everything
+            .into_iter()
+            .map(|id| dep(id, "its outputs are published as configuration parameters"))
+            .collect(),
+    );
+
+    Graph::new(r.steps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::NatMode;
+
+    #[test]
+    fn the_registry_is_a_valid_graph_in_both_nat_modes() {
+        for nat in [NatMode::PerAz, NatMode::Single] {
+            let spec = EnvSpec {
+                nat,
+                ..EnvSpec::default()
+            };
+            let g = graph(&spec).unwrap_or_else(|e| panic!("{nat:?}: {e}"));
+            assert!(g.len() > 20);
+        }
+    }
+
+    #[test]
+    fn every_edge_says_why() {
+        let g = graph(&EnvSpec::default()).unwrap();
+        for step in g.steps() {
+            for d in step.dependencies() {
+                assert!(
+                    d.reason.len() > 10,
+                    "{} -> {}: {:?}",
+                    step.id(),
+                    d.on,
+                    d.reason
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn database_route_table_never_depends_on_a_way_out() {
+        let g = graph(&EnvSpec::default()).unwrap();
+        let db = g
+            .steps()
+            .find(|s| s.id().as_str() == "route-table:database")
+            .unwrap();
+        assert!(
+            db.dependencies()
+                .iter()
+                .all(|d| !d.on.as_str().starts_with("nat-gateway")
+                    && d.on.as_str() != "internet-gateway")
+        );
+    }
 }

@@ -66,7 +66,9 @@ impl Vpc {
             aws_sdk_ec2::types::VpcAttributeName::EnableDnsHostnames => out.enable_dns_hostnames(),
             _ => out.enable_dns_support(),
         };
-        Ok(value.and_then(AttributeBooleanValue::value).unwrap_or(false))
+        Ok(value
+            .and_then(AttributeBooleanValue::value)
+            .unwrap_or(false))
     }
 }
 
@@ -88,7 +90,12 @@ impl Resource for Vpc {
             .send()
             .await
             .op("ec2:DescribeVpcs")?;
-        Ok(out.vpcs().iter().filter_map(found).collect())
+        Ok(out
+            .vpcs()
+            .iter()
+            .filter_map(found)
+            .filter(|v| ec2::is_owned_by(cx, step.id().as_str(), &v.tags))
+            .collect())
     }
 
     fn describe(&self, found: &FoundVpc) -> String {
@@ -102,7 +109,12 @@ impl Resource for Vpc {
             .ec2
             .create_vpc()
             .cidr_block(cx.spec.vpc_cidr.to_string())
-            .tag_specifications(ec2::tag_spec(cx, ResourceType::Vpc, step.id().as_str(), &name))
+            .tag_specifications(ec2::tag_spec(
+                cx,
+                ResourceType::Vpc,
+                step.id().as_str(),
+                &name,
+            ))
             .send()
             .await
             .op("ec2:CreateVpc")?;
@@ -127,7 +139,8 @@ impl Resource for Vpc {
             )));
         }
         let mut fixes = Vec::new();
-        let missing = ec2::missing_tags(cx, step.id().as_str(), &cx.names.resource("vpc"), &vpc.tags);
+        let missing =
+            ec2::missing_tags(cx, step.id().as_str(), &cx.names.resource("vpc"), &vpc.tags);
         if !missing.is_empty() {
             fixes.push(Fix::Tags(missing));
         }
@@ -194,12 +207,20 @@ impl Resource for Vpc {
     ) -> Result<Vec<String>, AwsError> {
         let progress = |m: String| step.progress(m);
         crate::aws::retry_on_codes(
-            &format!("deleting {}", vpc.id),
+            format!("deleting {}", vpc.id),
             &["DependencyViolation"],
             cx.budgets.dependency_violation,
             &progress,
             || async {
-                match cx.clients.ec2.delete_vpc().vpc_id(&vpc.id).send().await.op("ec2:DeleteVpc") {
+                match cx
+                    .clients
+                    .ec2
+                    .delete_vpc()
+                    .vpc_id(&vpc.id)
+                    .send()
+                    .await
+                    .op("ec2:DeleteVpc")
+                {
                     Err(e) if e.is_code(&["InvalidVpcID.NotFound"]) => Ok(()),
                     other => other.map(drop),
                 }
@@ -269,9 +290,10 @@ mod tests {
             .match_requests(|r| {
                 let tags = &r.tag_specifications()[0];
                 r.cidr_block() == Some("10.0.0.0/16")
-                    && tags.tags().iter().any(|t| {
-                        t.key() == Some("payops:step") && t.value() == Some("vpc")
-                    })
+                    && tags
+                        .tags()
+                        .iter()
+                        .any(|t| t.key() == Some("payops:step") && t.value() == Some("vpc"))
             })
             .then_output(|| CreateVpcOutput::builder().vpc(vpc("vpc-1")).build());
         let [support, hostnames] = attributes_on();
@@ -301,9 +323,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_owned_vpc_in_sync_is_adopted_without_mutating_calls() {
-        let describe = mock!(Client::describe_vpcs).then_output(|| {
-            DescribeVpcsOutput::builder().vpcs(vpc("vpc-1")).build()
-        });
+        let describe = mock!(Client::describe_vpcs)
+            .then_output(|| DescribeVpcsOutput::builder().vpcs(vpc("vpc-1")).build());
         let [support, hostnames] = attributes_on();
         let mut clients = testing::clients();
         // Any create or modify call would find no rule and fail the test.
@@ -329,15 +350,17 @@ mod tests {
         let mut clients = testing::clients();
         clients.ec2 = mock_client!(aws_sdk_ec2, [&describe]);
         let cx = testing::context(clients);
-        let err = testing::ensure(&cx, "vpc", Vpc, &[]).await.unwrap_err().to_string();
+        let err = testing::ensure(&cx, "vpc", Vpc, &[])
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("vpc-1, vpc-2"), "{err}");
     }
 
     #[tokio::test(start_paused = true)]
     async fn delete_retries_dependency_violation_then_succeeds() {
-        let describe = mock!(Client::describe_vpcs).then_output(|| {
-            DescribeVpcsOutput::builder().vpcs(vpc("vpc-1")).build()
-        });
+        let describe = mock!(Client::describe_vpcs)
+            .then_output(|| DescribeVpcsOutput::builder().vpcs(vpc("vpc-1")).build());
         let delete = mock!(Client::delete_vpc)
             .sequence()
             .error(|| DeleteVpcError::generic(testing::error_meta("DependencyViolation")))
@@ -365,14 +388,16 @@ mod tests {
 
     #[tokio::test]
     async fn a_changed_cidr_is_a_conflict_with_advice() {
-        let describe = mock!(Client::describe_vpcs).then_output(|| {
-            DescribeVpcsOutput::builder().vpcs(vpc("vpc-1")).build()
-        });
+        let describe = mock!(Client::describe_vpcs)
+            .then_output(|| DescribeVpcsOutput::builder().vpcs(vpc("vpc-1")).build());
         let mut clients = testing::clients();
         clients.ec2 = mock_client!(aws_sdk_ec2, [&describe]);
         let mut cx = testing::context(clients);
         cx.spec.vpc_cidr = "10.9.0.0/16".parse().unwrap();
-        let err = testing::ensure(&cx, "vpc", Vpc, &[]).await.unwrap_err().to_string();
+        let err = testing::ensure(&cx, "vpc", Vpc, &[])
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("cannot change"), "{err}");
     }
 }

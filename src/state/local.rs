@@ -185,10 +185,7 @@ mod tests {
         let mut s = sample();
         s.env = "pr2".into();
         fs::write(store.path("pr1"), serde_json::to_string(&s).unwrap()).unwrap();
-        assert!(matches!(
-            store.load("pr1"),
-            Err(StateError::Corrupt { .. })
-        ));
+        assert!(matches!(store.load("pr1"), Err(StateError::Corrupt { .. })));
     }
 
     #[test]

@@ -66,6 +66,28 @@ impl EnvState {
         }
     }
 
+    /// Refuses a state recorded for another account or region: its ids would
+    /// point at the wrong resources (or at a production account).
+    pub fn check_location(
+        &self,
+        path: &str,
+        account: &str,
+        region: &str,
+    ) -> Result<(), StateError> {
+        let recorded = format!("{}/{}", self.account_id, self.region);
+        let current = format!("{account}/{region}");
+        if self.account_id.is_empty() || recorded == current {
+            Ok(())
+        } else {
+            Err(StateError::Mismatch {
+                path: path.to_owned(),
+                env: self.env.clone(),
+                recorded,
+                current,
+            })
+        }
+    }
+
     /// Recorded records, as hints for the next walk.
     pub fn records(&self) -> BTreeMap<StepId, Record> {
         self.steps
@@ -96,6 +118,16 @@ pub enum StateError {
          (the lock is released when that process ends, even if it is killed)"
     )]
     Locked { env: String, holder: String },
+    #[error(
+        "state file {path} records env {env} in account {recorded}, but the credentials are for \
+         {current}; check AWS_PROFILE / --region, or move the file aside if it is stale"
+    )]
+    Mismatch {
+        path: String,
+        env: String,
+        recorded: String,
+        current: String,
+    },
     #[error("state file {path}: {source}")]
     Io {
         path: String,

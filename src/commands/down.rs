@@ -1,0 +1,174 @@
+//! `payops down`: remove everything the env owns, in reverse dependency
+//! order, then prove it with a final sweep.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use anyhow::Result;
+
+use crate::cli::{EnvArgs, Shape};
+use crate::engine::{Operation, Outcome};
+use crate::resources::{self, Context, sweep};
+use crate::settings::Settings;
+use crate::spec::NatMode;
+use crate::state::{EnvState, LocalStore};
+use crate::ui::Printer;
+use crate::ui::summary::{self, RunReport};
+
+use super::run::{Recorder, lock_holder, open, walk_env};
+use super::{ExitStatus, UsageError};
+
+pub async fn down(settings: &Settings, printer: Printer, args: EnvArgs) -> Result<ExitStatus> {
+    let env = &args.env;
+    let interactive = std::io::stdin().is_terminal();
+    if !settings.yes && !interactive {
+        return Err(UsageError(format!(
+            "refusing to remove env {env} without confirmation: stdin is not a terminal; \
+             pass --yes to confirm (nothing was changed)"
+        ))
+        .into());
+    }
+    let store = LocalStore::new(&settings.state_dir);
+    let _lock = store.lock(env.as_str(), &lock_holder("down"))?;
+    // Whatever shape created the env, remove all of it: one NAT per AZ is the
+    // widest graph.
+    let opened = open(settings, &store, env, &Shape::default(), |spec| {
+        spec.nat = NatMode::PerAz
+    })
+    .await?;
+    let cx = &opened.cx;
+
+    if !settings.yes && !confirm(env.as_str(), cx)? {
+        printer.warn("aborted: nothing was changed");
+        return Ok(ExitStatus::Usage);
+    }
+
+    let graph = resources::graph(&opened.spec)?;
+    let state = opened
+        .state
+        .unwrap_or_else(|| EnvState::new(env.as_str(), &cx.region, &cx.account_id));
+    let previous = state.records();
+    let recorder = Recorder::start(store.clone(), state, "down", Operation::Destroy, printer)?;
+    printer.info(&format!(
+        "payops down {env}: removing {} steps in {} (account {})",
+        graph.len(),
+        cx.region,
+        cx.account_id
+    ));
+    let walk = walk_env(
+        &graph,
+        cx,
+        Operation::Destroy,
+        settings,
+        printer,
+        &previous,
+        Some(&recorder),
+    )
+    .await;
+
+    // Requested is not done: look again, by every means, for anything left.
+    let mut leftovers = Vec::new();
+    if walk.succeeded() {
+        printer.info("final sweep: looking for anything still tagged or named for this env");
+        let check = walk_env(
+            &graph,
+            cx,
+            Operation::Observe,
+            settings,
+            printer,
+            &previous,
+            None,
+        )
+        .await;
+        for s in &check.steps {
+            match &s.outcome {
+                Outcome::Missing | Outcome::NotWanted => {}
+                Outcome::Failed { error } => {
+                    leftovers.push(format!("{}: could not check: {error}", s.id))
+                }
+                _ => {
+                    let ids: Vec<&str> = s
+                        .record
+                        .iter()
+                        .flat_map(|r| r.resources.values())
+                        .map(String::as_str)
+                        .collect();
+                    leftovers.push(format!("{} ({}): {}", s.id, s.kind, ids.join(", ")));
+                }
+            }
+        }
+        match sweep::tagged_leftovers(cx).await {
+            Ok(arns) => leftovers.extend(arns.into_iter().map(|a| format!("tagged: {a}"))),
+            Err(e) => leftovers.push(format!("tagging API: could not check: {e}")),
+        }
+    }
+
+    let clean = walk.succeeded() && leftovers.is_empty();
+    let result = if clean {
+        "succeeded"
+    } else {
+        summary::result_word(&walk)
+    };
+    let result = if result == "succeeded" && !clean {
+        "failed"
+    } else {
+        result
+    };
+    recorder.finish(result);
+    if clean {
+        // Nothing left to record: the env is gone.
+        store.remove(env.as_str())?;
+    }
+
+    let api_calls = opened.counter.snapshot();
+    let report = RunReport {
+        command: "down",
+        env: env.as_str(),
+        region: &cx.region,
+        account_id: &cx.account_id,
+        result,
+        wall: walk.wall,
+        counts: summary::counts(&walk.steps),
+        steps: &walk.steps,
+        critical_path: &walk.critical_path,
+        api_calls: &api_calls,
+        outputs_file: None,
+        outputs: None,
+        leftovers: Some(&leftovers),
+    };
+    if printer.json_mode() {
+        printer.json(&report)?;
+    } else {
+        let mut text = summary::run_text(&report, &walk);
+        if clean {
+            text.push_str(&format!(
+                "final sweep: nothing tagged payops:env={env} or named for it is left\n"
+            ));
+        } else if !leftovers.is_empty() {
+            text.push_str(
+                "final sweep: still present (run `payops down` again, or remove by hand):\n",
+            );
+            for l in &leftovers {
+                text.push_str(&format!("  {l}\n"));
+            }
+        }
+        printer.data(&text)?;
+    }
+    Ok(match result {
+        "succeeded" => ExitStatus::Success,
+        "cancelled" => ExitStatus::Interrupted,
+        _ => ExitStatus::Failure,
+    })
+}
+
+/// Terraform-style: the user types the env name to confirm.
+fn confirm(env: &str, cx: &Context) -> Result<bool> {
+    eprint!(
+        "This removes every resource of env {env} in {} (account {}), including its audit \
+         bucket and tables with their data.\nType the env name to confirm: ",
+        cx.region, cx.account_id
+    );
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(answer.trim() == env)
+}

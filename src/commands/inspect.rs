@@ -1,0 +1,198 @@
+//! Read-only commands: `status`, `plan` and `outputs`. They take no lock (they
+//! can watch a running `up`) and write nothing.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::cli::{EnvArgs, Shape, ShapeArgs};
+use crate::engine::{Operation, Outcome, WalkReport};
+use crate::resources;
+use crate::settings::Settings;
+use crate::state::{LastRun, LocalStore};
+use crate::ui::Printer;
+use crate::ui::summary;
+
+use super::ExitStatus;
+use super::run::{Opened, open, walk_env};
+
+async fn observe(
+    settings: &Settings,
+    printer: Printer,
+    env: &EnvArgs,
+    shape: &Shape,
+) -> Result<(Opened, WalkReport)> {
+    let store = LocalStore::new(&settings.state_dir);
+    let opened = open(settings, &store, &env.env, shape, |_| {}).await?;
+    let graph = resources::graph(&opened.spec)?;
+    let previous = opened
+        .state
+        .as_ref()
+        .map(|s| s.records())
+        .unwrap_or_default();
+    let walk = walk_env(
+        &graph,
+        &opened.cx,
+        Operation::Observe,
+        settings,
+        printer,
+        &previous,
+        None,
+    )
+    .await;
+    Ok((opened, walk))
+}
+
+fn exit(walk: &WalkReport) -> ExitStatus {
+    if walk.cancelled {
+        ExitStatus::Interrupted
+    } else if walk.steps.iter().all(|s| s.outcome.is_success()) {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Failure
+    }
+}
+
+#[derive(Serialize)]
+struct StatusDoc<'a> {
+    env: &'a str,
+    region: &'a str,
+    account_id: &'a str,
+    /// converged | drifted | partial | absent | unknown
+    summary: &'static str,
+    counts: BTreeMap<&'static str, usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_run: Option<&'a LastRun>,
+    steps: Vec<summary::StatusRow<'a>>,
+}
+
+/// One word for the whole env.
+fn overall(walk: &WalkReport) -> &'static str {
+    let outcomes: Vec<&Outcome> = walk.steps.iter().map(|s| &s.outcome).collect();
+    let wanted_absent = |o: &&Outcome| matches!(o, Outcome::Missing);
+    if outcomes.iter().any(|o| !o.is_success()) {
+        "unknown"
+    } else if outcomes
+        .iter()
+        .all(|o| matches!(o, Outcome::Missing | Outcome::NotWanted))
+    {
+        "absent"
+    } else if outcomes.iter().any(wanted_absent) {
+        "partial"
+    } else if outcomes
+        .iter()
+        .any(|o| matches!(o, Outcome::Drifted { .. } | Outcome::Unwanted))
+    {
+        "drifted"
+    } else {
+        "converged"
+    }
+}
+
+pub async fn status(settings: &Settings, printer: Printer, args: ShapeArgs) -> Result<ExitStatus> {
+    let (opened, walk) = observe(settings, printer, &args.env, &args.shape).await?;
+    let doc = StatusDoc {
+        env: args.env.env.as_str(),
+        region: &opened.cx.region,
+        account_id: &opened.cx.account_id,
+        summary: overall(&walk),
+        counts: summary::counts(&walk.steps),
+        last_run: opened.state.as_ref().and_then(|s| s.last_run.as_ref()),
+        steps: summary::status_rows(&walk.steps),
+    };
+    if printer.json_mode() {
+        printer.json(&doc)?;
+    } else {
+        let mut text = summary::status_text(&doc.steps);
+        let counts: Vec<String> = doc.counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        text.push_str(&format!(
+            "env {} ({}, account {}): {} ({})\n",
+            doc.env,
+            doc.region,
+            doc.account_id,
+            doc.summary,
+            counts.join(", ")
+        ));
+        if let Some(run) = doc.last_run {
+            text.push_str(&format!(
+                "last run: {} {} (started {}{})\n",
+                run.command,
+                run.result,
+                run.started_at,
+                run.finished_at
+                    .as_deref()
+                    .map(|f| format!(", finished {f}"))
+                    .unwrap_or_default()
+            ));
+        }
+        printer.data(&text)?;
+    }
+    Ok(exit(&walk))
+}
+
+#[derive(Serialize)]
+struct PlanItem<'a> {
+    step: &'a str,
+    action: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    changes: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+pub async fn plan(settings: &Settings, printer: Printer, args: ShapeArgs) -> Result<ExitStatus> {
+    let (_, walk) = observe(settings, printer, &args.env, &args.shape).await?;
+    if printer.json_mode() {
+        let items: Vec<PlanItem<'_>> = walk
+            .steps
+            .iter()
+            .map(|s| PlanItem {
+                step: s.id.as_str(),
+                action: summary::plan_action(&s.outcome).1,
+                changes: match &s.outcome {
+                    Outcome::Drifted { drift } => drift.clone(),
+                    _ => Vec::new(),
+                },
+                error: match &s.outcome {
+                    Outcome::Failed { error } => Some(error.clone()),
+                    _ => None,
+                },
+            })
+            .collect();
+        printer.json(&serde_json::json!({ "env": args.env.env.as_str(), "steps": items }))?;
+    } else {
+        printer.data(&summary::plan_text(&walk.steps))?;
+    }
+    Ok(exit(&walk))
+}
+
+/// The env's outputs as AWS has them now (not as the state file remembers).
+pub async fn outputs(settings: &Settings, printer: Printer, args: EnvArgs) -> Result<ExitStatus> {
+    let (opened, walk) = observe(settings, printer, &args, &Shape::default()).await?;
+    let mut values: BTreeMap<String, String> = walk
+        .steps
+        .iter()
+        .filter_map(|s| s.record.as_ref())
+        .flat_map(|r| r.outputs.clone())
+        .collect();
+    if !values.is_empty() {
+        values.insert("EnvName".into(), args.env.to_string());
+        values.insert("Region".into(), opened.cx.region.clone());
+    }
+    if printer.json_mode() {
+        printer.json(&values)?;
+    } else {
+        let width = values.keys().map(String::len).max().unwrap_or(0);
+        let text: String = values
+            .iter()
+            .map(|(k, v)| format!("{k:<width$}  {v}\n"))
+            .collect();
+        printer.data(if text.is_empty() {
+            "(no outputs: the env does not exist)\n"
+        } else {
+            &text
+        })?;
+    }
+    Ok(exit(&walk))
+}

@@ -1,0 +1,81 @@
+//! The commands. They resolve settings, take locks, read and write state,
+//! run the engine and print; they make no AWS call themselves.
+
+mod down;
+mod graph;
+mod inspect;
+mod run;
+mod up;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use crate::cli::{Cli, Command};
+use crate::settings::Settings;
+use crate::ui::Printer;
+
+/// What payops tells its caller through the exit code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    Success,
+    /// A step failed, or `down` left something behind.
+    Failure,
+    /// Bad input: nothing was changed.
+    Usage,
+    /// Another payops holds the env's lock.
+    Locked,
+    /// Ctrl-C: running steps finished and were recorded.
+    Interrupted,
+}
+
+impl From<ExitStatus> for ExitCode {
+    fn from(status: ExitStatus) -> Self {
+        ExitCode::from(match status {
+            ExitStatus::Success => 0,
+            ExitStatus::Failure => 1,
+            ExitStatus::Usage => 2,
+            ExitStatus::Locked => 3,
+            ExitStatus::Interrupted => 130,
+        })
+    }
+}
+
+/// Input the user must fix; reported with exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+pub async fn run(cli: Cli) -> Result<ExitStatus> {
+    let settings = Settings::resolve(&cli.global)?;
+    let printer = Printer::new(settings.output, settings.verbosity);
+    match cli.command {
+        Command::Up(args) => up::up(&settings, printer, args).await,
+        Command::Down(args) => down::down(&settings, printer, args).await,
+        Command::Status(args) => inspect::status(&settings, printer, args).await,
+        Command::Plan(args) => inspect::plan(&settings, printer, args).await,
+        Command::Outputs(args) => inspect::outputs(&settings, printer, args).await,
+        Command::Graph(args) => graph::graph(&settings, printer, args),
+    }
+}
+
+/// Maps an error that ended a command to its exit status.
+pub fn exit_status_of(err: &anyhow::Error) -> ExitStatus {
+    use crate::state::StateError;
+    for cause in err.chain() {
+        if let Some(state) = cause.downcast_ref::<StateError>() {
+            return match state {
+                StateError::Locked { .. } => ExitStatus::Locked,
+                StateError::Corrupt { .. } | StateError::Mismatch { .. } => ExitStatus::Usage,
+                StateError::Io { .. } => ExitStatus::Failure,
+            };
+        }
+        if cause.is::<UsageError>()
+            || cause.is::<crate::settings::SettingsError>()
+            || cause.is::<crate::naming::NameError>()
+        {
+            return ExitStatus::Usage;
+        }
+    }
+    ExitStatus::Failure
+}

@@ -1,0 +1,90 @@
+//! `payops up`: converge the env, then write its outputs.
+
+use anyhow::Result;
+
+use crate::cli::UpArgs;
+use crate::engine::Operation;
+use crate::outputs;
+use crate::resources;
+use crate::settings::{Settings, record_spec};
+use crate::state::{EnvState, LocalStore};
+use crate::ui::Printer;
+use crate::ui::summary::{self, RunReport};
+
+use super::ExitStatus;
+use super::run::{Recorder, lock_holder, open, walk_env};
+
+pub async fn up(settings: &Settings, printer: Printer, args: UpArgs) -> Result<ExitStatus> {
+    let env = &args.env.env;
+    let store = LocalStore::new(&settings.state_dir);
+    // Lock before anything else: two runs on one env would race to create.
+    let _lock = store.lock(env.as_str(), &lock_holder("up"))?;
+    let opened = open(settings, &store, env, &args.shape, |_| {}).await?;
+    let cx = &opened.cx;
+    let graph = resources::graph(&opened.spec)?;
+
+    let mut state = opened
+        .state
+        .unwrap_or_else(|| EnvState::new(env.as_str(), &cx.region, &cx.account_id));
+    state.account_id = cx.account_id.clone();
+    state.settings = record_spec(&opened.spec);
+    let previous = state.records();
+    let recorder = Recorder::start(store, state, "up", Operation::Ensure, printer)?;
+
+    printer.info(&format!(
+        "payops up {env}: {} steps in {} (account {}), up to {} at once",
+        graph.len(),
+        cx.region,
+        cx.account_id,
+        settings.parallelism
+    ));
+    let walk = walk_env(
+        &graph,
+        cx,
+        Operation::Ensure,
+        settings,
+        printer,
+        &previous,
+        Some(&recorder),
+    )
+    .await;
+    let result = summary::result_word(&walk);
+    recorder.finish(result);
+
+    // Outputs of everything that exists, including steps that succeeded on
+    // an earlier run, so partial progress is still usable.
+    let mut values = recorder.snapshot().outputs();
+    values.insert("EnvName".into(), env.to_string());
+    values.insert("Region".into(), cx.region.clone());
+    let outputs_file = args
+        .outputs_file
+        .unwrap_or_else(|| settings.outputs_file.clone());
+    outputs::write(&outputs_file, &values)?;
+
+    let api_calls = opened.counter.snapshot();
+    let report = RunReport {
+        command: "up",
+        env: env.as_str(),
+        region: &cx.region,
+        account_id: &cx.account_id,
+        result,
+        wall: walk.wall,
+        counts: summary::counts(&walk.steps),
+        steps: &walk.steps,
+        critical_path: &walk.critical_path,
+        api_calls: &api_calls,
+        outputs_file: Some(outputs_file.display().to_string()),
+        outputs: Some(&values),
+        leftovers: None,
+    };
+    if printer.json_mode() {
+        printer.json(&report)?;
+    } else {
+        printer.data(&summary::run_text(&report, &walk))?;
+    }
+    Ok(match result {
+        "succeeded" => ExitStatus::Success,
+        "cancelled" => ExitStatus::Interrupted,
+        _ => ExitStatus::Failure,
+    })
+}

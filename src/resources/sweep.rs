@@ -1,0 +1,131 @@
+//! The final sweep of `down`: besides each step looking for its own
+//! resources again, ask the Resource Groups Tagging API for anything still
+//! tagged for the env, so a resource no step knows about is not missed.
+
+use std::time::Duration;
+
+use aws_sdk_resourcegroupstagging::types::TagFilter;
+
+use crate::aws::{AwsError, OpResult};
+use crate::tags;
+
+use super::context::Context;
+
+/// The tagging API is eventually consistent: a resource deleted a moment ago
+/// may still be listed. Ask again a few times before calling it a leftover.
+const SETTLE_ROUNDS: u32 = 4;
+const SETTLE_DELAY: Duration = Duration::from_secs(5);
+
+/// ARNs still tagged for the env that really exist.
+pub async fn tagged_leftovers(cx: &Context) -> Result<Vec<String>, AwsError> {
+    let mut remaining = tagged(cx).await?;
+    for _ in 1..SETTLE_ROUNDS {
+        remaining = verify(cx, remaining).await?;
+        if remaining.is_empty() {
+            break;
+        }
+        tokio::time::sleep(SETTLE_DELAY).await;
+        let again = tagged(cx).await?;
+        remaining.retain(|arn| again.contains(arn));
+    }
+    Ok(remaining)
+}
+
+async fn tagged(cx: &Context) -> Result<Vec<String>, AwsError> {
+    let pages: Vec<_> = cx
+        .clients
+        .tagging
+        .get_resources()
+        .tag_filters(
+            TagFilter::builder()
+                .key(tags::ENV)
+                .values(cx.env().as_str())
+                .build(),
+        )
+        .tag_filters(
+            TagFilter::builder()
+                .key(tags::MANAGED_BY)
+                .values(tags::MANAGER)
+                .build(),
+        )
+        .into_paginator()
+        .send()
+        .collect()
+        .await;
+    let mut arns = Vec::new();
+    for page in pages {
+        let page = page.op("tagging:GetResources")?;
+        arns.extend(
+            page.resource_tag_mapping_list()
+                .iter()
+                .filter_map(|m| m.resource_arn().map(str::to_owned)),
+        );
+    }
+    Ok(arns)
+}
+
+/// Drops what is on its way out: KMS keys pending deletion (AWS keeps them
+/// for the waiting period) and NAT gateways that are deleted but still listed.
+async fn verify(cx: &Context, arns: Vec<String>) -> Result<Vec<String>, AwsError> {
+    let mut alive = Vec::new();
+    for arn in arns {
+        if arn.contains(":kms:") && arn.contains(":key/") {
+            let out = cx
+                .clients
+                .kms
+                .describe_key()
+                .key_id(&arn)
+                .send()
+                .await
+                .op("kms:DescribeKey");
+            match out {
+                Ok(k) => {
+                    let leaving = k
+                        .key_metadata()
+                        .and_then(|m| m.key_state())
+                        .is_some_and(|s| {
+                            matches!(
+                                s,
+                                aws_sdk_kms::types::KeyState::PendingDeletion
+                                    | aws_sdk_kms::types::KeyState::PendingReplicaDeletion
+                            )
+                        });
+                    if leaving {
+                        continue;
+                    }
+                }
+                Err(e) if e.is_code(&["NotFoundException"]) => continue,
+                Err(e) => return Err(e),
+            }
+        } else if let Some(id) = arn.split(":natgateway/").nth(1) {
+            let out = cx
+                .clients
+                .ec2
+                .describe_nat_gateways()
+                .nat_gateway_ids(id)
+                .send()
+                .await
+                .op("ec2:DescribeNatGateways");
+            match out {
+                Ok(o) => {
+                    let live = o.nat_gateways().iter().any(|n| {
+                        !matches!(
+                            n.state(),
+                            Some(
+                                aws_sdk_ec2::types::NatGatewayState::Deleted
+                                    | aws_sdk_ec2::types::NatGatewayState::Failed
+                            )
+                        )
+                    });
+                    if !live {
+                        continue;
+                    }
+                }
+                Err(e) if e.is_code(&["NatGatewayNotFound"]) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        alive.push(arn);
+    }
+    Ok(alive)
+}

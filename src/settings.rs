@@ -1,0 +1,281 @@
+//! Settings, resolved once before a command runs: flags and environment
+//! variables first, then payops.toml (its `[env.<name>]` table before its top
+//! level), then what the env's last `up` recorded, then defaults.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::aws::config::AwsSettings;
+use crate::cli::{GlobalArgs, OutputFormat, Shape};
+use crate::naming::{self, EnvName};
+use crate::spec::{Cidr, EnvSpec, NatMode};
+
+pub const DEFAULT_REGION: &str = "us-east-1";
+pub const DEFAULT_CONFIG: &str = "payops.toml";
+pub const DEFAULT_PARALLELISM: usize = 8;
+pub const DEFAULT_OUTPUTS_FILE: &str = "cfn-outputs/flat-outputs.json";
+/// Attempts per AWS call; throttling during provisioning is normal.
+pub const MAX_ATTEMPTS: u32 = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("cannot read settings file {path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("settings file {path}: {key}: {reason}")]
+    Value {
+        path: String,
+        key: String,
+        reason: String,
+    },
+    #[error(transparent)]
+    Name(#[from] naming::NameError),
+}
+
+/// payops.toml
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    region: Option<String>,
+    parallelism: Option<u16>,
+    state_dir: Option<PathBuf>,
+    outputs_file: Option<PathBuf>,
+    vpc_cidr: Option<String>,
+    nat: Option<String>,
+    cost_center: Option<String>,
+    #[serde(default)]
+    env: BTreeMap<String, FileShape>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileShape {
+    vpc_cidr: Option<String>,
+    nat: Option<String>,
+    cost_center: Option<String>,
+}
+
+impl FileConfig {
+    /// Reads `path`, or payops.toml if present; none at all is fine.
+    pub fn load(path: Option<&Path>) -> Result<(Self, String), SettingsError> {
+        let (path, required) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG), false),
+        };
+        let shown = path.display().to_string();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                return Ok((Self::default(), shown));
+            }
+            Err(e) => {
+                return Err(SettingsError::File {
+                    path: shown,
+                    reason: e.to_string(),
+                });
+            }
+        };
+        let config = toml::from_str(&text).map_err(|e| SettingsError::File {
+            path: shown.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok((config, shown))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verbosity {
+    Quiet,
+    Normal,
+    Verbose(u8),
+}
+
+#[derive(Debug)]
+pub struct Settings {
+    pub aws: AwsSettings,
+    pub parallelism: usize,
+    pub output: OutputFormat,
+    pub verbosity: Verbosity,
+    pub yes: bool,
+    pub state_dir: PathBuf,
+    pub outputs_file: PathBuf,
+    pub file: FileConfig,
+    pub file_path: String,
+}
+
+impl Settings {
+    pub fn resolve(args: &GlobalArgs) -> Result<Self, SettingsError> {
+        let (file, file_path) = FileConfig::load(args.config.as_deref())?;
+        let region = args
+            .region
+            .clone()
+            .or_else(|| file.region.clone())
+            .unwrap_or_else(|| DEFAULT_REGION.to_owned());
+        naming::validate_region(&region)?;
+        Ok(Self {
+            aws: AwsSettings {
+                region,
+                profile: args.profile.clone(),
+                endpoint_url: args.endpoint_url.clone().filter(|u| !u.is_empty()),
+                max_attempts: MAX_ATTEMPTS,
+            },
+            parallelism: args
+                .parallelism
+                .or(file.parallelism)
+                .map_or(DEFAULT_PARALLELISM, usize::from),
+            output: args.output,
+            verbosity: match (args.quiet, args.verbose) {
+                (true, _) => Verbosity::Quiet,
+                (false, 0) => Verbosity::Normal,
+                (false, n) => Verbosity::Verbose(n),
+            },
+            yes: args.yes,
+            state_dir: args
+                .state_dir
+                .clone()
+                .or_else(|| file.state_dir.clone())
+                .unwrap_or_else(|| PathBuf::from(".payops")),
+            outputs_file: file
+                .outputs_file
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_OUTPUTS_FILE)),
+            file,
+            file_path,
+        })
+    }
+
+    /// The env's desired shape. `recorded` holds the settings of the env's
+    /// last `up`, so `status` without flags compares against the same shape.
+    pub fn spec(
+        &self,
+        env: &EnvName,
+        flags: &Shape,
+        recorded: &BTreeMap<String, String>,
+    ) -> Result<EnvSpec, SettingsError> {
+        let per_env = self.file.env.get(env.as_str());
+        let top = FileShape {
+            vpc_cidr: self.file.vpc_cidr.clone(),
+            nat: self.file.nat.clone(),
+            cost_center: self.file.cost_center.clone(),
+        };
+        let pick = |flag: Option<String>, key: &str, get: fn(&FileShape) -> Option<&String>| {
+            flag.or_else(|| per_env.and_then(get).cloned())
+                .or_else(|| get(&top).cloned())
+                .or_else(|| recorded.get(key).cloned())
+        };
+        let bad = |key: &str, reason: String| SettingsError::Value {
+            path: self.file_path.clone(),
+            key: key.to_owned(),
+            reason,
+        };
+        let defaults = EnvSpec::default();
+        let vpc_cidr = match pick(flags.vpc_cidr.map(|c| c.to_string()), "vpc_cidr", |s| {
+            s.vpc_cidr.as_ref()
+        }) {
+            Some(s) => s.parse::<Cidr>().map_err(|e| bad("vpc_cidr", e))?,
+            None => defaults.vpc_cidr,
+        };
+        let nat = match pick(flags.nat.map(|n| n.as_str().to_owned()), "nat", |s| {
+            s.nat.as_ref()
+        }) {
+            Some(s) => s.parse::<NatMode>().map_err(|e| bad("nat", e))?,
+            None => defaults.nat,
+        };
+        let cost_center = pick(flags.cost_center.clone(), "cost_center", |s| {
+            s.cost_center.as_ref()
+        })
+        .unwrap_or(defaults.cost_center);
+        Ok(EnvSpec {
+            vpc_cidr,
+            nat,
+            cost_center,
+        })
+    }
+}
+
+/// The shape as recorded in state after an `up`.
+pub fn record_spec(spec: &EnvSpec) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("vpc_cidr".to_owned(), spec.vpc_cidr.to_string()),
+        ("nat".to_owned(), spec.nat.as_str().to_owned()),
+        ("cost_center".to_owned(), spec.cost_center.clone()),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(toml: &str) -> Settings {
+        let file: FileConfig = toml::from_str(toml).unwrap();
+        Settings {
+            aws: AwsSettings {
+                region: DEFAULT_REGION.into(),
+                profile: None,
+                endpoint_url: None,
+                max_attempts: MAX_ATTEMPTS,
+            },
+            parallelism: DEFAULT_PARALLELISM,
+            output: OutputFormat::Text,
+            verbosity: Verbosity::Normal,
+            yes: false,
+            state_dir: ".payops".into(),
+            outputs_file: DEFAULT_OUTPUTS_FILE.into(),
+            file,
+            file_path: "payops.toml".into(),
+        }
+    }
+
+    #[test]
+    fn flags_beat_the_env_table_which_beats_the_file_which_beats_the_record() {
+        let s = settings(
+            r#"
+            nat = "single"
+            cost_center = "file"
+            [env.pr1]
+            cost_center = "pr1-table"
+            "#,
+        );
+        let env = EnvName::parse("pr1").unwrap();
+        let recorded = BTreeMap::from([
+            ("vpc_cidr".to_owned(), "10.7.0.0/16".to_owned()),
+            ("nat".to_owned(), "per-az".to_owned()),
+        ]);
+        let spec = s.spec(&env, &Shape::default(), &recorded).unwrap();
+        assert_eq!(spec.cost_center, "pr1-table");
+        assert_eq!(spec.nat, NatMode::Single);
+        assert_eq!(spec.vpc_cidr.to_string(), "10.7.0.0/16");
+        let flags = Shape {
+            nat: Some(NatMode::PerAz),
+            ..Shape::default()
+        };
+        assert_eq!(s.spec(&env, &flags, &recorded).unwrap().nat, NatMode::PerAz);
+        let other = EnvName::parse("pr2").unwrap();
+        let spec = s.spec(&other, &Shape::default(), &BTreeMap::new()).unwrap();
+        assert_eq!(spec.cost_center, "file");
+        assert_eq!(spec.vpc_cidr.to_string(), "10.0.0.0/16");
+    }
+
+    #[test]
+    fn a_bad_value_in_the_file_names_the_file_and_key() {
+        let s = settings("vpc_cidr = \"10.0.0.0/8\"");
+        let err = s
+            .spec(
+                &EnvName::parse("pr1").unwrap(),
+                &Shape::default(),
+                &BTreeMap::new(),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("settings file payops.toml: vpc_cidr:"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_refused() {
+        assert!(toml::from_str::<FileConfig>("natt = \"single\"").is_err());
+    }
+}

@@ -1,0 +1,265 @@
+//! Rendering results: the summary of a walk, status, plan, as text and JSON.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::time::Duration;
+
+use console::style;
+use serde::Serialize;
+
+use crate::aws::ApiCalls;
+use crate::engine::{CriticalPath, Outcome, StepReport, WalkReport};
+
+use super::progress::step_line;
+
+/// The JSON document `up` and `down` print with `--output json`.
+#[derive(Debug, Serialize)]
+pub struct RunReport<'a> {
+    pub command: &'a str,
+    pub env: &'a str,
+    pub region: &'a str,
+    pub account_id: &'a str,
+    /// succeeded | failed | cancelled
+    pub result: &'a str,
+    #[serde(rename = "wall_ms", serialize_with = "ms")]
+    pub wall: Duration,
+    pub counts: BTreeMap<&'static str, usize>,
+    pub steps: &'a [StepReport],
+    pub critical_path: &'a CriticalPath,
+    pub api_calls: &'a ApiCalls,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outputs_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<&'a BTreeMap<String, String>>,
+    /// `down` only: what the final sweep still found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leftovers: Option<&'a [String]>,
+}
+
+fn ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
+}
+
+pub fn result_word(report: &WalkReport) -> &'static str {
+    if report.cancelled {
+        "cancelled"
+    } else if report.succeeded() {
+        "succeeded"
+    } else {
+        "failed"
+    }
+}
+
+pub fn counts(steps: &[StepReport]) -> BTreeMap<&'static str, usize> {
+    let mut counts = BTreeMap::new();
+    for s in steps {
+        *counts.entry(s.outcome.label()).or_default() += 1;
+    }
+    counts
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+/// Text summary of a mutating walk.
+pub fn run_text(report: &RunReport<'_>, walk: &WalkReport) -> String {
+    let mut out = String::new();
+    let headline = match report.result {
+        "succeeded" => style(report.result).green().bold(),
+        _ => style(report.result).red().bold(),
+    };
+    let _ = writeln!(
+        out,
+        "payops {} {} ({}, account {}): {headline} in {}",
+        report.command,
+        report.env,
+        report.region,
+        report.account_id,
+        secs(report.wall)
+    );
+    for s in report.steps {
+        let _ = writeln!(out, "{}", step_line(s));
+    }
+    let counts: Vec<String> = report
+        .counts
+        .iter()
+        .map(|(k, v)| format!("{v} {k}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "steps:         {} ({})",
+        report.steps.len(),
+        counts.join(", ")
+    );
+    let path: Vec<String> = walk
+        .critical_path
+        .steps
+        .iter()
+        .filter_map(|id| walk.get(id.as_str()))
+        .map(|s| format!("{} {}", s.id, secs(s.duration)))
+        .collect();
+    if !path.is_empty() {
+        let _ = writeln!(
+            out,
+            "critical path: {} = {} of {} wall",
+            path.join(" → "),
+            secs(walk.critical_path.total),
+            secs(walk.wall)
+        );
+    }
+    let calls = report.api_calls;
+    let _ = writeln!(
+        out,
+        "API calls:     {} ({} mutating, {} read, {} retried, {} errors)",
+        calls.total, calls.mutating, calls.read, calls.retries, calls.errors
+    );
+    if let Some(file) = &report.outputs_file {
+        let n = report.outputs.map_or(0, BTreeMap::len);
+        let _ = writeln!(out, "outputs:       {file} ({n} values)");
+    }
+    let failures: Vec<&StepReport> = walk.failures().collect();
+    if !failures.is_empty() {
+        let _ = writeln!(out, "{}", style("failed steps (root causes):").red().bold());
+        for f in failures {
+            if let Outcome::Failed { error } = &f.outcome {
+                let _ = writeln!(out, "  {}: {error}", f.id);
+            }
+        }
+    }
+    if report.result == "cancelled" {
+        let _ = writeln!(
+            out,
+            "interrupted: steps not started are listed as cancelled; run the same command again to resume"
+        );
+    }
+    out
+}
+
+/// Per-step status of an env, for `status`.
+#[derive(Debug, Serialize)]
+pub struct StatusRow<'a> {
+    pub step: &'a str,
+    pub kind: &'a str,
+    pub status: &'a str,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub resources: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+pub fn status_rows(steps: &[StepReport]) -> Vec<StatusRow<'_>> {
+    steps
+        .iter()
+        .map(|s| StatusRow {
+            step: s.id.as_str(),
+            kind: s.kind,
+            status: s.outcome.label(),
+            resources: s
+                .record
+                .as_ref()
+                .map(|r| r.resources.clone())
+                .unwrap_or_default(),
+            drift: match &s.outcome {
+                Outcome::Drifted { drift } => drift.clone(),
+                _ => Vec::new(),
+            },
+            error: match &s.outcome {
+                Outcome::Failed { error } => Some(error.clone()),
+                Outcome::Skipped { because } => Some(format!(
+                    "not checked: {} failed",
+                    because
+                        .iter()
+                        .map(|b| b.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+                _ => None,
+            },
+        })
+        .collect()
+}
+
+pub fn status_text(rows: &[StatusRow<'_>]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<26} {:<26} {:<10} RESOURCES",
+        "STEP", "KIND", "STATUS"
+    );
+    for r in rows {
+        let status = match r.status {
+            "in sync" => style(r.status).green(),
+            "missing" | "drifted" | "unwanted" => style(r.status).yellow(),
+            "failed" | "skipped" => style(r.status).red(),
+            _ => style(r.status).dim(),
+        };
+        let ids: Vec<&str> = r.resources.values().map(String::as_str).collect();
+        let _ = writeln!(
+            out,
+            "{:<26} {:<26} {:<10} {}",
+            r.step,
+            r.kind,
+            status,
+            ids.join(",")
+        );
+        for d in &r.drift {
+            let _ = writeln!(out, "    ~ {d}");
+        }
+        if let Some(e) = &r.error {
+            let _ = writeln!(out, "    ! {e}");
+        }
+    }
+    out
+}
+
+/// What `up` would do for one step, for `plan`.
+pub fn plan_action(outcome: &Outcome) -> (&'static str, &'static str) {
+    match outcome {
+        Outcome::Missing => ("+", "create"),
+        Outcome::Drifted { .. } => ("~", "update"),
+        Outcome::Unwanted => ("-", "delete"),
+        Outcome::Failed { .. } | Outcome::Skipped { .. } | Outcome::Cancelled => ("!", "unknown"),
+        _ => (" ", "no change"),
+    }
+}
+
+pub fn plan_text(steps: &[StepReport]) -> String {
+    let mut out = String::new();
+    let mut totals: BTreeMap<&str, usize> = BTreeMap::new();
+    for s in steps {
+        let (mark, action) = plan_action(&s.outcome);
+        *totals.entry(action).or_default() += 1;
+        if action == "no change" {
+            continue;
+        }
+        let _ = writeln!(out, "{mark} {:<26} {action}", s.id);
+        match &s.outcome {
+            Outcome::Drifted { drift } => {
+                for d in drift {
+                    let _ = writeln!(out, "    ~ {d}");
+                }
+            }
+            Outcome::Failed { error } => {
+                let _ = writeln!(out, "    ! {error}");
+            }
+            _ => {}
+        }
+    }
+    let n = |k| totals.get(k).copied().unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "Plan: {} to create, {} to update, {} to delete, {} unchanged{}.",
+        n("create"),
+        n("update"),
+        n("delete"),
+        n("no change"),
+        match n("unknown") {
+            0 => String::new(),
+            u => format!(", {u} could not be checked"),
+        }
+    );
+    out
+}
