@@ -2,8 +2,11 @@
 //! the readable list of steps and why each depends on what it does.
 
 pub mod context;
+mod dynamodb_table;
 mod ec2;
 mod resource;
+mod s3_bucket;
+mod sns_topic;
 mod vpc;
 
 #[cfg(test)]
