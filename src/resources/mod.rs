@@ -3,13 +3,16 @@
 
 pub mod connect;
 pub mod context;
+mod dynamodb_table;
 mod ec2;
 mod internet_gateway;
 mod nat_gateway;
 mod resource;
 mod route_table;
+mod s3_bucket;
 mod security_group;
 mod security_group_rules;
+mod sns_topic;
 mod ssm_parameters;
 mod subnets;
 pub mod sweep;
