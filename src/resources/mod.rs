@@ -3,6 +3,10 @@
 
 pub mod context;
 mod ec2;
+pub mod flow_log;
+pub mod iam_role;
+pub mod kms_key;
+pub mod log_group;
 mod resource;
 mod vpc;
 
