@@ -119,6 +119,35 @@ pub enum Poll<T> {
     Pending(String),
 }
 
+/// Maps an SDK waiter's error: running out of time is a `Timeout`, anything
+/// else (a failure state such as a NAT gateway `failed`) says what happened.
+pub fn waited<T, O, E>(
+    result: Result<T, aws_smithy_runtime_api::client::waiters::error::WaiterError<O, E>>,
+    what: &str,
+    max: Duration,
+) -> Result<T, AwsError>
+where
+    O: std::fmt::Debug,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    use aws_smithy_runtime_api::client::waiters::error::WaiterError;
+    result.map_err(|err| match err {
+        WaiterError::ExceededMaxWait(_) => AwsError::Timeout {
+            what: what.to_owned(),
+            after: max,
+            last: None,
+        },
+        other => AwsError::Api {
+            op: "waiter",
+            code: None,
+            message: format!(
+                "{what}: {}",
+                aws_smithy_types::error::display::DisplayErrorContext(&other)
+            ),
+        },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
@@ -221,33 +250,4 @@ mod tests {
         .unwrap();
         assert_eq!(v, 7);
     }
-}
-
-/// Maps an SDK waiter's error: running out of time is a `Timeout`, anything
-/// else (a failure state such as a NAT gateway `failed`) says what happened.
-pub fn waited<T, O, E>(
-    result: Result<T, aws_smithy_runtime_api::client::waiters::error::WaiterError<O, E>>,
-    what: &str,
-    max: Duration,
-) -> Result<T, AwsError>
-where
-    O: std::fmt::Debug,
-    E: std::error::Error + Send + Sync + 'static,
-{
-    use aws_smithy_runtime_api::client::waiters::error::WaiterError;
-    result.map_err(|err| match err {
-        WaiterError::ExceededMaxWait(_) => AwsError::Timeout {
-            what: what.to_owned(),
-            after: max,
-            last: None,
-        },
-        other => AwsError::Api {
-            op: "waiter",
-            code: None,
-            message: format!(
-                "{what}: {}",
-                aws_smithy_types::error::display::DisplayErrorContext(&other)
-            ),
-        },
-    })
 }

@@ -8,7 +8,6 @@
 
 // Not yet in `graph()` (the lead registers it); until then only the tests
 // use it. Remove this once registered.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use std::fmt;
 
@@ -97,11 +96,6 @@ impl Table {
             stream: None,
             deletion_protection: false,
         }
-    }
-
-    pub fn with_deletion_protection(mut self, on: bool) -> Self {
-        self.deletion_protection = on;
-        self
     }
 
     fn table_name(&self, cx: &Context) -> String {
@@ -1412,7 +1406,10 @@ mod tests {
         let applied = testing::ensure(
             &cx,
             TX_STEP,
-            Table::transactions().with_deletion_protection(true),
+            Table {
+                deletion_protection: true,
+                ..Table::transactions()
+            },
             &inputs(),
         )
         .await

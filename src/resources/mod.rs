@@ -5,7 +5,11 @@ pub mod connect;
 pub mod context;
 mod dynamodb_table;
 mod ec2;
+mod flow_log;
+mod iam_role;
 mod internet_gateway;
+mod kms_key;
+mod log_group;
 mod nat_gateway;
 mod resource;
 mod route_table;
@@ -23,6 +27,7 @@ mod vpc_endpoint;
 mod testing;
 
 use crate::engine::{Dependency, Graph, GraphError, Step, StepId};
+use crate::naming::KEY_PURPOSES;
 use crate::spec::{AZ_COUNT, AZ_LABELS, EnvSpec, Tier};
 
 pub use connect::{connect, now};
@@ -56,6 +61,16 @@ impl Registry {
 pub fn graph(spec: &EnvSpec) -> Result<Graph<Context>, GraphError> {
     let mut r = Registry::default();
 
+    // Customer-managed keys, one per purpose: everything below that stores
+    // data encrypts it with one of them.
+    for purpose in KEY_PURPOSES {
+        r.add(
+            format!("kms-key:{purpose}"),
+            kms_key::KmsKey::new(purpose),
+            vec![],
+        );
+    }
+
     // Network.
     r.add("vpc", vpc::Vpc, vec![]);
     for tier in Tier::ALL {
@@ -70,7 +85,7 @@ pub fn graph(spec: &EnvSpec) -> Result<Graph<Context>, GraphError> {
         internet_gateway::InternetGateway,
         vec![dep("vpc", "the gateway is attached to the VPC")],
     );
-    for slot in 0..AZ_COUNT {
+    for (slot, label) in AZ_LABELS.iter().enumerate() {
         let mut deps = vec![
             dep(
                 "subnets:public",
@@ -88,7 +103,7 @@ pub fn graph(spec: &EnvSpec) -> Result<Graph<Context>, GraphError> {
             ));
         }
         r.add(
-            format!("nat-gateway:{}", AZ_LABELS[slot]),
+            format!("nat-gateway:{label}"),
             nat_gateway::NatGateway::new(slot),
             deps,
         );
@@ -176,6 +191,85 @@ pub fn graph(spec: &EnvSpec) -> Result<Graph<Context>, GraphError> {
             .collect(),
     );
 
+    // VPC flow logs to an encrypted log group, delivered by a role that may
+    // write to that group only.
+    r.add(
+        "log-group:flow-logs",
+        log_group::LogGroup::flow_logs(),
+        vec![dep(
+            "kms-key:logs",
+            "the group is encrypted with the logs key, whose policy lets CloudWatch Logs use it",
+        )],
+    );
+    r.add(
+        "iam-role:flow-logs",
+        flow_log::flow_logs_role(),
+        vec![dep(
+            "log-group:flow-logs",
+            "the role's policy is scoped to the log group's ARN",
+        )],
+    );
+    r.add(
+        "flow-log",
+        flow_log::FlowLog,
+        vec![
+            dep("vpc", "the flow log captures the VPC's traffic"),
+            dep(
+                "log-group:flow-logs",
+                "records are delivered to this log group",
+            ),
+            dep(
+                "iam-role:flow-logs",
+                "CloudWatch Logs delivery assumes this role",
+            ),
+        ],
+    );
+
+    // Data stores.
+    r.add(
+        "s3-bucket:audit",
+        s3_bucket::AuditBucket,
+        vec![dep(
+            "kms-key:s3",
+            "default encryption is SSE-KMS with the S3 key",
+        )],
+    );
+    for (id, table) in [
+        (
+            "dynamodb-table:transactions",
+            dynamodb_table::Table::transactions(),
+        ),
+        (
+            "dynamodb-table:fraud-rules",
+            dynamodb_table::Table::fraud_rules(),
+        ),
+    ] {
+        r.add(
+            id,
+            table,
+            vec![dep(
+                "kms-key:dynamodb",
+                "the table is encrypted with the DynamoDB key",
+            )],
+        );
+    }
+    for (id, topic) in [
+        (
+            "sns-topic:failed-transactions",
+            sns_topic::Topic::failed_transactions(),
+        ),
+        ("sns-topic:system-errors", sns_topic::Topic::system_errors()),
+    ] {
+        r.add(
+            id,
+            topic,
+            vec![dep(
+                "kms-key:logs",
+                "the topic is encrypted with the logs key, whose policy lets CloudWatch alarms publish",
+            )],
+        );
+    }
+
     // Configuration: published last, from everything above.
     let everything = r.ids();
     r.add(
@@ -203,7 +297,7 @@ mod tests {
                 ..EnvSpec::default()
             };
             let g = graph(&spec).unwrap_or_else(|e| panic!("{nat:?}: {e}"));
-            assert!(g.len() > 20);
+            assert_eq!(g.len(), 33);
         }
     }
 

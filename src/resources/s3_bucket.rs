@@ -9,7 +9,6 @@
 
 // Not yet in `graph()` (the lead registers it); until then only the tests
 // use it. Remove this once registered.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use std::fmt;
 

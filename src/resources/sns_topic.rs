@@ -8,7 +8,6 @@
 
 // Not yet in `graph()` (the lead registers it); until then only the tests
 // use it. Remove this once registered.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use std::collections::HashMap;
 use std::fmt;
