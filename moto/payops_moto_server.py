@@ -14,6 +14,13 @@ Fix 1 -- S3 bucket-policy conditions (moto 5.2.5 bug).
     context a real deployment has (aws:SecureTransport = true); a statement
     whose condition uses any other key or operator is treated as not
     applicable (moto cannot evaluate it), so such a Deny does not apply here.
+
+Fix 2 -- S3 XML response roots (moto 5.2.5 bug).
+    Responses moto builds with its generic serializer are wrapped in
+    ``<OperationNameResponse>``; S3 names the root after the output shape
+    (``<VersioningConfiguration>`` for GetBucketVersioning). boto3 does not
+    look at the root element, the AWS SDK for Rust does and cannot parse the
+    answer.
 """
 
 from __future__ import annotations
@@ -74,9 +81,31 @@ def _patch_s3_bucket_policy_conditions() -> None:
     FakeBucket.get_permission = get_permission
 
 
+# Root element S3 really uses, for the operations moto gets wrong.
+S3_XML_ROOTS = {"GetBucketVersioning": "VersioningConfiguration"}
+
+
+def _patch_s3_xml_roots() -> None:
+    from moto.core.serialize import S3Serializer
+
+    original = S3Serializer._serialized_result_to_response
+
+    def serialized_result_to_response(self, resp, result, shape, serialized_result):
+        resp = original(self, resp, result, shape, serialized_result)
+        root = S3_XML_ROOTS.get(self.operation_model.name)
+        body = resp.get("body")
+        if root and isinstance(body, str):
+            wrong = f"{self.operation_model.name}Response"
+            resp["body"] = body.replace(f"<{wrong}", f"<{root}").replace(f"</{wrong}>", f"</{root}>")
+        return resp
+
+    S3Serializer._serialized_result_to_response = serialized_result_to_response
+
+
 def main() -> None:
     if os.environ.get("PAYOPS_MOTO_PATCHES", "1") != "0":
         _patch_s3_bucket_policy_conditions()
+        _patch_s3_xml_roots()
         print("payops: moto patches applied (PAYOPS_MOTO_PATCHES=0 to disable)", file=sys.stderr, flush=True)
     from moto.server import main as moto_main
 

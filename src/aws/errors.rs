@@ -78,11 +78,43 @@ where
             let message = match err.message() {
                 Some(m) => m.to_owned(),
                 None if code.is_some() => String::new(),
-                None => DisplayErrorContext(&err).to_string(),
+                None => describe_failure(&err),
             };
             AwsError::Api { op, code, message }
         })
     }
+}
+
+/// A failure without an AWS error code, in one readable line (the SDK's own
+/// rendering includes the raw response).
+fn describe_failure<E, R>(err: &SdkError<E, R>) -> String
+where
+    E: std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    const LIMIT: usize = 300;
+    use std::error::Error;
+    let cause = || err.source().map(chain).unwrap_or_default();
+    let text = match err {
+        SdkError::DispatchFailure(_) => format!("could not reach the endpoint: {}", cause()),
+        SdkError::TimeoutError(_) => "timed out".to_owned(),
+        SdkError::ResponseError(_) => format!("unreadable response: {}", cause()),
+        SdkError::ServiceError(e) => format!("unexpected answer: {}", chain(e.err())),
+        other => DisplayErrorContext(other).to_string(),
+    };
+    if text.len() > LIMIT {
+        let cut = (0..=LIMIT)
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        format!("{}…", &text[..cut])
+    } else {
+        text
+    }
+}
+
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    crate::engine::error_chain(e)
 }
 
 /// `Ok(None)` when the call failed with one of `codes` (typically a NotFound).

@@ -115,8 +115,11 @@ impl<R: Resource> Node<R> {
         for f in found {
             let id = self.resource.describe(&f);
             step.progress(format!("deleting {id}"));
-            notes.extend(self.resource.delete(cx, step, f).await?);
-            notes.push(format!("deleted {id}"));
+            let said = self.resource.delete(cx, step, f).await?;
+            if said.is_empty() {
+                notes.push(format!("deleted {id}"));
+            }
+            notes.extend(said);
         }
         Ok(Removed::Deleted { notes })
     }

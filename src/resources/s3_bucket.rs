@@ -279,7 +279,8 @@ async fn bucket_tags(cx: &Context, name: &str) -> Result<Option<TagMap>, AwsErro
     }
 }
 
-async fn lookup(cx: &Context, name: &str) -> Result<Option<FoundBucket>, AwsError> {
+/// `recorded`: the state file says payops created this very bucket.
+async fn lookup(cx: &Context, name: &str, recorded: bool) -> Result<Option<FoundBucket>, AwsError> {
     match head(cx, name).await? {
         Head::Missing => return Ok(None),
         Head::Denied => {
@@ -302,7 +303,12 @@ async fn lookup(cx: &Context, name: &str) -> Result<Option<FoundBucket>, AwsErro
     let Some(tags) = bucket_tags(cx, name).await? else {
         return Ok(None);
     };
-    cx.check_ours(what(name), &tags)?;
+    // A bucket payops recorded creating that has no tags at all: the run was
+    // cut off between CreateBucket and tagging (emulators ignore tags at
+    // creation). It is ours; `diff` tags it. Any other tagless bucket is not.
+    if !(recorded && tags.is_empty()) {
+        cx.check_ours(what(name), &tags)?;
+    }
     Ok(Some(FoundBucket {
         name: name.to_owned(),
         tags,
@@ -541,11 +547,10 @@ impl Resource for AuditBucket {
         "s3:bucket"
     }
 
-    async fn find(&self, cx: &Context, _step: &StepCx<'_>) -> Result<Vec<FoundBucket>, AwsError> {
-        Ok(lookup(cx, &cx.names.audit_bucket())
-            .await?
-            .into_iter()
-            .collect())
+    async fn find(&self, cx: &Context, step: &StepCx<'_>) -> Result<Vec<FoundBucket>, AwsError> {
+        let name = cx.names.audit_bucket();
+        let recorded = step.previous_resource("bucket") == Some(name.as_str());
+        Ok(lookup(cx, &name, recorded).await?.into_iter().collect())
     }
 
     fn describe(&self, found: &FoundBucket) -> String {
@@ -582,7 +587,8 @@ impl Resource for AuditBucket {
             // Created by us a moment ago (a concurrent or interrupted run):
             // it is ours only if its tags say so.
             Err(e) if e.is_code(&["BucketAlreadyOwnedByYou"]) => {
-                let found = lookup(cx, &name).await?.ok_or_else(|| {
+                let recorded = step.previous_resource("bucket") == Some(name.as_str());
+                let found = lookup(cx, &name, recorded).await?.ok_or_else(|| {
                     AwsError::Conflict(format!(
                         "S3 says bucket {name} already belongs to this account but it cannot be \
                          found; run `payops up` again"

@@ -307,8 +307,9 @@ impl Resource for SecurityGroupRules {
         Ok(())
     }
 
-    fn record(&self, _cx: &Context, found: &FoundRules) -> Record {
-        Record::default().output("SecurityGroupRuleCount", found.rules.len().to_string())
+    /// The rules have no ids worth recording: the groups' steps hold those.
+    fn record(&self, _cx: &Context, _found: &FoundRules) -> Record {
+        Record::default()
     }
 
     async fn delete(
@@ -320,7 +321,7 @@ impl Resource for SecurityGroupRules {
         for rule in &found.rules {
             revoke(cx, rule).await?;
         }
-        Ok(vec![format!("revoked {} rules", found.rules.len())])
+        Ok(Vec::new())
     }
 }
 

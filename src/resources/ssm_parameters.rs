@@ -371,7 +371,7 @@ impl Resource for Parameters {
                 .await
                 .op("ssm:DeleteParameters")?;
         }
-        Ok(vec![format!("deleted {} parameters", ours.len())])
+        Ok(Vec::new())
     }
 }
 

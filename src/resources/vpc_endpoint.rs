@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 use async_trait::async_trait;
-use aws_sdk_ec2::types::{ResourceType, State, VpcEndpoint, VpcEndpointType};
+use aws_sdk_ec2::types::{ResourceType, VpcEndpoint, VpcEndpointType};
 use serde_json::json;
 
 use crate::aws::{AwsError, Budget, OpResult, Poll, client_token, policy, poll_until, required};
@@ -113,8 +113,20 @@ fn found(e: &VpcEndpoint) -> Option<FoundEndpoint> {
     })
 }
 
+/// The endpoint's state, lowercased: AWS answers `available`, `deleting`,
+/// ... while the SDK's model spells them `Available`, `Deleting`, so the
+/// typed enum would see an unknown value (Terraform compares strings too).
+fn state(e: &VpcEndpoint) -> String {
+    e.state()
+        .map(|s| s.as_str().to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
 fn live(e: &VpcEndpoint) -> bool {
-    matches!(e.state(), Some(State::Available | State::Pending) | None)
+    matches!(
+        state(e).as_str(),
+        "available" | "pending" | "pendingacceptance" | ""
+    )
 }
 
 #[async_trait]
@@ -276,13 +288,7 @@ impl Resource for GatewayEndpoint {
                     Err(err) if err.is_code(&["InvalidVpcEndpointId.NotFound"]) => Poll::Ready(()),
                     Err(err) => return Err(err),
                     Ok(out) => match out.vpc_endpoints().first() {
-                        Some(ep) if live(ep) || ep.state() == Some(&State::Deleting) => {
-                            Poll::Pending(
-                                ep.state()
-                                    .map(|s| s.as_str().to_owned())
-                                    .unwrap_or_default(),
-                            )
-                        }
+                        Some(ep) if live(ep) || state(ep) == "deleting" => Poll::Pending(state(ep)),
                         _ => Poll::Ready(()),
                     },
                 })
@@ -301,6 +307,7 @@ mod tests {
         describe_vpc_endpoints::DescribeVpcEndpointsOutput,
         modify_vpc_endpoint::ModifyVpcEndpointOutput,
     };
+    use aws_sdk_ec2::types::State;
     use aws_smithy_mocks::{RuleMode, mock, mock_client};
 
     use super::*;
@@ -318,7 +325,8 @@ mod tests {
         );
         VpcEndpoint::builder()
             .vpc_endpoint_id("vpce-1")
-            .state(State::Available)
+            // As AWS spells it, not as the SDK's enum does.
+            .state(State::from("available"))
             .policy_document(policy)
             .set_route_table_ids(Some(tables.iter().map(|s| s.to_string()).collect()))
             .set_tags(Some(tags))

@@ -38,7 +38,7 @@ impl Progress {
         let bar = multi.add(ProgressBar::new_spinner());
         bar.set_style(
             ProgressStyle::with_template(
-                "{spinner:.cyan} {prefix:<26} {wide_msg:.dim} {elapsed:>4}",
+                "{spinner:.cyan} {prefix:<30} {wide_msg:.dim} {elapsed:>4}",
             )
             .expect("valid template"),
         );
@@ -107,14 +107,27 @@ pub fn step_line(report: &StepReport) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
-        _ => report.notes.join("; "),
+        _ => abbreviate(&report.notes),
     };
     let time = if report.started.is_some() {
         format!("{:.1}s", report.duration.as_secs_f64())
     } else {
         String::new()
     };
-    format!("  {mark} {label:<10} {:<26} {time:>6}  {detail}", report.id)
+    format!("  {mark} {label:<10} {:<30} {time:>6}  {detail}", report.id)
         .trim_end()
         .to_owned()
+}
+
+/// At most a few notes on one line; `--output json` has them all.
+fn abbreviate(notes: &[String]) -> String {
+    const SHOWN: usize = 3;
+    if notes.len() <= SHOWN + 1 {
+        return notes.join("; ");
+    }
+    format!(
+        "{}; (+{} more)",
+        notes[..SHOWN].join("; "),
+        notes.len() - SHOWN
+    )
 }

@@ -111,7 +111,7 @@ pub fn run_text(report: &RunReport<'_>, walk: &WalkReport) -> String {
     let calls = report.api_calls;
     let _ = writeln!(
         out,
-        "API calls:     {} ({} mutating, {} read, {} retried, {} errors)",
+        "API calls:     {} ({} mutating, {} read; {} retried, {} answered with an error such as not found)",
         calls.total, calls.mutating, calls.read, calls.retries, calls.errors
     );
     if let Some(file) = &report.outputs_file {
@@ -186,7 +186,7 @@ pub fn status_text(rows: &[StatusRow<'_>]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<26} {:<26} {:<10} RESOURCES",
+        "{:<30} {:<30} {:<10} RESOURCES",
         "STEP", "KIND", "STATUS"
     );
     for r in rows {
@@ -199,7 +199,7 @@ pub fn status_text(rows: &[StatusRow<'_>]) -> String {
         let ids: Vec<&str> = r.resources.values().map(String::as_str).collect();
         let _ = writeln!(
             out,
-            "{:<26} {:<26} {:<10} {}",
+            "{:<30} {:<30} {:<10} {}",
             r.step,
             r.kind,
             status,
@@ -235,7 +235,7 @@ pub fn plan_text(steps: &[StepReport]) -> String {
         if action == "no change" {
             continue;
         }
-        let _ = writeln!(out, "{mark} {:<26} {action}", s.id);
+        let _ = writeln!(out, "{mark} {:<30} {action}", s.id);
         match &s.outcome {
             Outcome::Drifted { drift } => {
                 for d in drift {
