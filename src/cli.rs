@@ -9,11 +9,11 @@ use crate::spec::{Cidr, NatMode};
 
 const EXIT_CODES: &str = "\
 Exit codes:
-  0    success (for `down`: the final sweep found nothing left)
-  1    a step failed, or `down` left something behind (the summary names it)
-  2    usage or input error (bad flag, bad env name, missing --yes, unreadable state); nothing was changed
+  0    success (`down`: and its final sweep found nothing left)
+  1    a step failed, or `down` left something behind (named in the summary)
+  2    bad input (flag, env name, missing --yes, unreadable state): nothing changed
   3    another payops holds the env's lock
-  130  interrupted (Ctrl-C): running steps finished and were recorded; run again to resume";
+  130  interrupted: running steps finished and were recorded; run again to resume";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -38,24 +38,30 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// AWS region to work in [default: us-east-1]
-    #[arg(long, global = true, env = "AWS_REGION")]
+    #[arg(long, global = true, env = "AWS_REGION", hide_env_values = true)]
     pub region: Option<String>,
 
     /// Named AWS profile for credentials
-    #[arg(long, global = true, env = "AWS_PROFILE")]
+    #[arg(long, global = true, env = "AWS_PROFILE", hide_env_values = true)]
     pub profile: Option<String>,
 
     /// Send every AWS call to this endpoint (an emulator such as LocalStack or moto)
-    #[arg(long, global = true, env = "AWS_ENDPOINT_URL", value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        env = "AWS_ENDPOINT_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
     pub endpoint_url: Option<String>,
 
     /// How many steps may run at once (a step waiting on others takes no slot)
-    #[arg(long, global = true, env = "PAYOPS_PARALLELISM", value_name = "N",
+    #[arg(long, global = true, env = "PAYOPS_PARALLELISM", hide_env_values = true, value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=64))]
     pub parallelism: Option<u16>,
 
     /// Result format on stdout; progress and logs always go to stderr
-    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text, env = "PAYOPS_OUTPUT")]
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text, env = "PAYOPS_OUTPUT", hide_env_values = true)]
     pub output: OutputFormat,
 
     /// More detail on stderr (-v: step messages, -vv: AWS SDK debug logs)
@@ -71,11 +77,23 @@ pub struct GlobalArgs {
     pub yes: bool,
 
     /// Directory of the state files (<dir>/<env>.json)
-    #[arg(long, global = true, env = "PAYOPS_STATE_DIR", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "PAYOPS_STATE_DIR",
+        hide_env_values = true,
+        value_name = "DIR"
+    )]
     pub state_dir: Option<PathBuf>,
 
     /// Settings file [default: payops.toml, if present]
-    #[arg(long, global = true, env = "PAYOPS_CONFIG", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        env = "PAYOPS_CONFIG",
+        hide_env_values = true,
+        value_name = "FILE"
+    )]
     pub config: Option<PathBuf>,
 }
 
@@ -125,7 +143,7 @@ fn parse_env(s: &str) -> Result<EnvName, String> {
 #[derive(Debug, Args)]
 pub struct EnvArgs {
     /// The env to act on (1-16 chars: lowercase letters, digits, hyphens)
-    #[arg(long, env = "PAYOPS_ENV", value_name = "NAME", value_parser = parse_env)]
+    #[arg(long, env = "PAYOPS_ENV", hide_env_values = true, value_name = "NAME", value_parser = parse_env)]
     pub env: EnvName,
 }
 
@@ -142,7 +160,12 @@ pub struct Shape {
     pub nat: Option<NatMode>,
 
     /// CostCenter cost-allocation tag [default: payments]
-    #[arg(long, env = "PAYOPS_COST_CENTER", value_name = "NAME")]
+    #[arg(
+        long,
+        env = "PAYOPS_COST_CENTER",
+        hide_env_values = true,
+        value_name = "NAME"
+    )]
     pub cost_center: Option<String>,
 }
 
@@ -162,7 +185,12 @@ pub struct UpArgs {
     pub shape: Shape,
 
     /// Where to write the flat outputs map
-    #[arg(long, env = "PAYOPS_OUTPUTS_FILE", value_name = "FILE")]
+    #[arg(
+        long,
+        env = "PAYOPS_OUTPUTS_FILE",
+        hide_env_values = true,
+        value_name = "FILE"
+    )]
     pub outputs_file: Option<PathBuf>,
 }
 

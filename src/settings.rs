@@ -17,6 +17,7 @@ pub const DEFAULT_CONFIG: &str = "payops.toml";
 pub const DEFAULT_PARALLELISM: usize = 8;
 pub const DEFAULT_OUTPUTS_FILE: &str = "cfn-outputs/flat-outputs.json";
 /// Attempts per AWS call; throttling during provisioning is normal.
+/// `PAYOPS_MAX_ATTEMPTS` overrides it.
 pub const MAX_ATTEMPTS: u32 = 10;
 
 #[derive(Debug, thiserror::Error)]
@@ -118,7 +119,7 @@ impl Settings {
                 region,
                 profile: args.profile.clone(),
                 endpoint_url: args.endpoint_url.clone().filter(|u| !u.is_empty()),
-                max_attempts: MAX_ATTEMPTS,
+                max_attempts: max_attempts()?,
             },
             parallelism: args
                 .parallelism
@@ -191,6 +192,21 @@ impl Settings {
             nat,
             cost_center,
         })
+    }
+}
+
+fn max_attempts() -> Result<u32, SettingsError> {
+    match std::env::var("PAYOPS_MAX_ATTEMPTS") {
+        Err(_) => Ok(MAX_ATTEMPTS),
+        Ok(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=50).contains(n))
+            .ok_or_else(|| SettingsError::Value {
+                path: "environment".into(),
+                key: "PAYOPS_MAX_ATTEMPTS".into(),
+                reason: format!("{v:?} is not a number from 1 to 50"),
+            }),
     }
 }
 

@@ -50,7 +50,7 @@ pub fn graph(settings: &Settings, printer: Printer, args: GraphArgs) -> Result<E
             out.push_str(&format!("{} ({})\n", step.id(), step.kind()));
             for dep in step.dependencies() {
                 out.push_str(&format!(
-                    "    after {:<24} {}\n",
+                    "    after {:<30} {}\n",
                     dep.on.as_str(),
                     dep.reason
                 ));

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 use serde::Serialize;
 
+use crate::aws::ApiCalls;
 use crate::cli::{EnvArgs, Shape, ShapeArgs};
 use crate::engine::{Operation, Outcome, WalkReport};
 use crate::resources;
@@ -65,6 +66,7 @@ struct StatusDoc<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     last_run: Option<&'a LastRun>,
     steps: Vec<summary::StatusRow<'a>>,
+    api_calls: ApiCalls,
 }
 
 /// One word for the whole env.
@@ -100,6 +102,7 @@ pub async fn status(settings: &Settings, printer: Printer, args: ShapeArgs) -> R
         counts: summary::counts(&walk.steps),
         last_run: opened.state.as_ref().and_then(|s| s.last_run.as_ref()),
         steps: summary::status_rows(&walk.steps),
+        api_calls: opened.counter.snapshot(),
     };
     if printer.json_mode() {
         printer.json(&doc)?;

@@ -129,3 +129,66 @@ async fn verify(cx: &Context, arns: Vec<String>) -> Result<Vec<String>, AwsError
     }
     Ok(alive)
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_ec2::operation::describe_nat_gateways::DescribeNatGatewaysOutput;
+    use aws_sdk_ec2::types::{NatGateway, NatGatewayState};
+    use aws_sdk_kms::operation::describe_key::DescribeKeyOutput;
+    use aws_sdk_kms::types::{KeyMetadata, KeyState};
+    use aws_sdk_resourcegroupstagging::operation::get_resources::GetResourcesOutput;
+    use aws_sdk_resourcegroupstagging::types::ResourceTagMapping;
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+
+    use super::*;
+    use crate::resources::testing;
+
+    const KEY: &str = "arn:aws:kms:us-east-1:123456789012:key/k-1";
+    const NAT: &str = "arn:aws:ec2:us-east-1:123456789012:natgateway/nat-1";
+    const TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:payops-pr1-stray";
+
+    #[tokio::test(start_paused = true)]
+    async fn keys_pending_deletion_and_deleted_nats_are_not_leftovers_but_the_rest_is() {
+        let tagged =
+            mock!(aws_sdk_resourcegroupstagging::Client::get_resources).then_output(|| {
+                let mut out = GetResourcesOutput::builder();
+                for arn in [KEY, NAT, TOPIC] {
+                    out = out.resource_tag_mapping_list(
+                        ResourceTagMapping::builder().resource_arn(arn).build(),
+                    );
+                }
+                out.build()
+            });
+        let key = mock!(aws_sdk_kms::Client::describe_key).then_output(|| {
+            DescribeKeyOutput::builder()
+                .key_metadata(
+                    KeyMetadata::builder()
+                        .key_id("k-1")
+                        .key_state(KeyState::PendingDeletion)
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+        });
+        let nat = mock!(aws_sdk_ec2::Client::describe_nat_gateways).then_output(|| {
+            DescribeNatGatewaysOutput::builder()
+                .nat_gateways(
+                    NatGateway::builder()
+                        .nat_gateway_id("nat-1")
+                        .state(NatGatewayState::Deleted)
+                        .build(),
+                )
+                .build()
+        });
+        let mut clients = testing::clients();
+        clients.tagging =
+            mock_client!(aws_sdk_resourcegroupstagging, RuleMode::MatchAny, [&tagged]);
+        clients.kms = mock_client!(aws_sdk_kms, RuleMode::MatchAny, [&key]);
+        clients.ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&nat]);
+        let cx = testing::context(clients);
+        let left = tagged_leftovers(&cx).await.unwrap();
+        assert_eq!(left, [TOPIC]);
+        // A real leftover is asked about again before it is reported.
+        assert_eq!(tagged.num_calls(), SETTLE_ROUNDS as usize);
+    }
+}

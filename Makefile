@@ -1,0 +1,67 @@
+# payops: build, demo, tests, benchmarks.
+#
+#   make demo     start an emulator, run `payops up --env demo` against it, print the outputs
+#   make test     everything CI checks: format, lints, unit + CLI tests, integration tests on
+#                 moto and on LocalStack (each started and stopped by this target)
+#
+# The cargo target dir lives outside the checkout so CI runs and worktrees share it.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/payops/target
+PAYOPS := $(CARGO_TARGET_DIR)/debug/payops
+
+# `demo` defaults to LocalStack, the emulator the integration tests treat as primary.
+EMULATOR ?= localstack
+ENV ?= demo
+# The test suite starts its own emulators on these ports, away from the defaults
+# (4566 / 5055) a developer may already be using.
+TEST_PORT_moto ?= 5155
+TEST_PORT_localstack ?= 4666
+
+.PHONY: build demo demo-down test lint test-unit test-integration emulator-start emulator-stop \
+        emulator-install bench bench-engine bench-emulator clean-emulators
+
+# Building with --tests gives the binary the same dependency features as the
+# test build, so `make test` and `make demo` share one compilation.
+build:
+	cargo build --tests --bins
+
+demo: build
+	@scripts/demo $(EMULATOR) $(ENV)
+
+demo-down: build
+	@scripts/demo-down $(EMULATOR) $(ENV)
+
+test: lint test-unit
+	$(MAKE) test-integration EMULATOR=moto
+	$(MAKE) test-integration EMULATOR=localstack
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --all-targets -- -D warnings
+
+test-unit:
+	cargo nextest run --no-fail-fast
+
+test-integration: build
+	scripts/test-integration $(EMULATOR) $(TEST_PORT_$(EMULATOR))
+
+emulator-install:
+	scripts/emulator install $(EMULATOR)
+
+emulator-start:
+	scripts/emulator start $(EMULATOR)
+
+emulator-stop:
+	scripts/emulator stop $(EMULATOR)
+
+bench: bench-engine bench-emulator
+
+bench-engine:
+	cargo run --quiet --example engine_bench
+
+bench-emulator: build
+	scripts/bench $(EMULATOR)
+
+clean-emulators:
+	-scripts/emulator stop moto
+	-scripts/emulator stop localstack
+	rm -rf .emulators
