@@ -1,9 +1,12 @@
 //! Helpers every EC2 resource shares: ownership filters, tags at creation,
-//! and tag repair.
+//! tag repair, and deleting what AWS is slow to let go of.
+
+use std::future::Future;
 
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 
-use crate::aws::{AwsError, OpResult};
+use crate::aws::{AwsError, OpResult, absent_on, retry_on_codes};
+use crate::engine::StepCx;
 use crate::tags::{self, TagMap};
 
 use super::context::Context;
@@ -86,4 +89,34 @@ pub fn describe_tag_fix(tags: &TagMap) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     )
+}
+
+/// Calls `call` until it succeeds, waiting (with backoff and progress) while
+/// AWS answers one of `busy` (typically DependencyViolation: ENIs, NAT
+/// addresses and other dependents let go slowly on real AWS), within the
+/// dependency budget. An answer in `gone` means it was deleted already.
+pub async fn delete_patiently<T, F, Fut>(
+    cx: &Context,
+    step: &StepCx<'_>,
+    what: impl AsRef<str>,
+    busy: &[&str],
+    gone: &[&str],
+    mut call: F,
+) -> Result<(), AwsError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, AwsError>>,
+{
+    let progress = |m: String| step.progress(m);
+    retry_on_codes(
+        what,
+        busy,
+        cx.budgets.dependency_violation,
+        &progress,
+        || {
+            let attempt = call();
+            async move { absent_on(attempt.await, gone).map(drop) }
+        },
+    )
+    .await
 }

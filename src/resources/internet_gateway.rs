@@ -5,7 +5,7 @@ use std::fmt;
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{InternetGateway as Igw, ResourceType};
 
-use crate::aws::{AwsError, OpResult, required, retry_on_codes};
+use crate::aws::{AwsError, OpResult, absent_on, required};
 use crate::engine::{Record, StepCx};
 use crate::tags::TagMap;
 
@@ -164,18 +164,17 @@ impl Resource for InternetGateway {
         step: &StepCx<'_>,
         igw: FoundIgw,
     ) -> Result<Vec<String>, AwsError> {
-        let progress = |m: String| step.progress(m);
         for vpc in &igw.attached_to {
             // Detaching fails while NAT gateways still hold public addresses
             // in the VPC; the NAT steps release them first, this covers the lag.
-            retry_on_codes(
-                format!("detaching {} from {vpc}", igw.id),
+            ec2::delete_patiently(
+                cx,
+                step,
+                &format!("detaching {} from {vpc}", igw.id),
                 &["DependencyViolation"],
-                cx.budgets.dependency_violation,
-                &progress,
+                &["Gateway.NotAttached"],
                 || async {
-                    match cx
-                        .clients
+                    cx.clients
                         .ec2
                         .detach_internet_gateway()
                         .internet_gateway_id(&igw.id)
@@ -183,28 +182,20 @@ impl Resource for InternetGateway {
                         .send()
                         .await
                         .op("ec2:DetachInternetGateway")
-                    {
-                        Err(e) if e.is_code(&["Gateway.NotAttached"]) => Ok(()),
-                        other => other.map(drop),
-                    }
                 },
             )
             .await?;
         }
-        match cx
-            .clients
-            .ec2
-            .delete_internet_gateway()
-            .internet_gateway_id(&igw.id)
-            .send()
-            .await
-            .op("ec2:DeleteInternetGateway")
-        {
-            Err(e) if e.is_code(&["InvalidInternetGatewayID.NotFound"]) => {}
-            other => {
-                other?;
-            }
-        }
+        absent_on(
+            cx.clients
+                .ec2
+                .delete_internet_gateway()
+                .internet_gateway_id(&igw.id)
+                .send()
+                .await
+                .op("ec2:DeleteInternetGateway"),
+            &["InvalidInternetGatewayID.NotFound"],
+        )?;
         Ok(Vec::new())
     }
 }

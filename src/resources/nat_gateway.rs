@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use aws_sdk_ec2::client::Waiters;
 use aws_sdk_ec2::types::{Address, DomainType, NatGateway as Nat, NatGatewayState, ResourceType};
 
-use crate::aws::{AwsError, OpResult, client_token, required, retry_on_codes, waited};
+use crate::aws::{AwsError, OpResult, client_token, required, waited};
 use crate::engine::{Record, StepCx};
 use crate::spec::AZ_LABELS;
 use crate::tags::TagMap;
@@ -422,26 +422,22 @@ impl Resource for NatGateway {
                 max,
             )?;
         }
-        let progress = |m: String| step.progress(m);
         for e in &set.eips {
-            retry_on_codes(
-                format!("releasing {}", e.allocation_id),
+            // AWS refuses to release an address a deleting NAT still holds.
+            ec2::delete_patiently(
+                cx,
+                step,
+                &format!("releasing {}", e.allocation_id),
                 &["InvalidIPAddress.InUse", "AuthFailure"],
-                cx.budgets.dependency_violation,
-                &progress,
+                &["InvalidAllocationID.NotFound"],
                 || async {
-                    match cx
-                        .clients
+                    cx.clients
                         .ec2
                         .release_address()
                         .allocation_id(&e.allocation_id)
                         .send()
                         .await
                         .op("ec2:ReleaseAddress")
-                    {
-                        Err(err) if err.is_code(&["InvalidAllocationID.NotFound"]) => Ok(()),
-                        other => other.map(drop),
-                    }
                 },
             )
             .await?;

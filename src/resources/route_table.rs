@@ -8,7 +8,7 @@ use std::fmt;
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{ResourceType, RouteState, RouteTable as Ec2RouteTable};
 
-use crate::aws::{AwsError, OpResult, required, retry_on_codes};
+use crate::aws::{AwsError, OpResult, absent_on, required};
 use crate::engine::{Record, StepCx};
 use crate::spec::{AZ_COUNT, AZ_LABELS, NatMode};
 use crate::tags::TagMap;
@@ -430,40 +430,32 @@ impl Resource for RouteTable {
         table: FoundTable,
     ) -> Result<Vec<String>, AwsError> {
         for (association, _) in &table.associations {
-            match cx
-                .clients
-                .ec2
-                .disassociate_route_table()
-                .association_id(association)
-                .send()
-                .await
-                .op("ec2:DisassociateRouteTable")
-            {
-                Err(e) if e.is_code(&["InvalidAssociationID.NotFound"]) => {}
-                other => {
-                    other?;
-                }
-            }
+            absent_on(
+                cx.clients
+                    .ec2
+                    .disassociate_route_table()
+                    .association_id(association)
+                    .send()
+                    .await
+                    .op("ec2:DisassociateRouteTable"),
+                &["InvalidAssociationID.NotFound"],
+            )?;
         }
-        let progress = |m: String| step.progress(m);
-        retry_on_codes(
-            format!("deleting {}", table.id),
+        // Gateway endpoint routes keep the table busy until the endpoint is gone.
+        ec2::delete_patiently(
+            cx,
+            step,
+            &format!("deleting {}", table.id),
             &["DependencyViolation"],
-            cx.budgets.dependency_violation,
-            &progress,
+            &["InvalidRouteTableID.NotFound"],
             || async {
-                match cx
-                    .clients
+                cx.clients
                     .ec2
                     .delete_route_table()
                     .route_table_id(&table.id)
                     .send()
                     .await
                     .op("ec2:DeleteRouteTable")
-                {
-                    Err(e) if e.is_code(&["InvalidRouteTableID.NotFound"]) => Ok(()),
-                    other => other.map(drop),
-                }
             },
         )
         .await?;

@@ -8,7 +8,7 @@ use std::fmt;
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{ResourceType, SecurityGroup as Ec2Group};
 
-use crate::aws::{AwsError, OpResult, required, retry_on_codes};
+use crate::aws::{AwsError, OpResult, required};
 use crate::engine::{Record, StepCx};
 use crate::tags::TagMap;
 
@@ -185,27 +185,22 @@ impl Resource for SecurityGroup {
         step: &StepCx<'_>,
         g: FoundGroup,
     ) -> Result<Vec<String>, AwsError> {
-        let progress = |m: String| step.progress(m);
         // Lambda's hyperplane ENIs keep the group in use for up to 45 minutes
         // after the functions are deleted.
-        retry_on_codes(
-            format!("deleting {}", g.id),
+        ec2::delete_patiently(
+            cx,
+            step,
+            &format!("deleting {}", g.id),
             &["DependencyViolation", "InvalidGroup.InUse"],
-            cx.budgets.dependency_violation,
-            &progress,
+            &["InvalidGroup.NotFound"],
             || async {
-                match cx
-                    .clients
+                cx.clients
                     .ec2
                     .delete_security_group()
                     .group_id(&g.id)
                     .send()
                     .await
                     .op("ec2:DeleteSecurityGroup")
-                {
-                    Err(e) if e.is_code(&["InvalidGroup.NotFound"]) => Ok(()),
-                    other => other.map(drop),
-                }
             },
         )
         .await?;

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType, Subnet};
 use futures_util::future::try_join_all;
 
-use crate::aws::{AwsError, OpResult, required, retry_on_codes};
+use crate::aws::{AwsError, OpResult, required};
 use crate::engine::{Record, StepCx};
 use crate::spec::{AZ_COUNT, AZ_LABELS, Tier};
 use crate::tags::TagMap;
@@ -274,29 +274,24 @@ impl Resource for Subnets {
         step: &StepCx<'_>,
         set: SubnetSet,
     ) -> Result<Vec<String>, AwsError> {
-        let progress = |m: String| step.progress(m);
         let subnets: Vec<FoundSubnet> = set.by_slot.into_values().chain(set.stray).collect();
         try_join_all(subnets.iter().map(|s| {
             // ENIs left by Lambda functions keep a subnet busy for up to 45
             // minutes after the functions are gone.
-            retry_on_codes(
+            ec2::delete_patiently(
+                cx,
+                step,
                 format!("deleting subnet {}", s.id),
                 &["DependencyViolation"],
-                cx.budgets.dependency_violation,
-                &progress,
+                &["InvalidSubnetID.NotFound"],
                 move || async move {
-                    match cx
-                        .clients
+                    cx.clients
                         .ec2
                         .delete_subnet()
                         .subnet_id(&s.id)
                         .send()
                         .await
                         .op("ec2:DeleteSubnet")
-                    {
-                        Err(e) if e.is_code(&["InvalidSubnetID.NotFound"]) => Ok(()),
-                        other => other.map(drop),
-                    }
                 },
             )
         }))

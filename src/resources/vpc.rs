@@ -205,25 +205,20 @@ impl Resource for Vpc {
         step: &StepCx<'_>,
         vpc: FoundVpc,
     ) -> Result<Vec<String>, AwsError> {
-        let progress = |m: String| step.progress(m);
-        crate::aws::retry_on_codes(
-            format!("deleting {}", vpc.id),
+        ec2::delete_patiently(
+            cx,
+            step,
+            &format!("deleting {}", vpc.id),
             &["DependencyViolation"],
-            cx.budgets.dependency_violation,
-            &progress,
+            &["InvalidVpcID.NotFound"],
             || async {
-                match cx
-                    .clients
+                cx.clients
                     .ec2
                     .delete_vpc()
                     .vpc_id(&vpc.id)
                     .send()
                     .await
                     .op("ec2:DeleteVpc")
-                {
-                    Err(e) if e.is_code(&["InvalidVpcID.NotFound"]) => Ok(()),
-                    other => other.map(drop),
-                }
             },
         )
         .await?;
