@@ -219,75 +219,64 @@ async fn role_tags(cx: &Context, name: &str) -> Result<TagMap, AwsError> {
     }
 }
 
+// The SDK's paginators follow IAM's Marker/IsTruncated for us.
+
 async fn inline_policy_names(cx: &Context, role: &str) -> Result<Vec<String>, AwsError> {
-    let mut names = Vec::new();
-    let mut marker: Option<String> = None;
-    loop {
-        let out = cx
-            .clients
-            .iam
-            .list_role_policies()
-            .role_name(role)
-            .set_marker(marker.take())
-            .send()
-            .await
-            .op("iam:ListRolePolicies")?;
-        names.extend(out.policy_names().iter().cloned());
-        match out.marker() {
-            Some(m) if out.is_truncated() => marker = Some(m.to_owned()),
-            _ => return Ok(names),
-        }
-    }
+    let items: Vec<_> = cx
+        .clients
+        .iam
+        .list_role_policies()
+        .role_name(role)
+        .into_paginator()
+        .items()
+        .send()
+        .collect()
+        .await;
+    items
+        .into_iter()
+        .map(|r| r.op("iam:ListRolePolicies"))
+        .collect()
 }
 
 async fn attached_policy_arns(cx: &Context, role: &str) -> Result<Vec<String>, AwsError> {
+    let items: Vec<_> = cx
+        .clients
+        .iam
+        .list_attached_role_policies()
+        .role_name(role)
+        .into_paginator()
+        .items()
+        .send()
+        .collect()
+        .await;
     let mut arns = Vec::new();
-    let mut marker: Option<String> = None;
-    loop {
-        let out = cx
-            .clients
-            .iam
-            .list_attached_role_policies()
-            .role_name(role)
-            .set_marker(marker.take())
-            .send()
-            .await
-            .op("iam:ListAttachedRolePolicies")?;
-        arns.extend(
-            out.attached_policies()
-                .iter()
-                .filter_map(|p| p.policy_arn().map(str::to_owned)),
-        );
-        match out.marker() {
-            Some(m) if out.is_truncated() => marker = Some(m.to_owned()),
-            _ => return Ok(arns),
+    for item in items {
+        if let Some(arn) = item.op("iam:ListAttachedRolePolicies")?.policy_arn() {
+            arns.push(arn.to_owned());
         }
     }
+    Ok(arns)
 }
 
 async fn instance_profiles(cx: &Context, role: &str) -> Result<Vec<String>, AwsError> {
-    let mut names = Vec::new();
-    let mut marker: Option<String> = None;
-    loop {
-        let out = cx
-            .clients
-            .iam
-            .list_instance_profiles_for_role()
-            .role_name(role)
-            .set_marker(marker.take())
-            .send()
-            .await
-            .op("iam:ListInstanceProfilesForRole")?;
-        names.extend(
-            out.instance_profiles()
-                .iter()
-                .map(|p| p.instance_profile_name().to_owned()),
-        );
-        match out.marker() {
-            Some(m) if out.is_truncated() => marker = Some(m.to_owned()),
-            _ => return Ok(names),
-        }
-    }
+    let items: Vec<_> = cx
+        .clients
+        .iam
+        .list_instance_profiles_for_role()
+        .role_name(role)
+        .into_paginator()
+        .items()
+        .send()
+        .collect()
+        .await;
+    items
+        .into_iter()
+        .map(|r| {
+            Ok(r.op("iam:ListInstanceProfilesForRole")?
+                .instance_profile_name()
+                .to_owned())
+        })
+        .collect()
 }
 
 async fn delete_inline_policy(cx: &Context, role: &str, name: &str) -> Result<(), AwsError> {
