@@ -1,0 +1,1085 @@
+//! Harness of the integration suite: runs the real `payops` binary against a
+//! local AWS emulator (moto or LocalStack) and looks at what it did through
+//! the AWS SDK.
+//!
+//! Every test gets its own env name (`it-` + 8 random characters) and its own
+//! temp dir (current dir, state dir, outputs file), so tests run in parallel
+//! against one emulator without seeing each other. A [`TestEnv`] runs a
+//! best-effort `down --yes` when dropped, so a failed test does not leave its
+//! env behind in the emulator (set `PAYOPS_TEST_KEEP=1` to keep it for
+//! debugging).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+
+use aws_config::retry::RetryConfig;
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_ec2::types::{Filter, NatGatewayState, Tag};
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use payops::aws::{ApiCounter, Clients};
+use serde_json::Value;
+
+pub const REGION: &str = "us-east-1";
+
+/// The ownership and cost tags payops puts on everything it creates.
+pub const TAG_ENV: &str = "payops:env";
+pub const TAG_STEP: &str = "payops:step";
+pub const TAG_MANAGED_BY: &str = "payops:managed-by";
+pub const TAG_CREATED_AT: &str = "payops:created-at";
+
+pub const KEY_PURPOSES: [&str; 4] = ["database", "dynamodb", "s3", "logs"];
+pub const AZ_LABELS: [&str; 3] = ["a", "b", "c"];
+pub const TIERS: [&str; 3] = ["public", "private", "database"];
+
+pub type Tags = BTreeMap<String, String>;
+
+// ------------------------------------------------------------------ emulator
+
+/// The emulator's endpoint, from `PAYOPS_TEST_ENDPOINT`.
+pub fn endpoint() -> String {
+    match std::env::var("PAYOPS_TEST_ENDPOINT") {
+        Ok(url) if !url.trim().is_empty() => url.trim().to_owned(),
+        _ => panic!(
+            "PAYOPS_TEST_ENDPOINT is not set: the integration tests run payops against a local \
+             AWS emulator. Start one and point the tests at it, e.g.\n  \
+             scripts/emulator start moto --port 5199\n  \
+             PAYOPS_TEST_ENDPOINT=http://127.0.0.1:5199 PAYOPS_TEST_EMULATOR=moto \
+             cargo nextest run --test integration --run-ignored only\n\
+             or let scripts/test-integration <moto|localstack> do both"
+        ),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Emulator {
+    Moto,
+    LocalStack,
+}
+
+/// Which emulator answers, from `PAYOPS_TEST_EMULATOR`. Tests use it only
+/// where the emulators really differ, and say what differs.
+pub fn emulator() -> Emulator {
+    match std::env::var("PAYOPS_TEST_EMULATOR").as_deref() {
+        Ok("moto") => Emulator::Moto,
+        Ok("localstack") => Emulator::LocalStack,
+        Ok(other) => panic!("PAYOPS_TEST_EMULATOR={other:?}: expected moto or localstack"),
+        Err(_) => panic!(
+            "PAYOPS_TEST_EMULATOR is not set: say which emulator PAYOPS_TEST_ENDPOINT is \
+             (moto or localstack)"
+        ),
+    }
+}
+
+/// A fresh env name: `it-` and 8 random lowercase letters and digits.
+pub fn random_env_name() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut bytes = [0u8; 8];
+    getrandom::getrandom(&mut bytes).expect("the OS has randomness");
+    let suffix: String = bytes
+        .iter()
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect();
+    format!("it-{suffix}")
+}
+
+// ------------------------------------------------------------------ running payops
+
+/// One finished run of the binary.
+#[derive(Debug)]
+pub struct Run {
+    pub args: Vec<String>,
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+
+    /// Everything a failure message needs to be useful.
+    pub fn describe(&self) -> String {
+        format!(
+            "payops {}\nexit: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.args.join(" "),
+            self.status,
+            self.stdout,
+            self.stderr
+        )
+    }
+
+    #[track_caller]
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code(),
+            Some(code),
+            "expected exit code {code}\n{}",
+            self.describe()
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn assert_success(&self) -> &Self {
+        self.assert_code(0)
+    }
+
+    /// stdout as JSON (for `--output json` runs).
+    #[track_caller]
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e})\n{}", self.describe()))
+    }
+}
+
+/// How a run that the test meant to kill ended.
+#[derive(Debug)]
+pub struct KilledRun {
+    /// The step lines payops printed on stderr before it died.
+    pub finished_lines: Vec<String>,
+    /// True when SIGKILL ended it (false: it exited on its own first).
+    pub killed: bool,
+    pub status: ExitStatus,
+}
+
+/// One env of one test: a unique name and a temp dir holding its state and
+/// outputs; `down --yes` on drop.
+pub struct TestEnv {
+    pub name: String,
+    dir: tempfile::TempDir,
+    endpoint: String,
+    /// Set once a `down` succeeded: nothing left for the drop to clean.
+    clean: bool,
+}
+
+impl TestEnv {
+    pub fn new() -> Self {
+        // Both settings are checked up front, so a misconfigured run fails
+        // at once with a clear message rather than halfway through a test.
+        let endpoint = endpoint();
+        emulator();
+        let name = random_env_name();
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("payops-{name}-"))
+            .tempdir()
+            .expect("a temp dir");
+        // Empty AWS config and credentials files: nothing of the machine's own.
+        for file in ["aws-config", "aws-credentials"] {
+            std::fs::write(dir.path().join(file), "").expect("write an empty AWS file");
+        }
+        Self {
+            name,
+            dir,
+            endpoint,
+            clean: false,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir().join("state")
+    }
+
+    pub fn state_file(&self) -> PathBuf {
+        self.state_dir().join(format!("{}.json", self.name))
+    }
+
+    pub fn outputs_file(&self) -> PathBuf {
+        self.dir().join("cfn-outputs/flat-outputs.json")
+    }
+
+    /// `payops` with this env's environment: the emulator, static test
+    /// credentials, its own state dir and outputs file, nothing inherited
+    /// that could point it elsewhere.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_payops"));
+        cmd.current_dir(self.dir())
+            .stdin(Stdio::null())
+            .env("AWS_ENDPOINT_URL", &self.endpoint)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", REGION)
+            .env("PAYOPS_STATE_DIR", self.state_dir())
+            .env("PAYOPS_OUTPUTS_FILE", self.outputs_file())
+            // No shared config or credentials file of the machine running the tests.
+            .env("AWS_CONFIG_FILE", self.dir().join("aws-config"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                self.dir().join("aws-credentials"),
+            )
+            .env("NO_COLOR", "1");
+        for var in [
+            "AWS_PROFILE",
+            "AWS_DEFAULT_PROFILE",
+            "AWS_SESSION_TOKEN",
+            "AWS_DEFAULT_REGION",
+            "PAYOPS_ENV",
+            "PAYOPS_CONFIG",
+            "PAYOPS_OUTPUT",
+            "PAYOPS_PARALLELISM",
+            "PAYOPS_COST_CENTER",
+            "PAYOPS_LOG",
+            "PAYOPS_MAX_ATTEMPTS",
+            "CLICOLOR_FORCE",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd
+    }
+
+    /// Runs `payops <args>` to completion.
+    pub fn run(&self, args: &[&str]) -> Run {
+        let out = self
+            .command()
+            .args(args)
+            .output()
+            .expect("the payops binary runs");
+        Run {
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// `payops <command> --env <name> <extra>`.
+    pub fn run_env(&self, command: &str, extra: &[&str]) -> Run {
+        let mut args = vec![command, "--env", &self.name];
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+
+    /// `up` in text mode, which must succeed.
+    #[track_caller]
+    pub fn up(&self, extra: &[&str]) -> Run {
+        let run = self.run_env("up", extra);
+        run.assert_success();
+        run
+    }
+
+    /// `up --output json`, which must succeed; its run and report.
+    #[track_caller]
+    pub fn up_json(&self, extra: &[&str]) -> (Run, Value) {
+        let mut args = vec!["--output", "json"];
+        args.extend_from_slice(extra);
+        let run = self.run_env("up", &args);
+        run.assert_success();
+        let report = run.json();
+        assert_eq!(report["result"], "succeeded", "{}", run.describe());
+        (run, report)
+    }
+
+    /// `status --output json`, which must exit 0.
+    #[track_caller]
+    pub fn status_json(&self) -> Value {
+        let run = self.run_env("status", &["--output", "json"]);
+        run.assert_success();
+        run.json()
+    }
+
+    /// `plan --output json`, which must exit 0.
+    #[track_caller]
+    pub fn plan_json(&self) -> Value {
+        let run = self.run_env("plan", &["--output", "json"]);
+        run.assert_success();
+        run.json()
+    }
+
+    /// `down --yes` (text mode: its stdout names the final sweep's verdict).
+    pub fn down(&mut self) -> Run {
+        let run = self.run_env("down", &["--yes"]);
+        if run.code() == Some(0) {
+            self.clean = true;
+        }
+        run
+    }
+
+    /// `down --yes --output json`.
+    pub fn down_json(&mut self) -> Run {
+        let run = self.run_env("down", &["--yes", "--output", "json"]);
+        if run.code() == Some(0) {
+            self.clean = true;
+        }
+        run
+    }
+
+    /// The flat outputs file: must be one JSON object of string values.
+    #[track_caller]
+    pub fn outputs(&self) -> BTreeMap<String, String> {
+        let path = self.outputs_file();
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        flat_string_map(&text, &path.display().to_string())
+    }
+
+    /// The state file's text (empty when there is none).
+    pub fn state_text(&self) -> String {
+        std::fs::read_to_string(self.state_file()).unwrap_or_default()
+    }
+
+    /// Starts `up` (text mode, so stderr has one line per finished step when
+    /// it is not a terminal) and SIGKILLs it right after the `k`-th step line.
+    pub fn up_killed_after(&self, k: usize) -> KilledRun {
+        let mut child = self
+            .command()
+            .args(["up", "--env", &self.name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the payops binary starts");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let mut finished_lines = Vec::new();
+        let mut sent_kill = false;
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if is_step_line(&line) {
+                finished_lines.push(line);
+                if finished_lines.len() == k {
+                    // std's kill is SIGKILL on Unix: no handler, no cleanup.
+                    child.kill().expect("SIGKILL the child");
+                    sent_kill = true;
+                    break;
+                }
+            }
+        }
+        let status = child.wait().expect("reap the child");
+        KilledRun {
+            finished_lines,
+            killed: sent_kill && status.signal() == Some(9),
+            status,
+        }
+    }
+}
+
+impl Default for TestEnv {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        if self.clean || std::env::var_os("PAYOPS_TEST_KEEP").is_some() {
+            return;
+        }
+        // Best effort: the emulator should not fill up with failed tests' envs.
+        let run = self.run_env("down", &["--yes", "--quiet"]);
+        if run.code() != Some(0) {
+            eprintln!(
+                "cleanup of env {} did not succeed:\n{}",
+                self.name,
+                run.describe()
+            );
+        }
+    }
+}
+
+/// A line payops prints on stderr when a step finishes (non-TTY mode):
+/// `  ✓ created    vpc   1.2s  created vpc-0abc`.
+pub fn is_step_line(line: &str) -> bool {
+    let line = strip_ansi(line);
+    let mut words = line.split_whitespace();
+    let (Some(mark), Some(label)) = (words.next(), words.next()) else {
+        return false;
+    };
+    line.starts_with("  ")
+        && ["✓", "✗", "-"].contains(&mark)
+        && [
+            "created",
+            "updated",
+            "unchanged",
+            "deleted",
+            "absent",
+            "failed",
+            "skipped",
+            "cancelled",
+        ]
+        .contains(&label)
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ ... final byte in @..~
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Parses `text` as one flat JSON object of strings, or panics saying why.
+#[track_caller]
+pub fn flat_string_map(text: &str, what: &str) -> BTreeMap<String, String> {
+    let value: Value =
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("{what} is not JSON: {e}\n{text}"));
+    let object = value
+        .as_object()
+        .unwrap_or_else(|| panic!("{what} is not a JSON object:\n{text}"));
+    object
+        .iter()
+        .map(|(k, v)| {
+            let v = v
+                .as_str()
+                .unwrap_or_else(|| panic!("{what}: {k} is not a string but {v}"));
+            (k.clone(), v.to_owned())
+        })
+        .collect()
+}
+
+// ------------------------------------------------------------------ reading reports
+
+/// step id -> `outcome` of an `up`/`down --output json` report.
+#[track_caller]
+pub fn outcomes(report: &Value) -> BTreeMap<String, String> {
+    let steps = report["steps"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no steps[] in report:\n{report:#}"));
+    steps
+        .iter()
+        .map(|s| {
+            (
+                s["id"].as_str().expect("step id").to_owned(),
+                s["outcome"].as_str().expect("step outcome").to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// step id -> `status` of a `status --output json` document.
+pub fn statuses(doc: &Value) -> BTreeMap<String, String> {
+    by_step(doc, "status")
+}
+
+/// step id -> `action` of a `plan --output json` document.
+pub fn actions(doc: &Value) -> BTreeMap<String, String> {
+    by_step(doc, "action")
+}
+
+#[track_caller]
+fn by_step(doc: &Value, field: &str) -> BTreeMap<String, String> {
+    doc["steps"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no steps[] in:\n{doc:#}"))
+        .iter()
+        .map(|s| {
+            (
+                s["step"].as_str().expect("step").to_owned(),
+                s[field].as_str().unwrap_or("<none>").to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The mutating operations of a report's `api_calls`, as `service:Operation xN`.
+pub fn mutating_operations(report: &Value) -> Vec<String> {
+    report["api_calls"]["operations"]
+        .as_array()
+        .map(|ops| {
+            ops.iter()
+                .filter(|o| o["mutating"] == true)
+                .map(|o| format!("{}:{} x{}", o["service"], o["operation"], o["calls"]))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Asserts a report made no mutating call, naming the offending operations.
+#[track_caller]
+pub fn assert_no_mutation(report: &Value, context: &str) {
+    let mutating = report["api_calls"]["mutating"].as_u64();
+    assert_eq!(
+        mutating,
+        Some(0),
+        "{context}: expected no mutating AWS call, got {mutating:?}: {:?}\nsteps: {:?}",
+        mutating_operations(report),
+        outcomes(report)
+    );
+    assert!(
+        report["api_calls"]["total"].as_u64().unwrap_or(0) > 0,
+        "{context}: the report counted no API call at all: {:#}",
+        report["api_calls"]
+    );
+}
+
+/// Steps whose value is not `expected`, for assertion messages.
+pub fn not_equal_to<'a>(
+    map: &'a BTreeMap<String, String>,
+    expected: &str,
+) -> Vec<(&'a str, &'a str)> {
+    map.iter()
+        .filter(|(_, v)| v.as_str() != expected)
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
+
+// ------------------------------------------------------------------ AWS SDK
+
+/// SDK clients for checking what payops did, and the emulator's account.
+pub struct Aws {
+    pub c: Clients,
+    pub account: String,
+}
+
+impl Aws {
+    pub async fn connect() -> Self {
+        let credentials =
+            aws_sdk_sts::config::Credentials::new("test", "test", None, None, "payops-tests");
+        let sdk = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(REGION))
+            .endpoint_url(endpoint())
+            .credentials_provider(credentials)
+            .retry_config(RetryConfig::standard().with_max_attempts(5))
+            .load()
+            .await;
+        let c = Clients::new(&sdk, &ApiCounter::new(), true);
+        let identity = c
+            .sts
+            .get_caller_identity()
+            .send()
+            .await
+            .expect("sts:GetCallerIdentity on the emulator");
+        let account = identity
+            .account()
+            .expect("GetCallerIdentity names the account")
+            .to_owned();
+        Self { c, account }
+    }
+
+    pub fn bucket_name(&self, env: &str) -> String {
+        format!("payops-{env}-audit-{}-{REGION}", self.account)
+    }
+}
+
+/// The error code of an SDK error, if the service sent one.
+pub fn error_code<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> Option<&str> {
+    match e {
+        SdkError::ServiceError(se) => se.err().code(),
+        _ => None,
+    }
+}
+
+pub fn ec2_tags(tags: &[Tag]) -> Tags {
+    tags.iter()
+        .filter_map(|t| {
+            Some((
+                t.key()?.to_owned(),
+                t.value().unwrap_or_default().to_owned(),
+            ))
+        })
+        .collect()
+}
+
+pub fn tag_filter(key: &str, value: &str) -> Filter {
+    Filter::builder()
+        .name(format!("tag:{key}"))
+        .values(value)
+        .build()
+}
+
+pub fn filter(name: &str, value: &str) -> Filter {
+    Filter::builder().name(name).values(value).build()
+}
+
+/// Asserts `tags` carry payops' ownership and cost tags for `env` and `step`.
+#[track_caller]
+pub fn assert_payops_tags(what: &str, tags: &Tags, env: &str, step: &str) {
+    let expect = [
+        (TAG_ENV, env),
+        (TAG_STEP, step),
+        (TAG_MANAGED_BY, "payops"),
+        ("Project", "payops"),
+        ("Environment", env),
+        ("CostCenter", "payments"),
+    ];
+    for (key, value) in expect {
+        assert_eq!(
+            tags.get(key).map(String::as_str),
+            Some(value),
+            "{what}: tag {key} should be {value:?}; tags: {tags:?}"
+        );
+    }
+    let created = tags.get(TAG_CREATED_AT).map(String::as_str).unwrap_or("");
+    // RFC 3339 UTC, e.g. 2026-11-23T07:48:45Z
+    assert!(
+        created.len() >= 20 && created.as_bytes()[4] == b'-' && created.contains('T'),
+        "{what}: tag {TAG_CREATED_AT} should be an RFC 3339 time, got {created:?}; tags: {tags:?}"
+    );
+}
+
+fn is_ours(tags: &Tags, env: &str) -> bool {
+    tags.get(TAG_ENV).map(String::as_str) == Some(env)
+}
+
+/// What EC2 holds for an env, found by the `payops:env` tag (checked again
+/// client-side: emulators ignore some tag filters).
+#[derive(Debug, Default)]
+pub struct Ec2Inventory {
+    pub vpcs: Vec<(String, Tags)>,
+    pub subnets: Vec<(String, Tags)>,
+    pub internet_gateways: Vec<(String, Tags)>,
+    /// Not deleted or failed.
+    pub nat_gateways: Vec<(String, Tags)>,
+    pub elastic_ips: Vec<(String, Tags)>,
+    pub route_tables: Vec<(String, Tags)>,
+    pub security_groups: Vec<(String, Tags)>,
+    /// Not deleted.
+    pub vpc_endpoints: Vec<(String, Tags)>,
+    pub flow_logs: Vec<(String, Tags)>,
+}
+
+impl Ec2Inventory {
+    pub fn counts(&self) -> BTreeMap<&'static str, usize> {
+        BTreeMap::from([
+            ("vpc", self.vpcs.len()),
+            ("subnet", self.subnets.len()),
+            ("internet-gateway", self.internet_gateways.len()),
+            ("nat-gateway", self.nat_gateways.len()),
+            ("elastic-ip", self.elastic_ips.len()),
+            ("route-table", self.route_tables.len()),
+            ("security-group", self.security_groups.len()),
+            ("vpc-endpoint", self.vpc_endpoints.len()),
+            ("flow-log", self.flow_logs.len()),
+        ])
+    }
+
+    pub fn all(&self) -> Vec<String> {
+        let groups = [
+            ("vpc", &self.vpcs),
+            ("subnet", &self.subnets),
+            ("internet-gateway", &self.internet_gateways),
+            ("nat-gateway", &self.nat_gateways),
+            ("elastic-ip", &self.elastic_ips),
+            ("route-table", &self.route_tables),
+            ("security-group", &self.security_groups),
+            ("vpc-endpoint", &self.vpc_endpoints),
+            ("flow-log", &self.flow_logs),
+        ];
+        groups
+            .iter()
+            .flat_map(|(kind, items)| items.iter().map(move |(id, _)| format!("ec2 {kind} {id}")))
+            .collect()
+    }
+
+    /// Ids of the items of `items` tagged as `step`.
+    pub fn with_step<'a>(items: &'a [(String, Tags)], step: &str) -> Vec<&'a str> {
+        items
+            .iter()
+            .filter(|(_, t)| t.get(TAG_STEP).map(String::as_str) == Some(step))
+            .map(|(id, _)| id.as_str())
+            .collect()
+    }
+}
+
+/// Lists every EC2 resource tagged for `env`.
+pub async fn ec2_inventory(aws: &Aws, env: &str) -> Ec2Inventory {
+    let ec2 = &aws.c.ec2;
+    let by_env = || tag_filter(TAG_ENV, env);
+    let keep = |id: Option<&str>, tags: &[Tag]| -> Option<(String, Tags)> {
+        let tags = ec2_tags(tags);
+        is_ours(&tags, env).then(|| (id.unwrap_or("?").to_owned(), tags))
+    };
+    let mut inv = Ec2Inventory::default();
+
+    let out = ec2
+        .describe_vpcs()
+        .filters(by_env())
+        .send()
+        .await
+        .expect("DescribeVpcs");
+    inv.vpcs = out
+        .vpcs()
+        .iter()
+        .filter_map(|v| keep(v.vpc_id(), v.tags()))
+        .collect();
+
+    let out = ec2
+        .describe_subnets()
+        .filters(by_env())
+        .send()
+        .await
+        .expect("DescribeSubnets");
+    inv.subnets = out
+        .subnets()
+        .iter()
+        .filter_map(|s| keep(s.subnet_id(), s.tags()))
+        .collect();
+
+    let out = ec2
+        .describe_internet_gateways()
+        .filters(by_env())
+        .send()
+        .await
+        .expect("DescribeInternetGateways");
+    inv.internet_gateways = out
+        .internet_gateways()
+        .iter()
+        .filter_map(|g| keep(g.internet_gateway_id(), g.tags()))
+        .collect();
+
+    let out = ec2
+        .describe_nat_gateways()
+        .filter(by_env())
+        .send()
+        .await
+        .expect("DescribeNatGateways");
+    inv.nat_gateways = out
+        .nat_gateways()
+        .iter()
+        .filter(|n| {
+            !matches!(
+                n.state(),
+                Some(NatGatewayState::Deleted | NatGatewayState::Failed)
+            )
+        })
+        .filter_map(|n| keep(n.nat_gateway_id(), n.tags()))
+        .collect();
+
+    let out = ec2
+        .describe_addresses()
+        .filters(by_env())
+        .send()
+        .await
+        .expect("DescribeAddresses");
+    inv.elastic_ips = out
+        .addresses()
+        .iter()
+        .filter_map(|a| keep(a.allocation_id(), a.tags()))
+        .collect();
+
+    let out = ec2
+        .describe_route_tables()
+        .filters(by_env())
+        .send()
+        .await
+        .expect("DescribeRouteTables");
+    inv.route_tables = out
+        .route_tables()
+        .iter()
+        .filter_map(|t| keep(t.route_table_id(), t.tags()))
+        .collect();
+
+    let out = ec2
+        .describe_security_groups()
+        .filters(by_env())
+        .send()
+        .await
+        .expect("DescribeSecurityGroups");
+    inv.security_groups = out
+        .security_groups()
+        .iter()
+        .filter(|g| g.group_name() != Some("default"))
+        .filter_map(|g| keep(g.group_id(), g.tags()))
+        .collect();
+
+    let out = ec2
+        .describe_vpc_endpoints()
+        .filters(by_env())
+        .send()
+        .await
+        .expect("DescribeVpcEndpoints");
+    inv.vpc_endpoints = out
+        .vpc_endpoints()
+        .iter()
+        .filter(|e| {
+            // Compared as text: the SDK's enum spells these `Deleted`, AWS `deleted`.
+            let state = e.state().map(|s| s.as_str().to_ascii_lowercase());
+            !matches!(state.as_deref(), Some("deleted" | "failed"))
+        })
+        .filter_map(|e| keep(e.vpc_endpoint_id(), e.tags()))
+        .collect();
+
+    let out = ec2
+        .describe_flow_logs()
+        .filter(by_env())
+        .send()
+        .await
+        .expect("DescribeFlowLogs");
+    inv.flow_logs = out
+        .flow_logs()
+        .iter()
+        .filter_map(|f| keep(f.flow_log_id(), f.tags()))
+        .collect();
+
+    inv
+}
+
+/// KMS aliases under `alias/payops/<env>/`, with the key each names.
+pub async fn kms_aliases(aws: &Aws, env: &str) -> Vec<(String, Option<String>)> {
+    let prefix = format!("alias/payops/{env}/");
+    let mut aliases = Vec::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let out = aws
+            .c
+            .kms
+            .list_aliases()
+            .set_marker(marker.take())
+            .send()
+            .await
+            .expect("kms:ListAliases");
+        aliases.extend(
+            out.aliases()
+                .iter()
+                .filter(|a| a.alias_name().is_some_and(|n| n.starts_with(&prefix)))
+                .map(|a| {
+                    (
+                        a.alias_name().unwrap_or_default().to_owned(),
+                        a.target_key_id().map(str::to_owned),
+                    )
+                }),
+        );
+        match out.next_marker() {
+            Some(m) if out.truncated() && !m.is_empty() => marker = Some(m.to_owned()),
+            _ => return aliases,
+        }
+    }
+}
+
+/// Ids of the enabled KMS keys tagged for `env` (every key of the account is
+/// looked at: LocalStack's tagging API does not see its KMS keys).
+pub async fn enabled_keys_of(aws: &Aws, env: &str) -> Vec<(String, Tags)> {
+    let kms = &aws.c.kms;
+    let mut ids = Vec::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let out = kms
+            .list_keys()
+            .set_marker(marker.take())
+            .send()
+            .await
+            .expect("kms:ListKeys");
+        ids.extend(
+            out.keys()
+                .iter()
+                .filter_map(|k| k.key_id().map(str::to_owned)),
+        );
+        match out.next_marker() {
+            Some(m) if out.truncated() && !m.is_empty() => marker = Some(m.to_owned()),
+            _ => break,
+        }
+    }
+    let mut keys = Vec::new();
+    for id in ids {
+        let Ok(tags) = kms.list_resource_tags().key_id(&id).send().await else {
+            continue;
+        };
+        let tags: Tags = tags
+            .tags()
+            .iter()
+            .map(|t| (t.tag_key().to_owned(), t.tag_value().to_owned()))
+            .collect();
+        if !is_ours(&tags, env) {
+            continue;
+        }
+        let described = kms
+            .describe_key()
+            .key_id(&id)
+            .send()
+            .await
+            .expect("kms:DescribeKey");
+        let enabled = described
+            .key_metadata()
+            .and_then(|m| m.key_state())
+            .is_some_and(|s| *s == aws_sdk_kms::types::KeyState::Enabled);
+        if enabled {
+            keys.push((id, tags));
+        }
+    }
+    keys
+}
+
+/// Everything still tagged or named for `env`, by direct describes of every
+/// kind payops makes and by the Resource Groups Tagging API. Empty when the
+/// env is really gone (KMS keys pending deletion and NAT gateways in state
+/// `deleted` count as gone: AWS keeps showing them for a while).
+pub async fn remaining(aws: &Aws, env: &str) -> Vec<String> {
+    let mut left = ec2_inventory(aws, env).await.all();
+
+    for (alias, key) in kms_aliases(aws, env).await {
+        left.push(format!("kms alias {alias} -> {key:?}"));
+    }
+
+    let bucket = aws.bucket_name(env);
+    match aws.c.s3.head_bucket().bucket(&bucket).send().await {
+        Ok(_) => left.push(format!("s3 bucket {bucket}")),
+        Err(SdkError::ServiceError(e)) if e.raw().status().as_u16() == 404 => {}
+        Err(e) => panic!("s3:HeadBucket {bucket}: {e:?}"),
+    }
+
+    for table in ["transactions", "fraud-rules"] {
+        let name = format!("payops-{env}-{table}");
+        match aws
+            .c
+            .dynamodb
+            .describe_table()
+            .table_name(&name)
+            .send()
+            .await
+        {
+            Ok(out) => left.push(format!(
+                "dynamodb table {name} ({:?})",
+                out.table().and_then(|t| t.table_status())
+            )),
+            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => {}
+            Err(e) => panic!("dynamodb:DescribeTable {name}: {e:?}"),
+        }
+    }
+
+    let topic_prefix = format!(":payops-{env}-");
+    let mut token: Option<String> = None;
+    loop {
+        let out = aws
+            .c
+            .sns
+            .list_topics()
+            .set_next_token(token.take())
+            .send()
+            .await
+            .expect("sns:ListTopics");
+        for t in out.topics() {
+            if let Some(arn) = t.topic_arn().filter(|a| a.contains(&topic_prefix)) {
+                left.push(format!("sns topic {arn}"));
+            }
+        }
+        match out.next_token() {
+            Some(t) if !t.is_empty() => token = Some(t.to_owned()),
+            _ => break,
+        }
+    }
+
+    let path = format!("/payops/{env}/");
+    let mut token: Option<String> = None;
+    loop {
+        let out = aws
+            .c
+            .ssm
+            .get_parameters_by_path()
+            .path(&path)
+            .recursive(true)
+            .set_next_token(token.take())
+            .send()
+            .await
+            .expect("ssm:GetParametersByPath");
+        for p in out.parameters() {
+            left.push(format!("ssm parameter {}", p.name().unwrap_or("?")));
+        }
+        match out.next_token() {
+            Some(t) if !t.is_empty() => token = Some(t.to_owned()),
+            _ => break,
+        }
+    }
+
+    let out = aws
+        .c
+        .logs
+        .describe_log_groups()
+        .log_group_name_prefix(&path)
+        .send()
+        .await
+        .expect("logs:DescribeLogGroups");
+    for g in out.log_groups() {
+        left.push(format!("log group {}", g.log_group_name().unwrap_or("?")));
+    }
+
+    let role = format!("payops-{env}-flow-logs");
+    match aws.c.iam.get_role().role_name(&role).send().await {
+        Ok(_) => left.push(format!("iam role {role}")),
+        Err(e) if error_code(&e) == Some("NoSuchEntity") => {}
+        Err(e) => panic!("iam:GetRole {role}: {e:?}"),
+    }
+
+    for arn in tagged_arns(aws, env).await {
+        if !gone_for_good(aws, &arn).await {
+            left.push(format!("tagged {arn}"));
+        }
+    }
+    left.sort();
+    left.dedup();
+    left
+}
+
+/// ARNs the Resource Groups Tagging API lists with `payops:env=<env>`.
+pub async fn tagged_arns(aws: &Aws, env: &str) -> BTreeSet<String> {
+    let mut arns = BTreeSet::new();
+    let mut token: Option<String> = None;
+    loop {
+        let out = aws
+            .c
+            .tagging
+            .get_resources()
+            .tag_filters(
+                aws_sdk_resourcegroupstagging::types::TagFilter::builder()
+                    .key(TAG_ENV)
+                    .values(env)
+                    .build(),
+            )
+            .set_pagination_token(token.take())
+            .send()
+            .await
+            .expect("tagging:GetResources");
+        for m in out.resource_tag_mapping_list() {
+            // Checked again: the filter is the emulator's to honour.
+            let ours = m
+                .tags()
+                .iter()
+                .any(|t| t.key() == TAG_ENV && t.value() == env);
+            if let (Some(arn), true) = (m.resource_arn(), ours) {
+                arns.insert(arn.to_owned());
+            }
+        }
+        match out.pagination_token() {
+            Some(t) if !t.is_empty() => token = Some(t.to_owned()),
+            _ => return arns,
+        }
+    }
+}
+
+/// KMS keys pending deletion and NAT gateways in state `deleted` stay listed
+/// for days (keys) or an hour (NAT) on AWS: they are gone as far as an env is
+/// concerned.
+async fn gone_for_good(aws: &Aws, arn: &str) -> bool {
+    if arn.contains(":kms:") && arn.contains(":key/") {
+        return match aws.c.kms.describe_key().key_id(arn).send().await {
+            Ok(out) => out
+                .key_metadata()
+                .and_then(|m| m.key_state())
+                .is_some_and(|s| *s == aws_sdk_kms::types::KeyState::PendingDeletion),
+            Err(e) => error_code(&e) == Some("NotFoundException"),
+        };
+    }
+    if let Some(id) = arn.split(":natgateway/").nth(1) {
+        return match aws
+            .c
+            .ec2
+            .describe_nat_gateways()
+            .nat_gateway_ids(id)
+            .send()
+            .await
+        {
+            Ok(out) => out
+                .nat_gateways()
+                .iter()
+                .all(|n| n.state() == Some(&NatGatewayState::Deleted)),
+            Err(e) => error_code(&e) == Some("NatGatewayNotFound"),
+        };
+    }
+    false
+}
