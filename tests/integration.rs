@@ -1250,9 +1250,6 @@ async fn a_killed_up_resumes_without_duplicates_or_orphans() {
             state["last_run"]["result"], "running",
             "after a kill at step {k} the state file should record an unfinished run"
         );
-        if common::emulator() == common::Emulator::Moto {
-            tag_bucket_created_by_a_killed_request(&aws, &env.name, &state).await;
-        }
     }
 
     let (_, done) = env.up_json(&[]);
@@ -1305,59 +1302,6 @@ async fn a_killed_up_resumes_without_duplicates_or_orphans() {
 
     let (_, again) = env.up_json(&[]);
     assert_no_mutation(&again, "up after the resumed one");
-}
-
-/// moto ignores the tags of CreateBucket (`CreateBucketConfiguration.Tags`;
-/// real S3 and LocalStack apply them with the create), and payops records
-/// the bucket in its state file only once CreateBucket has answered
-/// (src/resources/s3_bucket.rs, `create`). A kill while that request is in
-/// flight therefore leaves, on moto only, a bucket with the env's name, no
-/// tags and no record: payops rightly refuses to adopt it, and every later
-/// `up` and `down` of the env fails on it. To test resumption rather than
-/// that moto gap, such a bucket gets the tags real S3 would have given it at
-/// creation. Anything else (a tagged bucket, or one payops recorded) is left
-/// for payops to handle.
-async fn tag_bucket_created_by_a_killed_request(aws: &Aws, env: &str, state: &Value) {
-    let bucket = aws.bucket_name(env);
-    if state["steps"]["s3-bucket:audit"]["resources"]["bucket"] == bucket.as_str() {
-        return;
-    }
-    if aws.c.s3.head_bucket().bucket(&bucket).send().await.is_err() {
-        return;
-    }
-    match aws.c.s3.get_bucket_tagging().bucket(&bucket).send().await {
-        Err(e) if common::error_code(&e) == Some("NoSuchTagSet") => {}
-        _ => return,
-    }
-    eprintln!(
-        "moto gap: {bucket} was created by a killed CreateBucket and is untagged and \
-         unrecorded; tagging it as S3 would have at creation"
-    );
-    let tag = |k: &str, v: &str| {
-        aws_sdk_s3::types::Tag::builder()
-            .key(k)
-            .value(v)
-            .build()
-            .expect("key and value set")
-    };
-    let tagging = aws_sdk_s3::types::Tagging::builder()
-        .tag_set(tag(common::TAG_ENV, env))
-        .tag_set(tag(common::TAG_STEP, "s3-bucket:audit"))
-        .tag_set(tag(common::TAG_MANAGED_BY, "payops"))
-        .tag_set(tag(common::TAG_CREATED_AT, "2000-01-01T00:00:00Z"))
-        .tag_set(tag("Project", "payops"))
-        .tag_set(tag("Environment", env))
-        .tag_set(tag("CostCenter", "payments"))
-        .build()
-        .expect("tag set");
-    aws.c
-        .s3
-        .put_bucket_tagging()
-        .bucket(&bucket)
-        .tagging(tagging)
-        .send()
-        .await
-        .expect("PutBucketTagging");
 }
 
 // ===================================================================== 6

@@ -572,6 +572,11 @@ impl Resource for AuditBucket {
                 &cx.tagger.for_create(step.id().as_str()),
             )?))
             .build();
+        // Recorded before the call: a run killed while CreateBucket is in
+        // flight must still recognise the bucket when an endpoint dropped the
+        // tags sent with it (find adopts a recorded bucket only while it has
+        // no tags at all, and our name embeds env, account and region).
+        step.remember("bucket", &name);
         let result = cx
             .clients
             .s3
@@ -594,7 +599,6 @@ impl Resource for AuditBucket {
                          found; run `payops up` again"
                     ))
                 })?;
-                step.remember("bucket", &name);
                 return Ok(found);
             }
             Err(e) if e.is_code(&["BucketAlreadyExists"]) => {
@@ -606,7 +610,6 @@ impl Resource for AuditBucket {
             }
             Err(e) => return Err(e),
         }
-        step.remember("bucket", &name);
         // Read the tags back rather than trust the request: an endpoint that
         // ignores tags at creation (moto 5.2 does) leaves a gap that the tag
         // fix then closes.
