@@ -1,20 +1,21 @@
 //! `payops down`: remove everything the env owns, in reverse dependency
 //! order, then prove it with a final sweep.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::Result;
 
 use crate::cli::{EnvArgs, Shape};
-use crate::engine::{Operation, Outcome};
+use crate::engine::{Graph, Operation, Outcome, Record, StepId};
 use crate::resources::{self, Context, sweep};
 use crate::settings::Settings;
 use crate::spec::NatMode;
 use crate::state::{EnvState, LocalStore};
 use crate::ui::Printer;
-use crate::ui::summary::{self, RunReport};
+use crate::ui::summary::{RunReport, RunResult};
 
-use super::run::{Recorder, lock_holder, open, walk_env};
+use super::run::{Recorder, finish, lock_holder, open, walk_env};
 use super::{ExitStatus, UsageError};
 
 pub async fn down(settings: &Settings, printer: Printer, args: EnvArgs) -> Result<ExitStatus> {
@@ -66,98 +67,91 @@ pub async fn down(settings: &Settings, printer: Printer, args: EnvArgs) -> Resul
     .await;
 
     // Requested is not done: look again, by every means, for anything left.
-    let mut leftovers = Vec::new();
-    if walk.succeeded() {
-        printer.info("final sweep: looking for anything still tagged or named for this env");
-        let check = walk_env(
-            &graph,
-            cx,
-            Operation::Observe,
-            settings,
-            printer,
-            &previous,
-            None,
-        )
-        .await;
-        for s in &check.steps {
-            match &s.outcome {
-                Outcome::Missing | Outcome::NotWanted => {}
-                Outcome::Failed { error } => {
-                    leftovers.push(format!("{}: could not check: {error}", s.id))
-                }
-                _ => {
-                    let ids: Vec<&str> = s
-                        .record
-                        .iter()
-                        .flat_map(|r| r.resources.values())
-                        .map(String::as_str)
-                        .collect();
-                    leftovers.push(format!("{} ({}): {}", s.id, s.kind, ids.join(", ")));
-                }
-            }
-        }
-        match sweep::tagged_leftovers(cx).await {
-            Ok(arns) => leftovers.extend(arns.into_iter().map(|a| format!("tagged: {a}"))),
-            Err(e) => leftovers.push(format!("tagging API: could not check: {e}")),
-        }
-    }
-
-    let clean = walk.succeeded() && leftovers.is_empty();
-    let result = if clean {
-        "succeeded"
+    let leftovers = if walk.succeeded() {
+        final_sweep(&graph, cx, settings, printer, &previous).await
     } else {
-        summary::result_word(&walk)
+        Vec::new()
     };
-    let result = if result == "succeeded" && !clean {
-        "failed"
-    } else {
-        result
+
+    let result = match RunResult::of(&walk) {
+        RunResult::Succeeded if !leftovers.is_empty() => RunResult::Failed,
+        other => other,
     };
     recorder.finish(result);
+    let clean = result == RunResult::Succeeded;
     if clean {
         // Nothing left to record: the env is gone.
         store.remove(env.as_str())?;
     }
 
     let api_calls = opened.counter.snapshot();
-    let report = RunReport {
-        command: "down",
-        env: env.as_str(),
-        region: &cx.region,
-        account_id: &cx.account_id,
+    let mut report = RunReport::new(
+        "down",
+        env.as_str(),
+        (&cx.region, &cx.account_id),
         result,
-        wall: walk.wall,
-        counts: summary::counts(&walk.steps),
-        steps: &walk.steps,
-        critical_path: &walk.critical_path,
-        api_calls: &api_calls,
-        outputs_file: None,
-        outputs: None,
-        leftovers: Some(&leftovers),
-    };
-    if printer.json_mode() {
-        printer.json(&report)?;
+        &walk,
+        &api_calls,
+    );
+    report.leftovers = Some(&leftovers);
+    let trailer = if clean {
+        format!("final sweep: nothing tagged payops:env={env} or named for it is left\n")
+    } else if leftovers.is_empty() {
+        String::new()
     } else {
-        let mut text = summary::run_text(&report, &walk);
-        if clean {
-            text.push_str(&format!(
-                "final sweep: nothing tagged payops:env={env} or named for it is left\n"
-            ));
-        } else if !leftovers.is_empty() {
-            text.push_str(
-                "final sweep: still present (run `payops down` again, or remove by hand):\n",
-            );
-            for l in &leftovers {
-                text.push_str(&format!("  {l}\n"));
+        let mut t =
+            "final sweep: still present (run `payops down` again, or remove by hand):\n".to_owned();
+        for l in &leftovers {
+            t.push_str(&format!("  {l}\n"));
+        }
+        t
+    };
+    finish(printer, &report, &walk, &trailer)
+}
+
+/// Every step looks for its resources again (by recorded id, name and tags),
+/// and the tagging API is asked for anything else tagged for the env.
+async fn final_sweep(
+    graph: &Graph<Context>,
+    cx: &Context,
+    settings: &Settings,
+    printer: Printer,
+    previous: &BTreeMap<StepId, Record>,
+) -> Vec<String> {
+    printer.info("final sweep: looking for anything still tagged or named for this env");
+    let check = walk_env(
+        graph,
+        cx,
+        Operation::Observe,
+        settings,
+        printer,
+        previous,
+        None,
+    )
+    .await;
+    let mut leftovers = Vec::new();
+    for s in &check.steps {
+        match &s.outcome {
+            Outcome::Missing | Outcome::NotWanted => {}
+            Outcome::Failed { error } => {
+                leftovers.push(format!("{}: could not check: {error}", s.id))
+            }
+            _ => {
+                let ids: Vec<&str> = s
+                    .record
+                    .iter()
+                    .flat_map(|r| r.resources.values())
+                    .map(String::as_str)
+                    .collect();
+                leftovers.push(format!("{} ({}): {}", s.id, s.kind, ids.join(", ")));
             }
         }
-        printer.data(&text)?;
     }
-    Ok(match result {
-        "succeeded" => ExitStatus::Success,
-        "cancelled" => ExitStatus::Interrupted,
-        _ => ExitStatus::Failure,
-    })
+    match sweep::tagged_leftovers(cx).await {
+        Ok(arns) => leftovers.extend(arns.into_iter().map(|a| format!("tagged: {a}"))),
+        Err(e) => leftovers.push(format!("tagging API: could not check: {e}")),
+    }
+    leftovers
 }
 
 /// Terraform-style: the user types the env name to confirm.

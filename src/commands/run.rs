@@ -18,7 +18,10 @@ use crate::resources::{self, Context};
 use crate::settings::Settings;
 use crate::spec::EnvSpec;
 use crate::state::{EnvState, LastRun, LocalStore, StepState};
+use crate::ui::summary::{self, RunReport, RunResult};
 use crate::ui::{Printer, Progress};
+
+use super::ExitStatus;
 
 /// An env opened for a command: AWS context, call counter and what the state
 /// file recorded (if anything).
@@ -113,10 +116,10 @@ impl Recorder {
         }
     }
 
-    pub fn finish(&self, result: &str) {
+    pub fn finish(&self, result: RunResult) {
         self.update(|s| {
             if let Some(run) = &mut s.last_run {
-                run.result = result.to_owned();
+                run.result = result.as_str().to_owned();
                 run.finished_at = Some(resources::now());
             }
         });
@@ -228,6 +231,26 @@ async fn watch_interrupts(cancel: Arc<CancelFlag>, printer: Printer) {
     if tokio::signal::ctrl_c().await.is_ok() {
         std::process::exit(130);
     }
+}
+
+/// Prints a mutating command's report (text with `trailer` appended, or
+/// JSON) and turns its result into the exit status.
+pub fn finish(
+    printer: Printer,
+    report: &RunReport<'_>,
+    walk: &WalkReport,
+    trailer: &str,
+) -> Result<ExitStatus> {
+    if printer.json_mode() {
+        printer.json(report)?;
+    } else {
+        printer.data(&(summary::run_text(report, walk) + trailer))?;
+    }
+    Ok(match report.result {
+        RunResult::Succeeded => ExitStatus::Success,
+        RunResult::Cancelled => ExitStatus::Interrupted,
+        RunResult::Failed => ExitStatus::Failure,
+    })
 }
 
 /// `pid 123 on host-7: up (since 2026-11-23T10:00:00Z)`, for lock messages.

@@ -9,10 +9,10 @@ use crate::resources;
 use crate::settings::{Settings, record_spec};
 use crate::state::{EnvState, LocalStore};
 use crate::ui::Printer;
-use crate::ui::summary::{self, RunReport};
+use crate::ui::summary::{RunReport, RunResult};
 
 use super::ExitStatus;
-use super::run::{Recorder, lock_holder, open, walk_env};
+use super::run::{Recorder, finish, lock_holder, open, walk_env};
 
 pub async fn up(settings: &Settings, printer: Printer, args: UpArgs) -> Result<ExitStatus> {
     let env = &args.env.env;
@@ -48,7 +48,7 @@ pub async fn up(settings: &Settings, printer: Printer, args: UpArgs) -> Result<E
         Some(&recorder),
     )
     .await;
-    let result = summary::result_word(&walk);
+    let result = RunResult::of(&walk);
     recorder.finish(result);
 
     // Outputs of everything that exists, including steps that succeeded on
@@ -62,29 +62,15 @@ pub async fn up(settings: &Settings, printer: Printer, args: UpArgs) -> Result<E
     outputs::write(&outputs_file, &values)?;
 
     let api_calls = opened.counter.snapshot();
-    let report = RunReport {
-        command: "up",
-        env: env.as_str(),
-        region: &cx.region,
-        account_id: &cx.account_id,
+    let mut report = RunReport::new(
+        "up",
+        env.as_str(),
+        (&cx.region, &cx.account_id),
         result,
-        wall: walk.wall,
-        counts: summary::counts(&walk.steps),
-        steps: &walk.steps,
-        critical_path: &walk.critical_path,
-        api_calls: &api_calls,
-        outputs_file: Some(outputs_file.display().to_string()),
-        outputs: Some(&values),
-        leftovers: None,
-    };
-    if printer.json_mode() {
-        printer.json(&report)?;
-    } else {
-        printer.data(&summary::run_text(&report, &walk))?;
-    }
-    Ok(match result {
-        "succeeded" => ExitStatus::Success,
-        "cancelled" => ExitStatus::Interrupted,
-        _ => ExitStatus::Failure,
-    })
+        &walk,
+        &api_calls,
+    );
+    report.outputs_file = Some(outputs_file.display().to_string());
+    report.outputs = Some(&values);
+    finish(printer, &report, &walk, "")
 }

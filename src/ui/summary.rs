@@ -12,6 +12,35 @@ use crate::engine::{CriticalPath, Outcome, StepReport, WalkReport};
 
 use super::progress::step_line;
 
+/// How a mutating command ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunResult {
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl RunResult {
+    pub fn of(walk: &WalkReport) -> Self {
+        if walk.cancelled {
+            Self::Cancelled
+        } else if walk.succeeded() {
+            Self::Succeeded
+        } else {
+            Self::Failed
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
 /// The JSON document `up` and `down` print with `--output json`.
 #[derive(Debug, Serialize)]
 pub struct RunReport<'a> {
@@ -19,8 +48,7 @@ pub struct RunReport<'a> {
     pub env: &'a str,
     pub region: &'a str,
     pub account_id: &'a str,
-    /// succeeded | failed | cancelled
-    pub result: &'a str,
+    pub result: RunResult,
     #[serde(rename = "wall_ms", serialize_with = "ms")]
     pub wall: Duration,
     pub counts: BTreeMap<&'static str, usize>,
@@ -40,13 +68,31 @@ fn ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(d.as_millis() as u64)
 }
 
-pub fn result_word(report: &WalkReport) -> &'static str {
-    if report.cancelled {
-        "cancelled"
-    } else if report.succeeded() {
-        "succeeded"
-    } else {
-        "failed"
+impl<'a> RunReport<'a> {
+    /// The report of `walk`; outputs and leftovers are added by the command.
+    pub fn new(
+        command: &'a str,
+        env: &'a str,
+        (region, account_id): (&'a str, &'a str),
+        result: RunResult,
+        walk: &'a WalkReport,
+        api_calls: &'a ApiCalls,
+    ) -> Self {
+        Self {
+            command,
+            env,
+            region,
+            account_id,
+            result,
+            wall: walk.wall,
+            counts: counts(&walk.steps),
+            steps: &walk.steps,
+            critical_path: &walk.critical_path,
+            api_calls,
+            outputs_file: None,
+            outputs: None,
+            leftovers: None,
+        }
     }
 }
 
@@ -65,9 +111,10 @@ fn secs(d: Duration) -> String {
 /// Text summary of a mutating walk.
 pub fn run_text(report: &RunReport<'_>, walk: &WalkReport) -> String {
     let mut out = String::new();
+    let word = report.result.as_str();
     let headline = match report.result {
-        "succeeded" => style(report.result).green().bold(),
-        _ => style(report.result).red().bold(),
+        RunResult::Succeeded => style(word).green().bold(),
+        _ => style(word).red().bold(),
     };
     let _ = writeln!(
         out,
@@ -127,7 +174,7 @@ pub fn run_text(report: &RunReport<'_>, walk: &WalkReport) -> String {
             }
         }
     }
-    if report.result == "cancelled" {
+    if report.result == RunResult::Cancelled {
         let _ = writeln!(
             out,
             "interrupted: steps not started are listed as cancelled; run the same command again to resume"
