@@ -43,6 +43,12 @@ impl From<&str> for StepId {
     }
 }
 
+impl From<String> for StepId {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
 impl PartialEq<str> for StepId {
     fn eq(&self, other: &str) -> bool {
         self.0 == other
@@ -63,12 +69,6 @@ impl Dependency {
             on: on.into(),
             reason,
         }
-    }
-}
-
-impl From<String> for StepId {
-    fn from(s: String) -> Self {
-        Self(s)
     }
 }
 
