@@ -1,8 +1,9 @@
 # payops: build, demo, tests, benchmarks.
 #
 #   make demo     start an emulator, run `payops up --env demo` against it, print the outputs
-#   make test     everything CI checks: format, lints, unit + CLI tests, integration tests on
-#                 moto and on LocalStack (each started and stopped by this target)
+#   make test     everything CI checks: format, lints, unit + CLI tests, the Lambda handlers'
+#                 tests, integration tests on moto and on LocalStack (each started and
+#                 stopped by this target)
 #
 # The cargo target dir lives outside the checkout so CI runs and worktrees share it.
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/payops/target
@@ -16,7 +17,7 @@ ENV ?= demo
 TEST_PORT_moto ?= 5155
 TEST_PORT_localstack ?= 4666
 
-.PHONY: build demo demo-down test lint test-unit test-integration emulator-start emulator-stop \
+.PHONY: build demo demo-down test lint test-unit test-handlers test-integration emulator-start emulator-stop \
         emulator-install bench bench-engine bench-emulator clean-emulators
 
 # Building with --tests gives the binary the same dependency features as the
@@ -30,7 +31,7 @@ demo: build
 demo-down: build
 	@scripts/demo-down $(EMULATOR) $(ENV)
 
-test: lint test-unit
+test: lint test-unit test-handlers
 	$(MAKE) test-integration EMULATOR=moto
 	$(MAKE) test-integration EMULATOR=localstack
 
@@ -40,6 +41,10 @@ lint:
 
 test-unit:
 	cargo nextest run --no-fail-fast
+
+# The Python handlers shipped in the binary (lambda/), with pytest and moto in-process.
+test-handlers:
+	scripts/test-handlers
 
 test-integration: build
 	scripts/test-integration $(EMULATOR) $(TEST_PORT_$(EMULATOR))

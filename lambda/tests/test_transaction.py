@@ -1,0 +1,134 @@
+import base64
+import json
+import logging
+
+import boto3
+import pytest
+from moto import mock_aws
+
+import payops_lib as lib
+import transaction_processing as tp
+from conftest import ENV_PATH, VISA, payment
+
+TABLE = "payops-t1-transactions"
+BUCKET = "payops-t1-audit"
+KEY_HEX = "ab" * 32
+
+
+@pytest.fixture
+def env():
+    with mock_aws():
+        ddb = boto3.client("dynamodb")
+        ddb.create_table(
+            TableName=TABLE,
+            KeySchema=[{"AttributeName": "transactionId", "KeyType": "HASH"}, {"AttributeName": "timestamp", "KeyType": "RANGE"}],
+            AttributeDefinitions=[{"AttributeName": "transactionId", "AttributeType": "S"}, {"AttributeName": "timestamp", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket=BUCKET)
+        sns = boto3.client("sns")
+        topic = sns.create_topic(Name="payops-t1-failed-transactions")["TopicArn"]
+        sqs = boto3.client("sqs")
+        queue = sqs.create_queue(QueueName="failed")["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
+        ssm = boto3.client("ssm")
+        for name, value in {
+            "TransactionsTableName": TABLE,
+            "AuditBucketName": BUCKET,
+            "FailedTransactionsTopicArn": topic,
+        }.items():
+            ssm.put_parameter(Name=f"{ENV_PATH}{name}", Value=value, Type="String")
+        ssm.put_parameter(Name=f"{ENV_PATH}secure/PanHashKey", Value=KEY_HEX, Type="SecureString")
+
+        def failures():
+            out = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", [])
+            return [json.loads(m["Body"]) for m in out]
+
+        yield {"ddb": ddb, "s3": s3, "failures": failures}
+
+
+def alb_event(body, method="POST", path="/payments", b64=False):
+    raw = json.dumps(body)
+    return {
+        "requestContext": {"elb": {"targetGroupArn": "arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/payops-t1-blue/1"}},
+        "httpMethod": method,
+        "path": path,
+        "headers": {"content-type": "application/json"},
+        "body": base64.b64encode(raw.encode()).decode() if b64 else raw,
+        "isBase64Encoded": b64,
+    }
+
+
+def items(ddb, transaction_id):
+    out = ddb.query(TableName=TABLE, KeyConditionExpression="transactionId = :t", ExpressionAttributeValues={":t": {"S": transaction_id}})
+    return out["Items"]
+
+
+def test_a_payment_is_stored_audited_and_answered(env, context):
+    answer = tp.handler(alb_event(payment(amount=12.34)), context)
+    assert answer["statusCode"] == 201, answer
+    assert answer["statusDescription"] == "201 Created"
+    body = json.loads(answer["body"])
+    assert body["status"] == "PROCESSED" and body["duplicate"] is False and body["cardLast4"] == "1111"
+    stored = [i for i in items(env["ddb"], "tx-1") if i["timestamp"]["S"] != tp.CLAIM]
+    assert len(stored) == 1
+    record = stored[0]
+    assert record["amount"] == {"N": "12.34"}
+    assert record["cardHash"]["S"] == lib.card_hash(VISA, KEY_HEX)
+    assert "cardNumber" not in record
+    keys = [o["Key"] for o in env["s3"].list_objects_v2(Bucket=BUCKET)["Contents"]]
+    assert keys == [tp.audit_key({"timestamp": record["timestamp"]["S"], "transactionId": "tx-1"})]
+    audit = env["s3"].get_object(Bucket=BUCKET, Key=keys[0])
+    assert audit["ServerSideEncryption"] == "aws:kms"
+    text = audit["Body"].read().decode()
+    assert VISA not in text and json.loads(text)["cardLast4"] == "1111"
+    assert env["failures"]() == []
+
+
+def test_a_retried_payment_is_written_once(env, context):
+    first = tp.handler(alb_event(payment()), context)
+    again = tp.handler(alb_event(payment(amount=99)), context)
+    assert first["statusCode"] == 201
+    assert again["statusCode"] == 200
+    body = json.loads(again["body"])
+    assert body["duplicate"] is True
+    # The stored transaction wins: a retry cannot change the amount.
+    assert body["amount"] == "25.5"
+    assert len(items(env["ddb"], "tx-1")) == 2  # the claim and the transaction, nothing more
+    assert len(env["s3"].list_objects_v2(Bucket=BUCKET)["Contents"]) == 1
+
+
+def test_an_invalid_payment_fails_and_is_published_without_card_data(env, context):
+    answer = tp.handler(alb_event(payment(transactionId="tx-bad", cardNumber="4111111111111112")), context)
+    assert answer["statusCode"] == 400
+    assert items(env["ddb"], "tx-bad") == []
+    failures = env["failures"]()
+    assert [f["transactionId"] for f in failures] == ["tx-bad"]
+    assert "Luhn" in failures[0]["reason"]
+    assert "4111111111111112" not in json.dumps(failures)
+
+
+def test_a_storage_failure_is_published(env, context):
+    env["s3"].delete_bucket(Bucket=BUCKET)
+    answer = tp.handler(alb_event(payment(transactionId="tx-s3")), context)
+    assert answer["statusCode"] == 500
+    assert [f["transactionId"] for f in env["failures"]()] == ["tx-s3"]
+
+
+def test_health_checks_and_routing(env, context):
+    assert tp.handler(alb_event(None, method="GET", path="/health"), context)["statusCode"] == 200
+    assert tp.handler(alb_event(payment(), method="GET"), context)["statusCode"] == 405
+    assert tp.handler(alb_event(payment(), path="/other"), context)["statusCode"] == 404
+    assert tp.handler(alb_event(payment(transactionId="tx-b64"), b64=True), context)["statusCode"] == 201
+
+
+def test_nothing_logged_holds_the_card_number_or_the_key(env, context, caplog):
+    caplog.set_level(logging.INFO, logger="payops")
+    tp.handler(alb_event(payment()), context)
+    tp.handler(alb_event(payment()), context)
+    tp.handler(alb_event(payment(transactionId="x", cardNumber="4111111111111112")), context)
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "payment processed" in text
+    assert "4111111111111" not in text and KEY_HEX not in text

@@ -1,0 +1,167 @@
+"""POST /payments behind the internal ALB (blue/green aliases), reached from
+API Gateway through the VPC link and the NLB. GET /health answers the NLB's
+health checks without touching any data.
+
+A payment is validated again (never trust the edge alone), then written to
+the transactions table exactly once per transactionId: one DynamoDB
+transaction puts a claim item `(transactionId, "#claim")` on the condition
+that none exists, together with the transaction item itself. A retry with a
+known transactionId gets the stored transaction back (200, `duplicate: true`)
+and nothing is written twice. The audit record goes to the audit bucket
+(`audit/transactions/YYYY/MM/DD/<transactionId>.json`, SSE-KMS), holding an
+HMAC of the card number and its last four digits, never the number. A
+payment that fails is published to the failed-transactions topic, without
+card data.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+import boto3
+from botocore.exceptions import ClientError
+
+import payops_lib as lib
+
+CLAIM = "#claim"
+AUDIT_PREFIX = "audit/transactions"
+
+
+def _clients() -> tuple[Any, Any, Any]:
+    return boto3.client("dynamodb"), boto3.client("s3"), boto3.client("sns")
+
+
+def audit_key(record: dict[str, Any]) -> str:
+    day = record["timestamp"][:10].replace("-", "/")
+    return f"{AUDIT_PREFIX}/{day}/{record['transactionId']}.json"
+
+
+def audit_document(record: dict[str, Any]) -> bytes:
+    """Derived from the stored record only, so writing it again is idempotent."""
+    fields = ("transactionId", "timestamp", "customerId", "merchantId", "amount", "currency", "status", "cardHash", "cardLast4")
+    return json.dumps({f: record.get(f) for f in fields}, sort_keys=True, default=str).encode()
+
+
+def _item(record: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in record.items():
+        out[k] = {"N": str(v)} if isinstance(v, Decimal) else {"S": str(v)}
+    return out
+
+
+def _from_item(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: Decimal(v["N"]) if "N" in v else v.get("S") for k, v in item.items()}
+
+
+def store(dynamodb: Any, table: str, record: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Writes the transaction once; returns (the stored record, duplicate?)."""
+    claim = {
+        "transactionId": {"S": record["transactionId"]},
+        "timestamp": {"S": CLAIM},
+        "recordTimestamp": {"S": record["timestamp"]},
+    }
+    try:
+        dynamodb.transact_write_items(
+            TransactItems=[
+                {
+                    "Put": {
+                        "TableName": table,
+                        "Item": claim,
+                        "ConditionExpression": "attribute_not_exists(transactionId)",
+                    }
+                },
+                {"Put": {"TableName": table, "Item": _item(record)}},
+            ]
+        )
+        return record, False
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+            raise
+        reasons = e.response.get("CancellationReasons") or []
+        if reasons and reasons[0].get("Code") != "ConditionalCheckFailed":
+            raise
+    existing = dynamodb.get_item(
+        TableName=table,
+        Key={"transactionId": {"S": record["transactionId"]}, "timestamp": {"S": CLAIM}},
+        ConsistentRead=True,
+    )["Item"]
+    stored = dynamodb.get_item(
+        TableName=table,
+        Key={"transactionId": {"S": record["transactionId"]}, "timestamp": existing["recordTimestamp"]},
+        ConsistentRead=True,
+    )["Item"]
+    return _from_item(stored), True
+
+
+def publish_failure(sns: Any, topic: str, transaction_id: Any, reason: str) -> None:
+    message = {"transactionId": transaction_id, "reason": reason, "at": lib.iso(lib.utc_now())}
+    sns.publish(TopicArn=topic, Subject="payops: payment failed", Message=json.dumps(lib.redact(message)))
+
+
+def _public(record: dict[str, Any]) -> dict[str, Any]:
+    keep = ("transactionId", "timestamp", "status", "amount", "currency", "cardLast4")
+    return {k: record[k] for k in keep if k in record}
+
+
+def process(body: dict[str, Any], cfg: dict[str, str], clients: tuple[Any, Any, Any], request_id: Any) -> dict[str, Any]:
+    dynamodb, s3, sns = clients
+    topic = cfg["FailedTransactionsTopicArn"]
+    transaction_id = body.get("transactionId") if isinstance(body.get("transactionId"), str) else None
+    try:
+        payment = lib.validate_payment(body, cfg)
+    except lib.PaymentError as e:
+        lib.log("payment failed validation", requestId=request_id, transactionId=transaction_id, reason=e.reason)
+        publish_failure(sns, topic, transaction_id, e.reason)
+        return lib.response(400, {"status": "FAILED", "reason": e.reason}, alb=True)
+    card = payment.pop("cardNumber")
+    record = {
+        **payment,
+        "timestamp": lib.iso(lib.utc_now()),
+        "status": "PROCESSED",
+        "cardHash": lib.card_hash(card, cfg["secure/PanHashKey"]),
+        "cardLast4": card[-4:],
+    }
+    del card
+    try:
+        stored, duplicate = store(dynamodb, cfg["TransactionsTableName"], record)
+        s3.put_object(
+            Bucket=cfg["AuditBucketName"],
+            Key=audit_key(stored),
+            Body=audit_document(stored),
+            ContentType="application/json",
+            ServerSideEncryption="aws:kms",
+        )
+    except ClientError as e:
+        code = e.response.get("Error", {}).get("Code", "error")
+        lib.log("payment failed", requestId=request_id, transactionId=payment["transactionId"], error=code)
+        publish_failure(sns, topic, payment["transactionId"], f"storage failed: {code}")
+        return lib.response(500, {"status": "FAILED", "reason": "the payment could not be stored"}, alb=True)
+    lib.log(
+        "payment processed",
+        requestId=request_id,
+        transactionId=stored["transactionId"],
+        duplicate=duplicate,
+        currency=stored.get("currency"),
+    )
+    status = 200 if duplicate else 201
+    return lib.response(status, {**_public(stored), "duplicate": duplicate}, alb=True)
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    request_id = getattr(context, "aws_request_id", None)
+    method = (event.get("httpMethod") or "").upper()
+    path = event.get("path") or "/"
+    if path.rstrip("/") == "/health":
+        return lib.response(200, {"status": "ok"}, alb=True)
+    if path.rstrip("/") != "/payments":
+        return lib.response(404, {"reason": "not found"}, alb=True)
+    if method != "POST":
+        return lib.response(405, {"reason": "use POST"}, alb=True)
+    cfg = lib.config(recursive=True)
+    try:
+        body = lib.request_body(event)
+    except lib.PaymentError as e:
+        return lib.response(400, {"status": "FAILED", "reason": e.reason}, alb=True)
+    return process(body, cfg, _clients(), request_id)
