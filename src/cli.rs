@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::naming::{ENV_RULE, EnvName};
-use crate::spec::{Cidr, NatMode};
+use crate::spec::{Certificate, Cidr, Concurrency, NatMode};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -167,6 +167,16 @@ pub struct Shape {
         value_name = "NAME"
     )]
     pub cost_center: Option<String>,
+
+    /// The internal ALB's TLS certificate: an ACM ARN in the env's region, or self-signed
+    /// (generated and imported by payops) [default: self-signed]
+    #[arg(long, value_name = "ARN")]
+    pub certificate_arn: Option<Certificate>,
+
+    /// Reserved concurrency per function: N, or validation=N,fraud=N,transaction=N
+    /// [default: validation=5,fraud=5,transaction=10]
+    #[arg(long, value_name = "N")]
+    pub reserved_concurrency: Option<Concurrency>,
 }
 
 #[derive(Debug, Args)]

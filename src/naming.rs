@@ -177,6 +177,34 @@ impl Names {
         self.resource(name)
     }
 
+    pub fn function(&self, name: &str) -> String {
+        self.resource(name)
+    }
+
+    /// ALB access logs need SSE-S3 (ELB cannot write to an SSE-KMS bucket), so
+    /// they get a bucket of their own beside the SSE-KMS audit bucket.
+    pub fn alb_logs_bucket(&self) -> String {
+        format!(
+            "payops-{}-alb-logs-{}-{}",
+            self.env, self.account_id, self.region
+        )
+    }
+
+    pub fn rest_api(&self) -> String {
+        self.resource("api")
+    }
+
+    pub fn vpc_link(&self) -> String {
+        self.resource("vpc-link")
+    }
+
+    /// The name in the env's self-signed ALB certificate: a DNS name nobody
+    /// else can own (`.internal` is reserved for private use), unique per env
+    /// so payops finds the certificate again by it.
+    pub fn certificate_domain(&self) -> String {
+        format!("alb.{}.payops.internal", self.env)
+    }
+
     /// Every derived name with the AWS rule it must satisfy, so one test can
     /// prove the env-name rule is strict enough.
     pub fn all(&self) -> Vec<(NameKind, String)> {
@@ -194,6 +222,18 @@ impl Names {
                 self.resource("transaction-processing"),
             ),
             (NameKind::LambdaFunction, self.resource("secret-rotation")),
+            (
+                NameKind::LambdaFunction,
+                self.function("payment-validation"),
+            ),
+            (NameKind::LambdaFunction, self.function("fraud-detection")),
+            (NameKind::IamRole, self.role("payment-validation")),
+            (NameKind::IamRole, self.role("fraud-detection")),
+            (NameKind::S3Bucket, self.alb_logs_bucket()),
+            (
+                NameKind::LogGroup,
+                self.log_group("lambda/transaction-processing"),
+            ),
             (NameKind::RdsIdentifier, self.resource("aurora")),
             (NameKind::RdsIdentifier, self.resource("aurora-reader-2")),
             (NameKind::DynamoDbTable, self.table("transactions")),

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use crate::aws::config::AwsSettings;
 use crate::cli::{GlobalArgs, OutputFormat, Shape};
 use crate::naming::{self, EnvName};
-use crate::spec::{Cidr, EnvSpec, NatMode};
+use crate::spec::{Certificate, Cidr, Concurrency, EnvSpec, NatMode};
 
 pub const DEFAULT_REGION: &str = "us-east-1";
 pub const DEFAULT_CONFIG: &str = "payops.toml";
@@ -45,6 +45,9 @@ pub struct FileConfig {
     vpc_cidr: Option<String>,
     nat: Option<String>,
     cost_center: Option<String>,
+    certificate_arn: Option<String>,
+    #[serde(default, deserialize_with = "number_or_text")]
+    reserved_concurrency: Option<String>,
     #[serde(default)]
     env: BTreeMap<String, FileShape>,
 }
@@ -55,6 +58,24 @@ pub struct FileShape {
     vpc_cidr: Option<String>,
     nat: Option<String>,
     cost_center: Option<String>,
+    certificate_arn: Option<String>,
+    #[serde(default, deserialize_with = "number_or_text")]
+    reserved_concurrency: Option<String>,
+}
+
+/// `reserved_concurrency = 10` and `reserved_concurrency = "transaction=20"`
+/// are both natural in TOML.
+fn number_or_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Value {
+        Number(i64),
+        Text(String),
+    }
+    Ok(Option::<Value>::deserialize(d)?.map(|v| match v {
+        Value::Number(n) => n.to_string(),
+        Value::Text(t) => t,
+    }))
 }
 
 impl FileConfig {
@@ -159,6 +180,8 @@ impl Settings {
             vpc_cidr: self.file.vpc_cidr.clone(),
             nat: self.file.nat.clone(),
             cost_center: self.file.cost_center.clone(),
+            certificate_arn: self.file.certificate_arn.clone(),
+            reserved_concurrency: self.file.reserved_concurrency.clone(),
         };
         let pick = |flag: Option<String>, key: &str, get: fn(&FileShape) -> Option<&String>| {
             flag.or_else(|| per_env.and_then(get).cloned())
@@ -187,10 +210,32 @@ impl Settings {
             s.cost_center.as_ref()
         })
         .unwrap_or(defaults.cost_center);
+        let certificate = match pick(
+            flags.certificate_arn.as_ref().map(ToString::to_string),
+            "certificate",
+            |s| s.certificate_arn.as_ref(),
+        ) {
+            Some(s) => s
+                .parse::<Certificate>()
+                .map_err(|e| bad("certificate_arn", e))?,
+            None => defaults.certificate,
+        };
+        let concurrency = match pick(
+            flags.reserved_concurrency.map(|c| c.to_string()),
+            "reserved_concurrency",
+            |s| s.reserved_concurrency.as_ref(),
+        ) {
+            Some(s) => s
+                .parse::<Concurrency>()
+                .map_err(|e| bad("reserved_concurrency", e))?,
+            None => defaults.concurrency,
+        };
         Ok(EnvSpec {
             vpc_cidr,
             nat,
             cost_center,
+            certificate,
+            concurrency,
         })
     }
 }
@@ -216,6 +261,11 @@ pub fn record_spec(spec: &EnvSpec) -> BTreeMap<String, String> {
         ("vpc_cidr".to_owned(), spec.vpc_cidr.to_string()),
         ("nat".to_owned(), spec.nat.as_str().to_owned()),
         ("cost_center".to_owned(), spec.cost_center.clone()),
+        ("certificate".to_owned(), spec.certificate.to_string()),
+        (
+            "reserved_concurrency".to_owned(),
+            spec.concurrency.to_string(),
+        ),
     ])
 }
 
@@ -288,6 +338,50 @@ mod tests {
             err.starts_with("settings file payops.toml: vpc_cidr:"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn certificate_and_concurrency_come_from_the_file_or_the_record() {
+        let s = settings(
+            r#"
+            reserved_concurrency = 12
+            [env.pr1]
+            reserved_concurrency = "transaction=30"
+            certificate_arn = "arn:aws:acm:us-east-1:123456789012:certificate/c-1"
+            "#,
+        );
+        let spec = s
+            .spec(
+                &EnvName::parse("pr1").unwrap(),
+                &Shape::default(),
+                &BTreeMap::new(),
+            )
+            .unwrap();
+        assert_eq!(spec.concurrency.transaction, 30);
+        assert_eq!(spec.concurrency.validation, 5);
+        assert_eq!(
+            spec.certificate.arn(),
+            Some("arn:aws:acm:us-east-1:123456789012:certificate/c-1")
+        );
+        let spec = s
+            .spec(
+                &EnvName::parse("pr2").unwrap(),
+                &Shape::default(),
+                &BTreeMap::new(),
+            )
+            .unwrap();
+        assert_eq!(spec.concurrency.fraud, 12);
+        assert_eq!(spec.certificate, Certificate::SelfSigned);
+        // What `up` recorded comes back unchanged.
+        let recorded = record_spec(&spec);
+        let again = settings("")
+            .spec(
+                &EnvName::parse("pr2").unwrap(),
+                &Shape::default(),
+                &recorded,
+            )
+            .unwrap();
+        assert_eq!(again, spec);
     }
 
     #[test]

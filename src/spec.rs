@@ -134,11 +134,158 @@ impl FromStr for Cidr {
     }
 }
 
+/// Reserved concurrency of each payment function. Reserving guarantees the
+/// function can scale to it and caps it there (a runaway client cannot eat
+/// the account's whole pool); AWS keeps at least 100 executions of the
+/// account's pool unreserved and refuses reservations beyond that.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Concurrency {
+    pub validation: u32,
+    pub fraud: u32,
+    pub transaction: u32,
+}
+
+impl Concurrency {
+    /// AWS's per-function ceiling is the account's limit (1000 by default).
+    pub const MAX: u32 = 1000;
+    pub const NAMES: [&str; 3] = ["validation", "fraud", "transaction"];
+
+    pub fn total(self) -> u32 {
+        self.validation + self.fraud + self.transaction
+    }
+}
+
+impl Default for Concurrency {
+    fn default() -> Self {
+        Self {
+            validation: 5,
+            fraud: 5,
+            transaction: 10,
+        }
+    }
+}
+
+impl fmt::Display for Concurrency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "validation={},fraud={},transaction={}",
+            self.validation, self.fraud, self.transaction
+        )
+    }
+}
+
+impl FromStr for Concurrency {
+    type Err = String;
+    /// `N` (every function) or `validation=N,fraud=N,transaction=N` (any of
+    /// them; the others keep their defaults).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |why: String| {
+            format!(
+                "invalid reserved concurrency {s:?}: {why} (e.g. 10, or \
+                 validation=5,fraud=5,transaction=20; each 1-{})",
+                Self::MAX
+            )
+        };
+        let number = |v: &str| -> Result<u32, String> {
+            match v.trim().parse::<u32>() {
+                Ok(n) if (1..=Self::MAX).contains(&n) => Ok(n),
+                _ => Err(bad(format!(
+                    "{:?} is not a number from 1 to {}",
+                    v.trim(),
+                    Self::MAX
+                ))),
+            }
+        };
+        if !s.contains('=') {
+            let n = number(s)?;
+            return Ok(Self {
+                validation: n,
+                fraud: n,
+                transaction: n,
+            });
+        }
+        let mut c = Self::default();
+        for part in s.split(',') {
+            let (name, value) = part
+                .split_once('=')
+                .ok_or_else(|| bad(format!("{part:?} is not FUNCTION=N")))?;
+            let n = number(value)?;
+            match name.trim() {
+                "validation" => c.validation = n,
+                "fraud" => c.fraud = n,
+                "transaction" => c.transaction = n,
+                other => {
+                    return Err(bad(format!(
+                        "unknown function {other:?} (validation, fraud or transaction)"
+                    )));
+                }
+            }
+        }
+        Ok(c)
+    }
+}
+
+/// Where the internal ALB's TLS certificate comes from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Certificate {
+    /// payops generates one, imports it into ACM, tags it and removes it on
+    /// `down` (fine behind the NLB; API Gateway skips verifying it).
+    #[default]
+    SelfSigned,
+    /// An ACM certificate the operator owns (e.g. for a private domain);
+    /// payops uses it and never modifies or deletes it.
+    Acm(String),
+}
+
+impl Certificate {
+    pub fn arn(&self) -> Option<&str> {
+        match self {
+            Self::SelfSigned => None,
+            Self::Acm(arn) => Some(arn),
+        }
+    }
+}
+
+impl fmt::Display for Certificate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.arn().unwrap_or("self-signed"))
+    }
+}
+
+impl FromStr for Certificate {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "self-signed" {
+            return Ok(Self::SelfSigned);
+        }
+        let parts: Vec<&str> = s.splitn(6, ':').collect();
+        let ok = parts.len() == 6
+            && parts[0] == "arn"
+            && parts[1].starts_with("aws")
+            && parts[2] == "acm"
+            && !parts[3].is_empty()
+            && parts[4].len() == 12
+            && parts[4].chars().all(|c| c.is_ascii_digit())
+            && parts[5].starts_with("certificate/");
+        if ok {
+            Ok(Self::Acm(s.to_owned()))
+        } else {
+            Err(format!(
+                "invalid certificate {s:?}: expected an ACM certificate ARN \
+                 (arn:aws:acm:<region>:<account>:certificate/<id>) or self-signed"
+            ))
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EnvSpec {
     pub vpc_cidr: Cidr,
     pub nat: NatMode,
     pub cost_center: String,
+    pub certificate: Certificate,
+    pub concurrency: Concurrency,
 }
 
 impl Default for EnvSpec {
@@ -147,6 +294,8 @@ impl Default for EnvSpec {
             vpc_cidr: "10.0.0.0/16".parse().expect("valid default"),
             nat: NatMode::PerAz,
             cost_center: "payments".into(),
+            certificate: Certificate::SelfSigned,
+            concurrency: Concurrency::default(),
         }
     }
 }
@@ -192,6 +341,36 @@ mod tests {
         ] {
             let err = bad.parse::<Cidr>().unwrap_err();
             assert!(err.contains("/16 to /24"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn reserved_concurrency_parses_one_number_or_per_function_values() {
+        let c: Concurrency = "20".parse().unwrap();
+        assert_eq!((c.validation, c.fraud, c.transaction), (20, 20, 20));
+        let c: Concurrency = "transaction=50, fraud=7".parse().unwrap();
+        assert_eq!((c.validation, c.fraud, c.transaction), (5, 7, 50));
+        assert_eq!(c.to_string().parse::<Concurrency>().unwrap(), c);
+        for bad in ["0", "1001", "x", "refunds=3", "validation"] {
+            let err = bad.parse::<Concurrency>().unwrap_err();
+            assert!(err.contains("each 1-1000"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn certificates_are_an_acm_arn_or_self_signed() {
+        assert_eq!(
+            "self-signed".parse::<Certificate>().unwrap(),
+            Certificate::SelfSigned
+        );
+        let arn = "arn:aws:acm:eu-west-1:123456789012:certificate/abc-123";
+        assert_eq!(arn.parse::<Certificate>().unwrap().arn(), Some(arn));
+        for bad in [
+            "",
+            "arn:aws:iam::123456789012:role/x",
+            "arn:aws:acm:eu-west-1:1234:certificate/x",
+        ] {
+            assert!(bad.parse::<Certificate>().is_err(), "{bad}");
         }
     }
 

@@ -16,6 +16,11 @@ pub struct Clients {
     pub sns: aws_sdk_sns::Client,
     pub ssm: aws_sdk_ssm::Client,
     pub tagging: aws_sdk_resourcegroupstagging::Client,
+    pub lambda: aws_sdk_lambda::Client,
+    pub elb: aws_sdk_elasticloadbalancingv2::Client,
+    pub apigateway: aws_sdk_apigateway::Client,
+    pub acm: aws_sdk_acm::Client,
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
 }
 
 impl Clients {
@@ -48,6 +53,11 @@ impl Clients {
             sns: client!(aws_sdk_sns),
             ssm: client!(aws_sdk_ssm),
             tagging: client!(aws_sdk_resourcegroupstagging),
+            lambda: client!(aws_sdk_lambda),
+            elb: client!(aws_sdk_elasticloadbalancingv2),
+            apigateway: client!(aws_sdk_apigateway),
+            acm: client!(aws_sdk_acm),
+            cloudwatch: client!(aws_sdk_cloudwatch),
         }
     }
 }

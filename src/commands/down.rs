@@ -10,7 +10,7 @@ use crate::cli::{EnvArgs, Shape};
 use crate::engine::{Graph, Operation, Outcome, Record, StepId};
 use crate::resources::{self, Context, sweep};
 use crate::settings::Settings;
-use crate::spec::NatMode;
+use crate::spec::{Certificate, NatMode};
 use crate::state::{EnvState, LocalStore};
 use crate::ui::Printer;
 use crate::ui::summary::{RunReport, RunResult};
@@ -31,9 +31,11 @@ pub async fn down(settings: &Settings, printer: Printer, args: EnvArgs) -> Resul
     let store = LocalStore::new(&settings.state_dir);
     let _lock = store.lock(env.as_str(), &lock_holder("down"))?;
     // Whatever shape created the env, remove all of it: one NAT per AZ is the
-    // widest graph.
+    // widest graph, and the self-signed certificate's step after the listener
+    // that may still use it.
     let opened = open(settings, &store, env, &Shape::default(), |spec| {
-        spec.nat = NatMode::PerAz
+        spec.nat = NatMode::PerAz;
+        spec.certificate = Certificate::SelfSigned;
     })
     .await?;
     let cx = &opened.cx;

@@ -45,12 +45,18 @@ pub fn graph(settings: &Settings, printer: Printer, args: GraphArgs) -> Result<E
         printer.json(&steps)?;
         return Ok(ExitStatus::Success);
     } else {
+        // Reasons line up after the longest step id.
+        let width = graph
+            .steps()
+            .map(|s| s.id().as_str().len())
+            .max()
+            .unwrap_or(0);
         for i in graph.topological_order() {
             let step = graph.step(i);
             out.push_str(&format!("{} ({})\n", step.id(), step.kind()));
             for dep in step.dependencies() {
                 out.push_str(&format!(
-                    "    after {:<30} {}\n",
+                    "    after {:<width$} {}\n",
                     dep.on.as_str(),
                     dep.reason
                 ));

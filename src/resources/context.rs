@@ -22,6 +22,16 @@ pub struct Budgets {
     pub table: Duration,
     /// IAM is eventually consistent: a new role may not be usable for seconds.
     pub iam_propagation: Budget,
+    /// Lambda functions in a VPC stay Pending (or InProgress after an update)
+    /// until their network interfaces exist: usually a minute or two.
+    pub lambda: Duration,
+    /// Load balancers take 2-5 minutes to become active.
+    pub load_balancer: Duration,
+    /// REST API VPC links take 8-12 minutes to become AVAILABLE, and minutes
+    /// more to go.
+    pub vpc_link: Budget,
+    /// ACM refuses to delete a certificate a listener let go of a moment ago.
+    pub certificate_release: Budget,
 }
 
 impl Default for Budgets {
@@ -31,6 +41,14 @@ impl Default for Budgets {
             dependency_violation: Budget::new(Duration::from_secs(50 * 60)),
             table: Duration::from_secs(15 * 60),
             iam_propagation: Budget::new(Duration::from_secs(120)),
+            lambda: Duration::from_secs(15 * 60),
+            load_balancer: Duration::from_secs(15 * 60),
+            vpc_link: Budget {
+                first_delay: Duration::from_secs(10),
+                max_delay: Duration::from_secs(30),
+                ..Budget::new(Duration::from_secs(25 * 60))
+            },
+            certificate_release: Budget::new(Duration::from_secs(10 * 60)),
         }
     }
 }

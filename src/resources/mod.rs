@@ -1,17 +1,28 @@
 //! Everything payops creates, one file per resource type, and the registry:
 //! the readable list of steps and why each depends on what it does.
 
+mod api_account;
+mod api_definition;
+mod certificate;
 pub mod connect;
 pub mod context;
 mod dynamodb_table;
 mod ec2;
+mod elb;
 mod flow_log;
+mod function_roles;
 mod iam_role;
 mod internet_gateway;
 mod kms_key;
+mod lambda_code;
+mod lambda_enis;
+mod lambda_function;
+mod listener;
+mod load_balancer;
 mod log_group;
 mod nat_gateway;
 mod resource;
+mod rest_api;
 mod route_table;
 mod s3_bucket;
 mod security_group;
@@ -20,21 +31,28 @@ mod sns_topic;
 mod ssm_parameters;
 mod subnets;
 pub mod sweep;
+mod target_group;
+pub mod traffic;
 mod vpc;
 mod vpc_endpoint;
+mod vpc_link;
 
 #[cfg(test)]
 mod testing;
 
 use crate::engine::{Dependency, Graph, GraphError, Step, StepId};
 use crate::naming::KEY_PURPOSES;
-use crate::spec::{AZ_COUNT, AZ_LABELS, EnvSpec, Tier};
+use crate::spec::{AZ_COUNT, AZ_LABELS, Certificate, EnvSpec, Tier};
 
 pub use connect::{connect, now};
 pub use context::{Budgets, Context};
+use lambda_function::Function;
+use listener::ListenerKind;
+use load_balancer::LbKind;
 use resource::{Node, Resource};
 use route_table::RouteTable;
 use security_group::SgRole;
+use target_group::TgKind;
 
 fn dep(on: impl Into<StepId>, reason: &'static str) -> Dependency {
     Dependency::on(on, reason)
@@ -49,6 +67,11 @@ struct Registry {
 impl Registry {
     fn add(&mut self, id: impl Into<StepId>, resource: impl Resource, deps: Vec<Dependency>) {
         self.steps.push(Box::new(Node::new(id, resource, deps)));
+    }
+
+    /// A step that is not a resource (a wait between resources).
+    fn add_step(&mut self, step: impl Step<Context> + 'static) {
+        self.steps.push(Box::new(step));
     }
 
     fn ids(&self) -> Vec<StepId> {
@@ -228,7 +251,7 @@ pub fn graph(spec: &EnvSpec) -> Result<Graph<Context>, GraphError> {
     // Data stores.
     r.add(
         "s3-bucket:audit",
-        s3_bucket::AuditBucket,
+        s3_bucket::Bucket::audit(),
         vec![dep(
             "kms-key:s3",
             "default encryption is SSE-KMS with the S3 key",
@@ -270,6 +293,281 @@ pub fn graph(spec: &EnvSpec) -> Result<Graph<Context>, GraphError> {
         );
     }
 
+    // Compute: the payment functions. Each gets a log group payops creates
+    // first (so its retention and KMS key are ours, not Lambda's defaults) and
+    // a role allowed exactly what the function touches.
+    for f in Function::ALL {
+        r.add(
+            f.log_step(),
+            f.log_group(),
+            vec![dep(
+                "kms-key:logs",
+                "the group is encrypted with the logs key, whose policy lets CloudWatch Logs use it",
+            )],
+        );
+    }
+    let own_log_group = |f: Function| {
+        dep(
+            f.log_step(),
+            "the role may write only to the function's own log group (its ARN is in the policy)",
+        )
+    };
+    r.add(
+        Function::Validation.role_step(),
+        function_roles::role(Function::Validation),
+        vec![own_log_group(Function::Validation)],
+    );
+    r.add(
+        Function::Fraud.role_step(),
+        function_roles::role(Function::Fraud),
+        vec![
+            own_log_group(Function::Fraud),
+            dep(
+                "dynamodb-table:fraud-rules",
+                "the role may read the fraud-rules table (its ARN is in the policy)",
+            ),
+            dep(
+                "dynamodb-table:transactions",
+                "the role may query the transactions table's customer index only",
+            ),
+            dep(
+                "kms-key:dynamodb",
+                "the role may decrypt with the tables' key, through DynamoDB only",
+            ),
+        ],
+    );
+    r.add(
+        Function::Transaction.role_step(),
+        function_roles::role(Function::Transaction),
+        vec![
+            own_log_group(Function::Transaction),
+            dep(
+                "dynamodb-table:transactions",
+                "the role may write transactions (the table's ARN is in the policy)",
+            ),
+            dep(
+                "s3-bucket:audit",
+                "the role may write audit records under the bucket's audit prefix",
+            ),
+            dep(
+                "sns-topic:failed-transactions",
+                "the role may publish failed payments to this topic",
+            ),
+            dep(
+                "kms-key:dynamodb",
+                "the role may use the tables' key, through DynamoDB only",
+            ),
+            dep(
+                "kms-key:s3",
+                "the role may encrypt audit records with the bucket's key, through S3 only",
+            ),
+            dep(
+                "kms-key:logs",
+                "the topic and the card-hash SecureString are encrypted with the logs key",
+            ),
+        ],
+    );
+    let mut eni_deps = vec![
+        dep(
+            "security-group:lambda",
+            "the functions' network interfaces use this group: on teardown it can go only \
+             after Lambda released them (20-45 minutes on AWS)",
+        ),
+        dep(
+            "subnets:private",
+            "the functions' network interfaces are in these subnets: on teardown they can go \
+             only after Lambda released them",
+        ),
+    ];
+    eni_deps.extend(Function::ALL.map(|f| {
+        dep(
+            f.role_step(),
+            "Lambda releases the network interfaces with the function's role: on teardown the \
+             roles stay until the interfaces are gone",
+        )
+    }));
+    r.add_step(lambda_enis::LambdaEnis::new("lambda-enis", eni_deps));
+    for f in Function::ALL {
+        r.add(
+            f.step_id(),
+            lambda_function::LambdaFunction::new(f),
+            vec![
+                dep(f.role_step(), "the function runs with this role"),
+                dep(
+                    f.log_step(),
+                    "the function logs to this group, which must exist (with retention and \
+                     KMS) before Lambda would create one of its own",
+                ),
+                dep(
+                    "subnets:private",
+                    "the function's network interfaces go in the private subnets",
+                ),
+                dep(
+                    "security-group:lambda",
+                    "the function's network interfaces use the Lambda security group",
+                ),
+                dep(
+                    "security-group-rules",
+                    "the group's egress rules let the function reach SSM, SNS and X-Ray",
+                ),
+                dep(
+                    "lambda-enis",
+                    "on teardown the functions go first, then the wait for their network \
+                     interfaces",
+                ),
+            ],
+        );
+    }
+
+    // Traffic: API Gateway -> VPC link -> internal NLB -> internal ALB ->
+    // blue/green target groups -> the transaction function's aliases.
+    r.add("s3-bucket:alb-logs", s3_bucket::Bucket::alb_logs(), vec![]);
+    r.add(
+        "load-balancer:alb",
+        load_balancer::LoadBalancer::new(LbKind::Alb),
+        vec![
+            dep(
+                "subnets:private",
+                "the internal ALB lives in the private subnets",
+            ),
+            dep("security-group:alb", "the ALB uses the ALB security group"),
+            dep(
+                "s3-bucket:alb-logs",
+                "access logs go to this bucket, whose policy must let ELB write before they are \
+                 turned on",
+            ),
+        ],
+    );
+    let self_signed = spec.certificate == Certificate::SelfSigned;
+    r.add(
+        "acm-certificate:alb",
+        certificate::SelfSignedCertificate,
+        if self_signed {
+            vec![]
+        } else {
+            vec![dep(
+                "listener:alb-https",
+                "with --certificate-arn the listener moves to the operator's certificate before \
+                 payops' self-signed one is removed",
+            )]
+        },
+    );
+    for kind in [TgKind::Blue, TgKind::Green] {
+        let id = if kind == TgKind::Blue {
+            "target-group:blue"
+        } else {
+            "target-group:green"
+        };
+        r.add(
+            id,
+            target_group::TargetGroup::new(kind),
+            vec![dep(
+                Function::Transaction.step_id(),
+                "the group's only target is the transaction function's alias of the same name",
+            )],
+        );
+    }
+    let mut listener_deps = vec![
+        dep("load-balancer:alb", "the listener belongs to the ALB"),
+        dep(
+            "target-group:blue",
+            "the listener forwards to the blue target group",
+        ),
+        dep(
+            "target-group:green",
+            "the listener forwards to the green target group",
+        ),
+    ];
+    if self_signed {
+        listener_deps.push(dep(
+            "acm-certificate:alb",
+            "the HTTPS listener presents this certificate",
+        ));
+    }
+    r.add(
+        "listener:alb-https",
+        listener::Listener::new(ListenerKind::AlbHttps),
+        listener_deps,
+    );
+    r.add(
+        "load-balancer:nlb",
+        load_balancer::LoadBalancer::new(LbKind::Nlb),
+        vec![
+            dep(
+                "subnets:private",
+                "the internal NLB lives in the private subnets",
+            ),
+            dep("security-group:nlb", "the NLB uses the NLB security group"),
+        ],
+    );
+    r.add(
+        "target-group:alb",
+        target_group::TargetGroup::new(TgKind::Alb),
+        vec![
+            dep("vpc", "a target group of type alb belongs to the VPC"),
+            dep("load-balancer:alb", "the group's only target is the ALB"),
+            dep(
+                "listener:alb-https",
+                "AWS registers an ALB as a target only once it listens on the group's port",
+            ),
+        ],
+    );
+    r.add(
+        "listener:nlb-tcp",
+        listener::Listener::new(ListenerKind::NlbTcp),
+        vec![
+            dep("load-balancer:nlb", "the listener belongs to the NLB"),
+            dep(
+                "target-group:alb",
+                "the listener forwards to the ALB's target group",
+            ),
+        ],
+    );
+    r.add(
+        "vpc-link",
+        vpc_link::VpcLink,
+        vec![dep(
+            "load-balancer:nlb",
+            "a REST API VPC link targets an NLB; it takes ~12 minutes on AWS, so it starts as \
+             soon as the NLB exists",
+        )],
+    );
+    r.add(
+        "log-group:api-access",
+        log_group::LogGroup::new("api-gateway/access", 365, "ApiAccess"),
+        vec![dep(
+            "kms-key:logs",
+            "the group is encrypted with the logs key, whose policy lets CloudWatch Logs use it",
+        )],
+    );
+    r.add(
+        "rest-api:payments",
+        rest_api::RestApi,
+        vec![
+            dep(
+                Function::Validation.step_id(),
+                "POST /payments/validate invokes the validation function",
+            ),
+            dep(
+                Function::Fraud.step_id(),
+                "POST /payments/fraud-check invokes the fraud detection function",
+            ),
+            dep("vpc-link", "POST /payments goes through the VPC link"),
+            dep(
+                "load-balancer:nlb",
+                "the integration URI names the NLB (and on teardown the API goes first)",
+            ),
+            dep(
+                "listener:nlb-tcp",
+                "requests through the VPC link need the NLB's listener",
+            ),
+            dep(
+                "log-group:api-access",
+                "stage v1 writes its access logs to this group",
+            ),
+        ],
+    );
+
     // Configuration: published last, from everything above.
     let everything = r.ids();
     r.add(
@@ -297,7 +595,7 @@ mod tests {
                 ..EnvSpec::default()
             };
             let g = graph(&spec).unwrap_or_else(|e| panic!("{nat:?}: {e}"));
-            assert_eq!(g.len(), 33);
+            assert_eq!(g.len(), 55);
         }
     }
 

@@ -1,14 +1,18 @@
-//! The env's audit-log bucket: versioned, encrypted with the env's S3 key,
-//! closed to the public, reachable over TLS only, and kept for seven years.
+//! The env's buckets: the audit-log bucket (versioned, encrypted with the
+//! env's S3 key, closed to the public, reachable over TLS only, kept for seven
+//! years) and the ALB access-log bucket, configured the same way except for
+//! two things ELB imposes: access logs can only be written to a bucket whose
+//! default encryption is SSE-S3 (ELB's log delivery cannot use a KMS key),
+//! and the bucket policy must let the region's ELB log delivery write under
+//! the log prefix. S3 default encryption is per bucket, with no per-prefix
+//! exception, so the logs get a bucket of their own rather than weakening the
+//! audit bucket's encryption.
 //!
 //! S3 bucket names are global across every account, so the name alone proves
 //! nothing: a bucket answering to our name is ours only if HeadBucket lets us
 //! in (another account's bucket answers 403) and it carries our tags. Every
 //! call also passes `ExpectedBucketOwner`, so S3 itself refuses to act on a
 //! bucket of another account even if the name changed hands in between.
-
-// Not yet in `graph()` (the lead registers it); until then only the tests
-// use it. Remove this once registered.
 
 use std::fmt;
 
@@ -38,6 +42,11 @@ use super::resource::Resource;
 const GLACIER_AFTER_DAYS: i32 = 90;
 /// Seven years: the retention auditors ask of payment audit logs.
 const EXPIRE_AFTER_DAYS: i32 = 2555;
+/// Access logs: the year PCI DSS asks for, plus a margin.
+const ALB_LOGS_EXPIRE_AFTER_DAYS: i32 = 400;
+/// The key prefix ALB access logs are written under (ELB appends
+/// `AWSLogs/<account>/elasticloadbalancing/...`).
+pub const ALB_LOG_PREFIX: &str = "alb";
 /// Overwritten or deleted versions are kept long enough to undo a mistake.
 const NONCURRENT_EXPIRE_DAYS: i32 = 90;
 /// Abandoned multipart uploads are billed but invisible: clean them up.
@@ -51,7 +60,61 @@ const DELETE_BATCH: usize = 1000;
 const DELETE_ATTEMPTS: u32 = 5;
 const KEY_INPUT: (&str, &str) = ("kms-key:s3", "S3KmsKeyArn");
 
-pub struct AuditBucket;
+/// What a bucket is for; everything that differs between the two follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Purpose {
+    Audit,
+    AlbLogs,
+}
+
+pub struct Bucket {
+    purpose: Purpose,
+}
+
+impl Bucket {
+    /// `s3-bucket:audit`: audit records, SSE-KMS with the env's S3 key.
+    pub fn audit() -> Self {
+        Self {
+            purpose: Purpose::Audit,
+        }
+    }
+
+    /// `s3-bucket:alb-logs`: the internal ALB's access logs, SSE-S3.
+    pub fn alb_logs() -> Self {
+        Self {
+            purpose: Purpose::AlbLogs,
+        }
+    }
+
+    fn name(&self, cx: &Context) -> String {
+        match self.purpose {
+            Purpose::Audit => cx.names.audit_bucket(),
+            Purpose::AlbLogs => cx.names.alb_logs_bucket(),
+        }
+    }
+
+    fn expire_after_days(&self) -> i32 {
+        match self.purpose {
+            Purpose::Audit => EXPIRE_AFTER_DAYS,
+            Purpose::AlbLogs => ALB_LOGS_EXPIRE_AFTER_DAYS,
+        }
+    }
+
+    /// The KMS key to encrypt with, or None for SSE-S3.
+    fn key_arn<'a>(&self, step: &'a StepCx<'_>) -> Result<Option<&'a str>, AwsError> {
+        Ok(match self.purpose {
+            Purpose::Audit => Some(step.output(KEY_INPUT.0, KEY_INPUT.1)?),
+            Purpose::AlbLogs => None,
+        })
+    }
+
+    fn policy(&self, cx: &Context, name: &str) -> String {
+        match self.purpose {
+            Purpose::Audit => tls_only_policy(cx, name),
+            Purpose::AlbLogs => alb_logs_policy(cx, name),
+        }
+    }
+}
 
 pub struct FoundBucket {
     name: String,
@@ -67,12 +130,15 @@ pub enum Fix {
     },
     Ownership,
     Versioning,
+    /// `None`: SSE-S3.
     Encryption {
-        key_arn: String,
+        key_arn: Option<String>,
     },
     PublicAccessBlock,
     Policy,
-    Lifecycle,
+    Lifecycle {
+        expire_after_days: i32,
+    },
 }
 
 impl fmt::Display for Fix {
@@ -81,15 +147,18 @@ impl fmt::Display for Fix {
             Self::Tags { added, .. } => f.write_str(&describe_tag_fix(added)),
             Self::Ownership => f.write_str("disable ACLs (object ownership BucketOwnerEnforced)"),
             Self::Versioning => f.write_str("enable versioning"),
-            Self::Encryption { .. } => f.write_str(
+            Self::Encryption { key_arn: Some(_) } => f.write_str(
                 "encrypt new objects with the env's S3 KMS key (SSE-KMS, bucket key on)",
+            ),
+            Self::Encryption { key_arn: None } => f.write_str(
+                "encrypt new objects with S3-managed keys (SSE-S3, what ELB access logs need)",
             ),
             Self::PublicAccessBlock => f.write_str("block all public access"),
             Self::Policy => f.write_str("set the TLS-only bucket policy"),
-            Self::Lifecycle => write!(
+            Self::Lifecycle { expire_after_days } => write!(
                 f,
                 "set the retention lifecycle (Glacier after {GLACIER_AFTER_DAYS} days, expire \
-                 after {EXPIRE_AFTER_DAYS} days, noncurrent versions after \
+                 after {expire_after_days} days, noncurrent versions after \
                  {NONCURRENT_EXPIRE_DAYS} days, abort uploads after {ABORT_MULTIPART_DAYS} days)"
             ),
         }
@@ -137,7 +206,74 @@ pub fn tls_only_policy(cx: &Context, name: &str) -> String {
     .to_string()
 }
 
-fn lifecycle_rule() -> Result<LifecycleRule, AwsError> {
+/// The account ELB delivers access logs from, in the regions that opened
+/// before August 2022 (AWS's published list); newer regions deliver through
+/// the `logdelivery.elasticloadbalancing.amazonaws.com` service principal.
+fn elb_log_account(region: &str) -> Option<&'static str> {
+    Some(match region {
+        "us-east-1" => "127311923021",
+        "us-east-2" => "033677994240",
+        "us-west-1" => "027434742980",
+        "us-west-2" => "797873946194",
+        "af-south-1" => "098369216593",
+        "ap-east-1" => "754344448648",
+        "ap-southeast-3" => "589379963580",
+        "ap-south-1" => "718504428378",
+        "ap-northeast-3" => "383597477331",
+        "ap-northeast-2" => "600734575887",
+        "ap-southeast-1" => "114774131450",
+        "ap-southeast-2" => "783225319266",
+        "ap-northeast-1" => "582318560864",
+        "ca-central-1" => "985666609251",
+        "eu-central-1" => "054676820928",
+        "eu-west-1" => "156460612806",
+        "eu-west-2" => "652711504416",
+        "eu-south-1" => "635631232127",
+        "eu-west-3" => "009996457667",
+        "eu-north-1" => "897822967062",
+        "me-south-1" => "076674570225",
+        "sa-east-1" => "507241528517",
+        "us-gov-west-1" => "048591011584",
+        "us-gov-east-1" => "190560391635",
+        "cn-north-1" => "638102146993",
+        "cn-northwest-1" => "037604701340",
+        _ => return None,
+    })
+}
+
+/// Who writes ALB access logs in `cx`'s region, as a policy principal.
+fn elb_log_principal(cx: &Context) -> serde_json::Value {
+    match elb_log_account(&cx.region) {
+        Some(account) => serde_json::json!({
+            "AWS": format!("arn:{}:iam::{account}:root", cx.partition())
+        }),
+        None => serde_json::json!({ "Service": "logdelivery.elasticloadbalancing.amazonaws.com" }),
+    }
+}
+
+/// The TLS-only policy plus ELB's log delivery, which may put objects under
+/// this account's log prefix and nothing else.
+pub fn alb_logs_policy(cx: &Context, name: &str) -> String {
+    let mut policy: serde_json::Value =
+        serde_json::from_str(&tls_only_policy(cx, name)).expect("our own JSON");
+    let logs = format!(
+        "{}/{ALB_LOG_PREFIX}/AWSLogs/{}/*",
+        bucket_arn(cx, name),
+        cx.account_id
+    );
+    if let Some(statements) = policy["Statement"].as_array_mut() {
+        statements.push(serde_json::json!({
+            "Sid": "ElbAccessLogDelivery",
+            "Effect": "Allow",
+            "Principal": elb_log_principal(cx),
+            "Action": "s3:PutObject",
+            "Resource": logs
+        }));
+    }
+    policy.to_string()
+}
+
+fn lifecycle_rule(expire_after_days: i32) -> Result<LifecycleRule, AwsError> {
     const OP: &str = "s3:PutBucketLifecycleConfiguration";
     built(
         OP,
@@ -153,7 +289,7 @@ fn lifecycle_rule() -> Result<LifecycleRule, AwsError> {
             )
             .expiration(
                 LifecycleExpiration::builder()
-                    .days(EXPIRE_AFTER_DAYS)
+                    .days(expire_after_days)
                     .build(),
             )
             .noncurrent_version_expiration(
@@ -175,7 +311,7 @@ fn lifecycle_rule() -> Result<LifecycleRule, AwsError> {
 // Rules written by older tools carry the legacy top-level Prefix, which the
 // SDK marks deprecated but AWS still returns.
 #[allow(deprecated)]
-fn lifecycle_in_sync(rules: &[LifecycleRule]) -> bool {
+fn lifecycle_in_sync(rules: &[LifecycleRule], expire_after_days: i32) -> bool {
     let [rule] = rules else {
         return false;
     };
@@ -196,7 +332,7 @@ fn lifecycle_in_sync(rules: &[LifecycleRule]) -> bool {
             && t.storage_class() == Some(&TransitionStorageClass::Glacier)
     );
     let expiration_ok = rule.expiration().is_some_and(|e| {
-        e.days() == Some(EXPIRE_AFTER_DAYS)
+        e.days() == Some(expire_after_days)
             && e.date().is_none()
             && e.expired_object_delete_marker() != Some(true)
     });
@@ -440,6 +576,17 @@ fn encryption_in_sync(rule: Option<&ServerSideEncryptionRule>, key_arn: &str) ->
     })
 }
 
+/// SSE-S3 (AES256), with no KMS key.
+fn sse_s3_in_sync(rule: Option<&ServerSideEncryptionRule>) -> bool {
+    rule.is_some_and(|r| {
+        r.apply_server_side_encryption_by_default()
+            .is_some_and(|d| {
+                d.sse_algorithm() == &ServerSideEncryption::Aes256
+                    && d.kms_master_key_id().is_none()
+            })
+    })
+}
+
 fn public_access_blocked(config: Option<&PublicAccessBlockConfiguration>) -> bool {
     config.is_some_and(|c| {
         c.block_public_acls() == Some(true)
@@ -539,7 +686,7 @@ async fn delete_batch(
 }
 
 #[async_trait]
-impl Resource for AuditBucket {
+impl Resource for Bucket {
     type Found = FoundBucket;
     type Fix = Fix;
 
@@ -548,7 +695,7 @@ impl Resource for AuditBucket {
     }
 
     async fn find(&self, cx: &Context, step: &StepCx<'_>) -> Result<Vec<FoundBucket>, AwsError> {
-        let name = cx.names.audit_bucket();
+        let name = self.name(cx);
         let recorded = step.previous_resource("bucket") == Some(name.as_str());
         Ok(lookup(cx, &name, recorded).await?.into_iter().collect())
     }
@@ -560,8 +707,8 @@ impl Resource for AuditBucket {
     async fn create(&self, cx: &Context, step: &StepCx<'_>) -> Result<FoundBucket, AwsError> {
         const OP: &str = "s3:CreateBucket";
         // Fail before creating anything if the key is not there to encrypt with.
-        step.output(KEY_INPUT.0, KEY_INPUT.1)?;
-        let name = cx.names.audit_bucket();
+        self.key_arn(step)?;
+        let name = self.name(cx);
         // us-east-1 is S3's default and refuses to be named as a constraint.
         let constraint =
             (cx.region != "us-east-1").then(|| BucketLocationConstraint::from(cx.region.as_str()));
@@ -623,7 +770,7 @@ impl Resource for AuditBucket {
         step: &StepCx<'_>,
         bucket: &FoundBucket,
     ) -> Result<Vec<Fix>, AwsError> {
-        let key_arn = step.output(KEY_INPUT.0, KEY_INPUT.1)?;
+        let key_arn = self.key_arn(step)?;
         let mut fixes = Vec::new();
         let added = cx.tagger.missing(step.id().as_str(), &bucket.tags);
         if !added.is_empty() {
@@ -638,20 +785,26 @@ impl Resource for AuditBucket {
         if s.versioning != Some(BucketVersioningStatus::Enabled) {
             fixes.push(Fix::Versioning);
         }
-        if !encryption_in_sync(s.encryption.as_ref(), key_arn) {
+        let encrypted = match key_arn {
+            Some(key) => encryption_in_sync(s.encryption.as_ref(), key),
+            None => sse_s3_in_sync(s.encryption.as_ref()),
+        };
+        if !encrypted {
             fixes.push(Fix::Encryption {
-                key_arn: key_arn.to_owned(),
+                key_arn: key_arn.map(str::to_owned),
             });
         }
         if !public_access_blocked(s.public_access.as_ref()) {
             fixes.push(Fix::PublicAccessBlock);
         }
-        let want = tls_only_policy(cx, &bucket.name);
+        let want = self.policy(cx, &bucket.name);
         if !s.policy.as_deref().is_some_and(|p| policy::same(p, &want)) {
             fixes.push(Fix::Policy);
         }
-        if !lifecycle_in_sync(&s.lifecycle) {
-            fixes.push(Fix::Lifecycle);
+        if !lifecycle_in_sync(&s.lifecycle, self.expire_after_days()) {
+            fixes.push(Fix::Lifecycle {
+                expire_after_days: self.expire_after_days(),
+            });
         }
         Ok(fixes)
     }
@@ -716,18 +869,23 @@ impl Resource for AuditBucket {
             }
             Fix::Encryption { key_arn } => {
                 const OP: &str = "s3:PutBucketEncryption";
+                let algorithm = if key_arn.is_some() {
+                    ServerSideEncryption::AwsKms
+                } else {
+                    ServerSideEncryption::Aes256
+                };
                 let default = built(
                     OP,
                     ServerSideEncryptionByDefault::builder()
-                        .sse_algorithm(ServerSideEncryption::AwsKms)
-                        .kms_master_key_id(key_arn)
+                        .sse_algorithm(algorithm)
+                        .set_kms_master_key_id(key_arn.clone())
                         .build(),
                 )?;
                 // The bucket key cuts KMS requests (and their cost and
                 // throttling) by caching a data key per bucket.
                 let rule = ServerSideEncryptionRule::builder()
                     .apply_server_side_encryption_by_default(default)
-                    .bucket_key_enabled(true)
+                    .set_bucket_key_enabled(key_arn.is_some().then_some(true))
                     .build();
                 let config = built(
                     OP,
@@ -763,17 +921,17 @@ impl Resource for AuditBucket {
                 s3.put_bucket_policy()
                     .bucket(name)
                     .expected_bucket_owner(owner)
-                    .policy(tls_only_policy(cx, name))
+                    .policy(self.policy(cx, name))
                     .send()
                     .await
                     .op("s3:PutBucketPolicy")?;
             }
-            Fix::Lifecycle => {
+            Fix::Lifecycle { expire_after_days } => {
                 const OP: &str = "s3:PutBucketLifecycleConfiguration";
                 let config = built(
                     OP,
                     BucketLifecycleConfiguration::builder()
-                        .rules(lifecycle_rule()?)
+                        .rules(lifecycle_rule(expire_after_days)?)
                         .build(),
                 )?;
                 s3.put_bucket_lifecycle_configuration()
@@ -789,10 +947,14 @@ impl Resource for AuditBucket {
     }
 
     fn record(&self, cx: &Context, bucket: &FoundBucket) -> Record {
+        let prefix = match self.purpose {
+            Purpose::Audit => "Audit",
+            Purpose::AlbLogs => "AlbLogs",
+        };
         Record::default()
             .resource("bucket", &bucket.name)
-            .output("AuditBucketName", &bucket.name)
-            .output("AuditBucketArn", bucket_arn(cx, &bucket.name))
+            .output(format!("{prefix}BucketName"), &bucket.name)
+            .output(format!("{prefix}BucketArn"), bucket_arn(cx, &bucket.name))
     }
 
     async fn delete(
@@ -941,7 +1103,7 @@ mod tests {
 
     fn good_lifecycle() -> GetBucketLifecycleConfigurationOutput {
         GetBucketLifecycleConfigurationOutput::builder()
-            .rules(lifecycle_rule().unwrap())
+            .rules(lifecycle_rule(EXPIRE_AFTER_DAYS).unwrap())
             .build()
     }
 
@@ -1119,7 +1281,7 @@ mod tests {
         let put_lifecycle = mock!(Client::put_bucket_lifecycle_configuration)
             .match_requests(|r| {
                 r.lifecycle_configuration()
-                    .is_some_and(|c| lifecycle_in_sync(c.rules()))
+                    .is_some_and(|c| lifecycle_in_sync(c.rules(), EXPIRE_AFTER_DAYS))
             })
             .then_output(|| {
                 aws_sdk_s3::operation::put_bucket_lifecycle_configuration::PutBucketLifecycleConfigurationOutput::builder().build()
@@ -1142,7 +1304,7 @@ mod tests {
             &put_policy,
             &put_lifecycle,
         ]);
-        let applied = testing::ensure(&cx, STEP, AuditBucket, &inputs())
+        let applied = testing::ensure(&cx, STEP, Bucket::audit(), &inputs())
             .await
             .unwrap();
         assert_eq!(applied.change, Change::Created);
@@ -1189,7 +1351,7 @@ mod tests {
             inputs().into_iter().map(|(k, r)| (k.into(), r)).collect(),
             &events,
         );
-        let found = AuditBucket.create(&cx, &step).await.unwrap();
+        let found = Bucket::audit().create(&cx, &step).await.unwrap();
         assert_eq!(found.name, "payops-pr1-audit-123456789012-eu-west-2");
         assert_eq!(create.num_calls(), 1);
         assert_eq!(
@@ -1207,7 +1369,7 @@ mod tests {
         rules.extend(settings.iter());
         // No rule for any Put/Create/Delete: such a call would fail the test.
         let cx = cx_with(&rules);
-        let applied = testing::ensure(&cx, STEP, AuditBucket, &inputs())
+        let applied = testing::ensure(&cx, STEP, Bucket::audit(), &inputs())
             .await
             .unwrap();
         assert_eq!(applied.change, Change::Unchanged);
@@ -1221,14 +1383,16 @@ mod tests {
         let tags = mock!(Client::get_bucket_tagging)
             .then_error(|| GetBucketTaggingError::generic(testing::error_meta("NoSuchTagSet")));
         let cx = cx_with(&[&head, &tags]);
-        let err = testing::ensure(&cx, STEP, AuditBucket, &inputs())
+        let err = testing::ensure(&cx, STEP, Bucket::audit(), &inputs())
             .await
             .unwrap_err()
             .to_string();
         assert!(err.contains("not tagged as this env's"), "{err}");
         assert!(err.contains(NAME), "{err}");
         // And `down` must not delete it: no delete rules, the error is reported.
-        let err = testing::destroy(&cx, STEP, AuditBucket).await.unwrap_err();
+        let err = testing::destroy(&cx, STEP, Bucket::audit())
+            .await
+            .unwrap_err();
         assert!(
             err.to_string().contains("no payops ownership tags"),
             "{err}"
@@ -1244,12 +1408,12 @@ mod tests {
             )
         });
         let cx = cx_with(&[&head]);
-        let err = testing::ensure(&cx, STEP, AuditBucket, &inputs())
+        let err = testing::ensure(&cx, STEP, Bucket::audit(), &inputs())
             .await
             .unwrap_err()
             .to_string();
         assert!(err.contains("another AWS account owns it"), "{err}");
-        assert!(testing::destroy(&cx, STEP, AuditBucket).await.is_err());
+        assert!(testing::destroy(&cx, STEP, Bucket::audit()).await.is_err());
     }
 
     #[tokio::test]
@@ -1258,7 +1422,7 @@ mod tests {
         let create = mock!(Client::create_bucket)
             .then_error(|| CreateBucketError::generic(testing::error_meta("BucketAlreadyExists")));
         let cx = cx_with(&[&head, &create]);
-        let err = testing::ensure(&cx, STEP, AuditBucket, &inputs())
+        let err = testing::ensure(&cx, STEP, Bucket::audit(), &inputs())
             .await
             .unwrap_err()
             .to_string();
@@ -1281,7 +1445,7 @@ mod tests {
         foreign.insert(tags::ENV.into(), "pr2".into());
         let tags = tagged(foreign);
         let cx = cx_with(&[&head, &create, &tags]);
-        let err = testing::ensure(&cx, STEP, AuditBucket, &inputs())
+        let err = testing::ensure(&cx, STEP, Bucket::audit(), &inputs())
             .await
             .unwrap_err()
             .to_string();
@@ -1307,7 +1471,7 @@ mod tests {
         let mut rules: Vec<&Rule> = vec![&head, &tags, &suspended];
         rules.extend(settings.iter());
         let cx = cx_with(&rules);
-        let observed = testing::observe(&cx, STEP, AuditBucket, &inputs())
+        let observed = testing::observe(&cx, STEP, Bucket::audit(), &inputs())
             .await
             .unwrap();
         let Observation::Present { drift, .. } = observed else {
@@ -1335,7 +1499,7 @@ mod tests {
         rules.push(&put_tags);
         rules.push(&put_versioning);
         let cx = cx_with(&rules);
-        let applied = testing::ensure(&cx, STEP, AuditBucket, &inputs())
+        let applied = testing::ensure(&cx, STEP, Bucket::audit(), &inputs())
             .await
             .unwrap();
         assert_eq!(applied.change, Change::Updated);
@@ -1358,7 +1522,7 @@ mod tests {
         let mut rules: Vec<&Rule> = vec![&head, &tags, &loose, &put_policy];
         rules.extend(settings.iter());
         let cx = cx_with(&rules);
-        let applied = testing::ensure(&cx, STEP, AuditBucket, &inputs())
+        let applied = testing::ensure(&cx, STEP, Bucket::audit(), &inputs())
             .await
             .unwrap();
         assert_eq!(applied.notes, ["set the TLS-only bucket policy"]);
@@ -1403,21 +1567,27 @@ mod tests {
 
     #[test]
     fn lifecycle_is_seven_years_with_glacier_and_noncurrent_expiry() {
-        let rule = lifecycle_rule().unwrap();
+        let rule = lifecycle_rule(EXPIRE_AFTER_DAYS).unwrap();
         assert_eq!(rule.expiration().unwrap().days(), Some(7 * 365));
-        assert!(lifecycle_in_sync(std::slice::from_ref(&rule)));
+        assert!(lifecycle_in_sync(
+            std::slice::from_ref(&rule),
+            EXPIRE_AFTER_DAYS
+        ));
         // A second rule, a shorter expiry or a prefix filter are all drift.
-        assert!(!lifecycle_in_sync(&[rule.clone(), rule.clone()]));
+        assert!(!lifecycle_in_sync(
+            &[rule.clone(), rule.clone()],
+            EXPIRE_AFTER_DAYS
+        ));
         let mut shorter = rule.clone();
         shorter.expiration = Some(LifecycleExpiration::builder().days(30).build());
-        assert!(!lifecycle_in_sync(&[shorter]));
+        assert!(!lifecycle_in_sync(&[shorter], EXPIRE_AFTER_DAYS));
         let mut prefixed = rule.clone();
         prefixed.filter = Some(LifecycleRuleFilter::builder().prefix("logs/").build());
-        assert!(!lifecycle_in_sync(&[prefixed]));
+        assert!(!lifecycle_in_sync(&[prefixed], EXPIRE_AFTER_DAYS));
         let mut disabled = rule;
         disabled.status = ExpirationStatus::Disabled;
-        assert!(!lifecycle_in_sync(&[disabled]));
-        assert!(!lifecycle_in_sync(&[]));
+        assert!(!lifecycle_in_sync(&[disabled], EXPIRE_AFTER_DAYS));
+        assert!(!lifecycle_in_sync(&[], EXPIRE_AFTER_DAYS));
     }
 
     fn versions(prefix: &str, n: usize) -> Vec<ObjectVersion> {
@@ -1500,7 +1670,7 @@ mod tests {
             &delete_rest,
             &delete_bucket,
         ]);
-        let removed = testing::destroy(&cx, STEP, AuditBucket).await.unwrap();
+        let removed = testing::destroy(&cx, STEP, Bucket::audit()).await.unwrap();
         let Removed::Deleted { notes } = removed else {
             panic!("expected deleted");
         };
@@ -1532,7 +1702,7 @@ mod tests {
             .output(|| DeleteBucketOutput::builder().build())
             .build();
         let cx = cx_with(&[&head, &tags, &list, &delete_objects, &delete_bucket]);
-        let removed = testing::destroy(&cx, STEP, AuditBucket).await.unwrap();
+        let removed = testing::destroy(&cx, STEP, Bucket::audit()).await.unwrap();
         assert!(matches!(removed, Removed::Deleted { .. }));
         assert_eq!(list.num_calls(), 2);
         assert_eq!(delete_objects.num_calls(), 1);
@@ -1548,7 +1718,7 @@ mod tests {
         let delete_bucket = mock!(Client::delete_bucket)
             .then_error(|| DeleteBucketError::generic(testing::error_meta("BucketNotEmpty")));
         let cx = cx_with(&[&head, &tags, &list, &delete_bucket]);
-        let err = testing::destroy(&cx, STEP, AuditBucket)
+        let err = testing::destroy(&cx, STEP, Bucket::audit())
             .await
             .unwrap_err()
             .to_string();
@@ -1598,7 +1768,7 @@ mod tests {
             &delete_policy,
             &delete_bucket,
         ]);
-        let removed = testing::destroy(&cx, STEP, AuditBucket).await.unwrap();
+        let removed = testing::destroy(&cx, STEP, Bucket::audit()).await.unwrap();
         let Removed::Deleted { notes } = removed else {
             panic!("expected deleted");
         };
@@ -1624,7 +1794,9 @@ mod tests {
         let delete_policy = mock!(Client::delete_bucket_policy)
             .then_output(|| DeleteBucketPolicyOutput::builder().build());
         let cx = cx_with(&[&head, &tags, &list, &delete_policy]);
-        let err = testing::destroy(&cx, STEP, AuditBucket).await.unwrap_err();
+        let err = testing::destroy(&cx, STEP, Bucket::audit())
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("AccessDenied"), "{err}");
         assert_eq!(delete_policy.num_calls(), 1);
         assert_eq!(list.num_calls(), 2);
@@ -1634,7 +1806,7 @@ mod tests {
     async fn destroy_of_a_missing_bucket_is_success() {
         let head = head_missing();
         let cx = cx_with(&[&head]);
-        let removed = testing::destroy(&cx, STEP, AuditBucket).await.unwrap();
+        let removed = testing::destroy(&cx, STEP, Bucket::audit()).await.unwrap();
         assert_eq!(removed, Removed::AlreadyAbsent);
     }
 
@@ -1647,8 +1819,75 @@ mod tests {
         let delete_bucket = mock!(Client::delete_bucket)
             .then_error(|| DeleteBucketError::generic(testing::error_meta("NoSuchBucket")));
         let cx = cx_with(&[&head, &tags, &list, &delete_bucket]);
-        let removed = testing::destroy(&cx, STEP, AuditBucket).await.unwrap();
+        let removed = testing::destroy(&cx, STEP, Bucket::audit()).await.unwrap();
         assert!(matches!(removed, Removed::Deleted { .. }));
         assert_eq!(delete_bucket.num_calls(), 1);
+    }
+
+    #[test]
+    fn alb_log_delivery_may_write_only_under_this_accounts_log_prefix() {
+        let cx = testing::context(testing::clients());
+        let policy: serde_json::Value =
+            serde_json::from_str(&alb_logs_policy(&cx, "logs-bucket")).unwrap();
+        let statements = policy["Statement"].as_array().unwrap();
+        assert_eq!(statements.len(), 2);
+        // Still TLS-only for everyone.
+        assert_eq!(statements[0]["Sid"], "DenyInsecureTransport");
+        let delivery = &statements[1];
+        assert_eq!(delivery["Effect"], "Allow");
+        assert_eq!(
+            delivery["Principal"]["AWS"], "arn:aws:iam::127311923021:root",
+            "us-east-1's ELB log account"
+        );
+        assert_eq!(delivery["Action"], "s3:PutObject");
+        assert_eq!(
+            delivery["Resource"],
+            "arn:aws:s3:::logs-bucket/alb/AWSLogs/123456789012/*"
+        );
+    }
+
+    #[test]
+    fn regions_newer_than_the_elb_account_list_use_the_log_delivery_service() {
+        let env = EnvName::parse("pr1").unwrap();
+        let cx = Context::new(
+            Names::new(env.clone(), testing::ACCOUNT, "ap-southeast-5"),
+            Tagger::new(env, "payments", testing::NOW),
+            crate::spec::EnvSpec::default(),
+            testing::clients(),
+            testing::ACCOUNT,
+            "ap-southeast-5",
+        );
+        let policy: serde_json::Value = serde_json::from_str(&alb_logs_policy(&cx, "b")).unwrap();
+        assert_eq!(
+            policy["Statement"][1]["Principal"]["Service"],
+            "logdelivery.elasticloadbalancing.amazonaws.com"
+        );
+        assert_eq!(elb_log_account("eu-west-1"), Some("156460612806"));
+    }
+
+    #[test]
+    fn access_log_buckets_must_use_s3_managed_keys() {
+        let s3_managed = ServerSideEncryptionRule::builder()
+            .apply_server_side_encryption_by_default(
+                ServerSideEncryptionByDefault::builder()
+                    .sse_algorithm(ServerSideEncryption::Aes256)
+                    .build()
+                    .unwrap(),
+            )
+            .build();
+        assert!(sse_s3_in_sync(Some(&s3_managed)));
+        let kms = ServerSideEncryptionRule::builder()
+            .apply_server_side_encryption_by_default(
+                ServerSideEncryptionByDefault::builder()
+                    .sse_algorithm(ServerSideEncryption::AwsKms)
+                    .kms_master_key_id(KEY)
+                    .build()
+                    .unwrap(),
+            )
+            .build();
+        // ELB's log delivery cannot write to an SSE-KMS bucket.
+        assert!(!sse_s3_in_sync(Some(&kms)));
+        assert!(!sse_s3_in_sync(None));
+        assert_eq!(Bucket::alb_logs().expire_after_days(), 400);
     }
 }

@@ -30,6 +30,11 @@ pub fn clients() -> Clients {
         sns: mock_client!(aws_sdk_sns, RuleMode::MatchAny, none),
         ssm: mock_client!(aws_sdk_ssm, RuleMode::MatchAny, none),
         tagging: mock_client!(aws_sdk_resourcegroupstagging, RuleMode::MatchAny, none),
+        lambda: mock_client!(aws_sdk_lambda, RuleMode::MatchAny, none),
+        elb: mock_client!(aws_sdk_elasticloadbalancingv2, RuleMode::MatchAny, none),
+        apigateway: mock_client!(aws_sdk_apigateway, RuleMode::MatchAny, none),
+        acm: mock_client!(aws_sdk_acm, RuleMode::MatchAny, none),
+        cloudwatch: mock_client!(aws_sdk_cloudwatch, RuleMode::MatchAny, none),
     }
 }
 

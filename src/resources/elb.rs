@@ -1,0 +1,82 @@
+//! Helpers the Elastic Load Balancing resources share: finding load balancers
+//! and target groups by their deterministic names, and their tags.
+
+use aws_sdk_elasticloadbalancingv2::types::{LoadBalancer, Tag, TargetGroup};
+
+use crate::aws::{AwsError, OpResult, absent_on};
+use crate::tags::{self, TagMap};
+
+use super::context::Context;
+
+/// Tags as ELB takes them.
+pub fn tag_list(tags: &TagMap) -> Vec<Tag> {
+    tags.iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect()
+}
+
+/// The tags of one load balancer, target group or listener.
+pub async fn tags_of(cx: &Context, arn: &str) -> Result<TagMap, AwsError> {
+    let out = cx
+        .clients
+        .elb
+        .describe_tags()
+        .resource_arns(arn)
+        .send()
+        .await
+        .op("elbv2:DescribeTags")?;
+    Ok(out
+        .tag_descriptions()
+        .iter()
+        .filter(|d| d.resource_arn() == Some(arn))
+        .flat_map(|d| tags::to_map(d.tags(), |t| (t.key(), t.value())))
+        .collect())
+}
+
+pub async fn add_tags(cx: &Context, arn: &str, tags: &TagMap) -> Result<(), AwsError> {
+    cx.clients
+        .elb
+        .add_tags()
+        .resource_arns(arn)
+        .set_tags(Some(tag_list(tags)))
+        .send()
+        .await
+        .op("elbv2:AddTags")?;
+    Ok(())
+}
+
+/// The load balancer named `name`, if any (ownership not checked).
+pub async fn load_balancer(cx: &Context, name: &str) -> Result<Option<LoadBalancer>, AwsError> {
+    let out = cx
+        .clients
+        .elb
+        .describe_load_balancers()
+        .names(name)
+        .send()
+        .await
+        .op("elbv2:DescribeLoadBalancers");
+    Ok(absent_on(out, &["LoadBalancerNotFound"])?.and_then(|o| {
+        o.load_balancers()
+            .iter()
+            .find(|lb| lb.load_balancer_name() == Some(name))
+            .cloned()
+    }))
+}
+
+/// The target group named `name`, if any (ownership not checked).
+pub async fn target_group(cx: &Context, name: &str) -> Result<Option<TargetGroup>, AwsError> {
+    let out = cx
+        .clients
+        .elb
+        .describe_target_groups()
+        .names(name)
+        .send()
+        .await
+        .op("elbv2:DescribeTargetGroups");
+    Ok(absent_on(out, &["TargetGroupNotFound"])?.and_then(|o| {
+        o.target_groups()
+            .iter()
+            .find(|tg| tg.target_group_name() == Some(name))
+            .cloned()
+    }))
+}

@@ -1,0 +1,322 @@
+//! Blue/green traffic: the weights of the internal ALB's HTTPS listener
+//! between the blue and green target groups, and the version each alias of
+//! transaction processing serves.
+//!
+//! The weights belong to the operator once the listener exists: `up` creates
+//! it at blue 100 / green 0 and never changes them again; `payops shift` moves
+//! them (and `status` shows them).
+
+use std::fmt;
+
+use aws_sdk_elasticloadbalancingv2::types::{
+    Action, ActionTypeEnum, ForwardActionConfig, TargetGroupStickinessConfig, TargetGroupTuple,
+};
+use serde::Serialize;
+
+use crate::aws::{AwsError, OpResult, absent_on};
+
+use super::context::Context;
+use super::elb;
+use super::lambda_function::{BLUE, Function, GREEN};
+
+/// The HTTPS port the ALB listens on (and the NLB forwards).
+pub const HTTPS_PORT: i32 = 443;
+
+/// Listener weights (ALB takes 0-999 per target group; payops writes
+/// percentages, an operator may have written anything).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Weights {
+    pub blue: u32,
+    pub green: u32,
+}
+
+impl Weights {
+    pub const DEFAULT: Weights = Weights {
+        blue: 100,
+        green: 0,
+    };
+
+    /// `green` percent to green, the rest to blue.
+    pub fn with_green(green: u32) -> Self {
+        let green = green.min(100);
+        Self {
+            blue: 100 - green,
+            green,
+        }
+    }
+
+    /// Green's share of the traffic, rounded to a whole percent.
+    pub fn green_percent(self) -> u32 {
+        let total = self.blue + self.green;
+        (self.green * 100 + total / 2)
+            .checked_div(total)
+            .unwrap_or(0)
+    }
+
+    pub fn blue_percent(self) -> u32 {
+        if self.blue + self.green == 0 {
+            0
+        } else {
+            100 - self.green_percent()
+        }
+    }
+}
+
+impl fmt::Display for Weights {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "blue {}% / green {}%",
+            self.blue_percent(),
+            self.green_percent()
+        )
+    }
+}
+
+/// Everything `shift` and `status` need to know about the env's traffic.
+#[derive(Clone, Debug, Serialize)]
+pub struct Traffic {
+    pub listener_arn: String,
+    pub blue_target_group: String,
+    pub green_target_group: String,
+    pub weights: Weights,
+    pub blue_version: Option<String>,
+    pub green_version: Option<String>,
+}
+
+impl fmt::Display for Traffic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v = |v: &Option<String>| {
+            v.as_deref()
+                .map(|v| format!(" (version {v})"))
+                .unwrap_or_default()
+        };
+        write!(
+            f,
+            "blue {}%{} / green {}%{}",
+            self.weights.blue_percent(),
+            v(&self.blue_version),
+            self.weights.green_percent(),
+            v(&self.green_version)
+        )
+    }
+}
+
+/// The forward action of the listener: every request to one of the two
+/// target groups by weight, no stickiness (a shift takes effect at once).
+pub fn forward(blue_tg: &str, green_tg: &str, w: Weights) -> Action {
+    let weight = |n: u32| i32::try_from(n).unwrap_or(999);
+    Action::builder()
+        .r#type(ActionTypeEnum::Forward)
+        .forward_config(
+            ForwardActionConfig::builder()
+                .target_groups(
+                    TargetGroupTuple::builder()
+                        .target_group_arn(blue_tg)
+                        .weight(weight(w.blue))
+                        .build(),
+                )
+                .target_groups(
+                    TargetGroupTuple::builder()
+                        .target_group_arn(green_tg)
+                        .weight(weight(w.green))
+                        .build(),
+                )
+                .target_group_stickiness_config(
+                    TargetGroupStickinessConfig::builder()
+                        .enabled(false)
+                        .build(),
+                )
+                .build(),
+        )
+        .build()
+}
+
+/// The weights of `blue_tg` and `green_tg` in a listener's default actions,
+/// if it forwards to exactly those two.
+pub fn weights_in(actions: &[Action], blue_tg: &str, green_tg: &str) -> Option<Weights> {
+    let [action] = actions else {
+        return None;
+    };
+    if action.r#type() != Some(&ActionTypeEnum::Forward) {
+        return None;
+    }
+    let groups = action.forward_config()?.target_groups();
+    let weight_of = |arn: &str| {
+        groups
+            .iter()
+            .find(|g| g.target_group_arn() == Some(arn))
+            .map(|g| u32::try_from(g.weight().unwrap_or(1)).unwrap_or(0))
+    };
+    if groups.len() != 2 {
+        return None;
+    }
+    Some(Weights {
+        blue: weight_of(blue_tg)?,
+        green: weight_of(green_tg)?,
+    })
+}
+
+/// The listener, target groups and weights, or None while the env has no
+/// such listener (or it is not ours).
+async fn listener(cx: &Context) -> Result<Option<(String, String, String, Weights)>, AwsError> {
+    let Some(alb) = elb::load_balancer(cx, &cx.names.load_balancer("alb")).await? else {
+        return Ok(None);
+    };
+    let Some(alb_arn) = alb.load_balancer_arn() else {
+        return Ok(None);
+    };
+    if !cx.is_ours(&elb::tags_of(cx, alb_arn).await?) {
+        return Ok(None);
+    }
+    let blue = elb::target_group(cx, &cx.names.target_group(BLUE)).await?;
+    let green = elb::target_group(cx, &cx.names.target_group(GREEN)).await?;
+    let (Some(blue), Some(green)) = (
+        blue.and_then(|t| t.target_group_arn().map(str::to_owned)),
+        green.and_then(|t| t.target_group_arn().map(str::to_owned)),
+    ) else {
+        return Ok(None);
+    };
+    let out = cx
+        .clients
+        .elb
+        .describe_listeners()
+        .load_balancer_arn(alb_arn)
+        .send()
+        .await
+        .op("elbv2:DescribeListeners");
+    let Some(out) = absent_on(out, &["LoadBalancerNotFound", "ListenerNotFound"])? else {
+        return Ok(None);
+    };
+    for l in out.listeners() {
+        if l.port() != Some(HTTPS_PORT) {
+            continue;
+        }
+        if let (Some(arn), Some(w)) = (
+            l.listener_arn(),
+            weights_in(l.default_actions(), &blue, &green),
+        ) {
+            return Ok(Some((arn.to_owned(), blue, green, w)));
+        }
+    }
+    Ok(None)
+}
+
+/// The current weights, or None while the listener does not exist.
+pub async fn weights(cx: &Context) -> Result<Option<Weights>, AwsError> {
+    Ok(listener(cx).await?.map(|(_, _, _, w)| w))
+}
+
+/// The env's traffic as AWS has it now.
+pub async fn read(cx: &Context) -> Result<Option<Traffic>, AwsError> {
+    let Some((listener_arn, blue_target_group, green_target_group, weights)) = listener(cx).await?
+    else {
+        return Ok(None);
+    };
+    let function = Function::Transaction.name(cx);
+    let mut versions = Vec::new();
+    for alias in [BLUE, GREEN] {
+        let got = cx
+            .clients
+            .lambda
+            .get_alias()
+            .function_name(&function)
+            .name(alias)
+            .send()
+            .await
+            .op("lambda:GetAlias");
+        versions.push(
+            absent_on(got, &["ResourceNotFoundException"])?
+                .and_then(|a| a.function_version().map(str::to_owned)),
+        );
+    }
+    let green_version = versions.pop().flatten();
+    let blue_version = versions.pop().flatten();
+    Ok(Some(Traffic {
+        listener_arn,
+        blue_target_group,
+        green_target_group,
+        weights,
+        blue_version,
+        green_version,
+    }))
+}
+
+/// Sets the listener's weights.
+pub async fn set(cx: &Context, traffic: &mut Traffic, weights: Weights) -> Result<(), AwsError> {
+    cx.clients
+        .elb
+        .modify_listener()
+        .listener_arn(&traffic.listener_arn)
+        .default_actions(forward(
+            &traffic.blue_target_group,
+            &traffic.green_target_group,
+            weights,
+        ))
+        .send()
+        .await
+        .op("elbv2:ModifyListener")?;
+    traffic.weights = weights;
+    Ok(())
+}
+
+/// Points alias blue at the version green serves (the end of a release).
+pub async fn blue_takes_green_version(cx: &Context, traffic: &mut Traffic) -> Result<(), AwsError> {
+    let Some(version) = traffic.green_version.clone() else {
+        return Err(AwsError::Conflict(
+            "alias green of transaction processing does not exist: run `payops up` first".into(),
+        ));
+    };
+    cx.clients
+        .lambda
+        .update_alias()
+        .function_name(Function::Transaction.name(cx))
+        .name(BLUE)
+        .function_version(&version)
+        .send()
+        .await
+        .op("lambda:UpdateAlias")?;
+    traffic.blue_version = Some(version);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentages_round_and_handle_operator_weights() {
+        assert_eq!(Weights::DEFAULT.green_percent(), 0);
+        assert_eq!(
+            Weights::with_green(30),
+            Weights {
+                blue: 70,
+                green: 30
+            }
+        );
+        assert_eq!(Weights::with_green(130).green, 100);
+        let odd = Weights { blue: 1, green: 2 };
+        assert_eq!((odd.blue_percent(), odd.green_percent()), (33, 67));
+        let none = Weights { blue: 0, green: 0 };
+        assert_eq!((none.blue_percent(), none.green_percent()), (0, 0));
+        assert_eq!(Weights::with_green(10).to_string(), "blue 90% / green 10%");
+    }
+
+    #[test]
+    fn weights_are_read_only_from_a_forward_to_both_groups() {
+        let action = forward("tg-b", "tg-g", Weights::with_green(25));
+        assert_eq!(
+            weights_in(std::slice::from_ref(&action), "tg-b", "tg-g"),
+            Some(Weights {
+                blue: 75,
+                green: 25
+            })
+        );
+        // Another pair of groups, or two actions, is not our forward.
+        assert_eq!(
+            weights_in(std::slice::from_ref(&action), "tg-x", "tg-g"),
+            None
+        );
+        assert_eq!(weights_in(&[action.clone(), action], "tg-b", "tg-g"), None);
+    }
+}
