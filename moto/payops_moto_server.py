@@ -15,6 +15,10 @@ Fix 1 -- S3 bucket-policy conditions (moto 5.2.5 bug).
     whose condition uses any other key or operator is treated as not
     applicable (moto cannot evaluate it), so such a Deny does not apply here.
 
+Fix 3 -- Lambda LoggingConfig/TracingConfig and API Gateway connectionId.
+    Shared with the LocalStack extension (its Lambda is moto too): see
+    localstack/ext/payops_localstack_ext/moto_patches.py, loaded by path.
+
 Fix 2 -- S3 XML response roots (moto 5.2.5 bug).
     Responses moto builds with its generic serializer are wrapped in
     ``<OperationNameResponse>``; S3 names the root after the output shape
@@ -102,10 +106,26 @@ def _patch_s3_xml_roots() -> None:
     S3Serializer._serialized_result_to_response = serialized_result_to_response
 
 
+def _shared_moto_patches():
+    """The fixes both emulators need, from the LocalStack extension's module
+    (one copy; it imports only moto)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "localstack/ext/payops_localstack_ext/moto_patches.py"
+    spec = importlib.util.spec_from_file_location("payops_moto_patches", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def main() -> None:
     if os.environ.get("PAYOPS_MOTO_PATCHES", "1") != "0":
         _patch_s3_bucket_policy_conditions()
         _patch_s3_xml_roots()
+        shared = _shared_moto_patches()
+        shared.patch_lambda_logging_and_tracing()
+        shared.patch_apigateway_connection_id()
         print("payops: moto patches applied (PAYOPS_MOTO_PATCHES=0 to disable)", file=sys.stderr, flush=True)
     from moto.server import main as moto_main
 

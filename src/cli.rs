@@ -131,7 +131,25 @@ pub enum Command {
 
     /// Print the step graph: every step and why it depends on what it does
     Graph(GraphArgs),
+
+    /// Move payment traffic between the blue and green target groups of the env's ALB
+    #[command(after_help = SHIFT_HELP)]
+    Shift(ShiftArgs),
 }
+
+const SHIFT_HELP: &str = "\
+Green is the candidate: `up` deploys new transaction-processing code to alias green while
+green carries no traffic. Shifting moves the ALB listener's weights; `up` never changes them.
+
+Examples:
+  payops shift --env pr123 --green 10                        # 10% to green
+  payops shift --env pr123 --green 100 --step 10 --interval 60s
+  payops shift --env pr123 --promote --step 25 --interval 5m  # release: green becomes blue
+  payops shift --env pr123 --rollback                        # all traffic to blue, at once
+
+Before and during each step payops checks the env's CloudWatch alarms (named
+payops-<env>-... and tagged for the env); one in ALARM stops the shift and sends all
+traffic back to blue (exit 1).";
 
 fn parse_env(s: &str) -> Result<EnvName, String> {
     EnvName::parse(s).map_err(|e| match e {
@@ -205,6 +223,59 @@ pub struct UpArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(
+    clap::ArgGroup::new("target")
+        .required(true)
+        .args(["green", "promote", "rollback"])
+))]
+pub struct ShiftArgs {
+    #[command(flatten)]
+    pub env: EnvArgs,
+
+    /// Send PERCENT of the traffic to green and the rest to blue
+    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub green: Option<u32>,
+
+    /// All traffic to green, then point alias blue at green's version and send the traffic
+    /// back to blue: the release is done and green is free for the next one
+    #[arg(long)]
+    pub promote: bool,
+
+    /// All traffic to blue at once (no steps, no alarm check)
+    #[arg(long, conflicts_with_all = ["step", "interval"])]
+    pub rollback: bool,
+
+    /// Move N percentage points at a time
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub step: Option<u32>,
+
+    /// How long to watch the alarms after each step, e.g. 30s, 5m [default: 60s]
+    #[arg(long, value_name = "DURATION", requires = "step", value_parser = parse_interval)]
+    pub interval: Option<std::time::Duration>,
+}
+
+/// `90`, `90s`, `5m` or `1h`.
+fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration such as 30s, 5m or 1h"))?;
+    let seconds = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("{s:?}: the unit is s, m or h")),
+    };
+    if seconds == 0 || seconds > 24 * 3600 {
+        return Err(format!("{s:?}: between 1s and 24h"));
+    }
+    Ok(std::time::Duration::from_secs(seconds))
+}
+
+#[derive(Debug, Args)]
 pub struct GraphArgs {
     #[command(flatten)]
     pub shape: Shape,
@@ -217,6 +288,59 @@ pub struct GraphArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn intervals_take_seconds_minutes_or_hours() {
+        use std::time::Duration;
+        assert_eq!(parse_interval("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_interval("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_interval("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_interval("1h").unwrap(), Duration::from_secs(3600));
+        for bad in ["", "0s", "5d", "m", "25h"] {
+            assert!(parse_interval(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn shift_takes_exactly_one_target() {
+        use clap::Parser;
+        let ok = Cli::try_parse_from(["payops", "shift", "--env", "pr1", "--green", "10"]);
+        assert!(ok.is_ok());
+        for bad in [
+            vec!["payops", "shift", "--env", "pr1"],
+            vec![
+                "payops",
+                "shift",
+                "--env",
+                "pr1",
+                "--green",
+                "10",
+                "--promote",
+            ],
+            vec!["payops", "shift", "--env", "pr1", "--green", "101"],
+            vec![
+                "payops",
+                "shift",
+                "--env",
+                "pr1",
+                "--rollback",
+                "--step",
+                "10",
+            ],
+            vec![
+                "payops",
+                "shift",
+                "--env",
+                "pr1",
+                "--green",
+                "50",
+                "--interval",
+                "5m",
+            ],
+        ] {
+            assert!(Cli::try_parse_from(&bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn the_cli_definition_is_consistent() {

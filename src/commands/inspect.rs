@@ -10,6 +10,7 @@ use crate::aws::ApiCalls;
 use crate::cli::{EnvArgs, Shape, ShapeArgs};
 use crate::engine::{Operation, Outcome, WalkReport};
 use crate::resources;
+use crate::resources::traffic::{self, Traffic};
 use crate::settings::Settings;
 use crate::state::{LastRun, LocalStore};
 use crate::ui::Printer;
@@ -66,6 +67,9 @@ struct StatusDoc<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     last_run: Option<&'a LastRun>,
     steps: Vec<summary::StatusRow<'a>>,
+    /// Blue/green weights and versions, once the ALB listener exists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    traffic: Option<Traffic>,
     api_calls: ApiCalls,
 }
 
@@ -94,6 +98,14 @@ fn overall(walk: &WalkReport) -> &'static str {
 
 pub async fn status(settings: &Settings, printer: Printer, args: ShapeArgs) -> Result<ExitStatus> {
     let (opened, walk) = observe(settings, printer, &args.env, &args.shape).await?;
+    // The weights are the operator's (`payops shift`): shown, never drift.
+    let traffic = match traffic::read(&opened.cx).await {
+        Ok(t) => t,
+        Err(e) => {
+            printer.warn(&format!("could not read the blue/green traffic: {e}"));
+            None
+        }
+    };
     let doc = StatusDoc {
         env: args.env.env.as_str(),
         region: &opened.cx.region,
@@ -102,6 +114,7 @@ pub async fn status(settings: &Settings, printer: Printer, args: ShapeArgs) -> R
         counts: summary::counts(&walk.steps),
         last_run: opened.state.as_ref().and_then(|s| s.last_run.as_ref()),
         steps: summary::status_rows(&walk.steps),
+        traffic,
         api_calls: opened.counter.snapshot(),
     };
     if printer.json_mode() {
@@ -117,6 +130,9 @@ pub async fn status(settings: &Settings, printer: Printer, args: ShapeArgs) -> R
             doc.summary,
             counts.join(", ")
         ));
+        if let Some(traffic) = &doc.traffic {
+            text.push_str(&format!("traffic: {traffic}\n"));
+        }
         if let Some(run) = doc.last_run {
             text.push_str(&format!(
                 "last run: {} {} (started {}{})\n",

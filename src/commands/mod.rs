@@ -5,6 +5,7 @@ mod down;
 mod graph;
 mod inspect;
 mod run;
+mod shift;
 mod up;
 
 use std::process::ExitCode;
@@ -56,6 +57,7 @@ pub async fn run(cli: Cli) -> Result<ExitStatus> {
         Command::Plan(args) => inspect::plan(&settings, printer, args).await,
         Command::Outputs(args) => inspect::outputs(&settings, printer, args).await,
         Command::Graph(args) => graph::graph(&settings, printer, args),
+        Command::Shift(args) => shift::shift(&settings, printer, args).await,
     }
 }
 

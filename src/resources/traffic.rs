@@ -280,6 +280,85 @@ pub async fn blue_takes_green_version(cx: &Context, traffic: &mut Traffic) -> Re
     Ok(())
 }
 
+/// One of the env's CloudWatch alarms.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Alarm {
+    pub name: String,
+    pub firing: bool,
+}
+
+/// The env's alarms (errors, latency, ...): named `payops-<env>-...` like
+/// everything of the env, and tagged for it (the prefix alone would also
+/// match env `<env>-2`'s). Empty while the env has none.
+pub async fn alarms(cx: &Context) -> Result<Vec<Alarm>, AwsError> {
+    let pages: Vec<_> = cx
+        .clients
+        .cloudwatch
+        .describe_alarms()
+        .alarm_name_prefix(cx.names.resource(""))
+        .into_paginator()
+        .send()
+        .collect()
+        .await;
+    let mut alarms = Vec::new();
+    for page in pages {
+        let page = page.op("cloudwatch:DescribeAlarms")?;
+        let all = page
+            .metric_alarms()
+            .iter()
+            .map(|a| (a.alarm_name(), a.alarm_arn(), a.state_value()))
+            .chain(
+                page.composite_alarms()
+                    .iter()
+                    .map(|a| (a.alarm_name(), a.alarm_arn(), a.state_value())),
+            );
+        for (name, arn, state) in all {
+            let (Some(name), Some(arn)) = (name, arn) else {
+                continue;
+            };
+            let tags = cx
+                .clients
+                .cloudwatch
+                .list_tags_for_resource()
+                .resource_arn(arn)
+                .send()
+                .await
+                .op("cloudwatch:ListTagsForResource")?;
+            let tags = crate::tags::to_map(tags.tags(), |t| (t.key(), t.value()));
+            if cx.is_ours(&tags) {
+                alarms.push(Alarm {
+                    name: name.to_owned(),
+                    firing: state == Some(&aws_sdk_cloudwatch::types::StateValue::Alarm),
+                });
+            }
+        }
+    }
+    alarms.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(alarms)
+}
+
+/// The green percentages to go through, from `from` to `to`, `step` points
+/// at a time (all at once without a step).
+pub fn plan(from: u32, to: u32, step: Option<u32>) -> Vec<u32> {
+    let Some(step) = step.filter(|s| *s > 0) else {
+        return vec![to];
+    };
+    let mut out = Vec::new();
+    let mut at = from;
+    while at != to {
+        at = if to > at {
+            (at + step).min(to)
+        } else {
+            at.saturating_sub(step).max(to)
+        };
+        out.push(at);
+    }
+    if out.is_empty() {
+        out.push(to);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,6 +379,16 @@ mod tests {
         let none = Weights { blue: 0, green: 0 };
         assert_eq!((none.blue_percent(), none.green_percent()), (0, 0));
         assert_eq!(Weights::with_green(10).to_string(), "blue 90% / green 10%");
+    }
+
+    #[test]
+    fn shifts_go_in_steps_towards_the_target() {
+        assert_eq!(plan(0, 100, Some(25)), [25, 50, 75, 100]);
+        assert_eq!(plan(10, 35, Some(10)), [20, 30, 35]);
+        assert_eq!(plan(60, 0, Some(25)), [35, 10, 0]);
+        assert_eq!(plan(0, 40, None), [40]);
+        // Already there: one step that changes nothing.
+        assert_eq!(plan(40, 40, Some(10)), [40]);
     }
 
     #[test]

@@ -87,7 +87,10 @@ def lambda_():
     # once and Invoke returns a canned payload instead of running the code.
     from moto.core.config import default_user_config
 
+    from .moto_patches import patch_lambda_logging_and_tracing
+
     default_user_config.setdefault("lambda", {})["use_docker"] = False
+    patch_lambda_logging_and_tracing()
     return moto_service("lambda")
 
 
@@ -243,6 +246,56 @@ def logs():
 
     LOG.info("payops ext: serving logs from LocalStack's provider with the tagging fixes")
     return Service.for_provider(PayopsLogsProvider(), dispatch_table_factory=MotoFallbackDispatcher)
+
+
+@aws_provider(api="apigateway", name="payops")
+def apigateway():
+    """LocalStack's own API Gateway provider with VPC link tags kept.
+
+    In 4.14.0 CreateVpcLink drops its ``tags`` ("TODO add tag support"), so
+    GetVpcLink(s) answer without them and a tagged link cannot be told apart
+    from anyone else's. Ours stores them on the link (answered inline, as AWS
+    does) and in the provider's tag store (GetTags/TagResource).
+    """
+    from localstack.services.apigateway.helpers import get_apigateway_store
+    from localstack.services.apigateway.legacy.provider import to_vpc_link_response_json
+    from localstack.services.apigateway.next_gen.provider import ApigatewayNextGenProvider
+    from localstack.services.moto import MotoFallbackDispatcher
+    from localstack.utils.aws import arns
+
+    class PayopsApigatewayProvider(ApigatewayNextGenProvider):
+        def _link_arn(self, context, link_id):
+            return f"arn:{arns.get_partition(context.region)}:apigateway:{context.region}::/vpclinks/{link_id}"
+
+        def _with_tags(self, context, result):
+            store = get_apigateway_store(context=context)
+            tags = store.TAGS.get(self._link_arn(context, result["id"]))
+            if tags:
+                result["tags"] = dict(tags)
+            return result
+
+        def create_vpc_link(self, context, name, target_arns, description=None, tags=None, **kwargs):
+            result = super().create_vpc_link(context, name, target_arns, description=description, **kwargs)
+            if tags:
+                store = get_apigateway_store(context=context)
+                store.TAGS.setdefault(self._link_arn(context, result["id"]), {}).update(tags)
+                result["tags"] = dict(tags)
+            return result
+
+        def get_vpc_link(self, context, vpc_link_id, **kwargs):
+            return self._with_tags(context, super().get_vpc_link(context, vpc_link_id, **kwargs))
+
+        def get_vpc_links(self, context, position=None, limit=None, **kwargs):
+            store = get_apigateway_store(context=context)
+            items = [self._with_tags(context, to_vpc_link_response_json(v)) for v in store.vpc_links.values()]
+            return {"items": items}
+
+        def delete_vpc_link(self, context, vpc_link_id, **kwargs):
+            super().delete_vpc_link(context, vpc_link_id, **kwargs)
+            get_apigateway_store(context=context).TAGS.pop(self._link_arn(context, vpc_link_id), None)
+
+    LOG.info("payops ext: serving apigateway from LocalStack's provider with VPC link tags")
+    return Service.for_provider(PayopsApigatewayProvider(), dispatch_table_factory=MotoFallbackDispatcher)
 
 
 # Every API this package serves as moto passthrough; scripts/emulator and

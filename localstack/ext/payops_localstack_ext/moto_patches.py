@@ -1,0 +1,98 @@
+"""Fixes to moto's models, shared by both emulators.
+
+LocalStack serves Lambda from its bundled moto (moto-ext, through our
+``lambda:moto`` provider) and moto server is moto itself, so the same bugs
+show on both. This module imports only moto: ``payops_moto_server.py`` loads
+it by path, and the LocalStack extension imports it when its providers load.
+
+Lambda (moto 5.1/5.2):
+    ``LoggingConfig`` (log format and a custom log group, GA since 2023) is
+    dropped by CreateFunction and UpdateFunctionConfiguration and never
+    returned; UpdateFunctionConfiguration also ignores ``TracingConfig``.
+    payops creates each function's log group itself and points the function
+    at it, so without the fix every ``up`` would see the logging drift.
+
+API Gateway (moto 5.2 server only; LocalStack has its own provider):
+    PutIntegration drops ``connectionId``, so a VPC-link integration reads
+    back without its link.
+"""
+
+from __future__ import annotations
+
+import json
+
+
+def patch_lambda_logging_and_tracing() -> None:
+    from moto.awslambda.models import LambdaFunction
+
+    if getattr(LambdaFunction, "_payops_logging", False):
+        return
+    original_init = LambdaFunction.__init__
+    original_configuration = LambdaFunction.get_configuration
+    original_update = LambdaFunction.update_configuration
+
+    def logging_config(requested: dict | None, function_name: str) -> dict:
+        # What AWS answers: Text logs to /aws/lambda/<name> unless told otherwise;
+        # JSON logs carry the application and system log levels.
+        config = {"LogFormat": "Text", "LogGroup": f"/aws/lambda/{function_name}"}
+        config.update(requested or {})
+        if config["LogFormat"] == "JSON":
+            config.setdefault("ApplicationLogLevel", "INFO")
+            config.setdefault("SystemLogLevel", "INFO")
+        return config
+
+    def __init__(self, account_id, spec, region, version=1):
+        original_init(self, account_id, spec, region, version)
+        self.payops_logging_config = logging_config(spec.get("LoggingConfig"), self.function_name)
+
+    def get_configuration(self, on_create: bool = False):
+        config = original_configuration(self, on_create)
+        logging = getattr(self, "payops_logging_config", None)
+        if logging is not None:
+            config["LoggingConfig"] = logging
+        return config
+
+    def update_configuration(self, config_updates):
+        if "TracingConfig" in config_updates:
+            self.tracing_config = config_updates["TracingConfig"]
+        if "LoggingConfig" in config_updates:
+            self.payops_logging_config = logging_config(
+                config_updates["LoggingConfig"], self.function_name
+            )
+        return original_update(self, config_updates)
+
+    LambdaFunction.__init__ = __init__
+    LambdaFunction.get_configuration = get_configuration
+    LambdaFunction.update_configuration = update_configuration
+    LambdaFunction._payops_logging = True
+
+
+def patch_apigateway_connection_id() -> None:
+    from moto.apigateway.models import Integration
+    from moto.apigateway.responses import APIGatewayResponse
+
+    if getattr(Integration, "_payops_connection_id", False):
+        return
+    original_to_json = Integration.to_json
+    original_put = APIGatewayResponse.put_integration
+
+    def to_json(self):
+        out = original_to_json(self)
+        connection_id = getattr(self, "payops_connection_id", None)
+        if connection_id:
+            out["connectionId"] = connection_id
+        return out
+
+    def put_integration(self):
+        status, headers, body = original_put(self)
+        connection_id = self._get_param("connectionId")
+        if connection_id and status < 300:
+            parts = self.path.split("/")
+            integration = self.backend.get_integration(parts[2], parts[4], parts[6])
+            integration.payops_connection_id = connection_id
+            body = json.dumps(integration.to_json())
+        return status, headers, body
+
+    Integration.to_json = to_json
+    APIGatewayResponse.put_integration = put_integration
+    Integration._payops_connection_id = True
