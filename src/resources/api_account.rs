@@ -213,6 +213,77 @@ mod tests {
         assert_eq!(ensure_logging_role(&cx, &|_| {}).await.unwrap(), None);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn without_a_role_payops_creates_its_shared_one_and_waits_for_iam() {
+        use aws_sdk_apigateway::operation::update_account::{
+            UpdateAccountError, UpdateAccountOutput,
+        };
+        use aws_sdk_iam::operation::{
+            create_role::CreateRoleOutput, get_role::GetRoleError,
+            put_role_policy::PutRolePolicyOutput,
+        };
+        let account = mock!(aws_sdk_apigateway::Client::get_account)
+            .then_output(|| GetAccountOutput::builder().build());
+        let update = mock!(aws_sdk_apigateway::Client::update_account)
+            .match_requests(|r| {
+                r.patch_operations()[0].path() == Some("/cloudwatchRoleArn")
+                    && r.patch_operations()[0].value()
+                        == Some("arn:aws:iam::123456789012:role/payops-apigateway-cloudwatch")
+            })
+            .sequence()
+            .error(|| {
+                UpdateAccountError::generic(
+                    aws_smithy_types::error::ErrorMetadata::builder()
+                        .code("BadRequestException")
+                        .message(
+                            "The role ARN does not have required permissions set to API Gateway",
+                        )
+                        .build(),
+                )
+            })
+            .output(|| UpdateAccountOutput::builder().build())
+            .build();
+        let missing = mock!(aws_sdk_iam::Client::get_role)
+            .then_error(|| GetRoleError::generic(testing::error_meta("NoSuchEntity")));
+        let create = mock!(aws_sdk_iam::Client::create_role)
+            .match_requests(|r| {
+                r.role_name() == Some(ROLE_NAME)
+                    && r.tags().iter().any(|t| t.key() == tags::MANAGED_BY)
+                    // Shared by every env: it carries no env tag, so no env's
+                    // `down` or sweep takes it.
+                    && !r.tags().iter().any(|t| t.key() == tags::ENV)
+                    && r.assume_role_policy_document().unwrap().contains("apigateway.amazonaws.com")
+            })
+            .then_output(|| {
+                CreateRoleOutput::builder()
+                    .role(
+                        aws_sdk_iam::types::Role::builder()
+                            .role_name(ROLE_NAME)
+                            .role_id("r")
+                            .path("/")
+                            .arn("arn:aws:iam::123456789012:role/payops-apigateway-cloudwatch")
+                            .create_date(aws_smithy_types::DateTime::from_secs(0))
+                            .build()
+                            .unwrap(),
+                    )
+                    .build()
+            });
+        let policy = mock!(aws_sdk_iam::Client::put_role_policy)
+            .then_output(|| PutRolePolicyOutput::builder().build());
+        let mut clients = testing::clients();
+        clients.apigateway =
+            mock_client!(aws_sdk_apigateway, RuleMode::MatchAny, [&account, &update]);
+        clients.iam = mock_client!(
+            aws_sdk_iam,
+            RuleMode::MatchAny,
+            [&missing, &create, &policy]
+        );
+        let cx = testing::context(clients);
+        let note = ensure_logging_role(&cx, &|_| {}).await.unwrap().unwrap();
+        assert!(note.contains("never removed by down"), "{note}");
+        assert_eq!((create.num_calls(), update.num_calls()), (1, 2));
+    }
+
     #[test]
     fn the_shared_role_writes_only_to_payops_log_groups() {
         let cx = testing::context(testing::clients());

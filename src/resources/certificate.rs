@@ -373,3 +373,235 @@ impl Resource for SelfSignedCertificate {
         Ok(Vec::new())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_acm::Client;
+    use aws_sdk_acm::operation::{
+        add_tags_to_certificate::AddTagsToCertificateOutput,
+        delete_certificate::{DeleteCertificateError, DeleteCertificateOutput},
+        describe_certificate::DescribeCertificateOutput,
+        import_certificate::ImportCertificateOutput,
+        list_certificates::ListCertificatesOutput,
+        list_tags_for_certificate::ListTagsForCertificateOutput,
+    };
+    use aws_sdk_acm::types::{CertificateDetail, CertificateSummary};
+    use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+    use aws_smithy_types::DateTime;
+
+    use super::*;
+    use crate::engine::{Change, Observation, Removed};
+    use crate::resources::testing;
+
+    const STEP: &str = "acm-certificate:alb";
+    const ARN: &str = "arn:aws:acm:us-east-1:123456789012:certificate/c-1";
+    const DOMAIN: &str = "alb.pr1.payops.internal";
+
+    fn context(rules: &[&Rule]) -> Context {
+        let mut clients = testing::clients();
+        clients.acm = mock_client!(aws_sdk_acm, RuleMode::MatchAny, rules);
+        testing::context(clients)
+    }
+
+    fn listed() -> Rule {
+        mock!(Client::list_certificates)
+            .match_requests(|r| {
+                r.includes()
+                    .is_some_and(|i| i.key_types() == [KeyAlgorithm::EcPrime256v1])
+            })
+            .then_output(|| {
+                ListCertificatesOutput::builder()
+                    .certificate_summary_list(
+                        CertificateSummary::builder()
+                            .certificate_arn(ARN)
+                            .domain_name(DOMAIN)
+                            .build(),
+                    )
+                    // Someone else's certificate for another name is not looked at.
+                    .certificate_summary_list(
+                        CertificateSummary::builder()
+                            .certificate_arn("arn:aws:acm:us-east-1:123456789012:certificate/x")
+                            .domain_name("example.com")
+                            .build(),
+                    )
+                    .build()
+            })
+    }
+
+    fn described(days_left: i64) -> Rule {
+        mock!(Client::describe_certificate)
+            .match_requests(|r| r.certificate_arn() == Some(ARN))
+            .then_output(move || {
+                let now = i64::try_from(unix_now()).unwrap();
+                DescribeCertificateOutput::builder()
+                    .certificate(
+                        CertificateDetail::builder()
+                            .certificate_arn(ARN)
+                            .domain_name(DOMAIN)
+                            .r#type(CertificateType::Imported)
+                            .status(CertificateStatus::Issued)
+                            .not_after(DateTime::from_secs(now + days_left * DAY as i64))
+                            .build(),
+                    )
+                    .build()
+            })
+    }
+
+    fn tagged(tags: TagMap) -> Rule {
+        mock!(Client::list_tags_for_certificate).then_output(move || {
+            ListTagsForCertificateOutput::builder()
+                .set_tags(Some(acm_tags(&tags)))
+                .build()
+        })
+    }
+
+    fn empty_list() -> Rule {
+        mock!(Client::list_certificates).then_output(|| ListCertificatesOutput::builder().build())
+    }
+
+    #[test]
+    fn a_generated_certificate_is_a_pem_pair_naming_the_env_and_the_elb_domains() {
+        let cx = testing::context(testing::clients());
+        let g = generate(&cx).unwrap();
+        assert!(g.certificate.starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(g.private_key.starts_with("-----BEGIN PRIVATE KEY-----"));
+        assert_eq!(
+            subject_names(&cx),
+            [
+                DOMAIN,
+                "*.us-east-1.elb.amazonaws.com",
+                "*.elb.us-east-1.amazonaws.com"
+            ]
+        );
+        // Two runs never share a key or a serial number.
+        assert_ne!(generate(&cx).unwrap().private_key, g.private_key);
+    }
+
+    #[test]
+    fn civil_dates_are_right_around_leap_years() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+        assert_eq!(civil_from_days(20_780), (2026, 11, 23));
+    }
+
+    #[tokio::test]
+    async fn imports_a_tagged_self_signed_certificate_when_none_exists() {
+        let import = mock!(Client::import_certificate)
+            .match_requests(|r| {
+                let cert = std::str::from_utf8(r.certificate().unwrap().as_ref()).unwrap();
+                let key = std::str::from_utf8(r.private_key().unwrap().as_ref()).unwrap();
+                r.certificate_arn().is_none()
+                    && cert.contains("BEGIN CERTIFICATE")
+                    && key.contains("BEGIN PRIVATE KEY")
+                    && r.tags()
+                        .iter()
+                        .any(|t| t.key() == "payops:step" && t.value() == Some(STEP))
+            })
+            .then_output(|| {
+                ImportCertificateOutput::builder()
+                    .certificate_arn(ARN)
+                    .build()
+            });
+        let cx = context(&[&empty_list(), &import]);
+        let applied = testing::ensure(&cx, STEP, SelfSignedCertificate, &[])
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Created);
+        assert_eq!(applied.record.outputs["AlbCertificateArn"], ARN);
+        // The private key is nowhere in what payops records.
+        assert!(!format!("{:?}", applied.record).contains("PRIVATE"));
+        assert_eq!(import.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_owned_certificate_with_time_left_is_adopted_without_mutating_calls() {
+        let cx = context(&[&listed(), &described(200), &tagged(testing::our_tags(STEP))]);
+        let applied = testing::ensure(&cx, STEP, SelfSignedCertificate, &[])
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Unchanged, "{:?}", applied.notes);
+    }
+
+    #[tokio::test]
+    async fn a_certificate_with_our_name_but_not_our_tags_is_refused() {
+        let cx = context(&[&listed(), &described(200), &tagged(TagMap::new())]);
+        let err = testing::ensure(&cx, STEP, SelfSignedCertificate, &[])
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("not tagged"), "{err}");
+        assert!(
+            testing::destroy(&cx, STEP, SelfSignedCertificate)
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_expiring_certificate_is_reimported_in_place_and_tags_repaired() {
+        let mut tags = testing::our_tags(STEP);
+        tags.remove("CostCenter");
+        let reimport = mock!(Client::import_certificate)
+            .match_requests(|r| r.certificate_arn() == Some(ARN) && r.tags().is_empty())
+            .then_output(|| {
+                ImportCertificateOutput::builder()
+                    .certificate_arn(ARN)
+                    .build()
+            });
+        let retag = mock!(Client::add_tags_to_certificate)
+            .match_requests(|r| r.tags().len() == 1 && r.tags()[0].key() == "CostCenter")
+            .then_output(|| AddTagsToCertificateOutput::builder().build());
+        let cx = context(&[&listed(), &described(10), &tagged(tags), &reimport, &retag]);
+        let Observation::Present { drift, .. } =
+            testing::observe(&cx, STEP, SelfSignedCertificate, &[])
+                .await
+                .unwrap()
+        else {
+            panic!("present");
+        };
+        assert!(drift[0].contains("re-import"), "{drift:?}");
+        let applied = testing::ensure(&cx, STEP, SelfSignedCertificate, &[])
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Updated);
+        assert_eq!((reimport.num_calls(), retag.num_calls()), (1, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn delete_waits_while_acm_still_sees_it_in_use() {
+        let delete = mock!(Client::delete_certificate)
+            .sequence()
+            .error(|| {
+                DeleteCertificateError::generic(testing::error_meta("ResourceInUseException"))
+            })
+            .times(2)
+            .output(|| DeleteCertificateOutput::builder().build())
+            .build();
+        let cx = context(&[
+            &listed(),
+            &described(200),
+            &tagged(testing::our_tags(STEP)),
+            &delete,
+        ]);
+        let removed = testing::destroy(&cx, STEP, SelfSignedCertificate)
+            .await
+            .unwrap();
+        assert!(matches!(removed, Removed::Deleted { .. }));
+        assert_eq!(delete.num_calls(), 3);
+        let cx = context(&[&empty_list()]);
+        assert_eq!(
+            testing::destroy(&cx, STEP, SelfSignedCertificate)
+                .await
+                .unwrap(),
+            Removed::AlreadyAbsent
+        );
+    }
+
+    #[test]
+    fn an_operators_certificate_makes_payops_own_unwanted() {
+        let mut cx = testing::context(testing::clients());
+        assert!(SelfSignedCertificate.wanted(&cx));
+        cx.spec.certificate =
+            CertificateSpec::Acm("arn:aws:acm:us-east-1:123456789012:certificate/mine".into());
+        assert!(!SelfSignedCertificate.wanted(&cx));
+    }
+}

@@ -914,3 +914,581 @@ impl Resource for LambdaFunction {
         Ok(Vec::new())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_lambda::Client;
+    use aws_sdk_lambda::operation::{
+        create_alias::CreateAliasOutput,
+        create_function::{CreateFunctionError, CreateFunctionOutput},
+        delete_function::{DeleteFunctionError, DeleteFunctionOutput},
+        get_account_settings::GetAccountSettingsOutput,
+        get_alias::{GetAliasError, GetAliasOutput},
+        get_function::{GetFunctionError, GetFunctionOutput},
+        get_function_configuration::GetFunctionConfigurationOutput,
+        publish_version::PublishVersionOutput,
+        put_function_concurrency::{PutFunctionConcurrencyError, PutFunctionConcurrencyOutput},
+        update_alias::UpdateAliasOutput,
+        update_function_code::UpdateFunctionCodeOutput,
+        update_function_configuration::UpdateFunctionConfigurationOutput,
+    };
+    use aws_sdk_lambda::types::{
+        AccountLimit, Concurrency, EnvironmentResponse, LastUpdateStatus, State,
+        TracingConfigResponse, VpcConfigResponse,
+    };
+    use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+
+    use super::*;
+    use crate::engine::{Change, Observation, Removed};
+    use crate::resources::elb::fake;
+    use crate::resources::testing;
+
+    const ACCT: &str = "123456789012";
+
+    fn name(f: Function) -> String {
+        format!("payops-pr1-{}", f.slug())
+    }
+
+    fn arn(f: Function) -> String {
+        format!("arn:aws:lambda:us-east-1:{ACCT}:function:{}", name(f))
+    }
+
+    fn role(f: Function) -> String {
+        format!("arn:aws:iam::{ACCT}:role/payops-pr1-{}", f.slug())
+    }
+
+    fn log_group(f: Function) -> String {
+        format!("/payops/pr1/lambda/{}", f.slug())
+    }
+
+    fn inputs(f: Function) -> Vec<(&'static str, Record)> {
+        let p = f.output_prefix();
+        let role_step: &'static str = Box::leak(f.role_step().into_boxed_str());
+        let log_step: &'static str = Box::leak(f.log_step().into_boxed_str());
+        vec![
+            (
+                role_step,
+                Record::default().output(format!("{p}RoleArn"), role(f)),
+            ),
+            (
+                log_step,
+                Record::default().output(format!("{p}LogGroupName"), log_group(f)),
+            ),
+            (
+                "subnets:private",
+                Record::default().output("PrivateSubnetIds", "subnet-a,subnet-b,subnet-c"),
+            ),
+            (
+                "security-group:lambda",
+                Record::default().output("LambdaSecurityGroupId", "sg-lambda"),
+            ),
+        ]
+    }
+
+    /// The function as Lambda describes it when it is exactly as desired.
+    fn config(f: Function) -> FunctionConfigurationBuilder {
+        let package = lambda_code::package(f.code());
+        FunctionConfiguration::builder()
+            .function_name(name(f))
+            .function_arn(arn(f))
+            .runtime(Runtime::Python312)
+            .role(role(f))
+            .handler(package.handler)
+            .memory_size(f.memory_mb())
+            .timeout(f.timeout_s())
+            .description(f.description())
+            .environment(
+                EnvironmentResponse::builder()
+                    .variables(CONFIG_PATH_VARIABLE, "/payops/pr1/")
+                    .build(),
+            )
+            .vpc_config(
+                VpcConfigResponse::builder()
+                    .subnet_ids("subnet-c")
+                    .subnet_ids("subnet-a")
+                    .subnet_ids("subnet-b")
+                    .security_group_ids("sg-lambda")
+                    .vpc_id("vpc-1")
+                    .build(),
+            )
+            .tracing_config(
+                TracingConfigResponse::builder()
+                    .mode(TracingMode::Active)
+                    .build(),
+            )
+            .logging_config(
+                LoggingConfig::builder()
+                    .log_format(LogFormat::Json)
+                    .log_group(log_group(f))
+                    .build(),
+            )
+            .architectures(Architecture::Arm64)
+            .code_sha256(package.sha256)
+            .state(State::Active)
+            .last_update_status(LastUpdateStatus::Successful)
+    }
+
+    use aws_sdk_lambda::types::builders::FunctionConfigurationBuilder;
+
+    fn got(f: Function, config: FunctionConfiguration, reserved: Option<i32>) -> GetFunctionOutput {
+        let mut out = GetFunctionOutput::builder()
+            .configuration(config)
+            .set_tags(Some(testing::our_tags(&f.step_id()).into_iter().collect()));
+        if let Some(n) = reserved {
+            out = out.concurrency(
+                Concurrency::builder()
+                    .reserved_concurrent_executions(n)
+                    .build(),
+            );
+        }
+        out.build()
+    }
+
+    fn not_found() -> GetFunctionError {
+        GetFunctionError::generic(testing::error_meta("ResourceNotFoundException"))
+    }
+
+    fn context(rules: &[&Rule], elb: &[&Rule]) -> Context {
+        let mut clients = testing::clients();
+        clients.lambda = mock_client!(aws_sdk_lambda, RuleMode::MatchAny, rules);
+        clients.elb = mock_client!(aws_sdk_elasticloadbalancingv2, RuleMode::MatchAny, elb);
+        testing::context(clients)
+    }
+
+    #[tokio::test]
+    async fn creates_the_function_in_the_vpc_with_tracing_json_logs_and_a_reservation() {
+        let f = Function::Validation;
+        let get = mock!(Client::get_function)
+            .sequence()
+            .error(not_found)
+            .output(move || got(f, config(f).build(), None))
+            .repeatedly()
+            .build();
+        let sha = lambda_code::package(f.code()).sha256;
+        let create = mock!(Client::create_function)
+            .match_requests(move |r| {
+                let vpc = r.vpc_config().unwrap();
+                let logging = r.logging_config().unwrap();
+                let tags = r.tags().unwrap();
+                r.function_name() == Some("payops-pr1-payment-validation")
+                    && r.runtime() == Some(&Runtime::Python312)
+                    && r.handler() == Some("payment_validation.handler")
+                    && r.role() == Some(role(f).as_str())
+                    && vpc.subnet_ids() == ["subnet-a", "subnet-b", "subnet-c"]
+                    && vpc.security_group_ids() == ["sg-lambda"]
+                    && r.tracing_config().and_then(|t| t.mode()) == Some(&TracingMode::Active)
+                    && logging.log_format() == Some(&LogFormat::Json)
+                    && logging.log_group() == Some("/payops/pr1/lambda/payment-validation")
+                    && r.environment().and_then(|e| e.variables()).map(|v| v.len()) == Some(1)
+                    && r.environment().unwrap().variables().unwrap()[CONFIG_PATH_VARIABLE]
+                        == "/payops/pr1/"
+                    && tags["payops:step"] == "lambda-function:payment-validation"
+                    && aws_smithy_types::base64::encode(Sha256::digest(
+                        r.code().unwrap().zip_file().unwrap().as_ref(),
+                    )) == sha
+            })
+            .then_output(|| {
+                CreateFunctionOutput::builder()
+                    .function_arn(arn(Function::Validation))
+                    .build()
+            });
+        let reserve = mock!(Client::put_function_concurrency)
+            .match_requests(|r| r.reserved_concurrent_executions() == Some(5))
+            .then_output(|| {
+                PutFunctionConcurrencyOutput::builder()
+                    .reserved_concurrent_executions(5)
+                    .build()
+            });
+        let cx = context(&[&get, &create, &reserve], &[]);
+        let applied = testing::ensure(&cx, &f.step_id(), LambdaFunction::new(f), &inputs(f))
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Created);
+        assert_eq!(applied.record.outputs["ValidationFunctionArn"], arn(f));
+        assert_eq!(
+            (create.num_calls(), reserve.num_calls()),
+            (1, 1),
+            "{:?}",
+            applied.notes
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn create_waits_while_the_new_role_propagates() {
+        let f = Function::Fraud;
+        let get = mock!(Client::get_function)
+            .sequence()
+            .error(not_found)
+            .output(move || got(f, config(f).build(), Some(5)))
+            .repeatedly()
+            .build();
+        let create = mock!(Client::create_function)
+            .sequence()
+            .error(|| {
+                CreateFunctionError::generic(
+                    aws_smithy_types::error::ErrorMetadata::builder()
+                        .code("InvalidParameterValueException")
+                        .message("The role defined for the function cannot be assumed by Lambda.")
+                        .build(),
+                )
+            })
+            .times(2)
+            .output(|| CreateFunctionOutput::builder().build())
+            .build();
+        let cx = context(&[&get, &create], &[]);
+        let applied = testing::ensure(&cx, &f.step_id(), LambdaFunction::new(f), &inputs(f))
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Created);
+        assert_eq!(create.num_calls(), 3);
+    }
+
+    #[tokio::test]
+    async fn an_owned_function_in_sync_is_adopted_without_mutating_calls() {
+        let f = Function::Validation;
+        let get =
+            mock!(Client::get_function).then_output(move || got(f, config(f).build(), Some(5)));
+        let cx = context(&[&get], &[]);
+        let applied = testing::ensure(&cx, &f.step_id(), LambdaFunction::new(f), &inputs(f))
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Unchanged, "{:?}", applied.notes);
+    }
+
+    #[tokio::test]
+    async fn a_function_with_our_name_but_not_our_tags_is_refused() {
+        let f = Function::Fraud;
+        let get = mock!(Client::get_function).then_output(move || {
+            GetFunctionOutput::builder()
+                .configuration(config(f).build())
+                .tags("team", "other")
+                .build()
+        });
+        let cx = context(&[&get], &[]);
+        let err = testing::ensure(&cx, &f.step_id(), LambdaFunction::new(f), &inputs(f))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not tagged"), "{err}");
+        assert!(
+            testing::destroy(&cx, &f.step_id(), LambdaFunction::new(f))
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn drifted_code_and_configuration_are_repaired_and_waited_for() {
+        let f = Function::Validation;
+        let drifted = config(f)
+            .code_sha256("old-code")
+            .memory_size(128)
+            .tracing_config(
+                TracingConfigResponse::builder()
+                    .mode(TracingMode::PassThrough)
+                    .build(),
+            )
+            .set_logging_config(None)
+            .build();
+        let get = mock!(Client::get_function)
+            .sequence()
+            .output(move || got(f, drifted.clone(), Some(5)))
+            .output(move || got(f, config(f).build(), Some(5)))
+            .repeatedly()
+            .build();
+        let code = mock!(Client::update_function_code)
+            .match_requests(|r| {
+                r.zip_file().is_some() && r.architectures() == [Architecture::Arm64]
+            })
+            .then_output(|| UpdateFunctionCodeOutput::builder().build());
+        let configuration = mock!(Client::update_function_configuration)
+            .match_requests(|r| {
+                r.memory_size() == Some(256)
+                    && r.tracing_config().and_then(|t| t.mode()) == Some(&TracingMode::Active)
+                    && r.logging_config().and_then(|l| l.log_group())
+                        == Some("/payops/pr1/lambda/payment-validation")
+            })
+            .then_output(|| UpdateFunctionConfigurationOutput::builder().build());
+        let cx = context(&[&get, &code, &configuration], &[]);
+        let observed = testing::observe(&cx, &f.step_id(), LambdaFunction::new(f), &inputs(f))
+            .await
+            .unwrap();
+        let Observation::Present { drift, .. } = observed else {
+            panic!("present");
+        };
+        assert_eq!(
+            drift,
+            ["deploy the new code", "update memory, tracing, logging"]
+        );
+        let get = mock!(Client::get_function)
+            .sequence()
+            .output(move || {
+                got(
+                    f,
+                    config(f)
+                        .code_sha256("old-code")
+                        .memory_size(128)
+                        .set_logging_config(None)
+                        .build(),
+                    Some(5),
+                )
+            })
+            .output(move || got(f, config(f).build(), Some(5)))
+            .repeatedly()
+            .build();
+        let cx = context(&[&get, &code, &configuration], &[]);
+        let applied = testing::ensure(&cx, &f.step_id(), LambdaFunction::new(f), &inputs(f))
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Updated);
+        assert_eq!((code.num_calls(), configuration.num_calls()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_refused_reservation_says_aws_keeps_100_unreserved() {
+        let f = Function::Transaction;
+        let refused = mock!(Client::put_function_concurrency).then_error(|| {
+            PutFunctionConcurrencyError::generic(
+                aws_smithy_types::error::ErrorMetadata::builder()
+                    .code("InvalidParameterValueException")
+                    .message(
+                        "Specified ReservedConcurrentExecutions for function decreases account's \
+                         UnreservedConcurrentExecution below its minimum value of [100].",
+                    )
+                    .build(),
+            )
+        });
+        let settings = mock!(Client::get_account_settings).then_output(|| {
+            GetAccountSettingsOutput::builder()
+                .account_limit(
+                    AccountLimit::builder()
+                        .concurrent_executions(1000)
+                        .unreserved_concurrent_executions(108)
+                        .build(),
+                )
+                .build()
+        });
+        let cx = context(&[&refused, &settings], &[]);
+        let mut found = FoundFunction {
+            name: name(f),
+            arn: arn(f),
+            config: config(f).build(),
+            tags: TagMap::new(),
+            reserved: None,
+            aliases: BTreeMap::new(),
+            green: None,
+        };
+        let err = LambdaFunction::new(f)
+            .reserve(&cx, &mut found, 10)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("AWS keeps at least 100"), "{err}");
+        assert!(err.contains("unreserved now 108"), "{err}");
+        assert!(err.contains("at most 8 more"), "{err}");
+        assert!(err.contains("--reserved-concurrency"), "{err}");
+    }
+
+    #[test]
+    fn at_most_the_unreserved_pool_above_100_can_be_reserved() {
+        assert_eq!(max_reservable(1000, 0), 900);
+        // What the function holds comes back to the pool when it changes.
+        assert_eq!(max_reservable(110, 20), 30);
+        assert!(max_reservable(90, 0) < 0);
+    }
+
+    fn slot_rules(green_version: &'static str, green: FunctionConfiguration) -> Vec<Rule> {
+        vec![
+            mock!(Client::get_alias)
+                .match_requests(|r| r.name() == Some(BLUE))
+                .then_output(|| GetAliasOutput::builder().function_version("1").build()),
+            mock!(Client::get_alias)
+                .match_requests(|r| r.name() == Some(GREEN))
+                .then_output(move || {
+                    GetAliasOutput::builder()
+                        .function_version(green_version)
+                        .build()
+                }),
+            mock!(Client::get_function_configuration)
+                .match_requests(move |r| r.qualifier() == Some(green_version))
+                .then_output(move || {
+                    let g = green.clone();
+                    GetFunctionConfigurationOutput::builder()
+                        .set_code_sha256(g.code_sha256().map(str::to_owned))
+                        .set_runtime(g.runtime().cloned())
+                        .set_handler(g.handler().map(str::to_owned))
+                        .set_role(g.role().map(str::to_owned))
+                        .set_memory_size(g.memory_size())
+                        .set_timeout(g.timeout())
+                        .description("payops:1234")
+                        .set_environment(g.environment().cloned())
+                        .set_vpc_config(g.vpc_config().cloned())
+                        .set_tracing_config(g.tracing_config().cloned())
+                        .set_logging_config(g.logging_config().cloned())
+                        .build()
+                }),
+        ]
+    }
+
+    #[tokio::test]
+    async fn new_code_waits_while_green_carries_traffic() {
+        let f = Function::Transaction;
+        let get =
+            mock!(Client::get_function).then_output(move || got(f, config(f).build(), Some(10)));
+        // Green serves a version with older code, and 30% of the traffic.
+        let slots = slot_rules("1", config(f).code_sha256("older").build());
+        let elb = fake::traffic(traffic::Weights::with_green(30));
+        let mut rules: Vec<&Rule> = vec![&get];
+        rules.extend(slots.iter());
+        let cx = context(&rules, &elb.iter().collect::<Vec<_>>());
+        let Observation::Present { drift, .. } =
+            testing::observe(&cx, &f.step_id(), LambdaFunction::new(f), &inputs(f))
+                .await
+                .unwrap()
+        else {
+            panic!("present");
+        };
+        assert_eq!(drift.len(), 1, "{drift:?}");
+        assert!(
+            drift[0].contains("green carries 30% of the traffic"),
+            "{drift:?}"
+        );
+        let err = testing::ensure(&cx, &f.step_id(), LambdaFunction::new(f), &inputs(f))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("finish the release in progress first"),
+            "{err}"
+        );
+        assert!(err.contains("payops shift --env pr1 --promote"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn new_code_is_released_to_an_idle_green_and_blue_keeps_serving() {
+        let f = Function::Transaction;
+        let get =
+            mock!(Client::get_function).then_output(move || got(f, config(f).build(), Some(10)));
+        let blue = mock!(Client::get_alias)
+            .match_requests(|r| r.name() == Some(BLUE))
+            .then_output(|| GetAliasOutput::builder().function_version("1").build());
+        let green = mock!(Client::get_alias)
+            .match_requests(|r| r.name() == Some(GREEN))
+            .sequence()
+            .output(|| GetAliasOutput::builder().function_version("1").build())
+            .output(|| GetAliasOutput::builder().function_version("2").build())
+            .repeatedly()
+            .build();
+        let old = config(f).code_sha256("older").build();
+        let new = config(f).build();
+        let versions = mock!(Client::get_function_configuration).then_compute_output(move |r| {
+            let g = if r.qualifier() == Some("2") {
+                &new
+            } else {
+                &old
+            };
+            GetFunctionConfigurationOutput::builder()
+                .set_code_sha256(g.code_sha256().map(str::to_owned))
+                .set_runtime(g.runtime().cloned())
+                .set_handler(g.handler().map(str::to_owned))
+                .set_role(g.role().map(str::to_owned))
+                .set_memory_size(g.memory_size())
+                .set_timeout(g.timeout())
+                .set_environment(g.environment().cloned())
+                .set_vpc_config(g.vpc_config().cloned())
+                .set_tracing_config(g.tracing_config().cloned())
+                .set_logging_config(g.logging_config().cloned())
+                .build()
+        });
+        let sha = lambda_code::package(f.code()).sha256;
+        let publish = mock!(Client::publish_version)
+            .match_requests(move |r| {
+                r.code_sha256() == Some(sha.as_str())
+                    && r.description().is_some_and(|d| d.starts_with("payops:"))
+            })
+            .then_output(|| PublishVersionOutput::builder().version("2").build());
+        let move_green = mock!(Client::update_alias)
+            .match_requests(|r| r.name() == Some(GREEN) && r.function_version() == Some("2"))
+            .then_output(|| UpdateAliasOutput::builder().build());
+        let elb = fake::traffic(traffic::Weights::DEFAULT);
+        let cx = context(
+            &[&get, &blue, &green, &versions, &publish, &move_green],
+            &elb.iter().collect::<Vec<_>>(),
+        );
+        let applied = testing::ensure(&cx, &f.step_id(), LambdaFunction::new(f), &inputs(f))
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Updated, "{:?}", applied.notes);
+        // Blue was never touched: no UpdateAlias for it is mocked.
+        assert_eq!((publish.num_calls(), move_green.num_calls()), (1, 1));
+        assert_eq!(
+            applied.record.outputs["TransactionBlueAliasArn"],
+            format!("{}:blue", arn(f))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_new_transaction_function_gets_both_aliases_at_its_first_version() {
+        let f = Function::Transaction;
+        let get =
+            mock!(Client::get_function).then_output(move || got(f, config(f).build(), Some(10)));
+        let no_alias = mock!(Client::get_alias)
+            .sequence()
+            .error(|| GetAliasError::generic(testing::error_meta("ResourceNotFoundException")))
+            .times(2)
+            .output(|| GetAliasOutput::builder().function_version("1").build())
+            .repeatedly()
+            .build();
+        let version = mock!(Client::get_function_configuration).then_output(move || {
+            let g = config(f).build();
+            GetFunctionConfigurationOutput::builder()
+                .set_code_sha256(g.code_sha256().map(str::to_owned))
+                .build()
+        });
+        let publish = mock!(Client::publish_version)
+            .then_output(|| PublishVersionOutput::builder().version("1").build());
+        let create = mock!(Client::create_alias)
+            .match_requests(|r| r.function_version() == Some("1"))
+            .then_output(|| CreateAliasOutput::builder().build());
+        let cx = context(&[&get, &no_alias, &version, &publish, &create], &[]);
+        testing::ensure(&cx, &f.step_id(), LambdaFunction::new(f), &inputs(f))
+            .await
+            .unwrap();
+        assert_eq!((publish.num_calls(), create.num_calls()), (1, 2));
+    }
+
+    #[tokio::test]
+    async fn delete_removes_the_function_and_tolerates_it_gone() {
+        let f = Function::Fraud;
+        let get =
+            mock!(Client::get_function).then_output(move || got(f, config(f).build(), Some(5)));
+        let delete = mock!(Client::delete_function)
+            .match_requests(|r| r.function_name() == Some("payops-pr1-fraud-detection"))
+            .then_output(|| DeleteFunctionOutput::builder().build());
+        let cx = context(&[&get, &delete], &[]);
+        let removed = testing::destroy(&cx, &f.step_id(), LambdaFunction::new(f))
+            .await
+            .unwrap();
+        assert!(matches!(removed, Removed::Deleted { .. }));
+        assert_eq!(delete.num_calls(), 1);
+
+        let gone = mock!(Client::delete_function).then_error(|| {
+            DeleteFunctionError::generic(testing::error_meta("ResourceNotFoundException"))
+        });
+        let cx = context(&[&get, &gone], &[]);
+        assert!(
+            testing::destroy(&cx, &f.step_id(), LambdaFunction::new(f))
+                .await
+                .is_ok()
+        );
+
+        let none = mock!(Client::get_function).then_error(not_found);
+        let cx = context(&[&none], &[]);
+        assert_eq!(
+            testing::destroy(&cx, &f.step_id(), LambdaFunction::new(f))
+                .await
+                .unwrap(),
+            Removed::AlreadyAbsent
+        );
+    }
+}

@@ -361,3 +361,237 @@ impl Resource for Listener {
         Ok(Vec::new())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_elasticloadbalancingv2::Client;
+    use aws_sdk_elasticloadbalancingv2::operation::{
+        create_listener::CreateListenerOutput, delete_listener::DeleteListenerOutput,
+        describe_listeners::DescribeListenersOutput, describe_tags::DescribeTagsOutput,
+        modify_listener::ModifyListenerOutput,
+    };
+    use aws_sdk_elasticloadbalancingv2::types::{FixedResponseActionConfig, TagDescription};
+    use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+
+    use super::*;
+    use crate::engine::{Change, Removed};
+    use crate::resources::elb::fake;
+    use crate::resources::testing;
+
+    const STEP: &str = "listener:alb-https";
+
+    fn inputs() -> Vec<(&'static str, Record)> {
+        testing::outputs(&[
+            ("load-balancer:alb", "AlbArn", fake::ALB),
+            ("load-balancer:nlb", "NlbArn", fake::NLB),
+            ("target-group:blue", "BlueTargetGroupArn", fake::BLUE),
+            ("target-group:green", "GreenTargetGroupArn", fake::GREEN),
+            ("target-group:alb", "NlbTargetGroupArn", fake::TO_ALB),
+            ("acm-certificate:alb", "AlbCertificateArn", fake::CERT),
+        ])
+    }
+
+    fn listeners(listeners: Vec<ElbListener>) -> Rule {
+        mock!(Client::describe_listeners).then_output(move || {
+            DescribeListenersOutput::builder()
+                .set_listeners(Some(listeners.clone()))
+                .build()
+        })
+    }
+
+    fn context(rules: &[&Rule]) -> Context {
+        let mut clients = testing::clients();
+        clients.elb = mock_client!(aws_sdk_elasticloadbalancingv2, RuleMode::MatchAny, rules);
+        testing::context(clients)
+    }
+
+    #[tokio::test]
+    async fn creates_an_https_listener_on_tls_1_2_plus_starting_all_on_blue() {
+        let create = mock!(Client::create_listener)
+            .match_requests(|r| {
+                r.load_balancer_arn() == Some(fake::ALB)
+                    && r.port() == Some(443)
+                    && r.protocol() == Some(&ProtocolEnum::Https)
+                    && r.ssl_policy() == Some(SSL_POLICY)
+                    && r.certificates()[0].certificate_arn() == Some(fake::CERT)
+                    && traffic::weights_in(r.default_actions(), fake::BLUE, fake::GREEN)
+                        == Some(Weights {
+                            blue: 100,
+                            green: 0,
+                        })
+                    && r.tags().iter().any(|t| t.value() == Some(STEP))
+            })
+            .then_output(|| {
+                CreateListenerOutput::builder()
+                    .listeners(fake::https_listener(Weights::DEFAULT))
+                    .build()
+            });
+        let cx = context(&[
+            &fake::describe_load_balancers(),
+            &listeners(vec![]),
+            &create,
+            &fake::describe_tags(),
+        ]);
+        let applied = testing::ensure(&cx, STEP, Listener::new(ListenerKind::AlbHttps), &inputs())
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Created);
+        assert_eq!(applied.record.outputs["AlbListenerArn"], fake::HTTPS);
+        assert_eq!(create.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_operators_weights_are_not_drift() {
+        let shifted = listeners(vec![fake::https_listener(Weights::with_green(30))]);
+        let cx = context(&[
+            &fake::describe_load_balancers(),
+            &shifted,
+            &fake::describe_tags(),
+        ]);
+        let applied = testing::ensure(&cx, STEP, Listener::new(ListenerKind::AlbHttps), &inputs())
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Unchanged, "{:?}", applied.notes);
+    }
+
+    #[tokio::test]
+    async fn a_listener_not_tagged_as_ours_is_refused() {
+        let untagged = mock!(Client::describe_tags).then_output(|| {
+            DescribeTagsOutput::builder()
+                .tag_descriptions(TagDescription::builder().resource_arn(fake::HTTPS).build())
+                .build()
+        });
+        let cx = context(&[
+            &fake::describe_load_balancers(),
+            &listeners(vec![fake::https_listener(Weights::DEFAULT)]),
+            &untagged,
+        ]);
+        let err = testing::ensure(&cx, STEP, Listener::new(ListenerKind::AlbHttps), &inputs())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("not tagged"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_old_tls_policy_and_a_replaced_action_are_repaired() {
+        let mut drifted = fake::https_listener(Weights::DEFAULT);
+        drifted.ssl_policy = Some("ELBSecurityPolicy-2016-08".into());
+        drifted.default_actions = Some(vec![
+            Action::builder()
+                .r#type(ActionTypeEnum::FixedResponse)
+                .fixed_response_config(
+                    FixedResponseActionConfig::builder()
+                        .status_code("503")
+                        .build(),
+                )
+                .build(),
+        ]);
+        let settings = mock!(Client::modify_listener)
+            .match_requests(|r| {
+                r.ssl_policy() == Some(SSL_POLICY) && r.default_actions().is_empty()
+            })
+            .then_output(|| ModifyListenerOutput::builder().build());
+        let forward = mock!(Client::modify_listener)
+            .match_requests(|r| {
+                traffic::weights_in(r.default_actions(), fake::BLUE, fake::GREEN)
+                    == Some(Weights::DEFAULT)
+            })
+            .then_output(|| ModifyListenerOutput::builder().build());
+        let cx = context(&[
+            &fake::describe_load_balancers(),
+            &listeners(vec![drifted]),
+            &fake::describe_tags(),
+            &settings,
+            &forward,
+        ]);
+        let applied = testing::ensure(&cx, STEP, Listener::new(ListenerKind::AlbHttps), &inputs())
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Updated);
+        assert_eq!((settings.num_calls(), forward.num_calls()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn an_operator_certificate_must_be_in_the_albs_region() {
+        let mut cx = context(&[]);
+        cx.spec.certificate =
+            CertificateSpec::Acm("arn:aws:acm:eu-west-1:123456789012:certificate/x".into());
+        let step_id = crate::engine::StepId::from(STEP);
+        let events = testing::Events::default();
+        let step = testing::step_cx(&step_id, Default::default(), &events);
+        let err = Listener::new(ListenerKind::AlbHttps)
+            .certificate(&cx, &step)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("only use an ACM certificate of its own region"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_nlb_listener_forwards_tcp_to_the_alb_group() {
+        let nlb_listeners = mock!(Client::describe_listeners)
+            .match_requests(|r| r.load_balancer_arn() == Some(fake::NLB))
+            .then_output(|| DescribeListenersOutput::builder().build());
+        let create = mock!(Client::create_listener)
+            .match_requests(|r| {
+                r.protocol() == Some(&ProtocolEnum::Tcp)
+                    && r.port() == Some(443)
+                    && r.certificates().is_empty()
+                    && r.default_actions()[0].target_group_arn() == Some(fake::TO_ALB)
+            })
+            .then_output(|| {
+                CreateListenerOutput::builder()
+                    .listeners(
+                        ElbListener::builder()
+                            .listener_arn(fake::TCP)
+                            .port(443)
+                            .protocol(ProtocolEnum::Tcp)
+                            .default_actions(
+                                Action::builder()
+                                    .r#type(ActionTypeEnum::Forward)
+                                    .target_group_arn(fake::TO_ALB)
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                    .build()
+            });
+        let cx = context(&[&fake::describe_load_balancers(), &nlb_listeners, &create]);
+        let applied = testing::ensure(
+            &cx,
+            "listener:nlb-tcp",
+            Listener::new(ListenerKind::NlbTcp),
+            &inputs(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(applied.change, Change::Created);
+        assert_eq!(applied.record.outputs["NlbListenerArn"], fake::TCP);
+    }
+
+    #[tokio::test]
+    async fn delete_removes_the_listener_and_nothing_found_is_absent() {
+        let delete = mock!(Client::delete_listener)
+            .match_requests(|r| r.listener_arn() == Some(fake::HTTPS))
+            .then_output(|| DeleteListenerOutput::builder().build());
+        let cx = context(&[
+            &fake::describe_load_balancers(),
+            &listeners(vec![fake::https_listener(Weights::DEFAULT)]),
+            &fake::describe_tags(),
+            &delete,
+        ]);
+        let removed = testing::destroy(&cx, STEP, Listener::new(ListenerKind::AlbHttps))
+            .await
+            .unwrap();
+        assert!(matches!(removed, Removed::Deleted { .. }));
+        let cx = context(&[&fake::describe_load_balancers(), &listeners(vec![])]);
+        assert_eq!(
+            testing::destroy(&cx, STEP, Listener::new(ListenerKind::AlbHttps))
+                .await
+                .unwrap(),
+            Removed::AlreadyAbsent
+        );
+    }
+}

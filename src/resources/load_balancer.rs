@@ -418,3 +418,292 @@ impl Resource for LoadBalancer {
         Ok(Vec::new())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_elasticloadbalancingv2::Client;
+    use aws_sdk_elasticloadbalancingv2::operation::{
+        create_load_balancer::CreateLoadBalancerOutput,
+        delete_load_balancer::DeleteLoadBalancerOutput,
+        describe_load_balancer_attributes::DescribeLoadBalancerAttributesOutput,
+        describe_load_balancers::{DescribeLoadBalancersError, DescribeLoadBalancersOutput},
+        describe_tags::DescribeTagsOutput,
+        modify_load_balancer_attributes::ModifyLoadBalancerAttributesOutput,
+        set_security_groups::SetSecurityGroupsOutput,
+    };
+    use aws_sdk_elasticloadbalancingv2::types::TagDescription;
+    use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+
+    use super::*;
+    use crate::engine::{Change, Removed};
+    use crate::resources::elb::fake;
+    use crate::resources::testing;
+
+    fn inputs(kind: LbKind) -> Vec<(&'static str, Record)> {
+        let (sg_step, sg_key) = kind.security_group_input();
+        testing::outputs(&[
+            (
+                "subnets:private",
+                "PrivateSubnetIds",
+                "subnet-a,subnet-b,subnet-c",
+            ),
+            (
+                sg_step,
+                sg_key,
+                if kind == LbKind::Alb {
+                    "sg-alb"
+                } else {
+                    "sg-nlb"
+                },
+            ),
+            (
+                "s3-bucket:alb-logs",
+                "AlbLogsBucketName",
+                "payops-pr1-alb-logs-123456789012-us-east-1",
+            ),
+        ])
+    }
+
+    fn step(kind: LbKind) -> &'static str {
+        if kind == LbKind::Alb {
+            "load-balancer:alb"
+        } else {
+            "load-balancer:nlb"
+        }
+    }
+
+    fn attributes(pairs: &[(&str, &str)]) -> Rule {
+        let attrs: Vec<LoadBalancerAttribute> = pairs
+            .iter()
+            .map(|(k, v)| LoadBalancerAttribute::builder().key(*k).value(*v).build())
+            .collect();
+        mock!(Client::describe_load_balancer_attributes).then_output(move || {
+            DescribeLoadBalancerAttributesOutput::builder()
+                .set_attributes(Some(attrs.clone()))
+                .build()
+        })
+    }
+
+    const ALB_ATTRIBUTES: [(&str, &str); 5] = [
+        ("deletion_protection.enabled", "false"),
+        ("access_logs.s3.enabled", "true"),
+        (
+            "access_logs.s3.bucket",
+            "payops-pr1-alb-logs-123456789012-us-east-1",
+        ),
+        ("access_logs.s3.prefix", "alb"),
+        ("routing.http.drop_invalid_header_fields.enabled", "true"),
+    ];
+
+    fn not_found() -> DescribeLoadBalancersError {
+        DescribeLoadBalancersError::generic(testing::error_meta("LoadBalancerNotFound"))
+    }
+
+    fn context(rules: &[&Rule]) -> Context {
+        let mut clients = testing::clients();
+        clients.elb = mock_client!(aws_sdk_elasticloadbalancingv2, RuleMode::MatchAny, rules);
+        testing::context(clients)
+    }
+
+    #[tokio::test]
+    async fn creates_an_internal_alb_in_the_private_subnets_with_access_logs() {
+        let describe = mock!(Client::describe_load_balancers)
+            .sequence()
+            .error(not_found)
+            .output(|| {
+                DescribeLoadBalancersOutput::builder()
+                    .load_balancers(fake::load_balancer("alb"))
+                    .build()
+            })
+            .repeatedly()
+            .build();
+        let create = mock!(Client::create_load_balancer)
+            .match_requests(|r| {
+                r.name() == Some("payops-pr1-alb")
+                    && r.r#type() == Some(&LoadBalancerTypeEnum::Application)
+                    && r.scheme() == Some(&LoadBalancerSchemeEnum::Internal)
+                    && r.subnets() == ["subnet-a", "subnet-b", "subnet-c"]
+                    && r.security_groups() == ["sg-alb"]
+                    && r.tags().iter().any(|t| {
+                        t.key() == Some("payops:step") && t.value() == Some("load-balancer:alb")
+                    })
+            })
+            .then_output(|| {
+                CreateLoadBalancerOutput::builder()
+                    .load_balancers(fake::load_balancer("alb"))
+                    .build()
+            });
+        let modify = mock!(Client::modify_load_balancer_attributes)
+            .match_requests(|r| {
+                let get = |k: &str| {
+                    r.attributes()
+                        .iter()
+                        .find(|a| a.key() == Some(k))
+                        .and_then(|a| a.value())
+                };
+                get("access_logs.s3.enabled") == Some("true")
+                    && get("access_logs.s3.bucket")
+                        == Some("payops-pr1-alb-logs-123456789012-us-east-1")
+                    && get("access_logs.s3.prefix") == Some("alb")
+                    && get("routing.http.drop_invalid_header_fields.enabled") == Some("true")
+            })
+            .then_output(|| ModifyLoadBalancerAttributesOutput::builder().build());
+        let defaults = attributes(&[("deletion_protection.enabled", "false")]);
+        let cx = context(&[
+            &describe,
+            &fake::describe_tags(),
+            &create,
+            &defaults,
+            &modify,
+        ]);
+        let applied = testing::ensure(
+            &cx,
+            step(LbKind::Alb),
+            LoadBalancer::new(LbKind::Alb),
+            &inputs(LbKind::Alb),
+        )
+        .await
+        .unwrap();
+        assert_eq!(applied.change, Change::Created);
+        assert_eq!(applied.record.outputs["AlbArn"], fake::ALB);
+        assert!(applied.record.outputs["AlbDnsName"].starts_with("internal-payops-pr1-alb"));
+        assert_eq!((create.num_calls(), modify.num_calls()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn an_owned_nlb_in_sync_is_adopted_without_mutating_calls() {
+        let attrs = attributes(&[
+            ("deletion_protection.enabled", "false"),
+            ("load_balancing.cross_zone.enabled", "true"),
+        ]);
+        let cx = context(&[
+            &fake::describe_load_balancers(),
+            &fake::describe_tags(),
+            &attrs,
+        ]);
+        let applied = testing::ensure(
+            &cx,
+            step(LbKind::Nlb),
+            LoadBalancer::new(LbKind::Nlb),
+            &inputs(LbKind::Nlb),
+        )
+        .await
+        .unwrap();
+        assert_eq!(applied.change, Change::Unchanged, "{:?}", applied.notes);
+        assert_eq!(applied.record.outputs["NlbArn"], fake::NLB);
+    }
+
+    #[tokio::test]
+    async fn a_load_balancer_with_our_name_but_not_our_tags_is_refused() {
+        let untagged = mock!(Client::describe_tags).then_output(|| {
+            DescribeTagsOutput::builder()
+                .tag_descriptions(TagDescription::builder().resource_arn(fake::ALB).build())
+                .build()
+        });
+        let cx = context(&[&fake::describe_load_balancers(), &untagged]);
+        let err = testing::ensure(
+            &cx,
+            step(LbKind::Alb),
+            LoadBalancer::new(LbKind::Alb),
+            &inputs(LbKind::Alb),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("not tagged"), "{err}");
+        assert!(
+            testing::destroy(&cx, step(LbKind::Alb), LoadBalancer::new(LbKind::Alb))
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_changed_group_and_disabled_access_logs_are_repaired() {
+        let mut inputs = inputs(LbKind::Alb);
+        for (step, record) in &mut inputs {
+            if *step == "security-group:alb" {
+                *record = Record::default().output("AlbSecurityGroupId", "sg-new");
+            }
+        }
+        let mut attrs = ALB_ATTRIBUTES.to_vec();
+        attrs[1] = ("access_logs.s3.enabled", "false");
+        let attrs = attributes(&attrs);
+        let groups = mock!(Client::set_security_groups)
+            .match_requests(|r| r.security_groups() == ["sg-new"])
+            .then_output(|| SetSecurityGroupsOutput::builder().build());
+        let modify = mock!(Client::modify_load_balancer_attributes)
+            .match_requests(|r| r.attributes().len() == 1)
+            .then_output(|| ModifyLoadBalancerAttributesOutput::builder().build());
+        let cx = context(&[
+            &fake::describe_load_balancers(),
+            &fake::describe_tags(),
+            &attrs,
+            &groups,
+            &modify,
+        ]);
+        let applied = testing::ensure(
+            &cx,
+            step(LbKind::Alb),
+            LoadBalancer::new(LbKind::Alb),
+            &inputs,
+        )
+        .await
+        .unwrap();
+        assert_eq!(applied.change, Change::Updated);
+        assert_eq!((groups.num_calls(), modify.num_calls()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_load_balancer_of_another_type_is_a_conflict_not_a_replacement() {
+        // The NLB's name answers with an application load balancer.
+        let wrong = mock!(Client::describe_load_balancers).then_output(|| {
+            let mut lb = fake::load_balancer("alb");
+            lb.load_balancer_name = Some("payops-pr1-nlb".into());
+            DescribeLoadBalancersOutput::builder()
+                .load_balancers(lb)
+                .build()
+        });
+        let cx = context(&[&wrong, &fake::describe_tags()]);
+        let err = testing::ensure(
+            &cx,
+            step(LbKind::Nlb),
+            LoadBalancer::new(LbKind::Nlb),
+            &inputs(LbKind::Nlb),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("cannot change"), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn delete_waits_until_the_load_balancer_is_gone() {
+        let describe = mock!(Client::describe_load_balancers)
+            .sequence()
+            .output(|| {
+                DescribeLoadBalancersOutput::builder()
+                    .load_balancers(fake::load_balancer("nlb"))
+                    .build()
+            })
+            .times(2)
+            .error(not_found)
+            .repeatedly()
+            .build();
+        let delete = mock!(Client::delete_load_balancer)
+            .match_requests(|r| r.load_balancer_arn() == Some(fake::NLB))
+            .then_output(|| DeleteLoadBalancerOutput::builder().build());
+        let cx = context(&[&describe, &fake::describe_tags(), &delete]);
+        let removed = testing::destroy(&cx, step(LbKind::Nlb), LoadBalancer::new(LbKind::Nlb))
+            .await
+            .unwrap();
+        assert!(matches!(removed, Removed::Deleted { .. }));
+        assert_eq!(delete.num_calls(), 1);
+        let gone = mock!(Client::describe_load_balancers).then_error(not_found);
+        let cx = context(&[&gone]);
+        assert_eq!(
+            testing::destroy(&cx, step(LbKind::Nlb), LoadBalancer::new(LbKind::Nlb))
+                .await
+                .unwrap(),
+            Removed::AlreadyAbsent
+        );
+    }
+}

@@ -993,3 +993,616 @@ impl Resource for RestApi {
         Ok(Vec::new())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use aws_sdk_apigateway::Client;
+    use aws_sdk_apigateway::operation::{
+        create_deployment::CreateDeploymentOutput,
+        create_model::CreateModelOutput,
+        create_request_validator::CreateRequestValidatorOutput,
+        create_resource::CreateResourceOutput,
+        create_rest_api::CreateRestApiOutput,
+        create_stage::CreateStageOutput,
+        delete_rest_api::{DeleteRestApiError, DeleteRestApiOutput},
+        get_account::GetAccountOutput,
+        get_deployment::GetDeploymentOutput,
+        get_integration::{GetIntegrationError, GetIntegrationOutput},
+        get_method::{GetMethodError, GetMethodOutput},
+        get_models::GetModelsOutput,
+        get_request_validators::GetRequestValidatorsOutput,
+        get_resources::GetResourcesOutput,
+        get_rest_apis::GetRestApisOutput,
+        get_stage::{GetStageError, GetStageOutput},
+        put_integration::PutIntegrationOutput,
+        put_method::PutMethodOutput,
+        update_stage::UpdateStageOutput,
+    };
+    use aws_sdk_apigateway::types::{
+        AccessLogSettings, Method as ApiMethod, MethodSetting, Model as ApiModel, RequestValidator,
+        Resource as ApiResource, RestApi as ApiRestApi,
+    };
+    use aws_sdk_lambda::operation::{
+        add_permission::AddPermissionOutput,
+        get_policy::{GetPolicyError, GetPolicyOutput},
+        remove_permission::{RemovePermissionError, RemovePermissionOutput},
+    };
+    use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+    use serde_json::json;
+
+    use super::*;
+    use crate::engine::{Change, Observation, Removed};
+    use crate::resources::testing;
+
+    const STEP: &str = "rest-api:payments";
+    const NLB_DNS: &str = "payops-pr1-nlb-1.elb.us-east-1.amazonaws.com";
+    const LOGS: &str =
+        "arn:aws:logs:us-east-1:123456789012:log-group:/payops/pr1/api-gateway/access";
+
+    fn fn_arn(f: Function) -> String {
+        format!(
+            "arn:aws:lambda:us-east-1:123456789012:function:payops-pr1-{}",
+            f.slug()
+        )
+    }
+
+    fn inputs() -> Vec<(&'static str, Record)> {
+        let v = fn_arn(Function::Validation);
+        let f = fn_arn(Function::Fraud);
+        let mut out = testing::outputs(&[
+            ("vpc-link", "VpcLinkId", "vl-1"),
+            ("load-balancer:nlb", "NlbDnsName", NLB_DNS),
+            ("log-group:api-access", "ApiAccessLogGroupArn", LOGS),
+        ]);
+        out.push((
+            "lambda-function:payment-validation",
+            Record::default().output("ValidationFunctionArn", v),
+        ));
+        out.push((
+            "lambda-function:fraud-detection",
+            Record::default().output("FraudFunctionArn", f),
+        ));
+        out
+    }
+
+    fn definition() -> Definition {
+        api_definition::definition(&Targets {
+            validation_function: fn_arn(Function::Validation),
+            fraud_function: fn_arn(Function::Fraud),
+            vpc_link: "vl-1".into(),
+            payments_uri: format!("https://{NLB_DNS}/payments"),
+            skip_tls_verification: true,
+        })
+    }
+
+    fn rid(path: &str) -> String {
+        format!("r{}", path.replace('/', "-"))
+    }
+
+    fn account() -> Rule {
+        mock!(Client::get_account).then_output(|| {
+            GetAccountOutput::builder()
+                .cloudwatch_role_arn("arn:aws:iam::123456789012:role/logs")
+                .build()
+        })
+    }
+
+    fn apis(tags: TagMap) -> Rule {
+        mock!(Client::get_rest_apis).then_output(move || {
+            GetRestApisOutput::builder()
+                .items(
+                    ApiRestApi::builder()
+                        .id("api-1")
+                        .name("payops-pr1-api")
+                        .set_tags(Some(tags.clone().into_iter().collect()))
+                        .build(),
+                )
+                .build()
+        })
+    }
+
+    /// API Gateway holding exactly the definition, deployed as `deployed`.
+    fn in_sync(deployed: &'static str) -> Vec<Rule> {
+        let def = definition();
+        let resources = {
+            let mut out = GetResourcesOutput::builder()
+                .items(ApiResource::builder().id("root").path("/").build());
+            for path in def.paths() {
+                let methods = def
+                    .methods
+                    .iter()
+                    .filter(|m| m.path == path)
+                    .map(|m| (m.http_method.to_owned(), ApiMethod::builder().build()))
+                    .collect();
+                out = out.items(
+                    ApiResource::builder()
+                        .id(rid(&path))
+                        .path(&path)
+                        .set_resource_methods(Some(methods))
+                        .build(),
+                );
+            }
+            out.build()
+        };
+        let models = def.models.clone();
+        let methods = def.methods.clone();
+        let integrations = def.methods.clone();
+        let fp = def.fingerprint();
+        vec![
+            mock!(Client::get_resources).then_output(move || resources.clone()),
+            mock!(Client::get_models).then_output(move || {
+                let mut out = GetModelsOutput::builder();
+                for m in &models {
+                    out = out.items(
+                        ApiModel::builder()
+                            .name(m.name)
+                            .schema(m.schema.to_string())
+                            .build(),
+                    );
+                }
+                out.build()
+            }),
+            mock!(Client::get_request_validators).then_output(|| {
+                GetRequestValidatorsOutput::builder()
+                    .items(
+                        RequestValidator::builder()
+                            .id("val-1")
+                            .name(VALIDATOR)
+                            .validate_request_body(true)
+                            .validate_request_parameters(true)
+                            .build(),
+                    )
+                    .build()
+            }),
+            mock!(Client::get_method).then_compute_output(move |r| {
+                let m = methods
+                    .iter()
+                    .find(|m| rid(m.path) == r.resource_id().unwrap_or_default())
+                    .unwrap();
+                GetMethodOutput::builder()
+                    .http_method("POST")
+                    .authorization_type("NONE")
+                    .api_key_required(false)
+                    .request_validator_id("val-1")
+                    .request_models(JSON, m.model)
+                    .request_parameters(REQUIRED_HEADER, true)
+                    .build()
+            }),
+            mock!(Client::get_integration).then_compute_output(move |r| {
+                let m = integrations
+                    .iter()
+                    .find(|m| rid(m.path) == r.resource_id().unwrap_or_default())
+                    .unwrap();
+                let mut out = GetIntegrationOutput::builder()
+                    .r#type(integration_type(&m.integration))
+                    .http_method("POST")
+                    .uri(m.integration.uri("us-east-1", "aws"));
+                if let Integration::VpcLink { connection_id, .. } = &m.integration {
+                    out = out
+                        .connection_type(ConnectionType::VpcLink)
+                        .connection_id(connection_id)
+                        .tls_config(
+                            TlsConfig::builder()
+                                .insecure_skip_verification(true)
+                                .build(),
+                        );
+                }
+                out.build()
+            }),
+            mock!(Client::get_stage).then_output(|| stage("dep-1")),
+            mock!(Client::get_deployment)
+                .match_requests(|r| r.deployment_id() == Some("dep-1"))
+                .then_output(move || {
+                    let description = if deployed == "current" {
+                        api_definition::deployment_description(&fp)
+                    } else {
+                        api_definition::deployment_description(deployed)
+                    };
+                    GetDeploymentOutput::builder()
+                        .description(description)
+                        .build()
+                }),
+        ]
+    }
+
+    fn stage(deployment: &str) -> GetStageOutput {
+        GetStageOutput::builder()
+            .deployment_id(deployment)
+            .stage_name(STAGE)
+            .tracing_enabled(true)
+            .access_log_settings(
+                AccessLogSettings::builder()
+                    .destination_arn(LOGS)
+                    .format(ACCESS_LOG_FORMAT)
+                    .build(),
+            )
+            .method_settings(
+                "*/*",
+                MethodSetting::builder()
+                    .metrics_enabled(true)
+                    .throttling_burst_limit(THROTTLE_BURST)
+                    .throttling_rate_limit(THROTTLE_RATE)
+                    .data_trace_enabled(false)
+                    .build(),
+            )
+            .set_tags(Some(testing::our_tags(STEP).into_iter().collect()))
+            .build()
+    }
+
+    fn permissions() -> Rule {
+        mock!(aws_sdk_lambda::Client::get_policy).then_compute_output(|r| {
+            let f = if r.function_name() == Some("payops-pr1-payment-validation") {
+                Function::Validation
+            } else {
+                Function::Fraud
+            };
+            let path = INVOKED.iter().find(|(g, _)| *g == f).unwrap().1;
+            GetPolicyOutput::builder()
+                .policy(
+                    json!({"Statement": [{
+                        "Sid": statement_id(f),
+                        "Effect": "Allow",
+                        "Principal": {"Service": APIGATEWAY_PRINCIPAL},
+                        "Action": "lambda:InvokeFunction",
+                        "Condition": {"ArnLike": {"AWS:SourceArn":
+                            format!("arn:aws:execute-api:us-east-1:123456789012:api-1/*/POST{path}")}}
+                    }]})
+                    .to_string(),
+                )
+                .build()
+        })
+    }
+
+    fn context(api: &[&Rule], lambda: &[&Rule]) -> Context {
+        let mut clients = testing::clients();
+        clients.apigateway = mock_client!(aws_sdk_apigateway, RuleMode::MatchAny, api);
+        clients.lambda = mock_client!(aws_sdk_lambda, RuleMode::MatchAny, lambda);
+        testing::context(clients)
+    }
+
+    #[tokio::test]
+    async fn a_deployed_api_in_sync_is_adopted_without_mutating_calls() {
+        let rules = in_sync("current");
+        let mut api: Vec<&Rule> = rules.iter().collect();
+        let (listing, acct) = (apis(testing::our_tags(STEP)), account());
+        api.extend([&listing, &acct]);
+        let perms = permissions();
+        let cx = context(&api, &[&perms]);
+        let applied = testing::ensure(&cx, STEP, RestApi, &inputs())
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Unchanged, "{:?}", applied.notes);
+        assert_eq!(applied.record.outputs["RestApiId"], "api-1");
+        assert_eq!(
+            applied.record.outputs["ApiEndpoint"],
+            "https://api-1.execute-api.us-east-1.amazonaws.com/v1"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_changed_definition_is_redeployed_and_nothing_else_moves() {
+        let rules = in_sync("0123456789abcdef");
+        let deploy = mock!(Client::create_deployment)
+            .match_requests(|r| {
+                r.description()
+                    == Some(
+                        api_definition::deployment_description(&definition().fingerprint())
+                            .as_str(),
+                    )
+            })
+            .then_output(|| CreateDeploymentOutput::builder().id("dep-2").build());
+        let point = mock!(Client::update_stage)
+            .match_requests(|r| {
+                r.patch_operations().len() == 1
+                    && r.patch_operations()[0].path() == Some("/deploymentId")
+                    && r.patch_operations()[0].value() == Some("dep-2")
+            })
+            .then_output(|| UpdateStageOutput::builder().build());
+        let mut api: Vec<&Rule> = rules.iter().collect();
+        let (listing, acct) = (apis(testing::our_tags(STEP)), account());
+        api.extend([&listing, &acct, &deploy, &point]);
+        let perms = permissions();
+        let cx = context(&api, &[&perms]);
+        let applied = testing::ensure(&cx, STEP, RestApi, &inputs())
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Updated);
+        assert_eq!(applied.notes.len(), 1, "{:?}", applied.notes);
+        assert_eq!((deploy.num_calls(), point.num_calls()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn an_api_with_our_name_but_not_our_tags_is_refused() {
+        let listing = apis(TagMap::new());
+        let cx = context(&[&listing], &[]);
+        let err = testing::ensure(&cx, STEP, RestApi, &inputs())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("not tagged"), "{err}");
+        assert!(testing::destroy(&cx, STEP, RestApi).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn creates_the_api_its_validated_methods_integrations_permissions_and_stage() {
+        let none =
+            mock!(Client::get_rest_apis).then_output(|| GetRestApisOutput::builder().build());
+        let create = mock!(Client::create_rest_api)
+            .match_requests(|r| {
+                r.name() == Some("payops-pr1-api")
+                    && r.endpoint_configuration().map(|e| e.types())
+                        == Some(&[EndpointType::Regional][..])
+                    && r.tags().is_some_and(|t| t["payops:step"] == STEP)
+            })
+            .then_output(|| CreateRestApiOutput::builder().id("api-1").build());
+        let root = mock!(Client::get_resources).then_output(|| {
+            GetResourcesOutput::builder()
+                .items(ApiResource::builder().id("root").path("/").build())
+                .build()
+        });
+        let no_models =
+            mock!(Client::get_models).then_output(|| GetModelsOutput::builder().build());
+        let no_validators = mock!(Client::get_request_validators)
+            .then_output(|| GetRequestValidatorsOutput::builder().build());
+        let model = mock!(Client::create_model)
+            .match_requests(|r| r.content_type() == Some(JSON) && r.schema().is_some())
+            .then_output(|| CreateModelOutput::builder().build());
+        let validator = mock!(Client::create_request_validator)
+            .match_requests(|r| {
+                r.validate_request_body() == Some(true)
+                    && r.validate_request_parameters() == Some(true)
+            })
+            .then_output(|| CreateRequestValidatorOutput::builder().id("val-1").build());
+        let resource = mock!(Client::create_resource).then_compute_output(|r| {
+            let parent = r.parent_id().unwrap();
+            let path = if parent == "root" {
+                format!("/{}", r.path_part().unwrap())
+            } else {
+                format!("/payments/{}", r.path_part().unwrap())
+            };
+            CreateResourceOutput::builder().id(rid(&path)).build()
+        });
+        let no_method = mock!(Client::get_method)
+            .then_error(|| GetMethodError::generic(testing::error_meta("NotFoundException")));
+        let no_integration = mock!(Client::get_integration)
+            .then_error(|| GetIntegrationError::generic(testing::error_meta("NotFoundException")));
+        let methods = Arc::new(Mutex::new(Vec::new()));
+        let seen = methods.clone();
+        let put_method = mock!(Client::put_method)
+            .match_requests(move |r| {
+                seen.lock()
+                    .unwrap()
+                    .push(r.resource_id().unwrap().to_owned());
+                r.request_validator_id() == Some("val-1")
+                    && r.authorization_type() == Some("NONE")
+                    && r.request_parameters().is_some_and(|p| p[REQUIRED_HEADER])
+                    && r.request_models().is_some_and(|m| m.contains_key(JSON))
+            })
+            .then_output(|| PutMethodOutput::builder().build());
+        let vpc_link_integration = mock!(Client::put_integration)
+            .match_requests(|r| r.resource_id() == Some("r-payments"))
+            .then_compute_output(|r| {
+                assert_eq!(r.r#type(), Some(&IntegrationType::HttpProxy));
+                assert_eq!(r.connection_type(), Some(&ConnectionType::VpcLink));
+                assert_eq!(r.connection_id(), Some("vl-1"));
+                assert_eq!(
+                    r.uri(),
+                    Some(format!("https://{NLB_DNS}/payments").as_str())
+                );
+                assert_eq!(
+                    r.tls_config().map(|t| t.insecure_skip_verification()),
+                    Some(true)
+                );
+                PutIntegrationOutput::builder().build()
+            });
+        let lambda_integration = mock!(Client::put_integration).then_compute_output(|r| {
+            assert_eq!(r.r#type(), Some(&IntegrationType::AwsProxy));
+            assert_eq!(r.integration_http_method(), Some("POST"));
+            assert!(r.uri().unwrap().ends_with("/invocations"), "{:?}", r.uri());
+            PutIntegrationOutput::builder().build()
+        });
+        let no_stage = mock!(Client::get_stage)
+            .then_error(|| GetStageError::generic(testing::error_meta("NotFoundException")));
+        let deploy = mock!(Client::create_deployment)
+            .then_output(|| CreateDeploymentOutput::builder().id("dep-1").build());
+        let create_stage = mock!(Client::create_stage)
+            .match_requests(|r| {
+                r.stage_name() == Some(STAGE)
+                    && r.deployment_id() == Some("dep-1")
+                    && r.tracing_enabled() == Some(true)
+                    && r.tags().is_some_and(|t| t["payops:env"] == "pr1")
+            })
+            .then_output(|| CreateStageOutput::builder().build());
+        let settings = mock!(Client::update_stage)
+            .match_requests(|r| {
+                let value = |path: &str| {
+                    r.patch_operations()
+                        .iter()
+                        .find(|p| p.path() == Some(path))
+                        .and_then(|p| p.value())
+                };
+                value("/accessLogSettings/destinationArn") == Some(LOGS)
+                    && value("/*/*/metrics/enabled") == Some("true")
+                    && value("/*/*/throttling/burstLimit") == Some("200")
+                    && value("/tracingEnabled") == Some("true")
+            })
+            .then_output(|| UpdateStageOutput::builder().build());
+        let no_policy = mock!(aws_sdk_lambda::Client::get_policy).then_error(|| {
+            GetPolicyError::generic(testing::error_meta("ResourceNotFoundException"))
+        });
+        let no_statement = mock!(aws_sdk_lambda::Client::remove_permission).then_error(|| {
+            RemovePermissionError::generic(testing::error_meta("ResourceNotFoundException"))
+        });
+        let allow = mock!(aws_sdk_lambda::Client::add_permission)
+            .match_requests(|r| {
+                r.principal() == Some(APIGATEWAY_PRINCIPAL)
+                    && r.source_arn().is_some_and(|a| {
+                        a == "arn:aws:execute-api:us-east-1:123456789012:api-1/*/POST/payments/validate"
+                            || a == "arn:aws:execute-api:us-east-1:123456789012:api-1/*/POST/payments/fraud-check"
+                    })
+            })
+            .then_output(|| AddPermissionOutput::builder().build());
+        let acct = account();
+        let cx = context(
+            &[
+                &none,
+                &create,
+                &acct,
+                &root,
+                &no_models,
+                &no_validators,
+                &model,
+                &validator,
+                &resource,
+                &no_method,
+                &no_integration,
+                &put_method,
+                &vpc_link_integration,
+                &lambda_integration,
+                &no_stage,
+                &deploy,
+                &create_stage,
+                &settings,
+            ],
+            &[&no_policy, &no_statement, &allow],
+        );
+        let applied = testing::ensure(&cx, STEP, RestApi, &inputs())
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Created);
+        assert_eq!(model.num_calls(), 2);
+        assert_eq!(validator.num_calls(), 1);
+        assert_eq!(resource.num_calls(), 3);
+        assert_eq!(put_method.num_calls(), 3);
+        assert_eq!(
+            vpc_link_integration.num_calls() + lambda_integration.num_calls(),
+            3
+        );
+        assert_eq!(allow.num_calls(), 2);
+        assert_eq!(
+            (
+                deploy.num_calls(),
+                create_stage.num_calls(),
+                settings.num_calls()
+            ),
+            (1, 1, 1)
+        );
+        // Each method on its own resource, children created under their parent.
+        let mut on = methods.lock().unwrap().clone();
+        on.sort();
+        assert_eq!(
+            on,
+            [
+                "r-payments",
+                "r-payments-fraud-check",
+                "r-payments-validate"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn data_tracing_is_reported_as_drift() {
+        let mut s = stage("dep-1");
+        s.method_settings = Some(
+            [(
+                "*/*".to_owned(),
+                MethodSetting::builder()
+                    .metrics_enabled(true)
+                    .throttling_burst_limit(THROTTLE_BURST)
+                    .throttling_rate_limit(THROTTLE_RATE)
+                    .data_trace_enabled(true)
+                    .build(),
+            )]
+            .into(),
+        );
+        let patches = RestApi::stage_patches(Some(&s), LOGS);
+        assert_eq!(
+            patches,
+            [("/*/*/logging/dataTrace".to_owned(), "false".to_owned())]
+        );
+        assert_eq!(RestApi::stage_patches(Some(&stage("dep-1")), LOGS), []);
+        assert_eq!(RestApi::stage_patches(None, LOGS).len(), 6);
+    }
+
+    #[tokio::test]
+    async fn an_unexpected_method_or_resource_is_reported() {
+        let def = definition();
+        let mut actual = Actual::default();
+        for path in def.paths() {
+            actual.resources.insert(path.clone(), rid(&path));
+        }
+        actual.resources.insert("/admin".into(), "r-admin".into());
+        actual.validator = Some(("val-1".into(), true, true));
+        actual.models = def
+            .models
+            .iter()
+            .map(|m| (m.name.to_owned(), m.schema.clone()))
+            .collect();
+        for m in &def.methods {
+            actual
+                .methods
+                .insert((m.path.to_owned(), "POST".into()), (true, true));
+        }
+        actual
+            .extra_methods
+            .push(("/payments".into(), "DELETE".into()));
+        let changes = RestApi::compare(&def, &actual);
+        assert_eq!(
+            changes,
+            [
+                "delete unexpected resource /admin",
+                "delete unexpected method DELETE /payments"
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn delete_waits_out_api_gateways_throttle_and_removes_the_permissions() {
+        let delete = mock!(Client::delete_rest_api)
+            .sequence()
+            .error(|| DeleteRestApiError::generic(testing::error_meta("TooManyRequestsException")))
+            .output(|| DeleteRestApiOutput::builder().build())
+            .build();
+        let remove = mock!(aws_sdk_lambda::Client::remove_permission)
+            .match_requests(|r| {
+                r.statement_id()
+                    .is_some_and(|s| s.starts_with("payops-api-"))
+            })
+            .then_output(|| RemovePermissionOutput::builder().build());
+        let listing = apis(testing::our_tags(STEP));
+        let cx = context(&[&listing, &delete], &[&remove]);
+        let removed = testing::destroy(&cx, STEP, RestApi).await.unwrap();
+        assert!(matches!(removed, Removed::Deleted { .. }));
+        assert_eq!((delete.num_calls(), remove.num_calls()), (2, 2));
+        let none =
+            mock!(Client::get_rest_apis).then_output(|| GetRestApisOutput::builder().build());
+        let cx = context(&[&none], &[]);
+        assert_eq!(
+            testing::destroy(&cx, STEP, RestApi).await.unwrap(),
+            Removed::AlreadyAbsent
+        );
+    }
+
+    #[tokio::test]
+    async fn observe_names_what_differs() {
+        let rules = in_sync("current");
+        let mut api: Vec<&Rule> = rules.iter().collect();
+        let no_role =
+            mock!(Client::get_account).then_output(|| GetAccountOutput::builder().build());
+        let listing = apis(testing::our_tags(STEP));
+        api.extend([&listing, &no_role]);
+        let perms = permissions();
+        let cx = context(&api, &[&perms]);
+        let Observation::Present { drift, .. } = testing::observe(&cx, STEP, RestApi, &inputs())
+            .await
+            .unwrap()
+        else {
+            panic!("present");
+        };
+        assert_eq!(
+            drift,
+            ["set API Gateway's account-wide CloudWatch Logs role (none is set)"]
+        );
+    }
+}

@@ -485,3 +485,271 @@ impl Resource for TargetGroup {
         Ok(Vec::new())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_elasticloadbalancingv2::Client;
+    use aws_sdk_elasticloadbalancingv2::operation::{
+        create_target_group::CreateTargetGroupOutput,
+        delete_target_group::{DeleteTargetGroupError, DeleteTargetGroupOutput},
+        describe_tags::DescribeTagsOutput,
+        describe_target_groups::{DescribeTargetGroupsError, DescribeTargetGroupsOutput},
+        describe_target_health::DescribeTargetHealthOutput,
+        modify_target_group::ModifyTargetGroupOutput,
+        register_targets::RegisterTargetsOutput,
+    };
+    use aws_sdk_elasticloadbalancingv2::types::{TagDescription, TargetHealthDescription};
+    use aws_sdk_lambda::operation::{
+        add_permission::AddPermissionOutput,
+        get_policy::{GetPolicyError, GetPolicyOutput},
+        remove_permission::{RemovePermissionError, RemovePermissionOutput},
+    };
+    use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+    use serde_json::json;
+
+    use super::*;
+    use crate::engine::{Change, Removed};
+    use crate::resources::elb::fake;
+    use crate::resources::testing;
+
+    const ALIAS: &str =
+        "arn:aws:lambda:us-east-1:123456789012:function:payops-pr1-transaction-processing:blue";
+
+    fn inputs() -> Vec<(&'static str, Record)> {
+        testing::outputs(&[
+            (
+                "lambda-function:transaction-processing",
+                "TransactionBlueAliasArn",
+                ALIAS,
+            ),
+            (
+                "lambda-function:transaction-processing",
+                "TransactionGreenAliasArn",
+                "arn:aws:lambda:us-east-1:123456789012:function:payops-pr1-transaction-processing:green",
+            ),
+            ("load-balancer:alb", "AlbArn", fake::ALB),
+            ("vpc", "VpcId", "vpc-1"),
+        ])
+    }
+
+    fn policy(tg: &'static str) -> Rule {
+        mock!(aws_sdk_lambda::Client::get_policy)
+            .match_requests(|r| r.qualifier() == Some("blue"))
+            .then_output(move || {
+                GetPolicyOutput::builder()
+                    .policy(
+                        json!({"Statement": [{
+                            "Sid": "payops-elb-blue",
+                            "Effect": "Allow",
+                            "Principal": {"Service": ELB_PRINCIPAL},
+                            "Action": "lambda:InvokeFunction",
+                            "Condition": {"ArnLike": {"AWS:SourceArn": tg}}
+                        }]})
+                        .to_string(),
+                    )
+                    .build()
+            })
+    }
+
+    fn health(targets: &[(&'static str, Option<i32>)]) -> Rule {
+        let targets = targets.to_vec();
+        mock!(Client::describe_target_health).then_output(move || {
+            let mut out = DescribeTargetHealthOutput::builder();
+            for (id, port) in &targets {
+                out = out.target_health_descriptions(
+                    TargetHealthDescription::builder()
+                        .target(target(id, *port))
+                        .build(),
+                );
+            }
+            out.build()
+        })
+    }
+
+    fn context(elb: &[&Rule], lambda: &[&Rule]) -> Context {
+        let mut clients = testing::clients();
+        clients.elb = mock_client!(aws_sdk_elasticloadbalancingv2, RuleMode::MatchAny, elb);
+        clients.lambda = mock_client!(aws_sdk_lambda, RuleMode::MatchAny, lambda);
+        testing::context(clients)
+    }
+
+    #[tokio::test]
+    async fn creates_a_lambda_group_lets_it_invoke_the_alias_then_registers_it() {
+        let missing = mock!(Client::describe_target_groups).then_error(|| {
+            DescribeTargetGroupsError::generic(testing::error_meta("TargetGroupNotFound"))
+        });
+        let create = mock!(Client::create_target_group)
+            .match_requests(|r| {
+                r.name() == Some("payops-pr1-blue")
+                    && r.target_type() == Some(&TargetTypeEnum::Lambda)
+                    && r.port().is_none()
+                    && r.tags()
+                        .iter()
+                        .any(|t| t.value() == Some("target-group:blue"))
+            })
+            .then_output(|| {
+                CreateTargetGroupOutput::builder()
+                    .target_groups(fake::target_group("blue"))
+                    .build()
+            });
+        let no_policy = mock!(aws_sdk_lambda::Client::get_policy).then_error(|| {
+            GetPolicyError::generic(testing::error_meta("ResourceNotFoundException"))
+        });
+        let remove = mock!(aws_sdk_lambda::Client::remove_permission).then_error(|| {
+            RemovePermissionError::generic(testing::error_meta("ResourceNotFoundException"))
+        });
+        let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (o1, o2) = (order.clone(), order.clone());
+        let allow = mock!(aws_sdk_lambda::Client::add_permission)
+            .match_requests(move |r| {
+                o1.lock().unwrap().push("permission");
+                r.qualifier() == Some("blue")
+                    && r.principal() == Some(ELB_PRINCIPAL)
+                    && r.source_arn() == Some(fake::BLUE)
+                    && r.action() == Some("lambda:InvokeFunction")
+            })
+            .then_output(|| AddPermissionOutput::builder().build());
+        let register = mock!(Client::register_targets)
+            .match_requests(move |r| {
+                o2.lock().unwrap().push("register");
+                r.targets().len() == 1 && r.targets()[0].id() == Some(ALIAS)
+            })
+            .then_output(|| RegisterTargetsOutput::builder().build());
+        let cx = context(
+            &[&missing, &create, &health(&[]), &register],
+            &[&no_policy, &remove, &allow],
+        );
+        let applied = testing::ensure(
+            &cx,
+            "target-group:blue",
+            TargetGroup::new(TgKind::Blue),
+            &inputs(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(applied.change, Change::Created);
+        assert_eq!(applied.record.outputs["BlueTargetGroupArn"], fake::BLUE);
+        // AWS refuses to register a function ELB may not invoke yet.
+        assert_eq!(*order.lock().unwrap(), ["permission", "register"]);
+    }
+
+    #[tokio::test]
+    async fn an_owned_group_in_sync_is_adopted_without_mutating_calls() {
+        let cx = context(
+            &[
+                &fake::describe_target_groups(),
+                &fake::describe_tags(),
+                &health(&[(ALIAS, None)]),
+            ],
+            &[&policy(fake::BLUE)],
+        );
+        let applied = testing::ensure(
+            &cx,
+            "target-group:blue",
+            TargetGroup::new(TgKind::Blue),
+            &inputs(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(applied.change, Change::Unchanged, "{:?}", applied.notes);
+    }
+
+    #[tokio::test]
+    async fn a_group_with_our_name_but_not_our_tags_is_refused() {
+        let untagged = mock!(Client::describe_tags).then_output(|| {
+            DescribeTagsOutput::builder()
+                .tag_descriptions(TagDescription::builder().resource_arn(fake::GREEN).build())
+                .build()
+        });
+        let cx = context(&[&fake::describe_target_groups(), &untagged], &[]);
+        let err = testing::ensure(
+            &cx,
+            "target-group:green",
+            TargetGroup::new(TgKind::Green),
+            &inputs(),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("not tagged"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_nlb_group_gets_its_health_check_and_the_alb_back() {
+        let drifted = mock!(Client::describe_target_groups).then_output(|| {
+            let mut tg = fake::target_group("alb");
+            tg.health_check_protocol = Some(ProtocolEnum::Http);
+            tg.health_check_path = Some("/".into());
+            DescribeTargetGroupsOutput::builder()
+                .target_groups(tg)
+                .build()
+        });
+        let modify = mock!(Client::modify_target_group)
+            .match_requests(|r| {
+                r.health_check_protocol() == Some(&ProtocolEnum::Https)
+                    && r.health_check_path() == Some(HEALTH_PATH)
+            })
+            .then_output(|| ModifyTargetGroupOutput::builder().build());
+        let register = mock!(Client::register_targets)
+            .match_requests(|r| {
+                r.targets()[0].id() == Some(fake::ALB) && r.targets()[0].port() == Some(443)
+            })
+            .then_output(|| RegisterTargetsOutput::builder().build());
+        let cx = context(
+            &[
+                &drifted,
+                &fake::describe_tags(),
+                &health(&[]),
+                &modify,
+                &register,
+            ],
+            &[],
+        );
+        let applied = testing::ensure(
+            &cx,
+            "target-group:alb",
+            TargetGroup::new(TgKind::Alb),
+            &inputs(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(applied.change, Change::Updated);
+        assert_eq!((modify.num_calls(), register.num_calls()), (1, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn delete_waits_for_the_listener_to_let_go_and_removes_the_permission() {
+        let delete = mock!(Client::delete_target_group)
+            .sequence()
+            .error(|| DeleteTargetGroupError::generic(testing::error_meta("ResourceInUse")))
+            .output(|| DeleteTargetGroupOutput::builder().build())
+            .build();
+        let remove = mock!(aws_sdk_lambda::Client::remove_permission)
+            .match_requests(|r| {
+                r.qualifier() == Some("blue") && r.statement_id() == Some("payops-elb-blue")
+            })
+            .then_output(|| RemovePermissionOutput::builder().build());
+        let cx = context(
+            &[
+                &fake::describe_target_groups(),
+                &fake::describe_tags(),
+                &delete,
+            ],
+            &[&remove],
+        );
+        let removed = testing::destroy(&cx, "target-group:blue", TargetGroup::new(TgKind::Blue))
+            .await
+            .unwrap();
+        assert!(matches!(removed, Removed::Deleted { .. }));
+        assert_eq!((delete.num_calls(), remove.num_calls()), (2, 1));
+        let missing = mock!(Client::describe_target_groups).then_error(|| {
+            DescribeTargetGroupsError::generic(testing::error_meta("TargetGroupNotFound"))
+        });
+        let cx = context(&[&missing], &[]);
+        assert_eq!(
+            testing::destroy(&cx, "target-group:blue", TargetGroup::new(TgKind::Blue))
+                .await
+                .unwrap(),
+            Removed::AlreadyAbsent
+        );
+    }
+}

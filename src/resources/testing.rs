@@ -141,3 +141,21 @@ pub fn error_meta(code: &str) -> aws_smithy_types::error::ErrorMetadata {
         .message(format!("{code} (mocked)"))
         .build()
 }
+
+/// The payops tags of env pr1 and `step`, as a map.
+pub fn our_tags(step: &str) -> crate::tags::TagMap {
+    Tagger::new(EnvName::parse("pr1").unwrap(), "payments", NOW).for_create(step)
+}
+
+/// Records of dependencies with one output each: `[(step, key, value)]`.
+pub fn outputs(items: &[(&'static str, &str, &str)]) -> Vec<(&'static str, Record)> {
+    let mut by_step: BTreeMap<&'static str, Record> = BTreeMap::new();
+    for (step, key, value) in items {
+        let record = by_step
+            .remove(step)
+            .unwrap_or_default()
+            .output(*key, *value);
+        by_step.insert(step, record);
+    }
+    by_step.into_iter().collect()
+}

@@ -357,3 +357,264 @@ impl Resource for VpcLink {
         Ok(Vec::new())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use aws_sdk_apigateway::Client;
+    use aws_sdk_apigateway::operation::{
+        create_vpc_link::CreateVpcLinkOutput,
+        delete_vpc_link::{DeleteVpcLinkError, DeleteVpcLinkOutput},
+        get_vpc_link::{GetVpcLinkError, GetVpcLinkOutput},
+        get_vpc_links::GetVpcLinksOutput,
+        tag_resource::TagResourceOutput,
+    };
+    use aws_sdk_apigateway::types::VpcLink as ApiVpcLink;
+    use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+
+    use super::*;
+    use crate::engine::{Change, Removed, StepEvents, StepId};
+    use crate::resources::elb::fake;
+    use crate::resources::testing;
+
+    const STEP: &str = "vpc-link";
+
+    fn inputs(target: &str) -> Vec<(&'static str, Record)> {
+        vec![(
+            "load-balancer:nlb",
+            Record::default().output("NlbArn", target),
+        )]
+    }
+
+    fn link(status: VpcLinkStatus, tags: TagMap) -> ApiVpcLink {
+        ApiVpcLink::builder()
+            .id("vl-1")
+            .name("payops-pr1-vpc-link")
+            .target_arns(fake::NLB)
+            .status(status)
+            .set_tags(Some(tags.into_iter().collect()))
+            .build()
+    }
+
+    fn listed(l: ApiVpcLink) -> Rule {
+        mock!(Client::get_vpc_links).then_output(move || {
+            GetVpcLinksOutput::builder()
+                .items(l.clone())
+                // Another env's link is not ours to look at.
+                .items(
+                    ApiVpcLink::builder()
+                        .id("vl-9")
+                        .name("payops-pr2-vpc-link")
+                        .build(),
+                )
+                .build()
+        })
+    }
+
+    fn context(api: &[&Rule], elb: &[&Rule]) -> Context {
+        let mut clients = testing::clients();
+        clients.apigateway = mock_client!(aws_sdk_apigateway, RuleMode::MatchAny, api);
+        clients.elb = mock_client!(aws_sdk_elasticloadbalancingv2, RuleMode::MatchAny, elb);
+        testing::context(clients)
+    }
+
+    #[test]
+    fn only_network_load_balancers_can_be_linked() {
+        assert!(check_target(fake::NLB, Some(&LoadBalancerTypeEnum::Network)).is_ok());
+        let err = check_target(fake::ALB, Some(&LoadBalancerTypeEnum::Application))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("accepts only Network Load Balancers"), "{err}");
+        assert!(err.contains("type application"), "{err}");
+        assert!(err.contains("target group of type alb"), "{err}");
+        assert!(check_target(fake::ALB, None).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_link_to_an_alb_is_refused_before_anything_is_created() {
+        let none =
+            mock!(Client::get_vpc_links).then_output(|| GetVpcLinksOutput::builder().build());
+        // No CreateVpcLink is mocked: calling it would fail differently.
+        let cx = context(&[&none], &[&fake::describe_load_balancers()]);
+        let err = testing::ensure(&cx, STEP, VpcLink, &inputs(fake::ALB))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("accepts only Network Load Balancers"), "{err}");
+    }
+
+    #[derive(Default)]
+    struct Progress(Mutex<Vec<String>>);
+    impl StepEvents for Progress {
+        fn progress(&self, _: &StepId, m: &str) {
+            self.0.lock().unwrap().push(m.to_owned());
+        }
+        fn remember(&self, _: &StepId, _: &str, _: &str) {}
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn creates_a_tagged_link_to_the_nlb_and_waits_until_available() {
+        let none =
+            mock!(Client::get_vpc_links).then_output(|| GetVpcLinksOutput::builder().build());
+        let create = mock!(Client::create_vpc_link)
+            .match_requests(|r| {
+                r.name() == Some("payops-pr1-vpc-link")
+                    && r.target_arns() == [fake::NLB]
+                    && r.tags().is_some_and(|t| t["payops:step"] == STEP)
+            })
+            .then_output(|| {
+                CreateVpcLinkOutput::builder()
+                    .id("vl-1")
+                    .status(VpcLinkStatus::Pending)
+                    .build()
+            });
+        let status = mock!(Client::get_vpc_link)
+            .sequence()
+            .output(|| {
+                GetVpcLinkOutput::builder()
+                    .status(VpcLinkStatus::Pending)
+                    .build()
+            })
+            .times(3)
+            .output(|| {
+                GetVpcLinkOutput::builder()
+                    .status(VpcLinkStatus::Available)
+                    .build()
+            })
+            .build();
+        let cx = context(
+            &[&none, &create, &status],
+            &[&fake::describe_load_balancers()],
+        );
+        let id = StepId::from(STEP);
+        let events = Progress::default();
+        let step = crate::engine::StepCx::standalone(
+            &id,
+            inputs(fake::NLB)
+                .into_iter()
+                .map(|(k, r)| (StepId::from(k), r))
+                .collect(),
+            None,
+            &events,
+        );
+        let found = VpcLink.create(&cx, &step).await.unwrap();
+        assert_eq!(found.id, "vl-1");
+        assert_eq!(status.num_calls(), 4);
+        let progress = events.0.lock().unwrap();
+        assert!(
+            progress
+                .iter()
+                .any(|m| m.contains("8-12 minutes on AWS") && m.contains("PENDING")),
+            "{progress:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_owned_available_link_is_adopted_without_mutating_calls() {
+        let cx = context(
+            &[&listed(link(
+                VpcLinkStatus::Available,
+                testing::our_tags(STEP),
+            ))],
+            &[],
+        );
+        let applied = testing::ensure(&cx, STEP, VpcLink, &inputs(fake::NLB))
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Unchanged, "{:?}", applied.notes);
+        assert_eq!(applied.record.outputs["VpcLinkId"], "vl-1");
+    }
+
+    #[tokio::test]
+    async fn a_link_with_our_name_but_not_our_tags_is_refused() {
+        let cx = context(
+            &[&listed(link(VpcLinkStatus::Available, TagMap::new()))],
+            &[],
+        );
+        let err = testing::ensure(&cx, STEP, VpcLink, &inputs(fake::NLB))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("not tagged"), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_link_left_pending_is_waited_for_and_missing_tags_added() {
+        let mut tags = testing::our_tags(STEP);
+        tags.remove("CostCenter");
+        let status = mock!(Client::get_vpc_link).then_output(|| {
+            GetVpcLinkOutput::builder()
+                .status(VpcLinkStatus::Available)
+                .build()
+        });
+        let tag = mock!(Client::tag_resource)
+            .match_requests(|r| {
+                r.resource_arn() == Some("arn:aws:apigateway:us-east-1::/vpclinks/vl-1")
+                    && r.tags().is_some_and(|t| t.len() == 1)
+            })
+            .then_output(|| TagResourceOutput::builder().build());
+        let cx = context(
+            &[&listed(link(VpcLinkStatus::Pending, tags)), &status, &tag],
+            &[],
+        );
+        let applied = testing::ensure(&cx, STEP, VpcLink, &inputs(fake::NLB))
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Updated);
+        assert_eq!((status.num_calls(), tag.num_calls()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_link_to_another_target_is_a_conflict() {
+        let mut other = link(VpcLinkStatus::Available, testing::our_tags(STEP));
+        other.target_arns = Some(vec![fake::ALB.to_owned()]);
+        let cx = context(&[&listed(other)], &[]);
+        let err = testing::ensure(&cx, STEP, VpcLink, &inputs(fake::NLB))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("cannot change"), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn delete_waits_until_the_link_is_gone() {
+        let delete =
+            mock!(Client::delete_vpc_link).then_output(|| DeleteVpcLinkOutput::builder().build());
+        let status = mock!(Client::get_vpc_link)
+            .sequence()
+            .output(|| {
+                GetVpcLinkOutput::builder()
+                    .status(VpcLinkStatus::Deleting)
+                    .build()
+            })
+            .error(|| GetVpcLinkError::generic(testing::error_meta("NotFoundException")))
+            .build();
+        let cx = context(
+            &[
+                &listed(link(VpcLinkStatus::Available, testing::our_tags(STEP))),
+                &delete,
+                &status,
+            ],
+            &[],
+        );
+        let removed = testing::destroy(&cx, STEP, VpcLink).await.unwrap();
+        assert!(matches!(removed, Removed::Deleted { .. }));
+        assert_eq!(status.num_calls(), 2);
+        let gone = mock!(Client::delete_vpc_link)
+            .then_error(|| DeleteVpcLinkError::generic(testing::error_meta("NotFoundException")));
+        let cx = context(
+            &[
+                &listed(link(VpcLinkStatus::Available, testing::our_tags(STEP))),
+                &gone,
+            ],
+            &[],
+        );
+        assert!(testing::destroy(&cx, STEP, VpcLink).await.is_ok());
+        let none =
+            mock!(Client::get_vpc_links).then_output(|| GetVpcLinksOutput::builder().build());
+        let cx = context(&[&none], &[]);
+        assert_eq!(
+            testing::destroy(&cx, STEP, VpcLink).await.unwrap(),
+            Removed::AlreadyAbsent
+        );
+    }
+}
