@@ -17,9 +17,9 @@ use aws_sdk_s3::types::{BucketVersioningStatus, ServerSideEncryption, Transition
 use serde_json::Value;
 
 use common::{
-    AZ_LABELS, Aws, Ec2Inventory, KEY_PURPOSES, TIERS, Tags, TestEnv, actions, assert_no_mutation,
-    assert_payops_tags, ec2_inventory, ec2_tags, enabled_keys_of, filter, kms_aliases,
-    not_equal_to, outcomes, remaining, statuses,
+    AZ_LABELS, Aws, Ec2Inventory, KEY_PURPOSES, STEP_COUNT, TIERS, Tags, TestEnv, actions,
+    assert_no_mutation, assert_payops_tags, ec2_inventory, ec2_tags, enabled_keys_of, filter,
+    kms_aliases, not_equal_to, outcomes, remaining, statuses,
 };
 
 /// Outputs other teams rely on; the flat outputs file must have all of them.
@@ -1044,7 +1044,7 @@ async fn a_second_up_makes_no_mutating_call_and_status_and_plan_agree() {
     let (_, second) = env.up_json(&[]);
     assert_no_mutation(&second, "second up");
     let steps = outcomes(&second);
-    assert_eq!(steps.len(), 33, "steps: {steps:?}");
+    assert_eq!(steps.len(), STEP_COUNT, "steps: {steps:?}");
     assert_eq!(not_equal_to(&steps, "unchanged"), vec![], "second up");
 
     let status = env.status_json();
@@ -1057,7 +1057,7 @@ async fn a_second_up_makes_no_mutating_call_and_status_and_plan_agree() {
 
     let plan = env.plan_json();
     let plan_actions = actions(&plan);
-    assert_eq!(plan_actions.len(), 33);
+    assert_eq!(plan_actions.len(), STEP_COUNT);
     assert_eq!(not_equal_to(&plan_actions, "no change"), vec![], "plan");
 
     let run = env.run_env("outputs", &["--output", "json"]);
@@ -1359,7 +1359,7 @@ async fn down_of_an_env_that_does_not_exist_succeeds() {
     let report = run.json();
     assert_eq!(report["result"], "succeeded");
     let steps = outcomes(&report);
-    assert_eq!(steps.len(), 33, "{steps:?}");
+    assert_eq!(steps.len(), STEP_COUNT, "{steps:?}");
     // `absent` in the text summary; the JSON report spells it already-absent.
     assert_eq!(
         not_equal_to(&steps, "already-absent"),

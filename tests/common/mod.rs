@@ -32,6 +32,14 @@ pub const TAG_MANAGED_BY: &str = "payops:managed-by";
 pub const TAG_CREATED_AT: &str = "payops:created-at";
 
 pub const KEY_PURPOSES: [&str; 4] = ["database", "dynamodb", "s3", "logs"];
+/// Steps of one env (`payops graph` lists them).
+pub const STEP_COUNT: usize = 55;
+/// The payment functions, by their name suffix (`payops-<env>-<slug>`).
+pub const FUNCTIONS: [&str; 3] = [
+    "payment-validation",
+    "fraud-detection",
+    "transaction-processing",
+];
 pub const AZ_LABELS: [&str; 3] = ["a", "b", "c"];
 pub const TIERS: [&str; 3] = ["public", "private", "database"];
 
@@ -999,12 +1007,15 @@ pub async fn remaining(aws: &Aws, env: &str) -> Vec<String> {
         left.push(format!("log group {}", g.log_group_name().unwrap_or("?")));
     }
 
-    let role = format!("payops-{env}-flow-logs");
-    match aws.c.iam.get_role().role_name(&role).send().await {
-        Ok(_) => left.push(format!("iam role {role}")),
-        Err(e) if error_code(&e) == Some("NoSuchEntity") => {}
-        Err(e) => panic!("iam:GetRole {role}: {e:?}"),
+    let roles = std::iter::once("flow-logs").chain(FUNCTIONS);
+    for role in roles.map(|r| format!("payops-{env}-{r}")) {
+        match aws.c.iam.get_role().role_name(&role).send().await {
+            Ok(_) => left.push(format!("iam role {role}")),
+            Err(e) if error_code(&e) == Some("NoSuchEntity") => {}
+            Err(e) => panic!("iam:GetRole {role}: {e:?}"),
+        }
     }
+    left.extend(compute_remaining(aws, env).await);
 
     for arn in tagged_arns(aws, env).await {
         if !gone_for_good(aws, &arn).await {
@@ -1013,6 +1024,105 @@ pub async fn remaining(aws: &Aws, env: &str) -> Vec<String> {
     }
     left.sort();
     left.dedup();
+    left
+}
+
+/// What is left of the env's request path: functions, load balancers, target
+/// groups, VPC link, REST API, certificate, access-log bucket. Looked up by
+/// name: the tagging API of either emulator misses several of these kinds.
+pub async fn compute_remaining(aws: &Aws, env: &str) -> Vec<String> {
+    let mut left = Vec::new();
+    for f in FUNCTIONS {
+        let name = format!("payops-{env}-{f}");
+        match aws
+            .c
+            .lambda
+            .get_function()
+            .function_name(&name)
+            .send()
+            .await
+        {
+            Ok(_) => left.push(format!("lambda function {name}")),
+            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => {}
+            Err(e) => panic!("lambda:GetFunction {name}: {e:?}"),
+        }
+    }
+    for lb in ["alb", "nlb"] {
+        let name = format!("payops-{env}-{lb}");
+        match aws
+            .c
+            .elb
+            .describe_load_balancers()
+            .names(&name)
+            .send()
+            .await
+        {
+            Ok(out) if !out.load_balancers().is_empty() => {
+                left.push(format!("load balancer {name}"))
+            }
+            Ok(_) => {}
+            Err(e) if error_code(&e) == Some("LoadBalancerNotFound") => {}
+            Err(e) => panic!("elbv2:DescribeLoadBalancers {name}: {e:?}"),
+        }
+    }
+    for tg in ["blue", "green", "alb"] {
+        let name = format!("payops-{env}-{tg}");
+        match aws.c.elb.describe_target_groups().names(&name).send().await {
+            Ok(out) if !out.target_groups().is_empty() => left.push(format!("target group {name}")),
+            Ok(_) => {}
+            Err(e) if error_code(&e) == Some("TargetGroupNotFound") => {}
+            Err(e) => panic!("elbv2:DescribeTargetGroups {name}: {e:?}"),
+        }
+    }
+    let links = aws
+        .c
+        .apigateway
+        .get_vpc_links()
+        .limit(500)
+        .send()
+        .await
+        .expect("apigateway:GetVpcLinks");
+    for l in links.items() {
+        if l.name() == Some(format!("payops-{env}-vpc-link").as_str()) {
+            left.push(format!("vpc link {:?}", l.id()));
+        }
+    }
+    let apis = aws
+        .c
+        .apigateway
+        .get_rest_apis()
+        .limit(500)
+        .send()
+        .await
+        .expect("apigateway:GetRestApis");
+    for a in apis.items() {
+        if a.name() == Some(format!("payops-{env}-api").as_str()) {
+            left.push(format!("rest api {:?}", a.id()));
+        }
+    }
+    let certs = aws
+        .c
+        .acm
+        .list_certificates()
+        .includes(
+            aws_sdk_acm::types::Filters::builder()
+                .key_types(aws_sdk_acm::types::KeyAlgorithm::EcPrime256v1)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("acm:ListCertificates");
+    for c in certs.certificate_summary_list() {
+        if c.domain_name() == Some(format!("alb.{env}.payops.internal").as_str()) {
+            left.push(format!("acm certificate {:?}", c.certificate_arn()));
+        }
+    }
+    let bucket = format!("payops-{env}-alb-logs-{}-{REGION}", aws.account);
+    match aws.c.s3.head_bucket().bucket(&bucket).send().await {
+        Ok(_) => left.push(format!("s3 bucket {bucket}")),
+        Err(SdkError::ServiceError(e)) if e.raw().status().as_u16() == 404 => {}
+        Err(e) => panic!("s3:HeadBucket {bucket}: {e:?}"),
+    }
     left
 }
 

@@ -298,6 +298,51 @@ def apigateway():
     return Service.for_provider(PayopsApigatewayProvider(), dispatch_table_factory=MotoFallbackDispatcher)
 
 
+@aws_provider(api="cloudwatch", name="payops")
+def cloudwatch():
+    """LocalStack's own CloudWatch provider with alarm tags kept.
+
+    In 4.14.0 PutMetricAlarm and PutCompositeAlarm drop their ``Tags``
+    (ListTagsForResource answers []; TagResource afterwards works), and the
+    tags of a deleted alarm stay for the next alarm of that name. payops tells
+    an env's alarms from another env's by their tags (``payops shift`` stops on
+    the env's alarms only), so both matter.
+    """
+    from localstack.aws.api import RequestContext, handler
+    from localstack.services.cloudwatch.provider_v2 import CloudwatchProvider
+    from localstack.utils.aws import arns
+
+    class PayopsCloudwatchProvider(CloudwatchProvider):
+        def _tag_new_alarm(self, context: RequestContext, request) -> None:
+            tags = request.get("Tags") or []
+            if tags:
+                arn = arns.cloudwatch_alarm_arn(
+                    request["AlarmName"], account_id=context.account_id, region_name=context.region
+                )
+                self.get_store(context.account_id, context.region).TAGS.tag_resource(arn, tags)
+
+        @handler("PutMetricAlarm", expand=False)
+        def put_metric_alarm(self, context: RequestContext, request) -> None:
+            super().put_metric_alarm(context, request)
+            self._tag_new_alarm(context, request)
+
+        @handler("PutCompositeAlarm", expand=False)
+        def put_composite_alarm(self, context: RequestContext, request) -> None:
+            super().put_composite_alarm(context, request)
+            self._tag_new_alarm(context, request)
+
+        def delete_alarms(self, context: RequestContext, alarm_names, **kwargs) -> None:
+            super().delete_alarms(context, alarm_names, **kwargs)
+            store = self.get_store(context.account_id, context.region)
+            for name in alarm_names:
+                store.TAGS.del_resource(
+                    arns.cloudwatch_alarm_arn(name, account_id=context.account_id, region_name=context.region)
+                )
+
+    LOG.info("payops ext: serving cloudwatch from LocalStack's provider with alarm tags kept")
+    return Service.for_provider(PayopsCloudwatchProvider())
+
+
 # Every API this package serves as moto passthrough; scripts/emulator and
 # docker-compose.yml set PROVIDER_OVERRIDE_<API>=moto for each (and
 # PROVIDER_OVERRIDE_LOGS=payops for the patched logs provider).

@@ -1,0 +1,967 @@
+//! Integration tests of the request path (issue 3): functions, load
+//! balancers, VPC link, REST API, and `payops shift`, each checked through
+//! the AWS SDK against a local emulator (see tests/common/mod.rs).
+//!
+//! ```sh
+//! PAYOPS_TEST_ENDPOINT=http://127.0.0.1:5199 PAYOPS_TEST_EMULATOR=moto \
+//!     cargo nextest run --test compute --run-ignored only
+//! ```
+
+#[allow(dead_code)]
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use aws_sdk_apigateway::types::{ConnectionType, EndpointType, IntegrationType};
+use aws_sdk_elasticloadbalancingv2::types::{
+    LoadBalancerSchemeEnum, LoadBalancerTypeEnum, ProtocolEnum, TargetTypeEnum,
+};
+use aws_sdk_lambda::types::{LogFormat, TracingMode};
+use serde_json::Value;
+
+use common::{
+    Aws, FUNCTIONS, REGION, STEP_COUNT, TestEnv, assert_no_mutation, assert_payops_tags,
+    compute_remaining, not_equal_to, outcomes, remaining,
+};
+
+/// Outputs of the request path other teams read.
+const OUTPUTS: [&str; 11] = [
+    "ValidationFunctionArn",
+    "FraudFunctionArn",
+    "TransactionFunctionArn",
+    "AlbArn",
+    "AlbDnsName",
+    "BlueTargetGroupArn",
+    "GreenTargetGroupArn",
+    "NlbArn",
+    "VpcLinkId",
+    "RestApiId",
+    "ApiEndpoint",
+];
+
+#[track_caller]
+fn output<'a>(outputs: &'a BTreeMap<String, String>, key: &str) -> &'a str {
+    outputs
+        .get(key)
+        .unwrap_or_else(|| panic!("outputs have no {key}: {outputs:?}"))
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    match v {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(a) => a
+            .iter()
+            .filter_map(|s| s.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn statements(policy: &Value) -> Vec<Value> {
+    match &policy["Statement"] {
+        Value::Array(s) => s.clone(),
+        s @ Value::Object(_) => vec![s.clone()],
+        _ => Vec::new(),
+    }
+}
+
+fn tags(map: Option<&std::collections::HashMap<String, String>>) -> common::Tags {
+    map.map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default()
+}
+
+/// The listener's weights by target group ARN.
+async fn weights(aws: &Aws, outputs: &BTreeMap<String, String>) -> (i32, i32) {
+    let listeners = aws
+        .c
+        .elb
+        .describe_listeners()
+        .load_balancer_arn(output(outputs, "AlbArn"))
+        .send()
+        .await
+        .expect("DescribeListeners");
+    let listener = listeners
+        .listeners()
+        .iter()
+        .find(|l| l.port() == Some(443))
+        .expect("an HTTPS listener on 443");
+    let groups = listener.default_actions()[0]
+        .forward_config()
+        .expect("a weighted forward")
+        .target_groups();
+    let weight = |key: &str| {
+        groups
+            .iter()
+            .find(|g| g.target_group_arn() == Some(output(outputs, key)))
+            .and_then(|g| g.weight())
+            .unwrap_or_else(|| panic!("{key} is not in the forward: {groups:?}"))
+    };
+    (weight("BlueTargetGroupArn"), weight("GreenTargetGroupArn"))
+}
+
+async fn alias_version(aws: &Aws, env: &str, alias: &str) -> String {
+    aws.c
+        .lambda
+        .get_alias()
+        .function_name(format!("payops-{env}-transaction-processing"))
+        .name(alias)
+        .send()
+        .await
+        .expect("GetAlias")
+        .function_version()
+        .expect("alias version")
+        .to_owned()
+}
+
+// ===================================================================== 1
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs an AWS emulator: make test-integration"]
+async fn up_builds_the_request_path_as_specified() {
+    let env = TestEnv::new();
+    let aws = Aws::connect().await;
+    env.up_json(&[]);
+    let outputs = env.outputs();
+    let name = env.name.as_str();
+    for key in OUTPUTS {
+        assert!(!output(&outputs, key).is_empty(), "output {key} is empty");
+    }
+    assert_eq!(
+        output(&outputs, "ApiEndpoint"),
+        format!(
+            "https://{}.execute-api.{REGION}.amazonaws.com/v1",
+            output(&outputs, "RestApiId")
+        )
+    );
+
+    check_functions(&aws, name, &outputs).await;
+    check_roles(&aws, name).await;
+    check_load_balancers(&aws, name, &outputs).await;
+    check_target_groups_and_listeners(&aws, name, &outputs).await;
+    check_vpc_link(&aws, name, &outputs).await;
+    check_rest_api(&aws, name, &outputs).await;
+    check_access_log_bucket(&aws, name, &outputs).await;
+
+    // Every output is also a configuration parameter.
+    for key in OUTPUTS {
+        let parameter = format!("/payops/{name}/{key}");
+        let got = aws
+            .c
+            .ssm
+            .get_parameter()
+            .name(&parameter)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{parameter}: {e:?}"));
+        assert_eq!(
+            got.parameter().and_then(|p| p.value()),
+            Some(output(&outputs, key)),
+            "{parameter}"
+        );
+    }
+}
+
+async fn check_functions(aws: &Aws, env: &str, outputs: &BTreeMap<String, String>) {
+    let private: BTreeSet<&str> = output(outputs, "PrivateSubnetIds").split(',').collect();
+    let lambda_sg = output(outputs, "LambdaSecurityGroupId");
+    let logs_key = output(outputs, "LogsKmsKeyArn");
+    for (slug, reserved) in [
+        ("payment-validation", 5),
+        ("fraud-detection", 5),
+        ("transaction-processing", 10),
+    ] {
+        let name = format!("payops-{env}-{slug}");
+        let got = aws
+            .c
+            .lambda
+            .get_function()
+            .function_name(&name)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GetFunction {name}: {e:?}"));
+        let c = got.configuration().expect("configuration");
+        assert_eq!(
+            c.runtime().map(|r| r.as_str()),
+            Some("python3.12"),
+            "{name}"
+        );
+        let vpc = c.vpc_config().expect("a VPC configuration");
+        let subnets: BTreeSet<&str> = vpc.subnet_ids().iter().map(String::as_str).collect();
+        assert_eq!(subnets, private, "{name} runs in the private subnets");
+        assert_eq!(vpc.security_group_ids(), [lambda_sg], "{name}");
+        assert_eq!(
+            c.tracing_config().and_then(|t| t.mode()),
+            Some(&TracingMode::Active),
+            "{name}"
+        );
+        let log_group = format!("/payops/{env}/lambda/{slug}");
+        let logging = c.logging_config().expect("logging configuration");
+        assert_eq!(logging.log_group(), Some(log_group.as_str()), "{name}");
+        assert_eq!(logging.log_format(), Some(&LogFormat::Json), "{name}");
+        // Only the configuration path comes in the environment.
+        let variables = c
+            .environment()
+            .and_then(|e| e.variables())
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(
+            variables,
+            [("PAYOPS_CONFIG_PATH".to_owned(), format!("/payops/{env}/"))].into(),
+            "{name}"
+        );
+        let concurrency = aws
+            .c
+            .lambda
+            .get_function_concurrency()
+            .function_name(&name)
+            .send()
+            .await
+            .expect("GetFunctionConcurrency");
+        assert_eq!(
+            concurrency.reserved_concurrent_executions(),
+            Some(reserved),
+            "{name}"
+        );
+        assert_payops_tags(
+            &name,
+            &tags(got.tags()),
+            env,
+            &format!("lambda-function:{slug}"),
+        );
+
+        // Its log group was made by payops: KMS and bounded retention.
+        let groups = aws
+            .c
+            .logs
+            .describe_log_groups()
+            .log_group_name_prefix(&log_group)
+            .send()
+            .await
+            .expect("DescribeLogGroups");
+        let group = groups
+            .log_groups()
+            .iter()
+            .find(|g| g.log_group_name() == Some(log_group.as_str()))
+            .unwrap_or_else(|| panic!("log group {log_group} exists"));
+        assert_eq!(group.kms_key_id(), Some(logs_key), "{log_group}");
+        assert_eq!(group.retention_in_days(), Some(90), "{log_group}");
+    }
+    let transaction = format!("payops-{env}-transaction-processing");
+    for alias in ["blue", "green"] {
+        assert_eq!(
+            alias_version(aws, env, alias).await,
+            "1",
+            "{transaction}:{alias} starts at the first version"
+        );
+    }
+    assert_eq!(
+        output(outputs, "TransactionFunctionArn"),
+        format!(
+            "arn:aws:lambda:{REGION}:{}:function:{transaction}",
+            aws.account
+        )
+    );
+}
+
+async fn check_roles(aws: &Aws, env: &str) {
+    for slug in FUNCTIONS {
+        let role = format!("payops-{env}-{slug}");
+        let got = aws
+            .c
+            .iam
+            .get_role()
+            .role_name(&role)
+            .send()
+            .await
+            .expect("GetRole");
+        let trust = got
+            .role()
+            .and_then(|r| r.assume_role_policy_document())
+            .expect("trust policy");
+        let trust: Value = serde_json::from_str(
+            &percent_encoding::percent_decode_str(trust)
+                .decode_utf8()
+                .expect("utf-8"),
+        )
+        .expect("trust policy JSON");
+        assert_eq!(
+            statements(&trust)[0]["Principal"]["Service"],
+            "lambda.amazonaws.com",
+            "{role}"
+        );
+        let attached = aws
+            .c
+            .iam
+            .list_attached_role_policies()
+            .role_name(&role)
+            .send()
+            .await
+            .expect("ListAttachedRolePolicies");
+        assert!(
+            attached.attached_policies().is_empty(),
+            "{role}: managed policies"
+        );
+        let names = aws
+            .c
+            .iam
+            .list_role_policies()
+            .role_name(&role)
+            .send()
+            .await
+            .expect("ListRolePolicies");
+        assert!(
+            !names.policy_names().is_empty(),
+            "{role} has inline policies"
+        );
+        for policy in names.policy_names() {
+            let doc = aws
+                .c
+                .iam
+                .get_role_policy()
+                .role_name(&role)
+                .policy_name(policy)
+                .send()
+                .await
+                .expect("GetRolePolicy");
+            let doc: Value = serde_json::from_str(
+                &percent_encoding::percent_decode_str(doc.policy_document())
+                    .decode_utf8()
+                    .expect("utf-8"),
+            )
+            .expect("policy JSON");
+            for s in statements(&doc) {
+                let actions = strings(&s["Action"]);
+                assert!(
+                    actions.iter().all(|a| a != "*" && !a.ends_with(":*")),
+                    "{role}/{policy}: a wildcard action in {s}"
+                );
+                if strings(&s["Resource"]).iter().any(|r| r == "*") {
+                    assert!(
+                        actions
+                            .iter()
+                            .all(|a| a.starts_with("ec2:") || a.starts_with("xray:")),
+                        "{role}/{policy}: `*` resource for {actions:?}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+async fn check_load_balancers(aws: &Aws, env: &str, outputs: &BTreeMap<String, String>) {
+    let private: BTreeSet<&str> = output(outputs, "PrivateSubnetIds").split(',').collect();
+    for (kind, lb_type, group) in [
+        (
+            "alb",
+            LoadBalancerTypeEnum::Application,
+            "AlbSecurityGroupId",
+        ),
+        ("nlb", LoadBalancerTypeEnum::Network, "NlbSecurityGroupId"),
+    ] {
+        let name = format!("payops-{env}-{kind}");
+        let out = aws
+            .c
+            .elb
+            .describe_load_balancers()
+            .names(&name)
+            .send()
+            .await
+            .expect("DescribeLoadBalancers");
+        let lb = &out.load_balancers()[0];
+        assert_eq!(lb.r#type(), Some(&lb_type), "{name}");
+        assert_eq!(
+            lb.scheme(),
+            Some(&LoadBalancerSchemeEnum::Internal),
+            "{name}"
+        );
+        let subnets: BTreeSet<&str> = lb
+            .availability_zones()
+            .iter()
+            .filter_map(|z| z.subnet_id())
+            .collect();
+        assert_eq!(subnets, private, "{name} is in the private subnets");
+        assert_eq!(lb.security_groups(), [output(outputs, group)], "{name}");
+        let arn_key = if kind == "alb" { "AlbArn" } else { "NlbArn" };
+        assert_eq!(lb.load_balancer_arn(), Some(output(outputs, arn_key)));
+    }
+    let attributes = aws
+        .c
+        .elb
+        .describe_load_balancer_attributes()
+        .load_balancer_arn(output(outputs, "AlbArn"))
+        .send()
+        .await
+        .expect("DescribeLoadBalancerAttributes");
+    let attr = |key: &str| {
+        attributes
+            .attributes()
+            .iter()
+            .find(|a| a.key() == Some(key))
+            .and_then(|a| a.value())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(attr("access_logs.s3.enabled"), "true");
+    assert_eq!(
+        attr("access_logs.s3.bucket"),
+        output(outputs, "AlbLogsBucketName")
+    );
+    assert_eq!(attr("access_logs.s3.prefix"), "alb");
+}
+
+async fn check_target_groups_and_listeners(
+    aws: &Aws,
+    env: &str,
+    outputs: &BTreeMap<String, String>,
+) {
+    let transaction = output(outputs, "TransactionFunctionArn");
+    for (slot, key) in [
+        ("blue", "BlueTargetGroupArn"),
+        ("green", "GreenTargetGroupArn"),
+    ] {
+        let arn = output(outputs, key);
+        let out = aws
+            .c
+            .elb
+            .describe_target_groups()
+            .target_group_arns(arn)
+            .send()
+            .await
+            .expect("DescribeTargetGroups");
+        let tg = &out.target_groups()[0];
+        assert_eq!(tg.target_type(), Some(&TargetTypeEnum::Lambda), "{slot}");
+        assert_eq!(
+            tg.target_group_name(),
+            Some(format!("payops-{env}-{slot}").as_str())
+        );
+        let health = aws
+            .c
+            .elb
+            .describe_target_health()
+            .target_group_arn(arn)
+            .send()
+            .await
+            .expect("DescribeTargetHealth");
+        let targets: Vec<&str> = health
+            .target_health_descriptions()
+            .iter()
+            .filter_map(|d| d.target().and_then(|t| t.id()))
+            .collect();
+        assert_eq!(
+            targets,
+            [format!("{transaction}:{slot}")],
+            "{slot}'s target is its alias"
+        );
+    }
+    assert_eq!(
+        weights(aws, outputs).await,
+        (100, 0),
+        "blue 100 / green 0 at creation"
+    );
+
+    let listeners = aws
+        .c
+        .elb
+        .describe_listeners()
+        .load_balancer_arn(output(outputs, "AlbArn"))
+        .send()
+        .await
+        .expect("DescribeListeners");
+    let https = &listeners.listeners()[0];
+    assert_eq!(https.protocol(), Some(&ProtocolEnum::Https));
+    assert_eq!(
+        https.ssl_policy(),
+        Some("ELBSecurityPolicy-TLS13-1-2-2021-06")
+    );
+    let certificate = output(outputs, "AlbCertificateArn");
+    assert_eq!(https.certificates()[0].certificate_arn(), Some(certificate));
+    let cert_tags = aws
+        .c
+        .acm
+        .list_tags_for_certificate()
+        .certificate_arn(certificate)
+        .send()
+        .await
+        .expect("ListTagsForCertificate");
+    let cert_tags: common::Tags = cert_tags
+        .tags()
+        .iter()
+        .map(|t| (t.key().to_owned(), t.value().unwrap_or_default().to_owned()))
+        .collect();
+    assert_payops_tags("ALB certificate", &cert_tags, env, "acm-certificate:alb");
+
+    // The NLB forwards TCP 443 to a target group of type alb holding the ALB.
+    let nlb_group = aws
+        .c
+        .elb
+        .describe_target_groups()
+        .names(format!("payops-{env}-alb"))
+        .send()
+        .await
+        .expect("DescribeTargetGroups");
+    let to_alb = &nlb_group.target_groups()[0];
+    assert_eq!(to_alb.target_type(), Some(&TargetTypeEnum::Alb));
+    assert_eq!(
+        (to_alb.protocol(), to_alb.port()),
+        (Some(&ProtocolEnum::Tcp), Some(443))
+    );
+    let health = aws
+        .c
+        .elb
+        .describe_target_health()
+        .target_group_arn(to_alb.target_group_arn().unwrap())
+        .send()
+        .await
+        .expect("DescribeTargetHealth");
+    assert_eq!(
+        health.target_health_descriptions()[0]
+            .target()
+            .and_then(|t| t.id()),
+        Some(output(outputs, "AlbArn"))
+    );
+    let nlb_listeners = aws
+        .c
+        .elb
+        .describe_listeners()
+        .load_balancer_arn(output(outputs, "NlbArn"))
+        .send()
+        .await
+        .expect("DescribeListeners");
+    let tcp = &nlb_listeners.listeners()[0];
+    assert_eq!(
+        (tcp.protocol(), tcp.port()),
+        (Some(&ProtocolEnum::Tcp), Some(443))
+    );
+    assert_eq!(
+        tcp.default_actions()[0].target_group_arn(),
+        to_alb.target_group_arn()
+    );
+}
+
+async fn check_vpc_link(aws: &Aws, env: &str, outputs: &BTreeMap<String, String>) {
+    let link = aws
+        .c
+        .apigateway
+        .get_vpc_link()
+        .vpc_link_id(output(outputs, "VpcLinkId"))
+        .send()
+        .await
+        .expect("GetVpcLink");
+    assert_eq!(
+        link.target_arns(),
+        [output(outputs, "NlbArn")],
+        "the link targets the NLB"
+    );
+    assert_eq!(link.status().map(|s| s.as_str()), Some("AVAILABLE"));
+    assert_payops_tags("VPC link", &tags(link.tags()), env, "vpc-link");
+}
+
+async fn check_rest_api(aws: &Aws, env: &str, outputs: &BTreeMap<String, String>) {
+    let gw = &aws.c.apigateway;
+    let id = output(outputs, "RestApiId");
+    let api = gw
+        .get_rest_api()
+        .rest_api_id(id)
+        .send()
+        .await
+        .expect("GetRestApi");
+    assert_eq!(
+        api.endpoint_configuration().map(|e| e.types()),
+        Some(&[EndpointType::Regional][..])
+    );
+    assert_payops_tags("REST API", &tags(api.tags()), env, "rest-api:payments");
+    let validators = gw
+        .get_request_validators()
+        .rest_api_id(id)
+        .send()
+        .await
+        .expect("GetRequestValidators");
+    let validator = validators
+        .items()
+        .iter()
+        .find(|v| v.validate_request_body() && v.validate_request_parameters())
+        .expect("a validator of bodies and parameters");
+    let resources = gw
+        .get_resources()
+        .rest_api_id(id)
+        .limit(500)
+        .send()
+        .await
+        .expect("GetResources");
+    let resource = |path: &str| {
+        resources
+            .items()
+            .iter()
+            .find(|r| r.path() == Some(path))
+            .and_then(|r| r.id())
+            .unwrap_or_else(|| panic!("resource {path}"))
+            .to_owned()
+    };
+    for (path, model, integration) in [
+        ("/payments/validate", "Payment", IntegrationType::AwsProxy),
+        (
+            "/payments/fraud-check",
+            "FraudCheck",
+            IntegrationType::AwsProxy,
+        ),
+        ("/payments", "Payment", IntegrationType::HttpProxy),
+    ] {
+        let rid = resource(path);
+        let method = gw
+            .get_method()
+            .rest_api_id(id)
+            .resource_id(&rid)
+            .http_method("POST")
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GetMethod POST {path}: {e:?}"));
+        assert_eq!(method.request_validator_id(), validator.id(), "POST {path}");
+        assert_eq!(
+            method
+                .request_models()
+                .and_then(|m| m.get("application/json"))
+                .map(String::as_str),
+            Some(model),
+            "POST {path}"
+        );
+        let i = gw
+            .get_integration()
+            .rest_api_id(id)
+            .resource_id(&rid)
+            .http_method("POST")
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GetIntegration POST {path}: {e:?}"));
+        assert_eq!(i.r#type(), Some(&integration), "POST {path}");
+        match path {
+            "/payments" => {
+                assert_eq!(i.connection_type(), Some(&ConnectionType::VpcLink));
+                assert_eq!(i.connection_id(), Some(output(outputs, "VpcLinkId")));
+            }
+            "/payments/validate" => assert!(
+                i.uri()
+                    .unwrap_or_default()
+                    .contains(output(outputs, "ValidationFunctionArn")),
+                "{:?}",
+                i.uri()
+            ),
+            _ => assert!(
+                i.uri()
+                    .unwrap_or_default()
+                    .contains(output(outputs, "FraudFunctionArn")),
+                "{:?}",
+                i.uri()
+            ),
+        }
+    }
+    let stage = gw
+        .get_stage()
+        .rest_api_id(id)
+        .stage_name("v1")
+        .send()
+        .await
+        .expect("GetStage");
+    assert!(stage.tracing_enabled(), "X-Ray on stage v1");
+    let access = stage.access_log_settings().expect("access logs");
+    assert_eq!(
+        access.destination_arn(),
+        Some(output(outputs, "ApiAccessLogGroupArn"))
+    );
+    let all = stage
+        .method_settings()
+        .and_then(|m| m.get("*/*"))
+        .expect("stage-wide method settings");
+    assert!(all.metrics_enabled());
+    assert!(all.throttling_burst_limit() > 0 && all.throttling_rate_limit() > 0.0);
+    assert!(!all.data_trace_enabled(), "no request bodies in the logs");
+}
+
+async fn check_access_log_bucket(aws: &Aws, env: &str, outputs: &BTreeMap<String, String>) {
+    let bucket = output(outputs, "AlbLogsBucketName");
+    assert_eq!(
+        bucket,
+        format!("payops-{env}-alb-logs-{}-{REGION}", aws.account)
+    );
+    let encryption = aws
+        .c
+        .s3
+        .get_bucket_encryption()
+        .bucket(bucket)
+        .send()
+        .await
+        .expect("GetBucketEncryption");
+    let rule = &encryption
+        .server_side_encryption_configuration()
+        .expect("encryption")
+        .rules()[0];
+    assert_eq!(
+        rule.apply_server_side_encryption_by_default()
+            .map(|d| d.sse_algorithm().as_str()),
+        Some("AES256"),
+        "ELB access logs need SSE-S3"
+    );
+    let policy = aws
+        .c
+        .s3
+        .get_bucket_policy()
+        .bucket(bucket)
+        .send()
+        .await
+        .expect("GetBucketPolicy");
+    let policy: Value = serde_json::from_str(policy.policy().unwrap()).unwrap();
+    assert!(
+        statements(&policy).iter().any(|s| {
+            s["Effect"] == "Allow"
+                && s["Principal"]["AWS"] == "arn:aws:iam::127311923021:root"
+                && strings(&s["Resource"])
+                    .iter()
+                    .any(|r| r.ends_with(&format!("/alb/AWSLogs/{}/*", aws.account)))
+        }),
+        "us-east-1's ELB account may write the logs: {policy:#}"
+    );
+}
+
+// ===================================================================== 2
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs an AWS emulator: make test-integration"]
+async fn shifted_weights_survive_up_and_a_converged_up_changes_nothing() {
+    let env = TestEnv::new();
+    let aws = Aws::connect().await;
+    env.up_json(&[]);
+    let outputs = env.outputs();
+
+    let (_, again) = env.up_json(&[]);
+    assert_no_mutation(&again, "second up");
+    assert_eq!(outcomes(&again).len(), STEP_COUNT);
+    assert_eq!(
+        not_equal_to(&outcomes(&again), "unchanged"),
+        vec![],
+        "second up"
+    );
+
+    let shift = env.run_env("shift", &["--green", "30", "--output", "json"]);
+    shift.assert_success();
+    let doc = shift.json();
+    assert_eq!(doc["result"], "shifted", "{}", shift.describe());
+    assert_eq!(weights(&aws, &outputs).await, (70, 30));
+
+    // The weights are the operator's: up keeps them, and has nothing to do.
+    let (_, after) = env.up_json(&[]);
+    assert_no_mutation(&after, "up after a shift");
+    assert_eq!(weights(&aws, &outputs).await, (70, 30));
+    let status = env.status_json();
+    assert_eq!(status["summary"], "converged", "{status:#}");
+    assert_eq!(status["traffic"]["weights"]["green"], 30, "{status:#}");
+
+    // In steps, the rest of the way; then promote: green's version becomes
+    // blue's and blue serves everything again.
+    let steps = env.run_env(
+        "shift",
+        &[
+            "--green",
+            "100",
+            "--step",
+            "35",
+            "--interval",
+            "1s",
+            "--output",
+            "json",
+        ],
+    );
+    steps.assert_success();
+    assert_eq!(steps.json()["steps"], serde_json::json!([65, 100]));
+    assert_eq!(weights(&aws, &outputs).await, (0, 100));
+    env.run_env("shift", &["--rollback"]).assert_success();
+    assert_eq!(weights(&aws, &outputs).await, (100, 0));
+    let promote = env.run_env("shift", &["--promote", "--output", "json"]);
+    promote.assert_success();
+    assert_eq!(promote.json()["result"], "promoted");
+    assert_eq!(weights(&aws, &outputs).await, (100, 0));
+    assert_eq!(
+        alias_version(&aws, &env.name, "blue").await,
+        alias_version(&aws, &env.name, "green").await
+    );
+}
+
+// ===================================================================== 3
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs an AWS emulator: make test-integration"]
+async fn green_takes_new_code_only_while_it_carries_no_traffic() {
+    let env = TestEnv::new();
+    let aws = Aws::connect().await;
+    env.up_json(&[]);
+    let function = format!("payops-{}-transaction-processing", env.name);
+
+    // Someone releases other code to green by hand, and green takes traffic.
+    let empty_zip = {
+        let mut z = vec![0x50, 0x4b, 0x05, 0x06];
+        z.extend([0u8; 18]);
+        z
+    };
+    aws.c
+        .lambda
+        .update_function_code()
+        .function_name(&function)
+        .zip_file(aws_smithy_types::Blob::new(empty_zip))
+        .send()
+        .await
+        .expect("UpdateFunctionCode");
+    let by_hand = aws
+        .c
+        .lambda
+        .publish_version()
+        .function_name(&function)
+        .send()
+        .await
+        .expect("PublishVersion")
+        .version()
+        .expect("version")
+        .to_owned();
+    aws.c
+        .lambda
+        .update_alias()
+        .function_name(&function)
+        .name("green")
+        .function_version(&by_hand)
+        .send()
+        .await
+        .expect("UpdateAlias");
+    env.run_env("shift", &["--green", "20"]).assert_success();
+
+    // up restores $LATEST but will not move green under traffic.
+    let blocked = env.run_env("up", &[]);
+    blocked.assert_code(1);
+    assert!(
+        format!("{}{}", blocked.stdout, blocked.stderr)
+            .contains("finish the release in progress first"),
+        "{}",
+        blocked.describe()
+    );
+    assert_eq!(alias_version(&aws, &env.name, "green").await, by_hand);
+    let outputs = env.outputs();
+    assert_eq!(
+        weights(&aws, &outputs).await,
+        (80, 20),
+        "up never moves weights"
+    );
+
+    // Once green is idle again, up releases payops' code to it; blue stays.
+    env.run_env("shift", &["--rollback"]).assert_success();
+    env.up_json(&[]);
+    let green = alias_version(&aws, &env.name, "green").await;
+    assert_ne!(green, by_hand);
+    assert_eq!(alias_version(&aws, &env.name, "blue").await, "1");
+    let (_, again) = env.up_json(&[]);
+    assert_no_mutation(&again, "up after the release");
+}
+
+// ===================================================================== 4
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs an AWS emulator: make test-integration"]
+async fn a_firing_alarm_stops_the_shift_and_sends_traffic_back_to_blue() {
+    let env = TestEnv::new();
+    let aws = Aws::connect().await;
+    env.up_json(&[]);
+    let outputs = env.outputs();
+    let alarm = format!("payops-{}-transaction-errors", env.name);
+    aws.c
+        .cloudwatch
+        .put_metric_alarm()
+        .alarm_name(&alarm)
+        .namespace("AWS/Lambda")
+        .metric_name("Errors")
+        .statistic(aws_sdk_cloudwatch::types::Statistic::Sum)
+        .period(60)
+        .evaluation_periods(1)
+        .threshold(1.0)
+        .comparison_operator(aws_sdk_cloudwatch::types::ComparisonOperator::GreaterThanThreshold)
+        .tags(
+            aws_sdk_cloudwatch::types::Tag::builder()
+                .key("payops:env")
+                .value(&env.name)
+                .build(),
+        )
+        .tags(
+            aws_sdk_cloudwatch::types::Tag::builder()
+                .key("payops:managed-by")
+                .value("payops")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("PutMetricAlarm");
+    let alarm_state = |state: aws_sdk_cloudwatch::types::StateValue| {
+        aws.c
+            .cloudwatch
+            .set_alarm_state()
+            .alarm_name(&alarm)
+            .state_value(state)
+            .state_reason("integration test")
+            .send()
+    };
+    alarm_state(aws_sdk_cloudwatch::types::StateValue::Ok)
+        .await
+        .expect("SetAlarmState OK");
+    // Healthy: the shift goes through.
+    env.run_env("shift", &["--green", "10"]).assert_success();
+    assert_eq!(weights(&aws, &outputs).await, (90, 10));
+
+    alarm_state(aws_sdk_cloudwatch::types::StateValue::Alarm)
+        .await
+        .expect("SetAlarmState ALARM");
+    let stopped = env.run_env(
+        "shift",
+        &[
+            "--green",
+            "50",
+            "--step",
+            "10",
+            "--interval",
+            "1s",
+            "--output",
+            "json",
+        ],
+    );
+    stopped.assert_code(1);
+    let doc = stopped.json();
+    assert_eq!(doc["result"], "stopped-by-alarm", "{}", stopped.describe());
+    assert!(stopped.stderr.contains(&alarm), "{}", stopped.describe());
+    assert_eq!(weights(&aws, &outputs).await, (100, 0), "all back on blue");
+
+    aws.c
+        .cloudwatch
+        .delete_alarms()
+        .alarm_names(&alarm)
+        .send()
+        .await
+        .expect("DeleteAlarms");
+}
+
+// ===================================================================== 5
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs an AWS emulator: make test-integration"]
+async fn down_removes_the_request_path_and_leaves_nothing_tagged() {
+    let mut env = TestEnv::new();
+    let aws = Aws::connect().await;
+    env.up_json(&[]);
+    assert_eq!(compute_remaining(&aws, &env.name).await.len(), 12);
+    let down = env.down_json();
+    down.assert_success();
+    let steps = outcomes(&down.json());
+    for step in [
+        "rest-api:payments",
+        "vpc-link",
+        "load-balancer:nlb",
+        "load-balancer:alb",
+        "lambda-function:transaction-processing",
+        "acm-certificate:alb",
+    ] {
+        assert_eq!(steps[step], "deleted", "{step}: {steps:?}");
+    }
+    let left = remaining(&aws, &env.name).await;
+    assert!(left.is_empty(), "left behind by down: {left:#?}");
+}
