@@ -139,6 +139,9 @@ pub struct EnvSpec {
     pub vpc_cidr: Cidr,
     pub nat: NatMode,
     pub cost_center: String,
+    /// `up --protect`: tag the env so `destroy-all` never removes it (`None`:
+    /// leave the tag as it is).
+    pub protect: Option<bool>,
 }
 
 impl Default for EnvSpec {
@@ -147,6 +150,7 @@ impl Default for EnvSpec {
             vpc_cidr: "10.0.0.0/16".parse().expect("valid default"),
             nat: NatMode::PerAz,
             cost_center: "payments".into(),
+            protect: None,
         }
     }
 }

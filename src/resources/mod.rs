@@ -3,6 +3,7 @@
 
 pub mod connect;
 pub mod context;
+pub mod discovery;
 mod dynamodb_table;
 mod ec2;
 mod flow_log;
@@ -30,11 +31,12 @@ use crate::engine::{Dependency, Graph, GraphError, Step, StepId};
 use crate::naming::KEY_PURPOSES;
 use crate::spec::{AZ_COUNT, AZ_LABELS, EnvSpec, Tier};
 
-pub use connect::{connect, now};
+pub use connect::{Aws, now};
 pub use context::{Budgets, Context};
 use resource::{Node, Resource};
 use route_table::RouteTable;
 use security_group::SgRole;
+pub use vpc::recorded_shape;
 
 fn dep(on: impl Into<StepId>, reason: &'static str) -> Dependency {
     Dependency::on(on, reason)
