@@ -343,4 +343,112 @@ mod tests {
     fn tokens_differ_between_holders() {
         assert_ne!(new_token(), new_token());
     }
+
+    mod lock {
+        use aws_sdk_s3::Client;
+        use aws_sdk_s3::operation::get_object::GetObjectOutput;
+        use aws_sdk_s3::operation::put_object::{PutObjectError, PutObjectOutput};
+        use aws_sdk_s3::primitives::ByteStream;
+        use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+        use aws_smithy_types::error::ErrorMetadata;
+
+        use super::super::*;
+
+        fn store(rules: &[&Rule]) -> S3Store {
+            let client = mock_client!(aws_sdk_s3, RuleMode::MatchAny, rules);
+            S3Store::new(ObjectStore::new(client, "state-bucket", "ci"))
+        }
+
+        fn lost() -> PutObjectError {
+            PutObjectError::generic(
+                ErrorMetadata::builder()
+                    .code("PreconditionFailed")
+                    .message("At least one of the pre-conditions you specified did not hold")
+                    .build(),
+            )
+        }
+
+        fn held_by(owner: &str, expires: SystemTime) -> Rule {
+            let body = serde_json::to_vec(&LockRecord {
+                owner: owner.into(),
+                acquired_at: timestamp(SystemTime::now()),
+                lease_expires_at: timestamp(expires),
+                token: "theirs".into(),
+            })
+            .unwrap();
+            mock!(Client::get_object)
+                .match_requests(|r| r.key() == Some("ci/pr1.lock"))
+                .then_output(move || {
+                    GetObjectOutput::builder()
+                        .e_tag("\"etag-theirs\"")
+                        .body(ByteStream::from(body.clone()))
+                        .build()
+                })
+        }
+
+        #[tokio::test]
+        async fn a_free_env_is_locked_with_a_conditional_create() {
+            let create = mock!(Client::put_object)
+                .match_requests(|r| {
+                    r.key() == Some("ci/pr1.lock") && r.if_none_match() == Some("*")
+                })
+                .then_output(|| PutObjectOutput::builder().e_tag("\"etag-1\"").build());
+            let lock = store(&[&create]).lock("pr1", "pid 1 on ci: up").await;
+            assert!(lock.is_ok());
+            assert_eq!(create.num_calls(), 1);
+        }
+
+        #[tokio::test]
+        async fn a_live_lock_fails_at_once_naming_its_owner() {
+            let create = mock!(Client::put_object).then_error(lost);
+            let current = held_by(
+                "pid 7 on ci-3: up",
+                SystemTime::now() + Duration::from_secs(300),
+            );
+            let err = store(&[&create, &current])
+                .lock("pr1", "pid 1 on ci: up")
+                .await
+                .err()
+                .expect("locked");
+            let text = err.to_string();
+            assert!(matches!(err, StateError::Locked { .. }), "{text}");
+            assert!(text.contains("pid 7 on ci-3: up"), "{text}");
+            assert!(text.contains("unlock --env pr1 --force"), "{text}");
+            assert_eq!(create.num_calls(), 1, "no takeover of a live lock");
+        }
+
+        #[tokio::test]
+        async fn an_expired_lease_is_taken_over_only_through_its_etag() {
+            let create = mock!(Client::put_object)
+                .match_requests(|r| r.if_none_match() == Some("*"))
+                .then_error(lost);
+            let take_over = mock!(Client::put_object)
+                .match_requests(|r| r.if_match() == Some("\"etag-theirs\""))
+                .then_output(|| PutObjectOutput::builder().e_tag("\"etag-mine\"").build());
+            let current = held_by(
+                "pid 9 on dead-runner: up",
+                SystemTime::now() - Duration::from_secs(1),
+            );
+            let lock = store(&[&create, &take_over, &current])
+                .lock("pr1", "pid 1 on ci: up")
+                .await;
+            assert!(lock.is_ok());
+            assert_eq!(take_over.num_calls(), 1);
+        }
+
+        #[tokio::test]
+        async fn losing_the_takeover_race_reports_the_winner() {
+            let any_put = mock!(Client::put_object).then_error(lost);
+            let current = held_by(
+                "pid 9 on dead-runner: up",
+                SystemTime::now() - Duration::from_secs(1),
+            );
+            let err = store(&[&any_put, &current])
+                .lock("pr1", "pid 1 on ci: up")
+                .await
+                .err()
+                .expect("locked");
+            assert!(matches!(err, StateError::Locked { .. }), "{err}");
+        }
+    }
 }
