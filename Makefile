@@ -18,7 +18,7 @@ TEST_PORT_moto ?= 5155
 TEST_PORT_localstack ?= 4666
 
 .PHONY: build demo demo-down test lint test-unit test-handlers test-integration emulator-start emulator-stop \
-        emulator-install bench bench-engine bench-emulator clean-emulators
+        emulator-install bench bench-engine bench-emulator bench-fleet clean-emulators
 
 # Building with --tests gives the binary the same dependency features as the
 # test build, so `make test` and `make demo` share one compilation.
@@ -58,13 +58,18 @@ emulator-start:
 emulator-stop:
 	scripts/emulator stop $(EMULATOR)
 
-bench: bench-engine bench-emulator
+bench: bench-engine bench-emulator bench-fleet
 
 bench-engine:
 	cargo run --quiet --example engine_bench
 
 bench-emulator: build
 	scripts/bench $(EMULATOR)
+
+# N envs brought up, then destroy-all against one env's down.
+N ?= 4
+bench-fleet: build
+	scripts/bench-fleet $(EMULATOR) $(N)
 
 clean-emulators:
 	-scripts/emulator stop moto

@@ -86,6 +86,16 @@ pub struct GlobalArgs {
     )]
     pub state_dir: Option<PathBuf>,
 
+    /// Keep state in S3 (s3://BUCKET/PREFIX), shared by CI runners, with a lock per env
+    #[arg(
+        long,
+        global = true,
+        env = "PAYOPS_STATE",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub state: Option<String>,
+
     /// Settings file [default: payops.toml, if present]
     #[arg(
         long,
@@ -117,9 +127,11 @@ pub enum Command {
     )]
     Down(EnvArgs),
 
-    /// Show what exists for an env, step by step, and what drifted
-    #[command(after_help = "Example:\n  payops status --env pr123")]
-    Status(ShapeArgs),
+    /// Show every env (no --env), or what exists for one env, step by step
+    #[command(
+        after_help = "Examples:\n  payops status                   # every env: age, resources, protection\n  payops status --env pr123       # one env, per step, with drift"
+    )]
+    Status(StatusArgs),
 
     /// Show what `up` would change, without changing anything
     #[command(after_help = "Example:\n  payops plan --env pr123")]
@@ -131,6 +143,19 @@ pub enum Command {
 
     /// Print the step graph: every step and why it depends on what it does
     Graph(GraphArgs),
+
+    /// Remove every env matching the filters; a dry run unless --yes
+    #[command(
+        name = "destroy-all",
+        after_help = "Examples:\n  payops destroy-all --older-than 24h --env-prefix pr          # what would go\n  payops destroy-all --older-than 24h --env-prefix pr --yes    # nightly job\n\nOnly resources carrying payops' ownership tags are ever touched, whatever their names;\nenvs brought up with `up --protect` are never removed."
+    )]
+    DestroyAll(DestroyAllArgs),
+
+    /// Break an env's lock left behind by a runner that died
+    #[command(
+        after_help = "Example:\n  payops unlock --env pr123 --force --state s3://ci-state/payops"
+    )]
+    Unlock(UnlockArgs),
 
     /// Move payment traffic between the blue and green target groups of the env's ALB
     #[command(after_help = SHIFT_HELP)]
@@ -195,6 +220,10 @@ pub struct Shape {
     /// [default: validation=5,fraud=5,transaction=10]
     #[arg(long, value_name = "N")]
     pub reserved_concurrency: Option<Concurrency>,
+
+    /// Tag the env as protected: `destroy-all` never removes it (--protect=false lifts it)
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub protect: Option<bool>,
 }
 
 #[derive(Debug, Args)]
@@ -203,6 +232,54 @@ pub struct ShapeArgs {
     pub env: EnvArgs,
     #[command(flatten)]
     pub shape: Shape,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// One env to show step by step; without it, every env is listed
+    #[arg(
+        long,
+        env = "PAYOPS_ENV",
+        hide_env_values = true,
+        value_name = "NAME",
+        value_parser = parse_env
+    )]
+    pub env: Option<EnvName>,
+    #[command(flatten)]
+    pub shape: Shape,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    crate::duration::parse(s)
+}
+
+#[derive(Debug, Args)]
+pub struct DestroyAllArgs {
+    /// Only envs created at least this long ago (e.g. 24h, 90m, 7d; 0s: all)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub older_than: Option<std::time::Duration>,
+
+    /// Only envs whose name starts with this
+    #[arg(long, value_name = "PREFIX")]
+    pub env_prefix: Option<String>,
+
+    /// Never these envs (repeatable)
+    #[arg(long, value_name = "NAME", num_args = 1.., value_parser = parse_env)]
+    pub exclude: Vec<EnvName>,
+
+    /// Also write the result as JSON to this file
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct UnlockArgs {
+    #[command(flatten)]
+    pub env: EnvArgs,
+
+    /// Really break the lock (without it, only shows who holds it)
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -254,25 +331,13 @@ pub struct ShiftArgs {
     pub interval: Option<std::time::Duration>,
 }
 
-/// `90`, `90s`, `5m` or `1h`.
+/// A shift interval: 1s to 24h, e.g. `30s`, `5m`, `1h`.
 fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
-    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration such as 30s, 5m or 1h"))?;
-    let seconds = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        _ => return Err(format!("{s:?}: the unit is s, m or h")),
-    };
-    if seconds == 0 || seconds > 24 * 3600 {
+    let d = crate::duration::parse(s)?;
+    if d.is_zero() || d > std::time::Duration::from_secs(24 * 3600) {
         return Err(format!("{s:?}: between 1s and 24h"));
     }
-    Ok(std::time::Duration::from_secs(seconds))
+    Ok(d)
 }
 
 #[derive(Debug, Args)]
@@ -292,11 +357,10 @@ mod tests {
     #[test]
     fn intervals_take_seconds_minutes_or_hours() {
         use std::time::Duration;
-        assert_eq!(parse_interval("90").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_interval("30s").unwrap(), Duration::from_secs(30));
         assert_eq!(parse_interval("5m").unwrap(), Duration::from_secs(300));
         assert_eq!(parse_interval("1h").unwrap(), Duration::from_secs(3600));
-        for bad in ["", "0s", "5d", "m", "25h"] {
+        for bad in ["", "0s", "2d", "m", "25h", "90"] {
             assert!(parse_interval(bad).is_err(), "{bad}");
         }
     }

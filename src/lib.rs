@@ -8,6 +8,7 @@
 pub mod aws;
 pub mod cli;
 pub mod commands;
+pub mod duration;
 pub mod engine;
 pub mod naming;
 pub mod outputs;

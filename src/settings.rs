@@ -35,12 +35,14 @@ pub enum SettingsError {
 }
 
 /// payops.toml
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     region: Option<String>,
     parallelism: Option<u16>,
     state_dir: Option<PathBuf>,
+    /// `s3://BUCKET/PREFIX` for the shared backend.
+    state: Option<String>,
     outputs_file: Option<PathBuf>,
     vpc_cidr: Option<String>,
     nat: Option<String>,
@@ -113,7 +115,7 @@ pub enum Verbosity {
     Verbose(u8),
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Settings {
     pub aws: AwsSettings,
     pub parallelism: usize,
@@ -121,6 +123,8 @@ pub struct Settings {
     pub verbosity: Verbosity,
     pub yes: bool,
     pub state_dir: PathBuf,
+    /// `s3://BUCKET/PREFIX`: the shared backend instead of `state_dir`.
+    pub state_url: Option<String>,
     pub outputs_file: PathBuf,
     pub file: FileConfig,
     pub file_path: String,
@@ -158,6 +162,11 @@ impl Settings {
                 .clone()
                 .or_else(|| file.state_dir.clone())
                 .unwrap_or_else(|| PathBuf::from(".payops")),
+            state_url: args
+                .state
+                .clone()
+                .or_else(|| file.state.clone())
+                .filter(|s| !s.is_empty()),
             outputs_file: file
                 .outputs_file
                 .clone()
@@ -230,12 +239,24 @@ impl Settings {
                 .map_err(|e| bad("reserved_concurrency", e))?,
             None => defaults.concurrency,
         };
+        let protect = match flags
+            .protect
+            .map(|p| p.to_string())
+            .or_else(|| recorded.get("protect").cloned())
+        {
+            Some(p) => Some(
+                p.parse::<bool>()
+                    .map_err(|e| bad("protect", e.to_string()))?,
+            ),
+            None => None,
+        };
         Ok(EnvSpec {
             vpc_cidr,
             nat,
             cost_center,
             certificate,
             concurrency,
+            protect,
         })
     }
 }
@@ -257,7 +278,7 @@ fn max_attempts() -> Result<u32, SettingsError> {
 
 /// The shape as recorded in state after an `up`.
 pub fn record_spec(spec: &EnvSpec) -> BTreeMap<String, String> {
-    BTreeMap::from([
+    let mut recorded = BTreeMap::from([
         ("vpc_cidr".to_owned(), spec.vpc_cidr.to_string()),
         ("nat".to_owned(), spec.nat.as_str().to_owned()),
         ("cost_center".to_owned(), spec.cost_center.clone()),
@@ -266,7 +287,11 @@ pub fn record_spec(spec: &EnvSpec) -> BTreeMap<String, String> {
             "reserved_concurrency".to_owned(),
             spec.concurrency.to_string(),
         ),
-    ])
+    ]);
+    if let Some(protect) = spec.protect {
+        recorded.insert("protect".to_owned(), protect.to_string());
+    }
+    recorded
 }
 
 #[cfg(test)]
@@ -287,6 +312,7 @@ mod tests {
             verbosity: Verbosity::Normal,
             yes: false,
             state_dir: ".payops".into(),
+            state_url: None,
             outputs_file: DEFAULT_OUTPUTS_FILE.into(),
             file,
             file_path: "payops.toml".into(),

@@ -286,6 +286,9 @@ pub struct EnvSpec {
     pub cost_center: String,
     pub certificate: Certificate,
     pub concurrency: Concurrency,
+    /// `up --protect`: tag the env so `destroy-all` never removes it (`None`:
+    /// leave the tag as it is).
+    pub protect: Option<bool>,
 }
 
 impl Default for EnvSpec {
@@ -296,6 +299,7 @@ impl Default for EnvSpec {
             cost_center: "payments".into(),
             certificate: Certificate::SelfSigned,
             concurrency: Concurrency::default(),
+            protect: None,
         }
     }
 }

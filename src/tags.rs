@@ -12,6 +12,9 @@ pub const ENV: &str = "payops:env";
 pub const STEP: &str = "payops:step";
 pub const MANAGED_BY: &str = "payops:managed-by";
 pub const CREATED_AT: &str = "payops:created-at";
+/// `true` on every resource of an env brought up with `up --protect`:
+/// `destroy-all` never removes such an env.
+pub const PROTECTED: &str = "payops:protected";
 pub const MANAGER: &str = "payops";
 
 pub type TagMap = BTreeMap<String, String>;
@@ -44,6 +47,8 @@ pub struct Tagger {
     cost_center: String,
     /// This run's timestamp, used as `payops:created-at` for what it creates.
     now: String,
+    /// `Some` sets `payops:protected`; `None` leaves whatever is there.
+    protected: Option<bool>,
 }
 
 impl Tagger {
@@ -52,7 +57,13 @@ impl Tagger {
             env,
             cost_center: cost_center.into(),
             now: now.into(),
+            protected: None,
         }
+    }
+
+    pub fn protect(mut self, protected: Option<bool>) -> Self {
+        self.protected = protected;
+        self
     }
 
     pub fn env(&self) -> &EnvName {
@@ -66,7 +77,7 @@ impl Tagger {
 
     /// The full desired set; `created_at` keeps the first creation time.
     fn desired(&self, step: &str, created_at: Option<&str>) -> TagMap {
-        TagMap::from([
+        let mut tags = TagMap::from([
             (ENV.into(), self.env.to_string()),
             (STEP.into(), step.into()),
             (MANAGED_BY.into(), MANAGER.into()),
@@ -77,7 +88,11 @@ impl Tagger {
             ("Project".into(), "payops".into()),
             ("Environment".into(), self.env.to_string()),
             ("CostCenter".into(), self.cost_center.clone()),
-        ])
+        ]);
+        if let Some(protected) = self.protected {
+            tags.insert(PROTECTED.into(), protected.to_string());
+        }
+        tags
     }
 
     /// Tags to add or overwrite on an existing resource so it carries the
@@ -141,6 +156,20 @@ mod tests {
             missing,
             TagMap::from([("CostCenter".into(), "cc-42".into())])
         );
+    }
+
+    #[test]
+    fn protection_is_set_when_asked_and_otherwise_left_as_it_is() {
+        let protected = tagger().protect(Some(true));
+        assert_eq!(protected.for_create("vpc")[PROTECTED], "true");
+        let mut existing = protected.for_create("vpc");
+        assert!(
+            tagger().missing("vpc", &existing).is_empty(),
+            "None keeps it"
+        );
+        existing.insert(PROTECTED.into(), "true".into());
+        let lifted = tagger().protect(Some(false)).missing("vpc", &existing);
+        assert_eq!(lifted[PROTECTED], "false");
     }
 
     #[test]

@@ -7,7 +7,6 @@
 //!     cargo nextest run --test compute --run-ignored only
 //! ```
 
-#[allow(dead_code)]
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};

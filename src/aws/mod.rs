@@ -5,6 +5,7 @@ pub mod clients;
 pub mod config;
 pub mod errors;
 pub mod metrics;
+pub mod objects;
 pub mod policy;
 pub mod wait;
 

@@ -7,50 +7,113 @@ use std::io::{BufRead, IsTerminal, Write};
 use anyhow::Result;
 
 use crate::cli::{EnvArgs, Shape};
-use crate::engine::{Graph, Operation, Outcome, Record, StepId};
+use crate::engine::{Graph, Operation, Outcome, Record, StepId, WalkReport};
+use crate::naming::EnvName;
 use crate::resources::{self, Context, sweep};
 use crate::settings::Settings;
 use crate::spec::{Certificate, NatMode};
-use crate::state::{EnvState, LocalStore};
+use crate::state::EnvState;
 use crate::ui::Printer;
 use crate::ui::summary::{RunReport, RunResult};
 
-use super::run::{Recorder, finish, lock_holder, open, walk_env};
+use super::run::{Opened, Recorder, Session, finish, open, walk_env};
 use super::{ExitStatus, UsageError};
 
 pub async fn down(settings: &Settings, printer: Printer, args: EnvArgs) -> Result<ExitStatus> {
     let env = &args.env;
-    let interactive = std::io::stdin().is_terminal();
-    if !settings.yes && !interactive {
+    if !settings.yes && !std::io::stdin().is_terminal() {
         return Err(UsageError(format!(
             "refusing to remove env {env} without confirmation: stdin is not a terminal; \
              pass --yes to confirm (nothing was changed)"
         ))
         .into());
     }
-    let store = LocalStore::new(&settings.state_dir);
-    let _lock = store.lock(env.as_str(), &lock_holder("down"))?;
-    // Whatever shape created the env, remove all of it: one NAT per AZ is the
-    // widest graph, and the self-signed certificate's step after the listener
-    // that may still use it.
-    let opened = open(settings, &store, env, &Shape::default(), |spec| {
+    let session = Session::new(settings).await?;
+    session
+        .locked(env, "down", async {
+            let opened = open_widest(settings, &session, env).await?;
+            if !settings.yes && !confirm(env.as_str(), &opened.cx)? {
+                printer.warn("aborted: nothing was changed");
+                return Ok(ExitStatus::Usage);
+            }
+            let cx_info = (opened.cx.region.clone(), opened.cx.account_id.clone());
+            let removal = remove(settings, printer, &session, opened).await?;
+            let api_calls = session.aws.counter.snapshot();
+            let mut report = RunReport::new(
+                "down",
+                env.as_str(),
+                (&cx_info.0, &cx_info.1),
+                removal.result,
+                &removal.walk,
+                &api_calls,
+            );
+            report.leftovers = Some(&removal.leftovers);
+            finish(printer, &report, &removal.walk, &removal.trailer(env))
+        })
+        .await
+}
+
+/// Opens `env` with the widest graph: whatever shape created it (one NAT
+/// gateway or three), `down` removes all of it, and the self-signed
+/// certificate's step comes after the listener that may still use it.
+pub async fn open_widest(settings: &Settings, session: &Session, env: &EnvName) -> Result<Opened> {
+    open(settings, session, env, &Shape::default(), |spec| {
         spec.nat = NatMode::PerAz;
         spec.certificate = Certificate::SelfSigned;
     })
-    .await?;
-    let cx = &opened.cx;
+    .await
+}
 
-    if !settings.yes && !confirm(env.as_str(), cx)? {
-        printer.warn("aborted: nothing was changed");
-        return Ok(ExitStatus::Usage);
+/// How a removal ended.
+pub struct Removal {
+    pub walk: WalkReport,
+    /// What the final sweep still found (empty when clean).
+    pub leftovers: Vec<String>,
+    pub result: RunResult,
+}
+
+impl Removal {
+    fn trailer(&self, env: &EnvName) -> String {
+        if self.result == RunResult::Succeeded {
+            return format!(
+                "final sweep: nothing tagged payops:env={env} or named for it is left\n"
+            );
+        }
+        if self.leftovers.is_empty() {
+            return String::new();
+        }
+        let mut t =
+            "final sweep: still present (run `payops down` again, or remove by hand):\n".to_owned();
+        for l in &self.leftovers {
+            t.push_str(&format!("  {l}\n"));
+        }
+        t
     }
+}
 
+/// Removes an opened (and locked) env: the reverse walk, then the final
+/// sweep; the state is deleted once nothing is left.
+pub async fn remove(
+    settings: &Settings,
+    printer: Printer,
+    session: &Session,
+    opened: Opened,
+) -> Result<Removal> {
+    let cx = &opened.cx;
+    let env = cx.env().clone();
     let graph = resources::graph(&opened.spec)?;
     let state = opened
         .state
         .unwrap_or_else(|| EnvState::new(env.as_str(), &cx.region, &cx.account_id));
     let previous = state.records();
-    let recorder = Recorder::start(store.clone(), state, "down", Operation::Destroy, printer)?;
+    let recorder = Recorder::start(
+        session.backend.clone(),
+        state,
+        "down",
+        Operation::Destroy,
+        printer,
+    )
+    .await?;
     printer.info(&format!(
         "payops down {env}: removing {} steps in {} (account {})",
         graph.len(),
@@ -74,41 +137,20 @@ pub async fn down(settings: &Settings, printer: Printer, args: EnvArgs) -> Resul
     } else {
         Vec::new()
     };
-
     let result = match RunResult::of(&walk) {
         RunResult::Succeeded if !leftovers.is_empty() => RunResult::Failed,
         other => other,
     };
-    recorder.finish(result);
-    let clean = result == RunResult::Succeeded;
-    if clean {
+    recorder.finish(result).await;
+    if result == RunResult::Succeeded {
         // Nothing left to record: the env is gone.
-        store.remove(env.as_str())?;
+        session.backend.remove(env.as_str()).await?;
     }
-
-    let api_calls = opened.counter.snapshot();
-    let mut report = RunReport::new(
-        "down",
-        env.as_str(),
-        (&cx.region, &cx.account_id),
+    Ok(Removal {
+        walk,
+        leftovers,
         result,
-        &walk,
-        &api_calls,
-    );
-    report.leftovers = Some(&leftovers);
-    let trailer = if clean {
-        format!("final sweep: nothing tagged payops:env={env} or named for it is left\n")
-    } else if leftovers.is_empty() {
-        String::new()
-    } else {
-        let mut t =
-            "final sweep: still present (run `payops down` again, or remove by hand):\n".to_owned();
-        for l in &leftovers {
-            t.push_str(&format!("  {l}\n"));
-        }
-        t
-    };
-    finish(printer, &report, &walk, &trailer)
+    })
 }
 
 /// Every step looks for its resources again (by recorded id, name and tags),

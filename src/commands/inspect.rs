@@ -7,26 +7,27 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::aws::ApiCalls;
-use crate::cli::{EnvArgs, Shape, ShapeArgs};
+use crate::cli::{EnvArgs, Shape, ShapeArgs, StatusArgs};
 use crate::engine::{Operation, Outcome, WalkReport};
+use crate::naming::EnvName;
 use crate::resources;
 use crate::resources::traffic::{self, Traffic};
 use crate::settings::Settings;
-use crate::state::{LastRun, LocalStore};
+use crate::state::LastRun;
 use crate::ui::Printer;
 use crate::ui::summary;
 
 use super::ExitStatus;
-use super::run::{Opened, open, walk_env};
+use super::run::{Opened, Session, open, walk_env};
 
 async fn observe(
     settings: &Settings,
     printer: Printer,
-    env: &EnvArgs,
+    session: &Session,
+    env: &EnvName,
     shape: &Shape,
 ) -> Result<(Opened, WalkReport)> {
-    let store = LocalStore::new(&settings.state_dir);
-    let opened = open(settings, &store, &env.env, shape, |_| {}).await?;
+    let opened = open(settings, session, env, shape, |_| {}).await?;
     let graph = resources::graph(&opened.spec)?;
     let previous = opened
         .state
@@ -96,8 +97,12 @@ fn overall(walk: &WalkReport) -> &'static str {
     }
 }
 
-pub async fn status(settings: &Settings, printer: Printer, args: ShapeArgs) -> Result<ExitStatus> {
-    let (opened, walk) = observe(settings, printer, &args.env, &args.shape).await?;
+pub async fn status(settings: &Settings, printer: Printer, args: StatusArgs) -> Result<ExitStatus> {
+    let session = Session::new(settings).await?;
+    let Some(env) = &args.env else {
+        return super::fleet::status(settings, printer, &session).await;
+    };
+    let (opened, walk) = observe(settings, printer, &session, env, &args.shape).await?;
     // The weights are the operator's (`payops shift`): shown, never drift.
     let traffic = match traffic::read(&opened.cx).await {
         Ok(t) => t,
@@ -107,7 +112,7 @@ pub async fn status(settings: &Settings, printer: Printer, args: ShapeArgs) -> R
         }
     };
     let doc = StatusDoc {
-        env: args.env.env.as_str(),
+        env: env.as_str(),
         region: &opened.cx.region,
         account_id: &opened.cx.account_id,
         summary: overall(&walk),
@@ -115,7 +120,7 @@ pub async fn status(settings: &Settings, printer: Printer, args: ShapeArgs) -> R
         last_run: opened.state.as_ref().and_then(|s| s.last_run.as_ref()),
         steps: summary::status_rows(&walk.steps),
         traffic,
-        api_calls: opened.counter.snapshot(),
+        api_calls: session.aws.counter.snapshot(),
     };
     if printer.json_mode() {
         printer.json(&doc)?;
@@ -161,7 +166,8 @@ struct PlanItem<'a> {
 }
 
 pub async fn plan(settings: &Settings, printer: Printer, args: ShapeArgs) -> Result<ExitStatus> {
-    let (_, walk) = observe(settings, printer, &args.env, &args.shape).await?;
+    let session = Session::new(settings).await?;
+    let (_, walk) = observe(settings, printer, &session, &args.env.env, &args.shape).await?;
     if printer.json_mode() {
         let items: Vec<PlanItem<'_>> = walk
             .steps
@@ -188,7 +194,8 @@ pub async fn plan(settings: &Settings, printer: Printer, args: ShapeArgs) -> Res
 
 /// The env's outputs as AWS has them now (not as the state file remembers).
 pub async fn outputs(settings: &Settings, printer: Printer, args: EnvArgs) -> Result<ExitStatus> {
-    let (opened, walk) = observe(settings, printer, &args, &Shape::default()).await?;
+    let session = Session::new(settings).await?;
+    let (opened, walk) = observe(settings, printer, &session, &args.env, &Shape::default()).await?;
     let mut values: BTreeMap<String, String> = walk
         .steps
         .iter()

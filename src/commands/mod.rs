@@ -2,10 +2,12 @@
 //! run the engine and print; they make no AWS call themselves.
 
 mod down;
+mod fleet;
 mod graph;
 mod inspect;
 mod run;
 mod shift;
+mod unlock;
 mod up;
 
 use std::process::ExitCode;
@@ -57,6 +59,8 @@ pub async fn run(cli: Cli) -> Result<ExitStatus> {
         Command::Plan(args) => inspect::plan(&settings, printer, args).await,
         Command::Outputs(args) => inspect::outputs(&settings, printer, args).await,
         Command::Graph(args) => graph::graph(&settings, printer, args),
+        Command::DestroyAll(args) => fleet::destroy_all(&settings, printer, args).await,
+        Command::Unlock(args) => unlock::unlock(&settings, printer, args).await,
         Command::Shift(args) => shift::shift(&settings, printer, args).await,
     }
 }
@@ -68,8 +72,10 @@ pub fn exit_status_of(err: &anyhow::Error) -> ExitStatus {
         if let Some(state) = cause.downcast_ref::<StateError>() {
             return match state {
                 StateError::Locked { .. } => ExitStatus::Locked,
-                StateError::Corrupt { .. } | StateError::Mismatch { .. } => ExitStatus::Usage,
-                StateError::Io { .. } => ExitStatus::Failure,
+                StateError::Corrupt { .. }
+                | StateError::Mismatch { .. }
+                | StateError::BadUrl(_) => ExitStatus::Usage,
+                StateError::Io { .. } | StateError::Backend { .. } => ExitStatus::Failure,
             };
         }
         if cause.is::<UsageError>()

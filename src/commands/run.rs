@@ -2,88 +2,134 @@
 //! progress and state recording, and Ctrl-C handling.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use async_trait::async_trait;
+use tokio::sync::{mpsc, oneshot};
 
-use crate::aws::ApiCounter;
 use crate::cli::Shape;
 use crate::engine::{
     CancelFlag, Graph, Operation, Outcome, Record, StepEvents, StepId, StepReport, WalkObserver,
     WalkOptions, WalkReport, walk,
 };
 use crate::naming::EnvName;
-use crate::resources::{self, Context};
+use crate::resources::{self, Aws, Context};
 use crate::settings::Settings;
 use crate::spec::EnvSpec;
-use crate::state::{EnvState, LastRun, LocalStore, StepState};
+use crate::state::{self, EnvState, LastRun, StateBackend, StepState};
 use crate::ui::summary::{self, RunReport, RunResult};
 use crate::ui::{Printer, Progress};
 
 use super::ExitStatus;
 
-/// An env opened for a command: AWS context, call counter and what the state
-/// file recorded (if anything).
+/// What every command that talks to AWS opens first: the SDK clients (no
+/// call made yet) and the state backend.
+pub struct Session {
+    pub aws: Aws,
+    pub backend: Arc<dyn StateBackend>,
+}
+
+impl Session {
+    pub async fn new(settings: &Settings) -> Result<Self> {
+        let aws = Aws::new(&settings.aws).await;
+        let backend = state::backend(
+            settings.state_url.as_deref(),
+            &settings.state_dir,
+            &aws.clients.s3,
+        )?;
+        Ok(Self {
+            aws,
+            backend: Arc::from(backend),
+        })
+    }
+
+    /// Takes `env`'s lock, runs `work`, and releases the lock whatever
+    /// happened (a shared lock must not wait for its lease to expire).
+    pub async fn locked<T>(
+        &self,
+        env: &EnvName,
+        command: &str,
+        work: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let lock = self
+            .backend
+            .lock(env.as_str(), &lock_holder(command))
+            .await?;
+        let result = work.await;
+        lock.release().await;
+        result
+    }
+}
+
+/// An env opened for a command: its context and what the state recorded.
 pub struct Opened {
     pub cx: Context,
-    pub counter: ApiCounter,
     pub state: Option<EnvState>,
     pub spec: EnvSpec,
 }
 
-/// Reads the state (a corrupt one stops here, before any AWS call), resolves
-/// the env's shape, then connects.
+/// Reads the state (a corrupt local one stops here, before any AWS call),
+/// learns the account, and resolves the env's shape: flags, payops.toml,
+/// then what the state recorded or, without a state, what the VPC records.
 pub async fn open(
     settings: &Settings,
-    store: &LocalStore,
+    session: &Session,
     env: &EnvName,
     shape: &Shape,
     adjust: impl FnOnce(&mut EnvSpec),
 ) -> Result<Opened> {
-    let state = store.load(env.as_str())?;
-    let recorded = state
+    let state = session.backend.load(env.as_str()).await?;
+    session.aws.account().await.with_context(|| {
+        format!(
+            "cannot reach AWS in {} (credentials: AWS_PROFILE or AWS_ACCESS_KEY_ID; \
+             emulator: --endpoint-url)",
+            settings.aws.region
+        )
+    })?;
+    let mut recorded = state
         .as_ref()
         .map(|s| s.settings.clone())
         .unwrap_or_default();
+    if recorded.is_empty() {
+        // No state here (a fresh CI runner): the env's VPC records its shape.
+        recorded = resources::recorded_shape(&session.aws.clients, env)
+            .await
+            .context("reading the env's shape from its VPC")?;
+    }
     let mut spec = settings.spec(env, shape, &recorded)?;
     adjust(&mut spec);
-    let (cx, counter) = resources::connect(&settings.aws, env, spec.clone())
-        .await
-        .with_context(|| {
-            format!(
-                "cannot reach AWS in {} (credentials: AWS_PROFILE or AWS_ACCESS_KEY_ID; \
-                 emulator: --endpoint-url)",
-                settings.aws.region
-            )
-        })?;
+    let cx = session.aws.context(env, spec.clone()).await?;
     if let Some(state) = &state {
         state.check_location(
-            &store.path(env.as_str()).display().to_string(),
+            &session.backend.location(env.as_str()),
             &cx.account_id,
             &cx.region,
         )?;
     }
-    Ok(Opened {
-        cx,
-        counter,
-        state,
-        spec,
-    })
+    Ok(Opened { cx, state, spec })
 }
 
-/// Keeps the state file in step with a mutating walk: written after every
-/// step, and as soon as a step learns a new resource id.
+type Edit = Box<dyn FnOnce(&mut EnvState) + Send>;
+
+struct Job {
+    edit: Edit,
+    done: Option<oneshot::Sender<()>>,
+}
+
+/// Keeps the state in step with a mutating walk: written after every step,
+/// and as soon as a step learns a new resource id. One writer task applies
+/// the edits in order, so a shared (S3) backend sees one write at a time.
 pub struct Recorder {
-    store: LocalStore,
-    state: Mutex<EnvState>,
+    jobs: mpsc::UnboundedSender<Job>,
+    writer: tokio::task::JoinHandle<EnvState>,
     operation: Operation,
-    printer: Printer,
 }
 
 impl Recorder {
-    pub fn start(
-        store: LocalStore,
+    pub async fn start(
+        backend: Arc<dyn StateBackend>,
         mut state: EnvState,
         command: &str,
         operation: Operation,
@@ -96,37 +142,64 @@ impl Recorder {
             finished_at: None,
         });
         state.updated_at = resources::now();
-        store.save(&state)?;
+        // The first write fails the command: better now than after creating things.
+        backend.save(&state).await?;
+        let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
+        let writer = tokio::spawn(async move {
+            while let Some(job) = queue.recv().await {
+                (job.edit)(&mut state);
+                state.updated_at = resources::now();
+                if let Err(e) = backend.save(&state).await {
+                    // AWS stays the truth: the next run finds the resources by tags.
+                    printer.warn(&format!("warning: could not record state: {e}"));
+                }
+                if let Some(done) = job.done {
+                    let _ = done.send(());
+                }
+            }
+            state
+        });
         Ok(Self {
-            store,
-            state: Mutex::new(state),
+            jobs,
+            writer,
             operation,
-            printer,
         })
     }
 
-    fn update(&self, f: impl FnOnce(&mut EnvState)) {
-        let mut state = self.state.lock().expect("state lock");
-        f(&mut state);
-        state.updated_at = resources::now();
-        if let Err(e) = self.store.save(&state) {
-            // AWS stays the truth: the next run finds the resources by tags.
-            self.printer
-                .warn(&format!("warning: could not record state: {e}"));
+    /// Records `edit` and waits until it is written.
+    pub async fn update(&self, edit: impl FnOnce(&mut EnvState) + Send + 'static) {
+        let (done, written) = oneshot::channel();
+        if self
+            .jobs
+            .send(Job {
+                edit: Box::new(edit),
+                done: Some(done),
+            })
+            .is_ok()
+        {
+            let _ = written.await;
         }
     }
 
-    pub fn finish(&self, result: RunResult) {
-        self.update(|s| {
+    /// Records `edit` without waiting (from synchronous step callbacks).
+    fn update_soon(&self, edit: impl FnOnce(&mut EnvState) + Send + 'static) {
+        let _ = self.jobs.send(Job {
+            edit: Box::new(edit),
+            done: None,
+        });
+    }
+
+    /// Records how the run ended and returns the final state.
+    pub async fn finish(self, result: RunResult) -> EnvState {
+        self.update(move |s| {
             if let Some(run) = &mut s.last_run {
                 run.result = result.as_str().to_owned();
                 run.finished_at = Some(resources::now());
             }
-        });
-    }
-
-    pub fn snapshot(&self) -> EnvState {
-        self.state.lock().expect("state lock").clone()
+        })
+        .await;
+        drop(self.jobs);
+        self.writer.await.expect("the state writer does not panic")
     }
 }
 
@@ -143,9 +216,10 @@ impl StepEvents for Observer<'_> {
 
     fn remember(&self, step: &StepId, key: &str, id: &str) {
         if let Some(recorder) = self.recorder {
-            recorder.update(|s| {
-                let entry = s.steps.entry(step.clone()).or_default();
-                entry.record.resources.insert(key.to_owned(), id.to_owned());
+            let (step, key, id) = (step.clone(), key.to_owned(), id.to_owned());
+            recorder.update_soon(move |s| {
+                let entry = s.steps.entry(step).or_default();
+                entry.record.resources.insert(key, id);
                 entry.updated_at = resources::now();
             });
         }
@@ -163,22 +237,28 @@ impl WalkObserver for Observer<'_> {
         let Some(recorder) = self.recorder else {
             return;
         };
+        let id = report.id.clone();
         match (recorder.operation, &report.outcome, &report.record) {
             (Operation::Ensure, outcome, Some(record)) if outcome.is_success() => {
-                recorder.update(|s| {
-                    s.steps.insert(
-                        report.id.clone(),
-                        StepState {
-                            record: record.clone(),
-                            updated_at: resources::now(),
-                        },
-                    );
-                });
+                let record = record.clone();
+                recorder
+                    .update(move |s| {
+                        s.steps.insert(
+                            id,
+                            StepState {
+                                record,
+                                updated_at: resources::now(),
+                            },
+                        );
+                    })
+                    .await;
             }
             (Operation::Destroy, Outcome::Deleted | Outcome::AlreadyAbsent, _) => {
-                recorder.update(|s| {
-                    s.steps.remove(&report.id);
-                });
+                recorder
+                    .update(move |s| {
+                        s.steps.remove(&id);
+                    })
+                    .await;
             }
             _ => {}
         }

@@ -15,11 +15,10 @@ use serde::Serialize;
 use crate::cli::{Shape, ShiftArgs};
 use crate::resources::traffic::{self, Alarm, Traffic, Weights};
 use crate::settings::Settings;
-use crate::state::LocalStore;
 use crate::ui::Printer;
 
 use super::ExitStatus;
-use super::run::{lock_holder, open};
+use super::run::{Session, open};
 
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 /// How often the alarms are read while waiting between steps.
@@ -46,10 +45,24 @@ fn firing(alarms: &[Alarm]) -> Vec<String> {
 }
 
 pub async fn shift(settings: &Settings, printer: Printer, args: ShiftArgs) -> Result<ExitStatus> {
+    let session = Session::new(settings).await?;
+    session
+        .locked(
+            &args.env.env,
+            "shift",
+            run(settings, printer, &session, &args),
+        )
+        .await
+}
+
+async fn run(
+    settings: &Settings,
+    printer: Printer,
+    session: &Session,
+    args: &ShiftArgs,
+) -> Result<ExitStatus> {
     let env = &args.env.env;
-    let store = LocalStore::new(&settings.state_dir);
-    let _lock = store.lock(env.as_str(), &lock_holder("shift"))?;
-    let opened = open(settings, &store, env, &Shape::default(), |_| {}).await?;
+    let opened = open(settings, session, env, &Shape::default(), |_| {}).await?;
     let cx = &opened.cx;
 
     let Some(mut traffic) = traffic::read(cx).await? else {

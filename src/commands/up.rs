@@ -7,19 +7,33 @@ use crate::engine::Operation;
 use crate::outputs;
 use crate::resources;
 use crate::settings::{Settings, record_spec};
-use crate::state::{EnvState, LocalStore};
+use crate::state::EnvState;
 use crate::ui::Printer;
 use crate::ui::summary::{RunReport, RunResult};
 
 use super::ExitStatus;
-use super::run::{Recorder, finish, lock_holder, open, walk_env};
+use super::run::{Recorder, Session, finish, open, walk_env};
 
 pub async fn up(settings: &Settings, printer: Printer, args: UpArgs) -> Result<ExitStatus> {
+    let session = Session::new(settings).await?;
+    // Locked before anything else: two runs on one env would race to create.
+    session
+        .locked(
+            &args.env.env,
+            "up",
+            up_locked(settings, printer, &session, &args),
+        )
+        .await
+}
+
+async fn up_locked(
+    settings: &Settings,
+    printer: Printer,
+    session: &Session,
+    args: &UpArgs,
+) -> Result<ExitStatus> {
     let env = &args.env.env;
-    let store = LocalStore::new(&settings.state_dir);
-    // Lock before anything else: two runs on one env would race to create.
-    let _lock = store.lock(env.as_str(), &lock_holder("up"))?;
-    let opened = open(settings, &store, env, &args.shape, |_| {}).await?;
+    let opened = open(settings, session, env, &args.shape, |_| {}).await?;
     let cx = &opened.cx;
     let graph = resources::graph(&opened.spec)?;
 
@@ -27,9 +41,17 @@ pub async fn up(settings: &Settings, printer: Printer, args: UpArgs) -> Result<E
         .state
         .unwrap_or_else(|| EnvState::new(env.as_str(), &cx.region, &cx.account_id));
     state.account_id = cx.account_id.clone();
+    state.region = cx.region.clone();
     state.settings = record_spec(&opened.spec);
     let previous = state.records();
-    let recorder = Recorder::start(store, state, "up", Operation::Ensure, printer)?;
+    let recorder = Recorder::start(
+        session.backend.clone(),
+        state,
+        "up",
+        Operation::Ensure,
+        printer,
+    )
+    .await?;
 
     printer.info(&format!(
         "payops up {env}: {} steps in {} (account {}), up to {} at once",
@@ -49,19 +71,20 @@ pub async fn up(settings: &Settings, printer: Printer, args: UpArgs) -> Result<E
     )
     .await;
     let result = RunResult::of(&walk);
-    recorder.finish(result);
+    let state = recorder.finish(result).await;
 
     // Outputs of everything that exists, including steps that succeeded on
     // an earlier run, so partial progress is still usable.
-    let mut values = recorder.snapshot().outputs();
+    let mut values = state.outputs();
     values.insert("EnvName".into(), env.to_string());
     values.insert("Region".into(), cx.region.clone());
     let outputs_file = args
         .outputs_file
+        .clone()
         .unwrap_or_else(|| settings.outputs_file.clone());
     outputs::write(&outputs_file, &values)?;
 
-    let api_calls = opened.counter.snapshot();
+    let api_calls = session.aws.counter.snapshot();
     let mut report = RunReport::new(
         "up",
         env.as_str(),

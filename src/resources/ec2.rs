@@ -51,8 +51,21 @@ pub fn desired_tags(cx: &Context, step: &str, name: &str) -> TagMap {
 }
 
 pub fn tag_spec(cx: &Context, resource: ResourceType, step: &str, name: &str) -> TagSpecification {
+    tag_spec_with(cx, resource, step, name, &TagMap::new())
+}
+
+/// [`tag_spec`] plus `extra` tags of the resource's own.
+pub fn tag_spec_with(
+    cx: &Context,
+    resource: ResourceType,
+    step: &str,
+    name: &str,
+    extra: &TagMap,
+) -> TagSpecification {
     let mut spec = TagSpecification::builder().resource_type(resource);
-    for (k, v) in desired_tags(cx, step, name) {
+    let mut tags = desired_tags(cx, step, name);
+    tags.extend(extra.clone());
+    for (k, v) in tags {
         spec = spec.tags(Tag::builder().key(k).value(v).build());
     }
     spec.build()

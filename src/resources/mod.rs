@@ -6,6 +6,7 @@ mod api_definition;
 mod certificate;
 pub mod connect;
 pub mod context;
+pub mod discovery;
 mod dynamodb_table;
 mod ec2;
 mod elb;
@@ -44,7 +45,7 @@ use crate::engine::{Dependency, Graph, GraphError, Step, StepId};
 use crate::naming::KEY_PURPOSES;
 use crate::spec::{AZ_COUNT, AZ_LABELS, Certificate, EnvSpec, Tier};
 
-pub use connect::{connect, now};
+pub use connect::{Aws, now};
 pub use context::{Budgets, Context};
 use lambda_function::Function;
 use listener::ListenerKind;
@@ -53,6 +54,7 @@ use resource::{Node, Resource};
 use route_table::RouteTable;
 use security_group::SgRole;
 use target_group::TgKind;
+pub use vpc::recorded_shape;
 
 fn dep(on: impl Into<StepId>, reason: &'static str) -> Dependency {
     Dependency::on(on, reason)

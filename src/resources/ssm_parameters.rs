@@ -119,34 +119,9 @@ impl Parameters {
         }))
     }
 
-    fn tag_list(cx: &Context, step: &StepCx<'_>) -> Vec<Tag> {
-        cx.tagger
-            .for_create(step.id().as_str())
-            .into_iter()
-            .filter_map(|(k, v)| Tag::builder().key(k).value(v).build().ok())
-            .collect()
-    }
-}
-
-fn random_key() -> Result<String, AwsError> {
-    let mut bytes = [0u8; 32];
-    getrandom::getrandom(&mut bytes)
-        .map_err(|e| AwsError::Conflict(format!("no randomness: {e}")))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-#[async_trait]
-impl Resource for Parameters {
-    type Found = ParamSet;
-    type Fix = Fix;
-
-    fn kind(&self) -> &'static str {
-        "ssm:parameters"
-    }
-
-    /// Every parameter under the env's path that is ours; someone else's
-    /// parameters there are left alone (and refused if we need the name).
-    async fn find(&self, cx: &Context, _step: &StepCx<'_>) -> Result<Vec<ParamSet>, AwsError> {
+    /// Every parameter under the env's path, ours or not (SecureString
+    /// values are never read).
+    async fn read(cx: &Context) -> Result<ParamSet, AwsError> {
         let pages: Vec<_> = cx
             .clients
             .ssm
@@ -179,13 +154,44 @@ impl Resource for Parameters {
             .buffer_unordered(READ_CONCURRENCY)
             .try_collect()
             .await?;
-        let set = ParamSet {
+        Ok(ParamSet {
             params: params.into_iter().collect(),
-        };
-        Ok(if set.params.is_empty() {
-            Vec::new()
-        } else {
+        })
+    }
+
+    fn tag_list(cx: &Context, step: &StepCx<'_>) -> Vec<Tag> {
+        cx.tagger
+            .for_create(step.id().as_str())
+            .into_iter()
+            .filter_map(|(k, v)| Tag::builder().key(k).value(v).build().ok())
+            .collect()
+    }
+}
+
+fn random_key() -> Result<String, AwsError> {
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes)
+        .map_err(|e| AwsError::Conflict(format!("no randomness: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[async_trait]
+impl Resource for Parameters {
+    type Found = ParamSet;
+    type Fix = Fix;
+
+    fn kind(&self) -> &'static str {
+        "ssm:parameters"
+    }
+
+    async fn find(&self, cx: &Context, _step: &StepCx<'_>) -> Result<Vec<ParamSet>, AwsError> {
+        let set = Self::read(cx).await?;
+        // Someone else's parameters under our path do not make the step
+        // present (nor a leftover after `down`).
+        Ok(if set.params.values().any(|p| cx.is_ours(&p.tags)) {
             vec![set]
+        } else {
+            Vec::new()
         })
     }
 
@@ -193,9 +199,10 @@ impl Resource for Parameters {
         format!("{} parameters", set.params.len())
     }
 
-    /// Nothing to create up front: diff lists every parameter to write.
-    async fn create(&self, _cx: &Context, _step: &StepCx<'_>) -> Result<ParamSet, AwsError> {
-        Ok(ParamSet::default())
+    /// Nothing to create up front: `diff` lists every parameter to write,
+    /// and refuses to overwrite someone else's that has a name we need.
+    async fn create(&self, cx: &Context, _step: &StepCx<'_>) -> Result<ParamSet, AwsError> {
+        Self::read(cx).await
     }
 
     async fn diff(
@@ -503,5 +510,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("not tagged as this env's"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn someone_elses_parameters_under_our_path_are_neither_present_nor_deleted() {
+        let found = mock!(Client::get_parameters_by_path).then_output(|| {
+            GetParametersByPathOutput::builder()
+                .parameters(param("/payops/pr1/TheirNote", ParameterType::String, "hi"))
+                .build()
+        });
+        let no_tags = mock!(Client::list_tags_for_resource)
+            .then_output(|| ListTagsForResourceOutput::builder().build());
+        let mut clients = testing::clients();
+        // No DeleteParameters rule: deleting it would fail the test.
+        clients.ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&found, &no_tags]);
+        let cx = testing::context(clients);
+        assert_eq!(
+            testing::observe(&cx, "ssm-parameters", Parameters, &inputs())
+                .await
+                .unwrap(),
+            Observation::Missing
+        );
+        assert_eq!(
+            testing::destroy(&cx, "ssm-parameters", Parameters)
+                .await
+                .unwrap(),
+            crate::engine::Removed::AlreadyAbsent
+        );
     }
 }

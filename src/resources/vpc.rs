@@ -16,6 +16,68 @@ use super::resource::Resource;
 
 pub struct Vpc;
 
+/// The NAT mode, recorded on the VPC: AWS keeps the env's shape, so a machine
+/// without the state file converges to the same one (a later `up` without
+/// `--nat` must not add NAT gateways a `--nat single` env never had).
+pub const NAT_TAG: &str = "payops:nat";
+/// The ALB's certificate (`self-signed` or the operator's ACM ARN) and the
+/// functions' reserved concurrency, recorded the same way: a later `up`
+/// without the flags must not swap the certificate or the reservations.
+pub const CERTIFICATE_TAG: &str = "payops:certificate";
+pub const CONCURRENCY_TAG: &str = "payops:reserved-concurrency";
+
+fn shape_tags(cx: &Context) -> TagMap {
+    TagMap::from([
+        (NAT_TAG.to_owned(), cx.spec.nat.as_str().to_owned()),
+        (CERTIFICATE_TAG.to_owned(), cx.spec.certificate.to_string()),
+        // Spaces, not commas: what every tagging API accepts.
+        (
+            CONCURRENCY_TAG.to_owned(),
+            cx.spec.concurrency.to_string().replace(',', " "),
+        ),
+    ])
+}
+
+/// The shape settings an env's VPC records (`vpc_cidr`, `nat`,
+/// `cost_center`), in the form the state file keeps them; empty when the env
+/// has no VPC.
+pub async fn recorded_shape(
+    clients: &crate::aws::Clients,
+    env: &crate::naming::EnvName,
+) -> Result<std::collections::BTreeMap<String, String>, AwsError> {
+    let out = clients
+        .ec2
+        .describe_vpcs()
+        .filters(ec2::tag_filter(
+            crate::tags::MANAGED_BY,
+            crate::tags::MANAGER,
+        ))
+        .filters(ec2::tag_filter(crate::tags::ENV, env.as_str()))
+        .filters(ec2::tag_filter(crate::tags::STEP, "vpc"))
+        .send()
+        .await
+        .op("ec2:DescribeVpcs")?;
+    let mut shape = std::collections::BTreeMap::new();
+    // Exactly one VPC, or no opinion: `up` reports the ambiguity itself.
+    if let [vpc] = out.vpcs()
+        && let Some(found) = found(vpc)
+        && crate::tags::ownership(&found.tags, env) == crate::tags::Ownership::Ours
+    {
+        shape.insert("vpc_cidr".to_owned(), found.cidr);
+        for (key, tag) in [
+            ("nat", NAT_TAG),
+            ("cost_center", "CostCenter"),
+            ("certificate", CERTIFICATE_TAG),
+            ("reserved_concurrency", CONCURRENCY_TAG),
+        ] {
+            if let Some(v) = found.tags.get(tag) {
+                shape.insert(key.to_owned(), v.replace(' ', ","));
+            }
+        }
+    }
+    Ok(shape)
+}
+
 pub struct FoundVpc {
     id: String,
     cidr: String,
@@ -109,11 +171,12 @@ impl Resource for Vpc {
             .ec2
             .create_vpc()
             .cidr_block(cx.spec.vpc_cidr.to_string())
-            .tag_specifications(ec2::tag_spec(
+            .tag_specifications(ec2::tag_spec_with(
                 cx,
                 ResourceType::Vpc,
                 step.id().as_str(),
                 &name,
+                &shape_tags(cx),
             ))
             .send()
             .await
@@ -139,8 +202,13 @@ impl Resource for Vpc {
             )));
         }
         let mut fixes = Vec::new();
-        let missing =
+        let mut missing =
             ec2::missing_tags(cx, step.id().as_str(), &cx.names.resource("vpc"), &vpc.tags);
+        for (k, v) in shape_tags(cx) {
+            if vpc.tags.get(&k) != Some(&v) {
+                missing.insert(k, v);
+            }
+        }
         if !missing.is_empty() {
             fixes.push(Fix::Tags(missing));
         }
@@ -245,10 +313,23 @@ mod tests {
     use crate::resources::testing::{self, Events};
 
     fn vpc(id: &str) -> Ec2Vpc {
+        let mut tags = testing::ec2_tags("vpc");
+        for (key, value) in [
+            (NAT_TAG, "per-az"),
+            (CERTIFICATE_TAG, "self-signed"),
+            (CONCURRENCY_TAG, "validation=5 fraud=5 transaction=10"),
+        ] {
+            tags.push(
+                aws_sdk_ec2::types::Tag::builder()
+                    .key(key)
+                    .value(value)
+                    .build(),
+            );
+        }
         Ec2Vpc::builder()
             .vpc_id(id)
             .cidr_block("10.0.0.0/16")
-            .set_tags(Some(testing::ec2_tags("vpc")))
+            .set_tags(Some(tags))
             .build()
     }
 
@@ -394,5 +475,45 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("cannot change"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_vpc_tells_a_machine_without_state_the_envs_shape() {
+        let mut tagged = vpc("vpc-1");
+        tagged = Ec2Vpc::builder()
+            .vpc_id("vpc-1")
+            .cidr_block("10.7.0.0/16")
+            .set_tags(Some(
+                tagged
+                    .tags()
+                    .iter()
+                    .map(|t| {
+                        if t.key() == Some(NAT_TAG) {
+                            aws_sdk_ec2::types::Tag::builder()
+                                .key(NAT_TAG)
+                                .value("single")
+                                .build()
+                        } else {
+                            t.clone()
+                        }
+                    })
+                    .collect(),
+            ))
+            .build();
+        let describe = mock!(Client::describe_vpcs)
+            .then_output(move || DescribeVpcsOutput::builder().vpcs(tagged.clone()).build());
+        let mut clients = testing::clients();
+        clients.ec2 = mock_client!(aws_sdk_ec2, [&describe]);
+        let shape = recorded_shape(&clients, &crate::naming::EnvName::parse("pr1").unwrap())
+            .await
+            .unwrap();
+        assert_eq!(shape["nat"], "single");
+        assert_eq!(shape["vpc_cidr"], "10.7.0.0/16");
+        assert_eq!(shape["cost_center"], "payments");
+        assert_eq!(shape["certificate"], "self-signed");
+        assert_eq!(
+            shape["reserved_concurrency"],
+            "validation=5,fraud=5,transaction=10"
+        );
     }
 }

@@ -5,7 +5,9 @@ use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
-use super::{EnvState, FORMAT, StateError};
+use async_trait::async_trait;
+
+use super::{EnvLock, EnvState, StateBackend, StateError};
 
 #[derive(Clone, Debug)]
 pub struct LocalStore {
@@ -13,10 +15,15 @@ pub struct LocalStore {
 }
 
 /// Held for the whole of a mutating command; dropping it (or the process
-/// dying) releases the lock.
+/// dying, even by SIGKILL) releases the OS lock.
 #[derive(Debug)]
-pub struct StateLock {
+pub struct LocalLock {
     _file: File,
+}
+
+#[async_trait]
+impl EnvLock for LocalLock {
+    async fn release(self: Box<Self>) {}
 }
 
 impl LocalStore {
@@ -35,37 +42,21 @@ impl LocalStore {
         }
     }
 
-    pub fn load(&self, env: &str) -> Result<Option<EnvState>, StateError> {
+    fn load_sync(&self, env: &str) -> Result<Option<EnvState>, StateError> {
         let path = self.path(env);
         let text = match fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Self::io(&path)(e)),
         };
-        let corrupt = |reason: String| StateError::Corrupt {
-            path: path.display().to_string(),
-            reason,
-        };
-        let state: EnvState =
-            serde_json::from_str(&text).map_err(|e| corrupt(format!("not valid JSON ({e})")))?;
-        if state.format > FORMAT {
-            return Err(corrupt(format!(
-                "format {} was written by a newer payops (this one reads format {FORMAT})",
-                state.format
-            )));
-        }
-        if state.env != env {
-            return Err(corrupt(format!(
-                "it records env {:?}, not {env:?}",
-                state.env
-            )));
-        }
-        Ok(Some(state))
+        let shown = path.display().to_string();
+        let way_out = format!("mv {shown} {shown}.broken");
+        super::parse(&text, env, &shown, way_out).map(Some)
     }
 
     /// Write-then-rename, so a crash leaves the old file or the new one, never
     /// half of one.
-    pub fn save(&self, state: &EnvState) -> Result<(), StateError> {
+    fn save_sync(&self, state: &EnvState) -> Result<(), StateError> {
         let path = self.path(&state.env);
         fs::create_dir_all(&self.dir).map_err(Self::io(&self.dir))?;
         let tmp = self
@@ -84,7 +75,7 @@ impl LocalStore {
         write().map_err(Self::io(&path))
     }
 
-    pub fn remove(&self, env: &str) -> Result<(), StateError> {
+    fn remove_sync(&self, env: &str) -> Result<(), StateError> {
         let path = self.path(env);
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
@@ -93,10 +84,13 @@ impl LocalStore {
         }
     }
 
-    /// Takes the env's lock or fails at once naming the holder.
-    pub fn lock(&self, env: &str, holder: &str) -> Result<StateLock, StateError> {
+    fn lock_path(&self, env: &str) -> PathBuf {
+        self.dir.join(format!("{env}.lock"))
+    }
+
+    fn lock_sync(&self, env: &str, holder: &str) -> Result<LocalLock, StateError> {
         fs::create_dir_all(&self.dir).map_err(Self::io(&self.dir))?;
-        let path = self.dir.join(format!("{env}.lock"));
+        let path = self.lock_path(env);
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -113,7 +107,7 @@ impl LocalStore {
                     file.flush()
                 };
                 write().map_err(Self::io(&path))?;
-                Ok(StateLock { _file: file })
+                Ok(LocalLock { _file: file })
             }
             Err(TryLockError::WouldBlock) => {
                 let mut current = String::new();
@@ -129,6 +123,55 @@ impl LocalStore {
             }
             Err(TryLockError::Error(e)) => Err(Self::io(&path)(e)),
         }
+    }
+}
+
+#[async_trait]
+impl StateBackend for LocalStore {
+    fn location(&self, env: &str) -> String {
+        self.path(env).display().to_string()
+    }
+
+    async fn load(&self, env: &str) -> Result<Option<EnvState>, StateError> {
+        self.load_sync(env)
+    }
+
+    async fn save(&self, state: &EnvState) -> Result<(), StateError> {
+        self.save_sync(state)
+    }
+
+    async fn remove(&self, env: &str) -> Result<(), StateError> {
+        self.remove_sync(env)
+    }
+
+    async fn lock(&self, env: &str, holder: &str) -> Result<Box<dyn EnvLock>, StateError> {
+        Ok(Box::new(self.lock_sync(env, holder)?))
+    }
+
+    /// An OS lock cannot be broken from outside, and it dies with its holder:
+    /// if it is held, the holder is alive and must be stopped instead.
+    async fn unlock(&self, env: &str) -> Result<Option<String>, StateError> {
+        if !self.lock_path(env).exists() {
+            return Ok(None);
+        }
+        drop(self.lock_sync(env, "payops unlock")?);
+        Ok(None)
+    }
+
+    async fn envs(&self) -> Result<Vec<String>, StateError> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Self::io(&self.dir)(e)),
+        };
+        let mut envs: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter_map(|n| n.strip_suffix(".json").map(str::to_owned))
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        envs.sort();
+        Ok(envs)
     }
 }
 
@@ -157,9 +200,9 @@ mod tests {
     fn saves_and_loads_atomically_leaving_no_temp_files() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new(dir.path());
-        assert_eq!(store.load("pr1").unwrap(), None);
-        store.save(&sample()).unwrap();
-        assert_eq!(store.load("pr1").unwrap(), Some(sample()));
+        assert_eq!(store.load_sync("pr1").unwrap(), None);
+        store.save_sync(&sample()).unwrap();
+        assert_eq!(store.load_sync("pr1").unwrap(), Some(sample()));
         let names: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -172,7 +215,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new(dir.path());
         fs::write(store.path("pr1"), "{ not json").unwrap();
-        let err = store.load("pr1").unwrap_err().to_string();
+        let err = store.load_sync("pr1").unwrap_err().to_string();
         assert!(err.contains("not valid JSON"), "{err}");
         assert!(err.contains("mv "), "{err}");
         assert_eq!(fs::read_to_string(store.path("pr1")).unwrap(), "{ not json");
@@ -185,21 +228,24 @@ mod tests {
         let mut s = sample();
         s.env = "pr2".into();
         fs::write(store.path("pr1"), serde_json::to_string(&s).unwrap()).unwrap();
-        assert!(matches!(store.load("pr1"), Err(StateError::Corrupt { .. })));
+        assert!(matches!(
+            store.load_sync("pr1"),
+            Err(StateError::Corrupt { .. })
+        ));
     }
 
     #[test]
     fn a_second_lock_fails_fast_naming_the_holder_and_is_free_after_drop() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new(dir.path());
-        let first = store.lock("pr1", "pid 42 on ci-7: up").unwrap();
-        match store.lock("pr1", "pid 43") {
+        let first = store.lock_sync("pr1", "pid 42 on ci-7: up").unwrap();
+        match store.lock_sync("pr1", "pid 43") {
             Err(StateError::Locked { holder, .. }) => assert_eq!(holder, "pid 42 on ci-7: up"),
             other => panic!("expected Locked, got {other:?}"),
         }
         // Another env is independent.
-        let _other = store.lock("pr2", "pid 44").unwrap();
+        let _other = store.lock_sync("pr2", "pid 44").unwrap();
         drop(first);
-        store.lock("pr1", "pid 45").unwrap();
+        store.lock_sync("pr1", "pid 45").unwrap();
     }
 }

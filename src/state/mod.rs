@@ -2,17 +2,44 @@
 //!
 //! Every command works without it (resources are found by deterministic names
 //! and ownership tags); with it, lookups start from recorded ids and `status`
-//! can say how the last run ended.
+//! can say how the last run ended. It lives in a backend: local files by
+//! default, or an S3 prefix shared by CI runners; both lock one env at a time.
 
 mod local;
+mod s3;
 
 use std::collections::BTreeMap;
 
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{Record, StepId};
 
-pub use local::{LocalStore, StateLock};
+pub use local::LocalStore;
+pub use s3::{LockRecord, S3Store};
+
+/// Where env states live and how an env is locked.
+#[async_trait]
+pub trait StateBackend: Send + Sync {
+    /// Where the env's state lives, for messages.
+    fn location(&self, env: &str) -> String;
+    async fn load(&self, env: &str) -> Result<Option<EnvState>, StateError>;
+    async fn save(&self, state: &EnvState) -> Result<(), StateError>;
+    async fn remove(&self, env: &str) -> Result<(), StateError>;
+    /// Takes the env's lock, or fails at once naming the holder.
+    async fn lock(&self, env: &str, holder: &str) -> Result<Box<dyn EnvLock>, StateError>;
+    /// Breaks the env's lock (`payops unlock --force`); returns who held it.
+    async fn unlock(&self, env: &str) -> Result<Option<String>, StateError>;
+    /// Every env with a state here.
+    async fn envs(&self) -> Result<Vec<String>, StateError>;
+}
+
+/// A held env lock; dropping it without `release` leaves a shared lock to
+/// expire, so commands release it explicitly.
+#[async_trait]
+pub trait EnvLock: Send + Sync {
+    async fn release(self: Box<Self>);
+}
 
 /// Bumped when the format changes incompatibly.
 pub const FORMAT: u32 = 1;
@@ -109,13 +136,17 @@ impl EnvState {
 pub enum StateError {
     #[error(
         "state file {path} cannot be read: {reason}.\n  payops never overwrites a state file it \
-         cannot read. Move it aside (mv {path} {path}.broken) and run again: without it, payops \
-         finds the env's resources by their names and ownership tags"
+         cannot read. Move it aside ({way_out}) and run again: without it, payops finds the \
+         env's resources by their names and ownership tags"
     )]
-    Corrupt { path: String, reason: String },
+    Corrupt {
+        path: String,
+        reason: String,
+        /// The command that moves it aside.
+        way_out: String,
+    },
     #[error(
-        "env {env} is locked by another payops ({holder}); wait for it to finish and run again \
-         (the lock is released when that process ends, even if it is killed)"
+        "env {env} is locked by another payops ({holder}); wait for it to finish and run again"
     )]
     Locked { env: String, holder: String },
     #[error(
@@ -128,10 +159,65 @@ pub enum StateError {
         recorded: String,
         current: String,
     },
+    #[error("state backend {location}: {source}")]
+    Backend {
+        location: String,
+        #[source]
+        source: crate::aws::AwsError,
+    },
+    #[error("invalid --state {0:?}: expected s3://BUCKET[/PREFIX]")]
+    BadUrl(String),
     #[error("state file {path}: {source}")]
     Io {
         path: String,
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Parses and checks a state file's text (shared by every backend).
+pub fn parse(text: &str, env: &str, path: &str, way_out: String) -> Result<EnvState, StateError> {
+    let corrupt = |reason: String| StateError::Corrupt {
+        path: path.to_owned(),
+        reason,
+        way_out: way_out.clone(),
+    };
+    let state: EnvState =
+        serde_json::from_str(text).map_err(|e| corrupt(format!("not valid JSON ({e})")))?;
+    if state.format > FORMAT {
+        return Err(corrupt(format!(
+            "format {} was written by a newer payops (this one reads format {FORMAT})",
+            state.format
+        )));
+    }
+    if state.env != env {
+        return Err(corrupt(format!(
+            "it records env {:?}, not {env:?}",
+            state.env
+        )));
+    }
+    Ok(state)
+}
+
+/// The backend `--state` names: `s3://BUCKET/PREFIX`, or local files in `dir`.
+pub fn backend(
+    url: Option<&str>,
+    dir: &std::path::Path,
+    s3: &aws_sdk_s3::Client,
+) -> Result<Box<dyn StateBackend>, StateError> {
+    match url {
+        None => Ok(Box::new(LocalStore::new(dir))),
+        Some(url) => {
+            let rest = url
+                .strip_prefix("s3://")
+                .ok_or_else(|| StateError::BadUrl(url.to_owned()))?;
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(StateError::BadUrl(url.to_owned()));
+            }
+            Ok(Box::new(S3Store::new(
+                crate::aws::objects::ObjectStore::new(s3.clone(), bucket, prefix),
+            )))
+        }
+    }
 }

@@ -9,6 +9,9 @@
 //! env behind in the emulator (set `PAYOPS_TEST_KEEP=1` to keep it for
 //! debugging).
 
+// Each test binary (integration, fleet, ...) uses a different part of this.
+#![allow(dead_code)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
@@ -161,17 +164,23 @@ pub struct TestEnv {
     pub name: String,
     dir: tempfile::TempDir,
     endpoint: String,
+    /// Extra environment for every run (e.g. `PAYOPS_STATE`).
+    vars: Vec<(String, String)>,
     /// Set once a `down` succeeded: nothing left for the drop to clean.
     clean: bool,
 }
 
 impl TestEnv {
     pub fn new() -> Self {
+        Self::named(random_env_name())
+    }
+
+    /// An env with a chosen name (fleet tests group envs by a prefix).
+    pub fn named(name: String) -> Self {
         // Both settings are checked up front, so a misconfigured run fails
         // at once with a clear message rather than halfway through a test.
         let endpoint = endpoint();
         emulator();
-        let name = random_env_name();
         let dir = tempfile::Builder::new()
             .prefix(&format!("payops-{name}-"))
             .tempdir()
@@ -184,8 +193,20 @@ impl TestEnv {
             name,
             dir,
             endpoint,
+            vars: Vec::new(),
             clean: false,
         }
+    }
+
+    /// Removed by other means (e.g. `destroy-all`): nothing for the drop to clean.
+    pub fn forget(&mut self) {
+        self.clean = true;
+    }
+
+    /// Sets an environment variable for every later run of this env.
+    pub fn with_var(mut self, key: &str, value: &str) -> Self {
+        self.vars.push((key.to_owned(), value.to_owned()));
+        self
     }
 
     pub fn dir(&self) -> &Path {
@@ -236,9 +257,13 @@ impl TestEnv {
             "PAYOPS_COST_CENTER",
             "PAYOPS_LOG",
             "PAYOPS_MAX_ATTEMPTS",
+            "PAYOPS_STATE",
             "CLICOLOR_FORCE",
         ] {
             cmd.env_remove(var);
+        }
+        for (k, v) in &self.vars {
+            cmd.env(k, v);
         }
         cmd
     }
