@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::naming::{ENV_RULE, EnvName};
-use crate::spec::{Certificate, Cidr, Concurrency, NatMode};
+use crate::spec::{Certificate, Cidr, Concurrency, DbSecret, NatMode};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -125,7 +125,7 @@ pub enum Command {
     #[command(
         after_help = "Examples:\n  payops down --env pr123          # asks for confirmation\n  payops down --env pr123 --yes    # in CI"
     )]
-    Down(EnvArgs),
+    Down(DownArgs),
 
     /// Show every env (no --env), or what exists for one env, step by step
     #[command(
@@ -221,9 +221,31 @@ pub struct Shape {
     #[arg(long, value_name = "N")]
     pub reserved_concurrency: Option<Concurrency>,
 
-    /// Tag the env as protected: `destroy-all` never removes it (--protect=false lifts it)
+    /// Tag the env as protected: `destroy-all` never removes it and the Aurora cluster gets
+    /// deletion protection (--protect=false lifts both)
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub protect: Option<bool>,
+
+    /// Aurora PostgreSQL version, MAJOR.MINOR [default: 16.6]
+    #[arg(long, value_name = "VERSION", value_parser = crate::spec::parse_engine_version)]
+    pub db_version: Option<String>,
+
+    /// Aurora instance class [default: db.r6g.large]
+    #[arg(long, value_name = "CLASS", value_parser = crate::spec::parse_instance_class)]
+    pub db_instance_class: Option<String>,
+
+    /// Aurora readers beside the writer, 0-4 [default: 2]
+    #[arg(long, value_name = "N", value_parser = crate::spec::parse_readers)]
+    pub db_readers: Option<u8>,
+
+    /// Days of automated Aurora backups, 1-35 [default: 7]
+    #[arg(long, value_name = "DAYS", value_parser = crate::spec::parse_backup_days)]
+    pub db_backup_days: Option<u8>,
+
+    /// Create the cluster from this Secrets Manager secret (JSON with username and
+    /// password) instead of a generated one; payops never rotates or deletes it
+    #[arg(long, value_name = "ARN")]
+    pub db_secret_arn: Option<DbSecret>,
 }
 
 #[derive(Debug, Args)]
@@ -270,6 +292,17 @@ pub struct DestroyAllArgs {
     /// Also write the result as JSON to this file
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    #[command(flatten)]
+    pub env: EnvArgs,
+
+    /// Keep a final snapshot of the Aurora cluster (tagged payops:final-snapshot) instead of
+    /// deleting its data with it
+    #[arg(long)]
+    pub final_snapshot: bool,
 }
 
 #[derive(Debug, Args)]

@@ -205,6 +205,31 @@ impl Names {
         format!("alb.{}.payops.internal", self.env)
     }
 
+    /// The Aurora cluster: `payops-<env>-aurora`.
+    pub fn db_cluster(&self) -> String {
+        self.resource("aurora")
+    }
+
+    /// Aurora instance `slot` (0 = the first, preferred writer): `payops-<env>-aurora-1`, ...
+    pub fn db_instance(&self, slot: usize) -> String {
+        self.resource(&format!("aurora-{}", slot + 1))
+    }
+
+    pub fn db_subnet_group(&self) -> String {
+        self.resource("db")
+    }
+
+    /// The cluster parameter group, per major version (a group's family is
+    /// fixed, so a major upgrade needs a new group).
+    pub fn db_parameter_group(&self, major: &str) -> String {
+        self.resource(&format!("aurora-pg{major}"))
+    }
+
+    /// The master credentials' secret: `payops/<env>/db-master`.
+    pub fn db_secret(&self) -> String {
+        format!("payops/{}/db-master", self.env)
+    }
+
     /// Every derived name with the AWS rule it must satisfy, so one test can
     /// prove the env-name rule is strict enough.
     pub fn all(&self) -> Vec<(NameKind, String)> {
@@ -234,8 +259,16 @@ impl Names {
                 NameKind::LogGroup,
                 self.log_group("lambda/transaction-processing"),
             ),
-            (NameKind::RdsIdentifier, self.resource("aurora")),
-            (NameKind::RdsIdentifier, self.resource("aurora-reader-2")),
+            (NameKind::RdsIdentifier, self.db_cluster()),
+            (
+                NameKind::RdsIdentifier,
+                self.db_instance(usize::from(crate::spec::Database::MAX_READERS)),
+            ),
+            (NameKind::RdsIdentifier, self.db_parameter_group("16")),
+            (
+                NameKind::RdsIdentifier,
+                format!("{}-final-20261231235959", self.db_cluster()),
+            ),
             (NameKind::DynamoDbTable, self.table("transactions")),
             (NameKind::DynamoDbTable, self.table("fraud-rules")),
             (NameKind::SnsTopic, self.topic("failed-transactions")),

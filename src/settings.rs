@@ -10,7 +10,10 @@ use serde::Deserialize;
 use crate::aws::config::AwsSettings;
 use crate::cli::{GlobalArgs, OutputFormat, Shape};
 use crate::naming::{self, EnvName};
-use crate::spec::{Certificate, Cidr, Concurrency, EnvSpec, NatMode};
+use crate::spec::{
+    Certificate, Cidr, Concurrency, Database, DbSecret, EnvSpec, NatMode, parse_backup_days,
+    parse_engine_version, parse_instance_class, parse_readers,
+};
 
 pub const DEFAULT_REGION: &str = "us-east-1";
 pub const DEFAULT_CONFIG: &str = "payops.toml";
@@ -50,6 +53,13 @@ pub struct FileConfig {
     certificate_arn: Option<String>,
     #[serde(default, deserialize_with = "number_or_text")]
     reserved_concurrency: Option<String>,
+    db_version: Option<String>,
+    db_instance_class: Option<String>,
+    #[serde(default, deserialize_with = "number_or_text")]
+    db_readers: Option<String>,
+    #[serde(default, deserialize_with = "number_or_text")]
+    db_backup_days: Option<String>,
+    db_secret_arn: Option<String>,
     #[serde(default)]
     env: BTreeMap<String, FileShape>,
 }
@@ -63,6 +73,13 @@ pub struct FileShape {
     certificate_arn: Option<String>,
     #[serde(default, deserialize_with = "number_or_text")]
     reserved_concurrency: Option<String>,
+    db_version: Option<String>,
+    db_instance_class: Option<String>,
+    #[serde(default, deserialize_with = "number_or_text")]
+    db_readers: Option<String>,
+    #[serde(default, deserialize_with = "number_or_text")]
+    db_backup_days: Option<String>,
+    db_secret_arn: Option<String>,
 }
 
 /// `reserved_concurrency = 10` and `reserved_concurrency = "transaction=20"`
@@ -191,6 +208,11 @@ impl Settings {
             cost_center: self.file.cost_center.clone(),
             certificate_arn: self.file.certificate_arn.clone(),
             reserved_concurrency: self.file.reserved_concurrency.clone(),
+            db_version: self.file.db_version.clone(),
+            db_instance_class: self.file.db_instance_class.clone(),
+            db_readers: self.file.db_readers.clone(),
+            db_backup_days: self.file.db_backup_days.clone(),
+            db_secret_arn: self.file.db_secret_arn.clone(),
         };
         let pick = |flag: Option<String>, key: &str, get: fn(&FileShape) -> Option<&String>| {
             flag.or_else(|| per_env.and_then(get).cloned())
@@ -250,6 +272,50 @@ impl Settings {
             ),
             None => None,
         };
+        // Each database setting on its own: flag, file, then what the last
+        // `up` recorded (all of them together, as `database`), then default.
+        let recorded_db = match recorded.get("database") {
+            Some(d) => d.parse::<Database>().map_err(|e| bad("database", e))?,
+            None => Database::default(),
+        };
+        let file_or_flag =
+            |flag: Option<String>, get: fn(&FileShape) -> Option<&String>| -> Option<String> {
+                flag.or_else(|| per_env.and_then(get).cloned())
+                    .or_else(|| get(&top).cloned())
+            };
+        let database = Database {
+            engine_version: match file_or_flag(flags.db_version.clone(), |s| s.db_version.as_ref())
+            {
+                Some(v) => parse_engine_version(&v).map_err(|e| bad("db_version", e))?,
+                None => recorded_db.engine_version,
+            },
+            instance_class: match file_or_flag(flags.db_instance_class.clone(), |s| {
+                s.db_instance_class.as_ref()
+            }) {
+                Some(v) => parse_instance_class(&v).map_err(|e| bad("db_instance_class", e))?,
+                None => recorded_db.instance_class,
+            },
+            readers: match file_or_flag(flags.db_readers.map(|n| n.to_string()), |s| {
+                s.db_readers.as_ref()
+            }) {
+                Some(v) => parse_readers(&v).map_err(|e| bad("db_readers", e))?,
+                None => recorded_db.readers,
+            },
+            backup_days: match file_or_flag(flags.db_backup_days.map(|n| n.to_string()), |s| {
+                s.db_backup_days.as_ref()
+            }) {
+                Some(v) => parse_backup_days(&v).map_err(|e| bad("db_backup_days", e))?,
+                None => recorded_db.backup_days,
+            },
+        };
+        let db_secret = match pick(
+            flags.db_secret_arn.as_ref().map(ToString::to_string),
+            "db_secret",
+            |s| s.db_secret_arn.as_ref(),
+        ) {
+            Some(s) => s.parse::<DbSecret>().map_err(|e| bad("db_secret_arn", e))?,
+            None => defaults.db_secret,
+        };
         Ok(EnvSpec {
             vpc_cidr,
             nat,
@@ -257,6 +323,9 @@ impl Settings {
             certificate,
             concurrency,
             protect,
+            database,
+            db_secret,
+            final_snapshot: false,
         })
     }
 }
@@ -288,6 +357,8 @@ pub fn record_spec(spec: &EnvSpec) -> BTreeMap<String, String> {
             spec.concurrency.to_string(),
         ),
     ]);
+    recorded.insert("database".to_owned(), spec.database.to_string());
+    recorded.insert("db_secret".to_owned(), spec.db_secret.to_string());
     if let Some(protect) = spec.protect {
         recorded.insert("protect".to_owned(), protect.to_string());
     }

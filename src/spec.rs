@@ -279,6 +279,192 @@ impl FromStr for Certificate {
     }
 }
 
+/// The Aurora PostgreSQL cluster's shape.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Database {
+    /// Full aurora-postgresql version, e.g. `16.6`; its major picks the
+    /// parameter group family (`aurora-postgresql16`).
+    pub engine_version: String,
+    pub instance_class: String,
+    /// Readers beside the writer, spread over the AZs.
+    pub readers: u8,
+    /// Days of automated backups (AWS allows 1-35).
+    pub backup_days: u8,
+}
+
+impl Database {
+    /// payops registers a step per instance slot (the widest graph is what
+    /// `down` walks), so the reader count has a ceiling of its own, well
+    /// under Aurora's 15.
+    pub const MAX_READERS: u8 = 4;
+
+    /// `16` of `16.6`.
+    pub fn major(&self) -> &str {
+        self.engine_version
+            .split('.')
+            .next()
+            .unwrap_or(&self.engine_version)
+    }
+
+    pub fn instances(&self) -> usize {
+        1 + usize::from(self.readers)
+    }
+}
+
+impl Default for Database {
+    fn default() -> Self {
+        Self {
+            engine_version: "16.6".into(),
+            instance_class: "db.r6g.large".into(),
+            readers: 2,
+            backup_days: 7,
+        }
+    }
+}
+
+impl fmt::Display for Database {
+    /// Spaces, not commas: what every tagging API accepts.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "version={} class={} readers={} backup-days={}",
+            self.engine_version, self.instance_class, self.readers, self.backup_days
+        )
+    }
+}
+
+impl FromStr for Database {
+    type Err = String;
+    /// `key=value` pairs separated by spaces or commas; missing keys keep
+    /// their defaults. Also what the flags are checked through.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut d = Self::default();
+        for part in s.split([' ', ',']).filter(|p| !p.is_empty()) {
+            let (key, value) = part
+                .split_once('=')
+                .ok_or_else(|| format!("invalid database setting {part:?}: expected KEY=VALUE"))?;
+            match key {
+                "version" => d.engine_version = parse_engine_version(value)?,
+                "class" => d.instance_class = parse_instance_class(value)?,
+                "readers" => d.readers = parse_readers(value)?,
+                "backup-days" => d.backup_days = parse_backup_days(value)?,
+                other => return Err(format!("unknown database setting {other:?}")),
+            }
+        }
+        Ok(d)
+    }
+}
+
+/// `16.6`: aurora-postgresql versions are MAJOR.MINOR (13 and later).
+pub fn parse_engine_version(s: &str) -> Result<String, String> {
+    let ok = match s.split_once('.') {
+        Some((major, minor)) => {
+            major.parse::<u32>().is_ok_and(|m| m >= 13)
+                && !minor.is_empty()
+                && minor.chars().all(|c| c.is_ascii_digit())
+        }
+        None => false,
+    };
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "invalid Aurora PostgreSQL version {s:?}: expected MAJOR.MINOR, 13 or later \
+             (e.g. 16.6; `aws rds describe-db-engine-versions --engine aurora-postgresql` lists them)"
+        ))
+    }
+}
+
+/// `db.r6g.large`, `db.t4g.medium`, `db.serverless`.
+pub fn parse_instance_class(s: &str) -> Result<String, String> {
+    let parts: Vec<&str> = s.split('.').collect();
+    let ok = parts.first() == Some(&"db")
+        && (parts.len() == 3 || s == "db.serverless")
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric()));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "invalid DB instance class {s:?}: expected e.g. db.r6g.large or db.t4g.medium"
+        ))
+    }
+}
+
+pub fn parse_readers(s: &str) -> Result<u8, String> {
+    match s.parse::<u8>() {
+        Ok(n) if n <= Database::MAX_READERS => Ok(n),
+        _ => Err(format!(
+            "invalid reader count {s:?}: 0 to {} readers beside the writer",
+            Database::MAX_READERS
+        )),
+    }
+}
+
+pub fn parse_backup_days(s: &str) -> Result<u8, String> {
+    match s.parse::<u8>() {
+        Ok(n) if (1..=35).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "invalid backup retention {s:?}: Aurora keeps automated backups 1 to 35 days"
+        )),
+    }
+}
+
+/// Where the cluster's master credentials come from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum DbSecret {
+    /// payops generates the password, keeps it in a Secrets Manager secret
+    /// of its own (rotated every 30 days) and force-deletes it on `down`.
+    #[default]
+    Generated,
+    /// The operator's secret (JSON with username and password): payops
+    /// creates the cluster from it and never modifies, rotates or deletes it.
+    Existing(String),
+}
+
+impl DbSecret {
+    pub fn arn(&self) -> Option<&str> {
+        match self {
+            Self::Generated => None,
+            Self::Existing(arn) => Some(arn),
+        }
+    }
+}
+
+impl fmt::Display for DbSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.arn().unwrap_or("generated"))
+    }
+}
+
+impl FromStr for DbSecret {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "generated" {
+            return Ok(Self::Generated);
+        }
+        let parts: Vec<&str> = s.splitn(7, ':').collect();
+        let ok = parts.len() == 7
+            && parts[0] == "arn"
+            && parts[1].starts_with("aws")
+            && parts[2] == "secretsmanager"
+            && !parts[3].is_empty()
+            && parts[4].len() == 12
+            && parts[4].chars().all(|c| c.is_ascii_digit())
+            && parts[5] == "secret"
+            && !parts[6].is_empty();
+        if ok {
+            Ok(Self::Existing(s.to_owned()))
+        } else {
+            Err(format!(
+                "invalid secret {s:?}: expected a Secrets Manager secret ARN \
+                 (arn:aws:secretsmanager:<region>:<account>:secret:<name>)"
+            ))
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EnvSpec {
     pub vpc_cidr: Cidr,
@@ -289,6 +475,11 @@ pub struct EnvSpec {
     /// `up --protect`: tag the env so `destroy-all` never removes it (`None`:
     /// leave the tag as it is).
     pub protect: Option<bool>,
+    pub database: Database,
+    pub db_secret: DbSecret,
+    /// `down --final-snapshot`: keep a snapshot of the cluster (tagged) when
+    /// it is deleted. Only `down` sets it.
+    pub final_snapshot: bool,
 }
 
 impl Default for EnvSpec {
@@ -300,6 +491,9 @@ impl Default for EnvSpec {
             certificate: Certificate::SelfSigned,
             concurrency: Concurrency::default(),
             protect: None,
+            database: Database::default(),
+            db_secret: DbSecret::Generated,
+            final_snapshot: false,
         }
     }
 }

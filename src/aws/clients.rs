@@ -21,6 +21,8 @@ pub struct Clients {
     pub apigateway: aws_sdk_apigateway::Client,
     pub acm: aws_sdk_acm::Client,
     pub cloudwatch: aws_sdk_cloudwatch::Client,
+    pub rds: aws_sdk_rds::Client,
+    pub secrets: aws_sdk_secretsmanager::Client,
 }
 
 impl Clients {
@@ -58,6 +60,8 @@ impl Clients {
             apigateway: client!(aws_sdk_apigateway),
             acm: client!(aws_sdk_acm),
             cloudwatch: client!(aws_sdk_cloudwatch),
+            rds: client!(aws_sdk_rds),
+            secrets: client!(aws_sdk_secretsmanager),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::Result;
 
-use crate::cli::{EnvArgs, Shape};
+use crate::cli::{DownArgs, Shape};
 use crate::engine::{Graph, Operation, Outcome, Record, StepId, WalkReport};
 use crate::naming::EnvName;
 use crate::resources::{self, Context, sweep};
@@ -19,8 +19,8 @@ use crate::ui::summary::{RunReport, RunResult};
 use super::run::{Opened, Recorder, Session, finish, open, walk_env};
 use super::{ExitStatus, UsageError};
 
-pub async fn down(settings: &Settings, printer: Printer, args: EnvArgs) -> Result<ExitStatus> {
-    let env = &args.env;
+pub async fn down(settings: &Settings, printer: Printer, args: DownArgs) -> Result<ExitStatus> {
+    let env = &args.env.env;
     if !settings.yes && !std::io::stdin().is_terminal() {
         return Err(UsageError(format!(
             "refusing to remove env {env} without confirmation: stdin is not a terminal; \
@@ -31,7 +31,7 @@ pub async fn down(settings: &Settings, printer: Printer, args: EnvArgs) -> Resul
     let session = Session::new(settings).await?;
     session
         .locked(env, "down", async {
-            let opened = open_widest(settings, &session, env).await?;
+            let opened = open_widest(settings, &session, env, args.final_snapshot).await?;
             if !settings.yes && !confirm(env.as_str(), &opened.cx)? {
                 printer.warn("aborted: nothing was changed");
                 return Ok(ExitStatus::Usage);
@@ -56,8 +56,15 @@ pub async fn down(settings: &Settings, printer: Printer, args: EnvArgs) -> Resul
 /// Opens `env` with the widest graph: whatever shape created it (one NAT
 /// gateway or three), `down` removes all of it, and the self-signed
 /// certificate's step comes after the listener that may still use it.
-pub async fn open_widest(settings: &Settings, session: &Session, env: &EnvName) -> Result<Opened> {
+/// `final_snapshot`: keep a snapshot of the Aurora cluster.
+pub async fn open_widest(
+    settings: &Settings,
+    session: &Session,
+    env: &EnvName,
+    final_snapshot: bool,
+) -> Result<Opened> {
     open(settings, session, env, &Shape::default(), |spec| {
+        spec.final_snapshot = final_snapshot;
         spec.nat = NatMode::PerAz;
         spec.certificate = Certificate::SelfSigned;
     })

@@ -377,7 +377,7 @@ async fn remove_all(
             printer.info(&format!("removing env {env} ..."));
             let removal = session
                 .locked(&env, "destroy-all", async {
-                    let opened = open_widest(per_env, session, &env).await?;
+                    let opened = open_widest(per_env, session, &env, false).await?;
                     remove(per_env, inner, session, opened).await
                 })
                 .await;

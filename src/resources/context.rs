@@ -32,6 +32,10 @@ pub struct Budgets {
     pub vpc_link: Budget,
     /// ACM refuses to delete a certificate a listener let go of a moment ago.
     pub certificate_release: Budget,
+    /// Aurora clusters take 3-4 minutes to create and minutes to delete.
+    pub aurora: Budget,
+    /// Aurora instances take ~10 minutes to create and 10-12 to delete.
+    pub aurora_instance: Budget,
 }
 
 impl Default for Budgets {
@@ -49,6 +53,16 @@ impl Default for Budgets {
                 ..Budget::new(Duration::from_secs(25 * 60))
             },
             certificate_release: Budget::new(Duration::from_secs(10 * 60)),
+            aurora: Budget {
+                first_delay: Duration::from_secs(5),
+                max_delay: Duration::from_secs(30),
+                ..Budget::new(Duration::from_secs(30 * 60))
+            },
+            aurora_instance: Budget {
+                first_delay: Duration::from_secs(5),
+                max_delay: Duration::from_secs(30),
+                ..Budget::new(Duration::from_secs(45 * 60))
+            },
         }
     }
 }

@@ -24,6 +24,7 @@ pub fn role(function: Function) -> Role {
         Function::Validation => "payops payment validation Lambda",
         Function::Fraud => "payops fraud detection Lambda",
         Function::Transaction => "payops transaction processing Lambda",
+        Function::Rotation => "payops Aurora master secret rotation Lambda",
     };
     Role::new(
         function.slug(),
@@ -109,23 +110,76 @@ pub fn policies(
                         &["xray:PutTraceSegments", "xray:PutTelemetryRecords"],
                         json!("*"),
                     ),
-                    // GetParametersByPath is authorised on the path itself,
-                    // not on the parameters under it.
-                    statement(
-                        "ReadConfiguration",
-                        &["ssm:GetParametersByPath"],
-                        json!([
-                            cx.arn("ssm", &format!("parameter{path}")),
-                            cx.arn("ssm", &format!("parameter{path}/")),
-                        ]),
-                    ),
                 ]
             }),
         ),
     ];
+    // The payment functions read their configuration at cold start; the
+    // rotation function reads none. GetParametersByPath is authorised on the
+    // path itself, not on the parameters under it.
+    if function != Function::Rotation {
+        policies[1].1["Statement"]
+            .as_array_mut()
+            .expect("a statement list")
+            .push(statement(
+                "ReadConfiguration",
+                &["ssm:GetParametersByPath"],
+                json!([
+                    cx.arn("ssm", &format!("parameter{path}")),
+                    cx.arn("ssm", &format!("parameter{path}/")),
+                ]),
+            ));
+    }
     let region = cx.region.as_str();
     match function {
         Function::Validation => {}
+        Function::Rotation => {
+            let key = output(step, "kms-key:logs", "LogsKmsKeyArn")?;
+            // Secret ARNs end in `-` and 6 random characters, unknown before
+            // the secret exists: `-??????` matches exactly this secret's.
+            let secret = cx.arn(
+                "secretsmanager",
+                &format!("secret:{}-??????", cx.names.db_secret()),
+            );
+            let cluster = cx.arn("rds", &format!("cluster:{}", cx.names.db_cluster()));
+            policies.push((
+                "rotation".to_owned(),
+                json!({
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        statement(
+                            "RotateTheMasterSecret",
+                            &[
+                                "secretsmanager:DescribeSecret",
+                                "secretsmanager:GetSecretValue",
+                                "secretsmanager:PutSecretValue",
+                                "secretsmanager:UpdateSecretVersionStage",
+                            ],
+                            json!(secret),
+                        ),
+                        // GetRandomPassword acts on no resource: AWS accepts
+                        // only `*` for it.
+                        statement(
+                            "GeneratePasswords",
+                            &["secretsmanager:GetRandomPassword"],
+                            json!("*"),
+                        ),
+                        statement(
+                            "SetTheMasterPassword",
+                            &["rds:ModifyDBCluster", "rds:DescribeDBClusters"],
+                            json!(cluster),
+                        ),
+                        kms_via(
+                            "SecretKey",
+                            &["kms:Decrypt", "kms:GenerateDataKey"],
+                            key,
+                            &["secretsmanager"],
+                            region,
+                        ),
+                    ]
+                }),
+            ));
+        }
         Function::Fraud => {
             let rules = output(step, "dynamodb-table:fraud-rules", "FraudRulesTableArn")?;
             let transactions = output(step, "dynamodb-table:transactions", "TransactionsTableArn")?;
@@ -298,9 +352,9 @@ mod tests {
                 );
                 if strings(&s["Resource"]).contains(&"*".to_owned()) {
                     assert!(
-                        actions
-                            .iter()
-                            .all(|a| a.starts_with("ec2:") || a.starts_with("xray:")),
+                        actions.iter().all(|a| a.starts_with("ec2:")
+                            || a.starts_with("xray:")
+                            || a == "secretsmanager:GetRandomPassword"),
                         "{f:?}: `*` resource on {actions:?}"
                     );
                 }
@@ -339,5 +393,24 @@ mod tests {
             "arn:aws:ssm:us-east-1:{ACCT}:parameter/payops/pr1\""
         )));
         assert!(!transaction.contains("parameter/payops/pr1*"));
+    }
+
+    #[test]
+    fn rotation_may_touch_only_this_envs_secret_and_cluster_and_reads_no_configuration() {
+        let all = statements(&documents(Function::Rotation));
+        let resources: Vec<String> = all.iter().flat_map(|s| strings(&s["Resource"])).collect();
+        assert!(resources.contains(&format!(
+            "arn:aws:secretsmanager:us-east-1:{ACCT}:secret:payops/pr1/db-master-??????"
+        )));
+        assert!(resources.contains(&format!(
+            "arn:aws:rds:us-east-1:{ACCT}:cluster:payops-pr1-aurora"
+        )));
+        let actions: Vec<String> = all.iter().flat_map(|s| strings(&s["Action"])).collect();
+        assert!(actions.contains(&"rds:ModifyDBCluster".to_owned()));
+        assert!(
+            !actions.iter().any(|a| a.starts_with("ssm:")),
+            "{actions:?}"
+        );
+        assert!(!actions.contains(&"secretsmanager:DeleteSecret".to_owned()));
     }
 }

@@ -24,6 +24,10 @@ pub const TRANSACTION: (&str, &str) = (
     "transaction_processing",
     include_str!("../../lambda/transaction_processing.py"),
 );
+pub const ROTATION: (&str, &str) = (
+    "secret_rotation",
+    include_str!("../../lambda/secret_rotation.py"),
+);
 
 /// A function's deployment package.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -34,6 +34,7 @@ use super::iam_role::{retry_while_propagating, role_not_yet_usable};
 use super::lambda_code::{self, Package};
 use super::log_group::LogGroup;
 use super::resource::Resource;
+use super::security_group::SgRole;
 use super::traffic;
 
 /// The Lambda runtime the handlers are written for.
@@ -54,10 +55,17 @@ pub enum Function {
     Validation,
     Fraud,
     Transaction,
+    /// Secrets Manager's rotation function for the Aurora master secret.
+    Rotation,
 }
 
 impl Function {
-    pub const ALL: [Function; 3] = [Self::Validation, Self::Fraud, Self::Transaction];
+    pub const ALL: [Function; 4] = [
+        Self::Validation,
+        Self::Fraud,
+        Self::Transaction,
+        Self::Rotation,
+    ];
 
     /// Names the function, its role and its log group: `payment-validation`.
     pub fn slug(self) -> &'static str {
@@ -65,6 +73,7 @@ impl Function {
             Self::Validation => "payment-validation",
             Self::Fraud => "fraud-detection",
             Self::Transaction => "transaction-processing",
+            Self::Rotation => "secret-rotation",
         }
     }
 
@@ -86,6 +95,7 @@ impl Function {
             Self::Validation => "Validation",
             Self::Fraud => "Fraud",
             Self::Transaction => "Transaction",
+            Self::Rotation => "Rotation",
         }
     }
 
@@ -111,6 +121,7 @@ impl Function {
             Self::Validation => lambda_code::VALIDATION,
             Self::Fraud => lambda_code::FRAUD,
             Self::Transaction => lambda_code::TRANSACTION,
+            Self::Rotation => lambda_code::ROTATION,
         }
     }
 
@@ -119,21 +130,32 @@ impl Function {
             Self::Validation => "payops: validates payment requests (POST /payments/validate)",
             Self::Fraud => "payops: scores payments for fraud (POST /payments/fraud-check)",
             Self::Transaction => "payops: records payments once each (POST /payments via the ALB)",
+            Self::Rotation => "payops: rotates the Aurora master password (Secrets Manager)",
         }
     }
 
     fn memory_mb(self) -> i32 {
         match self {
-            Self::Validation => 256,
+            Self::Validation | Self::Rotation => 256,
             Self::Fraud | Self::Transaction => 512,
         }
     }
 
-    /// Seconds; API Gateway gives up on an integration after 29.
+    /// Seconds; API Gateway gives up on an integration after 29. Rotation's
+    /// testSecret waits for the cluster to apply the new password.
     fn timeout_s(self) -> i32 {
         match self {
             Self::Validation => 10,
             Self::Fraud | Self::Transaction => 20,
+            Self::Rotation => 300,
+        }
+    }
+
+    /// The security group of its network interfaces.
+    pub fn security_group(self) -> SgRole {
+        match self {
+            Self::Rotation => SgRole::Rotation,
+            _ => SgRole::Lambda,
         }
     }
 
@@ -143,6 +165,8 @@ impl Function {
             Self::Validation => c.validation,
             Self::Fraud => c.fraud,
             Self::Transaction => c.transaction,
+            // One rotation at a time: Secrets Manager retries a throttled step.
+            Self::Rotation => 1,
         }
     }
 
@@ -387,7 +411,10 @@ impl LambdaFunction {
                 .map(str::to_owned)
                 .collect(),
             security_group: step
-                .output("security-group:lambda", "LambdaSecurityGroupId")?
+                .output(
+                    &f.security_group().step_id(),
+                    f.security_group().output_key(),
+                )?
                 .to_owned(),
             log_group: step
                 .output(&f.log_step(), &format!("{}LogGroupName", f.output_prefix()))?

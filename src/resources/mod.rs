@@ -3,9 +3,14 @@
 
 mod api_account;
 mod api_definition;
+mod aurora_cluster;
+mod aurora_instance;
 mod certificate;
 pub mod connect;
 pub mod context;
+mod db_parameter_group;
+mod db_secret;
+mod db_subnet_group;
 pub mod discovery;
 mod dynamodb_table;
 mod ec2;
@@ -22,10 +27,12 @@ mod listener;
 mod load_balancer;
 mod log_group;
 mod nat_gateway;
+mod rds;
 mod resource;
 mod rest_api;
 mod route_table;
 mod s3_bucket;
+mod secret_rotation;
 mod security_group;
 mod security_group_rules;
 mod sns_topic;
@@ -295,6 +302,72 @@ pub fn graph(spec: &EnvSpec) -> Result<Graph<Context>, GraphError> {
         );
     }
 
+    // The customer database: Aurora PostgreSQL in the database subnets, from
+    // master credentials in Secrets Manager.
+    r.add(
+        "db-subnet-group",
+        db_subnet_group::DbSubnetGroup,
+        vec![dep(
+            "subnets:database",
+            "the group is the database subnets, which have no internet route",
+        )],
+    );
+    r.add(
+        "db-parameter-group",
+        db_parameter_group::DbParameterGroup,
+        vec![],
+    );
+    r.add(
+        "secret:db-master",
+        db_secret::GeneratedSecret,
+        vec![dep(
+            "kms-key:logs",
+            "the secret is encrypted with the logs/secrets key",
+        )],
+    );
+    r.add(
+        "aurora-cluster",
+        aurora_cluster::AuroraCluster,
+        vec![
+            dep(
+                "db-subnet-group",
+                "the cluster's instances live in the group's subnets",
+            ),
+            dep(
+                "db-parameter-group",
+                "the parameter group forces TLS on every connection",
+            ),
+            dep(
+                "kms-key:database",
+                "storage is encrypted with the database key",
+            ),
+            dep(
+                SgRole::Database.step_id(),
+                "the cluster uses the database security group",
+            ),
+            dep(
+                "security-group-rules",
+                "only the functions and the rotation function may reach PostgreSQL",
+            ),
+            dep(
+                "secret:db-master",
+                "the cluster is created from the secret's credentials (and on teardown the \
+                 secret outlives the cluster)",
+            ),
+        ],
+    );
+    for slot in 0..=usize::from(crate::spec::Database::MAX_READERS) {
+        r.add(
+            aurora_instance::AuroraInstance::step_id(slot),
+            aurora_instance::AuroraInstance::new(slot),
+            vec![dep(
+                "aurora-cluster",
+                "an instance joins the cluster; AWS deletes a cluster only once its instances \
+                 are gone",
+            )],
+        );
+    }
+
     // Compute: the payment functions. Each gets a log group payops creates
     // first (so its retention and KMS key are ours, not Lambda's defaults) and
     // a role allowed exactly what the function touches.
@@ -369,11 +442,27 @@ pub fn graph(spec: &EnvSpec) -> Result<Graph<Context>, GraphError> {
             ),
         ],
     );
+    r.add(
+        Function::Rotation.role_step(),
+        function_roles::role(Function::Rotation),
+        vec![
+            own_log_group(Function::Rotation),
+            dep(
+                "kms-key:logs",
+                "the role may decrypt and encrypt the secret's values with the logs/secrets key",
+            ),
+        ],
+    );
     let mut eni_deps = vec![
         dep(
             "security-group:lambda",
             "the functions' network interfaces use this group: on teardown it can go only \
              after Lambda released them (20-45 minutes on AWS)",
+        ),
+        dep(
+            SgRole::Rotation.step_id(),
+            "the rotation function's network interfaces use this group: on teardown it can go \
+             only after Lambda released them",
         ),
         dep(
             "subnets:private",
@@ -405,12 +494,12 @@ pub fn graph(spec: &EnvSpec) -> Result<Graph<Context>, GraphError> {
                     "the function's network interfaces go in the private subnets",
                 ),
                 dep(
-                    "security-group:lambda",
-                    "the function's network interfaces use the Lambda security group",
+                    f.security_group().step_id(),
+                    "the function's network interfaces use its security group",
                 ),
                 dep(
                     "security-group-rules",
-                    "the group's egress rules let the function reach SSM, SNS and X-Ray",
+                    "the group's egress rules let the function reach the AWS APIs it calls",
                 ),
                 dep(
                     "lambda-enis",
@@ -420,6 +509,22 @@ pub fn graph(spec: &EnvSpec) -> Result<Graph<Context>, GraphError> {
             ],
         );
     }
+
+    r.add(
+        "secret-rotation:db-master",
+        secret_rotation::SecretRotation,
+        vec![
+            dep("secret:db-master", "the rotation is the secret's"),
+            dep(
+                Function::Rotation.step_id(),
+                "Secrets Manager invokes the rotation function",
+            ),
+            dep(
+                "aurora-cluster",
+                "a rotation sets the cluster's master password, so the cluster must exist",
+            ),
+        ],
+    );
 
     // Traffic: API Gateway -> VPC link -> internal NLB -> internal ALB ->
     // blue/green target groups -> the transaction function's aliases.
@@ -597,7 +702,7 @@ mod tests {
                 ..EnvSpec::default()
             };
             let g = graph(&spec).unwrap_or_else(|e| panic!("{nat:?}: {e}"));
-            assert_eq!(g.len(), 55);
+            assert_eq!(g.len(), 69);
         }
     }
 
@@ -630,5 +735,41 @@ mod tests {
                 .all(|d| !d.on.as_str().starts_with("nat-gateway")
                     && d.on.as_str() != "internet-gateway")
         );
+    }
+
+    #[test]
+    fn down_removes_every_aurora_instance_before_the_cluster_and_the_cluster_before_its_secret() {
+        let g = graph(&EnvSpec::default()).unwrap();
+        let deps = |id: &str| -> Vec<String> {
+            g.steps()
+                .find(|s| s.id().as_str() == id)
+                .unwrap_or_else(|| panic!("no step {id}"))
+                .dependencies()
+                .iter()
+                .map(|d| d.on.as_str().to_owned())
+                .collect()
+        };
+        // `down` walks the graph in reverse: a step goes before what it depends on.
+        let instances: Vec<_> = g
+            .steps()
+            .filter(|s| s.id().as_str().starts_with("aurora-instance:"))
+            .collect();
+        assert_eq!(
+            instances.len(),
+            usize::from(crate::spec::Database::MAX_READERS) + 1
+        );
+        for i in instances {
+            assert!(deps(i.id().as_str()).contains(&"aurora-cluster".to_owned()));
+        }
+        let cluster = deps("aurora-cluster");
+        for needed in [
+            "secret:db-master",
+            "db-subnet-group",
+            "db-parameter-group",
+            "security-group:database",
+        ] {
+            assert!(cluster.contains(&needed.to_owned()), "{needed}");
+        }
+        assert!(deps("secret-rotation:db-master").contains(&"aurora-cluster".to_owned()));
     }
 }

@@ -22,10 +22,18 @@ pub enum SgRole {
     Nlb,
     Lambda,
     Database,
+    /// The secret-rotation Lambda.
+    Rotation,
 }
 
 impl SgRole {
-    pub const ALL: [SgRole; 4] = [Self::Alb, Self::Nlb, Self::Lambda, Self::Database];
+    pub const ALL: [SgRole; 5] = [
+        Self::Alb,
+        Self::Nlb,
+        Self::Lambda,
+        Self::Database,
+        Self::Rotation,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -33,6 +41,7 @@ impl SgRole {
             Self::Nlb => "nlb",
             Self::Lambda => "lambda",
             Self::Database => "database",
+            Self::Rotation => "rotation",
         }
     }
 
@@ -46,6 +55,7 @@ impl SgRole {
             Self::Nlb => "NlbSecurityGroupId",
             Self::Lambda => "LambdaSecurityGroupId",
             Self::Database => "DatabaseSecurityGroupId",
+            Self::Rotation => "RotationSecurityGroupId",
         }
     }
 
@@ -56,6 +66,9 @@ impl SgRole {
             Self::Nlb => "payops internal NLB: HTTPS from the API Gateway VPC link",
             Self::Lambda => "payops Lambda functions: HTTPS out, PostgreSQL to the database",
             Self::Database => "payops Aurora: PostgreSQL from the Lambda functions only",
+            Self::Rotation => {
+                "payops secret rotation Lambda: HTTPS to AWS APIs, PostgreSQL to the database"
+            }
         }
     }
 }

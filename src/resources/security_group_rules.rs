@@ -10,7 +10,10 @@
 //! | alb      | in        | 443  | nlb group       | only the NLB may reach the ALB |
 //! | lambda   | out       | 443  | 0.0.0.0/0       | AWS APIs (SSM, SNS, X-Ray) through the NAT gateways |
 //! | lambda   | out       | 5432 | database group  | PostgreSQL |
-//! | database | in        | 5432 | lambda group    | PostgreSQL from the functions only |
+//! | database | in        | 5432 | lambda group    | PostgreSQL from the functions |
+//! | rotation | out       | 443  | 0.0.0.0/0       | Secrets Manager and RDS APIs through the NAT gateways |
+//! | rotation | out       | 5432 | database group  | PostgreSQL (a rotation that tests its login) |
+//! | database | in        | 5432 | rotation group  | PostgreSQL from the rotation function |
 //!
 //! On teardown this step runs before the groups' own steps and revokes every
 //! rule, so no group is still referenced by another when it is deleted.
@@ -164,7 +167,13 @@ impl SecurityGroupRules {
             tcp(Nlb, false, 443, vpc, "HTTPS from the API Gateway VPC link"),
             tcp(Nlb, true, 443, group(Alb), "HTTPS to the internal ALB"),
             tcp(Alb, false, 443, group(Nlb), "HTTPS from the NLB only"),
-            tcp(Lambda, true, 443, anywhere, "HTTPS to AWS APIs via NAT"),
+            tcp(
+                Lambda,
+                true,
+                443,
+                anywhere.clone(),
+                "HTTPS to AWS APIs via NAT",
+            ),
             tcp(Lambda, true, 5432, group(Database), "PostgreSQL to Aurora"),
             tcp(
                 Database,
@@ -172,6 +181,27 @@ impl SecurityGroupRules {
                 5432,
                 group(Lambda),
                 "PostgreSQL from the functions",
+            ),
+            tcp(
+                Rotation,
+                true,
+                443,
+                anywhere.clone(),
+                "HTTPS to Secrets Manager and RDS via NAT",
+            ),
+            tcp(
+                Rotation,
+                true,
+                5432,
+                group(Database),
+                "PostgreSQL to Aurora",
+            ),
+            tcp(
+                Database,
+                false,
+                5432,
+                group(Rotation),
+                "PostgreSQL from the rotation function",
             ),
         ]
         .into_iter()
@@ -419,7 +449,16 @@ mod tests {
                 vec![],
                 vec![tcp(443, "0.0.0.0/0"), tcp(5432, "sg-database")],
             ),
-            group(SgRole::Database, vec![tcp(5432, "sg-lambda")], vec![]),
+            group(
+                SgRole::Database,
+                vec![tcp(5432, "sg-lambda"), tcp(5432, "sg-rotation")],
+                vec![],
+            ),
+            group(
+                SgRole::Rotation,
+                vec![],
+                vec![tcp(443, "0.0.0.0/0"), tcp(5432, "sg-database")],
+            ),
         ]
     }
 
@@ -463,11 +502,11 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(applied.change, Change::Updated);
-        assert_eq!(ingress.num_calls(), 3);
-        assert_eq!(egress.num_calls(), 3);
+        assert_eq!(ingress.num_calls(), 4);
+        assert_eq!(egress.num_calls(), 5);
         assert_eq!(
             revoke.num_calls(),
-            4,
+            SgRole::ALL.len(),
             "default egress revoked on every group"
         );
     }
@@ -512,6 +551,6 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(removed, Removed::Deleted { .. }));
-        assert_eq!(ingress.num_calls() + egress.num_calls(), 6);
+        assert_eq!(ingress.num_calls() + egress.num_calls(), 9);
     }
 }

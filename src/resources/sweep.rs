@@ -125,9 +125,103 @@ async fn verify(cx: &Context, arns: Vec<String>) -> Result<Vec<String>, AwsError
                 Err(e) => return Err(e),
             }
         }
+        if !rds_or_secret_alive(cx, &arn).await? {
+            continue;
+        }
         alive.push(arn);
     }
     Ok(alive)
+}
+
+/// RDS and Secrets Manager keep listing what is on its way out: clusters and
+/// instances being deleted, a cluster's automated snapshots (AWS removes them
+/// with the cluster), secrets deleted a moment ago. A final snapshot that
+/// `down --final-snapshot` kept is there on purpose. Anything else is alive.
+async fn rds_or_secret_alive(cx: &Context, arn: &str) -> Result<bool, AwsError> {
+    let rds = &cx.clients.rds;
+    // arn:aws:rds:<region>:<account>:<type>:<name>; automated snapshot names
+    // contain `rds:` themselves.
+    if let Some(id) = arn
+        .split_once(":rds:")
+        .map(|(_, rest)| rest.splitn(4, ':').collect::<Vec<_>>())
+    {
+        // [region, account, type, name]
+        let (kind, name) = match id.as_slice() {
+            [_, _, kind, name] => (*kind, *name),
+            _ => return Ok(true),
+        };
+        let gone = |r: Result<bool, AwsError>, codes: &[&str]| match r {
+            Ok(live) => Ok(live),
+            Err(e) if e.is_code(codes) => Ok(false),
+            Err(e) => Err(e),
+        };
+        return match kind {
+            "cluster" => gone(
+                rds.describe_db_clusters()
+                    .db_cluster_identifier(name)
+                    .send()
+                    .await
+                    .op("rds:DescribeDBClusters")
+                    .map(|o| {
+                        o.db_clusters()
+                            .iter()
+                            .any(|c| c.status() != Some("deleting"))
+                    }),
+                &["DBClusterNotFoundFault"],
+            ),
+            "db" => gone(
+                rds.describe_db_instances()
+                    .db_instance_identifier(name)
+                    .send()
+                    .await
+                    .op("rds:DescribeDBInstances")
+                    .map(|o| {
+                        o.db_instances()
+                            .iter()
+                            .any(|i| i.db_instance_status() != Some("deleting"))
+                    }),
+                &["DBInstanceNotFound", "DBInstanceNotFoundFault"],
+            ),
+            "cluster-snapshot"
+                if name.starts_with(&format!("{}-final-", cx.names.db_cluster())) =>
+            {
+                Ok(false)
+            }
+            "cluster-snapshot" => gone(
+                rds.describe_db_cluster_snapshots()
+                    .db_cluster_snapshot_identifier(name)
+                    .send()
+                    .await
+                    .op("rds:DescribeDBClusterSnapshots")
+                    .map(|o| {
+                        // Automated snapshots go with their cluster.
+                        o.db_cluster_snapshots().iter().any(|s| {
+                            s.snapshot_type() != Some("automated")
+                                || s.db_cluster_identifier()
+                                    .is_some_and(|c| c != cx.names.db_cluster())
+                        })
+                    }),
+                &["DBClusterSnapshotNotFoundFault"],
+            ),
+            _ => Ok(true),
+        };
+    }
+    if arn.contains(":secretsmanager:") {
+        return match cx
+            .clients
+            .secrets
+            .describe_secret()
+            .secret_id(arn)
+            .send()
+            .await
+            .op("secretsmanager:DescribeSecret")
+        {
+            Ok(s) => Ok(s.deleted_date().is_none()),
+            Err(e) if e.is_code(&["ResourceNotFoundException"]) => Ok(false),
+            Err(e) => Err(e),
+        };
+    }
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -35,6 +35,8 @@ pub fn clients() -> Clients {
         apigateway: mock_client!(aws_sdk_apigateway, RuleMode::MatchAny, none),
         acm: mock_client!(aws_sdk_acm, RuleMode::MatchAny, none),
         cloudwatch: mock_client!(aws_sdk_cloudwatch, RuleMode::MatchAny, none),
+        rds: mock_client!(aws_sdk_rds, RuleMode::MatchAny, none),
+        secrets: mock_client!(aws_sdk_secretsmanager, RuleMode::MatchAny, none),
     }
 }
 

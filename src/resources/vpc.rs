@@ -25,6 +25,9 @@ pub const NAT_TAG: &str = "payops:nat";
 /// without the flags must not swap the certificate or the reservations.
 pub const CERTIFICATE_TAG: &str = "payops:certificate";
 pub const CONCURRENCY_TAG: &str = "payops:reserved-concurrency";
+/// The Aurora shape and where its credentials come from, likewise.
+pub const DATABASE_TAG: &str = "payops:database";
+pub const DB_SECRET_TAG: &str = "payops:db-secret";
 
 fn shape_tags(cx: &Context) -> TagMap {
     TagMap::from([
@@ -35,6 +38,8 @@ fn shape_tags(cx: &Context) -> TagMap {
             CONCURRENCY_TAG.to_owned(),
             cx.spec.concurrency.to_string().replace(',', " "),
         ),
+        (DATABASE_TAG.to_owned(), cx.spec.database.to_string()),
+        (DB_SECRET_TAG.to_owned(), cx.spec.db_secret.to_string()),
     ])
 }
 
@@ -69,6 +74,8 @@ pub async fn recorded_shape(
             ("cost_center", "CostCenter"),
             ("certificate", CERTIFICATE_TAG),
             ("reserved_concurrency", CONCURRENCY_TAG),
+            ("database", DATABASE_TAG),
+            ("db_secret", DB_SECRET_TAG),
         ] {
             if let Some(v) = found.tags.get(tag) {
                 shape.insert(key.to_owned(), v.replace(' ', ","));
@@ -318,6 +325,11 @@ mod tests {
             (NAT_TAG, "per-az"),
             (CERTIFICATE_TAG, "self-signed"),
             (CONCURRENCY_TAG, "validation=5 fraud=5 transaction=10"),
+            (
+                DATABASE_TAG,
+                "version=16.6 class=db.r6g.large readers=2 backup-days=7",
+            ),
+            (DB_SECRET_TAG, "generated"),
         ] {
             tags.push(
                 aws_sdk_ec2::types::Tag::builder()

@@ -36,7 +36,10 @@ pub const TAG_CREATED_AT: &str = "payops:created-at";
 
 pub const KEY_PURPOSES: [&str; 4] = ["database", "dynamodb", "s3", "logs"];
 /// Steps of one env (`payops graph` lists them).
-pub const STEP_COUNT: usize = 55;
+pub const STEP_COUNT: usize = 69;
+/// Steps an env of the default shape wants: all but the Aurora instance
+/// slots beyond its 2 readers (payops registers slots for up to 4).
+pub const WANTED_BY_DEFAULT: usize = STEP_COUNT - 2;
 /// The payment functions, by their name suffix (`payops-<env>-<slug>`).
 pub const FUNCTIONS: [&str; 3] = [
     "payment-validation",

@@ -97,6 +97,7 @@ def lambda_():
 @aws_provider(api="rds", name=PROVIDER_NAME)
 def rds():
     _patch_moto_rds_master_secret_kms()
+    _patch_moto_rds_cluster_parameter_group_tags()
     # ManageMasterUserPassword makes moto create the secret in moto's
     # secretsmanager backend. LocalStack's secretsmanager provider patches
     # moto's FakeSecret when its module is imported; a secret created before
@@ -104,6 +105,45 @@ def rds():
     # `last_accessed_date` and DescribeSecret on it fails with HTTP 500.
     import localstack.services.secretsmanager.provider  # noqa: F401
     return moto_service("rds")
+
+
+def _patch_moto_rds_cluster_parameter_group_tags() -> None:
+    """Tags of DB cluster parameter groups (``...:cluster-pg:<name>``).
+
+    The moto inside LocalStack 4.14 (moto-ext 5.1.54) drops the ``Tags`` of
+    CreateDBClusterParameterGroup and leaves ``cluster-pg`` out of the ARN
+    pattern its tagging calls accept, so ListTagsForResource on the group
+    fails with InvalidParameterValue (real AWS and newer moto keep and answer
+    the tags). payops checks those tags before adopting the group.
+    """
+    from moto.rds.models import RDSBackend
+    from moto.rds.responses import RDSResponse
+
+    if getattr(RDSBackend, "_payops_cluster_pg_patched", False):
+        return
+    original = RDSBackend._get_resource_for_tagging
+
+    def _get_resource_for_tagging(self, arn):
+        parts = arn.split(":")
+        if len(parts) == 7 and parts[2] == "rds" and parts[5] == "cluster-pg":
+            return self._find_resource("cluster-pg", parts[6])
+        return original(self, arn)
+
+    RDSBackend._get_resource_for_tagging = _get_resource_for_tagging
+
+    original_create = RDSResponse.create_db_cluster_parameter_group
+
+    def create_db_cluster_parameter_group(self):
+        result = original_create(self)
+        tags = self.params.get("Tags") or []
+        name = (self.params.get("DBClusterParameterGroupName") or "").lower()
+        group = self.backend.db_cluster_parameter_groups.get(name)
+        if tags and group is not None:
+            group.add_tags(tags)
+        return result
+
+    RDSResponse.create_db_cluster_parameter_group = create_db_cluster_parameter_group
+    RDSBackend._payops_cluster_pg_patched = True
 
 
 def _native_kms_key_arn(key_ref: str, account_id: str, region: str) -> str | None:
@@ -358,3 +398,35 @@ SERVICES = [
     "apigatewayv2",
     "xray",
 ]
+
+
+@aws_provider(api="secretsmanager", name="payops")
+def secretsmanager():
+    """LocalStack's own Secrets Manager provider with RotateSecret fixed.
+
+    In 4.14.0 RotateSecret with ``RotateImmediately=false`` (configure the
+    schedule, rotate later: what payops does for a password it just
+    generated) stores the rotation settings and then fails on an unbound
+    ``new_version_id`` while building its answer. Ours answers with the
+    secret's current version instead.
+    """
+    from localstack.services.moto import MotoFallbackDispatcher
+    from localstack.services.secretsmanager.provider import SecretsmanagerProvider
+    from localstack.utils.patch import patch
+    from moto.secretsmanager.models import SecretsManagerBackend
+
+    if not getattr(SecretsManagerBackend, "_payops_rotate_patched", False):
+
+        @patch(SecretsManagerBackend.rotate_secret)
+        def rotate_secret(fn, self, secret_id, *args, **kwargs):
+            try:
+                return fn(self, secret_id, *args, **kwargs)
+            except UnboundLocalError:
+                # Only reachable without an immediate rotation, after the
+                # settings were stored.
+                return self.secrets[secret_id].to_short_dict()
+
+        SecretsManagerBackend._payops_rotate_patched = True
+
+    LOG.info("payops ext: serving secretsmanager from LocalStack's provider with RotateSecret fixed")
+    return Service.for_provider(SecretsmanagerProvider(), dispatch_table_factory=MotoFallbackDispatcher)
