@@ -1035,7 +1035,9 @@ pub async fn remaining(aws: &Aws, env: &str) -> Vec<String> {
         left.push(format!("log group {}", g.log_group_name().unwrap_or("?")));
     }
 
-    let roles = std::iter::once("flow-logs").chain(FUNCTIONS);
+    let roles = ["flow-logs", "secret-rotation"]
+        .into_iter()
+        .chain(FUNCTIONS);
     for role in roles.map(|r| format!("payops-{env}-{r}")) {
         match aws.c.iam.get_role().role_name(&role).send().await {
             Ok(_) => left.push(format!("iam role {role}")),
@@ -1044,6 +1046,7 @@ pub async fn remaining(aws: &Aws, env: &str) -> Vec<String> {
         }
     }
     left.extend(compute_remaining(aws, env).await);
+    left.extend(database_remaining(aws, env).await);
 
     for arn in tagged_arns(aws, env).await {
         if !gone_for_good(aws, &arn).await {
@@ -1203,6 +1206,17 @@ async fn gone_for_good(aws: &Aws, arn: &str) -> bool {
             Err(e) => error_code(&e) == Some("NotFoundException"),
         };
     }
+    // Secrets deleted a moment ago, and the automated snapshots of a deleted
+    // cluster (AWS removes them with it; moto keeps them).
+    if arn.contains(":secretsmanager:") {
+        return match aws.c.secrets.describe_secret().secret_id(arn).send().await {
+            Ok(out) => out.deleted_date().is_some(),
+            Err(e) => error_code(&e) == Some("ResourceNotFoundException"),
+        };
+    }
+    if arn.contains(":cluster-snapshot:rds:") {
+        return true;
+    }
     if let Some(id) = arn.split(":natgateway/").nth(1) {
         return match aws
             .c
@@ -1220,4 +1234,88 @@ async fn gone_for_good(aws: &Aws, arn: &str) -> bool {
         };
     }
     false
+}
+
+/// What is left of the env's database: cluster, instances, subnet and
+/// parameter groups, the generated secret, the rotation function. Looked up
+/// by name (the emulators' tagging APIs miss several of these).
+pub async fn database_remaining(aws: &Aws, env: &str) -> Vec<String> {
+    let mut left = Vec::new();
+    let rds = &aws.c.rds;
+    let cluster = format!("payops-{env}-aurora");
+    match rds
+        .describe_db_clusters()
+        .db_cluster_identifier(&cluster)
+        .send()
+        .await
+    {
+        Ok(out) if !out.db_clusters().is_empty() => left.push(format!("aurora cluster {cluster}")),
+        Ok(_) => {}
+        Err(e) if error_code(&e) == Some("DBClusterNotFoundFault") => {}
+        Err(e) => panic!("rds:DescribeDBClusters {cluster}: {e:?}"),
+    }
+    let out = rds
+        .describe_db_instances()
+        .send()
+        .await
+        .expect("rds:DescribeDBInstances");
+    for i in out.db_instances() {
+        let id = i.db_instance_identifier().unwrap_or_default();
+        if id.starts_with(&format!("{cluster}-")) {
+            left.push(format!("aurora instance {id}"));
+        }
+    }
+    let group = format!("payops-{env}-db");
+    match rds
+        .describe_db_subnet_groups()
+        .db_subnet_group_name(&group)
+        .send()
+        .await
+    {
+        Ok(out) if !out.db_subnet_groups().is_empty() => {
+            left.push(format!("db subnet group {group}"))
+        }
+        Ok(_) => {}
+        Err(e) if error_code(&e) == Some("DBSubnetGroupNotFoundFault") => {}
+        Err(e) => panic!("rds:DescribeDBSubnetGroups {group}: {e:?}"),
+    }
+    let out = rds
+        .describe_db_cluster_parameter_groups()
+        .send()
+        .await
+        .expect("rds:DescribeDBClusterParameterGroups");
+    for g in out.db_cluster_parameter_groups() {
+        let name = g.db_cluster_parameter_group_name().unwrap_or_default();
+        if name.starts_with(&format!("payops-{env}-")) {
+            left.push(format!("db cluster parameter group {name}"));
+        }
+    }
+    let secret = format!("payops/{env}/db-master");
+    match aws
+        .c
+        .secrets
+        .describe_secret()
+        .secret_id(&secret)
+        .send()
+        .await
+    {
+        Ok(out) if out.deleted_date().is_none() => left.push(format!("secret {secret}")),
+        Ok(_) => {}
+        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => {}
+        Err(e) => panic!("secretsmanager:DescribeSecret {secret}: {e:?}"),
+    }
+    let function = format!("payops-{env}-secret-rotation");
+    match aws
+        .c
+        .lambda
+        .get_function()
+        .function_name(&function)
+        .send()
+        .await
+    {
+        Ok(_) => left.push(format!("lambda function {function}")),
+        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => {}
+        Err(e) => panic!("lambda:GetFunction {function}: {e:?}"),
+    }
+    left
 }

@@ -1,0 +1,269 @@
+//! Integration tests of the database (issue 4): Aurora PostgreSQL, its master
+//! secret and the secret's rotation, checked through the AWS SDK against a
+//! local emulator (see tests/common/mod.rs).
+//!
+//! ```sh
+//! PAYOPS_TEST_ENDPOINT=http://127.0.0.1:5199 PAYOPS_TEST_EMULATOR=moto \
+//!     cargo nextest run --test database --run-ignored only
+//! ```
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::{Aws, TestEnv, assert_no_mutation, assert_payops_tags, database_remaining, remaining};
+
+/// The characters a generated password must never contain (the same set as
+/// src/resources/db_secret.rs and lambda/secret_rotation.py).
+const EXCLUDED: &str = "\"'/@\\:?#[]%&+;=` ";
+
+#[track_caller]
+fn output<'a>(outputs: &'a BTreeMap<String, String>, key: &str) -> &'a str {
+    outputs
+        .get(key)
+        .unwrap_or_else(|| panic!("outputs have no {key}: {outputs:?}"))
+}
+
+/// The generated master password, read the way an operator would.
+async fn master_secret(aws: &Aws, arn: &str) -> serde_json::Value {
+    let out = aws
+        .c
+        .secrets
+        .get_secret_value()
+        .secret_id(arn)
+        .send()
+        .await
+        .expect("secretsmanager:GetSecretValue");
+    serde_json::from_str(out.secret_string().expect("a string secret")).expect("JSON secret")
+}
+
+#[tokio::test]
+#[ignore = "needs an emulator: PAYOPS_TEST_ENDPOINT"]
+async fn up_builds_the_database_with_its_credentials_and_rotation() {
+    let env = TestEnv::new();
+    let aws = Aws::connect().await;
+    let name = env.name.clone();
+    let (first, _) = env.up_json(&[]);
+    let outputs = env.outputs();
+    for key in [
+        "AuroraClusterArn",
+        "AuroraClusterEndpoint",
+        "AuroraReaderEndpoint",
+        "AuroraPort",
+        "DbSecretArn",
+        "RotationFunctionArn",
+    ] {
+        assert!(!output(&outputs, key).is_empty(), "{key}");
+    }
+
+    // The cluster: encrypted with the database key, backups, TLS-only
+    // parameter group, log export, IAM auth, the database security group.
+    let cluster_id = format!("payops-{name}-aurora");
+    let clusters = aws
+        .c
+        .rds
+        .describe_db_clusters()
+        .db_cluster_identifier(&cluster_id)
+        .send()
+        .await
+        .expect("rds:DescribeDBClusters");
+    let cluster = &clusters.db_clusters()[0];
+    assert_eq!(cluster.engine(), Some("aurora-postgresql"));
+    assert_eq!(cluster.storage_encrypted(), Some(true));
+    assert_eq!(
+        cluster.kms_key_id(),
+        Some(output(&outputs, "DatabaseKmsKeyArn"))
+    );
+    assert_eq!(cluster.backup_retention_period(), Some(7));
+    assert!(
+        cluster
+            .enabled_cloudwatch_logs_exports()
+            .contains(&"postgresql".to_owned())
+    );
+    assert_eq!(cluster.iam_database_authentication_enabled(), Some(true));
+    assert_eq!(cluster.deletion_protection(), Some(false));
+    assert_eq!(
+        cluster.endpoint(),
+        Some(output(&outputs, "AuroraClusterEndpoint"))
+    );
+    let parameter_group = format!("payops-{name}-aurora-pg16");
+    assert_eq!(
+        cluster.db_cluster_parameter_group(),
+        Some(parameter_group.as_str())
+    );
+    let db_sg = output(&outputs, "DatabaseSecurityGroupId");
+    let groups: Vec<&str> = cluster
+        .vpc_security_groups()
+        .iter()
+        .filter_map(|g| g.vpc_security_group_id())
+        .collect();
+    assert_eq!(groups, [db_sg]);
+    let tags: common::Tags = cluster
+        .tag_list()
+        .iter()
+        .map(|t| (t.key().unwrap().to_owned(), t.value().unwrap().to_owned()))
+        .collect();
+    assert_payops_tags("aurora cluster", &tags, &name, "aurora-cluster");
+
+    let params = aws
+        .c
+        .rds
+        .describe_db_cluster_parameters()
+        .db_cluster_parameter_group_name(&parameter_group)
+        .send()
+        .await
+        .expect("rds:DescribeDBClusterParameters");
+    let force_ssl = params
+        .parameters()
+        .iter()
+        .find(|p| p.parameter_name() == Some("rds.force_ssl"))
+        .and_then(|p| p.parameter_value());
+    assert_eq!(force_ssl, Some("1"));
+
+    let subnets = aws
+        .c
+        .rds
+        .describe_db_subnet_groups()
+        .db_subnet_group_name(format!("payops-{name}-db"))
+        .send()
+        .await
+        .expect("rds:DescribeDBSubnetGroups");
+    let in_group: BTreeSet<&str> = subnets.db_subnet_groups()[0]
+        .subnets()
+        .iter()
+        .filter_map(|s| s.subnet_identifier())
+        .collect();
+    let database_subnets: BTreeSet<&str> =
+        output(&outputs, "DatabaseSubnetIds").split(',').collect();
+    assert_eq!(in_group, database_subnets);
+
+    // A writer and two readers, in the cluster, spread over three AZs.
+    let instances = aws
+        .c
+        .rds
+        .describe_db_instances()
+        .send()
+        .await
+        .expect("rds:DescribeDBInstances");
+    let ours: Vec<_> = instances
+        .db_instances()
+        .iter()
+        .filter(|i| i.db_cluster_identifier() == Some(cluster_id.as_str()))
+        .collect();
+    assert_eq!(ours.len(), 3, "{ours:?}");
+    let azs: BTreeSet<&str> = ours.iter().filter_map(|i| i.availability_zone()).collect();
+    assert_eq!(azs.len(), 3, "{azs:?}");
+    assert!(ours.iter().all(|i| i.publicly_accessible() == Some(false)));
+
+    // PostgreSQL reaches the database only from the functions and the
+    // rotation function.
+    let sgs = aws
+        .c
+        .ec2
+        .describe_security_groups()
+        .group_ids(db_sg)
+        .send()
+        .await
+        .expect("ec2:DescribeSecurityGroups");
+    let mut peers = BTreeSet::new();
+    for p in sgs.security_groups()[0].ip_permissions() {
+        assert_eq!((p.from_port(), p.to_port()), (Some(5432), Some(5432)));
+        assert!(p.ip_ranges().is_empty(), "no CIDR may reach the database");
+        peers.extend(p.user_id_group_pairs().iter().filter_map(|g| g.group_id()));
+    }
+    assert_eq!(
+        peers,
+        BTreeSet::from([
+            output(&outputs, "LambdaSecurityGroupId"),
+            output(&outputs, "RotationSecurityGroupId"),
+        ])
+    );
+
+    // The secret: our key, rotated every 30 days by our function, holding
+    // the cluster's endpoint and a password of the promised shape.
+    let secret_arn = output(&outputs, "DbSecretArn");
+    let described = aws
+        .c
+        .secrets
+        .describe_secret()
+        .secret_id(secret_arn)
+        .send()
+        .await
+        .expect("secretsmanager:DescribeSecret");
+    let key = described.kms_key_id().unwrap_or_default();
+    let logs_key = output(&outputs, "LogsKmsKeyArn");
+    assert!(
+        key == logs_key || logs_key.ends_with(&format!("/{key}")),
+        "{key} vs {logs_key}"
+    );
+    assert_eq!(described.rotation_enabled(), Some(true));
+    assert_eq!(
+        described.rotation_lambda_arn(),
+        Some(output(&outputs, "RotationFunctionArn"))
+    );
+    assert_eq!(
+        described
+            .rotation_rules()
+            .and_then(|r| r.automatically_after_days()),
+        Some(30)
+    );
+    let secret_tags: common::Tags = described
+        .tags()
+        .iter()
+        .map(|t| (t.key().unwrap().to_owned(), t.value().unwrap().to_owned()))
+        .collect();
+    assert_payops_tags("secret", &secret_tags, &name, "secret:db-master");
+    let value = master_secret(&aws, secret_arn).await;
+    assert_eq!(value["host"], output(&outputs, "AuroraClusterEndpoint"));
+    assert_eq!(value["dbClusterIdentifier"], cluster_id);
+    let password = value["password"].as_str().expect("a password").to_owned();
+    assert_eq!(password.len(), 32);
+    assert!(
+        !password.chars().any(|c| EXCLUDED.contains(c)),
+        "the password has a character PostgreSQL URLs choke on"
+    );
+
+    // A converged env: the second up changes nothing (and logs at -vv, with
+    // the SDK's own debug output, so the search below covers that too).
+    let (again, report) = env.up_json(&["-vv"]);
+    assert_no_mutation(&report, "second up");
+
+    // The password is nowhere payops writes: state, outputs, stdout, stderr.
+    let outputs_text = std::fs::read_to_string(env.outputs_file()).unwrap();
+    for (what, text) in [
+        ("state", env.state_text()),
+        ("outputs", outputs_text),
+        ("first up stdout", first.stdout.clone()),
+        ("first up stderr", first.stderr.clone()),
+        ("second up stdout", again.stdout.clone()),
+        ("second up stderr (-vv)", again.stderr.clone()),
+    ] {
+        assert!(
+            !text.is_empty() || what.contains("stderr"),
+            "{what} is empty"
+        );
+        assert!(!text.contains(&password), "the password is in the {what}");
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs an emulator: PAYOPS_TEST_ENDPOINT"]
+async fn down_leaves_no_database_and_no_secret_name_reserved() {
+    let mut env = TestEnv::new();
+    let aws = Aws::connect().await;
+    env.up_json(&["--db-readers", "1"]);
+    assert_eq!(
+        database_remaining(&aws, &env.name).await.len(),
+        // cluster, 2 instances, subnet group, parameter group, secret, rotation function
+        7
+    );
+    env.down().assert_success();
+    let left = remaining(&aws, &env.name).await;
+    assert!(left.is_empty(), "left behind by down: {left:#?}");
+
+    // The secret's name is free at once: the env comes back right away.
+    env.up_json(&["--db-readers", "1"]);
+    env.down().assert_success();
+    let left = remaining(&aws, &env.name).await;
+    assert!(left.is_empty(), "left behind by the second down: {left:#?}");
+}
