@@ -10,7 +10,7 @@ use serde::Deserialize;
 use crate::aws::config::AwsSettings;
 use crate::cli::{GlobalArgs, OutputFormat, Shape};
 use crate::naming::{self, EnvName};
-use crate::spec::{Certificate, Cidr, Concurrency, EnvSpec, NatMode};
+use crate::spec::{self, Certificate, Cidr, Concurrency, EnvSpec, NatMode};
 
 pub const DEFAULT_REGION: &str = "us-east-1";
 pub const DEFAULT_CONFIG: &str = "payops.toml";
@@ -50,6 +50,8 @@ pub struct FileConfig {
     certificate_arn: Option<String>,
     #[serde(default, deserialize_with = "number_or_text")]
     reserved_concurrency: Option<String>,
+    /// Email subscriptions of the alarm topics (`[]`: none).
+    alert_emails: Option<Vec<String>>,
     #[serde(default)]
     env: BTreeMap<String, FileShape>,
 }
@@ -63,6 +65,7 @@ pub struct FileShape {
     certificate_arn: Option<String>,
     #[serde(default, deserialize_with = "number_or_text")]
     reserved_concurrency: Option<String>,
+    alert_emails: Option<Vec<String>>,
 }
 
 /// `reserved_concurrency = 10` and `reserved_concurrency = "transaction=20"`
@@ -81,6 +84,26 @@ fn number_or_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Strin
 }
 
 impl FileConfig {
+    /// Alert emails are refused as soon as the file is read, before any AWS
+    /// call (SNS would accept a malformed address and mail nobody).
+    fn check_alert_emails(&self, path: &str) -> Result<(), SettingsError> {
+        let lists = std::iter::once(("alert_emails".to_owned(), &self.alert_emails)).chain(
+            self.env
+                .iter()
+                .map(|(env, s)| (format!("env.{env}.alert_emails"), &s.alert_emails)),
+        );
+        for (key, list) in lists {
+            if let Some(list) = list {
+                spec::alert_emails(list).map_err(|reason| SettingsError::Value {
+                    path: path.to_owned(),
+                    key,
+                    reason,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     /// Reads `path`, or payops.toml if present; none at all is fine.
     pub fn load(path: Option<&Path>) -> Result<(Self, String), SettingsError> {
         let (path, required) = match path {
@@ -100,10 +123,11 @@ impl FileConfig {
                 });
             }
         };
-        let config = toml::from_str(&text).map_err(|e| SettingsError::File {
+        let config: Self = toml::from_str(&text).map_err(|e| SettingsError::File {
             path: shown.clone(),
             reason: e.to_string(),
         })?;
+        config.check_alert_emails(&shown)?;
         Ok((config, shown))
     }
 }
@@ -191,6 +215,7 @@ impl Settings {
             cost_center: self.file.cost_center.clone(),
             certificate_arn: self.file.certificate_arn.clone(),
             reserved_concurrency: self.file.reserved_concurrency.clone(),
+            alert_emails: self.file.alert_emails.clone(),
         };
         let pick = |flag: Option<String>, key: &str, get: fn(&FileShape) -> Option<&String>| {
             flag.or_else(|| per_env.and_then(get).cloned())
@@ -250,6 +275,27 @@ impl Settings {
             ),
             None => None,
         };
+        // A list, so not through `pick`: flags, then the file, then the
+        // record (comma-joined; empty = none).
+        let alert_emails = if !flags.alert_email.is_empty() {
+            Some(flags.alert_email.clone())
+        } else {
+            per_env
+                .and_then(|s| s.alert_emails.clone())
+                .or_else(|| top.alert_emails.clone())
+                .or_else(|| {
+                    recorded.get("alert_emails").map(|r| {
+                        r.split(',')
+                            .filter(|e| !e.is_empty())
+                            .map(str::to_owned)
+                            .collect()
+                    })
+                })
+        };
+        let alert_emails = match alert_emails {
+            Some(list) => Some(spec::alert_emails(&list).map_err(|e| bad("alert_emails", e))?),
+            None => None,
+        };
         Ok(EnvSpec {
             vpc_cidr,
             nat,
@@ -257,6 +303,7 @@ impl Settings {
             certificate,
             concurrency,
             protect,
+            alert_emails,
         })
     }
 }
@@ -290,6 +337,9 @@ pub fn record_spec(spec: &EnvSpec) -> BTreeMap<String, String> {
     ]);
     if let Some(protect) = spec.protect {
         recorded.insert("protect".to_owned(), protect.to_string());
+    }
+    if let Some(emails) = &spec.alert_emails {
+        recorded.insert("alert_emails".to_owned(), emails.join(","));
     }
     recorded
 }
@@ -408,6 +458,66 @@ mod tests {
             )
             .unwrap();
         assert_eq!(again, spec);
+    }
+
+    #[test]
+    fn alert_emails_come_from_flags_then_the_file_then_the_record() {
+        let s = settings(
+            r#"
+            alert_emails = ["ops@example.com"]
+            [env.pr1]
+            alert_emails = []
+            "#,
+        );
+        let pr1 = EnvName::parse("pr1").unwrap();
+        let pr2 = EnvName::parse("pr2").unwrap();
+        let none = BTreeMap::new();
+        // An empty list in the file means no subscriptions at all.
+        assert_eq!(
+            s.spec(&pr1, &Shape::default(), &none).unwrap().alert_emails,
+            Some(vec![])
+        );
+        let spec = s.spec(&pr2, &Shape::default(), &none).unwrap();
+        assert_eq!(spec.alert_emails, Some(vec!["ops@example.com".to_owned()]));
+        let flags = Shape {
+            alert_email: vec!["b@example.com".into(), "a@example.com".into()],
+            ..Shape::default()
+        };
+        let spec = s.spec(&pr2, &flags, &none).unwrap();
+        assert_eq!(
+            spec.alert_emails,
+            Some(vec!["a@example.com".to_owned(), "b@example.com".to_owned()])
+        );
+        // Recorded by `up`, read back the same; never configured stays None.
+        let again = settings("").spec(&pr2, &Shape::default(), &record_spec(&spec));
+        assert_eq!(again.unwrap().alert_emails, spec.alert_emails);
+        let empty = EnvSpec {
+            alert_emails: Some(vec![]),
+            ..EnvSpec::default()
+        };
+        let again = settings("").spec(&pr2, &Shape::default(), &record_spec(&empty));
+        assert_eq!(again.unwrap().alert_emails, Some(vec![]));
+        assert_eq!(
+            settings("")
+                .spec(&pr2, &Shape::default(), &none)
+                .unwrap()
+                .alert_emails,
+            None
+        );
+    }
+
+    #[test]
+    fn a_bad_alert_email_in_the_file_is_refused_on_reading_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("payops.toml");
+        std::fs::write(
+            &path,
+            "[env.pr1]\nalert_emails = [\"ops@example.com\", \"nobody\"]\n",
+        )
+        .unwrap();
+        let err = FileConfig::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("env.pr1.alert_emails"), "{err}");
+        assert!(err.contains("invalid alert email \"nobody\""), "{err}");
     }
 
     #[test]

@@ -36,7 +36,13 @@ pub const TAG_CREATED_AT: &str = "payops:created-at";
 
 pub const KEY_PURPOSES: [&str; 4] = ["database", "dynamodb", "s3", "logs"];
 /// Steps of one env (`payops graph` lists them).
-pub const STEP_COUNT: usize = 55;
+pub const STEP_COUNT: usize = 67;
+/// Steps with nothing to manage unless asked (`--alert-email`): `status`
+/// shows them "not wanted", and they count as no resource of the env.
+pub const NOT_WANTED_BY_DEFAULT: [&str; 2] = [
+    "alert-emails:failed-transactions",
+    "alert-emails:system-errors",
+];
 /// The payment functions, by their name suffix (`payops-<env>-<slug>`).
 pub const FUNCTIONS: [&str; 3] = [
     "payment-validation",
