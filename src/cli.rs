@@ -172,9 +172,10 @@ Examples:
   payops shift --env pr123 --promote --step 25 --interval 5m  # release: green becomes blue
   payops shift --env pr123 --rollback                        # all traffic to blue, at once
 
-Before and during each step payops checks the env's CloudWatch alarms (named
-payops-<env>-... and tagged for the env); one in ALARM stops the shift and sends all
-traffic back to blue (exit 1).";
+Before and during each step payops checks the env's shift-gate alarms: those of the
+request path (API p99 latency and 5XX rate, transaction errors and throttles, ALB 5XX),
+tagged payops:shift-gate=true. One in ALARM stops the shift and sends all traffic back to
+blue (exit 1).";
 
 fn parse_env(s: &str) -> Result<EnvName, String> {
     EnvName::parse(s).map_err(|e| match e {
@@ -246,6 +247,15 @@ pub struct Shape {
     /// password) instead of a generated one; payops never rotates or deletes it
     #[arg(long, value_name = "ARN")]
     pub db_secret_arn: Option<DbSecret>,
+
+    /// Email the env's alarms to ADDRESS (repeatable; SNS mails each one a confirmation
+    /// link first). Once given, the alarm topics' email subscriptions are exactly these
+    #[arg(long = "alert-email", value_name = "ADDRESS", value_parser = parse_alert_email)]
+    pub alert_email: Vec<String>,
+}
+
+fn parse_alert_email(s: &str) -> Result<String, String> {
+    crate::spec::parse_alert_email(s)
 }
 
 #[derive(Debug, Args)]
@@ -437,6 +447,30 @@ mod tests {
         ] {
             assert!(Cli::try_parse_from(&bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn alert_emails_are_repeatable_and_checked_while_parsing() {
+        use clap::Parser;
+        let cli = Cli::try_parse_from([
+            "payops",
+            "up",
+            "--env",
+            "pr1",
+            "--alert-email",
+            "a@example.com",
+            "--alert-email",
+            "b@example.com",
+        ])
+        .unwrap();
+        let Command::Up(up) = cli.command else {
+            panic!("up")
+        };
+        assert_eq!(up.shape.alert_email, ["a@example.com", "b@example.com"]);
+        let err = Cli::try_parse_from(["payops", "up", "--env", "pr1", "--alert-email", "ops"])
+            .unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("invalid alert email"), "{err}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::aws::config::AwsSettings;
 use crate::cli::{GlobalArgs, OutputFormat, Shape};
 use crate::naming::{self, EnvName};
 use crate::spec::{
-    Certificate, Cidr, Concurrency, Database, DbSecret, EnvSpec, NatMode, parse_backup_days,
+    self, Certificate, Cidr, Concurrency, Database, DbSecret, EnvSpec, NatMode, parse_backup_days,
     parse_engine_version, parse_instance_class, parse_readers,
 };
 
@@ -60,6 +60,8 @@ pub struct FileConfig {
     #[serde(default, deserialize_with = "number_or_text")]
     db_backup_days: Option<String>,
     db_secret_arn: Option<String>,
+    /// Email subscriptions of the alarm topics (`[]`: none).
+    alert_emails: Option<Vec<String>>,
     #[serde(default)]
     env: BTreeMap<String, FileShape>,
 }
@@ -80,6 +82,7 @@ pub struct FileShape {
     #[serde(default, deserialize_with = "number_or_text")]
     db_backup_days: Option<String>,
     db_secret_arn: Option<String>,
+    alert_emails: Option<Vec<String>>,
 }
 
 /// `reserved_concurrency = 10` and `reserved_concurrency = "transaction=20"`
@@ -98,6 +101,26 @@ fn number_or_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Strin
 }
 
 impl FileConfig {
+    /// Alert emails are refused as soon as the file is read, before any AWS
+    /// call (SNS would accept a malformed address and mail nobody).
+    fn check_alert_emails(&self, path: &str) -> Result<(), SettingsError> {
+        let lists = std::iter::once(("alert_emails".to_owned(), &self.alert_emails)).chain(
+            self.env
+                .iter()
+                .map(|(env, s)| (format!("env.{env}.alert_emails"), &s.alert_emails)),
+        );
+        for (key, list) in lists {
+            if let Some(list) = list {
+                spec::alert_emails(list).map_err(|reason| SettingsError::Value {
+                    path: path.to_owned(),
+                    key,
+                    reason,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     /// Reads `path`, or payops.toml if present; none at all is fine.
     pub fn load(path: Option<&Path>) -> Result<(Self, String), SettingsError> {
         let (path, required) = match path {
@@ -117,10 +140,11 @@ impl FileConfig {
                 });
             }
         };
-        let config = toml::from_str(&text).map_err(|e| SettingsError::File {
+        let config: Self = toml::from_str(&text).map_err(|e| SettingsError::File {
             path: shown.clone(),
             reason: e.to_string(),
         })?;
+        config.check_alert_emails(&shown)?;
         Ok((config, shown))
     }
 }
@@ -213,6 +237,7 @@ impl Settings {
             db_readers: self.file.db_readers.clone(),
             db_backup_days: self.file.db_backup_days.clone(),
             db_secret_arn: self.file.db_secret_arn.clone(),
+            alert_emails: self.file.alert_emails.clone(),
         };
         let pick = |flag: Option<String>, key: &str, get: fn(&FileShape) -> Option<&String>| {
             flag.or_else(|| per_env.and_then(get).cloned())
@@ -316,6 +341,27 @@ impl Settings {
             Some(s) => s.parse::<DbSecret>().map_err(|e| bad("db_secret_arn", e))?,
             None => defaults.db_secret,
         };
+        // A list, so not through `pick`: flags, then the file, then the
+        // record (comma-joined; empty = none).
+        let alert_emails = if !flags.alert_email.is_empty() {
+            Some(flags.alert_email.clone())
+        } else {
+            per_env
+                .and_then(|s| s.alert_emails.clone())
+                .or_else(|| top.alert_emails.clone())
+                .or_else(|| {
+                    recorded.get("alert_emails").map(|r| {
+                        r.split(',')
+                            .filter(|e| !e.is_empty())
+                            .map(str::to_owned)
+                            .collect()
+                    })
+                })
+        };
+        let alert_emails = match alert_emails {
+            Some(list) => Some(spec::alert_emails(&list).map_err(|e| bad("alert_emails", e))?),
+            None => None,
+        };
         Ok(EnvSpec {
             vpc_cidr,
             nat,
@@ -326,6 +372,7 @@ impl Settings {
             database,
             db_secret,
             final_snapshot: false,
+            alert_emails,
         })
     }
 }
@@ -361,6 +408,9 @@ pub fn record_spec(spec: &EnvSpec) -> BTreeMap<String, String> {
     recorded.insert("db_secret".to_owned(), spec.db_secret.to_string());
     if let Some(protect) = spec.protect {
         recorded.insert("protect".to_owned(), protect.to_string());
+    }
+    if let Some(emails) = &spec.alert_emails {
+        recorded.insert("alert_emails".to_owned(), emails.join(","));
     }
     recorded
 }
@@ -479,6 +529,66 @@ mod tests {
             )
             .unwrap();
         assert_eq!(again, spec);
+    }
+
+    #[test]
+    fn alert_emails_come_from_flags_then_the_file_then_the_record() {
+        let s = settings(
+            r#"
+            alert_emails = ["ops@example.com"]
+            [env.pr1]
+            alert_emails = []
+            "#,
+        );
+        let pr1 = EnvName::parse("pr1").unwrap();
+        let pr2 = EnvName::parse("pr2").unwrap();
+        let none = BTreeMap::new();
+        // An empty list in the file means no subscriptions at all.
+        assert_eq!(
+            s.spec(&pr1, &Shape::default(), &none).unwrap().alert_emails,
+            Some(vec![])
+        );
+        let spec = s.spec(&pr2, &Shape::default(), &none).unwrap();
+        assert_eq!(spec.alert_emails, Some(vec!["ops@example.com".to_owned()]));
+        let flags = Shape {
+            alert_email: vec!["b@example.com".into(), "a@example.com".into()],
+            ..Shape::default()
+        };
+        let spec = s.spec(&pr2, &flags, &none).unwrap();
+        assert_eq!(
+            spec.alert_emails,
+            Some(vec!["a@example.com".to_owned(), "b@example.com".to_owned()])
+        );
+        // Recorded by `up`, read back the same; never configured stays None.
+        let again = settings("").spec(&pr2, &Shape::default(), &record_spec(&spec));
+        assert_eq!(again.unwrap().alert_emails, spec.alert_emails);
+        let empty = EnvSpec {
+            alert_emails: Some(vec![]),
+            ..EnvSpec::default()
+        };
+        let again = settings("").spec(&pr2, &Shape::default(), &record_spec(&empty));
+        assert_eq!(again.unwrap().alert_emails, Some(vec![]));
+        assert_eq!(
+            settings("")
+                .spec(&pr2, &Shape::default(), &none)
+                .unwrap()
+                .alert_emails,
+            None
+        );
+    }
+
+    #[test]
+    fn a_bad_alert_email_in_the_file_is_refused_on_reading_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("payops.toml");
+        std::fs::write(
+            &path,
+            "[env.pr1]\nalert_emails = [\"ops@example.com\", \"nobody\"]\n",
+        )
+        .unwrap();
+        let err = FileConfig::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("env.pr1.alert_emails"), "{err}");
+        assert!(err.contains("invalid alert email \"nobody\""), "{err}");
     }
 
     #[test]

@@ -480,6 +480,10 @@ pub struct EnvSpec {
     /// `down --final-snapshot`: keep a snapshot of the cluster (tagged) when
     /// it is deleted. Only `down` sets it.
     pub final_snapshot: bool,
+    /// `--alert-email`: the email subscriptions of the alarm topics. `None`:
+    /// never configured, payops leaves the topics' email subscriptions alone;
+    /// `Some` (even empty): exactly these addresses.
+    pub alert_emails: Option<Vec<String>>,
 }
 
 impl Default for EnvSpec {
@@ -494,8 +498,75 @@ impl Default for EnvSpec {
             database: Database::default(),
             db_secret: DbSecret::Generated,
             final_snapshot: false,
+            alert_emails: None,
         }
     }
+}
+
+/// Longest email address SMTP can deliver to (RFC 5321 path limit).
+const MAX_EMAIL_LEN: usize = 254;
+
+/// Checks an alert email address before any AWS call: SNS would accept a
+/// malformed one and send its confirmation nowhere. Deliberately plain:
+/// `local@domain.tld`, no spaces, no display names, no IP literals.
+pub fn parse_alert_email(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let bad = |why: &str| {
+        Err(format!(
+            "invalid alert email {s:?}: {why} (expected an address such as oncall@example.com)"
+        ))
+    };
+    if s.is_empty() {
+        return bad("it is empty");
+    }
+    if s.len() > MAX_EMAIL_LEN {
+        return bad("it is longer than 254 characters");
+    }
+    let Some((local, domain)) = s.rsplit_once('@') else {
+        return bad("it has no @");
+    };
+    if local.is_empty() || local.len() > 64 {
+        return bad("the part before @ must be 1-64 characters");
+    }
+    let local_ok = local
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c))
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..");
+    if !local_ok {
+        return bad("the part before @ has a character an address cannot have");
+    }
+    let labels: Vec<&str> = domain.split('.').collect();
+    let domain_ok = labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+        && labels
+            .last()
+            .is_some_and(|tld| tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic()));
+    if !domain_ok {
+        return bad("the domain must be a DNS name such as example.com");
+    }
+    Ok(s.to_owned())
+}
+
+/// Validated, without duplicates (addresses compare case-insensitively),
+/// sorted: the order of flags or file entries changes nothing.
+pub fn alert_emails<S: AsRef<str>>(list: &[S]) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = Vec::new();
+    for item in list {
+        let email = parse_alert_email(item.as_ref())?;
+        if !out.iter().any(|e| e.eq_ignore_ascii_case(&email)) {
+            out.push(email);
+        }
+    }
+    out.sort_by_key(|e| e.to_ascii_lowercase());
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -570,6 +641,35 @@ mod tests {
         ] {
             assert!(bad.parse::<Certificate>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn alert_emails_are_plain_addresses_deduplicated_and_sorted() {
+        assert_eq!(
+            parse_alert_email(" oncall+payops@example.co.uk ").unwrap(),
+            "oncall+payops@example.co.uk"
+        );
+        for bad in [
+            "",
+            "oncall",
+            "@example.com",
+            "oncall@",
+            "oncall@localhost",
+            "on call@example.com",
+            "oncall@exa_mple.com",
+            "oncall@-example.com",
+            "Ops <ops@example.com>",
+            "a..b@example.com",
+            "oncall@example.c0m",
+        ] {
+            let err = parse_alert_email(bad).unwrap_err();
+            assert!(err.contains("invalid alert email"), "{bad}: {err}");
+        }
+        assert_eq!(
+            alert_emails(&["b@example.com", "A@example.com", "a@EXAMPLE.com"]).unwrap(),
+            ["A@example.com", "b@example.com"]
+        );
+        assert!(alert_emails(&["ok@example.com", "nope"]).is_err());
     }
 
     #[test]

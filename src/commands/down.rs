@@ -198,6 +198,10 @@ async fn final_sweep(
             }
         }
     }
+    match sweep::cloudwatch_leftovers(cx).await {
+        Ok(names) => leftovers.extend(names),
+        Err(e) => leftovers.push(format!("cloudwatch: could not check: {e}")),
+    }
     match sweep::tagged_leftovers(cx).await {
         Ok(arns) => leftovers.extend(arns.into_iter().map(|a| format!("tagged: {a}"))),
         Err(e) => leftovers.push(format!("tagging API: could not check: {e}")),

@@ -82,6 +82,37 @@ fn policy(cx: &Context) -> String {
     .to_string()
 }
 
+/// The ARN of role `payops-apigateway-cloudwatch` if it exists (and is
+/// payops': otherwise an error).
+async fn existing_role(cx: &Context) -> Result<Option<String>, AwsError> {
+    let got = cx
+        .clients
+        .iam
+        .get_role()
+        .role_name(ROLE_NAME)
+        .send()
+        .await
+        .op("iam:GetRole");
+    let Some(out) = absent_on(got, &["NoSuchEntity"])? else {
+        return Ok(None);
+    };
+    let role = out.role().ok_or(AwsError::Incomplete {
+        op: "iam:GetRole",
+        field: "Role",
+    })?;
+    let ours = role
+        .tags()
+        .iter()
+        .any(|t| t.key() == tags::MANAGED_BY && t.value() == tags::MANAGER);
+    if !ours {
+        return Err(AwsError::NotOurs {
+            what: format!("IAM role {ROLE_NAME}"),
+            owner: "it has no payops ownership tags".into(),
+        });
+    }
+    Ok(Some(role.arn().to_owned()))
+}
+
 /// The account's logging role: the one already set, or one payops creates and
 /// sets. Returns a note for the summary when it changed the account.
 pub async fn ensure_logging_role(
@@ -92,30 +123,8 @@ pub async fn ensure_logging_role(
         return Ok(None);
     }
     let iam = &cx.clients.iam;
-    let got = iam
-        .get_role()
-        .role_name(ROLE_NAME)
-        .send()
-        .await
-        .op("iam:GetRole");
-    let arn = match absent_on(got, &["NoSuchEntity"])? {
-        Some(out) => {
-            let role = out.role().ok_or(AwsError::Incomplete {
-                op: "iam:GetRole",
-                field: "Role",
-            })?;
-            let ours = role
-                .tags()
-                .iter()
-                .any(|t| t.key() == tags::MANAGED_BY && t.value() == tags::MANAGER);
-            if !ours {
-                return Err(AwsError::NotOurs {
-                    what: format!("IAM role {ROLE_NAME}"),
-                    owner: "it has no payops ownership tags".into(),
-                });
-            }
-            role.arn().to_owned()
-        }
+    let arn = match existing_role(cx).await? {
+        Some(arn) => arn,
         None => {
             let role_tags = [
                 (tags::MANAGED_BY, tags::MANAGER),
@@ -142,14 +151,25 @@ pub async fn ensure_logging_role(
                 .set_tags(Some(role_tags))
                 .send()
                 .await
-                .op("iam:CreateRole")?;
-            created
-                .role()
-                .map(|r| r.arn().to_owned())
-                .ok_or(AwsError::Incomplete {
-                    op: "iam:CreateRole",
-                    field: "Role",
-                })?
+                .op("iam:CreateRole");
+            match created {
+                Ok(created) => {
+                    created
+                        .role()
+                        .map(|r| r.arn().to_owned())
+                        .ok_or(AwsError::Incomplete {
+                            op: "iam:CreateRole",
+                            field: "Role",
+                        })?
+                }
+                // Another env's first `up` in this account made it a moment
+                // ago: the same role, if it is payops'.
+                Err(e) if e.is_code(&["EntityAlreadyExists"]) => match existing_role(cx).await? {
+                    Some(arn) => arn,
+                    None => return Err(e),
+                },
+                Err(e) => return Err(e),
+            }
         }
     };
     iam.put_role_policy()
@@ -282,6 +302,59 @@ mod tests {
         let note = ensure_logging_role(&cx, &|_| {}).await.unwrap().unwrap();
         assert!(note.contains("never removed by down"), "{note}");
         assert_eq!((create.num_calls(), update.num_calls()), (1, 2));
+    }
+
+    #[tokio::test]
+    async fn a_role_another_env_created_a_moment_ago_is_used_if_it_is_payops() {
+        use aws_sdk_apigateway::operation::update_account::UpdateAccountOutput;
+        use aws_sdk_iam::operation::{
+            create_role::CreateRoleError,
+            get_role::{GetRoleError, GetRoleOutput},
+            put_role_policy::PutRolePolicyOutput,
+        };
+        const ARN: &str = "arn:aws:iam::123456789012:role/payops-apigateway-cloudwatch";
+        let account = mock!(aws_sdk_apigateway::Client::get_account)
+            .then_output(|| GetAccountOutput::builder().build());
+        let update = mock!(aws_sdk_apigateway::Client::update_account)
+            .match_requests(|r| r.patch_operations()[0].value() == Some(ARN))
+            .then_output(|| UpdateAccountOutput::builder().build());
+        // Not there when looked for, there when created: two first `up`s raced.
+        let get = mock!(aws_sdk_iam::Client::get_role)
+            .sequence()
+            .error(|| GetRoleError::generic(testing::error_meta("NoSuchEntity")))
+            .output(|| {
+                GetRoleOutput::builder()
+                    .role(
+                        aws_sdk_iam::types::Role::builder()
+                            .role_name(ROLE_NAME)
+                            .role_id("r")
+                            .path("/")
+                            .arn(ARN)
+                            .create_date(aws_smithy_types::DateTime::from_secs(0))
+                            .tags(
+                                aws_sdk_iam::types::Tag::builder()
+                                    .key(tags::MANAGED_BY)
+                                    .value(tags::MANAGER)
+                                    .build()
+                                    .unwrap(),
+                            )
+                            .build()
+                            .unwrap(),
+                    )
+                    .build()
+            })
+            .build();
+        let create = mock!(aws_sdk_iam::Client::create_role)
+            .then_error(|| CreateRoleError::generic(testing::error_meta("EntityAlreadyExists")));
+        let policy = mock!(aws_sdk_iam::Client::put_role_policy)
+            .then_output(|| PutRolePolicyOutput::builder().build());
+        let mut clients = testing::clients();
+        clients.apigateway =
+            mock_client!(aws_sdk_apigateway, RuleMode::MatchAny, [&account, &update]);
+        clients.iam = mock_client!(aws_sdk_iam, RuleMode::MatchAny, [&get, &create, &policy]);
+        let cx = testing::context(clients);
+        assert!(ensure_logging_role(&cx, &|_| {}).await.unwrap().is_some());
+        assert_eq!((get.num_calls(), update.num_calls()), (2, 1));
     }
 
     #[test]

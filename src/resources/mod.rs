@@ -1,6 +1,8 @@
 //! Everything payops creates, one file per resource type, and the registry:
 //! the readable list of steps and why each depends on what it does.
 
+mod alarms;
+mod alert_subscriptions;
 mod api_account;
 mod api_definition;
 mod aurora_cluster;
@@ -8,6 +10,7 @@ mod aurora_instance;
 mod certificate;
 pub mod connect;
 pub mod context;
+mod dashboard;
 mod db_parameter_group;
 mod db_secret;
 mod db_subnet_group;
@@ -26,6 +29,7 @@ mod lambda_function;
 mod listener;
 mod load_balancer;
 mod log_group;
+mod monitoring;
 mod nat_gateway;
 mod rds;
 mod resource;
@@ -675,6 +679,52 @@ pub fn graph(spec: &EnvSpec) -> Result<Graph<Context>, GraphError> {
         ],
     );
 
+    // Observability: the dashboard, the alarms and who hears of them. Names
+    // that are deterministic (API, functions, tables, the Aurora cluster
+    // `payops-<env>-aurora`) need no edge: graphs and alarms of a resource
+    // that does not exist yet simply show no data.
+    r.add(
+        "dashboard",
+        dashboard::Dashboard,
+        vec![
+            dep(
+                monitoring::ALB_INPUT.0,
+                "the ALB graphs' LoadBalancer dimension (app/<name>/<id>) comes from the ALB's ARN",
+            ),
+            dep(
+                monitoring::BLUE_INPUT.0,
+                "the blue graphs' TargetGroup dimension (targetgroup/<name>/<id>) comes from its ARN",
+            ),
+            dep(
+                monitoring::GREEN_INPUT.0,
+                "the green graphs' TargetGroup dimension (targetgroup/<name>/<id>) comes from its ARN",
+            ),
+        ],
+    );
+    for alarm in alarms::Alarm::ALL {
+        let mut deps = vec![dep(
+            alarm.topic().input().0,
+            "the alarm notifies this topic (AlarmActions and OKActions are its ARN)",
+        )];
+        if alarm.needs_alb() {
+            deps.push(dep(
+                monitoring::ALB_INPUT.0,
+                "the alarm's LoadBalancer dimension (app/<name>/<id>) comes from the ALB's ARN",
+            ));
+        }
+        r.add(alarm.step_id(), alarms::AlarmStep::new(alarm), deps);
+    }
+    for topic in ["failed-transactions", "system-errors"] {
+        r.add(
+            alert_subscriptions::AlertSubscriptions::step_id(topic),
+            alert_subscriptions::AlertSubscriptions::new(topic),
+            vec![dep(
+                format!("sns-topic:{topic}"),
+                "the email subscriptions belong to the topic (and payops checks it is the env's)",
+            )],
+        );
+    }
+
     // Configuration: published last, from everything above.
     let everything = r.ids();
     r.add(
@@ -702,7 +752,7 @@ mod tests {
                 ..EnvSpec::default()
             };
             let g = graph(&spec).unwrap_or_else(|e| panic!("{nat:?}: {e}"));
-            assert_eq!(g.len(), 69);
+            assert_eq!(g.len(), 81);
         }
     }
 
@@ -719,6 +769,55 @@ mod tests {
                     d.reason
                 );
             }
+        }
+    }
+
+    #[test]
+    fn observability_steps_wait_for_what_their_dimensions_and_actions_name() {
+        let g = graph(&EnvSpec::default()).unwrap();
+        let deps = |id: &str| -> Vec<String> {
+            g.steps()
+                .find(|s| s.id().as_str() == id)
+                .unwrap_or_else(|| panic!("no step {id}"))
+                .dependencies()
+                .iter()
+                .map(|d| d.on.as_str().to_owned())
+                .collect()
+        };
+        assert_eq!(
+            deps("dashboard"),
+            [
+                "load-balancer:alb",
+                "target-group:blue",
+                "target-group:green"
+            ]
+        );
+        assert_eq!(
+            deps("alarm:api-p99-latency"),
+            ["sns-topic:failed-transactions"]
+        );
+        assert_eq!(
+            deps("alarm:alb-5xx"),
+            ["sns-topic:system-errors", "load-balancer:alb"]
+        );
+        assert_eq!(
+            deps("alert-emails:system-errors"),
+            ["sns-topic:system-errors"]
+        );
+        // The Aurora cluster is found by its deterministic identifier.
+        assert!(
+            deps("alarm:aurora-replica-lag")
+                .iter()
+                .all(|d| !d.contains("aurora"))
+        );
+        // Published as configuration like every other output.
+        let ssm = deps("ssm-parameters");
+        for id in [
+            "dashboard",
+            "alarm:api-5xx-rate",
+            "alert-emails:failed-transactions",
+        ] {
+            assert!(ssm.iter().any(|d| d == id), "{id}");
         }
     }
 

@@ -16,6 +16,16 @@ use super::context::Context;
 const SETTLE_ROUNDS: u32 = 4;
 const SETTLE_DELAY: Duration = Duration::from_secs(5);
 
+/// CloudWatch alarms and dashboards of the env still there, by name and
+/// ownership (alarm tags, dashboard marker): the tagging API does not list
+/// dashboards at all, nor alarms on LocalStack, and an alarm no step knows
+/// any more (a renamed one) is found this way too.
+pub async fn cloudwatch_leftovers(cx: &Context) -> Result<Vec<String>, AwsError> {
+    let mut left = super::alarms::leftovers(cx).await?;
+    left.extend(super::dashboard::leftovers(cx).await?);
+    Ok(left)
+}
+
 /// ARNs still tagged for the env that really exist.
 pub async fn tagged_leftovers(cx: &Context) -> Result<Vec<String>, AwsError> {
     let mut remaining = tagged(cx).await?;

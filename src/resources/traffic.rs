@@ -287,9 +287,11 @@ pub struct Alarm {
     pub firing: bool,
 }
 
-/// The env's alarms (errors, latency, ...): named `payops-<env>-...` like
-/// everything of the env, and tagged for it (the prefix alone would also
-/// match env `<env>-2`'s). Empty while the env has none.
+/// The env's shift-gate alarms (request-path errors and latency, see
+/// `alarms.rs`): named `payops-<env>-...` like everything of the env, tagged
+/// for it (the prefix alone would also match env `<env>-2`'s) and tagged
+/// `payops:shift-gate=true` (a database or capacity alarm says nothing about
+/// the release being shifted to). Empty while the env has none.
 pub async fn alarms(cx: &Context) -> Result<Vec<Alarm>, AwsError> {
     let pages: Vec<_> = cx
         .clients
@@ -325,7 +327,8 @@ pub async fn alarms(cx: &Context) -> Result<Vec<Alarm>, AwsError> {
                 .await
                 .op("cloudwatch:ListTagsForResource")?;
             let tags = crate::tags::to_map(tags.tags(), |t| (t.key(), t.value()));
-            if cx.is_ours(&tags) {
+            let gate = tags.get(super::alarms::SHIFT_GATE).map(String::as_str) == Some("true");
+            if cx.is_ours(&tags) && gate {
                 alarms.push(Alarm {
                     name: name.to_owned(),
                     firing: state == Some(&aws_sdk_cloudwatch::types::StateValue::Alarm),
@@ -389,6 +392,72 @@ mod tests {
         assert_eq!(plan(0, 40, None), [40]);
         // Already there: one step that changes nothing.
         assert_eq!(plan(40, 40, Some(10)), [40]);
+    }
+
+    #[tokio::test]
+    async fn only_the_envs_shift_gate_alarms_gate_a_shift() {
+        use aws_sdk_cloudwatch::Client;
+        use aws_sdk_cloudwatch::operation::describe_alarms::DescribeAlarmsOutput;
+        use aws_sdk_cloudwatch::operation::list_tags_for_resource::ListTagsForResourceOutput;
+        use aws_sdk_cloudwatch::types::{MetricAlarm, StateValue, Tag};
+        use aws_smithy_mocks::{RuleMode, mock, mock_client};
+
+        use crate::resources::testing;
+
+        let arn = |n: &str| format!("arn:aws:cloudwatch:us-east-1:123456789012:alarm:{n}");
+        let alarm = move |n: &str, state| {
+            MetricAlarm::builder()
+                .alarm_name(n)
+                .alarm_arn(arn(n))
+                .state_value(state)
+                .build()
+        };
+        let describe = mock!(Client::describe_alarms)
+            .match_requests(|r| r.alarm_name_prefix() == Some("payops-pr1-"))
+            .then_output(move || {
+                DescribeAlarmsOutput::builder()
+                    .metric_alarms(alarm("payops-pr1-transaction-errors", StateValue::Alarm))
+                    .metric_alarms(alarm("payops-pr1-aurora-replica-lag", StateValue::Alarm))
+                    .metric_alarms(alarm("payops-pr1-2-alb-5xx", StateValue::Alarm))
+                    .build()
+            });
+        let tags = mock!(Client::list_tags_for_resource).then_compute_output(|r| {
+            let name = r.resource_arn().unwrap().rsplit(':').next().unwrap();
+            let (env, gate) = match name {
+                "payops-pr1-transaction-errors" => ("pr1", true),
+                "payops-pr1-aurora-replica-lag" => ("pr1", false),
+                _ => ("pr1-2", true),
+            };
+            let mut out = ListTagsForResourceOutput::builder()
+                .tags(Tag::builder().key("payops:env").value(env).build())
+                .tags(
+                    Tag::builder()
+                        .key("payops:managed-by")
+                        .value("payops")
+                        .build(),
+                );
+            if gate {
+                out = out.tags(
+                    Tag::builder()
+                        .key("payops:shift-gate")
+                        .value("true")
+                        .build(),
+                );
+            }
+            out.build()
+        });
+        let mut clients = testing::clients();
+        clients.cloudwatch =
+            mock_client!(aws_sdk_cloudwatch, RuleMode::MatchAny, [&describe, &tags]);
+        let cx = testing::context(clients);
+        let gates = alarms(&cx).await.unwrap();
+        assert_eq!(
+            gates,
+            [Alarm {
+                name: "payops-pr1-transaction-errors".into(),
+                firing: true
+            }]
+        );
     }
 
     #[test]

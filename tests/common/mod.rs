@@ -36,10 +36,17 @@ pub const TAG_CREATED_AT: &str = "payops:created-at";
 
 pub const KEY_PURPOSES: [&str; 4] = ["database", "dynamodb", "s3", "logs"];
 /// Steps of one env (`payops graph` lists them).
-pub const STEP_COUNT: usize = 69;
-/// Steps an env of the default shape wants: all but the Aurora instance
-/// slots beyond its 2 readers (payops registers slots for up to 4).
-pub const WANTED_BY_DEFAULT: usize = STEP_COUNT - 2;
+pub const STEP_COUNT: usize = 81;
+/// Steps with nothing to manage unless asked: `status` shows them "not
+/// wanted", and they count as no resource of the env. The alert emails
+/// (none given), and the Aurora instance slots beyond the default 2 readers
+/// (payops registers slots for up to 4).
+pub const NOT_WANTED_BY_DEFAULT: [&str; 4] = [
+    "alert-emails:failed-transactions",
+    "alert-emails:system-errors",
+    "aurora-instance:4",
+    "aurora-instance:5",
+];
 /// The payment functions, by their name suffix (`payops-<env>-<slug>`).
 pub const FUNCTIONS: [&str; 3] = [
     "payment-validation",

@@ -367,36 +367,60 @@ def apigateway():
 
 @aws_provider(api="cloudwatch", name="payops")
 def cloudwatch():
-    """LocalStack's own CloudWatch provider with alarm tags kept.
+    """LocalStack's own CloudWatch provider with alarm tags kept and AWS's
+    answer for a missing dashboard.
 
     In 4.14.0 PutMetricAlarm and PutCompositeAlarm drop their ``Tags``
     (ListTagsForResource answers []; TagResource afterwards works), and the
     tags of a deleted alarm stay for the next alarm of that name. payops tells
     an env's alarms from another env's by their tags (``payops shift`` stops on
-    the env's alarms only), so both matter.
+    the env's shift-gate alarms only), so both matter. As on AWS, the tags of a
+    Put are applied only when it creates the alarm ("any tags you specify in
+    this parameter are ignored" when updating).
+
+    GetDashboard of a dashboard that does not exist answers
+    InvalidParameterValue; AWS answers ResourceNotFound
+    (DashboardNotFoundError), which is what tells payops "not there yet" from
+    a real error.
     """
     from localstack.aws.api import RequestContext, handler
+    from localstack.aws.api.cloudwatch import DashboardNotFoundError
     from localstack.services.cloudwatch.provider_v2 import CloudwatchProvider
     from localstack.utils.aws import arns
 
     class PayopsCloudwatchProvider(CloudwatchProvider):
-        def _tag_new_alarm(self, context: RequestContext, request) -> None:
+        def _alarm_arn(self, context: RequestContext, request) -> str:
+            return arns.cloudwatch_alarm_arn(
+                request["AlarmName"], account_id=context.account_id, region_name=context.region
+            )
+
+        def _is_new_alarm(self, context: RequestContext, request) -> bool:
+            store = self.get_store(context.account_id, context.region)
+            return self._alarm_arn(context, request) not in store.alarms
+
+        def _tag_new_alarm(self, context: RequestContext, request, is_new: bool) -> None:
             tags = request.get("Tags") or []
-            if tags:
-                arn = arns.cloudwatch_alarm_arn(
-                    request["AlarmName"], account_id=context.account_id, region_name=context.region
-                )
+            if tags and is_new:
+                arn = self._alarm_arn(context, request)
                 self.get_store(context.account_id, context.region).TAGS.tag_resource(arn, tags)
 
         @handler("PutMetricAlarm", expand=False)
         def put_metric_alarm(self, context: RequestContext, request) -> None:
+            is_new = self._is_new_alarm(context, request)
             super().put_metric_alarm(context, request)
-            self._tag_new_alarm(context, request)
+            self._tag_new_alarm(context, request, is_new)
 
         @handler("PutCompositeAlarm", expand=False)
         def put_composite_alarm(self, context: RequestContext, request) -> None:
+            is_new = self._is_new_alarm(context, request)
             super().put_composite_alarm(context, request)
-            self._tag_new_alarm(context, request)
+            self._tag_new_alarm(context, request, is_new)
+
+        def get_dashboard(self, context: RequestContext, dashboard_name, **kwargs):
+            store = self.get_store(context.account_id, context.region)
+            if dashboard_name not in store.dashboards:
+                raise DashboardNotFoundError(f"Dashboard {dashboard_name} does not exist.")
+            return super().get_dashboard(context, dashboard_name, **kwargs)
 
         def delete_alarms(self, context: RequestContext, alarm_names, **kwargs) -> None:
             super().delete_alarms(context, alarm_names, **kwargs)
@@ -406,7 +430,10 @@ def cloudwatch():
                     arns.cloudwatch_alarm_arn(name, account_id=context.account_id, region_name=context.region)
                 )
 
-    LOG.info("payops ext: serving cloudwatch from LocalStack's provider with alarm tags kept")
+    LOG.info(
+        "payops ext: serving cloudwatch from LocalStack's provider with alarm tags kept and "
+        "ResourceNotFound for missing dashboards"
+    )
     return Service.for_provider(PayopsCloudwatchProvider())
 
 
