@@ -393,7 +393,21 @@ async fn destroy_all_flow(mode: StateMode) {
     let kept = keep.status_json();
     assert_eq!(kept["summary"], "converged", "{kept}");
 
-    // Cleanup (and the protected env can still be removed explicitly).
+    // Cleanup: `down` refuses a protected env before touching anything; once
+    // the protection is lifted it can be removed explicitly.
+    let refused = keep.down();
+    refused.assert_code(2);
+    assert!(
+        refused.stdout.contains("--protect=false") || refused.stderr.contains("--protect=false"),
+        "{}",
+        refused.describe()
+    );
+    assert_eq!(
+        keep.status_json()["summary"],
+        "converged",
+        "nothing was removed"
+    );
+    keep.up(&["--protect=false"]);
     let run = keep.down();
     run.assert_success();
     a.forget();

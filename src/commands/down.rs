@@ -32,6 +32,16 @@ pub async fn down(settings: &Settings, printer: Printer, args: DownArgs) -> Resu
     session
         .locked(env, "down", async {
             let opened = open_widest(settings, &session, env, args.final_snapshot).await?;
+            // Refused before anything goes: a partial teardown of a protected
+            // env would be worse than none.
+            if opened.spec.protect == Some(true) {
+                return Err(UsageError(format!(
+                    "env {env} is protected (up --protect: destroy-all skips it and its Aurora \
+                     cluster has deletion protection); lift it with `payops up --env {env} \
+                     --protect=false`, then run `payops down` again (nothing was changed)"
+                ))
+                .into());
+            }
             if !settings.yes && !confirm(env.as_str(), &opened.cx)? {
                 printer.warn("aborted: nothing was changed");
                 return Ok(ExitStatus::Usage);

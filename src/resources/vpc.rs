@@ -76,6 +76,7 @@ pub async fn recorded_shape(
             ("reserved_concurrency", CONCURRENCY_TAG),
             ("database", DATABASE_TAG),
             ("db_secret", DB_SECRET_TAG),
+            ("protect", crate::tags::PROTECTED),
         ] {
             if let Some(v) = found.tags.get(tag) {
                 shape.insert(key.to_owned(), v.replace(' ', ","));

@@ -15,6 +15,13 @@ Lambda (moto 5.1/5.2):
 API Gateway (moto 5.2 server only; LocalStack has its own provider):
     PutIntegration drops ``connectionId``, so a VPC-link integration reads
     back without its link.
+
+RDS (moto 5.1/5.2):
+    DeleteDBCluster keeps the cluster's automated snapshots, named
+    ``rds:<cluster>-<YYYY-MM-DD-HH-MM>``, which AWS deletes with it; a
+    cluster of the same name created again within that minute (an env's
+    ``up`` right after its ``down``) then fails with
+    DBClusterSnapshotAlreadyExistsFault.
 """
 
 from __future__ import annotations
@@ -96,3 +103,22 @@ def patch_apigateway_connection_id() -> None:
     Integration.to_json = to_json
     APIGatewayResponse.put_integration = put_integration
     Integration._payops_connection_id = True
+
+
+def patch_rds_automated_snapshots() -> None:
+    from moto.rds.models import RDSBackend
+
+    if getattr(RDSBackend, "_payops_automated_snapshots_patched", False):
+        return
+    original = RDSBackend.delete_db_cluster
+
+    def delete_db_cluster(self, cluster_identifier, *args, **kwargs):
+        cluster = original(self, cluster_identifier, *args, **kwargs)
+        for snapshot_id, snapshot in list(self.cluster_snapshots.items()):
+            owner = getattr(getattr(snapshot, "cluster", None), "db_cluster_identifier", None)
+            if snapshot.snapshot_type == "automated" and owner == cluster_identifier:
+                del self.cluster_snapshots[snapshot_id]
+        return cluster
+
+    RDSBackend.delete_db_cluster = delete_db_cluster
+    RDSBackend._payops_automated_snapshots_patched = True

@@ -98,7 +98,9 @@ def lambda_():
 def rds():
     _patch_moto_rds_master_secret_kms()
     _patch_moto_rds_cluster_parameter_group_tags()
-    _patch_moto_rds_automated_snapshots_go_with_the_cluster()
+    from .moto_patches import patch_rds_automated_snapshots
+
+    patch_rds_automated_snapshots()
     # ManageMasterUserPassword makes moto create the secret in moto's
     # secretsmanager backend. LocalStack's secretsmanager provider patches
     # moto's FakeSecret when its module is imported; a secret created before
@@ -145,32 +147,6 @@ def _patch_moto_rds_cluster_parameter_group_tags() -> None:
 
     RDSResponse.create_db_cluster_parameter_group = create_db_cluster_parameter_group
     RDSBackend._payops_cluster_pg_patched = True
-
-
-def _patch_moto_rds_automated_snapshots_go_with_the_cluster() -> None:
-    """DeleteDBCluster removes the cluster's automated snapshots, as AWS does.
-
-    The moto inside LocalStack 4.14 keeps them, named
-    ``rds:<cluster>-<YYYY-MM-DD-HH-MM>``; a cluster of the same name created
-    again within that minute (an env's `up` right after its `down`) then fails
-    with DBClusterSnapshotAlreadyExistsFault.
-    """
-    from moto.rds.models import RDSBackend
-
-    if getattr(RDSBackend, "_payops_automated_snapshots_patched", False):
-        return
-    original = RDSBackend.delete_db_cluster
-
-    def delete_db_cluster(self, cluster_identifier, *args, **kwargs):
-        cluster = original(self, cluster_identifier, *args, **kwargs)
-        for snapshot_id, snapshot in list(self.cluster_snapshots.items()):
-            owner = getattr(getattr(snapshot, "cluster", None), "db_cluster_identifier", None)
-            if snapshot.snapshot_type == "automated" and owner == cluster_identifier:
-                del self.cluster_snapshots[snapshot_id]
-        return cluster
-
-    RDSBackend.delete_db_cluster = delete_db_cluster
-    RDSBackend._payops_automated_snapshots_patched = True
 
 
 def _native_kms_key_arn(key_ref: str, account_id: str, region: str) -> str | None:
