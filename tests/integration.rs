@@ -650,7 +650,7 @@ async fn check_security_groups(aws: &Aws, env: &str, outputs: &BTreeMap<String, 
         .iter()
         .filter(|g| g.group_name() != Some("default"))
         .collect();
-    assert_eq!(ours.len(), 4, "security groups besides the default one");
+    assert_eq!(ours.len(), 5, "security groups besides the default one");
     let mut by_role = BTreeMap::new();
     for g in &ours {
         let tags = ec2_tags(g.tags());
@@ -677,34 +677,37 @@ async fn check_security_groups(aws: &Aws, env: &str, outputs: &BTreeMap<String, 
             "security-group:alb",
             "security-group:database",
             "security-group:lambda",
-            "security-group:nlb"
+            "security-group:nlb",
+            "security-group:rotation"
         ])
     );
     let lambda = by_role["security-group:lambda"].group_id().expect("id");
+    let rotation = by_role["security-group:rotation"].group_id().expect("id");
     let db = by_role["security-group:database"];
     assert_eq!(
         db.group_id(),
         Some(output(outputs, "DatabaseSecurityGroupId"))
     );
-    let ingress = db.ip_permissions();
-    assert_eq!(ingress.len(), 1, "database SG ingress: {ingress:?}");
-    let rule = &ingress[0];
-    assert_eq!(rule.ip_protocol(), Some("tcp"));
-    assert_eq!((rule.from_port(), rule.to_port()), (Some(5432), Some(5432)));
-    assert!(
-        rule.ip_ranges().is_empty(),
-        "database SG ingress from CIDRs: {rule:?}"
+    // PostgreSQL from the functions and the rotation function, nothing else.
+    let mut peers = BTreeSet::new();
+    for rule in db.ip_permissions() {
+        assert_eq!(rule.ip_protocol(), Some("tcp"));
+        assert_eq!((rule.from_port(), rule.to_port()), (Some(5432), Some(5432)));
+        assert!(
+            rule.ip_ranges().is_empty() && rule.ipv6_ranges().is_empty(),
+            "database SG ingress from CIDRs: {rule:?}"
+        );
+        peers.extend(
+            rule.user_id_group_pairs()
+                .iter()
+                .filter_map(|p| p.group_id()),
+        );
+    }
+    assert_eq!(
+        peers,
+        BTreeSet::from([lambda, rotation]),
+        "database SG ingress peers"
     );
-    assert!(
-        rule.ipv6_ranges().is_empty(),
-        "database SG ingress from CIDRs: {rule:?}"
-    );
-    let peers: Vec<_> = rule
-        .user_id_group_pairs()
-        .iter()
-        .filter_map(|p| p.group_id())
-        .collect();
-    assert_eq!(peers, vec![lambda], "database SG ingress peers");
     assert!(
         db.ip_permissions_egress().is_empty(),
         "database SG should have no egress: {:?}",
@@ -1272,7 +1275,7 @@ async fn a_killed_up_resumes_without_duplicates_or_orphans() {
         ("nat-gateway", 3),
         ("elastic-ip", 3),
         ("route-table", 5),
-        ("security-group", 4),
+        ("security-group", 5),
         ("vpc-endpoint", 2),
         ("flow-log", 1),
     ]);

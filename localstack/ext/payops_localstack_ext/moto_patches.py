@@ -14,7 +14,8 @@ Lambda (moto 5.1/5.2):
 
 API Gateway (moto 5.2 server only; LocalStack has its own provider):
     PutIntegration drops ``connectionId``, so a VPC-link integration reads
-    back without its link.
+    back without its link. Get/Tag/UntagResource serve only stage ARNs, so
+    retagging a VPC link or REST API (``up --protect=false`` does) fails.
 
 RDS (moto 5.1/5.2):
     DeleteDBCluster keeps the cluster's automated snapshots, named
@@ -122,3 +123,61 @@ def patch_rds_automated_snapshots() -> None:
 
     RDSBackend.delete_db_cluster = delete_db_cluster
     RDSBackend._payops_automated_snapshots_patched = True
+
+
+def patch_apigateway_tags() -> None:
+    """Tags of VPC links and REST APIs (``...::/vpclinks/<id>``, ``::/restapis/<id>``)."""
+    import json
+    from urllib.parse import unquote
+
+    from moto.apigateway import urls
+    from moto.apigateway.responses import APIGatewayResponse
+
+    if getattr(APIGatewayResponse, "_payops_tags_patched", False):
+        return
+    # The ARN's slashes arrive unencoded: without this route the request 404s.
+    urls.url_paths[
+        "{0}/tags/arn:(?P<partition>[^/]+):apigateway:(?P<region_name>[^/]+)::/(?P<kind>vpclinks|restapis)/(?P<ident>[^/]+)$"
+    ] = APIGatewayResponse.dispatch
+
+    def owner(self):
+        parts = unquote(self.path.split("/tags/")[1]).split("/")
+        if len(parts) != 3:
+            return None  # a stage: moto's own code handles it
+        kind, ident = parts[1], parts[2]
+        if kind == "vpclinks":
+            return self.backend.vpc_links.get(ident)
+        if kind == "restapis":
+            return self.backend.apis.get(ident)
+        return None
+
+    original = {
+        name: getattr(APIGatewayResponse, name)
+        for name in ("get_tags", "tag_resource", "untag_resource")
+    }
+
+    def get_tags(self):
+        target = owner(self)
+        if target is None:
+            return original["get_tags"](self)
+        return json.dumps({"tags": dict(target.tags or {})})
+
+    def tag_resource(self):
+        target = owner(self)
+        if target is None:
+            return original["tag_resource"](self)
+        target.tags = {**dict(target.tags or {}), **(self._get_param("tags") or {})}
+        return json.dumps({})
+
+    def untag_resource(self):
+        target = owner(self)
+        if target is None:
+            return original["untag_resource"](self)
+        keys = self.querystring.get("tagKeys") or []
+        target.tags = {k: v for k, v in dict(target.tags or {}).items() if k not in keys}
+        return json.dumps({})
+
+    APIGatewayResponse.get_tags = get_tags
+    APIGatewayResponse.tag_resource = tag_resource
+    APIGatewayResponse.untag_resource = untag_resource
+    APIGatewayResponse._payops_tags_patched = True
