@@ -53,7 +53,6 @@ KNOWN_GAPS: dict[str, dict[str, str]] = {
         "nat-client-token": _NAT_TOKEN,
         "tagging-ec2-elastic-ip": _EC2_TAGGING,
         "tagging-ec2-vpc-endpoint": _EC2_TAGGING,
-        "tagging-kms-key": _LS_NATIVE_TAGGING,
         "tagging-s3-bucket": _LS_NATIVE_TAGGING,
         "tagging-sns-topic": _LS_NATIVE_TAGGING,
     },

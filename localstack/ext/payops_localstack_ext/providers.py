@@ -413,9 +413,55 @@ def cloudwatch():
     return Service.for_provider(PayopsCloudwatchProvider())
 
 
+@aws_provider(api="resourcegroupstaggingapi", name="payops")
+def resourcegroupstaggingapi():
+    """LocalStack's own tagging API (moto's) with KMS keys in its answers.
+
+    The tagging API is moto's, and moto looks for KMS keys in *moto's* KMS
+    backend, but LocalStack serves KMS natively from its own store, so
+    GetResources never lists a key. On AWS it does, and payops relies on it:
+    CreateKey takes no client token, so a key whose creation was cut off
+    before its id reached the state file is found again by its tags (and
+    adopted instead of left behind as an orphan). Ours answers moto's KMS
+    questions from LocalStack's KMS store.
+    """
+    from types import SimpleNamespace
+
+    from localstack.services.kms.models import kms_stores
+    from localstack.services.moto import MotoFallbackDispatcher
+    from localstack.services.resourcegroupstaggingapi.provider import ResourcegroupstaggingapiProvider
+    from moto.resourcegroupstaggingapi.models import ResourceGroupsTaggingAPIBackend
+
+    class NativeKmsView:
+        """The two calls moto's tagging backend makes on a KMS backend."""
+
+        def __init__(self, account_id: str, region: str):
+            self._store = kms_stores[account_id][region]
+
+        def list_keys(self):
+            return [
+                SimpleNamespace(id=key.metadata["KeyId"], arn=key.metadata["Arn"])
+                for key in list(self._store.keys.values())
+            ]
+
+        def list_resource_tags(self, key_id: str) -> dict:
+            key = self._store.keys.get(key_id)
+            tags = self._store.tags.get_tags(key.metadata["Arn"]) if key is not None else {}
+            return {"Tags": [{"TagKey": k, "TagValue": v} for k, v in tags.items()]}
+
+    if not getattr(ResourceGroupsTaggingAPIBackend, "_payops_kms_patched", False):
+        ResourceGroupsTaggingAPIBackend.kms_backend = property(
+            lambda self: NativeKmsView(self.account_id, self.region_name)
+        )
+        ResourceGroupsTaggingAPIBackend._payops_kms_patched = True
+
+    LOG.info("payops ext: serving resourcegroupstaggingapi from moto with LocalStack's KMS keys")
+    return Service.for_provider(ResourcegroupstaggingapiProvider(), dispatch_table_factory=MotoFallbackDispatcher)
+
+
 # Every API this package serves as moto passthrough; scripts/emulator and
 # docker-compose.yml set PROVIDER_OVERRIDE_<API>=moto for each (and
-# PROVIDER_OVERRIDE_LOGS=payops for the patched logs provider).
+# PROVIDER_OVERRIDE_<API>=payops for the patched native providers).
 SERVICES = [
     "dynamodb",
     "dynamodbstreams",
