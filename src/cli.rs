@@ -10,7 +10,8 @@ use crate::spec::{Certificate, Cidr, Concurrency, DbSecret, NatMode};
 const EXIT_CODES: &str = "\
 Exit codes:
   0    success (`down`: and its final sweep found nothing left)
-  1    a step failed, or `down` left something behind (named in the summary)
+  1    a step failed, AWS could not be reached, or `down` left something behind
+       (named in the summary)
   2    bad input (flag, env name, missing --yes, unreadable state): nothing changed
   3    another payops holds the env's lock
   130  interrupted: running steps finished and were recorded; run again to resume";

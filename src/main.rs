@@ -38,12 +38,14 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr; -v shows payops' own, -vv the AWS SDK's too.
+/// Logs go to stderr; -v shows payops' own, -vv the AWS SDK's too. Below
+/// -vv the SDK's credential chain keeps its warnings (each provider that found
+/// nothing, with a raw dump): payops' own error names the missing credentials.
 fn init_logging(verbose: u8, quiet: bool) {
     let filter = match (quiet, verbose) {
         (true, _) => "error",
-        (false, 0) => "warn",
-        (false, 1) => "warn,payops=info",
+        (false, 0) => "warn,aws_config=error",
+        (false, 1) => "warn,aws_config=error,payops=info",
         (false, _) => "info,payops=debug,aws_smithy_runtime=debug,aws_config=debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("PAYOPS_LOG")

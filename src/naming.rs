@@ -49,14 +49,15 @@ impl EnvName {
             .chars()
             .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
         {
-            let hint = if name.chars().any(|c| c.is_ascii_uppercase()) {
-                format!(" (try {:?})", name.to_ascii_lowercase())
+            let why = if c.is_ascii_uppercase() {
+                "S3 bucket and RDS names are lowercase"
             } else {
-                String::new()
+                "S3 bucket and RDS names take only letters, digits and hyphens"
             };
-            return fail(format!(
-                "{c:?} is not allowed: S3 bucket and RDS names are lowercase{hint}"
-            ));
+            let hint = suggestion(name)
+                .map(|s| format!(" (try {s:?})"))
+                .unwrap_or_default();
+            return fail(format!("{c:?} is not allowed: {why}{hint}"));
         }
         if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
             return fail("it must start with a letter (RDS identifiers do)".into());
@@ -75,6 +76,24 @@ impl EnvName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// The valid name closest to a refused one (`PR_123` → `pr-123`), if there
+/// is one: lowercased, every other character a hyphen, hyphens collapsed.
+fn suggestion(name: &str) -> Option<String> {
+    let mapped: String = name
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9') => c,
+            _ => '-',
+        })
+        .collect();
+    let collapsed = mapped
+        .split('-')
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join("-");
+    EnvName::parse(&collapsed).ok().map(|n| n.0)
 }
 
 impl fmt::Display for EnvName {
@@ -389,7 +408,12 @@ mod tests {
         let cases = [
             ("", "empty"),
             ("PR123", "try \"pr123\""),
-            ("pr_123", "'_' is not allowed"),
+            (
+                "pr_123",
+                "'_' is not allowed: S3 bucket and RDS names take only letters, digits and hyphens (try \"pr-123\")",
+            ),
+            ("Bad_Name", "(try \"bad-name\")"),
+            ("1_pr", "'_' is not allowed"),
             ("1pr", "start with a letter"),
             ("pr-", "end with a hyphen"),
             ("pr--1", "two hyphens"),
@@ -400,6 +424,18 @@ mod tests {
             assert!(err.contains(why), "{name}: {err}");
             assert!(err.contains("1-16 characters"), "{name}: {err}");
         }
+    }
+
+    #[test]
+    fn suggests_a_name_only_when_the_suggestion_is_itself_valid() {
+        let err = |name: &str| EnvName::parse(name).unwrap_err().to_string();
+        assert!(
+            err("PR 123!").contains("(try \"pr-123\")"),
+            "{}",
+            err("PR 123!")
+        );
+        assert!(!err("1_pr").contains("try"), "{}", err("1_pr"));
+        assert!(!err("_").contains("try"), "{}", err("_"));
     }
 
     #[test]

@@ -96,6 +96,10 @@ where
     use std::error::Error;
     let cause = || err.source().map(chain).unwrap_or_default();
     let text = match err {
+        // The SDK reports missing credentials as a failure to send.
+        SdkError::DispatchFailure(_) if err.source().is_some_and(is_credentials_failure) => {
+            format!("no usable AWS credentials: {}", cause())
+        }
         SdkError::DispatchFailure(_) => format!("could not reach the endpoint: {}", cause()),
         SdkError::TimeoutError(_) => "timed out".to_owned(),
         SdkError::ResponseError(_) => format!("unreadable response: {}", cause()),
@@ -111,6 +115,11 @@ where
     } else {
         text
     }
+}
+
+fn is_credentials_failure(err: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(err), |e| e.source())
+        .any(|e| e.is::<aws_credential_types::provider::error::CredentialsError>())
 }
 
 fn chain(e: &(dyn std::error::Error + 'static)) -> String {
@@ -129,4 +138,36 @@ pub fn absent_on<T>(result: Result<T, AwsError>, codes: &[&str]) -> Result<Optio
 /// Unwraps an optional response field or says which one was missing.
 pub fn required<T>(value: Option<T>, op: &'static str, field: &'static str) -> Result<T, AwsError> {
     value.ok_or(AwsError::Incomplete { op, field })
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_credential_types::provider::error::CredentialsError;
+    use aws_sdk_sts::operation::get_caller_identity::GetCallerIdentityError;
+    use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+    use aws_smithy_runtime_api::client::result::ConnectorError;
+
+    use super::*;
+
+    fn dispatch_failure(source: Box<dyn std::error::Error + Send + Sync>) -> AwsError {
+        let err: Result<(), SdkError<GetCallerIdentityError, HttpResponse>> = Err(
+            SdkError::dispatch_failure(ConnectorError::other(source, None)),
+        );
+        err.op("sts:GetCallerIdentity").unwrap_err()
+    }
+
+    #[test]
+    fn missing_credentials_are_called_that_not_an_unreachable_endpoint() {
+        let err = dispatch_failure(Box::new(CredentialsError::not_loaded("no provider")));
+        let text = err.to_string();
+        assert!(text.contains("no usable AWS credentials"), "{text}");
+        assert!(!text.contains("could not reach"), "{text}");
+    }
+
+    #[test]
+    fn a_refused_connection_is_an_unreachable_endpoint() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let text = dispatch_failure(Box::new(refused)).to_string();
+        assert!(text.contains("could not reach the endpoint"), "{text}");
+    }
 }
