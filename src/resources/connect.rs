@@ -13,7 +13,7 @@ use crate::naming::{EnvName, Names};
 use crate::spec::EnvSpec;
 use crate::tags::Tagger;
 
-use super::context::Context;
+use crate::resources::context::Context;
 
 /// Now, as payops writes timestamps (RFC 3339, UTC).
 pub fn now() -> String {

@@ -16,7 +16,7 @@ use crate::engine::{
     Applied, Change, Dependency, Observation, Record, Removed, Step, StepCx, StepError, StepId,
 };
 
-use super::context::Context;
+use crate::resources::context::Context;
 
 #[async_trait]
 pub trait Resource: Send + Sync + 'static {

@@ -10,7 +10,7 @@ use crate::naming::{EnvName, Names};
 use crate::spec::EnvSpec;
 use crate::tags::Tagger;
 
-use super::context::Context;
+use crate::resources::context::Context;
 
 pub const ACCOUNT: &str = "123456789012";
 pub const REGION: &str = "us-east-1";
@@ -87,7 +87,7 @@ pub fn ec2_tags(step: &str) -> Vec<aws_sdk_ec2::types::Tag> {
 
 /// Runs `ensure` of `resource` as step `id`, with `inputs` as its
 /// dependencies' records.
-pub async fn ensure<R: super::resource::Resource>(
+pub async fn ensure<R: crate::resources::resource::Resource>(
     cx: &Context,
     id: &str,
     resource: R,
@@ -95,12 +95,12 @@ pub async fn ensure<R: super::resource::Resource>(
 ) -> Result<crate::engine::Applied, crate::engine::StepError> {
     use crate::engine::Step;
     let (id, inputs, events) = prepare(id, inputs);
-    super::resource::Node::new(id.clone(), resource, vec![])
+    crate::resources::resource::Node::new(id.clone(), resource, vec![])
         .ensure(cx, &step_cx(&id, inputs, &events))
         .await
 }
 
-pub async fn observe<R: super::resource::Resource>(
+pub async fn observe<R: crate::resources::resource::Resource>(
     cx: &Context,
     id: &str,
     resource: R,
@@ -108,19 +108,19 @@ pub async fn observe<R: super::resource::Resource>(
 ) -> Result<crate::engine::Observation, crate::engine::StepError> {
     use crate::engine::Step;
     let (id, inputs, events) = prepare(id, inputs);
-    super::resource::Node::new(id.clone(), resource, vec![])
+    crate::resources::resource::Node::new(id.clone(), resource, vec![])
         .observe(cx, &step_cx(&id, inputs, &events))
         .await
 }
 
-pub async fn destroy<R: super::resource::Resource>(
+pub async fn destroy<R: crate::resources::resource::Resource>(
     cx: &Context,
     id: &str,
     resource: R,
 ) -> Result<crate::engine::Removed, crate::engine::StepError> {
     use crate::engine::Step;
     let (id, inputs, events) = prepare(id, &[]);
-    super::resource::Node::new(id.clone(), resource, vec![])
+    crate::resources::resource::Node::new(id.clone(), resource, vec![])
         .destroy(cx, &step_cx(&id, inputs, &events))
         .await
 }

@@ -15,12 +15,9 @@ use serde::Serialize;
 
 use crate::aws::{AwsError, OpResult, absent_on};
 
-use super::context::Context;
-use super::elb;
-use super::lambda_function::{BLUE, Function, GREEN};
-
-/// The HTTPS port the ALB listens on (and the NLB forwards).
-pub const HTTPS_PORT: i32 = 443;
+use crate::resources::context::Context;
+use crate::resources::model::{BLUE, Function, GREEN, HTTPS_PORT, SHIFT_GATE};
+use crate::resources::sdk::elb;
 
 /// Listener weights (ALB takes 0-999 per target group; payops writes
 /// percentages, an operator may have written anything).
@@ -327,7 +324,7 @@ pub async fn alarms(cx: &Context) -> Result<Vec<Alarm>, AwsError> {
                 .await
                 .op("cloudwatch:ListTagsForResource")?;
             let tags = crate::tags::to_map(tags.tags(), |t| (t.key(), t.value()));
-            let gate = tags.get(super::alarms::SHIFT_GATE).map(String::as_str) == Some("true");
+            let gate = tags.get(SHIFT_GATE).map(String::as_str) == Some("true");
             if cx.is_ours(&tags) && gate {
                 alarms.push(Alarm {
                     name: name.to_owned(),

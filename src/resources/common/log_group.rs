@@ -1,0 +1,611 @@
+//! CloudWatch Logs log groups under `/payops/<env>/`, encrypted with the env's
+//! logs key and with a bounded retention (a log group left alone keeps its
+//! data forever, and pays for it).
+//!
+//! Reusable: the flow-log group now, Lambda and API Gateway groups later, each
+//! its own step with its own name, retention and output prefix.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use async_trait::async_trait;
+
+use crate::aws::{AwsError, OpResult, absent_on};
+use crate::engine::{Record, StepCx};
+use crate::naming::NameKind;
+use crate::tags::TagMap;
+
+use crate::resources::context::Context;
+use crate::resources::resource::Resource;
+use crate::resources::sdk::ec2::describe_tag_fix;
+
+/// Where the logs key's ARN comes from.
+const KMS_STEP: &str = "kms-key:logs";
+const KMS_OUTPUT: &str = "LogsKmsKeyArn";
+
+/// The only retention periods CloudWatch Logs accepts (emulators take any
+/// number; AWS answers InvalidParameterException).
+pub const RETENTION_DAYS: [i32; 22] = [
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+    3288, 3653,
+];
+
+pub struct LogGroup {
+    name_suffix: String,
+    retention_days: i32,
+    output_prefix: String,
+}
+
+impl LogGroup {
+    /// `/payops/<env>/<name_suffix>`, keeping `retention_days` of logs, with
+    /// outputs `<output_prefix>LogGroupName` and `<output_prefix>LogGroupArn`.
+    pub fn new(
+        name_suffix: impl Into<String>,
+        retention_days: i32,
+        output_prefix: impl Into<String>,
+    ) -> Self {
+        Self {
+            name_suffix: name_suffix.into(),
+            retention_days,
+            output_prefix: output_prefix.into(),
+        }
+    }
+
+    /// The VPC flow-log group (step `log-group:flow-logs`): 30 days.
+    pub fn flow_logs() -> Self {
+        Self::new("vpc-flow-logs", 30, "FlowLogs")
+    }
+
+    fn name(&self, cx: &Context) -> Result<String, AwsError> {
+        let name = cx.names.log_group(&self.name_suffix);
+        NameKind::LogGroup
+            .check(&name)
+            .map_err(AwsError::Conflict)?;
+        Ok(name)
+    }
+
+    fn retention(&self, name: &str) -> Result<i32, AwsError> {
+        if RETENTION_DAYS.contains(&self.retention_days) {
+            Ok(self.retention_days)
+        } else {
+            Err(AwsError::Conflict(format!(
+                "log group {name}: CloudWatch Logs cannot keep logs {} days; allowed: {}",
+                self.retention_days,
+                RETENTION_DAYS.map(|d| d.to_string()).join(", ")
+            )))
+        }
+    }
+}
+
+pub struct FoundLogGroup {
+    name: String,
+    /// Without the trailing `:*` DescribeLogGroups puts on `arn`.
+    arn: String,
+    retention: Option<i32>,
+    kms_key: Option<String>,
+    tags: TagMap,
+}
+
+pub enum Fix {
+    Retention { from: Option<i32>, to: i32 },
+    KmsKey,
+    Tags(TagMap),
+}
+
+impl fmt::Display for Fix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Retention { from: None, to } => {
+                write!(f, "set retention to {to} days (was: never expire)")
+            }
+            Self::Retention {
+                from: Some(from),
+                to,
+            } => {
+                write!(f, "set retention to {to} days (was {from})")
+            }
+            Self::KmsKey => f.write_str("encrypt with the env's logs KMS key"),
+            Self::Tags(t) => f.write_str(&describe_tag_fix(t)),
+        }
+    }
+}
+
+/// The log-group ARN that tagging and IAM take: DescribeLogGroups' `arn` ends
+/// in `:*`, which ListTagsForResource and TagResource refuse.
+fn bare_arn(arn: &str) -> &str {
+    arn.strip_suffix(":*").unwrap_or(arn)
+}
+
+async fn tags_of(cx: &Context, arn: &str) -> Result<TagMap, AwsError> {
+    let out = cx
+        .clients
+        .logs
+        .list_tags_for_resource()
+        .resource_arn(arn)
+        .send()
+        .await
+        .op("logs:ListTagsForResource")?;
+    Ok(out
+        .tags()
+        .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default())
+}
+
+impl LogGroup {
+    async fn get(&self, cx: &Context, name: &str) -> Result<Option<FoundLogGroup>, AwsError> {
+        let mut token: Option<String> = None;
+        let group = loop {
+            let out = cx
+                .clients
+                .logs
+                .describe_log_groups()
+                .log_group_name_prefix(name)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .op("logs:DescribeLogGroups")?;
+            // A prefix match also returns `<name>-archive` and the like.
+            if let Some(g) = out
+                .log_groups()
+                .iter()
+                .find(|g| g.log_group_name() == Some(name))
+            {
+                break g.clone();
+            }
+            match out.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_owned()),
+                _ => return Ok(None),
+            }
+        };
+        let arn = group
+            .log_group_arn()
+            .or(group.arn().map(bare_arn))
+            .map_or_else(
+                || cx.arn("logs", &format!("log-group:{name}")),
+                str::to_owned,
+            );
+        let tags = tags_of(cx, &arn).await?;
+        cx.check_ours(format!("log group {name}"), &tags)?;
+        Ok(Some(FoundLogGroup {
+            name: name.to_owned(),
+            arn,
+            retention: group.retention_in_days(),
+            kms_key: group.kms_key_id().map(str::to_owned),
+            tags,
+        }))
+    }
+}
+
+#[async_trait]
+impl Resource for LogGroup {
+    type Found = FoundLogGroup;
+    type Fix = Fix;
+
+    fn kind(&self) -> &'static str {
+        "logs:log-group"
+    }
+
+    async fn find(&self, cx: &Context, _step: &StepCx<'_>) -> Result<Vec<FoundLogGroup>, AwsError> {
+        let name = self.name(cx)?;
+        Ok(self.get(cx, &name).await?.into_iter().collect())
+    }
+
+    fn describe(&self, found: &FoundLogGroup) -> String {
+        found.name.clone()
+    }
+
+    async fn create(&self, cx: &Context, step: &StepCx<'_>) -> Result<FoundLogGroup, AwsError> {
+        let name = self.name(cx)?;
+        // Checked before creating so a bad value never leaves a group behind.
+        self.retention(&name)?;
+        let kms_key = step.output(KMS_STEP, KMS_OUTPUT)?.to_owned();
+        let tags = cx.tagger.for_create(step.id().as_str());
+        let created = cx
+            .clients
+            .logs
+            .create_log_group()
+            .log_group_name(&name)
+            .kms_key_id(&kms_key)
+            .set_tags(Some(tags.clone().into_iter().collect::<HashMap<_, _>>()))
+            .send()
+            .await
+            .op("logs:CreateLogGroup");
+        match created {
+            Ok(_) => {}
+            // Made by a concurrent or killed run a moment ago: adopt it only if
+            // it carries our tags.
+            Err(e) if e.is_code(&["ResourceAlreadyExistsException"]) => {
+                return match self.get(cx, &name).await? {
+                    Some(found) => {
+                        step.remember("log_group", &found.name);
+                        Ok(found)
+                    }
+                    None => Err(e),
+                };
+            }
+            Err(e) => return Err(e),
+        }
+        step.remember("log_group", &name);
+        Ok(FoundLogGroup {
+            arn: cx.arn("logs", &format!("log-group:{name}")),
+            name,
+            // CreateLogGroup cannot set it: `fix` does, right after.
+            retention: None,
+            kms_key: Some(kms_key),
+            tags,
+        })
+    }
+
+    async fn diff(
+        &self,
+        cx: &Context,
+        step: &StepCx<'_>,
+        group: &FoundLogGroup,
+    ) -> Result<Vec<Fix>, AwsError> {
+        let retention = self.retention(&group.name)?;
+        let kms_key = step.output(KMS_STEP, KMS_OUTPUT)?;
+        let mut fixes = Vec::new();
+        if group.retention != Some(retention) {
+            fixes.push(Fix::Retention {
+                from: group.retention,
+                to: retention,
+            });
+        }
+        if group.kms_key.as_deref() != Some(kms_key) {
+            fixes.push(Fix::KmsKey);
+        }
+        let missing = cx.tagger.missing(step.id().as_str(), &group.tags);
+        if !missing.is_empty() {
+            fixes.push(Fix::Tags(missing));
+        }
+        Ok(fixes)
+    }
+
+    async fn fix(
+        &self,
+        cx: &Context,
+        step: &StepCx<'_>,
+        group: &mut FoundLogGroup,
+        fix: Fix,
+    ) -> Result<(), AwsError> {
+        let logs = &cx.clients.logs;
+        match fix {
+            Fix::Retention { to, .. } => {
+                logs.put_retention_policy()
+                    .log_group_name(&group.name)
+                    .retention_in_days(to)
+                    .send()
+                    .await
+                    .op("logs:PutRetentionPolicy")?;
+                group.retention = Some(to);
+            }
+            Fix::KmsKey => {
+                // Only new events use the new key: events already stored stay
+                // readable only while the key they were written with is enabled.
+                let kms_key = step.output(KMS_STEP, KMS_OUTPUT)?;
+                logs.associate_kms_key()
+                    .log_group_name(&group.name)
+                    .kms_key_id(kms_key)
+                    .send()
+                    .await
+                    .op("logs:AssociateKmsKey")?;
+                group.kms_key = Some(kms_key.to_owned());
+            }
+            Fix::Tags(tags) => {
+                logs.tag_resource()
+                    .resource_arn(&group.arn)
+                    .set_tags(Some(tags.clone().into_iter().collect()))
+                    .send()
+                    .await
+                    .op("logs:TagResource")?;
+                group.tags.extend(tags);
+            }
+        }
+        Ok(())
+    }
+
+    fn record(&self, _cx: &Context, group: &FoundLogGroup) -> Record {
+        let p = &self.output_prefix;
+        Record::default()
+            .resource("log_group", &group.name)
+            .output(format!("{p}LogGroupName"), &group.name)
+            .output(format!("{p}LogGroupArn"), &group.arn)
+    }
+
+    async fn delete(
+        &self,
+        cx: &Context,
+        _step: &StepCx<'_>,
+        group: FoundLogGroup,
+    ) -> Result<Vec<String>, AwsError> {
+        // DeleteLogGroup is synchronous: once it returns, the group is gone.
+        let deleted = cx
+            .clients
+            .logs
+            .delete_log_group()
+            .log_group_name(&group.name)
+            .send()
+            .await
+            .op("logs:DeleteLogGroup");
+        absent_on(deleted, &["ResourceNotFoundException"])?;
+        Ok(Vec::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_cloudwatchlogs::Client;
+    use aws_sdk_cloudwatchlogs::operation::{
+        associate_kms_key::AssociateKmsKeyOutput,
+        create_log_group::{CreateLogGroupError, CreateLogGroupOutput},
+        delete_log_group::{DeleteLogGroupError, DeleteLogGroupOutput},
+        describe_log_groups::DescribeLogGroupsOutput,
+        list_tags_for_resource::ListTagsForResourceOutput,
+        put_retention_policy::PutRetentionPolicyOutput,
+        tag_resource::TagResourceOutput,
+    };
+    use aws_sdk_cloudwatchlogs::types::LogGroup as CwLogGroup;
+    use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+
+    use super::*;
+    use crate::engine::{Change, Observation, Record, Removed};
+    use crate::naming::EnvName;
+    use crate::resources::testing::{self, NOW};
+    use crate::tags::{self, Tagger};
+
+    const STEP: &str = "log-group:flow-logs";
+    const NAME: &str = "/payops/pr1/vpc-flow-logs";
+    const ARN: &str = "arn:aws:logs:us-east-1:123456789012:log-group:/payops/pr1/vpc-flow-logs";
+    const KEY: &str = "arn:aws:kms:us-east-1:123456789012:key/k-logs";
+
+    fn kms_input() -> [(&'static str, Record); 1] {
+        [(KMS_STEP, Record::default().output(KMS_OUTPUT, KEY))]
+    }
+
+    fn group(name: &str, retention: Option<i32>, key: Option<&str>) -> CwLogGroup {
+        // DescribeLogGroups' `arn` ends in `:*`; `logGroupArn` is newer and
+        // emulators may omit it.
+        CwLogGroup::builder()
+            .log_group_name(name)
+            .arn(format!(
+                "arn:aws:logs:us-east-1:123456789012:log-group:{name}:*"
+            ))
+            .set_retention_in_days(retention)
+            .set_kms_key_id(key.map(str::to_owned))
+            .build()
+    }
+
+    fn describe(groups: Vec<CwLogGroup>) -> Rule {
+        mock!(Client::describe_log_groups)
+            .match_requests(|r| r.log_group_name_prefix() == Some(NAME))
+            .then_output(move || {
+                DescribeLogGroupsOutput::builder()
+                    .set_log_groups(Some(groups.clone()))
+                    .build()
+            })
+    }
+
+    fn our_tags() -> TagMap {
+        Tagger::new(EnvName::parse("pr1").unwrap(), "payments", NOW).for_create(STEP)
+    }
+
+    fn list_tags(tags: TagMap) -> Rule {
+        mock!(Client::list_tags_for_resource)
+            // Tagging calls refuse the `:*` form of the ARN.
+            .match_requests(|r| r.resource_arn() == Some(ARN))
+            .then_output(move || {
+                ListTagsForResourceOutput::builder()
+                    .set_tags(Some(tags.clone().into_iter().collect()))
+                    .build()
+            })
+    }
+
+    fn context(rules: &[&Rule]) -> Context {
+        let mut clients = testing::clients();
+        clients.logs = mock_client!(aws_sdk_cloudwatchlogs, RuleMode::MatchAny, rules);
+        testing::context(clients)
+    }
+
+    #[tokio::test]
+    async fn creates_an_encrypted_tagged_group_then_bounds_its_retention() {
+        let create = mock!(Client::create_log_group)
+            .match_requests(|r| {
+                r.log_group_name() == Some(NAME)
+                    && r.kms_key_id() == Some(KEY)
+                    && r.tags().and_then(|t| t.get(tags::STEP)).map(String::as_str) == Some(STEP)
+            })
+            .then_output(|| CreateLogGroupOutput::builder().build());
+        let retention = mock!(Client::put_retention_policy)
+            .match_requests(|r| {
+                r.log_group_name() == Some(NAME) && r.retention_in_days() == Some(30)
+            })
+            .then_output(|| PutRetentionPolicyOutput::builder().build());
+        // A sibling with a longer name matches the prefix: it is not ours to take.
+        let sibling = format!("{NAME}-archive");
+        let cx = context(&[
+            &describe(vec![group(&sibling, None, None)]),
+            &create,
+            &retention,
+        ]);
+        let applied = testing::ensure(&cx, STEP, LogGroup::flow_logs(), &kms_input())
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Created);
+        assert_eq!(applied.record.outputs["FlowLogsLogGroupName"], NAME);
+        assert_eq!(applied.record.outputs["FlowLogsLogGroupArn"], ARN);
+        assert_eq!((create.num_calls(), retention.num_calls()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn an_owned_group_in_sync_is_adopted_without_mutating_calls() {
+        let cx = context(&[
+            &describe(vec![group(NAME, Some(30), Some(KEY))]),
+            &list_tags(our_tags()),
+        ]);
+        let applied = testing::ensure(&cx, STEP, LogGroup::flow_logs(), &kms_input())
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Unchanged);
+        assert!(applied.notes.is_empty(), "{:?}", applied.notes);
+        assert_eq!(applied.record.outputs["FlowLogsLogGroupArn"], ARN);
+    }
+
+    #[tokio::test]
+    async fn a_group_with_our_name_but_not_our_tags_is_refused() {
+        let cx = context(&[
+            &describe(vec![group(NAME, Some(30), Some(KEY))]),
+            &list_tags(TagMap::new()),
+        ]);
+        let err = testing::ensure(&cx, STEP, LogGroup::flow_logs(), &kms_input())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("log group /payops/pr1/vpc-flow-logs exists but is not tagged"),
+            "{err}"
+        );
+        assert!(
+            testing::destroy(&cx, STEP, LogGroup::flow_logs())
+                .await
+                .is_err()
+        );
+    }
+
+    fn drifted() -> Vec<Rule> {
+        let mut tags = our_tags();
+        tags.remove("Project");
+        vec![describe(vec![group(NAME, None, None)]), list_tags(tags)]
+    }
+
+    #[tokio::test]
+    async fn observe_reports_unbounded_retention_missing_encryption_and_tags() {
+        let rules = drifted();
+        let refs: Vec<&Rule> = rules.iter().collect();
+        let cx = context(&refs);
+        let Observation::Present { drift, .. } =
+            testing::observe(&cx, STEP, LogGroup::flow_logs(), &kms_input())
+                .await
+                .unwrap()
+        else {
+            panic!("expected the group to be present");
+        };
+        assert_eq!(
+            drift,
+            [
+                "set retention to 30 days (was: never expire)",
+                "encrypt with the env's logs KMS key",
+                "add tags Project",
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn ensure_repairs_retention_encryption_and_tags() {
+        let retention = mock!(Client::put_retention_policy)
+            .match_requests(|r| r.retention_in_days() == Some(30))
+            .then_output(|| PutRetentionPolicyOutput::builder().build());
+        let associate = mock!(Client::associate_kms_key)
+            .match_requests(|r| r.log_group_name() == Some(NAME) && r.kms_key_id() == Some(KEY))
+            .then_output(|| AssociateKmsKeyOutput::builder().build());
+        let tag = mock!(Client::tag_resource)
+            .match_requests(|r| {
+                r.resource_arn() == Some(ARN)
+                    && r.tags()
+                        .is_some_and(|t| t.len() == 1 && t["Project"] == "payops")
+            })
+            .then_output(|| TagResourceOutput::builder().build());
+        let mut rules = drifted();
+        rules.extend([retention.clone(), associate.clone(), tag.clone()]);
+        let refs: Vec<&Rule> = rules.iter().collect();
+        let cx = context(&refs);
+        let applied = testing::ensure(&cx, STEP, LogGroup::flow_logs(), &kms_input())
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Updated);
+        for rule in [&retention, &associate, &tag] {
+            assert_eq!(rule.num_calls(), 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn destroy_deletes_the_group_and_tolerates_it_vanishing() {
+        let delete = mock!(Client::delete_log_group)
+            .match_requests(|r| r.log_group_name() == Some(NAME))
+            .sequence()
+            .output(|| DeleteLogGroupOutput::builder().build())
+            .error(|| {
+                DeleteLogGroupError::generic(testing::error_meta("ResourceNotFoundException"))
+            })
+            .build();
+        let cx = context(&[
+            &describe(vec![group(NAME, Some(30), Some(KEY))]),
+            &list_tags(our_tags()),
+            &delete,
+        ]);
+        let removed = testing::destroy(&cx, STEP, LogGroup::flow_logs())
+            .await
+            .unwrap();
+        assert!(matches!(removed, Removed::Deleted { .. }));
+        // Deleted by someone else between find and delete: still success.
+        let removed = testing::destroy(&cx, STEP, LogGroup::flow_logs())
+            .await
+            .unwrap();
+        assert!(matches!(removed, Removed::Deleted { .. }));
+        assert_eq!(delete.num_calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn destroy_of_a_missing_group_is_success() {
+        let cx = context(&[&describe(Vec::new())]);
+        let removed = testing::destroy(&cx, STEP, LogGroup::flow_logs())
+            .await
+            .unwrap();
+        assert_eq!(removed, Removed::AlreadyAbsent);
+    }
+
+    #[tokio::test]
+    async fn a_group_created_meanwhile_is_adopted_only_if_ours() {
+        let create = mock!(Client::create_log_group).then_error(|| {
+            CreateLogGroupError::generic(testing::error_meta("ResourceAlreadyExistsException"))
+        });
+        let describe = mock!(Client::describe_log_groups)
+            .sequence()
+            .output(|| DescribeLogGroupsOutput::builder().build())
+            .output(|| {
+                DescribeLogGroupsOutput::builder()
+                    .log_groups(group(NAME, None, None))
+                    .build()
+            })
+            .build();
+        let cx = context(&[&describe, &create, &list_tags(TagMap::new())]);
+        let err = testing::ensure(&cx, STEP, LogGroup::flow_logs(), &kms_input())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not tagged"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_retention_aws_does_not_offer_is_refused_before_creating() {
+        let cx = context(&[&describe(Vec::new())]);
+        let odd = LogGroup::new("vpc-flow-logs", 31, "FlowLogs");
+        let err = testing::ensure(&cx, STEP, odd, &kms_input())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot keep logs 31 days"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_logs_key_is_a_declared_input() {
+        let cx = context(&[&describe(Vec::new())]);
+        let err = testing::ensure(&cx, STEP, LogGroup::flow_logs(), &[])
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("LogsKmsKeyArn from step kms-key:logs"),
+            "{err}"
+        );
+    }
+}

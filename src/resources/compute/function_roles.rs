@@ -1,0 +1,416 @@
+//! The execution role of each payment function: trusted by Lambda for this
+//! account only, with inline policies naming the exact ARNs the function uses
+//! (its log group, its tables and index, the bucket prefix it writes, its
+//! topic, its configuration path, its KMS keys through the service that uses
+//! them). Only the ENI and X-Ray actions take `*`, because AWS offers no
+//! narrower resource for them.
+
+use serde_json::{Value, json};
+
+use crate::aws::AwsError;
+use crate::engine::StepCx;
+
+use crate::resources::common::iam_role::Role;
+use crate::resources::context::Context;
+use crate::resources::model::Function;
+
+/// The GSI fraud detection reads a customer's recent transactions through.
+pub const CUSTOMER_INDEX: &str = "customerId-timestamp-index";
+/// Where transaction processing writes audit records in the audit bucket.
+pub const AUDIT_PREFIX: &str = "audit/transactions/";
+
+pub fn role(function: Function) -> Role {
+    let description = match function {
+        Function::Validation => "payops payment validation Lambda",
+        Function::Fraud => "payops fraud detection Lambda",
+        Function::Transaction => "payops transaction processing Lambda",
+        Function::Rotation => "payops Aurora master secret rotation Lambda",
+    };
+    Role::new(
+        function.slug(),
+        "lambda.amazonaws.com",
+        description,
+        function.output_prefix(),
+    )
+    .with_policies(move |cx, step| policies(function, cx, step))
+}
+
+fn statement(sid: &str, actions: &[&str], resources: Value) -> Value {
+    json!({ "Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources })
+}
+
+/// Use of a KMS key only when `services` call KMS on the function's behalf
+/// (DynamoDB, S3, SNS, SSM), never directly.
+fn kms_via(sid: &str, actions: &[&str], key: &str, services: &[&str], region: &str) -> Value {
+    let via: Vec<String> = services
+        .iter()
+        .map(|s| format!("{s}.{region}.amazonaws.com"))
+        .collect();
+    json!({
+        "Sid": sid,
+        "Effect": "Allow",
+        "Action": actions,
+        "Resource": key,
+        "Condition": { "StringEquals": { "kms:ViaService": via } }
+    })
+}
+
+fn output<'a>(step: &'a StepCx<'_>, from: &str, key: &str) -> Result<&'a str, AwsError> {
+    Ok(step.output(from, key)?)
+}
+
+/// The inline policies of `function`'s role, by name.
+pub fn policies(
+    function: Function,
+    cx: &Context,
+    step: &StepCx<'_>,
+) -> Result<Vec<(String, Value)>, AwsError> {
+    let prefix = function.output_prefix();
+    let log_group = output(step, &function.log_step(), &format!("{prefix}LogGroupArn"))?;
+    let path = cx.names.parameter_path();
+    let path = path.trim_end_matches('/');
+    let mut policies = vec![
+        (
+            "logs".to_owned(),
+            json!({
+                "Version": "2012-10-17",
+                "Statement": [statement(
+                    "WriteOwnLogGroup",
+                    &["logs:CreateLogStream", "logs:PutLogEvents"],
+                    json!(format!("{log_group}:*")),
+                )]
+            }),
+        ),
+        (
+            "runtime".to_owned(),
+            json!({
+                "Version": "2012-10-17",
+                "Statement": [
+                    // Lambda creates and removes the function's network
+                    // interfaces in the VPC with this role. EC2's Describe*
+                    // calls have no resource-level permissions and the
+                    // interfaces' ids are unknown in advance, so AWS requires
+                    // `*` here (as its AWSLambdaVPCAccessExecutionRole does).
+                    statement(
+                        "ManageVpcNetworkInterfaces",
+                        &[
+                            "ec2:CreateNetworkInterface",
+                            "ec2:DescribeNetworkInterfaces",
+                            "ec2:DescribeSubnets",
+                            "ec2:DeleteNetworkInterface",
+                            "ec2:AssignPrivateIpAddresses",
+                            "ec2:UnassignPrivateIpAddresses",
+                        ],
+                        json!("*"),
+                    ),
+                    // X-Ray has no resource-level permissions for sending
+                    // traces: `*` is the only resource it accepts.
+                    statement(
+                        "SendTraces",
+                        &["xray:PutTraceSegments", "xray:PutTelemetryRecords"],
+                        json!("*"),
+                    ),
+                ]
+            }),
+        ),
+    ];
+    // The payment functions read their configuration at cold start; the
+    // rotation function reads none. GetParametersByPath is authorised on the
+    // path itself, not on the parameters under it.
+    if function != Function::Rotation {
+        policies[1].1["Statement"]
+            .as_array_mut()
+            .expect("a statement list")
+            .push(statement(
+                "ReadConfiguration",
+                &["ssm:GetParametersByPath"],
+                json!([
+                    cx.arn("ssm", &format!("parameter{path}")),
+                    cx.arn("ssm", &format!("parameter{path}/")),
+                ]),
+            ));
+    }
+    let region = cx.region.as_str();
+    match function {
+        Function::Validation => {}
+        Function::Rotation => {
+            let key = output(step, "kms-key:logs", "LogsKmsKeyArn")?;
+            // Secret ARNs end in `-` and 6 random characters, unknown before
+            // the secret exists: `-??????` matches exactly this secret's.
+            let secret = cx.arn(
+                "secretsmanager",
+                &format!("secret:{}-??????", cx.names.db_secret()),
+            );
+            let cluster = cx.arn("rds", &format!("cluster:{}", cx.names.db_cluster()));
+            policies.push((
+                "rotation".to_owned(),
+                json!({
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        statement(
+                            "RotateTheMasterSecret",
+                            &[
+                                "secretsmanager:DescribeSecret",
+                                "secretsmanager:GetSecretValue",
+                                "secretsmanager:PutSecretValue",
+                                "secretsmanager:UpdateSecretVersionStage",
+                            ],
+                            json!(secret),
+                        ),
+                        // GetRandomPassword acts on no resource: AWS accepts
+                        // only `*` for it.
+                        statement(
+                            "GeneratePasswords",
+                            &["secretsmanager:GetRandomPassword"],
+                            json!("*"),
+                        ),
+                        statement(
+                            "SetTheMasterPassword",
+                            &["rds:ModifyDBCluster", "rds:DescribeDBClusters"],
+                            json!(cluster),
+                        ),
+                        kms_via(
+                            "SecretKey",
+                            &["kms:Decrypt", "kms:GenerateDataKey"],
+                            key,
+                            &["secretsmanager"],
+                            region,
+                        ),
+                    ]
+                }),
+            ));
+        }
+        Function::Fraud => {
+            let rules = output(step, "dynamodb-table:fraud-rules", "FraudRulesTableArn")?;
+            let transactions = output(step, "dynamodb-table:transactions", "TransactionsTableArn")?;
+            let key = output(step, "kms-key:dynamodb", "DynamoDbKmsKeyArn")?;
+            policies.push((
+                "data".to_owned(),
+                json!({
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        statement(
+                            "ReadFraudRules",
+                            &["dynamodb:Scan", "dynamodb:GetItem", "dynamodb:Query"],
+                            json!(rules),
+                        ),
+                        statement(
+                            "ReadCustomerHistory",
+                            &["dynamodb:Query"],
+                            json!(format!("{transactions}/index/{CUSTOMER_INDEX}")),
+                        ),
+                        kms_via("TablesKey", &["kms:Decrypt"], key, &["dynamodb"], region),
+                    ]
+                }),
+            ));
+        }
+        Function::Transaction => {
+            let table = output(step, "dynamodb-table:transactions", "TransactionsTableArn")?;
+            let bucket = output(step, "s3-bucket:audit", "AuditBucketArn")?;
+            let topic = output(
+                step,
+                "sns-topic:failed-transactions",
+                "FailedTransactionsTopicArn",
+            )?;
+            let table_key = output(step, "kms-key:dynamodb", "DynamoDbKmsKeyArn")?;
+            let bucket_key = output(step, "kms-key:s3", "S3KmsKeyArn")?;
+            let logs_key = output(step, "kms-key:logs", "LogsKmsKeyArn")?;
+            policies.push((
+                "data".to_owned(),
+                json!({
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        // TransactWriteItems is authorised per item as
+                        // PutItem; GetItem reads back a duplicate.
+                        statement(
+                            "WriteTransactionsOnce",
+                            &["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:ConditionCheckItem"],
+                            json!(table),
+                        ),
+                        statement(
+                            "WriteAuditRecords",
+                            &["s3:PutObject"],
+                            json!(format!("{bucket}/{AUDIT_PREFIX}*")),
+                        ),
+                        statement("PublishFailures", &["sns:Publish"], json!(topic)),
+                        kms_via(
+                            "TableKey",
+                            &["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"],
+                            table_key,
+                            &["dynamodb"],
+                            region,
+                        ),
+                        kms_via(
+                            "AuditBucketKey",
+                            &["kms:GenerateDataKey", "kms:Decrypt"],
+                            bucket_key,
+                            &["s3"],
+                            region,
+                        ),
+                        // The failed-transactions topic and the SecureString
+                        // card-hash key are both encrypted with the logs key.
+                        kms_via(
+                            "TopicAndSecretKey",
+                            &["kms:GenerateDataKey", "kms:Decrypt"],
+                            logs_key,
+                            &["sns", "ssm"],
+                            region,
+                        ),
+                    ]
+                }),
+            ));
+        }
+    }
+    Ok(policies)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::engine::Record;
+    use crate::resources::testing;
+
+    use super::*;
+
+    const ACCT: &str = "123456789012";
+
+    fn inputs(function: Function) -> Vec<(String, Record)> {
+        let p = function.output_prefix();
+        let mut v = vec![(
+            function.log_step(),
+            Record::default().output(
+                format!("{p}LogGroupArn"),
+                format!(
+                    "arn:aws:logs:us-east-1:{ACCT}:log-group:/payops/pr1/lambda/{}",
+                    function.slug()
+                ),
+            ),
+        )];
+        let table = format!("arn:aws:dynamodb:us-east-1:{ACCT}:table/payops-pr1-transactions");
+        for (step, key, value) in [
+            (
+                "dynamodb-table:fraud-rules",
+                "FraudRulesTableArn",
+                format!("arn:aws:dynamodb:us-east-1:{ACCT}:table/payops-pr1-fraud-rules"),
+            ),
+            ("dynamodb-table:transactions", "TransactionsTableArn", table),
+            (
+                "s3-bucket:audit",
+                "AuditBucketArn",
+                "arn:aws:s3:::payops-pr1-audit".to_owned(),
+            ),
+            (
+                "sns-topic:failed-transactions",
+                "FailedTransactionsTopicArn",
+                format!("arn:aws:sns:us-east-1:{ACCT}:payops-pr1-failed-transactions"),
+            ),
+            ("kms-key:dynamodb", "DynamoDbKmsKeyArn", "k-ddb".to_owned()),
+            ("kms-key:s3", "S3KmsKeyArn", "k-s3".to_owned()),
+            ("kms-key:logs", "LogsKmsKeyArn", "k-logs".to_owned()),
+        ] {
+            v.push((step.to_owned(), Record::default().output(key, value)));
+        }
+        v
+    }
+
+    fn documents(function: Function) -> Vec<(String, Value)> {
+        let cx = testing::context(testing::clients());
+        let events = testing::Events::default();
+        let id = crate::engine::StepId::from(function.role_step());
+        let step = testing::step_cx(
+            &id,
+            inputs(function)
+                .into_iter()
+                .map(|(k, r)| (crate::engine::StepId::from(k), r))
+                .collect(),
+            &events,
+        );
+        policies(function, &cx, &step).unwrap()
+    }
+
+    fn statements(docs: &[(String, Value)]) -> Vec<Value> {
+        docs.iter()
+            .flat_map(|(_, d)| d["Statement"].as_array().unwrap().clone())
+            .collect()
+    }
+
+    fn strings(v: &Value) -> Vec<String> {
+        match v {
+            Value::String(s) => vec![s.clone()],
+            Value::Array(a) => a.iter().map(|s| s.as_str().unwrap().to_owned()).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn no_policy_grants_every_action_and_only_eni_and_xray_take_any_resource() {
+        for f in Function::ALL {
+            for s in statements(&documents(f)) {
+                let actions = strings(&s["Action"]);
+                assert!(
+                    actions.iter().all(|a| a != "*" && !a.ends_with(":*")),
+                    "{f:?}: {s}"
+                );
+                if strings(&s["Resource"]).contains(&"*".to_owned()) {
+                    assert!(
+                        actions.iter().all(|a| a.starts_with("ec2:")
+                            || a.starts_with("xray:")
+                            || a == "secretsmanager:GetRandomPassword"),
+                        "{f:?}: `*` resource on {actions:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn each_function_gets_exactly_its_own_resources() {
+        let all = |f| {
+            statements(&documents(f))
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<String>()
+        };
+        let validation = all(Function::Validation);
+        assert!(validation.contains("/payops/pr1/lambda/payment-validation:*"));
+        for other in ["dynamodb:", "s3:", "sns:", "kms:", "fraud-detection"] {
+            assert!(!validation.contains(other), "validation has {other}");
+        }
+        let fraud = all(Function::Fraud);
+        assert!(fraud.contains("table/payops-pr1-transactions/index/customerId-timestamp-index"));
+        assert!(fraud.contains("table/payops-pr1-fraud-rules"));
+        for other in ["dynamodb:PutItem", "s3:", "sns:", "k-logs"] {
+            assert!(!fraud.contains(other), "fraud has {other}");
+        }
+        let transaction = all(Function::Transaction);
+        assert!(transaction.contains("arn:aws:s3:::payops-pr1-audit/audit/transactions/*"));
+        assert!(transaction.contains("payops-pr1-failed-transactions"));
+        assert!(transaction.contains(
+            "\"kms:ViaService\":[\"sns.us-east-1.amazonaws.com\",\"ssm.us-east-1.amazonaws.com\"]"
+        ));
+        assert!(!transaction.contains("fraud-rules"));
+        // Configuration: the env's path only, never another env's.
+        assert!(transaction.contains(&format!(
+            "arn:aws:ssm:us-east-1:{ACCT}:parameter/payops/pr1\""
+        )));
+        assert!(!transaction.contains("parameter/payops/pr1*"));
+    }
+
+    #[test]
+    fn rotation_may_touch_only_this_envs_secret_and_cluster_and_reads_no_configuration() {
+        let all = statements(&documents(Function::Rotation));
+        let resources: Vec<String> = all.iter().flat_map(|s| strings(&s["Resource"])).collect();
+        assert!(resources.contains(&format!(
+            "arn:aws:secretsmanager:us-east-1:{ACCT}:secret:payops/pr1/db-master-??????"
+        )));
+        assert!(resources.contains(&format!(
+            "arn:aws:rds:us-east-1:{ACCT}:cluster:payops-pr1-aurora"
+        )));
+        let actions: Vec<String> = all.iter().flat_map(|s| strings(&s["Action"])).collect();
+        assert!(actions.contains(&"rds:ModifyDBCluster".to_owned()));
+        assert!(
+            !actions.iter().any(|a| a.starts_with("ssm:")),
+            "{actions:?}"
+        );
+        assert!(!actions.contains(&"secretsmanager:DeleteSecret".to_owned()));
+    }
+}

@@ -1,0 +1,154 @@
+//! Compute: the payment functions (code shipped in the binary), their roles
+//! and log groups, and the wait for their network interfaces on teardown.
+
+pub mod function_roles;
+pub mod lambda_code;
+pub mod lambda_enis;
+pub mod lambda_function;
+
+use super::model::{Function, SgRole};
+use super::registry::{Registry, dep};
+
+pub fn register(r: &mut Registry) {
+    // Compute: the payment functions. Each gets a log group payops creates
+    // first (so its retention and KMS key are ours, not Lambda's defaults) and
+    // a role allowed exactly what the function touches.
+    for f in Function::ALL {
+        r.add(
+            f.log_step(),
+            lambda_function::log_group(f),
+            vec![dep(
+                "kms-key:logs",
+                "the group is encrypted with the logs key, whose policy lets CloudWatch Logs use it",
+            )],
+        );
+    }
+    let own_log_group = |f: Function| {
+        dep(
+            f.log_step(),
+            "the role may write only to the function's own log group (its ARN is in the policy)",
+        )
+    };
+    r.add(
+        Function::Validation.role_step(),
+        function_roles::role(Function::Validation),
+        vec![own_log_group(Function::Validation)],
+    );
+    r.add(
+        Function::Fraud.role_step(),
+        function_roles::role(Function::Fraud),
+        vec![
+            own_log_group(Function::Fraud),
+            dep(
+                "dynamodb-table:fraud-rules",
+                "the role may read the fraud-rules table (its ARN is in the policy)",
+            ),
+            dep(
+                "dynamodb-table:transactions",
+                "the role may query the transactions table's customer index only",
+            ),
+            dep(
+                "kms-key:dynamodb",
+                "the role may decrypt with the tables' key, through DynamoDB only",
+            ),
+        ],
+    );
+    r.add(
+        Function::Transaction.role_step(),
+        function_roles::role(Function::Transaction),
+        vec![
+            own_log_group(Function::Transaction),
+            dep(
+                "dynamodb-table:transactions",
+                "the role may write transactions (the table's ARN is in the policy)",
+            ),
+            dep(
+                "s3-bucket:audit",
+                "the role may write audit records under the bucket's audit prefix",
+            ),
+            dep(
+                "sns-topic:failed-transactions",
+                "the role may publish failed payments to this topic",
+            ),
+            dep(
+                "kms-key:dynamodb",
+                "the role may use the tables' key, through DynamoDB only",
+            ),
+            dep(
+                "kms-key:s3",
+                "the role may encrypt audit records with the bucket's key, through S3 only",
+            ),
+            dep(
+                "kms-key:logs",
+                "the topic and the card-hash SecureString are encrypted with the logs key",
+            ),
+        ],
+    );
+    r.add(
+        Function::Rotation.role_step(),
+        function_roles::role(Function::Rotation),
+        vec![
+            own_log_group(Function::Rotation),
+            dep(
+                "kms-key:logs",
+                "the role may decrypt and encrypt the secret's values with the logs/secrets key",
+            ),
+        ],
+    );
+    let mut eni_deps = vec![
+        dep(
+            "security-group:lambda",
+            "the functions' network interfaces use this group: on teardown it can go only \
+             after Lambda released them (20-45 minutes on AWS)",
+        ),
+        dep(
+            SgRole::Rotation.step_id(),
+            "the rotation function's network interfaces use this group: on teardown it can go \
+             only after Lambda released them",
+        ),
+        dep(
+            "subnets:private",
+            "the functions' network interfaces are in these subnets: on teardown they can go \
+             only after Lambda released them",
+        ),
+    ];
+    eni_deps.extend(Function::ALL.map(|f| {
+        dep(
+            f.role_step(),
+            "Lambda releases the network interfaces with the function's role: on teardown the \
+             roles stay until the interfaces are gone",
+        )
+    }));
+    r.add_step(lambda_enis::LambdaEnis::new("lambda-enis", eni_deps));
+    for f in Function::ALL {
+        r.add(
+            f.step_id(),
+            lambda_function::LambdaFunction::new(f),
+            vec![
+                dep(f.role_step(), "the function runs with this role"),
+                dep(
+                    f.log_step(),
+                    "the function logs to this group, which must exist (with retention and \
+                     KMS) before Lambda would create one of its own",
+                ),
+                dep(
+                    "subnets:private",
+                    "the function's network interfaces go in the private subnets",
+                ),
+                dep(
+                    f.security_group().step_id(),
+                    "the function's network interfaces use its security group",
+                ),
+                dep(
+                    "security-group-rules",
+                    "the group's egress rules let the function reach the AWS APIs it calls",
+                ),
+                dep(
+                    "lambda-enis",
+                    "on teardown the functions go first, then the wait for their network \
+                     interfaces",
+                ),
+            ],
+        );
+    }
+}

@@ -1,0 +1,826 @@
+//! The Aurora PostgreSQL cluster: in the database subnets behind the
+//! database security group, encrypted with the env's database key, TLS
+//! forced by its parameter group, automated backups, postgresql logs
+//! exported to CloudWatch, IAM database authentication, and deletion
+//! protection when the env is protected (`up --protect`).
+//!
+//! Its master password comes from the env's secret (generated, or the
+//! operator's `--db-secret-arn`); payops reads it only to create the cluster
+//! and never records it. For a generated secret the cluster's step also
+//! writes the endpoint into the secret (`host`), which AWS's rotation
+//! convention expects.
+//!
+//! Real AWS: the cluster takes 3-4 minutes; it can only be deleted once its
+//! instances are gone (their steps depend on this one, so `down` removes them
+//! first) and with deletion protection off; `down --final-snapshot` keeps a
+//! snapshot, otherwise the data goes with it (SkipFinalSnapshot).
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use async_trait::async_trait;
+use aws_sdk_rds::types::{CloudwatchLogsExportConfiguration, DbCluster};
+use serde_json::Value;
+
+use crate::aws::{AwsError, OpResult, Poll, absent_on, poll_until, required};
+use crate::engine::{Record, StepCx};
+use crate::spec::DbSecret;
+use crate::tags::TagMap;
+
+use crate::resources::context::Context;
+use crate::resources::database::db_secret::master_credentials;
+use crate::resources::model::{DB_ENGINE, DB_NAME, DB_PORT};
+use crate::resources::resource::Resource;
+use crate::resources::sdk::ec2::describe_tag_fix;
+use crate::resources::sdk::rds;
+
+const KEY_INPUT: (&str, &str) = ("kms-key:database", "DatabaseKmsKeyArn");
+const SG_INPUT: (&str, &str) = ("security-group:database", "DatabaseSecurityGroupId");
+const SUBNET_GROUP_INPUT: (&str, &str) = ("db-subnet-group", "DbSubnetGroupName");
+const PARAMETER_GROUP_INPUT: (&str, &str) = ("db-parameter-group", "DbClusterParameterGroupName");
+const SECRET_INPUT: (&str, &str) = ("secret:db-master", "DbSecretArn");
+/// Nightly, before the maintenance window; both in UTC.
+const BACKUP_WINDOW: &str = "03:00-04:00";
+const MAINTENANCE_WINDOW: &str = "sun:04:30-sun:05:30";
+const LOG_EXPORTS: [&str; 1] = ["postgresql"];
+/// Tag on a snapshot `down --final-snapshot` kept: the final sweep leaves it.
+pub const FINAL_SNAPSHOT_TAG: &str = "payops:final-snapshot";
+
+pub struct AuroraCluster;
+
+pub struct FoundCluster {
+    cluster: DbCluster,
+    id: String,
+    arn: String,
+    tags: TagMap,
+}
+
+#[derive(Debug)]
+pub enum Fix {
+    /// Settings ModifyDBCluster can change in place, by name.
+    Modify(Vec<&'static str>),
+    EngineVersion {
+        from: String,
+        to: String,
+    },
+    Tags(TagMap),
+    /// The generated secret does not name the cluster's endpoint yet.
+    SecretHost,
+}
+
+impl fmt::Display for Fix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Modify(fields) => write!(f, "update {}", fields.join(", ")),
+            Self::EngineVersion { from, to } => write!(f, "upgrade the engine from {from} to {to}"),
+            Self::Tags(t) => f.write_str(&describe_tag_fix(t)),
+            Self::SecretHost => f.write_str("write the cluster endpoint into the master secret"),
+        }
+    }
+}
+
+/// What the cluster should be, from the spec and the step's inputs.
+struct Desired {
+    security_group: String,
+    parameter_group: String,
+    /// `None`: leave deletion protection as it is (no `--protect` given).
+    deletion_protection: Option<bool>,
+    backup_days: i32,
+    engine_version: String,
+}
+
+fn desired(cx: &Context, step: &StepCx<'_>) -> Result<Desired, AwsError> {
+    Ok(Desired {
+        security_group: step.output(SG_INPUT.0, SG_INPUT.1)?.to_owned(),
+        parameter_group: step
+            .output(PARAMETER_GROUP_INPUT.0, PARAMETER_GROUP_INPUT.1)?
+            .to_owned(),
+        deletion_protection: cx.spec.protect,
+        backup_days: i32::from(cx.spec.database.backup_days),
+        engine_version: cx.spec.database.engine_version.clone(),
+    })
+}
+
+/// `16.10` is newer than `16.6`: versions compare number by number.
+pub fn version_newer(a: &str, than: &str) -> bool {
+    let parts = |v: &str| -> Vec<u32> { v.split('.').map(|p| p.parse().unwrap_or(0)).collect() };
+    parts(a) > parts(than)
+}
+
+/// The in-place settings that differ from `d`. AWS applies minor upgrades on
+/// its own (auto minor version upgrade), so only an older engine is drift.
+fn drift(c: &DbCluster, d: &Desired) -> (Vec<&'static str>, Option<(String, String)>) {
+    let mut fields = Vec::new();
+    if let Some(protect) = d.deletion_protection
+        && c.deletion_protection() != Some(protect)
+    {
+        fields.push("deletion protection");
+    }
+    if c.backup_retention_period() != Some(d.backup_days) {
+        fields.push("backup retention");
+    }
+    if c.preferred_backup_window() != Some(BACKUP_WINDOW) {
+        fields.push("backup window");
+    }
+    let exports: BTreeSet<&str> = c
+        .enabled_cloudwatch_logs_exports()
+        .iter()
+        .map(String::as_str)
+        .collect();
+    if !LOG_EXPORTS.iter().all(|l| exports.contains(l)) {
+        fields.push("log exports");
+    }
+    if c.iam_database_authentication_enabled() != Some(true) {
+        fields.push("IAM database authentication");
+    }
+    if c.db_cluster_parameter_group() != Some(d.parameter_group.as_str()) {
+        fields.push("parameter group");
+    }
+    let groups: BTreeSet<&str> = c
+        .vpc_security_groups()
+        .iter()
+        .filter_map(|g| g.vpc_security_group_id())
+        .collect();
+    if groups != BTreeSet::from([d.security_group.as_str()]) {
+        fields.push("security groups");
+    }
+    let current = c.engine_version().unwrap_or_default();
+    let upgrade = version_newer(&d.engine_version, current)
+        .then(|| (current.to_owned(), d.engine_version.clone()));
+    (fields, upgrade)
+}
+
+/// Refuses what only a new cluster could change: payops never replaces a
+/// database on its own.
+fn immutable(c: &DbCluster, key_arn: &str) -> Result<(), AwsError> {
+    let id = c.db_cluster_identifier().unwrap_or_default();
+    if c.storage_encrypted() != Some(true) {
+        return Err(AwsError::Conflict(format!(
+            "Aurora cluster {id} is not encrypted, and encryption cannot be turned on in place: \
+             restore a snapshot into an encrypted cluster (payops never replaces a database)"
+        )));
+    }
+    if let Some(k) = c.kms_key_id()
+        && k != key_arn
+    {
+        return Err(AwsError::Conflict(format!(
+            "Aurora cluster {id} is encrypted with {k}, not the env's database key {key_arn}: \
+             the key of a cluster cannot change in place"
+        )));
+    }
+    Ok(())
+}
+
+/// Why a protected cluster is not deleted, and what to do.
+pub fn protected_error(cx: &Context, id: &str) -> AwsError {
+    AwsError::Conflict(format!(
+        "Aurora cluster {id} has deletion protection on (the env was brought up with --protect): \
+         lift it with `payops up --env {} --protect=false`, then run `payops down` again",
+        cx.env()
+    ))
+}
+
+/// `payops-<env>-aurora-final-20261123101500`: unique per `down`, a valid
+/// RDS identifier.
+pub fn final_snapshot_id(cx: &Context, now: &str) -> String {
+    let digits: String = now.chars().filter(char::is_ascii_digit).take(14).collect();
+    format!("{}-final-{digits}", cx.names.db_cluster())
+}
+
+impl AuroraCluster {
+    async fn get(&self, cx: &Context) -> Result<Option<FoundCluster>, AwsError> {
+        const OP: &str = "rds:DescribeDBClusters";
+        let id = cx.names.db_cluster();
+        let out = cx
+            .clients
+            .rds
+            .describe_db_clusters()
+            .db_cluster_identifier(&id)
+            .send()
+            .await
+            .op(OP);
+        let Some(out) = absent_on(out, &["DBClusterNotFoundFault"])? else {
+            return Ok(None);
+        };
+        let Some(cluster) = out.db_clusters().first() else {
+            return Ok(None);
+        };
+        let tags = rds::tag_map(cluster.tag_list());
+        cx.check_ours(format!("Aurora cluster {id}"), &tags)?;
+        Ok(Some(FoundCluster {
+            arn: required(cluster.db_cluster_arn(), OP, "DBClusterArn")?.to_owned(),
+            id,
+            cluster: cluster.clone(),
+            tags,
+        }))
+    }
+
+    /// Waits until the cluster is `available` (after create or modify).
+    async fn wait_available(
+        &self,
+        cx: &Context,
+        step: &StepCx<'_>,
+    ) -> Result<FoundCluster, AwsError> {
+        let id = cx.names.db_cluster();
+        let progress = |m: String| step.progress(m);
+        poll_until(
+            format!("Aurora cluster {id} to become available"),
+            cx.budgets.aurora,
+            &progress,
+            || async {
+                Ok(match self.get(cx).await? {
+                    Some(f) if f.cluster.status() == Some("available") => Poll::Ready(f),
+                    Some(f) => Poll::Pending(f.cluster.status().unwrap_or("unknown").to_owned()),
+                    None => Poll::Pending("not listed yet".to_owned()),
+                })
+            },
+        )
+        .await
+    }
+
+    /// The secret the cluster is created from.
+    fn secret_arn<'a>(&self, cx: &'a Context, step: &'a StepCx<'_>) -> Result<&'a str, AwsError> {
+        Ok(match &cx.spec.db_secret {
+            DbSecret::Existing(arn) => arn,
+            DbSecret::Generated => step.output(SECRET_INPUT.0, SECRET_INPUT.1)?,
+        })
+    }
+
+    /// Whether the generated secret already names the cluster's endpoint.
+    async fn secret_has_host(
+        &self,
+        cx: &Context,
+        secret: &str,
+        endpoint: &str,
+    ) -> Result<bool, AwsError> {
+        let out = cx
+            .clients
+            .secrets
+            .get_secret_value()
+            .secret_id(secret)
+            .send()
+            .await
+            .op("secretsmanager:GetSecretValue")?;
+        let value: Value =
+            serde_json::from_str(out.secret_string().unwrap_or("{}")).unwrap_or(Value::Null);
+        Ok(value["host"].as_str() == Some(endpoint))
+    }
+
+    async fn write_secret_host(
+        &self,
+        cx: &Context,
+        secret: &str,
+        endpoint: &str,
+    ) -> Result<(), AwsError> {
+        let out = cx
+            .clients
+            .secrets
+            .get_secret_value()
+            .secret_id(secret)
+            .send()
+            .await
+            .op("secretsmanager:GetSecretValue")?;
+        let mut value: Value = serde_json::from_str(out.secret_string().unwrap_or("{}"))
+            .map_err(|_| AwsError::Conflict(format!("secret {secret} does not hold JSON")))?;
+        value["host"] = Value::from(endpoint);
+        value["port"] = Value::from(DB_PORT);
+        cx.clients
+            .secrets
+            .put_secret_value()
+            .secret_id(secret)
+            .secret_string(value.to_string())
+            .send()
+            .await
+            .op("secretsmanager:PutSecretValue")?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Resource for AuroraCluster {
+    type Found = FoundCluster;
+    type Fix = Fix;
+
+    fn kind(&self) -> &'static str {
+        "rds:db-cluster"
+    }
+
+    async fn find(&self, cx: &Context, _step: &StepCx<'_>) -> Result<Vec<FoundCluster>, AwsError> {
+        Ok(self.get(cx).await?.into_iter().collect())
+    }
+
+    fn describe(&self, found: &FoundCluster) -> String {
+        found.id.clone()
+    }
+
+    async fn create(&self, cx: &Context, step: &StepCx<'_>) -> Result<FoundCluster, AwsError> {
+        const OP: &str = "rds:CreateDBCluster";
+        let d = desired(cx, step)?;
+        let key = step.output(KEY_INPUT.0, KEY_INPUT.1)?;
+        let subnet_group = step.output(SUBNET_GROUP_INPUT.0, SUBNET_GROUP_INPUT.1)?;
+        let (username, password) = master_credentials(cx, self.secret_arn(cx, step)?).await?;
+        let id = cx.names.db_cluster();
+        let tags = cx.tagger.for_create(step.id().as_str());
+        let created = cx
+            .clients
+            .rds
+            .create_db_cluster()
+            .db_cluster_identifier(&id)
+            .engine(DB_ENGINE)
+            .engine_version(&d.engine_version)
+            .database_name(DB_NAME)
+            .port(DB_PORT)
+            .master_username(username)
+            .master_user_password(password)
+            .db_subnet_group_name(subnet_group)
+            .vpc_security_group_ids(&d.security_group)
+            .db_cluster_parameter_group_name(&d.parameter_group)
+            .storage_encrypted(true)
+            .kms_key_id(key)
+            .backup_retention_period(d.backup_days)
+            .preferred_backup_window(BACKUP_WINDOW)
+            .preferred_maintenance_window(MAINTENANCE_WINDOW)
+            .set_enable_cloudwatch_logs_exports(Some(
+                LOG_EXPORTS.iter().map(|s| (*s).to_owned()).collect(),
+            ))
+            .enable_iam_database_authentication(true)
+            .deletion_protection(d.deletion_protection.unwrap_or(false))
+            .copy_tags_to_snapshot(true)
+            .set_tags(Some(rds::rds_tags(&tags)))
+            .send()
+            .await
+            .op(OP);
+        match created {
+            Ok(out) => {
+                let arn = required(out.db_cluster(), OP, "DBCluster")?
+                    .db_cluster_arn()
+                    .unwrap_or_default()
+                    .to_owned();
+                step.remember("cluster", &arn);
+            }
+            // Made by a concurrent or killed run: `get` (in the wait) checks it is ours.
+            Err(e) if e.is_code(&["DBClusterAlreadyExistsFault"]) => {}
+            Err(e) => return Err(e),
+        }
+        step.progress(format!("waiting for {id} (3-4 minutes on AWS)"));
+        self.wait_available(cx, step).await
+    }
+
+    async fn diff(
+        &self,
+        cx: &Context,
+        step: &StepCx<'_>,
+        found: &FoundCluster,
+    ) -> Result<Vec<Fix>, AwsError> {
+        immutable(&found.cluster, step.output(KEY_INPUT.0, KEY_INPUT.1)?)?;
+        let d = desired(cx, step)?;
+        let (fields, upgrade) = drift(&found.cluster, &d);
+        let mut fixes = Vec::new();
+        if !fields.is_empty() {
+            fixes.push(Fix::Modify(fields));
+        }
+        if let Some((from, to)) = upgrade {
+            fixes.push(Fix::EngineVersion { from, to });
+        }
+        let missing = cx.tagger.missing(step.id().as_str(), &found.tags);
+        if !missing.is_empty() {
+            fixes.push(Fix::Tags(missing));
+        }
+        if cx.spec.db_secret == DbSecret::Generated
+            && let Some(endpoint) = found.cluster.endpoint()
+            && !self
+                .secret_has_host(cx, self.secret_arn(cx, step)?, endpoint)
+                .await?
+        {
+            fixes.push(Fix::SecretHost);
+        }
+        Ok(fixes)
+    }
+
+    async fn fix(
+        &self,
+        cx: &Context,
+        step: &StepCx<'_>,
+        found: &mut FoundCluster,
+        fix: Fix,
+    ) -> Result<(), AwsError> {
+        match fix {
+            Fix::Modify(_) => {
+                let d = desired(cx, step)?;
+                cx.clients
+                    .rds
+                    .modify_db_cluster()
+                    .db_cluster_identifier(&found.id)
+                    .apply_immediately(true)
+                    .set_deletion_protection(d.deletion_protection)
+                    .backup_retention_period(d.backup_days)
+                    .preferred_backup_window(BACKUP_WINDOW)
+                    .cloudwatch_logs_export_configuration(
+                        CloudwatchLogsExportConfiguration::builder()
+                            .set_enable_log_types(Some(
+                                LOG_EXPORTS.iter().map(|s| (*s).to_owned()).collect(),
+                            ))
+                            .build(),
+                    )
+                    .enable_iam_database_authentication(true)
+                    .db_cluster_parameter_group_name(&d.parameter_group)
+                    .vpc_security_group_ids(&d.security_group)
+                    .send()
+                    .await
+                    .op("rds:ModifyDBCluster")?;
+                *found = self.wait_available(cx, step).await?;
+            }
+            Fix::EngineVersion { from, to } => {
+                let major = |v: &str| v.split('.').next().unwrap_or_default().to_owned();
+                cx.clients
+                    .rds
+                    .modify_db_cluster()
+                    .db_cluster_identifier(&found.id)
+                    .apply_immediately(true)
+                    .engine_version(&to)
+                    .allow_major_version_upgrade(major(&from) != major(&to))
+                    .db_cluster_parameter_group_name(desired(cx, step)?.parameter_group)
+                    .send()
+                    .await
+                    .op("rds:ModifyDBCluster")?;
+                *found = self.wait_available(cx, step).await?;
+            }
+            Fix::Tags(missing) => {
+                rds::add_tags(cx, &found.arn, &missing).await?;
+                found.tags.extend(missing);
+            }
+            Fix::SecretHost => {
+                let endpoint = required(
+                    found.cluster.endpoint(),
+                    "rds:DescribeDBClusters",
+                    "Endpoint",
+                )?;
+                self.write_secret_host(cx, self.secret_arn(cx, step)?, endpoint)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn record(&self, cx: &Context, found: &FoundCluster) -> Record {
+        let c = &found.cluster;
+        let mut r = Record::default()
+            .resource("cluster", &found.arn)
+            .output("AuroraClusterArn", &found.arn)
+            .output("AuroraClusterIdentifier", &found.id)
+            .output("AuroraClusterEndpoint", c.endpoint().unwrap_or_default())
+            .output(
+                "AuroraReaderEndpoint",
+                c.reader_endpoint().unwrap_or_default(),
+            )
+            .output("AuroraPort", c.port().unwrap_or(DB_PORT).to_string())
+            .output("AuroraDatabaseName", DB_NAME);
+        if let DbSecret::Existing(arn) = &cx.spec.db_secret {
+            r = r.output("DbSecretArn", arn);
+        }
+        r
+    }
+
+    async fn delete(
+        &self,
+        cx: &Context,
+        step: &StepCx<'_>,
+        found: FoundCluster,
+    ) -> Result<Vec<String>, AwsError> {
+        if found.cluster.deletion_protection() == Some(true) {
+            return Err(protected_error(cx, &found.id));
+        }
+        let snapshot = cx
+            .spec
+            .final_snapshot
+            .then(|| final_snapshot_id(cx, &crate::resources::now()));
+        if found.cluster.status() != Some("deleting") {
+            let deleted = cx
+                .clients
+                .rds
+                .delete_db_cluster()
+                .db_cluster_identifier(&found.id)
+                .skip_final_snapshot(snapshot.is_none())
+                // The automated backups go too: a PR env's data is not kept
+                // unless asked for (the final snapshot).
+                .delete_automated_backups(true)
+                .set_final_db_snapshot_identifier(snapshot.clone())
+                .send()
+                .await
+                .op("rds:DeleteDBCluster");
+            absent_on(deleted, &["DBClusterNotFoundFault"])?;
+        }
+        let progress = |m: String| step.progress(m);
+        poll_until(
+            format!("Aurora cluster {} to be deleted", found.id),
+            cx.budgets.aurora,
+            &progress,
+            || async {
+                let out = cx
+                    .clients
+                    .rds
+                    .describe_db_clusters()
+                    .db_cluster_identifier(&found.id)
+                    .send()
+                    .await
+                    .op("rds:DescribeDBClusters");
+                Ok(match absent_on(out, &["DBClusterNotFoundFault"])? {
+                    None => Poll::Ready(()),
+                    Some(o) => Poll::Pending(
+                        o.db_clusters()
+                            .first()
+                            .and_then(|c| c.status())
+                            .unwrap_or("deleting")
+                            .to_owned(),
+                    ),
+                })
+            },
+        )
+        .await?;
+        let Some(snapshot) = snapshot else {
+            return Ok(vec![format!(
+                "deleted {} without a final snapshot",
+                found.id
+            )]);
+        };
+        // The snapshot carries the cluster's tags (CopyTagsToSnapshot); this
+        // one says it was kept on purpose, so the final sweep leaves it.
+        let arn = cx.arn("rds", &format!("cluster-snapshot:{snapshot}"));
+        rds::add_tags(
+            cx,
+            &arn,
+            &TagMap::from([(FINAL_SNAPSHOT_TAG.to_owned(), "true".to_owned())]),
+        )
+        .await?;
+        Ok(vec![format!(
+            "deleted {}, keeping final snapshot {snapshot} (tagged {FINAL_SNAPSHOT_TAG}=true)",
+            found.id
+        )])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_rds::Client;
+    use aws_sdk_rds::operation::add_tags_to_resource::AddTagsToResourceOutput;
+    use aws_sdk_rds::operation::create_db_cluster::CreateDbClusterOutput;
+    use aws_sdk_rds::operation::delete_db_cluster::DeleteDbClusterOutput;
+    use aws_sdk_rds::operation::describe_db_clusters::{
+        DescribeDBClustersError, DescribeDbClustersOutput,
+    };
+    use aws_sdk_rds::types::VpcSecurityGroupMembership;
+    use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueOutput;
+    use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+
+    use super::*;
+    use crate::engine::{Change, Removed};
+    use crate::resources::testing;
+
+    const STEP: &str = "aurora-cluster";
+    const KEY: &str = "arn:aws:kms:us-east-1:123456789012:key/db";
+    const SECRET: &str =
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:payops/pr1/db-master-AbCdEf";
+    const PASSWORD: &str = "s3cret-Pa55word-never-shown";
+    const ENDPOINT: &str = "payops-pr1-aurora.cluster-abc.us-east-1.rds.amazonaws.com";
+
+    fn inputs() -> Vec<(&'static str, Record)> {
+        testing::outputs(&[
+            (KEY_INPUT.0, KEY_INPUT.1, KEY),
+            (SG_INPUT.0, SG_INPUT.1, "sg-db"),
+            (SUBNET_GROUP_INPUT.0, SUBNET_GROUP_INPUT.1, "payops-pr1-db"),
+            (
+                PARAMETER_GROUP_INPUT.0,
+                PARAMETER_GROUP_INPUT.1,
+                "payops-pr1-aurora-pg16",
+            ),
+            (SECRET_INPUT.0, SECRET_INPUT.1, SECRET),
+        ])
+    }
+
+    fn cluster(protected: bool, status: &str) -> DbCluster {
+        DbCluster::builder()
+            .db_cluster_identifier("payops-pr1-aurora")
+            .db_cluster_arn("arn:aws:rds:us-east-1:123456789012:cluster:payops-pr1-aurora")
+            .status(status)
+            .endpoint(ENDPOINT)
+            .reader_endpoint("payops-pr1-aurora.cluster-ro-abc.us-east-1.rds.amazonaws.com")
+            .port(5432)
+            .engine_version("16.6")
+            .storage_encrypted(true)
+            .kms_key_id(KEY)
+            .deletion_protection(protected)
+            .backup_retention_period(7)
+            .preferred_backup_window(BACKUP_WINDOW)
+            .enabled_cloudwatch_logs_exports("postgresql")
+            .iam_database_authentication_enabled(true)
+            .db_cluster_parameter_group("payops-pr1-aurora-pg16")
+            .vpc_security_groups(
+                VpcSecurityGroupMembership::builder()
+                    .vpc_security_group_id("sg-db")
+                    .build(),
+            )
+            .set_tag_list(Some(rds::rds_tags(&testing::our_tags(STEP))))
+            .build()
+    }
+
+    fn described(c: DbCluster) -> DescribeDbClustersOutput {
+        DescribeDbClustersOutput::builder().db_clusters(c).build()
+    }
+
+    fn not_found() -> DescribeDBClustersError {
+        DescribeDBClustersError::generic(testing::error_meta("DBClusterNotFoundFault"))
+    }
+
+    fn secret_value(host: Option<&str>) -> Rule {
+        let mut v = serde_json::json!({"username": "payops_admin", "password": PASSWORD});
+        if let Some(h) = host {
+            v["host"] = h.into();
+        }
+        let v = v.to_string();
+        mock!(aws_sdk_secretsmanager::Client::get_secret_value)
+            .then_output(move || GetSecretValueOutput::builder().secret_string(&v).build())
+    }
+
+    fn cx_with(rds: &[&Rule], secrets: &[&Rule], final_snapshot: bool) -> Context {
+        let mut clients = testing::clients();
+        clients.rds = mock_client!(aws_sdk_rds, RuleMode::MatchAny, rds);
+        clients.secrets = mock_client!(aws_sdk_secretsmanager, RuleMode::MatchAny, secrets);
+        let mut cx = testing::context(clients);
+        cx.spec.final_snapshot = final_snapshot;
+        cx
+    }
+
+    #[tokio::test]
+    async fn a_converged_cluster_makes_no_mutating_call() {
+        let describe = mock!(Client::describe_db_clusters)
+            .then_output(|| described(cluster(false, "available")));
+        let secret = secret_value(Some(ENDPOINT));
+        let cx = cx_with(&[&describe], &[&secret], false);
+        let applied = testing::ensure(&cx, STEP, AuroraCluster, &inputs())
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Unchanged);
+        let r = &applied.record;
+        assert_eq!(r.outputs["AuroraClusterEndpoint"], ENDPOINT);
+        assert_eq!(r.outputs["AuroraPort"], "5432");
+        assert!(
+            !r.outputs.contains_key("DbSecretArn"),
+            "the secret step's output"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn creates_an_encrypted_cluster_from_the_secret_and_writes_its_host_back() {
+        let describe = mock!(Client::describe_db_clusters)
+            .sequence()
+            .error(not_found)
+            .output(|| described(cluster(false, "creating")))
+            .output(|| described(cluster(false, "available")))
+            .repeatedly()
+            .build();
+        let create = mock!(Client::create_db_cluster)
+            .match_requests(|r| {
+                r.master_user_password() == Some(PASSWORD)
+                    && r.master_username() == Some("payops_admin")
+                    && r.storage_encrypted() == Some(true)
+                    && r.kms_key_id() == Some(KEY)
+                    && r.deletion_protection() == Some(false)
+                    && r.backup_retention_period() == Some(7)
+                    && r.enable_iam_database_authentication() == Some(true)
+                    && r.enable_cloudwatch_logs_exports() == ["postgresql"]
+                    && r.db_cluster_parameter_group_name() == Some("payops-pr1-aurora-pg16")
+                    && r.vpc_security_group_ids() == ["sg-db"]
+                    && r.engine() == Some("aurora-postgresql")
+            })
+            .then_output(|| {
+                CreateDbClusterOutput::builder()
+                    .db_cluster(cluster(false, "creating"))
+                    .build()
+            });
+        let secret = secret_value(None);
+        let put = mock!(aws_sdk_secretsmanager::Client::put_secret_value)
+            .match_requests(|r| {
+                let v: Value = serde_json::from_str(r.secret_string().unwrap()).unwrap();
+                v["host"] == ENDPOINT && v["password"] == PASSWORD
+            })
+            .then_output(|| {
+                aws_sdk_secretsmanager::operation::put_secret_value::PutSecretValueOutput::builder()
+                    .build()
+            });
+        let cx = cx_with(&[&describe, &create], &[&secret, &put], false);
+        let applied = testing::ensure(&cx, STEP, AuroraCluster, &inputs())
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Created);
+        assert_eq!(create.num_calls(), 1);
+        assert_eq!(put.num_calls(), 1);
+        // The password is nowhere in what payops keeps or prints.
+        let shown = format!("{:?} {:?}", applied.record, applied.notes);
+        assert!(!shown.contains(PASSWORD), "{shown}");
+    }
+
+    #[tokio::test]
+    async fn protection_follows_the_protect_flag_and_is_otherwise_left_alone() {
+        let unprotected = cluster(false, "available");
+        let mut cx = cx_with(&[], &[], false);
+        let d = |cx: &Context| Desired {
+            security_group: "sg-db".into(),
+            parameter_group: "payops-pr1-aurora-pg16".into(),
+            deletion_protection: cx.spec.protect,
+            backup_days: 7,
+            engine_version: "16.6".into(),
+        };
+        assert!(drift(&unprotected, &d(&cx)).0.is_empty());
+        cx.spec.protect = Some(true);
+        assert_eq!(drift(&unprotected, &d(&cx)).0, ["deletion protection"]);
+        cx.spec.protect = None;
+        assert!(drift(&cluster(true, "available"), &d(&cx)).0.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_protected_cluster_is_not_deleted_and_the_error_says_how_to_lift_it() {
+        let describe = mock!(Client::describe_db_clusters)
+            .then_output(|| described(cluster(true, "available")));
+        let delete = mock!(Client::delete_db_cluster)
+            .then_output(|| DeleteDbClusterOutput::builder().build());
+        let cx = cx_with(&[&describe, &delete], &[], false);
+        let err = testing::destroy(&cx, STEP, AuroraCluster)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--protect=false"), "{err}");
+        assert_eq!(delete.num_calls(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn down_skips_the_final_snapshot_and_waits_until_the_cluster_is_gone() {
+        let describe = mock!(Client::describe_db_clusters)
+            .sequence()
+            .output(|| described(cluster(false, "available")))
+            .output(|| described(cluster(false, "deleting")))
+            .error(not_found)
+            .build();
+        let delete = mock!(Client::delete_db_cluster)
+            .match_requests(|r| {
+                r.skip_final_snapshot() == Some(true) && r.final_db_snapshot_identifier().is_none()
+            })
+            .then_output(|| DeleteDbClusterOutput::builder().build());
+        let cx = cx_with(&[&describe, &delete], &[], false);
+        let removed = testing::destroy(&cx, STEP, AuroraCluster).await.unwrap();
+        assert!(matches!(removed, Removed::Deleted { .. }));
+        assert_eq!(delete.num_calls(), 1);
+        assert_eq!(describe.num_calls(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn down_with_final_snapshot_keeps_one_and_tags_it() {
+        let describe = mock!(Client::describe_db_clusters)
+            .sequence()
+            .output(|| described(cluster(false, "available")))
+            .error(not_found)
+            .build();
+        let delete = mock!(Client::delete_db_cluster)
+            .match_requests(|r| {
+                r.skip_final_snapshot() == Some(false)
+                    && r.final_db_snapshot_identifier()
+                        .is_some_and(|s| s.starts_with("payops-pr1-aurora-final-"))
+            })
+            .then_output(|| DeleteDbClusterOutput::builder().build());
+        let tag = mock!(Client::add_tags_to_resource)
+            .match_requests(|r| {
+                r.resource_name()
+                    .is_some_and(|n| n.contains(":cluster-snapshot:payops-pr1-aurora-final-"))
+                    && r.tags().iter().any(|t| t.key() == Some(FINAL_SNAPSHOT_TAG))
+            })
+            .then_output(|| AddTagsToResourceOutput::builder().build());
+        let cx = cx_with(&[&describe, &delete, &tag], &[], true);
+        testing::destroy(&cx, STEP, AuroraCluster).await.unwrap();
+        assert_eq!(delete.num_calls(), 1);
+        assert_eq!(tag.num_calls(), 1);
+    }
+
+    #[test]
+    fn only_an_older_engine_is_drift_since_aws_applies_minor_upgrades_itself() {
+        assert!(version_newer("16.10", "16.6"));
+        assert!(version_newer("17.1", "16.9"));
+        assert!(!version_newer("16.6", "16.6"));
+        assert!(!version_newer("16.4", "16.6"));
+    }
+
+    #[test]
+    fn an_unencrypted_or_rekeyed_cluster_is_refused_not_replaced() {
+        let mut c = cluster(false, "available");
+        assert!(immutable(&c, KEY).is_ok());
+        assert!(immutable(&c, "arn:aws:kms:us-east-1:123456789012:key/other").is_err());
+        c.storage_encrypted = Some(false);
+        assert!(immutable(&c, KEY).is_err());
+    }
+
+    #[test]
+    fn final_snapshot_ids_are_valid_rds_identifiers() {
+        let cx = testing::context(testing::clients());
+        let id = final_snapshot_id(&cx, "2026-11-23T10:15:00Z");
+        assert_eq!(id, "payops-pr1-aurora-final-20261123101500");
+        crate::naming::NameKind::RdsIdentifier.check(&id).unwrap();
+    }
+}

@@ -1,0 +1,311 @@
+//! One Aurora instance of the cluster: slot 0 first (promotion tier 0, the
+//! preferred writer), then the readers, each in the next AZ. All are created
+//! in parallel (each ~10 minutes on AWS) and each step waits for its own.
+//!
+//! Which instance writes is Aurora's choice (the first to come up, and any
+//! reader after a failover), so the names say `aurora-1..N`, not writer or
+//! reader; the endpoints (cluster = writer, reader) are the cluster's.
+//!
+//! Slots beyond the spec's reader count are not wanted (`up` removes them),
+//! and `down` removes every slot, then the cluster: AWS refuses to delete a
+//! cluster that still has instances.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use aws_sdk_rds::types::DbInstance;
+
+use crate::aws::{AwsError, OpResult, Poll, absent_on, poll_until, required};
+use crate::engine::{Record, StepCx};
+use crate::spec::AZ_COUNT;
+use crate::tags::TagMap;
+
+use crate::resources::context::Context;
+use crate::resources::model::DB_ENGINE;
+use crate::resources::resource::Resource;
+use crate::resources::sdk::ec2::describe_tag_fix;
+use crate::resources::sdk::rds;
+
+pub struct AuroraInstance {
+    slot: usize,
+}
+
+impl AuroraInstance {
+    pub fn new(slot: usize) -> Self {
+        Self { slot }
+    }
+
+    pub fn step_id(slot: usize) -> String {
+        format!("aurora-instance:{}", slot + 1)
+    }
+
+    /// The first instance is the one to fail over to first.
+    pub fn promotion_tier(slot: usize) -> i32 {
+        if slot == 0 { 0 } else { 1 }
+    }
+}
+
+pub struct FoundInstance {
+    id: String,
+    arn: String,
+    instance: DbInstance,
+    tags: TagMap,
+}
+
+pub enum Fix {
+    Class { from: String, to: String },
+    PromotionTier(i32),
+    Tags(TagMap),
+}
+
+impl fmt::Display for Fix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Class { from, to } => write!(f, "change the instance class from {from} to {to}"),
+            Self::PromotionTier(t) => write!(f, "set promotion tier {t}"),
+            Self::Tags(t) => f.write_str(&describe_tag_fix(t)),
+        }
+    }
+}
+
+impl AuroraInstance {
+    async fn get(&self, cx: &Context) -> Result<Option<FoundInstance>, AwsError> {
+        const OP: &str = "rds:DescribeDBInstances";
+        let id = cx.names.db_instance(self.slot);
+        let out = cx
+            .clients
+            .rds
+            .describe_db_instances()
+            .db_instance_identifier(&id)
+            .send()
+            .await
+            .op(OP);
+        let Some(out) = absent_on(out, &["DBInstanceNotFound", "DBInstanceNotFoundFault"])? else {
+            return Ok(None);
+        };
+        let Some(instance) = out.db_instances().first() else {
+            return Ok(None);
+        };
+        let tags = rds::tag_map(instance.tag_list());
+        cx.check_ours(format!("Aurora instance {id}"), &tags)?;
+        let cluster = cx.names.db_cluster();
+        if instance.db_cluster_identifier() != Some(cluster.as_str()) {
+            return Err(AwsError::Conflict(format!(
+                "DB instance {id} belongs to cluster {}, not {cluster}",
+                instance.db_cluster_identifier().unwrap_or("none")
+            )));
+        }
+        Ok(Some(FoundInstance {
+            arn: required(instance.db_instance_arn(), OP, "DBInstanceArn")?.to_owned(),
+            id,
+            instance: instance.clone(),
+            tags,
+        }))
+    }
+
+    async fn wait_available(
+        &self,
+        cx: &Context,
+        step: &StepCx<'_>,
+    ) -> Result<FoundInstance, AwsError> {
+        let id = cx.names.db_instance(self.slot);
+        let progress = |m: String| step.progress(m);
+        poll_until(
+            format!("Aurora instance {id} to become available"),
+            cx.budgets.aurora_instance,
+            &progress,
+            || async {
+                Ok(match self.get(cx).await? {
+                    Some(f) if f.instance.db_instance_status() == Some("available") => {
+                        Poll::Ready(f)
+                    }
+                    Some(f) => Poll::Pending(
+                        f.instance
+                            .db_instance_status()
+                            .unwrap_or("unknown")
+                            .to_owned(),
+                    ),
+                    None => Poll::Pending("not listed yet".to_owned()),
+                })
+            },
+        )
+        .await
+    }
+}
+
+#[async_trait]
+impl Resource for AuroraInstance {
+    type Found = FoundInstance;
+    type Fix = Fix;
+
+    fn kind(&self) -> &'static str {
+        "rds:db-instance"
+    }
+
+    fn wanted(&self, cx: &Context) -> bool {
+        self.slot < cx.spec.database.instances()
+    }
+
+    async fn find(&self, cx: &Context, _step: &StepCx<'_>) -> Result<Vec<FoundInstance>, AwsError> {
+        Ok(self.get(cx).await?.into_iter().collect())
+    }
+
+    fn describe(&self, found: &FoundInstance) -> String {
+        found.id.clone()
+    }
+
+    async fn create(&self, cx: &Context, step: &StepCx<'_>) -> Result<FoundInstance, AwsError> {
+        const OP: &str = "rds:CreateDBInstance";
+        let id = cx.names.db_instance(self.slot);
+        let azs = cx.availability_zones().await?;
+        let tags = cx.tagger.for_create(step.id().as_str());
+        let created = cx
+            .clients
+            .rds
+            .create_db_instance()
+            .db_instance_identifier(&id)
+            .db_cluster_identifier(cx.names.db_cluster())
+            .engine(DB_ENGINE)
+            .db_instance_class(&cx.spec.database.instance_class)
+            .availability_zone(&azs[self.slot % AZ_COUNT])
+            .promotion_tier(Self::promotion_tier(self.slot))
+            .publicly_accessible(false)
+            .auto_minor_version_upgrade(true)
+            .copy_tags_to_snapshot(true)
+            .set_tags(Some(rds::rds_tags(&tags)))
+            .send()
+            .await
+            .op(OP);
+        match created {
+            Ok(out) => {
+                if let Some(arn) = out.db_instance().and_then(|i| i.db_instance_arn()) {
+                    step.remember("instance", arn);
+                }
+            }
+            Err(e) if e.is_code(&["DBInstanceAlreadyExists", "DBInstanceAlreadyExistsFault"]) => {}
+            Err(e) => return Err(e),
+        }
+        step.progress(format!("waiting for {id} (about 10 minutes on AWS)"));
+        self.wait_available(cx, step).await
+    }
+
+    async fn diff(
+        &self,
+        cx: &Context,
+        step: &StepCx<'_>,
+        found: &FoundInstance,
+    ) -> Result<Vec<Fix>, AwsError> {
+        let mut fixes = Vec::new();
+        let class = found.instance.db_instance_class().unwrap_or_default();
+        if class != cx.spec.database.instance_class {
+            fixes.push(Fix::Class {
+                from: class.to_owned(),
+                to: cx.spec.database.instance_class.clone(),
+            });
+        }
+        let tier = Self::promotion_tier(self.slot);
+        if found.instance.promotion_tier() != Some(tier) {
+            fixes.push(Fix::PromotionTier(tier));
+        }
+        let missing = cx.tagger.missing(step.id().as_str(), &found.tags);
+        if !missing.is_empty() {
+            fixes.push(Fix::Tags(missing));
+        }
+        Ok(fixes)
+    }
+
+    async fn fix(
+        &self,
+        cx: &Context,
+        step: &StepCx<'_>,
+        found: &mut FoundInstance,
+        fix: Fix,
+    ) -> Result<(), AwsError> {
+        match fix {
+            Fix::Class { to, .. } => {
+                cx.clients
+                    .rds
+                    .modify_db_instance()
+                    .db_instance_identifier(&found.id)
+                    .db_instance_class(&to)
+                    .apply_immediately(true)
+                    .send()
+                    .await
+                    .op("rds:ModifyDBInstance")?;
+                *found = self.wait_available(cx, step).await?;
+            }
+            Fix::PromotionTier(tier) => {
+                cx.clients
+                    .rds
+                    .modify_db_instance()
+                    .db_instance_identifier(&found.id)
+                    .promotion_tier(tier)
+                    .apply_immediately(true)
+                    .send()
+                    .await
+                    .op("rds:ModifyDBInstance")?;
+                *found = self.wait_available(cx, step).await?;
+            }
+            Fix::Tags(missing) => {
+                rds::add_tags(cx, &found.arn, &missing).await?;
+                found.tags.extend(missing);
+            }
+        }
+        Ok(())
+    }
+
+    fn record(&self, _cx: &Context, found: &FoundInstance) -> Record {
+        Record::default().resource("instance", &found.arn)
+    }
+
+    async fn delete(
+        &self,
+        cx: &Context,
+        step: &StepCx<'_>,
+        found: FoundInstance,
+    ) -> Result<Vec<String>, AwsError> {
+        if found.instance.db_instance_status() != Some("deleting") {
+            // An Aurora instance has no snapshot of its own: the data is the
+            // cluster's, which its own step deletes (or snapshots) last.
+            let deleted = cx
+                .clients
+                .rds
+                .delete_db_instance()
+                .db_instance_identifier(&found.id)
+                .send()
+                .await
+                .op("rds:DeleteDBInstance");
+            absent_on(deleted, &["DBInstanceNotFound", "DBInstanceNotFoundFault"])?;
+        }
+        let progress = |m: String| step.progress(m);
+        poll_until(
+            format!("Aurora instance {} to be deleted", found.id),
+            cx.budgets.aurora_instance,
+            &progress,
+            || async {
+                let out = cx
+                    .clients
+                    .rds
+                    .describe_db_instances()
+                    .db_instance_identifier(&found.id)
+                    .send()
+                    .await
+                    .op("rds:DescribeDBInstances");
+                Ok(
+                    match absent_on(out, &["DBInstanceNotFound", "DBInstanceNotFoundFault"])? {
+                        None => Poll::Ready(()),
+                        Some(o) => Poll::Pending(
+                            o.db_instances()
+                                .first()
+                                .and_then(|i| i.db_instance_status())
+                                .unwrap_or("deleting")
+                                .to_owned(),
+                        ),
+                    },
+                )
+            },
+        )
+        .await?;
+        Ok(Vec::new())
+    }
+}

@@ -1,0 +1,216 @@
+//! The DB subnet group: the three database subnets (one per AZ), which have
+//! no route to the internet. Aurora places its instances in these.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use async_trait::async_trait;
+
+use crate::aws::{AwsError, OpResult, absent_on, required};
+use crate::engine::{Record, StepCx};
+use crate::tags::TagMap;
+
+use crate::resources::context::Context;
+use crate::resources::resource::Resource;
+use crate::resources::sdk::ec2::describe_tag_fix;
+use crate::resources::sdk::rds;
+
+const SUBNETS_INPUT: (&str, &str) = ("subnets:database", "DatabaseSubnetIds");
+const DESCRIPTION: &str = "payops Aurora: the database subnets (no internet route)";
+
+pub struct DbSubnetGroup;
+
+pub struct FoundGroup {
+    name: String,
+    arn: String,
+    subnets: BTreeSet<String>,
+    tags: TagMap,
+}
+
+pub enum Fix {
+    Subnets(BTreeSet<String>),
+    Tags(TagMap),
+}
+
+impl fmt::Display for Fix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Subnets(s) => write!(
+                f,
+                "use the database subnets {}",
+                s.iter().cloned().collect::<Vec<_>>().join(", ")
+            ),
+            Self::Tags(t) => f.write_str(&describe_tag_fix(t)),
+        }
+    }
+}
+
+fn wanted_subnets(step: &StepCx<'_>) -> Result<BTreeSet<String>, AwsError> {
+    Ok(step
+        .output(SUBNETS_INPUT.0, SUBNETS_INPUT.1)?
+        .split(',')
+        .map(str::to_owned)
+        .collect())
+}
+
+impl DbSubnetGroup {
+    async fn get(&self, cx: &Context) -> Result<Option<FoundGroup>, AwsError> {
+        let name = cx.names.db_subnet_group();
+        let out = cx
+            .clients
+            .rds
+            .describe_db_subnet_groups()
+            .db_subnet_group_name(&name)
+            .send()
+            .await
+            .op("rds:DescribeDBSubnetGroups");
+        let Some(out) = absent_on(out, &["DBSubnetGroupNotFoundFault"])? else {
+            return Ok(None);
+        };
+        let Some(group) = out.db_subnet_groups().first() else {
+            return Ok(None);
+        };
+        let arn = required(
+            group.db_subnet_group_arn(),
+            "rds:DescribeDBSubnetGroups",
+            "DBSubnetGroupArn",
+        )?
+        .to_owned();
+        let tags = rds::list_tags(cx, &arn).await?;
+        cx.check_ours(format!("DB subnet group {name}"), &tags)?;
+        Ok(Some(FoundGroup {
+            name,
+            arn,
+            subnets: group
+                .subnets()
+                .iter()
+                .filter_map(|s| s.subnet_identifier().map(str::to_owned))
+                .collect(),
+            tags,
+        }))
+    }
+}
+
+#[async_trait]
+impl Resource for DbSubnetGroup {
+    type Found = FoundGroup;
+    type Fix = Fix;
+
+    fn kind(&self) -> &'static str {
+        "rds:db-subnet-group"
+    }
+
+    async fn find(&self, cx: &Context, _step: &StepCx<'_>) -> Result<Vec<FoundGroup>, AwsError> {
+        Ok(self.get(cx).await?.into_iter().collect())
+    }
+
+    fn describe(&self, found: &FoundGroup) -> String {
+        found.name.clone()
+    }
+
+    async fn create(&self, cx: &Context, step: &StepCx<'_>) -> Result<FoundGroup, AwsError> {
+        const OP: &str = "rds:CreateDBSubnetGroup";
+        let name = cx.names.db_subnet_group();
+        let subnets = wanted_subnets(step)?;
+        let tags = cx.tagger.for_create(step.id().as_str());
+        let created = cx
+            .clients
+            .rds
+            .create_db_subnet_group()
+            .db_subnet_group_name(&name)
+            .db_subnet_group_description(DESCRIPTION)
+            .set_subnet_ids(Some(subnets.iter().cloned().collect()))
+            .set_tags(Some(rds::rds_tags(&tags)))
+            .send()
+            .await
+            .op(OP);
+        match created {
+            Ok(out) => {
+                let group = required(out.db_subnet_group(), OP, "DBSubnetGroup")?;
+                let arn = required(group.db_subnet_group_arn(), OP, "DBSubnetGroupArn")?;
+                step.remember("db-subnet-group", arn);
+                Ok(FoundGroup {
+                    name,
+                    arn: arn.to_owned(),
+                    subnets,
+                    tags,
+                })
+            }
+            // Made by a concurrent or killed run: adopt it only if ours.
+            Err(e) if e.is_code(&["DBSubnetGroupAlreadyExists"]) => self.get(cx).await?.ok_or(e),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn diff(
+        &self,
+        cx: &Context,
+        step: &StepCx<'_>,
+        found: &FoundGroup,
+    ) -> Result<Vec<Fix>, AwsError> {
+        let mut fixes = Vec::new();
+        let subnets = wanted_subnets(step)?;
+        if found.subnets != subnets {
+            fixes.push(Fix::Subnets(subnets));
+        }
+        let missing = cx.tagger.missing(step.id().as_str(), &found.tags);
+        if !missing.is_empty() {
+            fixes.push(Fix::Tags(missing));
+        }
+        Ok(fixes)
+    }
+
+    async fn fix(
+        &self,
+        cx: &Context,
+        _step: &StepCx<'_>,
+        found: &mut FoundGroup,
+        fix: Fix,
+    ) -> Result<(), AwsError> {
+        match fix {
+            Fix::Subnets(subnets) => {
+                cx.clients
+                    .rds
+                    .modify_db_subnet_group()
+                    .db_subnet_group_name(&found.name)
+                    .db_subnet_group_description(DESCRIPTION)
+                    .set_subnet_ids(Some(subnets.iter().cloned().collect()))
+                    .send()
+                    .await
+                    .op("rds:ModifyDBSubnetGroup")?;
+                found.subnets = subnets;
+            }
+            Fix::Tags(missing) => {
+                rds::add_tags(cx, &found.arn, &missing).await?;
+                found.tags.extend(missing);
+            }
+        }
+        Ok(())
+    }
+
+    fn record(&self, _cx: &Context, found: &FoundGroup) -> Record {
+        Record::default()
+            .resource("db-subnet-group", &found.arn)
+            .output("DbSubnetGroupName", &found.name)
+    }
+
+    async fn delete(
+        &self,
+        cx: &Context,
+        _step: &StepCx<'_>,
+        found: FoundGroup,
+    ) -> Result<Vec<String>, AwsError> {
+        // The cluster's step goes first and waits until the cluster is gone,
+        // so nothing uses the group any more.
+        let deleted = cx
+            .clients
+            .rds
+            .delete_db_subnet_group()
+            .db_subnet_group_name(&found.name)
+            .send()
+            .await
+            .op("rds:DeleteDBSubnetGroup");
+        absent_on(deleted, &["DBSubnetGroupNotFoundFault"])?;
+        Ok(Vec::new())
+    }
+}

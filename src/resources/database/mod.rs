@@ -1,0 +1,100 @@
+//! The customer database: Aurora PostgreSQL in the database subnets, its
+//! subnet and parameter groups, and its master secret and rotation.
+
+pub mod aurora_cluster;
+pub mod aurora_instance;
+pub mod db_parameter_group;
+pub mod db_secret;
+pub mod db_subnet_group;
+pub mod secret_rotation;
+
+use super::model::{Function, SgRole};
+use super::registry::{Registry, dep};
+
+pub fn register(r: &mut Registry) {
+    // The customer database: Aurora PostgreSQL in the database subnets, from
+    // master credentials in Secrets Manager.
+    r.add(
+        "db-subnet-group",
+        db_subnet_group::DbSubnetGroup,
+        vec![dep(
+            "subnets:database",
+            "the group is the database subnets, which have no internet route",
+        )],
+    );
+    r.add(
+        "db-parameter-group",
+        db_parameter_group::DbParameterGroup,
+        vec![],
+    );
+    r.add(
+        "secret:db-master",
+        db_secret::GeneratedSecret,
+        vec![dep(
+            "kms-key:logs",
+            "the secret is encrypted with the logs/secrets key",
+        )],
+    );
+    r.add(
+        "aurora-cluster",
+        aurora_cluster::AuroraCluster,
+        vec![
+            dep(
+                "db-subnet-group",
+                "the cluster's instances live in the group's subnets",
+            ),
+            dep(
+                "db-parameter-group",
+                "the parameter group forces TLS on every connection",
+            ),
+            dep(
+                "kms-key:database",
+                "storage is encrypted with the database key",
+            ),
+            dep(
+                SgRole::Database.step_id(),
+                "the cluster uses the database security group",
+            ),
+            dep(
+                "security-group-rules",
+                "only the functions and the rotation function may reach PostgreSQL",
+            ),
+            dep(
+                "secret:db-master",
+                "the cluster is created from the secret's credentials (and on teardown the \
+                 secret outlives the cluster)",
+            ),
+        ],
+    );
+    for slot in 0..=usize::from(crate::spec::Database::MAX_READERS) {
+        r.add(
+            aurora_instance::AuroraInstance::step_id(slot),
+            aurora_instance::AuroraInstance::new(slot),
+            vec![dep(
+                "aurora-cluster",
+                "an instance joins the cluster; AWS deletes a cluster only once its instances \
+                 are gone",
+            )],
+        );
+    }
+}
+
+/// The rotation schedule ties the secret to the rotation function, so it is
+/// registered after compute (registry order is report order).
+pub fn register_rotation(r: &mut Registry) {
+    r.add(
+        "secret-rotation:db-master",
+        secret_rotation::SecretRotation,
+        vec![
+            dep("secret:db-master", "the rotation is the secret's"),
+            dep(
+                Function::Rotation.step_id(),
+                "Secrets Manager invokes the rotation function",
+            ),
+            dep(
+                "aurora-cluster",
+                "a rotation sets the cluster's master password, so the cluster must exist",
+            ),
+        ],
+    );
+}

@@ -1,0 +1,295 @@
+//! Rotation of the generated master secret: Secrets Manager calls payops'
+//! rotation function (lambda/secret_rotation.py) every 30 days. The function
+//! may be invoked by Secrets Manager for this secret only.
+//!
+//! Rotation is configured without rotating at once (the password was just
+//! generated). Only a secret payops generated is rotated: an operator's
+//! `--db-secret-arn` is theirs to rotate.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use aws_sdk_secretsmanager::types::RotationRulesType;
+use serde_json::Value;
+
+use crate::aws::{AwsError, OpResult, absent_on, required};
+use crate::engine::{Record, StepCx};
+use crate::spec::DbSecret;
+
+use crate::resources::context::Context;
+use crate::resources::model::Function;
+use crate::resources::resource::Resource;
+
+pub const ROTATION_DAYS: i64 = 30;
+const PRINCIPAL: &str = "secretsmanager.amazonaws.com";
+const STATEMENT_ID: &str = "SecretsManagerRotatesTheMasterSecret";
+const SECRET_INPUT: (&str, &str) = ("secret:db-master", "DbSecretArn");
+
+pub struct SecretRotation;
+
+pub struct FoundRotation {
+    secret: String,
+    function: Option<String>,
+    days: Option<i64>,
+}
+
+pub enum Fix {
+    Schedule,
+    Permission,
+}
+
+impl fmt::Display for Fix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Schedule => write!(
+                f,
+                "rotate with the env's rotation function every {ROTATION_DAYS} days"
+            ),
+            Self::Permission => {
+                f.write_str("let Secrets Manager invoke the rotation function for this secret")
+            }
+        }
+    }
+}
+
+fn function_arn<'a>(step: &'a StepCx<'_>) -> Result<&'a str, AwsError> {
+    let f = Function::Rotation;
+    Ok(step.output(&f.step_id(), &f.arn_output())?)
+}
+
+/// Whether a function policy lets Secrets Manager invoke it for `secret`.
+pub fn permits(policy: &str, secret: &str) -> bool {
+    let policy: Value = serde_json::from_str(policy).unwrap_or_default();
+    let statements: Vec<&Value> = match &policy["Statement"] {
+        Value::Array(s) => s.iter().collect(),
+        s @ Value::Object(_) => vec![s],
+        _ => Vec::new(),
+    };
+    statements.iter().any(|s| {
+        s["Sid"] == STATEMENT_ID
+            && s["Effect"] == "Allow"
+            && s["Principal"]["Service"] == PRINCIPAL
+            && s["Condition"]["ArnLike"]["AWS:SourceArn"] == secret
+    })
+}
+
+impl SecretRotation {
+    async fn permission_ok(&self, cx: &Context, secret: &str) -> Result<bool, AwsError> {
+        let got = cx
+            .clients
+            .lambda
+            .get_policy()
+            .function_name(Function::Rotation.name(cx))
+            .send()
+            .await
+            .op("lambda:GetPolicy");
+        Ok(absent_on(got, &["ResourceNotFoundException"])?
+            .is_some_and(|out| permits(out.policy().unwrap_or("{}"), secret)))
+    }
+
+    async fn permit(&self, cx: &Context, secret: &str) -> Result<(), AwsError> {
+        let name = Function::Rotation.name(cx);
+        let removed = cx
+            .clients
+            .lambda
+            .remove_permission()
+            .function_name(&name)
+            .statement_id(STATEMENT_ID)
+            .send()
+            .await
+            .op("lambda:RemovePermission");
+        absent_on(removed, &["ResourceNotFoundException"])?;
+        cx.clients
+            .lambda
+            .add_permission()
+            .function_name(&name)
+            .statement_id(STATEMENT_ID)
+            .action("lambda:InvokeFunction")
+            .principal(PRINCIPAL)
+            .source_arn(secret)
+            .source_account(&cx.account_id)
+            .send()
+            .await
+            .op("lambda:AddPermission")?;
+        Ok(())
+    }
+
+    async fn schedule(&self, cx: &Context, secret: &str, function: &str) -> Result<(), AwsError> {
+        cx.clients
+            .secrets
+            .rotate_secret()
+            .secret_id(secret)
+            .rotation_lambda_arn(function)
+            .rotation_rules(
+                RotationRulesType::builder()
+                    .automatically_after_days(ROTATION_DAYS)
+                    .build(),
+            )
+            // The password was generated moments ago; the first rotation
+            // comes on schedule.
+            .rotate_immediately(false)
+            .send()
+            .await
+            .op("secretsmanager:RotateSecret")?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Resource for SecretRotation {
+    type Found = FoundRotation;
+    type Fix = Fix;
+
+    fn kind(&self) -> &'static str {
+        "secretsmanager:rotation"
+    }
+
+    fn wanted(&self, cx: &Context) -> bool {
+        cx.spec.db_secret == DbSecret::Generated
+    }
+
+    /// The generated secret's rotation, by the secret's name (it must be
+    /// found on `down` too, without the secret step's record).
+    async fn find(&self, cx: &Context, _step: &StepCx<'_>) -> Result<Vec<FoundRotation>, AwsError> {
+        const OP: &str = "secretsmanager:DescribeSecret";
+        let out = cx
+            .clients
+            .secrets
+            .describe_secret()
+            .secret_id(cx.names.db_secret())
+            .send()
+            .await
+            .op(OP);
+        let Some(out) = absent_on(out, &["ResourceNotFoundException"])? else {
+            return Ok(Vec::new());
+        };
+        let tags = crate::tags::to_map(out.tags(), |t| (t.key(), t.value()));
+        if !cx.is_ours(&tags)
+            || out.deleted_date().is_some()
+            || out.rotation_enabled() != Some(true)
+        {
+            return Ok(Vec::new());
+        }
+        Ok(vec![FoundRotation {
+            secret: required(out.arn(), OP, "ARN")?.to_owned(),
+            function: out.rotation_lambda_arn().map(str::to_owned),
+            days: out
+                .rotation_rules()
+                .and_then(RotationRulesType::automatically_after_days),
+        }])
+    }
+
+    fn describe(&self, found: &FoundRotation) -> String {
+        format!("rotation of {}", found.secret)
+    }
+
+    async fn create(&self, cx: &Context, step: &StepCx<'_>) -> Result<FoundRotation, AwsError> {
+        let secret = step.output(SECRET_INPUT.0, SECRET_INPUT.1)?.to_owned();
+        let function = function_arn(step)?.to_owned();
+        self.permit(cx, &secret).await?;
+        self.schedule(cx, &secret, &function).await?;
+        Ok(FoundRotation {
+            secret,
+            function: Some(function),
+            days: Some(ROTATION_DAYS),
+        })
+    }
+
+    async fn diff(
+        &self,
+        cx: &Context,
+        step: &StepCx<'_>,
+        found: &FoundRotation,
+    ) -> Result<Vec<Fix>, AwsError> {
+        let mut fixes = Vec::new();
+        if found.function.as_deref() != Some(function_arn(step)?)
+            || found.days != Some(ROTATION_DAYS)
+        {
+            fixes.push(Fix::Schedule);
+        }
+        if !self.permission_ok(cx, &found.secret).await? {
+            fixes.push(Fix::Permission);
+        }
+        Ok(fixes)
+    }
+
+    async fn fix(
+        &self,
+        cx: &Context,
+        step: &StepCx<'_>,
+        found: &mut FoundRotation,
+        fix: Fix,
+    ) -> Result<(), AwsError> {
+        match fix {
+            Fix::Schedule => {
+                let function = function_arn(step)?.to_owned();
+                self.schedule(cx, &found.secret, &function).await?;
+                found.function = Some(function);
+                found.days = Some(ROTATION_DAYS);
+            }
+            Fix::Permission => self.permit(cx, &found.secret).await?,
+        }
+        Ok(())
+    }
+
+    fn record(&self, _cx: &Context, found: &FoundRotation) -> Record {
+        Record::default()
+            .resource("secret", &found.secret)
+            .output("DbSecretRotationDays", ROTATION_DAYS.to_string())
+    }
+
+    async fn delete(
+        &self,
+        cx: &Context,
+        _step: &StepCx<'_>,
+        found: FoundRotation,
+    ) -> Result<Vec<String>, AwsError> {
+        let cancelled = cx
+            .clients
+            .secrets
+            .cancel_rotate_secret()
+            .secret_id(&found.secret)
+            .send()
+            .await
+            .op("secretsmanager:CancelRotateSecret");
+        absent_on(cancelled, &["ResourceNotFoundException"])?;
+        Ok(vec![format!("turned off rotation of {}", found.secret)])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str =
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:payops/pr1/db-master-AbCdEf";
+
+    fn policy(source: &str, principal: &str) -> String {
+        serde_json::json!({
+            "Version": "2012-10-17",
+            "Statement": [{
+                "Sid": STATEMENT_ID,
+                "Effect": "Allow",
+                "Principal": {"Service": principal},
+                "Action": "lambda:InvokeFunction",
+                "Resource": "arn:aws:lambda:us-east-1:123456789012:function:payops-pr1-secret-rotation",
+                "Condition": {"ArnLike": {"AWS:SourceArn": source}}
+            }]
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn only_secrets_manager_for_this_secret_may_invoke_the_rotation_function() {
+        assert!(permits(&policy(SECRET, PRINCIPAL), SECRET));
+        assert!(!permits(
+            &policy(
+                "arn:aws:secretsmanager:us-east-1:123456789012:secret:other-x",
+                PRINCIPAL
+            ),
+            SECRET
+        ));
+        assert!(!permits(&policy(SECRET, "lambda.amazonaws.com"), SECRET));
+        assert!(!permits("{}", SECRET));
+    }
+}

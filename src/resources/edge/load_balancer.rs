@@ -1,0 +1,709 @@
+//! The env's two internal load balancers, in the private subnets:
+//!
+//! - the ALB (`payops-<env>-alb`), whose HTTPS listener sends requests to the
+//!   blue and green Lambda target groups by weight, with access logs in the
+//!   env's ALB log bucket;
+//! - the NLB (`payops-<env>-nlb`) in front of it, because a REST API VPC link
+//!   accepts only network load balancers: API Gateway -> VPC link -> NLB
+//!   (TCP 443) -> ALB (HTTPS).
+//!
+//! Type and scheme cannot change after creation: a load balancer with our
+//! name but another type or scheme is reported, never replaced silently.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use async_trait::async_trait;
+use aws_sdk_elasticloadbalancingv2::client::Waiters;
+use aws_sdk_elasticloadbalancingv2::types::{
+    IpAddressType, LoadBalancer as ElbLoadBalancer, LoadBalancerAttribute, LoadBalancerSchemeEnum,
+    LoadBalancerTypeEnum,
+};
+
+use crate::aws::{AwsError, OpResult, absent_on, required, waited};
+use crate::engine::{Record, StepCx};
+use crate::naming::NameKind;
+use crate::tags::TagMap;
+
+use crate::resources::common::s3_bucket::ALB_LOG_PREFIX;
+use crate::resources::context::Context;
+use crate::resources::resource::Resource;
+use crate::resources::sdk::ec2::describe_tag_fix;
+use crate::resources::sdk::elb;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LbKind {
+    Alb,
+    Nlb,
+}
+
+impl LbKind {
+    pub fn short(self) -> &'static str {
+        match self {
+            Self::Alb => "alb",
+            Self::Nlb => "nlb",
+        }
+    }
+
+    fn lb_type(self) -> LoadBalancerTypeEnum {
+        match self {
+            Self::Alb => LoadBalancerTypeEnum::Application,
+            Self::Nlb => LoadBalancerTypeEnum::Network,
+        }
+    }
+
+    fn security_group_input(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Alb => ("security-group:alb", "AlbSecurityGroupId"),
+            Self::Nlb => ("security-group:nlb", "NlbSecurityGroupId"),
+        }
+    }
+
+    /// `Alb` / `Nlb`: outputs `AlbArn`, `AlbDnsName`, ...
+    fn output_prefix(self) -> &'static str {
+        match self {
+            Self::Alb => "Alb",
+            Self::Nlb => "Nlb",
+        }
+    }
+}
+
+pub struct LoadBalancer {
+    kind: LbKind,
+}
+
+impl LoadBalancer {
+    pub fn new(kind: LbKind) -> Self {
+        Self { kind }
+    }
+
+    fn name(&self, cx: &Context) -> Result<String, AwsError> {
+        let name = cx.names.load_balancer(self.kind.short());
+        NameKind::LoadBalancer
+            .check(&name)
+            .map_err(AwsError::Conflict)?;
+        Ok(name)
+    }
+
+    /// The attributes payops sets; any other keeps AWS's default.
+    fn attributes(&self, step: &StepCx<'_>) -> Result<BTreeMap<&'static str, String>, AwsError> {
+        // Deletion protection stays off: `down` must be able to remove it.
+        let mut attrs = BTreeMap::from([("deletion_protection.enabled", "false".to_owned())]);
+        match self.kind {
+            LbKind::Alb => {
+                let bucket = step.output("s3-bucket:alb-logs", "AlbLogsBucketName")?;
+                attrs.insert("access_logs.s3.enabled", "true".into());
+                attrs.insert("access_logs.s3.bucket", bucket.to_owned());
+                attrs.insert("access_logs.s3.prefix", ALB_LOG_PREFIX.into());
+                // Requests with malformed headers are dropped, not passed on
+                // to the functions (request smuggling).
+                attrs.insert(
+                    "routing.http.drop_invalid_header_fields.enabled",
+                    "true".into(),
+                );
+            }
+            LbKind::Nlb => {
+                // The ALB has a node per AZ: spread connections over all.
+                attrs.insert("load_balancing.cross_zone.enabled", "true".into());
+            }
+        }
+        Ok(attrs)
+    }
+
+    fn subnets(step: &StepCx<'_>) -> Result<Vec<String>, AwsError> {
+        Ok(step
+            .output("subnets:private", "PrivateSubnetIds")?
+            .split(',')
+            .map(str::to_owned)
+            .collect())
+    }
+
+    async fn get(&self, cx: &Context, name: &str) -> Result<Option<FoundLoadBalancer>, AwsError> {
+        let Some(lb) = elb::load_balancer(cx, name).await? else {
+            return Ok(None);
+        };
+        let arn = required(
+            lb.load_balancer_arn(),
+            "elbv2:DescribeLoadBalancers",
+            "LoadBalancerArn",
+        )?
+        .to_owned();
+        let tags = elb::tags_of(cx, &arn).await?;
+        cx.check_ours(format!("load balancer {name}"), &tags)?;
+        Ok(Some(FoundLoadBalancer {
+            name: name.to_owned(),
+            arn,
+            lb,
+            tags,
+        }))
+    }
+
+    async fn wait_active(
+        &self,
+        cx: &Context,
+        step: &StepCx<'_>,
+        arn: &str,
+    ) -> Result<(), AwsError> {
+        step.progress(format!(
+            "waiting for {} to become active (2-5 minutes on AWS)",
+            self.kind.short().to_uppercase()
+        ));
+        let max = cx.budgets.load_balancer;
+        waited(
+            cx.clients
+                .elb
+                .wait_until_load_balancer_available()
+                .load_balancer_arns(arn)
+                .wait(max)
+                .await,
+            &format!("load balancer {arn} to become active"),
+            max,
+        )?;
+        Ok(())
+    }
+}
+
+pub struct FoundLoadBalancer {
+    name: String,
+    arn: String,
+    lb: ElbLoadBalancer,
+    tags: TagMap,
+}
+
+pub enum Fix {
+    Subnets(Vec<String>),
+    SecurityGroup(String),
+    Attributes(BTreeMap<&'static str, String>),
+    Tags(TagMap),
+}
+
+impl fmt::Display for Fix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Subnets(_) => f.write_str("place it in the private subnets"),
+            Self::SecurityGroup(g) => write!(f, "use security group {g} only"),
+            Self::Attributes(a) => write!(
+                f,
+                "set {}",
+                a.iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Self::Tags(t) => f.write_str(&describe_tag_fix(t)),
+        }
+    }
+}
+
+#[async_trait]
+impl Resource for LoadBalancer {
+    type Found = FoundLoadBalancer;
+    type Fix = Fix;
+
+    fn kind(&self) -> &'static str {
+        match self.kind {
+            LbKind::Alb => "elbv2:application-load-balancer",
+            LbKind::Nlb => "elbv2:network-load-balancer",
+        }
+    }
+
+    async fn find(
+        &self,
+        cx: &Context,
+        _step: &StepCx<'_>,
+    ) -> Result<Vec<FoundLoadBalancer>, AwsError> {
+        let name = self.name(cx)?;
+        Ok(self.get(cx, &name).await?.into_iter().collect())
+    }
+
+    fn describe(&self, found: &FoundLoadBalancer) -> String {
+        found.name.clone()
+    }
+
+    async fn create(&self, cx: &Context, step: &StepCx<'_>) -> Result<FoundLoadBalancer, AwsError> {
+        let name = self.name(cx)?;
+        let (sg_step, sg_key) = self.kind.security_group_input();
+        let tags = cx.tagger.for_create(step.id().as_str());
+        let created = cx
+            .clients
+            .elb
+            .create_load_balancer()
+            .name(&name)
+            .r#type(self.kind.lb_type())
+            // Internal: reachable only from inside the VPC.
+            .scheme(LoadBalancerSchemeEnum::Internal)
+            .ip_address_type(IpAddressType::Ipv4)
+            .set_subnets(Some(Self::subnets(step)?))
+            .security_groups(step.output(sg_step, sg_key)?)
+            .set_tags(Some(elb::tag_list(&tags)))
+            .send()
+            .await
+            .op("elbv2:CreateLoadBalancer")?;
+        let lb = created
+            .load_balancers()
+            .first()
+            .cloned()
+            .ok_or(AwsError::Incomplete {
+                op: "elbv2:CreateLoadBalancer",
+                field: "LoadBalancers",
+            })?;
+        let arn = required(
+            lb.load_balancer_arn(),
+            "elbv2:CreateLoadBalancer",
+            "LoadBalancerArn",
+        )?
+        .to_owned();
+        step.remember("load_balancer", &arn);
+        self.wait_active(cx, step, &arn).await?;
+        // Re-read: the DNS name and state are final only now.
+        match self.get(cx, &name).await? {
+            Some(found) => Ok(found),
+            None => Ok(FoundLoadBalancer {
+                name,
+                arn,
+                lb,
+                tags,
+            }),
+        }
+    }
+
+    async fn diff(
+        &self,
+        cx: &Context,
+        step: &StepCx<'_>,
+        found: &FoundLoadBalancer,
+    ) -> Result<Vec<Fix>, AwsError> {
+        let lb = &found.lb;
+        if lb.r#type() != Some(&self.kind.lb_type())
+            || lb.scheme() != Some(&LoadBalancerSchemeEnum::Internal)
+        {
+            return Err(AwsError::Conflict(format!(
+                "load balancer {} is {:?}/{:?}, payops needs an internal {}; AWS cannot change \
+                 either in place: run `payops down` first",
+                found.name,
+                lb.r#type(),
+                lb.scheme(),
+                self.kind.lb_type().as_str()
+            )));
+        }
+        let mut fixes = Vec::new();
+        let want: BTreeSet<String> = Self::subnets(step)?.into_iter().collect();
+        let have: BTreeSet<String> = lb
+            .availability_zones()
+            .iter()
+            .filter_map(|az| az.subnet_id().map(str::to_owned))
+            .collect();
+        if have != want {
+            fixes.push(Fix::Subnets(want.into_iter().collect()));
+        }
+        let (sg_step, sg_key) = self.kind.security_group_input();
+        let group = step.output(sg_step, sg_key)?;
+        if lb.security_groups() != [group] {
+            fixes.push(Fix::SecurityGroup(group.to_owned()));
+        }
+        let out = cx
+            .clients
+            .elb
+            .describe_load_balancer_attributes()
+            .load_balancer_arn(&found.arn)
+            .send()
+            .await
+            .op("elbv2:DescribeLoadBalancerAttributes")?;
+        let have: BTreeMap<&str, &str> = out
+            .attributes()
+            .iter()
+            .filter_map(|a| Some((a.key()?, a.value()?)))
+            .collect();
+        let drifted: BTreeMap<&'static str, String> = self
+            .attributes(step)?
+            .into_iter()
+            .filter(|(k, v)| have.get(k) != Some(&v.as_str()))
+            .collect();
+        if !drifted.is_empty() {
+            fixes.push(Fix::Attributes(drifted));
+        }
+        let missing = cx.tagger.missing(step.id().as_str(), &found.tags);
+        if !missing.is_empty() {
+            fixes.push(Fix::Tags(missing));
+        }
+        Ok(fixes)
+    }
+
+    async fn fix(
+        &self,
+        cx: &Context,
+        _step: &StepCx<'_>,
+        found: &mut FoundLoadBalancer,
+        fix: Fix,
+    ) -> Result<(), AwsError> {
+        let elb = &cx.clients.elb;
+        match fix {
+            Fix::Subnets(subnets) => {
+                elb.set_subnets()
+                    .load_balancer_arn(&found.arn)
+                    .set_subnets(Some(subnets))
+                    .send()
+                    .await
+                    .op("elbv2:SetSubnets")?;
+            }
+            Fix::SecurityGroup(group) => {
+                elb.set_security_groups()
+                    .load_balancer_arn(&found.arn)
+                    .security_groups(group)
+                    .send()
+                    .await
+                    .op("elbv2:SetSecurityGroups")?;
+            }
+            Fix::Attributes(attrs) => {
+                let attrs = attrs
+                    .into_iter()
+                    .map(|(k, v)| LoadBalancerAttribute::builder().key(k).value(v).build())
+                    .collect();
+                elb.modify_load_balancer_attributes()
+                    .load_balancer_arn(&found.arn)
+                    .set_attributes(Some(attrs))
+                    .send()
+                    .await
+                    .op("elbv2:ModifyLoadBalancerAttributes")?;
+            }
+            Fix::Tags(tags) => {
+                elb::add_tags(cx, &found.arn, &tags).await?;
+                found.tags.extend(tags);
+            }
+        }
+        Ok(())
+    }
+
+    fn record(&self, _cx: &Context, found: &FoundLoadBalancer) -> Record {
+        let p = self.kind.output_prefix();
+        Record::default()
+            .resource("load_balancer", &found.arn)
+            .output(format!("{p}Arn"), &found.arn)
+            .output(
+                format!("{p}DnsName"),
+                found.lb.dns_name().unwrap_or_default(),
+            )
+    }
+
+    async fn delete(
+        &self,
+        cx: &Context,
+        step: &StepCx<'_>,
+        found: FoundLoadBalancer,
+    ) -> Result<Vec<String>, AwsError> {
+        let deleted = cx
+            .clients
+            .elb
+            .delete_load_balancer()
+            .load_balancer_arn(&found.arn)
+            .send()
+            .await
+            .op("elbv2:DeleteLoadBalancer");
+        if absent_on(deleted, &["LoadBalancerNotFound"])?.is_none() {
+            return Ok(Vec::new());
+        }
+        // Its network interfaces leave the subnets only once it is gone.
+        step.progress(format!("waiting for {} to be deleted", found.name));
+        let max = cx.budgets.load_balancer;
+        waited(
+            cx.clients
+                .elb
+                .wait_until_load_balancers_deleted()
+                .load_balancer_arns(&found.arn)
+                .wait(max)
+                .await,
+            &format!("load balancer {} to be deleted", found.name),
+            max,
+        )?;
+        Ok(Vec::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_elasticloadbalancingv2::Client;
+    use aws_sdk_elasticloadbalancingv2::operation::{
+        create_load_balancer::CreateLoadBalancerOutput,
+        delete_load_balancer::DeleteLoadBalancerOutput,
+        describe_load_balancer_attributes::DescribeLoadBalancerAttributesOutput,
+        describe_load_balancers::{DescribeLoadBalancersError, DescribeLoadBalancersOutput},
+        describe_tags::DescribeTagsOutput,
+        modify_load_balancer_attributes::ModifyLoadBalancerAttributesOutput,
+        set_security_groups::SetSecurityGroupsOutput,
+    };
+    use aws_sdk_elasticloadbalancingv2::types::TagDescription;
+    use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+
+    use super::*;
+    use crate::engine::{Change, Removed};
+    use crate::resources::sdk::elb::fake;
+    use crate::resources::testing;
+
+    fn inputs(kind: LbKind) -> Vec<(&'static str, Record)> {
+        let (sg_step, sg_key) = kind.security_group_input();
+        testing::outputs(&[
+            (
+                "subnets:private",
+                "PrivateSubnetIds",
+                "subnet-a,subnet-b,subnet-c",
+            ),
+            (
+                sg_step,
+                sg_key,
+                if kind == LbKind::Alb {
+                    "sg-alb"
+                } else {
+                    "sg-nlb"
+                },
+            ),
+            (
+                "s3-bucket:alb-logs",
+                "AlbLogsBucketName",
+                "payops-pr1-alb-logs-123456789012-us-east-1",
+            ),
+        ])
+    }
+
+    fn step(kind: LbKind) -> &'static str {
+        if kind == LbKind::Alb {
+            "load-balancer:alb"
+        } else {
+            "load-balancer:nlb"
+        }
+    }
+
+    fn attributes(pairs: &[(&str, &str)]) -> Rule {
+        let attrs: Vec<LoadBalancerAttribute> = pairs
+            .iter()
+            .map(|(k, v)| LoadBalancerAttribute::builder().key(*k).value(*v).build())
+            .collect();
+        mock!(Client::describe_load_balancer_attributes).then_output(move || {
+            DescribeLoadBalancerAttributesOutput::builder()
+                .set_attributes(Some(attrs.clone()))
+                .build()
+        })
+    }
+
+    const ALB_ATTRIBUTES: [(&str, &str); 5] = [
+        ("deletion_protection.enabled", "false"),
+        ("access_logs.s3.enabled", "true"),
+        (
+            "access_logs.s3.bucket",
+            "payops-pr1-alb-logs-123456789012-us-east-1",
+        ),
+        ("access_logs.s3.prefix", "alb"),
+        ("routing.http.drop_invalid_header_fields.enabled", "true"),
+    ];
+
+    fn not_found() -> DescribeLoadBalancersError {
+        DescribeLoadBalancersError::generic(testing::error_meta("LoadBalancerNotFound"))
+    }
+
+    fn context(rules: &[&Rule]) -> Context {
+        let mut clients = testing::clients();
+        clients.elb = mock_client!(aws_sdk_elasticloadbalancingv2, RuleMode::MatchAny, rules);
+        testing::context(clients)
+    }
+
+    #[tokio::test]
+    async fn creates_an_internal_alb_in_the_private_subnets_with_access_logs() {
+        let describe = mock!(Client::describe_load_balancers)
+            .sequence()
+            .error(not_found)
+            .output(|| {
+                DescribeLoadBalancersOutput::builder()
+                    .load_balancers(fake::load_balancer("alb"))
+                    .build()
+            })
+            .repeatedly()
+            .build();
+        let create = mock!(Client::create_load_balancer)
+            .match_requests(|r| {
+                r.name() == Some("payops-pr1-alb")
+                    && r.r#type() == Some(&LoadBalancerTypeEnum::Application)
+                    && r.scheme() == Some(&LoadBalancerSchemeEnum::Internal)
+                    && r.subnets() == ["subnet-a", "subnet-b", "subnet-c"]
+                    && r.security_groups() == ["sg-alb"]
+                    && r.tags().iter().any(|t| {
+                        t.key() == Some("payops:step") && t.value() == Some("load-balancer:alb")
+                    })
+            })
+            .then_output(|| {
+                CreateLoadBalancerOutput::builder()
+                    .load_balancers(fake::load_balancer("alb"))
+                    .build()
+            });
+        let modify = mock!(Client::modify_load_balancer_attributes)
+            .match_requests(|r| {
+                let get = |k: &str| {
+                    r.attributes()
+                        .iter()
+                        .find(|a| a.key() == Some(k))
+                        .and_then(|a| a.value())
+                };
+                get("access_logs.s3.enabled") == Some("true")
+                    && get("access_logs.s3.bucket")
+                        == Some("payops-pr1-alb-logs-123456789012-us-east-1")
+                    && get("access_logs.s3.prefix") == Some("alb")
+                    && get("routing.http.drop_invalid_header_fields.enabled") == Some("true")
+            })
+            .then_output(|| ModifyLoadBalancerAttributesOutput::builder().build());
+        let defaults = attributes(&[("deletion_protection.enabled", "false")]);
+        let cx = context(&[
+            &describe,
+            &fake::describe_tags(),
+            &create,
+            &defaults,
+            &modify,
+        ]);
+        let applied = testing::ensure(
+            &cx,
+            step(LbKind::Alb),
+            LoadBalancer::new(LbKind::Alb),
+            &inputs(LbKind::Alb),
+        )
+        .await
+        .unwrap();
+        assert_eq!(applied.change, Change::Created);
+        assert_eq!(applied.record.outputs["AlbArn"], fake::ALB);
+        assert!(applied.record.outputs["AlbDnsName"].starts_with("internal-payops-pr1-alb"));
+        assert_eq!((create.num_calls(), modify.num_calls()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn an_owned_nlb_in_sync_is_adopted_without_mutating_calls() {
+        let attrs = attributes(&[
+            ("deletion_protection.enabled", "false"),
+            ("load_balancing.cross_zone.enabled", "true"),
+        ]);
+        let cx = context(&[
+            &fake::describe_load_balancers(),
+            &fake::describe_tags(),
+            &attrs,
+        ]);
+        let applied = testing::ensure(
+            &cx,
+            step(LbKind::Nlb),
+            LoadBalancer::new(LbKind::Nlb),
+            &inputs(LbKind::Nlb),
+        )
+        .await
+        .unwrap();
+        assert_eq!(applied.change, Change::Unchanged, "{:?}", applied.notes);
+        assert_eq!(applied.record.outputs["NlbArn"], fake::NLB);
+    }
+
+    #[tokio::test]
+    async fn a_load_balancer_with_our_name_but_not_our_tags_is_refused() {
+        let untagged = mock!(Client::describe_tags).then_output(|| {
+            DescribeTagsOutput::builder()
+                .tag_descriptions(TagDescription::builder().resource_arn(fake::ALB).build())
+                .build()
+        });
+        let cx = context(&[&fake::describe_load_balancers(), &untagged]);
+        let err = testing::ensure(
+            &cx,
+            step(LbKind::Alb),
+            LoadBalancer::new(LbKind::Alb),
+            &inputs(LbKind::Alb),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("not tagged"), "{err}");
+        assert!(
+            testing::destroy(&cx, step(LbKind::Alb), LoadBalancer::new(LbKind::Alb))
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_changed_group_and_disabled_access_logs_are_repaired() {
+        let mut inputs = inputs(LbKind::Alb);
+        for (step, record) in &mut inputs {
+            if *step == "security-group:alb" {
+                *record = Record::default().output("AlbSecurityGroupId", "sg-new");
+            }
+        }
+        let mut attrs = ALB_ATTRIBUTES.to_vec();
+        attrs[1] = ("access_logs.s3.enabled", "false");
+        let attrs = attributes(&attrs);
+        let groups = mock!(Client::set_security_groups)
+            .match_requests(|r| r.security_groups() == ["sg-new"])
+            .then_output(|| SetSecurityGroupsOutput::builder().build());
+        let modify = mock!(Client::modify_load_balancer_attributes)
+            .match_requests(|r| r.attributes().len() == 1)
+            .then_output(|| ModifyLoadBalancerAttributesOutput::builder().build());
+        let cx = context(&[
+            &fake::describe_load_balancers(),
+            &fake::describe_tags(),
+            &attrs,
+            &groups,
+            &modify,
+        ]);
+        let applied = testing::ensure(
+            &cx,
+            step(LbKind::Alb),
+            LoadBalancer::new(LbKind::Alb),
+            &inputs,
+        )
+        .await
+        .unwrap();
+        assert_eq!(applied.change, Change::Updated);
+        assert_eq!((groups.num_calls(), modify.num_calls()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_load_balancer_of_another_type_is_a_conflict_not_a_replacement() {
+        // The NLB's name answers with an application load balancer.
+        let wrong = mock!(Client::describe_load_balancers).then_output(|| {
+            let mut lb = fake::load_balancer("alb");
+            lb.load_balancer_name = Some("payops-pr1-nlb".into());
+            DescribeLoadBalancersOutput::builder()
+                .load_balancers(lb)
+                .build()
+        });
+        let cx = context(&[&wrong, &fake::describe_tags()]);
+        let err = testing::ensure(
+            &cx,
+            step(LbKind::Nlb),
+            LoadBalancer::new(LbKind::Nlb),
+            &inputs(LbKind::Nlb),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("cannot change"), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn delete_waits_until_the_load_balancer_is_gone() {
+        let describe = mock!(Client::describe_load_balancers)
+            .sequence()
+            .output(|| {
+                DescribeLoadBalancersOutput::builder()
+                    .load_balancers(fake::load_balancer("nlb"))
+                    .build()
+            })
+            .times(2)
+            .error(not_found)
+            .repeatedly()
+            .build();
+        let delete = mock!(Client::delete_load_balancer)
+            .match_requests(|r| r.load_balancer_arn() == Some(fake::NLB))
+            .then_output(|| DeleteLoadBalancerOutput::builder().build());
+        let cx = context(&[&describe, &fake::describe_tags(), &delete]);
+        let removed = testing::destroy(&cx, step(LbKind::Nlb), LoadBalancer::new(LbKind::Nlb))
+            .await
+            .unwrap();
+        assert!(matches!(removed, Removed::Deleted { .. }));
+        assert_eq!(delete.num_calls(), 1);
+        let gone = mock!(Client::describe_load_balancers).then_error(not_found);
+        let cx = context(&[&gone]);
+        assert_eq!(
+            testing::destroy(&cx, step(LbKind::Nlb), LoadBalancer::new(LbKind::Nlb))
+                .await
+                .unwrap(),
+            Removed::AlreadyAbsent
+        );
+    }
+}

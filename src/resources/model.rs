@@ -1,0 +1,158 @@
+//! The env's shared vocabulary: the functions, the security groups, the
+//! traffic colours and the constants several domains name.
+//!
+//! Nothing here is a step and nothing here imports a step: a domain that
+//! needs to name another domain's resource (its step id, its output key, its
+//! port) names it through these types, and reads its values through the step
+//! context's outputs, never by importing the other domain's files.
+
+use super::context::Context;
+
+/// The blue/green aliases of transaction processing, and the ALB target
+/// groups named after them.
+pub const BLUE: &str = "blue";
+pub const GREEN: &str = "green";
+
+/// Tag on the alarms `payops shift` watches before and while it moves
+/// traffic (`true`).
+pub const SHIFT_GATE: &str = "payops:shift-gate";
+
+/// The HTTPS port the ALB listens on (and the NLB forwards).
+pub const HTTPS_PORT: i32 = 443;
+
+/// The REST API's one stage (also CloudWatch's `Stage` dimension).
+pub const API_STAGE: &str = "v1";
+
+/// The engine every payops database runs.
+pub const DB_ENGINE: &str = "aurora-postgresql";
+/// The database created in the cluster, and the port it listens on.
+pub const DB_NAME: &str = "payments";
+pub const DB_PORT: i32 = 5432;
+
+/// The env's Lambda functions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Function {
+    Validation,
+    Fraud,
+    Transaction,
+    /// Secrets Manager's rotation function for the Aurora master secret.
+    Rotation,
+}
+
+impl Function {
+    pub const ALL: [Function; 4] = [
+        Self::Validation,
+        Self::Fraud,
+        Self::Transaction,
+        Self::Rotation,
+    ];
+
+    /// Names the function, its role and its log group: `payment-validation`.
+    pub fn slug(self) -> &'static str {
+        match self {
+            Self::Validation => "payment-validation",
+            Self::Fraud => "fraud-detection",
+            Self::Transaction => "transaction-processing",
+            Self::Rotation => "secret-rotation",
+        }
+    }
+
+    pub fn step_id(self) -> String {
+        format!("lambda-function:{}", self.slug())
+    }
+
+    pub fn role_step(self) -> String {
+        format!("iam-role:{}", self.slug())
+    }
+
+    pub fn log_step(self) -> String {
+        format!("log-group:{}", self.slug())
+    }
+
+    /// `Validation`: outputs are `ValidationFunctionArn`, `ValidationRoleArn`, ...
+    pub fn output_prefix(self) -> &'static str {
+        match self {
+            Self::Validation => "Validation",
+            Self::Fraud => "Fraud",
+            Self::Transaction => "Transaction",
+            Self::Rotation => "Rotation",
+        }
+    }
+
+    pub fn arn_output(self) -> String {
+        format!("{}FunctionArn", self.output_prefix())
+    }
+
+    pub fn name(self, cx: &Context) -> String {
+        cx.names.function(self.slug())
+    }
+
+    /// The security group of its network interfaces.
+    pub fn security_group(self) -> SgRole {
+        match self {
+            Self::Rotation => SgRole::Rotation,
+            _ => SgRole::Lambda,
+        }
+    }
+
+    pub fn reserved_concurrency(self, cx: &Context) -> u32 {
+        let c = cx.spec.concurrency;
+        match self {
+            Self::Validation => c.validation,
+            Self::Fraud => c.fraud,
+            Self::Transaction => c.transaction,
+            // One rotation at a time: Secrets Manager retries a throttled step.
+            Self::Rotation => 1,
+        }
+    }
+
+    /// Only transaction processing sits behind the blue/green target groups.
+    pub fn has_slots(self) -> bool {
+        self == Self::Transaction
+    }
+}
+
+/// The env's security groups, by what uses them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SgRole {
+    Alb,
+    Nlb,
+    Lambda,
+    Database,
+    /// The secret-rotation Lambda.
+    Rotation,
+}
+
+impl SgRole {
+    pub const ALL: [SgRole; 5] = [
+        Self::Alb,
+        Self::Nlb,
+        Self::Lambda,
+        Self::Database,
+        Self::Rotation,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Alb => "alb",
+            Self::Nlb => "nlb",
+            Self::Lambda => "lambda",
+            Self::Database => "database",
+            Self::Rotation => "rotation",
+        }
+    }
+
+    pub fn step_id(self) -> String {
+        format!("security-group:{}", self.as_str())
+    }
+
+    pub fn output_key(self) -> &'static str {
+        match self {
+            Self::Alb => "AlbSecurityGroupId",
+            Self::Nlb => "NlbSecurityGroupId",
+            Self::Lambda => "LambdaSecurityGroupId",
+            Self::Database => "DatabaseSecurityGroupId",
+            Self::Rotation => "RotationSecurityGroupId",
+        }
+    }
+}

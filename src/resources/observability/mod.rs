@@ -1,0 +1,56 @@
+//! Observability: the dashboard, the alarms and who hears of them.
+
+pub mod alarms;
+pub mod alert_subscriptions;
+pub mod dashboard;
+pub mod monitoring;
+
+use super::registry::{Registry, dep};
+
+pub fn register(r: &mut Registry) {
+    // Observability: the dashboard, the alarms and who hears of them. Names
+    // that are deterministic (API, functions, tables, the Aurora cluster
+    // `payops-<env>-aurora`) need no edge: graphs and alarms of a resource
+    // that does not exist yet simply show no data.
+    r.add(
+        "dashboard",
+        dashboard::Dashboard,
+        vec![
+            dep(
+                monitoring::ALB_INPUT.0,
+                "the ALB graphs' LoadBalancer dimension (app/<name>/<id>) comes from the ALB's ARN",
+            ),
+            dep(
+                monitoring::BLUE_INPUT.0,
+                "the blue graphs' TargetGroup dimension (targetgroup/<name>/<id>) comes from its ARN",
+            ),
+            dep(
+                monitoring::GREEN_INPUT.0,
+                "the green graphs' TargetGroup dimension (targetgroup/<name>/<id>) comes from its ARN",
+            ),
+        ],
+    );
+    for alarm in alarms::Alarm::ALL {
+        let mut deps = vec![dep(
+            alarm.topic().input().0,
+            "the alarm notifies this topic (AlarmActions and OKActions are its ARN)",
+        )];
+        if alarm.needs_alb() {
+            deps.push(dep(
+                monitoring::ALB_INPUT.0,
+                "the alarm's LoadBalancer dimension (app/<name>/<id>) comes from the ALB's ARN",
+            ));
+        }
+        r.add(alarm.step_id(), alarms::AlarmStep::new(alarm), deps);
+    }
+    for topic in ["failed-transactions", "system-errors"] {
+        r.add(
+            alert_subscriptions::AlertSubscriptions::step_id(topic),
+            alert_subscriptions::AlertSubscriptions::new(topic),
+            vec![dep(
+                format!("sns-topic:{topic}"),
+                "the email subscriptions belong to the topic (and payops checks it is the env's)",
+            )],
+        );
+    }
+}

@@ -1,0 +1,39 @@
+//! The registry: each domain adds its steps, in order, with the reason for
+//! every dependency. Registry order is report order (and state files are
+//! keyed on the step ids), so a domain appends; it never reorders.
+
+use crate::engine::{Dependency, Step, StepId};
+
+use super::context::Context;
+use super::resource::{Node, Resource};
+
+/// A dependency edge with the reason it exists.
+pub fn dep(on: impl Into<StepId>, reason: &'static str) -> Dependency {
+    Dependency::on(on, reason)
+}
+
+/// Collects the steps in registry order (which is also the order of reports).
+#[derive(Default)]
+pub struct Registry {
+    steps: Vec<Box<dyn Step<Context>>>,
+}
+
+impl Registry {
+    pub fn add(&mut self, id: impl Into<StepId>, resource: impl Resource, deps: Vec<Dependency>) {
+        self.steps.push(Box::new(Node::new(id, resource, deps)));
+    }
+
+    /// A step that is not a resource (a wait between resources).
+    pub fn add_step(&mut self, step: impl Step<Context> + 'static) {
+        self.steps.push(Box::new(step));
+    }
+
+    /// The ids registered so far.
+    pub fn ids(&self) -> Vec<StepId> {
+        self.steps.iter().map(|s| s.id().clone()).collect()
+    }
+
+    pub fn into_steps(self) -> Vec<Box<dyn Step<Context>>> {
+        self.steps
+    }
+}

@@ -1,0 +1,135 @@
+//! Helpers every EC2 resource shares: ownership filters, tags at creation,
+//! tag repair, and deleting what AWS is slow to let go of.
+
+use std::future::Future;
+
+use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
+
+use crate::aws::{AwsError, OpResult, absent_on, retry_on_codes};
+use crate::engine::StepCx;
+use crate::tags::{self, TagMap};
+
+use crate::resources::context::Context;
+
+/// Filters matching what `step` of this env created. EC2 resources are tagged
+/// in the create call itself, so a resource without these tags was not made
+/// by payops (or was made and failed before existing).
+pub fn owned_by(cx: &Context, step: &str) -> Vec<Filter> {
+    vec![
+        tag_filter(tags::MANAGED_BY, tags::MANAGER),
+        tag_filter(tags::ENV, cx.env().as_str()),
+        tag_filter(tags::STEP, step),
+    ]
+}
+
+/// The same test as [`owned_by`], on tags already read: emulators ignore
+/// some tag filters (moto on DescribeNatGateways), so every find checks again.
+pub fn is_owned_by(cx: &Context, step: &str, tags: &TagMap) -> bool {
+    cx.is_ours(tags) && tags.get(tags::STEP).map(String::as_str) == Some(step)
+}
+
+pub fn tag_filter(key: &str, value: &str) -> Filter {
+    Filter::builder()
+        .name(format!("tag:{key}"))
+        .values(value)
+        .build()
+}
+
+pub fn filter(name: &str, values: impl IntoIterator<Item = impl Into<String>>) -> Filter {
+    let mut f = Filter::builder().name(name);
+    for v in values {
+        f = f.values(v);
+    }
+    f.build()
+}
+
+/// The desired tags of one EC2 resource: ownership, cost and `Name`.
+pub fn desired_tags(cx: &Context, step: &str, name: &str) -> TagMap {
+    let mut tags = cx.tagger.for_create(step);
+    tags.insert("Name".into(), name.into());
+    tags
+}
+
+pub fn tag_spec(cx: &Context, resource: ResourceType, step: &str, name: &str) -> TagSpecification {
+    tag_spec_with(cx, resource, step, name, &TagMap::new())
+}
+
+/// [`tag_spec`] plus `extra` tags of the resource's own.
+pub fn tag_spec_with(
+    cx: &Context,
+    resource: ResourceType,
+    step: &str,
+    name: &str,
+    extra: &TagMap,
+) -> TagSpecification {
+    let mut spec = TagSpecification::builder().resource_type(resource);
+    let mut tags = desired_tags(cx, step, name);
+    tags.extend(extra.clone());
+    for (k, v) in tags {
+        spec = spec.tags(Tag::builder().key(k).value(v).build());
+    }
+    spec.build()
+}
+
+pub fn tag_map(tags: &[Tag]) -> TagMap {
+    tags::to_map(tags, |t| (t.key(), t.value()))
+}
+
+/// Tags to add so the resource carries the desired set (empty: in sync).
+pub fn missing_tags(cx: &Context, step: &str, name: &str, existing: &TagMap) -> TagMap {
+    let mut missing = cx.tagger.missing(step, existing);
+    if existing.get("Name").map(String::as_str) != Some(name) {
+        missing.insert("Name".into(), name.into());
+    }
+    missing
+}
+
+pub async fn add_tags(cx: &Context, resource_id: &str, tags: &TagMap) -> Result<(), AwsError> {
+    let mut req = cx.clients.ec2.create_tags().resources(resource_id);
+    for (k, v) in tags {
+        req = req.tags(Tag::builder().key(k).value(v).build());
+    }
+    req.send().await.op("ec2:CreateTags")?;
+    Ok(())
+}
+
+/// "add tags CostCenter, Name": how a tag fix reads in `status`.
+pub fn describe_tag_fix(tags: &TagMap) -> String {
+    format!(
+        "add tags {}",
+        tags.keys()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// Calls `call` until it succeeds, waiting (with backoff and progress) while
+/// AWS answers one of `busy` (typically DependencyViolation: ENIs, NAT
+/// addresses and other dependents let go slowly on real AWS), within the
+/// dependency budget. An answer in `gone` means it was deleted already.
+pub async fn delete_patiently<T, F, Fut>(
+    cx: &Context,
+    step: &StepCx<'_>,
+    what: impl AsRef<str>,
+    busy: &[&str],
+    gone: &[&str],
+    mut call: F,
+) -> Result<(), AwsError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, AwsError>>,
+{
+    let progress = |m: String| step.progress(m);
+    retry_on_codes(
+        what,
+        busy,
+        cx.budgets.dependency_violation,
+        &progress,
+        || {
+            let attempt = call();
+            async move { absent_on(attempt.await, gone).map(drop) }
+        },
+    )
+    .await
+}
