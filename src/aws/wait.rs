@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::errors::AwsError;
+use super::errors::{AwsError, absent_on};
 
 /// How long to keep trying; long on real AWS, where hyperplane ENIs take up to
 /// 45 minutes to go, and irrelevant on emulators that answer at once.
@@ -113,6 +113,34 @@ where
     }
 }
 
+/// Polls until AWS no longer knows a resource being deleted ("requested is
+/// not done"): `describe` reads it, an error with one of the `gone` codes
+/// means it is gone, and `status` says what it is doing meanwhile.
+pub async fn wait_until_gone<T, F, Fut>(
+    what: impl AsRef<str>,
+    budget: Budget,
+    progress: &(dyn Fn(String) + Send + Sync),
+    gone: &[&str],
+    mut describe: F,
+    status: impl Fn(&T) -> String,
+) -> Result<(), AwsError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, AwsError>>,
+{
+    poll_until(what, budget, progress, || {
+        let read = describe();
+        let status = &status;
+        async move {
+            Ok(match absent_on(read.await, gone)? {
+                None => Poll::Ready(()),
+                Some(found) => Poll::Pending(status(&found)),
+            })
+        }
+    })
+    .await
+}
+
 /// One poll's verdict; `Pending` carries the status seen, for progress.
 pub enum Poll<T> {
     Ready(T),
@@ -120,7 +148,8 @@ pub enum Poll<T> {
 }
 
 /// Maps an SDK waiter's error: running out of time is a `Timeout`, anything
-/// else (a failure state such as a NAT gateway `failed`) says what happened.
+/// else (a failure state such as a NAT gateway `failed`) says what happened,
+/// with the service's error code when it sent one.
 pub fn waited<T, O, E>(
     result: Result<T, aws_smithy_runtime_api::client::waiters::error::WaiterError<O, E>>,
     what: &str,
@@ -128,9 +157,14 @@ pub fn waited<T, O, E>(
 ) -> Result<T, AwsError>
 where
     O: std::fmt::Debug,
-    E: std::error::Error + Send + Sync + 'static,
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata
+        + std::error::Error
+        + Send
+        + Sync
+        + 'static,
 {
     use aws_smithy_runtime_api::client::waiters::error::WaiterError;
+    use aws_smithy_types::error::metadata::ProvideErrorMetadata;
     result.map_err(|err| match err {
         WaiterError::ExceededMaxWait(_) => AwsError::Timeout {
             what: what.to_owned(),
@@ -139,7 +173,7 @@ where
         },
         other => AwsError::Api {
             op: "waiter",
-            code: None,
+            code: other.code().map(str::to_owned),
             message: format!(
                 "{what}: {}",
                 aws_smithy_types::error::display::DisplayErrorContext(&other)

@@ -12,9 +12,9 @@ use serde::Serialize;
 
 use crate::cli::{DestroyAllArgs, Shape};
 use crate::duration::format_age;
-use crate::engine::{Operation, Outcome, error_chain};
+use crate::engine::{Outcome, error_chain};
 use crate::naming::EnvName;
-use crate::resources::{self, discovery};
+use crate::resources::discovery;
 use crate::settings::{DEFAULT_PARALLELISM, Settings, Verbosity};
 use crate::state::LastRun;
 use crate::ui::Printer;
@@ -22,7 +22,7 @@ use crate::ui::summary::RunResult;
 
 use super::ExitStatus;
 use super::down::{open_widest, remove};
-use super::run::{Session, open, walk_env};
+use super::run::{Session, observe};
 
 /// One env as the fleet commands see it.
 #[derive(Clone, Debug, Serialize)]
@@ -127,24 +127,8 @@ async fn inspect(
     env: &EnvName,
     row: &mut EnvRow,
 ) -> Result<()> {
-    let opened = open(settings, session, env, &Shape::default(), |_| {}).await?;
+    let (opened, walk) = observe(settings, printer, session, env, &Shape::default()).await?;
     row.last_run = opened.state.as_ref().and_then(|s| s.last_run.clone());
-    let graph = resources::graph(&opened.spec)?;
-    let previous = opened
-        .state
-        .as_ref()
-        .map(|s| s.records())
-        .unwrap_or_default();
-    let walk = walk_env(
-        &graph,
-        &opened.cx,
-        Operation::Observe,
-        settings,
-        printer,
-        &previous,
-        None,
-    )
-    .await;
     let (mut present, mut expected) = (0, 0);
     for s in &walk.steps {
         match &s.outcome {

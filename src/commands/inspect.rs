@@ -8,9 +8,7 @@ use serde::Serialize;
 
 use crate::aws::ApiCalls;
 use crate::cli::{EnvArgs, Shape, ShapeArgs, StatusArgs};
-use crate::engine::{Operation, Outcome, WalkReport};
-use crate::naming::EnvName;
-use crate::resources;
+use crate::engine::{Outcome, WalkReport};
 use crate::resources::traffic::{self, Traffic};
 use crate::settings::Settings;
 use crate::state::LastRun;
@@ -18,34 +16,7 @@ use crate::ui::Printer;
 use crate::ui::summary;
 
 use super::ExitStatus;
-use super::run::{Opened, Session, open, walk_env};
-
-async fn observe(
-    settings: &Settings,
-    printer: Printer,
-    session: &Session,
-    env: &EnvName,
-    shape: &Shape,
-) -> Result<(Opened, WalkReport)> {
-    let opened = open(settings, session, env, shape, |_| {}).await?;
-    let graph = resources::graph(&opened.spec)?;
-    let previous = opened
-        .state
-        .as_ref()
-        .map(|s| s.records())
-        .unwrap_or_default();
-    let walk = walk_env(
-        &graph,
-        &opened.cx,
-        Operation::Observe,
-        settings,
-        printer,
-        &previous,
-        None,
-    )
-    .await;
-    Ok((opened, walk))
-}
+use super::run::{Session, observe};
 
 fn exit(walk: &WalkReport) -> ExitStatus {
     if walk.cancelled {

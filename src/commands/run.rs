@@ -347,3 +347,32 @@ pub fn lock_holder(command: &str) -> String {
         resources::now()
     )
 }
+
+/// Opens the env and observes every step of its graph (no mutating call):
+/// what `status`, `plan`, `outputs` and the fleet view start from.
+pub async fn observe(
+    settings: &Settings,
+    printer: Printer,
+    session: &Session,
+    env: &EnvName,
+    shape: &Shape,
+) -> Result<(Opened, WalkReport)> {
+    let opened = open(settings, session, env, shape, |_| {}).await?;
+    let graph = resources::graph(&opened.spec)?;
+    let previous = opened
+        .state
+        .as_ref()
+        .map(|s| s.records())
+        .unwrap_or_default();
+    let walk = walk_env(
+        &graph,
+        &opened.cx,
+        Operation::Observe,
+        settings,
+        printer,
+        &previous,
+        None,
+    )
+    .await;
+    Ok((opened, walk))
+}

@@ -40,6 +40,8 @@ mod observability;
 mod security;
 
 #[cfg(test)]
+mod layout_tests;
+#[cfg(test)]
 mod testing;
 
 use crate::engine::{Graph, GraphError};
@@ -54,20 +56,25 @@ use registry::Registry;
 /// The env's graph for `spec`. `down` builds it with the widest spec (a NAT
 /// gateway per AZ) so that it removes whatever any spec could have created.
 pub fn graph(spec: &EnvSpec) -> Result<Graph<Context>, GraphError> {
+    Graph::new(registry(spec).into_steps())
+}
+
+/// Every domain's steps, in registry order (the order of reports).
+fn registry(spec: &EnvSpec) -> Registry {
     let mut r = Registry::default();
     // Customer-managed keys first: everything below that stores data
     // encrypts it with one of them.
-    security::register(&mut r);
-    network::register(&mut r, spec);
-    data::register(&mut r);
-    database::register(&mut r);
-    compute::register(&mut r);
-    database::register_rotation(&mut r);
-    edge::register(&mut r, spec);
-    observability::register(&mut r);
+    r.domain("security", security::register);
+    r.domain("network", |r| network::register(r, spec));
+    r.domain("data", data::register);
+    r.domain("database", database::register);
+    r.domain("compute", compute::register);
+    r.domain("database", database::register_rotation);
+    r.domain("edge", |r| edge::register(r, spec));
+    r.domain("observability", observability::register);
     // Published last, from everything above.
-    config::register(&mut r);
-    Graph::new(r.into_steps())
+    r.domain("config", config::register);
+    r
 }
 
 #[cfg(test)]

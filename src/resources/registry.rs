@@ -16,21 +16,42 @@ pub fn dep(on: impl Into<StepId>, reason: &'static str) -> Dependency {
 #[derive(Default)]
 pub struct Registry {
     steps: Vec<Box<dyn Step<Context>>>,
+    /// The domain that registered each step, in step order (for the catalog).
+    domains: Vec<&'static str>,
+    domain: &'static str,
 }
 
 impl Registry {
+    /// Registers `domain`'s steps.
+    pub fn domain(&mut self, domain: &'static str, register: impl FnOnce(&mut Self)) {
+        self.domain = domain;
+        register(self);
+    }
+
     pub fn add(&mut self, id: impl Into<StepId>, resource: impl Resource, deps: Vec<Dependency>) {
-        self.steps.push(Box::new(Node::new(id, resource, deps)));
+        self.add_step(Node::new(id, resource, deps));
     }
 
     /// A step that is not a resource (a wait between resources).
     pub fn add_step(&mut self, step: impl Step<Context> + 'static) {
         self.steps.push(Box::new(step));
+        self.domains.push(self.domain);
     }
 
     /// The ids registered so far.
     pub fn ids(&self) -> Vec<StepId> {
         self.steps.iter().map(|s| s.id().clone()).collect()
+    }
+
+    /// (step id, kind, domain) of every step, in registry order: the step
+    /// index of `docs/resources.md`, which a test keeps in step.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn catalog(&self) -> Vec<(StepId, &'static str, &'static str)> {
+        self.steps
+            .iter()
+            .zip(&self.domains)
+            .map(|(s, d)| (s.id().clone(), s.kind(), *d))
+            .collect()
     }
 
     pub fn into_steps(self) -> Vec<Box<dyn Step<Context>>> {

@@ -7,21 +7,19 @@
 //! the step's inputs, so the role allows exactly what the env contains.
 
 use std::fmt;
-use std::future::Future;
 
 use async_trait::async_trait;
-use aws_sdk_iam::types::Tag;
 use serde_json::{Value, json};
-use tokio::time::Instant;
 
 use crate::aws::{AwsError, OpResult, absent_on, policy, required};
 use crate::engine::{Record, StepCx};
 use crate::naming::NameKind;
-use crate::tags::{self, TagMap};
+use crate::tags::TagMap;
 
 use crate::resources::context::Context;
 use crate::resources::resource::Resource;
 use crate::resources::sdk::ec2::describe_tag_fix;
+use crate::resources::sdk::iam;
 
 /// The inline policies a role should carry, by name, computed from the env and
 /// the step's inputs (so they can name the exact ARNs the role may touch).
@@ -189,38 +187,6 @@ impl fmt::Display for Fix {
     }
 }
 
-fn iam_tags(tags: &TagMap) -> Vec<Tag> {
-    // Both fields are always set, so `build` cannot fail and nothing is dropped.
-    tags.iter()
-        .filter_map(|(k, v)| Tag::builder().key(k).value(v).build().ok())
-        .collect()
-}
-
-async fn role_tags(cx: &Context, name: &str) -> Result<TagMap, AwsError> {
-    let mut tags = TagMap::new();
-    let mut marker: Option<String> = None;
-    loop {
-        let out = cx
-            .clients
-            .iam
-            .list_role_tags()
-            .role_name(name)
-            .set_marker(marker.take())
-            .send()
-            .await
-            .op("iam:ListRoleTags")?;
-        tags.extend(tags::to_map(out.tags(), |t| {
-            (Some(t.key()), Some(t.value()))
-        }));
-        match out.marker() {
-            Some(m) if out.is_truncated() => marker = Some(m.to_owned()),
-            _ => return Ok(tags),
-        }
-    }
-}
-
-// The SDK's paginators follow IAM's Marker/IsTruncated for us.
-
 async fn inline_policy_names(cx: &Context, role: &str) -> Result<Vec<String>, AwsError> {
     let items: Vec<_> = cx
         .clients
@@ -319,7 +285,7 @@ impl Role {
             return Ok(None);
         };
         let role = required(out.role(), "iam:GetRole", "Role")?;
-        let tags = role_tags(cx, name).await?;
+        let tags = iam::role_tags(cx, name).await?;
         cx.check_ours(format!("IAM role {name}"), &tags)?;
         Ok(Some(FoundRole {
             name: role.role_name().to_owned(),
@@ -363,7 +329,7 @@ impl Resource for Role {
             .role_name(&name)
             .assume_role_policy_document(&trust)
             .description(&self.description)
-            .set_tags(Some(iam_tags(&tags)))
+            .set_tags(Some(iam::tags(&tags)))
             .send()
             .await
             .op("iam:CreateRole");
@@ -491,7 +457,7 @@ impl Resource for Role {
             Fix::Tags(tags) => {
                 iam.tag_role()
                     .role_name(&role.name)
-                    .set_tags(Some(iam_tags(&tags)))
+                    .set_tags(Some(iam::tags(&tags)))
                     .send()
                     .await
                     .op("iam:TagRole")?;
@@ -554,76 +520,13 @@ impl Resource for Role {
     }
 }
 
-/// Whether `e` says a role exists but the calling service cannot use it yet:
-/// IAM is eventually consistent, so a just-created role (or a just-put inline
-/// policy) takes seconds to be usable. The messages are the ones AWS sends:
-/// EC2 CreateFlowLogs "Unable to assume given IAM role", Lambda "The role
-/// defined for the function cannot be assumed by Lambda" and "The provided
-/// execution role does not have permissions to call ...".
-pub fn role_not_yet_usable(e: &AwsError) -> bool {
-    let AwsError::Api { message, .. } = e else {
-        return false;
-    };
-    let message = message.to_ascii_lowercase();
-    [
-        "unable to assume",
-        "cannot be assumed",
-        "execution role does not have permissions",
-    ]
-    .iter()
-    .any(|m| message.contains(m))
-}
-
-/// Calls `op` until it succeeds or fails with an error `still_propagating`
-/// does not recognise, within the env's IAM-propagation budget, reporting each
-/// wait. For steps that use a role right after it was created or changed.
-pub async fn retry_while_propagating<T, F, Fut>(
-    cx: &Context,
-    what: &str,
-    progress: &(dyn Fn(String) + Send + Sync),
-    still_propagating: impl Fn(&AwsError) -> bool,
-    mut op: F,
-) -> Result<T, AwsError>
-where
-    F: FnMut(u32) -> Fut,
-    Fut: Future<Output = Result<T, AwsError>>,
-{
-    let budget = cx.budgets.iam_propagation;
-    let start = Instant::now();
-    let mut delay = budget.first_delay;
-    let mut attempt = 1u32;
-    loop {
-        match op(attempt).await {
-            Ok(v) => return Ok(v),
-            Err(e) if still_propagating(&e) => {
-                let elapsed = start.elapsed();
-                if elapsed + delay > budget.total {
-                    return Err(AwsError::Timeout {
-                        what: format!("{what} (IAM propagation)"),
-                        after: elapsed,
-                        last: Some(e.to_string()),
-                    });
-                }
-                progress(format!(
-                    "{what}: the role is not usable yet, IAM is propagating (attempt {attempt}, \
-                     {}s of {}s budget)",
-                    elapsed.as_secs(),
-                    budget.total.as_secs()
-                ));
-                tokio::time::sleep(delay).await;
-                delay = (delay * 3 / 2).min(budget.max_delay);
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicU32, Ordering};
+    use aws_sdk_iam::types::Tag;
+
+    use crate::tags;
+
     use std::sync::{Arc, Mutex};
-    use std::time::Duration;
 
     use aws_sdk_iam::Client;
     use aws_sdk_iam::operation::{
@@ -717,7 +620,7 @@ mod tests {
 
     fn our_tags() -> Vec<Tag> {
         let tags = Tagger::new(EnvName::parse("pr1").unwrap(), "payments", NOW).for_create(STEP);
-        iam_tags(&tags)
+        iam::tags(&tags)
     }
 
     fn get_role(trust: String) -> Rule {
@@ -1098,97 +1001,5 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("IAM allows 10240"), "{err}");
-    }
-
-    fn propagation_error() -> AwsError {
-        AwsError::Api {
-            op: "ec2:CreateFlowLogs",
-            code: Some("InvalidParameter".into()),
-            message: "Unable to assume given IAM role.".into(),
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn retries_while_a_new_role_propagates_and_reports_progress() {
-        let cx = cx_with(&[]);
-        let messages = Mutex::new(Vec::new());
-        let attempts = Mutex::new(Vec::new());
-        let v = retry_while_propagating(
-            &cx,
-            "creating flow log",
-            &|m| messages.lock().unwrap().push(m),
-            role_not_yet_usable,
-            |attempt| {
-                attempts.lock().unwrap().push(attempt);
-                async move {
-                    if attempt < 3 {
-                        Err(propagation_error())
-                    } else {
-                        Ok("fl-1")
-                    }
-                }
-            },
-        )
-        .await
-        .unwrap();
-        assert_eq!(v, "fl-1");
-        assert_eq!(*attempts.lock().unwrap(), [1, 2, 3]);
-        let messages = messages.lock().unwrap();
-        assert_eq!(messages.len(), 2);
-        assert!(
-            messages[0].contains("IAM is propagating"),
-            "{}",
-            messages[0]
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn gives_up_on_propagation_after_the_budget() {
-        let mut cx = cx_with(&[]);
-        cx.budgets.iam_propagation = crate::aws::Budget::new(Duration::from_secs(30));
-        let started = Instant::now();
-        let err = retry_while_propagating(
-            &cx,
-            "creating flow log",
-            &|_| {},
-            role_not_yet_usable,
-            |_| async { Err::<(), _>(propagation_error()) },
-        )
-        .await
-        .unwrap_err();
-        assert!(matches!(err, AwsError::Timeout { .. }), "{err}");
-        assert!(err.to_string().contains("Unable to assume"), "{err}");
-        assert!(started.elapsed() <= Duration::from_secs(30));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn other_errors_are_not_retried_as_propagation() {
-        let cx = cx_with(&[]);
-        let calls = AtomicU32::new(0);
-        let err = retry_while_propagating(
-            &cx,
-            "creating flow log",
-            &|_| {},
-            role_not_yet_usable,
-            |_| {
-                calls.fetch_add(1, Ordering::SeqCst);
-                async {
-                    Err::<(), _>(AwsError::Api {
-                        op: "ec2:CreateFlowLogs",
-                        code: Some("InvalidParameter".into()),
-                        message: "LogGroupName is invalid".into(),
-                    })
-                }
-            },
-        )
-        .await
-        .unwrap_err();
-        assert!(err.to_string().contains("LogGroupName"), "{err}");
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
-        assert!(role_not_yet_usable(&AwsError::Api {
-            op: "lambda:CreateFunction",
-            code: Some("InvalidParameterValueException".into()),
-            message: "The role defined for the function cannot be assumed by Lambda.".into(),
-        }));
     }
 }

@@ -18,6 +18,7 @@ use crate::tags::TagMap;
 use crate::resources::context::Context;
 use crate::resources::resource::Resource;
 use crate::resources::sdk::ec2::describe_tag_fix;
+use crate::resources::sdk::logs;
 
 /// Where the logs key's ARN comes from.
 const KMS_STEP: &str = "kms-key:logs";
@@ -116,45 +117,27 @@ fn bare_arn(arn: &str) -> &str {
     arn.strip_suffix(":*").unwrap_or(arn)
 }
 
-async fn tags_of(cx: &Context, arn: &str) -> Result<TagMap, AwsError> {
-    let out = cx
-        .clients
-        .logs
-        .list_tags_for_resource()
-        .resource_arn(arn)
-        .send()
-        .await
-        .op("logs:ListTagsForResource")?;
-    Ok(out
-        .tags()
-        .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-        .unwrap_or_default())
-}
-
 impl LogGroup {
     async fn get(&self, cx: &Context, name: &str) -> Result<Option<FoundLogGroup>, AwsError> {
-        let mut token: Option<String> = None;
+        let mut pages = cx
+            .clients
+            .logs
+            .describe_log_groups()
+            .log_group_name_prefix(name)
+            .into_paginator()
+            .send();
         let group = loop {
-            let out = cx
-                .clients
-                .logs
-                .describe_log_groups()
-                .log_group_name_prefix(name)
-                .set_next_token(token.take())
-                .send()
-                .await
-                .op("logs:DescribeLogGroups")?;
+            let Some(page) = pages.next().await else {
+                return Ok(None);
+            };
             // A prefix match also returns `<name>-archive` and the like.
-            if let Some(g) = out
+            if let Some(g) = page
+                .op("logs:DescribeLogGroups")?
                 .log_groups()
                 .iter()
                 .find(|g| g.log_group_name() == Some(name))
             {
                 break g.clone();
-            }
-            match out.next_token() {
-                Some(t) if !t.is_empty() => token = Some(t.to_owned()),
-                _ => return Ok(None),
             }
         };
         let arn = group
@@ -164,7 +147,7 @@ impl LogGroup {
                 || cx.arn("logs", &format!("log-group:{name}")),
                 str::to_owned,
             );
-        let tags = tags_of(cx, &arn).await?;
+        let tags = logs::tags_of(cx, &arn).await?;
         cx.check_ours(format!("log group {name}"), &tags)?;
         Ok(Some(FoundLogGroup {
             name: name.to_owned(),

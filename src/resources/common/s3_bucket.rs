@@ -17,7 +17,6 @@
 use std::fmt;
 
 use async_trait::async_trait;
-use aws_sdk_s3::error::BuildError;
 use aws_sdk_s3::operation::head_bucket::HeadBucketError;
 use aws_sdk_s3::types::{
     AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, BucketLocationConstraint,
@@ -25,18 +24,19 @@ use aws_sdk_s3::types::{
     LifecycleExpiration, LifecycleRule, LifecycleRuleFilter, NoncurrentVersionExpiration,
     ObjectIdentifier, ObjectOwnership, OwnershipControls, OwnershipControlsRule,
     PublicAccessBlockConfiguration, ServerSideEncryption, ServerSideEncryptionByDefault,
-    ServerSideEncryptionConfiguration, ServerSideEncryptionRule, Tag, Tagging, Transition,
+    ServerSideEncryptionConfiguration, ServerSideEncryptionRule, Tagging, Transition,
     TransitionStorageClass, VersioningConfiguration,
 };
 use aws_smithy_runtime_api::client::result::SdkError;
 
 use crate::aws::{AwsError, OpResult, absent_on, policy};
 use crate::engine::{Record, StepCx};
-use crate::tags::{self, TagMap};
+use crate::tags::TagMap;
 
 use crate::resources::context::Context;
 use crate::resources::resource::Resource;
 use crate::resources::sdk::ec2::describe_tag_fix;
+use crate::resources::sdk::s3;
 
 /// Audit objects move to Glacier once they are rarely read.
 const GLACIER_AFTER_DAYS: i32 = 90;
@@ -173,22 +173,6 @@ fn what(name: &str) -> String {
     format!("S3 bucket {name}")
 }
 
-/// The SDK's builders fail only when a required field is missing: a bug here,
-/// reported like an API error so it names the call it was for.
-fn built<T>(op: &'static str, result: Result<T, BuildError>) -> Result<T, AwsError> {
-    result.map_err(|e| AwsError::Api {
-        op,
-        code: None,
-        message: format!("building the request: {e}"),
-    })
-}
-
-fn s3_tags(op: &'static str, tags: &TagMap) -> Result<Vec<Tag>, AwsError> {
-    tags.iter()
-        .map(|(k, v)| built(op, Tag::builder().key(k).value(v).build()))
-        .collect()
-}
-
 /// Denies every request that does not use TLS, whoever makes it.
 pub fn tls_only_policy(cx: &Context, name: &str) -> String {
     let arn = bucket_arn(cx, name);
@@ -275,7 +259,7 @@ pub fn alb_logs_policy(cx: &Context, name: &str) -> String {
 
 fn lifecycle_rule(expire_after_days: i32) -> Result<LifecycleRule, AwsError> {
     const OP: &str = "s3:PutBucketLifecycleConfiguration";
-    built(
+    s3::built(
         OP,
         LifecycleRule::builder()
             .id(LIFECYCLE_RULE_ID)
@@ -393,28 +377,6 @@ async fn head(cx: &Context, name: &str) -> Result<Head, AwsError> {
     result.map(|_| Head::Exists).op("s3:HeadBucket")
 }
 
-/// The bucket's tags; a bucket without any answers NoSuchTagSet.
-async fn bucket_tags(cx: &Context, name: &str) -> Result<Option<TagMap>, AwsError> {
-    let result = cx
-        .clients
-        .s3
-        .get_bucket_tagging()
-        .bucket(name)
-        .expected_bucket_owner(&cx.account_id)
-        .send()
-        .await
-        .op("s3:GetBucketTagging");
-    match result {
-        Ok(out) => Ok(Some(tags::to_map(out.tag_set(), |t| {
-            (Some(t.key()), Some(t.value()))
-        }))),
-        Err(e) if e.is_code(&["NoSuchTagSet"]) => Ok(Some(TagMap::new())),
-        // Deleted between HeadBucket and now.
-        Err(e) if e.is_code(&["NoSuchBucket"]) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
 /// `recorded`: the state file says payops created this very bucket.
 async fn lookup(cx: &Context, name: &str, recorded: bool) -> Result<Option<FoundBucket>, AwsError> {
     match head(cx, name).await? {
@@ -436,7 +398,7 @@ async fn lookup(cx: &Context, name: &str, recorded: bool) -> Result<Option<Found
         }
         Head::Exists => {}
     }
-    let Some(tags) = bucket_tags(cx, name).await? else {
+    let Some(tags) = s3::bucket_tags(cx, name).await? else {
         return Ok(None);
     };
     // A bucket payops recorded creating that has no tags at all: the run was
@@ -622,7 +584,7 @@ async fn empty(cx: &Context, step: &StepCx<'_>, name: &str) -> Result<usize, Aws
             .chain(markers)
             .filter_map(|(key, version)| Some((key?, version)))
             .map(|(key, version)| {
-                built(
+                s3::built(
                     "s3:DeleteObjects",
                     ObjectIdentifier::builder()
                         .key(key)
@@ -650,7 +612,7 @@ async fn delete_batch(
     name: &str,
     batch: &[ObjectIdentifier],
 ) -> Result<(), AwsError> {
-    let delete = built(
+    let delete = s3::built(
         "s3:DeleteObjects",
         Delete::builder()
             .set_objects(Some(batch.to_vec()))
@@ -714,7 +676,7 @@ impl Resource for Bucket {
             (cx.region != "us-east-1").then(|| BucketLocationConstraint::from(cx.region.as_str()));
         let config = CreateBucketConfiguration::builder()
             .set_location_constraint(constraint)
-            .set_tags(Some(s3_tags(
+            .set_tags(Some(s3::tags(
                 OP,
                 &cx.tagger.for_create(step.id().as_str()),
             )?))
@@ -760,7 +722,7 @@ impl Resource for Bucket {
         // Read the tags back rather than trust the request: an endpoint that
         // ignores tags at creation (moto 5.2 does) leaves a gap that the tag
         // fix then closes.
-        let tags = bucket_tags(cx, &name).await?.unwrap_or_default();
+        let tags = s3::bucket_tags(cx, &name).await?.unwrap_or_default();
         Ok(FoundBucket { name, tags })
     }
 
@@ -822,10 +784,10 @@ impl Resource for Bucket {
         match fix {
             Fix::Tags { all, .. } => {
                 const OP: &str = "s3:PutBucketTagging";
-                let tagging = built(
+                let tagging = s3::built(
                     OP,
                     Tagging::builder()
-                        .set_tag_set(Some(s3_tags(OP, &all)?))
+                        .set_tag_set(Some(s3::tags(OP, &all)?))
                         .build(),
                 )?;
                 s3.put_bucket_tagging()
@@ -839,13 +801,13 @@ impl Resource for Bucket {
             }
             Fix::Ownership => {
                 const OP: &str = "s3:PutBucketOwnershipControls";
-                let rule = built(
+                let rule = s3::built(
                     OP,
                     OwnershipControlsRule::builder()
                         .object_ownership(ObjectOwnership::BucketOwnerEnforced)
                         .build(),
                 )?;
-                let controls = built(OP, OwnershipControls::builder().rules(rule).build())?;
+                let controls = s3::built(OP, OwnershipControls::builder().rules(rule).build())?;
                 s3.put_bucket_ownership_controls()
                     .bucket(name)
                     .expected_bucket_owner(owner)
@@ -874,7 +836,7 @@ impl Resource for Bucket {
                 } else {
                     ServerSideEncryption::Aes256
                 };
-                let default = built(
+                let default = s3::built(
                     OP,
                     ServerSideEncryptionByDefault::builder()
                         .sse_algorithm(algorithm)
@@ -887,7 +849,7 @@ impl Resource for Bucket {
                     .apply_server_side_encryption_by_default(default)
                     .set_bucket_key_enabled(key_arn.is_some().then_some(true))
                     .build();
-                let config = built(
+                let config = s3::built(
                     OP,
                     ServerSideEncryptionConfiguration::builder()
                         .rules(rule)
@@ -928,7 +890,7 @@ impl Resource for Bucket {
             }
             Fix::Lifecycle { expire_after_days } => {
                 const OP: &str = "s3:PutBucketLifecycleConfiguration";
-                let config = built(
+                let config = s3::built(
                     OP,
                     BucketLifecycleConfiguration::builder()
                         .rules(lifecycle_rule(expire_after_days)?)
@@ -1033,6 +995,7 @@ impl Resource for Bucket {
 
 #[cfg(test)]
 mod tests {
+    use crate::tags;
     use aws_sdk_s3::Client;
     use aws_sdk_s3::operation::create_bucket::{CreateBucketError, CreateBucketOutput};
     use aws_sdk_s3::operation::delete_bucket::{DeleteBucketError, DeleteBucketOutput};
@@ -1075,7 +1038,7 @@ mod tests {
 
     fn tag_output(tags: &TagMap) -> GetBucketTaggingOutput {
         GetBucketTaggingOutput::builder()
-            .set_tag_set(Some(s3_tags("test", tags).unwrap()))
+            .set_tag_set(Some(s3::tags("test", tags).unwrap()))
             .build()
             .unwrap()
     }

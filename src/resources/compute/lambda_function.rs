@@ -28,13 +28,13 @@ use crate::engine::{Record, StepCx};
 use crate::naming::NameKind;
 use crate::tags::TagMap;
 
-use crate::resources::common::iam_role::{retry_while_propagating, role_not_yet_usable};
 use crate::resources::common::log_group::LogGroup;
 use crate::resources::compute::lambda_code::{self, Package};
 use crate::resources::context::Context;
 use crate::resources::model::{BLUE, Function, GREEN};
 use crate::resources::resource::Resource;
 use crate::resources::sdk::ec2::describe_tag_fix;
+use crate::resources::sdk::iam::{retry_while_propagating, role_not_yet_usable};
 use crate::resources::traffic;
 
 /// The Lambda runtime the handlers are written for.
@@ -896,8 +896,8 @@ mod tests {
 
     use super::*;
     use crate::engine::{Change, Observation, Removed};
-    use crate::resources::sdk::elb::fake;
     use crate::resources::testing;
+    use crate::resources::testing::elb as fake;
 
     const ACCT: &str = "123456789012";
 

@@ -13,7 +13,7 @@ use std::fmt;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::client::Waiters;
-use aws_sdk_dynamodb::error::{BuildError, ProvideErrorMetadata};
+use aws_sdk_dynamodb::error::BuildError;
 use aws_sdk_dynamodb::operation::update_table::builders::UpdateTableFluentBuilder;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, CreateGlobalSecondaryIndexAction, GlobalSecondaryIndex,
@@ -22,17 +22,16 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType, SseSpecification, SseStatus, SseType, StreamSpecification, StreamViewType,
     TableDescription, TableStatus, Tag,
 };
-use aws_smithy_runtime_api::client::waiters::error::WaiterError;
-use aws_smithy_types::error::display::DisplayErrorContext;
 
 use crate::aws::{
-    AwsError, Budget, OpResult, Poll, absent_on, poll_until, required, retry_on_codes,
+    AwsError, Budget, OpResult, Poll, absent_on, poll_until, required, retry_on_codes, waited,
 };
 use crate::engine::{Record, StepCx};
 use crate::tags::{self, TagMap};
 
 use crate::resources::context::Context;
 use crate::resources::resource::Resource;
+use crate::resources::sdk::dynamodb;
 use crate::resources::sdk::ec2::describe_tag_fix;
 
 const KEY_INPUT: (&str, &str) = ("kms-key:dynamodb", "DynamoDbKmsKeyArn");
@@ -284,25 +283,6 @@ fn stream_view(desc: &TableDescription) -> Option<StreamViewType> {
         .and_then(|s| s.stream_view_type().cloned())
 }
 
-fn waiter_error<O, E>(what: String, e: WaiterError<O, E>) -> AwsError
-where
-    O: fmt::Debug,
-    E: ProvideErrorMetadata + std::error::Error + fmt::Debug + 'static,
-{
-    match e {
-        WaiterError::ExceededMaxWait(x) => AwsError::Timeout {
-            what,
-            after: x.elapsed(),
-            last: None,
-        },
-        other => AwsError::Api {
-            op: "dynamodb:DescribeTable",
-            code: other.code().map(str::to_owned),
-            message: format!("waiting for {what}: {}", DisplayErrorContext(&other)),
-        },
-    }
-}
-
 async fn describe(cx: &Context, name: &str) -> Result<Option<TableDescription>, AwsError> {
     let out = cx
         .clients
@@ -315,37 +295,19 @@ async fn describe(cx: &Context, name: &str) -> Result<Option<TableDescription>, 
     Ok(absent_on(out, &["ResourceNotFoundException"])?.and_then(|o| o.table().cloned()))
 }
 
-async fn list_tags(cx: &Context, arn: &str) -> Result<TagMap, AwsError> {
-    let mut tags = TagMap::new();
-    let mut token: Option<String> = None;
-    loop {
-        let out = cx
-            .clients
-            .dynamodb
-            .list_tags_of_resource()
-            .resource_arn(arn)
-            .set_next_token(token.take())
-            .send()
-            .await
-            .op("dynamodb:ListTagsOfResource")?;
-        tags.extend(tags::to_map(out.tags(), |t| {
-            (Some(t.key()), Some(t.value()))
-        }));
-        match out.next_token() {
-            Some(next) => token = Some(next.to_owned()),
-            None => return Ok(tags),
-        }
-    }
-}
-
 async fn wait_gone(cx: &Context, name: &str) -> Result<(), AwsError> {
-    cx.clients
+    let done = cx
+        .clients
         .dynamodb
         .wait_until_table_not_exists()
         .table_name(name)
         .wait(cx.budgets.table)
-        .await
-        .map_err(|e| waiter_error(format!("table {name} to be deleted"), e))?;
+        .await;
+    waited(
+        done,
+        &format!("table {name} to be deleted"),
+        cx.budgets.table,
+    )?;
     Ok(())
 }
 
@@ -442,7 +404,7 @@ impl Resource for Table {
             return Ok(Vec::new());
         }
         let arn = required(desc.table_arn(), "dynamodb:DescribeTable", "TableArn")?.to_owned();
-        let tags = list_tags(cx, &arn).await?;
+        let tags = dynamodb::tags_of(cx, &arn).await?;
         cx.check_ours(what(&name), &tags)?;
         Ok(vec![FoundTable {
             name,
@@ -537,8 +499,12 @@ impl Resource for Table {
             .wait_until_table_exists()
             .table_name(&name)
             .wait(cx.budgets.table)
-            .await
-            .map_err(|e| waiter_error(format!("table {name} to be ACTIVE"), e))?;
+            .await;
+        let ready = waited(
+            ready,
+            &format!("table {name} to be ACTIVE"),
+            cx.budgets.table,
+        )?;
         let desc = ready
             .into_result()
             .op("dynamodb:DescribeTable")?

@@ -13,7 +13,6 @@ use std::collections::HashMap;
 use std::fmt;
 
 use async_trait::async_trait;
-use aws_sdk_sns::types::Tag;
 
 use crate::aws::{AwsError, OpResult, absent_on, policy, required};
 use crate::engine::{Record, StepCx};
@@ -22,6 +21,7 @@ use crate::tags::{self, TagMap};
 use crate::resources::context::Context;
 use crate::resources::resource::Resource;
 use crate::resources::sdk::ec2::describe_tag_fix;
+use crate::resources::sdk::sns;
 
 const KEY_INPUT: (&str, &str) = ("kms-key:logs", "LogsKmsKeyArn");
 const KMS_ATTRIBUTE: &str = "KmsMasterKeyId";
@@ -124,22 +124,6 @@ pub fn topic_policy(cx: &Context, topic_arn: &str) -> String {
     .to_string()
 }
 
-fn sns_tags(op: &'static str, tags: &TagMap) -> Result<Vec<Tag>, AwsError> {
-    tags.iter()
-        .map(|(k, v)| {
-            Tag::builder()
-                .key(k)
-                .value(v)
-                .build()
-                .map_err(|e| AwsError::Api {
-                    op,
-                    code: None,
-                    message: format!("building the request: {e}"),
-                })
-        })
-        .collect()
-}
-
 impl Topic {
     async fn set_attribute(
         &self,
@@ -226,7 +210,7 @@ impl Resource for Topic {
             .create_topic()
             .name(&name)
             .set_attributes(Some(attributes.clone()))
-            .set_tags(Some(sns_tags(OP, &tags)?))
+            .set_tags(Some(sns::tags(OP, &tags)?))
             .send()
             .await
             .op(OP)?;
@@ -287,7 +271,7 @@ impl Resource for Topic {
                     .sns
                     .tag_resource()
                     .resource_arn(&topic.arn)
-                    .set_tags(Some(sns_tags("sns:TagResource", &missing)?))
+                    .set_tags(Some(sns::tags("sns:TagResource", &missing)?))
                     .send()
                     .await
                     .op("sns:TagResource")?;
@@ -401,7 +385,7 @@ mod tests {
             .match_requests(|r| r.resource_arn() == Some(ARN))
             .then_output(move || {
                 ListTagsForResourceOutput::builder()
-                    .set_tags(Some(sns_tags("test", &tags).unwrap()))
+                    .set_tags(Some(sns::tags("test", &tags).unwrap()))
                     .build()
             })
     }

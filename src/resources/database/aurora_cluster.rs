@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use aws_sdk_rds::types::{CloudwatchLogsExportConfiguration, DbCluster};
 use serde_json::Value;
 
-use crate::aws::{AwsError, OpResult, Poll, absent_on, poll_until, required};
+use crate::aws::{AwsError, OpResult, Poll, absent_on, poll_until, required, wait_until_gone};
 use crate::engine::{Record, StepCx};
 use crate::spec::DbSecret;
 use crate::tags::TagMap;
@@ -511,30 +511,21 @@ impl Resource for AuroraCluster {
             absent_on(deleted, &["DBClusterNotFoundFault"])?;
         }
         let progress = |m: String| step.progress(m);
-        poll_until(
+        wait_until_gone(
             format!("Aurora cluster {} to be deleted", found.id),
             cx.budgets.aurora,
             &progress,
+            &["DBClusterNotFoundFault"],
             || async {
-                let out = cx
-                    .clients
+                cx.clients
                     .rds
                     .describe_db_clusters()
                     .db_cluster_identifier(&found.id)
                     .send()
                     .await
-                    .op("rds:DescribeDBClusters");
-                Ok(match absent_on(out, &["DBClusterNotFoundFault"])? {
-                    None => Poll::Ready(()),
-                    Some(o) => Poll::Pending(
-                        o.db_clusters()
-                            .first()
-                            .and_then(|c| c.status())
-                            .unwrap_or("deleting")
-                            .to_owned(),
-                    ),
-                })
+                    .op("rds:DescribeDBClusters")
             },
+            |o| rds::status_or_deleting(o.db_clusters().first().and_then(|c| c.status())),
         )
         .await?;
         let Some(snapshot) = snapshot else {

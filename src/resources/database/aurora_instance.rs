@@ -15,7 +15,7 @@ use std::fmt;
 use async_trait::async_trait;
 use aws_sdk_rds::types::DbInstance;
 
-use crate::aws::{AwsError, OpResult, Poll, absent_on, poll_until, required};
+use crate::aws::{AwsError, OpResult, Poll, absent_on, poll_until, required, wait_until_gone};
 use crate::engine::{Record, StepCx};
 use crate::spec::AZ_COUNT;
 use crate::tags::TagMap;
@@ -278,30 +278,25 @@ impl Resource for AuroraInstance {
             absent_on(deleted, &["DBInstanceNotFound", "DBInstanceNotFoundFault"])?;
         }
         let progress = |m: String| step.progress(m);
-        poll_until(
+        wait_until_gone(
             format!("Aurora instance {} to be deleted", found.id),
             cx.budgets.aurora_instance,
             &progress,
+            &["DBInstanceNotFound", "DBInstanceNotFoundFault"],
             || async {
-                let out = cx
-                    .clients
+                cx.clients
                     .rds
                     .describe_db_instances()
                     .db_instance_identifier(&found.id)
                     .send()
                     .await
-                    .op("rds:DescribeDBInstances");
-                Ok(
-                    match absent_on(out, &["DBInstanceNotFound", "DBInstanceNotFoundFault"])? {
-                        None => Poll::Ready(()),
-                        Some(o) => Poll::Pending(
-                            o.db_instances()
-                                .first()
-                                .and_then(|i| i.db_instance_status())
-                                .unwrap_or("deleting")
-                                .to_owned(),
-                        ),
-                    },
+                    .op("rds:DescribeDBInstances")
+            },
+            |o| {
+                rds::status_or_deleting(
+                    o.db_instances()
+                        .first()
+                        .and_then(|i| i.db_instance_status()),
                 )
             },
         )

@@ -17,7 +17,6 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_secretsmanager::types::Tag;
 use serde_json::json;
 
 use crate::aws::{
@@ -31,6 +30,7 @@ use crate::resources::context::Context;
 use crate::resources::model::{DB_NAME, DB_PORT};
 use crate::resources::resource::Resource;
 use crate::resources::sdk::ec2::describe_tag_fix;
+use crate::resources::sdk::secrets;
 
 const KEY_INPUT: (&str, &str) = ("kms-key:logs", "LogsKmsKeyArn");
 /// The master user's name (`admin`, `postgres` and `rdsadmin` are reserved).
@@ -65,12 +65,6 @@ impl fmt::Display for Fix {
             Self::Tags(t) => f.write_str(&describe_tag_fix(t)),
         }
     }
-}
-
-fn secret_tags(tags: &TagMap) -> Vec<Tag> {
-    tags.iter()
-        .map(|(k, v)| Tag::builder().key(k).value(v).build())
-        .collect()
 }
 
 /// The secret's first value: everything but `host`, which the cluster's step
@@ -207,7 +201,7 @@ impl Resource for GeneratedSecret {
                     .description("payops: Aurora master credentials (rotated every 30 days)")
                     .kms_key_id(&key)
                     .secret_string(&value)
-                    .set_tags(Some(secret_tags(&tags)))
+                    .set_tags(Some(secrets::tags(&tags)))
                     .send()
                     .await
                     .op(OP)
@@ -288,7 +282,7 @@ impl Resource for GeneratedSecret {
                     .secrets
                     .tag_resource()
                     .secret_id(&found.arn)
-                    .set_tags(Some(secret_tags(&missing)))
+                    .set_tags(Some(secrets::tags(&missing)))
                     .send()
                     .await
                     .op("secretsmanager:TagResource")?;
@@ -391,7 +385,7 @@ mod tests {
             .arn(ARN)
             .name("payops/pr1/db-master")
             .kms_key_id(KEY)
-            .set_tags(Some(secret_tags(&testing::our_tags(STEP))))
+            .set_tags(Some(secrets::tags(&testing::our_tags(STEP))))
             .build()
     }
 

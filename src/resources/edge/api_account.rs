@@ -15,8 +15,8 @@ use serde_json::json;
 use crate::aws::{AwsError, OpResult, absent_on};
 use crate::tags;
 
-use crate::resources::common::iam_role::{retry_while_propagating, role_not_yet_usable};
 use crate::resources::context::Context;
+use crate::resources::sdk::iam::{retry_while_propagating, role_not_yet_usable};
 
 /// The role payops creates when the account has none (IAM is global: one
 /// role serves every region).

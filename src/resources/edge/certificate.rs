@@ -11,8 +11,10 @@
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
+use time::OffsetDateTime;
+
 use async_trait::async_trait;
-use aws_sdk_acm::types::{CertificateStatus, CertificateType, Filters, KeyAlgorithm, Tag};
+use aws_sdk_acm::types::{CertificateStatus, CertificateType, Filters, KeyAlgorithm};
 use aws_smithy_types::Blob;
 
 use crate::aws::{AwsError, OpResult, absent_on, required, retry_on_codes};
@@ -22,6 +24,7 @@ use crate::tags::TagMap;
 
 use crate::resources::context::Context;
 use crate::resources::resource::Resource;
+use crate::resources::sdk::acm;
 use crate::resources::sdk::ec2::describe_tag_fix;
 
 /// How long a generated certificate is valid.
@@ -59,22 +62,13 @@ impl fmt::Display for Fix {
     }
 }
 
-/// The civil date (year, month, day) of `days` since 1970-01-01 (Howard
-/// Hinnant's algorithm), for the certificate's validity.
-fn civil_from_days(days: i64) -> (i32, u8, u8) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+/// The certificate's validity from `now`: from yesterday (clocks disagree by
+/// minutes, not days) to `VALID_DAYS` ahead.
+fn validity(now: OffsetDateTime) -> (OffsetDateTime, OffsetDateTime) {
+    let days = i64::try_from(VALID_DAYS).unwrap_or(365);
     (
-        i32::try_from(year).unwrap_or(9999),
-        u8::try_from(month).unwrap_or(1),
-        u8::try_from(day).unwrap_or(1),
+        now - time::Duration::days(1),
+        now + time::Duration::days(days),
     )
 }
 
@@ -113,12 +107,7 @@ pub fn generate(cx: &Context) -> Result<Generated, AwsError> {
     name.push(rcgen::DnType::OrganizationName, "payops (self-signed)");
     params.distinguished_name = name;
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-    let today = i64::try_from(unix_now() / DAY).unwrap_or(0);
-    // Valid from yesterday: clocks disagree by minutes, not days.
-    let (y, m, d) = civil_from_days(today - 1);
-    params.not_before = rcgen::date_time_ymd(y, m, d);
-    let (y, m, d) = civil_from_days(today + i64::try_from(VALID_DAYS).unwrap_or(365));
-    params.not_after = rcgen::date_time_ymd(y, m, d);
+    (params.not_before, params.not_after) = validity(OffsetDateTime::now_utc());
     let mut serial = [0u8; 16];
     getrandom::getrandom(&mut serial)
         .map_err(|e| AwsError::Conflict(format!("no randomness for a serial number: {e}")))?;
@@ -129,13 +118,6 @@ pub fn generate(cx: &Context) -> Result<Generated, AwsError> {
         certificate: certificate.pem(),
         private_key: key.serialize_pem(),
     })
-}
-
-fn acm_tags(tags: &TagMap) -> Vec<Tag> {
-    // Key and value are always set, so `build` cannot fail.
-    tags.iter()
-        .filter_map(|(k, v)| Tag::builder().key(k).value(v).build().ok())
-        .collect()
 }
 
 impl SelfSignedCertificate {
@@ -260,7 +242,7 @@ impl Resource for SelfSignedCertificate {
             .import_certificate()
             .certificate(Blob::new(generated.certificate.into_bytes()))
             .private_key(Blob::new(generated.private_key.into_bytes()))
-            .set_tags(Some(acm_tags(&tags)))
+            .set_tags(Some(acm::tags(&tags)))
             .send()
             .await
             .op("acm:ImportCertificate")?;
@@ -327,7 +309,7 @@ impl Resource for SelfSignedCertificate {
                     .acm
                     .add_tags_to_certificate()
                     .certificate_arn(&found.arn)
-                    .set_tags(Some(acm_tags(&tags)))
+                    .set_tags(Some(acm::tags(&tags)))
                     .send()
                     .await
                     .op("acm:AddTagsToCertificate")?;
@@ -450,7 +432,7 @@ mod tests {
     fn tagged(tags: TagMap) -> Rule {
         mock!(Client::list_tags_for_certificate).then_output(move || {
             ListTagsForCertificateOutput::builder()
-                .set_tags(Some(acm_tags(&tags)))
+                .set_tags(Some(acm::tags(&tags)))
                 .build()
         })
     }
@@ -478,10 +460,11 @@ mod tests {
     }
 
     #[test]
-    fn civil_dates_are_right_around_leap_years() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
-        assert_eq!(civil_from_days(20_780), (2026, 11, 23));
+    fn validity_starts_yesterday_across_a_leap_day() {
+        let now = time::macros::datetime!(2024-03-01 12:00 UTC);
+        let (from, to) = validity(now);
+        assert_eq!(from.date(), time::macros::date!(2024 - 02 - 29));
+        assert_eq!(to.date(), time::macros::date!(2025 - 03 - 01));
     }
 
     #[tokio::test]

@@ -376,8 +376,8 @@ mod tests {
 
     use super::*;
     use crate::engine::{Change, Removed};
-    use crate::resources::sdk::elb::fake;
     use crate::resources::testing;
+    use crate::resources::testing::elb as fake;
 
     const STEP: &str = "listener:alb-https";
 

@@ -436,8 +436,8 @@ mod tests {
 
     use super::*;
     use crate::engine::{Change, Removed};
-    use crate::resources::sdk::elb::fake;
     use crate::resources::testing;
+    use crate::resources::testing::elb as fake;
 
     fn inputs(kind: LbKind) -> Vec<(&'static str, Record)> {
         let (sg_step, sg_key) = kind.security_group_input();

@@ -509,8 +509,8 @@ mod tests {
 
     use super::*;
     use crate::engine::{Change, Removed};
-    use crate::resources::sdk::elb::fake;
     use crate::resources::testing;
+    use crate::resources::testing::elb as fake;
 
     const ALIAS: &str =
         "arn:aws:lambda:us-east-1:123456789012:function:payops-pr1-transaction-processing:blue";

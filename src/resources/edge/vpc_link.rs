@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use aws_sdk_apigateway::types::VpcLinkStatus;
 use aws_sdk_elasticloadbalancingv2::types::LoadBalancerTypeEnum;
 
-use crate::aws::{AwsError, OpResult, Poll, absent_on, poll_until, required};
+use crate::aws::{AwsError, OpResult, Poll, absent_on, poll_until, required, wait_until_gone};
 use crate::engine::{Record, StepCx};
 use crate::tags::TagMap;
 
@@ -332,26 +332,21 @@ impl Resource for VpcLink {
         }
         // The NLB cannot go while the link's endpoint service still uses it.
         let progress = |m: String| step.progress(m);
-        poll_until(
+        wait_until_gone(
             format!("VPC link {} to be deleted", found.id),
             cx.budgets.vpc_link,
             &progress,
+            &["NotFoundException"],
             || async {
-                let got = cx
-                    .clients
+                cx.clients
                     .apigateway
                     .get_vpc_link()
                     .vpc_link_id(&found.id)
                     .send()
                     .await
-                    .op("apigateway:GetVpcLink");
-                Ok(match absent_on(got, &["NotFoundException"])? {
-                    None => Poll::Ready(()),
-                    Some(l) => {
-                        Poll::Pending(l.status().map_or("unknown", |s| s.as_str()).to_owned())
-                    }
-                })
+                    .op("apigateway:GetVpcLink")
             },
+            |l| l.status().map_or("unknown", |s| s.as_str()).to_owned(),
         )
         .await?;
         Ok(Vec::new())
@@ -375,8 +370,8 @@ mod tests {
 
     use super::*;
     use crate::engine::{Change, Removed, StepEvents, StepId};
-    use crate::resources::sdk::elb::fake;
     use crate::resources::testing;
+    use crate::resources::testing::elb as fake;
 
     const STEP: &str = "vpc-link";
 

@@ -18,10 +18,11 @@ use crate::aws::{AwsError, OpResult, absent_on, required};
 use crate::engine::{Record, StepCx};
 use crate::tags::{self, TagMap};
 
-use crate::resources::common::iam_role::{Role, retry_while_propagating, role_not_yet_usable};
+use crate::resources::common::iam_role::Role;
 use crate::resources::context::Context;
 use crate::resources::resource::Resource;
 use crate::resources::sdk::ec2;
+use crate::resources::sdk::iam::{retry_while_propagating, role_not_yet_usable};
 
 const VPC_STEP: &str = "vpc";
 const LOG_GROUP_STEP: &str = "log-group:flow-logs";
@@ -268,23 +269,19 @@ impl Resource for FlowLog {
         if let Ok(vpc) = step.output(VPC_STEP, "VpcId") {
             filters.push(ec2::filter("resource-id", [vpc]));
         }
+        let pages: Vec<_> = cx
+            .clients
+            .ec2
+            .describe_flow_logs()
+            .set_filter(Some(filters))
+            .into_paginator()
+            .send()
+            .collect()
+            .await;
         let mut flow_logs = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let out = cx
-                .clients
-                .ec2
-                .describe_flow_logs()
-                .set_filter(Some(filters.clone()))
-                .set_next_token(token.take())
-                .send()
-                .await
-                .op("ec2:DescribeFlowLogs")?;
-            flow_logs.extend(out.flow_logs().iter().filter_map(found));
-            match out.next_token() {
-                Some(t) if !t.is_empty() => token = Some(t.to_owned()),
-                _ => break,
-            }
+        for page in pages {
+            let page = page.op("ec2:DescribeFlowLogs")?;
+            flow_logs.extend(page.flow_logs().iter().filter_map(found));
         }
         // Checked again here because not every emulator applies tag filters:
         // someone else's flow log on our VPC is theirs, never adopted.

@@ -57,20 +57,14 @@ impl Resource for InternetGateway {
     }
 
     async fn find(&self, cx: &Context, step: &StepCx<'_>) -> Result<Vec<FoundIgw>, AwsError> {
-        let out = cx
-            .clients
-            .ec2
-            .describe_internet_gateways()
-            .set_filters(Some(ec2::owned_by(cx, step.id().as_str())))
-            .send()
-            .await
-            .op("ec2:DescribeInternetGateways")?;
-        Ok(out
-            .internet_gateways()
-            .iter()
-            .filter_map(found)
-            .filter(|g| ec2::is_owned_by(cx, step.id().as_str(), &g.tags))
-            .collect())
+        ec2::find_owned!(
+            cx,
+            step,
+            describe_internet_gateways,
+            "ec2:DescribeInternetGateways",
+            internet_gateways,
+            found
+        )
     }
 
     fn describe(&self, igw: &FoundIgw) -> String {

@@ -241,20 +241,14 @@ impl Resource for RouteTable {
     }
 
     async fn find(&self, cx: &Context, step: &StepCx<'_>) -> Result<Vec<FoundTable>, AwsError> {
-        let out = cx
-            .clients
-            .ec2
-            .describe_route_tables()
-            .set_filters(Some(ec2::owned_by(cx, step.id().as_str())))
-            .send()
-            .await
-            .op("ec2:DescribeRouteTables")?;
-        Ok(out
-            .route_tables()
-            .iter()
-            .filter_map(found)
-            .filter(|t| ec2::is_owned_by(cx, step.id().as_str(), &t.tags))
-            .collect())
+        ec2::find_owned!(
+            cx,
+            step,
+            describe_route_tables,
+            "ec2:DescribeRouteTables",
+            route_tables,
+            found
+        )
     }
 
     fn describe(&self, t: &FoundTable) -> String {

@@ -74,20 +74,14 @@ impl Resource for SecurityGroup {
     }
 
     async fn find(&self, cx: &Context, step: &StepCx<'_>) -> Result<Vec<FoundGroup>, AwsError> {
-        let out = cx
-            .clients
-            .ec2
-            .describe_security_groups()
-            .set_filters(Some(ec2::owned_by(cx, step.id().as_str())))
-            .send()
-            .await
-            .op("ec2:DescribeSecurityGroups")?;
-        Ok(out
-            .security_groups()
-            .iter()
-            .filter_map(found)
-            .filter(|g| ec2::is_owned_by(cx, step.id().as_str(), &g.tags))
-            .collect())
+        ec2::find_owned!(
+            cx,
+            step,
+            describe_security_groups,
+            "ec2:DescribeSecurityGroups",
+            security_groups,
+            found
+        )
     }
 
     fn describe(&self, g: &FoundGroup) -> String {

@@ -152,20 +152,7 @@ impl Resource for Vpc {
     }
 
     async fn find(&self, cx: &Context, step: &StepCx<'_>) -> Result<Vec<FoundVpc>, AwsError> {
-        let out = cx
-            .clients
-            .ec2
-            .describe_vpcs()
-            .set_filters(Some(ec2::owned_by(cx, step.id().as_str())))
-            .send()
-            .await
-            .op("ec2:DescribeVpcs")?;
-        Ok(out
-            .vpcs()
-            .iter()
-            .filter_map(found)
-            .filter(|v| ec2::is_owned_by(cx, step.id().as_str(), &v.tags))
-            .collect())
+        ec2::find_owned!(cx, step, describe_vpcs, "ec2:DescribeVpcs", vpcs, found)
     }
 
     fn describe(&self, found: &FoundVpc) -> String {

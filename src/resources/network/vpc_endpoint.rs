@@ -139,21 +139,14 @@ impl Resource for GatewayEndpoint {
     }
 
     async fn find(&self, cx: &Context, step: &StepCx<'_>) -> Result<Vec<FoundEndpoint>, AwsError> {
-        let out = cx
-            .clients
-            .ec2
-            .describe_vpc_endpoints()
-            .set_filters(Some(ec2::owned_by(cx, step.id().as_str())))
-            .send()
-            .await
-            .op("ec2:DescribeVpcEndpoints")?;
-        Ok(out
-            .vpc_endpoints()
-            .iter()
-            .filter(|e| live(e))
-            .filter_map(found)
-            .filter(|e| ec2::is_owned_by(cx, step.id().as_str(), &e.tags))
-            .collect())
+        ec2::find_owned!(
+            cx,
+            step,
+            describe_vpc_endpoints,
+            "ec2:DescribeVpcEndpoints",
+            vpc_endpoints,
+            |e| if live(e) { found(e) } else { None }
+        )
     }
 
     fn describe(&self, e: &FoundEndpoint) -> String {

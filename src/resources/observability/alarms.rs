@@ -28,17 +28,18 @@ use std::fmt;
 use async_trait::async_trait;
 use aws_sdk_cloudwatch::types::{
     AlarmType, ComparisonOperator, Dimension, Metric, MetricAlarm, MetricDataQuery, MetricStat,
-    Statistic, Tag,
+    Statistic,
 };
 
 use crate::aws::{AwsError, OpResult, absent_on};
 use crate::engine::{Record, StepCx};
-use crate::tags::{self, TagMap};
+use crate::tags::TagMap;
 
 use crate::resources::context::Context;
 use crate::resources::model::{Function, SHIFT_GATE};
 use crate::resources::observability::monitoring::{self, ALB_INPUT, DYNAMODB_OPERATIONS};
 use crate::resources::resource::Resource;
+use crate::resources::sdk::cloudwatch;
 use crate::resources::sdk::ec2::describe_tag_fix;
 
 /// DeleteAlarms' answer for a name that is not there.
@@ -798,12 +799,6 @@ impl Definition {
     }
 }
 
-fn sdk_tags(tags: &TagMap) -> Vec<Tag> {
-    tags.iter()
-        .map(|(k, v)| Tag::builder().key(k).value(v).build())
-        .collect()
-}
-
 /// The PutMetricAlarm request for `def` (tags only when creating: AWS
 /// ignores them on an update).
 fn put_request(
@@ -874,7 +869,7 @@ fn put_request(
         }
     }
     if let Some(tags) = tags {
-        req = req.set_tags(Some(sdk_tags(tags)));
+        req = req.set_tags(Some(cloudwatch::tags(tags)));
     }
     req
 }
@@ -939,18 +934,6 @@ impl fmt::Display for Fix {
     }
 }
 
-async fn tags_of(cx: &Context, arn: &str) -> Result<TagMap, AwsError> {
-    let out = cx
-        .clients
-        .cloudwatch
-        .list_tags_for_resource()
-        .resource_arn(arn)
-        .send()
-        .await
-        .op("cloudwatch:ListTagsForResource")?;
-    Ok(tags::to_map(out.tags(), |t| (t.key(), t.value())))
-}
-
 /// Alarms of this env still there (the final sweep): named `payops-<env>-...`
 /// and tagged for the env (the prefix alone also matches env `<env>-2`'s).
 pub async fn leftovers(cx: &Context) -> Result<Vec<String>, AwsError> {
@@ -979,7 +962,7 @@ pub async fn leftovers(cx: &Context) -> Result<Vec<String>, AwsError> {
             );
         for (name, arn) in all {
             if let (Some(name), Some(arn)) = (name, arn)
-                && cx.is_ours(&tags_of(cx, arn).await?)
+                && cx.is_ours(&cloudwatch::tags_of(cx, arn).await?)
             {
                 left.push(format!("cloudwatch alarm {name}"));
             }
@@ -1030,7 +1013,7 @@ impl Resource for AlarmStep {
             .alarm_arn()
             .map(str::to_owned)
             .unwrap_or_else(|| cx.arn("cloudwatch", &format!("alarm:{name}")));
-        let tags = tags_of(cx, &arn).await?;
+        let tags = cloudwatch::tags_of(cx, &arn).await?;
         cx.check_ours(format!("CloudWatch alarm {name}"), &tags)?;
         Ok(vec![FoundAlarm {
             definition: Definition::from_alarm(alarm),
@@ -1109,7 +1092,7 @@ impl Resource for AlarmStep {
             Fix::Tags(tags) => {
                 cw.tag_resource()
                     .resource_arn(&found.arn)
-                    .set_tags(Some(sdk_tags(&tags)))
+                    .set_tags(Some(cloudwatch::tags(&tags)))
                     .send()
                     .await
                     .op("cloudwatch:TagResource")?;
@@ -1165,6 +1148,7 @@ mod tests {
     use aws_sdk_cloudwatch::operation::put_metric_alarm::PutMetricAlarmOutput;
     use aws_sdk_cloudwatch::operation::tag_resource::TagResourceOutput;
     use aws_sdk_cloudwatch::operation::untag_resource::UntagResourceOutput;
+    use aws_sdk_cloudwatch::types::Tag;
     use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 
     use super::*;
@@ -1292,7 +1276,7 @@ mod tests {
     fn tagged(tags: TagMap) -> Rule {
         mock!(Client::list_tags_for_resource).then_output(move || {
             ListTagsForResourceOutput::builder()
-                .set_tags(Some(sdk_tags(&tags)))
+                .set_tags(Some(cloudwatch::tags(&tags)))
                 .build()
         })
     }

@@ -133,3 +133,28 @@ where
     )
     .await
 }
+
+/// The find of most EC2 steps: one `Describe*` call filtered by the step's
+/// ownership tags ([`owned_by`]), each item turned into the step's found type
+/// by `$found` (which has a `tags` field), then checked again on the tags read
+/// ([`is_owned_by`]): emulators ignore some tag filters.
+macro_rules! find_owned {
+    ($cx:expr, $step:expr, $describe:ident, $op:literal, $items:ident, $found:expr) => {{
+        let step_id = $step.id().as_str();
+        let out = $cx
+            .clients
+            .ec2
+            .$describe()
+            .set_filters(Some($crate::resources::sdk::ec2::owned_by($cx, step_id)))
+            .send()
+            .await
+            .op($op)?;
+        Ok(out
+            .$items()
+            .iter()
+            .filter_map($found)
+            .filter(|f| $crate::resources::sdk::ec2::is_owned_by($cx, step_id, &f.tags))
+            .collect())
+    }};
+}
+pub(crate) use find_owned;

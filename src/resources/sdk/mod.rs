@@ -2,6 +2,15 @@
 //! service's shape, owned-by filters, lookups by name, and the waits and
 //! deletes AWS makes slow.
 
+pub mod acm;
+pub mod cloudwatch;
+pub mod dynamodb;
 pub mod ec2;
 pub mod elb;
+pub mod iam;
+pub mod kms;
+pub mod logs;
 pub mod rds;
+pub mod s3;
+pub mod secrets;
+pub mod sns;

@@ -42,3 +42,9 @@ pub async fn add_tags(cx: &Context, arn: &str, missing: &TagMap) -> Result<(), A
         .op("rds:AddTagsToResource")?;
     Ok(())
 }
+
+/// An RDS status for progress while it is being deleted (a describe that
+/// names no status: still `deleting`).
+pub fn status_or_deleting(status: Option<&str>) -> String {
+    status.unwrap_or("deleting").to_owned()
+}

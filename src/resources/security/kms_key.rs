@@ -15,7 +15,7 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_kms::types::{KeySpec, KeyState, KeyUsageType, Tag};
+use aws_sdk_kms::types::{KeySpec, KeyState, KeyUsageType};
 use aws_sdk_resourcegroupstagging::types::TagFilter;
 use serde_json::{Value, json};
 
@@ -27,6 +27,7 @@ use crate::tags::{self, TagMap};
 use crate::resources::context::Context;
 use crate::resources::resource::Resource;
 use crate::resources::sdk::ec2::describe_tag_fix;
+use crate::resources::sdk::kms;
 
 /// The shortest window AWS allows: the key stays recoverable for a week.
 const PENDING_WINDOW_DAYS: i32 = 7;
@@ -202,13 +203,6 @@ impl fmt::Display for Fix {
     }
 }
 
-fn kms_tags(tags: &TagMap) -> Vec<Tag> {
-    // Both fields are always set, so `build` cannot fail and nothing is dropped.
-    tags.iter()
-        .filter_map(|(k, v)| Tag::builder().tag_key(k).tag_value(v).build().ok())
-        .collect()
-}
-
 /// The key `key_ref` (id, ARN or alias) names, without its tags; `None` when
 /// there is no such key or alias.
 async fn describe_key(cx: &Context, key_ref: &str) -> Result<Option<KeyInfo>, AwsError> {
@@ -235,21 +229,6 @@ async fn describe_key(cx: &Context, key_ref: &str) -> Result<Option<KeyInfo>, Aw
     }))
 }
 
-async fn key_tags(cx: &Context, key_id: &str) -> Result<TagMap, AwsError> {
-    // A key holds at most 50 tags, and a page of ListResourceTags holds 50.
-    let out = cx
-        .clients
-        .kms
-        .list_resource_tags()
-        .key_id(key_id)
-        .send()
-        .await
-        .op("kms:ListResourceTags")?;
-    Ok(tags::to_map(out.tags(), |t| {
-        (Some(t.tag_key()), Some(t.tag_value()))
-    }))
-}
-
 /// The enabled key `key_ref` names, refused if it is not this env's.
 async fn owned_enabled_key(cx: &Context, key_ref: &str) -> Result<Option<KeyInfo>, AwsError> {
     let Some(mut key) = describe_key(cx, key_ref).await? else {
@@ -258,7 +237,7 @@ async fn owned_enabled_key(cx: &Context, key_ref: &str) -> Result<Option<KeyInfo
     if !key.enabled() {
         return Ok(None);
     }
-    key.tags = key_tags(cx, &key.id).await?;
+    key.tags = kms::tags_of(cx, &key.id).await?;
     cx.check_ours(format!("KMS key {}", key.id), &key.tags)?;
     Ok(Some(key))
 }
@@ -269,7 +248,7 @@ async fn resolve_alias(cx: &Context, alias: &str) -> Result<Option<KeyInfo>, Aws
     let Some(mut key) = describe_key(cx, alias).await? else {
         return Ok(None);
     };
-    key.tags = key_tags(cx, &key.id).await?;
+    key.tags = kms::tags_of(cx, &key.id).await?;
     cx.check_ours(
         format!("KMS alias {alias} (pointing at key {})", key.id),
         &key.tags,
@@ -426,7 +405,7 @@ impl Resource for KmsKey {
             .key_spec(KeySpec::SymmetricDefault)
             .key_usage(KeyUsageType::EncryptDecrypt)
             .policy(key_policy(cx, self.purpose).to_string())
-            .set_tags(Some(kms_tags(&tags)))
+            .set_tags(Some(kms::tags(&tags)))
             .send()
             .await
             .op("kms:CreateKey")?;
@@ -578,7 +557,7 @@ impl Resource for KmsKey {
             Fix::Tags(tags) => {
                 kms.tag_resource()
                     .key_id(&id)
-                    .set_tags(Some(kms_tags(&tags)))
+                    .set_tags(Some(kms::tags(&tags)))
                     .send()
                     .await
                     .op("kms:TagResource")?;
@@ -724,7 +703,7 @@ mod tests {
             .match_requests(move |r| r.key_id() == Some(id))
             .then_output(move || {
                 ListResourceTagsOutput::builder()
-                    .set_tags(Some(kms_tags(&tags)))
+                    .set_tags(Some(kms::tags(&tags)))
                     .build()
             })
     }

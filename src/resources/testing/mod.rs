@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use aws_smithy_mocks::{Rule, RuleMode, mock_client};
 
+pub mod elb;
+
 use crate::aws::Clients;
 use crate::engine::{Record, StepCx, StepEvents, StepId};
 use crate::naming::{EnvName, Names};
