@@ -17,6 +17,7 @@ use crate::aws::{AwsError, OpResult, absent_on};
 
 use crate::resources::context::Context;
 use crate::resources::model::{BLUE, Function, GREEN, HTTPS_PORT, SHIFT_GATE};
+use crate::resources::sdk::cloudwatch;
 use crate::resources::sdk::elb;
 
 /// Listener weights (ALB takes 0-999 per target group; payops writes
@@ -315,15 +316,7 @@ pub async fn alarms(cx: &Context) -> Result<Vec<Alarm>, AwsError> {
             let (Some(name), Some(arn)) = (name, arn) else {
                 continue;
             };
-            let tags = cx
-                .clients
-                .cloudwatch
-                .list_tags_for_resource()
-                .resource_arn(arn)
-                .send()
-                .await
-                .op("cloudwatch:ListTagsForResource")?;
-            let tags = crate::tags::to_map(tags.tags(), |t| (t.key(), t.value()));
+            let tags = cloudwatch::tags_of(cx, arn).await?;
             let gate = tags.get(SHIFT_GATE).map(String::as_str) == Some("true");
             if cx.is_ours(&tags) && gate {
                 alarms.push(Alarm {

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 
 use crate::aws::{AwsError, OpResult, absent_on, policy, required};
 use crate::engine::{Record, StepCx};
-use crate::tags::{self, TagMap};
+use crate::tags::TagMap;
 
 use crate::resources::context::Context;
 use crate::resources::resource::Resource;
@@ -169,15 +169,7 @@ impl Resource for Topic {
         let Some(out) = absent_on(out, &["NotFound"])? else {
             return Ok(Vec::new());
         };
-        let tags = cx
-            .clients
-            .sns
-            .list_tags_for_resource()
-            .resource_arn(&arn)
-            .send()
-            .await
-            .op("sns:ListTagsForResource")?;
-        let tags = tags::to_map(tags.tags(), |t| (Some(t.key()), Some(t.value())));
+        let tags = sns::tags_of(cx, &arn).await?;
         cx.check_ours(format!("SNS topic {name}"), &tags)?;
         Ok(vec![FoundTopic {
             name,

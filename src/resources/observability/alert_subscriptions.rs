@@ -20,10 +20,10 @@ use async_trait::async_trait;
 
 use crate::aws::{AwsError, OpResult, absent_on};
 use crate::engine::{Record, StepCx};
-use crate::tags;
 
 use crate::resources::context::Context;
 use crate::resources::resource::Resource;
+use crate::resources::sdk::sns;
 
 const PROTOCOL: &str = "email";
 /// The SubscriptionArn SNS lists for an address that has not confirmed yet.
@@ -158,15 +158,7 @@ impl Resource for AlertSubscriptions {
             return Ok(Vec::new());
         }
         // Subscriptions cannot be tagged: they are ours through the topic.
-        let tags = cx
-            .clients
-            .sns
-            .list_tags_for_resource()
-            .resource_arn(&topic_arn)
-            .send()
-            .await
-            .op("sns:ListTagsForResource")?;
-        let tags = tags::to_map(tags.tags(), |t| (Some(t.key()), Some(t.value())));
+        let tags = sns::tags_of(cx, &topic_arn).await?;
         cx.check_ours(format!("SNS topic {}", cx.names.topic(self.topic)), &tags)?;
         subscriptions.sort_by_key(|s| s.email.to_ascii_lowercase());
         Ok(vec![FoundSubscriptions {

@@ -1,9 +1,11 @@
-//! SNS: tags in its shape.
+//! SNS: tags in its shape, and a topic's tags.
 
 use aws_sdk_sns::types::Tag;
 
-use crate::aws::AwsError;
-use crate::tags::TagMap;
+use crate::aws::{AwsError, OpResult};
+use crate::tags::{self, TagMap};
+
+use crate::resources::context::Context;
 
 pub fn tags(op: &'static str, tags: &TagMap) -> Result<Vec<Tag>, AwsError> {
     tags.iter()
@@ -19,4 +21,18 @@ pub fn tags(op: &'static str, tags: &TagMap) -> Result<Vec<Tag>, AwsError> {
                 })
         })
         .collect()
+}
+
+pub async fn tags_of(cx: &Context, topic_arn: &str) -> Result<TagMap, AwsError> {
+    let out = cx
+        .clients
+        .sns
+        .list_tags_for_resource()
+        .resource_arn(topic_arn)
+        .send()
+        .await
+        .op("sns:ListTagsForResource")?;
+    Ok(tags::to_map(out.tags(), |t| {
+        (Some(t.key()), Some(t.value()))
+    }))
 }
