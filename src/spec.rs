@@ -375,11 +375,24 @@ pub fn parse_engine_version(s: &str) -> Result<String, String> {
     }
 }
 
-/// `db.r6g.large`, `db.t4g.medium`, `db.serverless`.
+/// A provisioned class: `db.r6g.large`, `db.t4g.medium`.
+///
+/// `db.serverless` is refused: AWS creates a Serverless v2 instance only in a
+/// cluster with a `ServerlessV2ScalingConfiguration` (min/max ACUs), which
+/// payops does not set yet; CreateDBInstance would fail after the cluster,
+/// its key and its network were made.
 pub fn parse_instance_class(s: &str) -> Result<String, String> {
+    if s == "db.serverless" {
+        return Err(
+            "db.serverless (Aurora Serverless v2) needs a scaling configuration \
+             (min/max ACUs) that payops does not set yet: use a provisioned class such as \
+             db.t4g.medium (cheapest) or db.r6g.large"
+                .into(),
+        );
+    }
     let parts: Vec<&str> = s.split('.').collect();
     let ok = parts.first() == Some(&"db")
-        && (parts.len() == 3 || s == "db.serverless")
+        && parts.len() == 3
         && parts
             .iter()
             .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric()));
@@ -572,6 +585,20 @@ pub fn alert_emails<S: AsRef<str>>(list: &[S]) -> Result<Vec<String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn serverless_is_refused_until_payops_sets_its_scaling() {
+        assert_eq!(
+            parse_instance_class("db.r6g.large").as_deref(),
+            Ok("db.r6g.large")
+        );
+        let err = parse_instance_class("db.serverless").unwrap_err();
+        assert!(
+            err.contains("Serverless v2") && err.contains("db.t4g.medium"),
+            "{err}"
+        );
+        assert!(parse_instance_class("db.large").is_err());
+    }
 
     #[test]
     fn subnets_are_laid_out_by_tier_then_az() {

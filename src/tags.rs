@@ -16,6 +16,19 @@ pub const CREATED_AT: &str = "payops:created-at";
 /// `destroy-all` never removes such an env.
 pub const PROTECTED: &str = "payops:protected";
 pub const MANAGER: &str = "payops";
+/// On what `down` keeps on purpose (a final snapshot, the key it needs to be
+/// restored), saying why: it belongs to no env any more, so no step adopts
+/// it, discovery does not count it as an env, and neither the final sweep nor
+/// `destroy-all` removes it.
+pub const RETAINED: &str = "payops:retained";
+/// `true` on a final snapshot kept by `down --final-snapshot` (before
+/// `payops:retained` existed, the only mark of one).
+pub const FINAL_SNAPSHOT: &str = "payops:final-snapshot";
+
+/// Whether `tags` mark something `down` kept on purpose.
+pub fn is_retained(tags: &TagMap) -> bool {
+    tags.contains_key(RETAINED) || tags.get(FINAL_SNAPSHOT).map(String::as_str) == Some("true")
+}
 
 pub type TagMap = BTreeMap<String, String>;
 

@@ -267,3 +267,114 @@ async fn down_leaves_no_database_and_no_secret_name_reserved() {
     let left = remaining(&aws, &env.name).await;
     assert!(left.is_empty(), "left behind by the second down: {left:#?}");
 }
+
+#[tokio::test]
+#[ignore = "needs an emulator: PAYOPS_TEST_ENDPOINT"]
+async fn a_kept_final_snapshot_keeps_its_key_and_leaves_no_ghost_env() {
+    let mut env = TestEnv::new();
+    let aws = Aws::connect().await;
+    env.up_json(&["--db-readers", "0"]);
+    env.down_with(&["--final-snapshot"]).assert_success();
+
+    let cluster = format!("payops-{}-aurora", env.name);
+    let snapshots = aws
+        .c
+        .rds
+        .describe_db_cluster_snapshots()
+        .db_cluster_identifier(&cluster)
+        .snapshot_type("manual")
+        .send()
+        .await
+        .expect("rds:DescribeDBClusterSnapshots");
+    let [snapshot] = snapshots.db_cluster_snapshots() else {
+        panic!("one kept snapshot: {snapshots:?}");
+    };
+    let snapshot_id = snapshot
+        .db_cluster_snapshot_identifier()
+        .unwrap()
+        .to_owned();
+    // The key it is encrypted with is enabled (restorable), not pending deletion.
+    let key = snapshot.kms_key_id().expect("an encrypted snapshot");
+    let described = aws
+        .c
+        .kms
+        .describe_key()
+        .key_id(key)
+        .send()
+        .await
+        .expect("kms:DescribeKey");
+    let key_id = described.key_metadata().unwrap().key_id().to_owned();
+    assert_eq!(
+        described.key_metadata().unwrap().key_state(),
+        Some(&aws_sdk_kms::types::KeyState::Enabled),
+        "the kept snapshot's key must stay usable"
+    );
+    let retained_alias = format!("alias/payops-retained/{snapshot_id}");
+    let aliased = aws
+        .c
+        .kms
+        .describe_key()
+        .key_id(&retained_alias)
+        .send()
+        .await;
+    assert_eq!(
+        aliased
+            .ok()
+            .and_then(|k| k.key_metadata().map(|m| m.key_id().to_owned())),
+        Some(key_id.clone()),
+        "{retained_alias} names the kept key"
+    );
+
+    // No ghost: the removed env is not listed, and a second `down` (the
+    // nightly sweep's) keeps the key as well.
+    let status = env.run(&["status", "--output", "json"]);
+    status.assert_success();
+    let envs: Vec<String> = status.json()["envs"]
+        .as_array()
+        .expect("envs")
+        .iter()
+        .filter_map(|r| r["env"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        !envs.contains(&env.name),
+        "{} is listed after down: {envs:?}",
+        env.name
+    );
+    env.down().assert_success();
+    let again = aws
+        .c
+        .kms
+        .describe_key()
+        .key_id(&key_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        again.key_metadata().unwrap().key_state(),
+        Some(&aws_sdk_kms::types::KeyState::Enabled)
+    );
+
+    // Cleaned up the way the runbook says an operator does.
+    aws.c
+        .rds
+        .delete_db_cluster_snapshot()
+        .db_cluster_snapshot_identifier(&snapshot_id)
+        .send()
+        .await
+        .expect("rds:DeleteDBClusterSnapshot");
+    aws.c
+        .kms
+        .delete_alias()
+        .alias_name(&retained_alias)
+        .send()
+        .await
+        .expect("kms:DeleteAlias");
+    aws.c
+        .kms
+        .schedule_key_deletion()
+        .key_id(&key_id)
+        .pending_window_in_days(7)
+        .send()
+        .await
+        .expect("kms:ScheduleKeyDeletion");
+}

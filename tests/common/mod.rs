@@ -338,7 +338,14 @@ impl TestEnv {
 
     /// `down --yes` (text mode: its stdout names the final sweep's verdict).
     pub fn down(&mut self) -> Run {
-        let run = self.run_env("down", &["--yes"]);
+        self.down_with(&[])
+    }
+
+    /// `down --yes` with more flags (e.g. `--final-snapshot`).
+    pub fn down_with(&mut self, extra: &[&str]) -> Run {
+        let mut args = vec!["--yes"];
+        args.extend_from_slice(extra);
+        let run = self.run_env("down", &args);
         if run.code() == Some(0) {
             self.clean = true;
         }
@@ -347,11 +354,7 @@ impl TestEnv {
 
     /// `down --yes --output json`.
     pub fn down_json(&mut self) -> Run {
-        let run = self.run_env("down", &["--yes", "--output", "json"]);
-        if run.code() == Some(0) {
-            self.clean = true;
-        }
-        run
+        self.down_with(&["--output", "json"])
     }
 
     /// The flat outputs file: must be one JSON object of string values.

@@ -25,7 +25,7 @@ use serde_json::Value;
 use crate::aws::{AwsError, OpResult, Poll, absent_on, poll_until, required, wait_until_gone};
 use crate::engine::{Record, StepCx};
 use crate::spec::DbSecret;
-use crate::tags::TagMap;
+use crate::tags::{self, FINAL_SNAPSHOT as FINAL_SNAPSHOT_TAG, TagMap};
 
 use crate::resources::context::Context;
 use crate::resources::database::db_secret::master_credentials;
@@ -44,7 +44,6 @@ const BACKUP_WINDOW: &str = "03:00-04:00";
 const MAINTENANCE_WINDOW: &str = "sun:04:30-sun:05:30";
 const LOG_EXPORTS: [&str; 1] = ["postgresql"];
 /// Tag on a snapshot `down --final-snapshot` kept: the final sweep leaves it.
-pub const FINAL_SNAPSHOT_TAG: &str = "payops:final-snapshot";
 
 pub struct AuroraCluster;
 
@@ -228,11 +227,13 @@ impl AuroraCluster {
             cx.budgets.aurora,
             &progress,
             || async {
-                Ok(match self.get(cx).await? {
-                    Some(f) if f.cluster.status() == Some("available") => Poll::Ready(f),
-                    Some(f) => Poll::Pending(f.cluster.status().unwrap_or("unknown").to_owned()),
-                    None => Poll::Pending("not listed yet".to_owned()),
-                })
+                match self.get(cx).await? {
+                    Some(f) => {
+                        let status = f.cluster.status().map(str::to_owned);
+                        rds::availability(&format!("Aurora cluster {id}"), status.as_deref(), f)
+                    }
+                    None => Ok(Poll::Pending("not listed yet".to_owned())),
+                }
             },
         )
         .await
@@ -540,7 +541,13 @@ impl Resource for AuroraCluster {
         rds::add_tags(
             cx,
             &arn,
-            &TagMap::from([(FINAL_SNAPSHOT_TAG.to_owned(), "true".to_owned())]),
+            &TagMap::from([
+                (FINAL_SNAPSHOT_TAG.to_owned(), "true".to_owned()),
+                (
+                    tags::RETAINED.to_owned(),
+                    format!("final snapshot of {}", found.id),
+                ),
+            ]),
         )
         .await?;
         Ok(vec![format!(
@@ -708,6 +715,40 @@ mod tests {
         // The password is nowhere in what payops keeps or prints.
         let shown = format!("{:?} {:?}", applied.record, applied.notes);
         assert!(!shown.contains(PASSWORD), "{shown}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cluster_that_cannot_become_available_ends_the_wait_at_once() {
+        for status in [
+            "incompatible-network",
+            "inaccessible-encryption-credentials",
+            "failed",
+        ] {
+            let describe = mock!(Client::describe_db_clusters)
+                .sequence()
+                .error(not_found)
+                .output(move || described(cluster(false, "creating")))
+                .output(move || described(cluster(false, status)))
+                .repeatedly()
+                .build();
+            let create = mock!(Client::create_db_cluster).then_output(|| {
+                CreateDbClusterOutput::builder()
+                    .db_cluster(cluster(false, "creating"))
+                    .build()
+            });
+            let cx = cx_with(&[&describe, &create], &[&secret_value(None)], false);
+            let err = testing::ensure(&cx, STEP, AuroraCluster, &inputs())
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("payops-pr1-aurora is {status}")),
+                "{err}"
+            );
+            // Not found, one pending poll, then the terminal one: no more
+            // polls for the rest of the 30-minute budget.
+            assert_eq!(describe.num_calls(), 3, "{status}");
+        }
     }
 
     #[tokio::test]

@@ -115,18 +115,13 @@ impl AuroraInstance {
             cx.budgets.aurora_instance,
             &progress,
             || async {
-                Ok(match self.get(cx).await? {
-                    Some(f) if f.instance.db_instance_status() == Some("available") => {
-                        Poll::Ready(f)
+                match self.get(cx).await? {
+                    Some(f) => {
+                        let status = f.instance.db_instance_status().map(str::to_owned);
+                        rds::availability(&format!("Aurora instance {id}"), status.as_deref(), f)
                     }
-                    Some(f) => Poll::Pending(
-                        f.instance
-                            .db_instance_status()
-                            .unwrap_or("unknown")
-                            .to_owned(),
-                    ),
-                    None => Poll::Pending("not listed yet".to_owned()),
-                })
+                    None => Ok(Poll::Pending("not listed yet".to_owned())),
+                }
             },
         )
         .await

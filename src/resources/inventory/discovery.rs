@@ -57,6 +57,11 @@ pub async fn discover(clients: &Clients) -> Result<BTreeMap<String, Discovered>,
         alias_key_tags(clients)
     )?;
     for tags in tagged.iter().chain(&vpcs).chain(&keys) {
+        // What `down` kept on purpose (a final snapshot and its key) is no
+        // env: counting it would list the removed env forever.
+        if tags::is_retained(tags) {
+            continue;
+        }
         if let Some(env) = env_of(tags) {
             envs.entry(env).or_default().note(tags);
         }

@@ -68,10 +68,16 @@ async fn tagged(cx: &Context) -> Result<Vec<String>, AwsError> {
         arns.extend(
             page.resource_tag_mapping_list()
                 .iter()
+                // Kept on purpose (a final snapshot, the key it needs).
+                .filter(|m| !tags::is_retained(&mapping_tags(m)))
                 .filter_map(|m| m.resource_arn().map(str::to_owned)),
         );
     }
     Ok(arns)
+}
+
+fn mapping_tags(m: &aws_sdk_resourcegroupstagging::types::ResourceTagMapping) -> tags::TagMap {
+    tags::to_map(m.tags(), |t| (Some(t.key()), Some(t.value())))
 }
 
 /// Drops what is on its way out: KMS keys pending deletion (AWS keeps them
@@ -250,6 +256,39 @@ mod tests {
     const KEY: &str = "arn:aws:kms:us-east-1:123456789012:key/k-1";
     const NAT: &str = "arn:aws:ec2:us-east-1:123456789012:natgateway/nat-1";
     const TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:payops-pr1-stray";
+
+    #[tokio::test(start_paused = true)]
+    async fn what_down_kept_on_purpose_is_no_leftover() {
+        let tagged =
+            mock!(aws_sdk_resourcegroupstagging::Client::get_resources).then_output(|| {
+                let tag = |k: &str, v: &str| {
+                    aws_sdk_resourcegroupstagging::types::Tag::builder()
+                        .key(k)
+                        .value(v)
+                        .build()
+                        .unwrap()
+                };
+                GetResourcesOutput::builder()
+                    .resource_tag_mapping_list(
+                        ResourceTagMapping::builder()
+                            .resource_arn("arn:aws:rds:us-east-1:123456789012:cluster-snapshot:s-1")
+                            .tags(tag(tags::RETAINED, "final snapshot of payops-pr1-aurora"))
+                            .build(),
+                    )
+                    .resource_tag_mapping_list(
+                        ResourceTagMapping::builder()
+                            .resource_arn(TOPIC)
+                            .tags(tag(tags::ENV, "pr1"))
+                            .build(),
+                    )
+                    .build()
+            });
+        let mut clients = testing::clients();
+        clients.tagging =
+            mock_client!(aws_sdk_resourcegroupstagging, RuleMode::MatchAny, [&tagged]);
+        let left = tagged_leftovers(&testing::context(clients)).await.unwrap();
+        assert_eq!(left, [TOPIC]);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn keys_pending_deletion_and_deleted_nats_are_not_leftovers_but_the_rest_is() {

@@ -2,7 +2,7 @@
 
 use aws_sdk_rds::types::Tag;
 
-use crate::aws::{AwsError, OpResult};
+use crate::aws::{AwsError, OpResult, Poll};
 use crate::tags::{self, TagMap};
 
 use crate::resources::context::Context;
@@ -47,4 +47,107 @@ pub async fn add_tags(cx: &Context, arn: &str, missing: &TagMap) -> Result<(), A
 /// names no status: still `deleting`).
 pub fn status_or_deleting(status: Option<&str>) -> String {
     status.unwrap_or("deleting").to_owned()
+}
+
+/// Manual snapshots of `cluster` encrypted with the key `key_arn`: KMS cannot
+/// decrypt data under a deleted key, so the key must outlive them.
+pub async fn snapshots_encrypted_with(
+    cx: &Context,
+    cluster: &str,
+    key_arn: &str,
+) -> Result<Vec<String>, AwsError> {
+    let pages: Vec<_> = cx
+        .clients
+        .rds
+        .describe_db_cluster_snapshots()
+        .db_cluster_identifier(cluster)
+        .snapshot_type("manual")
+        .into_paginator()
+        .send()
+        .collect()
+        .await;
+    let key_id = key_arn.rsplit('/').next().unwrap_or(key_arn);
+    let mut ids = Vec::new();
+    for page in pages {
+        let page = page.op("rds:DescribeDBClusterSnapshots")?;
+        for s in page.db_cluster_snapshots() {
+            // RDS names the key by ARN; accept its id too.
+            let uses_key = s
+                .kms_key_id()
+                .is_some_and(|k| k == key_arn || k.rsplit('/').next() == Some(key_id));
+            if uses_key && let Some(id) = s.db_cluster_snapshot_identifier() {
+                ids.push(id.to_owned());
+            }
+        }
+    }
+    ids.sort();
+    Ok(ids)
+}
+
+/// Statuses from which an Aurora cluster or instance does not become
+/// `available` by itself, so waiting for it only burns the budget. The SDK's
+/// own waiters (`DBClusterAvailable`, `DBInstanceAvailable`) fail on
+/// deleted, deleting, failed, incompatible-restore and incompatible-parameters;
+/// the RDS user guide's status tables ("Viewing Amazon Aurora DB cluster
+/// status", "Viewing DB instance status") add the ones that need the operator:
+/// a network or key problem, full storage, a bad option group.
+const NEVER_AVAILABLE: [&str; 10] = [
+    "deleted",
+    "deleting",
+    "failed",
+    "incompatible-restore",
+    "incompatible-parameters",
+    "incompatible-network",
+    "incompatible-option-group",
+    "inaccessible-encryption-credentials",
+    "inaccessible-encryption-credentials-recoverable",
+    "storage-full",
+];
+
+/// The verdict of one poll of a cluster or instance being waited for:
+/// `available` is ready, a status in [`NEVER_AVAILABLE`] ends the wait at once
+/// with AWS's status in the error, anything else is still pending.
+pub fn availability<T>(what: &str, status: Option<&str>, found: T) -> Result<Poll<T>, AwsError> {
+    match status {
+        Some("available") => Ok(Poll::Ready(found)),
+        Some(s) if NEVER_AVAILABLE.contains(&s) => Err(AwsError::Conflict(format!(
+            "{what} is {s}: it will not become available by itself (see its events in the \
+             RDS console or `aws rds describe-events`)"
+        ))),
+        other => Ok(Poll::Pending(other.unwrap_or("unknown").to_owned())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_available_is_ready_and_terminal_statuses_end_the_wait() {
+        assert!(matches!(
+            availability("x", Some("available"), 1),
+            Ok(Poll::Ready(1))
+        ));
+        for pending in [
+            "creating",
+            "backing-up",
+            "modifying",
+            "configuring-log-exports",
+        ] {
+            assert!(matches!(
+                availability("x", Some(pending), ()),
+                Ok(Poll::Pending(s)) if s == pending
+            ));
+        }
+        assert!(matches!(availability("x", None, ()), Ok(Poll::Pending(_))));
+        let err = availability(
+            "Aurora instance payops-pr1-aurora-1",
+            Some("storage-full"),
+            (),
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(err.contains("payops-pr1-aurora-1 is storage-full"), "{err}");
+    }
 }

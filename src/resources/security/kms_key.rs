@@ -27,7 +27,7 @@ use crate::tags::{self, TagMap};
 use crate::resources::context::Context;
 use crate::resources::resource::Resource;
 use crate::resources::sdk::ec2::describe_tag_fix;
-use crate::resources::sdk::kms;
+use crate::resources::sdk::{kms, rds};
 
 /// The shortest window AWS allows: the key stays recoverable for a week.
 const PENDING_WINDOW_DAYS: i32 = 7;
@@ -160,8 +160,12 @@ impl KeyInfo {
         self.state == Some(KeyState::Enabled)
     }
 
+    /// A key `down` kept for a final snapshot belongs to that snapshot now:
+    /// a new env of the same name gets a key of its own.
     fn usable_for(&self, step: &str) -> bool {
-        self.enabled() && self.tags.get(tags::STEP).map(String::as_str) == Some(step)
+        self.enabled()
+            && !tags::is_retained(&self.tags)
+            && self.tags.get(tags::STEP).map(String::as_str) == Some(step)
     }
 }
 
@@ -321,6 +325,50 @@ async fn point_alias(cx: &Context, alias: &str, key_id: &str) -> Result<(), AwsE
         }
         Err(e) => Err(e),
     }
+}
+
+/// Keeps `key` for the snapshots that need it: under an alias of its own
+/// (`alias/payops-retained/<snapshot>`, out of the env's alias namespace so a
+/// new env of the same name makes its own key) and tagged `payops:retained`,
+/// so that no env adopts it and no sweep removes it. Its env alias is already
+/// gone (deleted just before, like any key's).
+async fn retain(
+    cx: &Context,
+    key: &KeyInfo,
+    snapshot: &str,
+    snapshots: &[String],
+    mut notes: Vec<String>,
+) -> Result<Vec<String>, AwsError> {
+    let alias = retained_alias(snapshot);
+    point_alias(cx, &alias, &key.id).await?;
+    let why = format!("final snapshot {}", snapshots.join(" "));
+    // KMS tag values are at most 256 characters.
+    let why: String = why.chars().take(256).collect();
+    cx.clients
+        .kms
+        .tag_resource()
+        .key_id(&key.id)
+        .set_tags(Some(kms::tags(&TagMap::from([(
+            tags::RETAINED.to_owned(),
+            why,
+        )]))))
+        .send()
+        .await
+        .op("kms:TagResource")?;
+    notes.push(format!(
+        "kept KMS key {} as {alias}: snapshot {} is encrypted with it and cannot be \
+         restored without it (a key costs about $1 a month; docs/runbook.md says how to \
+         restore the snapshot and when to schedule the key's deletion)",
+        key.id,
+        snapshots.join(", ")
+    ));
+    Ok(notes)
+}
+
+/// The alias of a key kept for `snapshot` (an RDS identifier: letters,
+/// digits and hyphens, all valid in an alias name).
+pub fn retained_alias(snapshot: &str) -> String {
+    format!("alias/payops-retained/{snapshot}")
 }
 
 async fn while_key_propagates<T, F, Fut>(
@@ -586,6 +634,14 @@ impl Resource for KmsKey {
         let kms = &cx.clients.kms;
         let id = &found.key.id;
         let mut notes = Vec::new();
+        // A snapshot kept by `down --final-snapshot` (or taken by hand) is
+        // encrypted with the database key, and data under a deleted KMS key
+        // is unrecoverable: such a key is kept, never scheduled.
+        let needed_by = if self.purpose == "database" {
+            rds::snapshots_encrypted_with(cx, &cx.names.db_cluster(), &found.key.arn).await?
+        } else {
+            Vec::new()
+        };
         if found.alias_target != AliasTarget::Missing {
             let deleted = kms
                 .delete_alias()
@@ -596,6 +652,9 @@ impl Resource for KmsKey {
             if absent_on(deleted, &["NotFoundException"])?.is_some() {
                 notes.push(format!("deleted alias {}", found.alias));
             }
+        }
+        if let Some(snapshot) = needed_by.first() {
+            return retain(cx, &found.key, snapshot, &needed_by, notes).await;
         }
         let scheduled = kms
             .schedule_key_deletion()
@@ -1088,6 +1147,136 @@ mod tests {
             *order.lock().unwrap(),
             ["DeleteAlias", "ScheduleKeyDeletion"]
         );
+    }
+
+    /// The database key with a kept final snapshot encrypted under it.
+    fn database_key_with_snapshots(snapshots: &'static [&'static str]) -> (Context, [Rule; 4]) {
+        const DB_ALIAS: &str = "alias/payops/pr1/database";
+        let delete_alias = mock!(Client::delete_alias)
+            .match_requests(|r| r.alias_name() == Some(DB_ALIAS))
+            .then_output(|| DeleteAliasOutput::builder().build());
+        let create_alias = mock!(Client::create_alias)
+            .match_requests(|r| {
+                r.alias_name() == Some("alias/payops-retained/payops-pr1-aurora-final-20261206")
+                    && r.target_key_id() == Some("k-db")
+            })
+            .then_output(|| CreateAliasOutput::builder().build());
+        let retain = mock!(Client::tag_resource)
+            .match_requests(|r| {
+                r.key_id() == Some("k-db")
+                    && r.tags().iter().any(|t| {
+                        t.tag_key() == tags::RETAINED
+                            && t.tag_value() == "final snapshot payops-pr1-aurora-final-20261206"
+                    })
+            })
+            .then_output(|| TagResourceOutput::builder().build());
+        let schedule = mock!(Client::schedule_key_deletion)
+            .then_output(|| ScheduleKeyDeletionOutput::builder().key_id("k-db").build());
+        let snapshots_of_the_cluster = mock!(aws_sdk_rds::Client::describe_db_cluster_snapshots)
+            .match_requests(|r| {
+                r.db_cluster_identifier() == Some("payops-pr1-aurora")
+                    && r.snapshot_type() == Some("manual")
+            })
+            .then_output(move || {
+                let mut out =
+                    aws_sdk_rds::operation::describe_db_cluster_snapshots::DescribeDbClusterSnapshotsOutput::builder();
+                for id in snapshots {
+                    out = out.db_cluster_snapshots(
+                        aws_sdk_rds::types::DbClusterSnapshot::builder()
+                            .db_cluster_snapshot_identifier(*id)
+                            .kms_key_id(arn("k-db"))
+                            .build(),
+                    );
+                }
+                // Another key's snapshot does not hold this one.
+                out.db_cluster_snapshots(
+                    aws_sdk_rds::types::DbClusterSnapshot::builder()
+                        .db_cluster_snapshot_identifier("payops-pr1-aurora-by-hand")
+                        .kms_key_id(arn("k-other"))
+                        .build(),
+                )
+                .build()
+            });
+        let no_more_tagged = mock!(aws_sdk_resourcegroupstagging::Client::get_resources)
+            .then_output(|| {
+                aws_sdk_resourcegroupstagging::operation::get_resources::GetResourcesOutput::builder()
+                    .build()
+            });
+        let mut clients = testing::clients();
+        clients.kms = mock_client!(
+            aws_sdk_kms,
+            RuleMode::MatchAny,
+            [
+                &describe(DB_ALIAS, "k-db", KeyState::Enabled),
+                &tags_of("k-db", our_tags("kms-key:database")),
+                &delete_alias,
+                &create_alias,
+                &retain,
+                &schedule,
+            ]
+        );
+        clients.tagging = mock_client!(
+            aws_sdk_resourcegroupstagging,
+            RuleMode::MatchAny,
+            [&no_more_tagged]
+        );
+        clients.rds = mock_client!(aws_sdk_rds, RuleMode::MatchAny, [&snapshots_of_the_cluster]);
+        (
+            testing::context(clients),
+            [delete_alias, create_alias, retain, schedule],
+        )
+    }
+
+    #[tokio::test]
+    async fn a_key_a_kept_snapshot_needs_is_kept_under_its_own_alias_not_scheduled() {
+        let (cx, [delete_alias, create_alias, retain, schedule]) =
+            database_key_with_snapshots(&["payops-pr1-aurora-final-20261206"]);
+        let removed = testing::destroy(&cx, "kms-key:database", KmsKey::new("database"))
+            .await
+            .unwrap();
+        let Removed::Deleted { notes } = removed else {
+            panic!("expected the env's key to be let go of");
+        };
+        assert_eq!(
+            schedule.num_calls(),
+            0,
+            "the snapshot would be unrestorable"
+        );
+        assert_eq!(delete_alias.num_calls(), 1, "a new env needs the alias");
+        assert_eq!(create_alias.num_calls(), 1);
+        assert_eq!(retain.num_calls(), 1);
+        assert!(
+            notes.iter().any(|n| n.contains("kept KMS key k-db")
+                && n.contains("payops-pr1-aurora-final-20261206")),
+            "{notes:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_database_key_without_kept_snapshots_is_scheduled_as_usual() {
+        let (cx, [_, create_alias, retain, schedule]) = database_key_with_snapshots(&[]);
+        testing::destroy(&cx, "kms-key:database", KmsKey::new("database"))
+            .await
+            .unwrap();
+        assert_eq!(schedule.num_calls(), 1);
+        assert_eq!(create_alias.num_calls() + retain.num_calls(), 0);
+    }
+
+    #[test]
+    fn a_retained_key_is_never_adopted() {
+        let mut key = KeyInfo {
+            id: "k-db".into(),
+            arn: arn("k-db"),
+            state: Some(KeyState::Enabled),
+            description: DESCRIPTION.into(),
+            spec: Some(KeySpec::SymmetricDefault),
+            usage: Some(KeyUsageType::EncryptDecrypt),
+            tags: our_tags("kms-key:database"),
+        };
+        assert!(key.usable_for("kms-key:database"));
+        key.tags
+            .insert(tags::RETAINED.into(), "final snapshot s-1".into());
+        assert!(!key.usable_for("kms-key:database"));
     }
 
     #[tokio::test]
