@@ -43,8 +43,6 @@ const SECRET_INPUT: (&str, &str) = ("secret:db-master", "DbSecretArn");
 const BACKUP_WINDOW: &str = "03:00-04:00";
 const MAINTENANCE_WINDOW: &str = "sun:04:30-sun:05:30";
 const LOG_EXPORTS: [&str; 1] = ["postgresql"];
-/// Tag on a snapshot `down --final-snapshot` kept: the final sweep leaves it.
-
 pub struct AuroraCluster;
 
 pub struct FoundCluster {
