@@ -128,6 +128,7 @@ def main() -> None:
         shared.patch_apigateway_connection_id()
         shared.patch_rds_automated_snapshots()
         shared.patch_apigateway_tags()
+        shared.patch_elbv2_private_link_enforcement()
         print("payops: moto patches applied (PAYOPS_MOTO_PATCHES=0 to disable)", file=sys.stderr, flush=True)
     from moto.server import main as moto_main
 

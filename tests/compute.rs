@@ -380,6 +380,16 @@ async fn check_load_balancers(aws: &Aws, env: &str, outputs: &BTreeMap<String, S
             .collect();
         assert_eq!(subnets, private, "{name} is in the private subnets");
         assert_eq!(lb.security_groups(), [output(outputs, group)], "{name}");
+        if kind == "nlb" {
+            // The VPC link reaches the NLB over PrivateLink: filtering that
+            // traffic by the group (AWS's default, which the emulators are
+            // patched to reproduce) would drop every POST /payments.
+            assert_eq!(
+                lb.enforce_security_group_inbound_rules_on_private_link_traffic(),
+                Some("off"),
+                "{name}"
+            );
+        }
         let arn_key = if kind == "alb" { "AlbArn" } else { "NlbArn" };
         assert_eq!(lb.load_balancer_arn(), Some(output(outputs, arn_key)));
     }

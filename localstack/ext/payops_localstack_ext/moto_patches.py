@@ -23,6 +23,11 @@ RDS (moto 5.1/5.2):
     cluster of the same name created again within that minute (an env's
     ``up`` right after its ``down``) then fails with
     DBClusterSnapshotAlreadyExistsFault.
+
+ELBv2 (moto 5.1/5.2):
+    ``EnforceSecurityGroupInboundRulesOnPrivateLinkTraffic`` is ignored by
+    SetSecurityGroups and never reported, while AWS turns it on for an NLB
+    with security groups (and then drops VPC-link traffic).
 """
 
 from __future__ import annotations
@@ -181,3 +186,45 @@ def patch_apigateway_tags() -> None:
     APIGatewayResponse.tag_resource = tag_resource
     APIGatewayResponse.untag_resource = untag_resource
     APIGatewayResponse._payops_tags_patched = True
+
+
+def patch_elbv2_private_link_enforcement() -> None:
+    """ELBv2 (moto 5.1/5.2): ``EnforceSecurityGroupInboundRulesOnPrivateLinkTraffic``.
+
+    On AWS a Network Load Balancer created with security groups filters
+    PrivateLink traffic (an API Gateway VPC link's) by its inbound rules: the
+    attribute is ``on`` until SetSecurityGroups turns it ``off``, and
+    DescribeLoadBalancers reports it. moto ignores the parameter and never
+    reports the attribute, so payops could neither be tested turning it off
+    nor see it drift back on.
+    """
+    from moto.elbv2.models import FakeLoadBalancer
+    from moto.elbv2.responses import ELBV2Response
+
+    if getattr(FakeLoadBalancer, "_payops_private_link", False):
+        return
+    attr = "enforce_security_group_inbound_rules_on_private_link_traffic"
+    original_init = FakeLoadBalancer.__init__
+    original_set = ELBV2Response.set_security_groups
+
+    def __init__(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        if self.type == "network" and self.security_groups:
+            setattr(self, attr, "on")
+
+    def set_security_groups(self):
+        result = original_set(self)
+        value = self._get_param("EnforceSecurityGroupInboundRulesOnPrivateLinkTraffic")
+        balancer = self.elbv2_backend.load_balancers.get(self._get_param("LoadBalancerArn"))
+        if balancer is not None and balancer.type == "network":
+            if value in ("on", "off"):
+                setattr(balancer, attr, value)
+            if getattr(balancer, attr, None):
+                result.result["EnforceSecurityGroupInboundRulesOnPrivateLinkTraffic"] = getattr(
+                    balancer, attr
+                )
+        return result
+
+    FakeLoadBalancer.__init__ = __init__
+    ELBV2Response.set_security_groups = set_security_groups
+    FakeLoadBalancer._payops_private_link = True

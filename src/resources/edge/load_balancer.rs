@@ -7,6 +7,14 @@
 //!   accepts only network load balancers: API Gateway -> VPC link -> NLB
 //!   (TCP 443) -> ALB (HTTPS).
 //!
+//! An NLB with a security group filters PrivateLink traffic by its inbound
+//! rules unless told otherwise (`EnforceSecurityGroupInboundRulesOnPrivateLinkTraffic`
+//! is `on` after CreateLoadBalancer). API Gateway's VPC link reaches the NLB
+//! over PrivateLink from addresses outside the VPC, so with enforcement on
+//! every `POST /payments` through the link is dropped; payops turns it off
+//! for PrivateLink traffic only, and keeps the rule for everything else
+//! (ELB user guide, "Security groups for your Network Load Balancer").
+//!
 //! Type and scheme cannot change after creation: a load balancer with our
 //! name but another type or scheme is reported, never replaced silently.
 
@@ -16,7 +24,8 @@ use std::fmt;
 use async_trait::async_trait;
 use aws_sdk_elasticloadbalancingv2::client::Waiters;
 use aws_sdk_elasticloadbalancingv2::types::{
-    IpAddressType, LoadBalancer as ElbLoadBalancer, LoadBalancerAttribute, LoadBalancerSchemeEnum,
+    EnforceSecurityGroupInboundRulesOnPrivateLinkTrafficEnum, IpAddressType,
+    LoadBalancer as ElbLoadBalancer, LoadBalancerAttribute, LoadBalancerSchemeEnum,
     LoadBalancerTypeEnum,
 };
 
@@ -173,6 +182,8 @@ pub struct FoundLoadBalancer {
 pub enum Fix {
     Subnets(Vec<String>),
     SecurityGroup(String),
+    /// The NLB's inbound rules applied to PrivateLink (VPC link) traffic.
+    PrivateLinkFiltering(String),
     Attributes(BTreeMap<&'static str, String>),
     Tags(TagMap),
 }
@@ -182,6 +193,10 @@ impl fmt::Display for Fix {
         match self {
             Self::Subnets(_) => f.write_str("place it in the private subnets"),
             Self::SecurityGroup(g) => write!(f, "use security group {g} only"),
+            Self::PrivateLinkFiltering(_) => f.write_str(
+                "stop filtering PrivateLink traffic by the security group (it drops the VPC \
+                 link's requests)",
+            ),
             Self::Attributes(a) => write!(
                 f,
                 "set {}",
@@ -300,6 +315,10 @@ impl Resource for LoadBalancer {
         let group = step.output(sg_step, sg_key)?;
         if lb.security_groups() != [group] {
             fixes.push(Fix::SecurityGroup(group.to_owned()));
+        } else if self.kind == LbKind::Nlb
+            && lb.enforce_security_group_inbound_rules_on_private_link_traffic() != Some("off")
+        {
+            fixes.push(Fix::PrivateLinkFiltering(group.to_owned()));
         }
         let out = cx
             .clients
@@ -346,10 +365,15 @@ impl Resource for LoadBalancer {
                     .await
                     .op("elbv2:SetSubnets")?;
             }
-            Fix::SecurityGroup(group) => {
+            Fix::SecurityGroup(group) | Fix::PrivateLinkFiltering(group) => {
+                // Said on every call for the NLB, so that replacing its group
+                // never turns PrivateLink filtering back on.
+                let private_link = (self.kind == LbKind::Nlb)
+                    .then_some(EnforceSecurityGroupInboundRulesOnPrivateLinkTrafficEnum::Off);
                 elb.set_security_groups()
                     .load_balancer_arn(&found.arn)
                     .security_groups(group)
+                    .set_enforce_security_group_inbound_rules_on_private_link_traffic(private_link)
                     .send()
                     .await
                     .op("elbv2:SetSecurityGroups")?;
@@ -591,6 +615,50 @@ mod tests {
         .unwrap();
         assert_eq!(applied.change, Change::Unchanged, "{:?}", applied.notes);
         assert_eq!(applied.record.outputs["NlbArn"], fake::NLB);
+    }
+
+    #[tokio::test]
+    async fn a_new_nlb_stops_filtering_the_vpc_links_private_link_traffic() {
+        // What CreateLoadBalancer leaves: an NLB with a security group
+        // enforces its inbound rules on PrivateLink traffic.
+        let filtering = mock!(Client::describe_load_balancers).then_output(|| {
+            let mut lb = fake::load_balancer("nlb");
+            lb.enforce_security_group_inbound_rules_on_private_link_traffic = Some("on".into());
+            DescribeLoadBalancersOutput::builder()
+                .load_balancers(lb)
+                .build()
+        });
+        let attrs = attributes(&[
+            ("deletion_protection.enabled", "false"),
+            ("load_balancing.cross_zone.enabled", "true"),
+        ]);
+        let set = mock!(Client::set_security_groups)
+            .match_requests(|r| {
+                r.security_groups() == ["sg-nlb"]
+                    && r.enforce_security_group_inbound_rules_on_private_link_traffic()
+                        == Some(&EnforceSecurityGroupInboundRulesOnPrivateLinkTrafficEnum::Off)
+            })
+            .then_output(|| SetSecurityGroupsOutput::builder().build());
+        let cx = context(&[&filtering, &fake::describe_tags(), &attrs, &set]);
+        let drift = testing::observe(
+            &cx,
+            step(LbKind::Nlb),
+            LoadBalancer::new(LbKind::Nlb),
+            &inputs(LbKind::Nlb),
+        )
+        .await
+        .unwrap();
+        assert!(format!("{drift:?}").contains("PrivateLink"), "{drift:?}");
+        let applied = testing::ensure(
+            &cx,
+            step(LbKind::Nlb),
+            LoadBalancer::new(LbKind::Nlb),
+            &inputs(LbKind::Nlb),
+        )
+        .await
+        .unwrap();
+        assert_eq!(applied.change, Change::Updated);
+        assert_eq!(set.num_calls(), 1);
     }
 
     #[tokio::test]

@@ -87,6 +87,10 @@ pub fn load_balancer(kind: &str) -> LoadBalancer {
                 .build(),
         )
         .security_groups(format!("sg-{kind}"));
+    if kind == "nlb" {
+        // As payops leaves it: the VPC link's PrivateLink traffic not filtered.
+        lb = lb.enforce_security_group_inbound_rules_on_private_link_traffic("off");
+    }
     for subnet in ["subnet-a", "subnet-b", "subnet-c"] {
         lb = lb.availability_zones(AvailabilityZone::builder().subnet_id(subnet).build());
     }
