@@ -131,7 +131,11 @@ def process(body: dict[str, Any], cfg: dict[str, str], clients: tuple[Any, Any, 
             Key=audit_key(stored),
             Body=audit_document(stored),
             ContentType="application/json",
+            # The env's own key: "aws:kms" without a key id means the
+            # AWS-managed aws/s3 key (request headers override the bucket's
+            # default encryption), which the env's key policy does not govern.
             ServerSideEncryption="aws:kms",
+            SSEKMSKeyId=cfg["S3KmsKeyArn"],
         )
     except ClientError as e:
         code = e.response.get("Error", {}).get("Code", "error")

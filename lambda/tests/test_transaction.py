@@ -33,11 +33,13 @@ def env():
         queue = sqs.create_queue(QueueName="failed")["QueueUrl"]
         queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
+        s3_key = boto3.client("kms").create_key(Description="payops t1 s3")["KeyMetadata"]["Arn"]
         ssm = boto3.client("ssm")
         for name, value in {
             "TransactionsTableName": TABLE,
             "AuditBucketName": BUCKET,
             "FailedTransactionsTopicArn": topic,
+            "S3KmsKeyArn": s3_key,
         }.items():
             ssm.put_parameter(Name=f"{ENV_PATH}{name}", Value=value, Type="String")
         ssm.put_parameter(Name=f"{ENV_PATH}secure/PanHashKey", Value=KEY_HEX, Type="SecureString")
@@ -46,7 +48,7 @@ def env():
             out = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", [])
             return [json.loads(m["Body"]) for m in out]
 
-        yield {"ddb": ddb, "s3": s3, "failures": failures}
+        yield {"ddb": ddb, "s3": s3, "failures": failures, "s3_key": s3_key}
 
 
 def alb_event(body, method="POST", path="/payments", b64=False):
@@ -82,6 +84,8 @@ def test_a_payment_is_stored_audited_and_answered(env, context):
     assert keys == [tp.audit_key({"timestamp": record["timestamp"]["S"], "transactionId": "tx-1"})]
     audit = env["s3"].get_object(Bucket=BUCKET, Key=keys[0])
     assert audit["ServerSideEncryption"] == "aws:kms"
+    # The env's S3 key, not the AWS-managed aws/s3 key.
+    assert audit["SSEKMSKeyId"] == env["s3_key"]
     text = audit["Body"].read().decode()
     assert VISA not in text and json.loads(text)["cardLast4"] == "1111"
     assert env["failures"]() == []
