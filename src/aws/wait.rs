@@ -39,6 +39,22 @@ pub async fn retry_on_codes<T, F, Fut>(
     codes: &[&str],
     budget: Budget,
     progress: &(dyn Fn(String) + Send + Sync),
+    op: F,
+) -> Result<T, AwsError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, AwsError>>,
+{
+    retry_while(what, |e| e.is_code(codes), budget, progress, op).await
+}
+
+/// Calls `op` until it succeeds or fails with an error `transient` does not
+/// recognise; while it does, waits (with backoff) and reports progress.
+pub async fn retry_while<T, F, Fut>(
+    what: impl AsRef<str>,
+    transient: impl Fn(&AwsError) -> bool,
+    budget: Budget,
+    progress: &(dyn Fn(String) + Send + Sync),
     mut op: F,
 ) -> Result<T, AwsError>
 where
@@ -52,7 +68,7 @@ where
     loop {
         match op().await {
             Ok(v) => return Ok(v),
-            Err(e) if e.is_code(codes) => {
+            Err(e) if transient(&e) => {
                 let elapsed = start.elapsed();
                 if elapsed + delay > budget.total {
                     return Err(AwsError::Timeout {

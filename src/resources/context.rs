@@ -32,6 +32,9 @@ pub struct Budgets {
     pub vpc_link: Budget,
     /// ACM refuses to delete a certificate a listener let go of a moment ago.
     pub certificate_release: Budget,
+    /// ELB checks an access-log bucket by writing to it, and right after the
+    /// bucket policy is set it may still be refused for a while.
+    pub log_bucket_check: Budget,
     /// Aurora clusters take 3-4 minutes to create and minutes to delete.
     pub aurora: Budget,
     /// Aurora instances take ~10 minutes to create and 10-12 to delete.
@@ -53,6 +56,7 @@ impl Default for Budgets {
                 ..Budget::new(Duration::from_secs(25 * 60))
             },
             certificate_release: Budget::new(Duration::from_secs(10 * 60)),
+            log_bucket_check: Budget::new(Duration::from_secs(3 * 60)),
             aurora: Budget {
                 first_delay: Duration::from_secs(5),
                 max_delay: Duration::from_secs(30),

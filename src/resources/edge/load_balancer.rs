@@ -29,7 +29,7 @@ use aws_sdk_elasticloadbalancingv2::types::{
     LoadBalancerTypeEnum,
 };
 
-use crate::aws::{AwsError, OpResult, absent_on, required, waited};
+use crate::aws::{AwsError, OpResult, absent_on, required, retry_while, waited};
 use crate::engine::{Record, StepCx};
 use crate::naming::NameKind;
 use crate::tags::TagMap;
@@ -210,6 +210,16 @@ impl fmt::Display for Fix {
     }
 }
 
+/// Turning access logs on makes ELB write a test object to the bucket; right
+/// after the bucket policy was put, S3 may not apply it yet and ELB answers
+/// `InvalidConfigurationRequest: Access Denied for bucket: <name>. Please
+/// check S3bucket permission` (transient: the same call succeeds moments
+/// later). Any other invalid configuration is a real error.
+fn log_bucket_not_yet_writable(e: &AwsError) -> bool {
+    e.is_code(&["InvalidConfigurationRequest"])
+        && matches!(e, AwsError::Api { message, .. } if message.contains("Access Denied for bucket"))
+}
+
 #[async_trait]
 impl Resource for LoadBalancer {
     type Found = FoundLoadBalancer;
@@ -351,7 +361,7 @@ impl Resource for LoadBalancer {
     async fn fix(
         &self,
         cx: &Context,
-        _step: &StepCx<'_>,
+        step: &StepCx<'_>,
         found: &mut FoundLoadBalancer,
         fix: Fix,
     ) -> Result<(), AwsError> {
@@ -379,16 +389,26 @@ impl Resource for LoadBalancer {
                     .op("elbv2:SetSecurityGroups")?;
             }
             Fix::Attributes(attrs) => {
-                let attrs = attrs
+                let attrs: Vec<LoadBalancerAttribute> = attrs
                     .into_iter()
                     .map(|(k, v)| LoadBalancerAttribute::builder().key(k).value(v).build())
                     .collect();
-                elb.modify_load_balancer_attributes()
-                    .load_balancer_arn(&found.arn)
-                    .set_attributes(Some(attrs))
-                    .send()
-                    .await
-                    .op("elbv2:ModifyLoadBalancerAttributes")?;
+                let progress = |m: String| step.progress(m);
+                retry_while(
+                    format!("setting the attributes of {}", found.name),
+                    log_bucket_not_yet_writable,
+                    cx.budgets.log_bucket_check,
+                    &progress,
+                    || async {
+                        elb.modify_load_balancer_attributes()
+                            .load_balancer_arn(&found.arn)
+                            .set_attributes(Some(attrs.clone()))
+                            .send()
+                            .await
+                            .op("elbv2:ModifyLoadBalancerAttributes")
+                    },
+                )
+                .await?;
             }
             Fix::Tags(tags) => {
                 elb::add_tags(cx, &found.arn, &tags).await?;
@@ -719,6 +739,82 @@ mod tests {
         .unwrap();
         assert_eq!(applied.change, Change::Updated);
         assert_eq!((groups.num_calls(), modify.num_calls()), (1, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn access_logs_refused_while_the_bucket_policy_propagates_are_retried() {
+        let mut attrs = ALB_ATTRIBUTES.to_vec();
+        attrs[1] = ("access_logs.s3.enabled", "false");
+        let attrs = attributes(&attrs);
+        // What ELB answers while S3 does not apply the new bucket policy yet.
+        let denied = || {
+            aws_sdk_elasticloadbalancingv2::operation::modify_load_balancer_attributes::ModifyLoadBalancerAttributesError::generic(
+                aws_smithy_types::error::ErrorMetadata::builder()
+                    .code("InvalidConfigurationRequest")
+                    .message(
+                        "Access Denied for bucket: payops-pr1-alb-logs-123456789012-us-east-1. \
+                         Please check S3bucket permission",
+                    )
+                    .build(),
+            )
+        };
+        let modify = mock!(Client::modify_load_balancer_attributes)
+            .sequence()
+            .error(denied)
+            .times(2)
+            .output(|| ModifyLoadBalancerAttributesOutput::builder().build())
+            .build();
+        let cx = context(&[
+            &fake::describe_load_balancers(),
+            &fake::describe_tags(),
+            &attrs,
+            &modify,
+        ]);
+        let applied = testing::ensure(
+            &cx,
+            step(LbKind::Alb),
+            LoadBalancer::new(LbKind::Alb),
+            &inputs(LbKind::Alb),
+        )
+        .await
+        .unwrap();
+        assert_eq!(applied.change, Change::Updated);
+        assert_eq!(modify.num_calls(), 3);
+
+        // Another invalid configuration is not waited out.
+        let invalid = mock!(Client::modify_load_balancer_attributes).then_error(|| {
+            aws_sdk_elasticloadbalancingv2::operation::modify_load_balancer_attributes::ModifyLoadBalancerAttributesError::generic(
+                aws_smithy_types::error::ErrorMetadata::builder()
+                    .code("InvalidConfigurationRequest")
+                    .message("The value of 'access_logs.s3.prefix' is not valid")
+                    .build(),
+            )
+        });
+        let cx = context(&[
+            &fake::describe_load_balancers(),
+            &fake::describe_tags(),
+            &attributes(&ALB_ATTRIBUTES.map(|(k, v)| {
+                (
+                    k,
+                    if k == "access_logs.s3.enabled" {
+                        "false"
+                    } else {
+                        v
+                    },
+                )
+            })),
+            &invalid,
+        ]);
+        let err = testing::ensure(
+            &cx,
+            step(LbKind::Alb),
+            LoadBalancer::new(LbKind::Alb),
+            &inputs(LbKind::Alb),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("not valid"), "{err}");
+        assert_eq!(invalid.num_calls(), 1);
     }
 
     #[tokio::test]
