@@ -149,7 +149,7 @@ def parse_request(body: dict[str, Any], cfg: dict[str, str]) -> dict[str, Any]:
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request_id = getattr(context, "aws_request_id", None)
-    cfg = lib.config()
+    cfg = lib.config("FraudRulesTableName", "TransactionsTableName", *lib.PAYMENT_SETTINGS)
     try:
         payment = parse_request(lib.request_body(event), cfg)
     except lib.PaymentError as e:

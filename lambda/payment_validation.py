@@ -17,7 +17,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request_id = getattr(context, "aws_request_id", None)
     try:
         body = lib.request_body(event)
-        payment = lib.validate_payment(body, lib.config())
+        payment = lib.validate_payment(body, lib.config(*lib.PAYMENT_SETTINGS))
     except lib.PaymentError as e:
         lib.log("payment rejected", requestId=request_id, reason=e.reason)
         return lib.response(400, {"valid": False, "reason": e.reason})

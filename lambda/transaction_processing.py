@@ -163,7 +163,14 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return lib.response(404, {"reason": "not found"}, alb=True)
     if method != "POST":
         return lib.response(405, {"reason": "use POST"}, alb=True)
-    cfg = lib.config(recursive=True)
+    cfg = lib.config(
+        "TransactionsTableName",
+        "AuditBucketName",
+        "FailedTransactionsTopicArn",
+        "S3KmsKeyArn",
+        "secure/PanHashKey",
+        *lib.PAYMENT_SETTINGS,
+    )
     try:
         body = lib.request_body(event)
     except lib.PaymentError as e:

@@ -91,7 +91,7 @@ def test_handler_answers_400_with_a_reason(ssm, context):
 
 def test_validation_never_reads_secrets(ssm, context):
     payment_validation.handler(event(payment()), context)
-    assert "secure/PanHashKey" not in lib.config()
+    assert lib.names_read() == set(lib.PAYMENT_SETTINGS)
 
 
 def test_the_card_number_is_never_logged(ssm, context, caplog):
@@ -111,3 +111,30 @@ def test_redact_masks_card_numbers_anywhere():
     assert lib.redact("spaced 5555 5555 5555 4444 end") == "spaced [redacted] end"
     # Short numbers (amounts, ids) stay readable.
     assert lib.redact("order 12345 for 99.90") == "order 12345 for 99.90"
+
+
+def test_configuration_is_read_by_name_in_batches_once_per_container(ssm, monkeypatch):
+    for i in range(12):
+        ssm.put_parameter(Name=f"{ENV_PATH}Setting{i}", Value=str(i), Type="String")
+    calls = []
+    real_client = boto3.client
+
+    def counting_client(service, **kwargs):
+        client = real_client(service, **kwargs)
+        client.meta.events.register(
+            "before-parameter-build.ssm.*",
+            lambda model, params, **_: calls.append((model.name, params.get("WithDecryption"))),
+        )
+        return client
+
+    monkeypatch.setattr(lib.boto3, "client", counting_client)
+    names = [f"Setting{i}" for i in range(12)] + ["NotThere", "secure/PanHashKey"]
+    got = lib.config(*names)
+    assert got["Setting11"] == "11" and got["secure/PanHashKey"] == "00" * 32
+    assert "NotThere" not in got
+    # 14 names: two GetParameters (at most 10 each), never the whole path;
+    # only the batch holding the secret is decrypted.
+    assert calls == [("GetParameters", False), ("GetParameters", True)]
+    # Cached for the container's life: asking again reads nothing.
+    assert lib.config("Setting3", "NotThere") == {"Setting3": "3"}
+    assert len(calls) == 2

@@ -59,6 +59,32 @@ fn output<'a>(step: &'a StepCx<'_>, from: &str, key: &str) -> Result<&'a str, Aw
     Ok(step.output(from, key)?)
 }
 
+/// The configuration parameters each payment function reads at cold start,
+/// by name under the env's path: what its handler passes to `lib.config`
+/// (a test checks the two agree).
+pub fn parameters(function: Function) -> &'static [&'static str] {
+    const PAYMENT_SETTINGS: [&str; 2] = ["MaxPaymentAmount", "AllowedCurrencies"];
+    match function {
+        Function::Validation => &PAYMENT_SETTINGS,
+        Function::Fraud => &[
+            "FraudRulesTableName",
+            "TransactionsTableName",
+            "MaxPaymentAmount",
+            "AllowedCurrencies",
+        ],
+        Function::Transaction => &[
+            "TransactionsTableName",
+            "AuditBucketName",
+            "FailedTransactionsTopicArn",
+            "S3KmsKeyArn",
+            "secure/PanHashKey",
+            "MaxPaymentAmount",
+            "AllowedCurrencies",
+        ],
+        Function::Rotation => &[],
+    }
+}
+
 /// The inline policies of `function`'s role, by name.
 pub fn policies(
     function: Function,
@@ -114,21 +140,34 @@ pub fn policies(
             }),
         ),
     ];
-    // The payment functions read their configuration at cold start; the
-    // rotation function reads none. GetParametersByPath is authorised on the
-    // path itself, not on the parameters under it.
+    // The payment functions read their configuration at cold start, each
+    // only the parameters it names; the rotation function reads none.
     if function != Function::Rotation {
-        policies[1].1["Statement"]
+        let statements = policies[1].1["Statement"]
             .as_array_mut()
-            .expect("a statement list")
-            .push(statement(
-                "ReadConfiguration",
-                &["ssm:GetParametersByPath"],
-                json!([
-                    cx.arn("ssm", &format!("parameter{path}")),
-                    cx.arn("ssm", &format!("parameter{path}/")),
-                ]),
-            ));
+            .expect("a statement list");
+        statements.push(statement(
+            "ReadConfiguration",
+            &["ssm:GetParameters"],
+            json!(
+                parameters(function)
+                    .iter()
+                    .map(|name| cx.arn("ssm", &format!("parameter{path}/{name}")))
+                    .collect::<Vec<_>>()
+            ),
+        ));
+        // Versions published before the handlers read by name page the whole
+        // path, and the blue alias may still serve one until a release is
+        // promoted. GetParametersByPath is authorised on the path itself,
+        // not on the parameters under it.
+        statements.push(statement(
+            "ReadConfigurationOfOlderVersions",
+            &["ssm:GetParametersByPath"],
+            json!([
+                cx.arn("ssm", &format!("parameter{path}")),
+                cx.arn("ssm", &format!("parameter{path}/")),
+            ]),
+        ));
     }
     let region = cx.region.as_str();
     match function {
@@ -266,6 +305,8 @@ pub fn policies(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use crate::engine::Record;
     use crate::resources::testing;
 
@@ -393,6 +434,74 @@ mod tests {
             "arn:aws:ssm:us-east-1:{ACCT}:parameter/payops/pr1\""
         )));
         assert!(!transaction.contains("parameter/payops/pr1*"));
+    }
+
+    /// The names a handler passes to `lib.config(...)`, `*lib.PAYMENT_SETTINGS`
+    /// expanded from payops_lib.py.
+    fn names_in_handler(source: &str, library: &str) -> BTreeSet<String> {
+        let quoted = |text: &str| -> Vec<String> {
+            text.split('"')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_owned)
+                .collect()
+        };
+        let settings = library
+            .split_once("PAYMENT_SETTINGS = (")
+            .and_then(|(_, rest)| rest.split_once(')'))
+            .map(|(inside, _)| quoted(inside))
+            .expect("PAYMENT_SETTINGS in payops_lib.py");
+        let (_, call) = source.split_once("lib.config(").expect("a lib.config call");
+        let (args, _) = call.split_once(')').expect("a closed call");
+        let mut names: BTreeSet<String> = quoted(args).into_iter().collect();
+        if args.contains("*lib.PAYMENT_SETTINGS") {
+            names.extend(settings);
+        }
+        names
+    }
+
+    #[test]
+    fn each_function_may_read_exactly_the_parameters_its_handler_asks_for() {
+        let library = include_str!("../../../lambda/payops_lib.py");
+        for (function, source) in [
+            (
+                Function::Validation,
+                include_str!("../../../lambda/payment_validation.py"),
+            ),
+            (
+                Function::Fraud,
+                include_str!("../../../lambda/fraud_detection.py"),
+            ),
+            (
+                Function::Transaction,
+                include_str!("../../../lambda/transaction_processing.py"),
+            ),
+        ] {
+            let asked = names_in_handler(source, library);
+            let allowed: BTreeSet<String> = parameters(function)
+                .iter()
+                .map(|n| (*n).to_owned())
+                .collect();
+            assert_eq!(asked, allowed, "{function:?}");
+            let read = statements(&documents(function))
+                .into_iter()
+                .find(|s| s["Sid"] == "ReadConfiguration")
+                .expect("a ReadConfiguration statement");
+            let resources = strings(&read["Resource"]);
+            assert_eq!(resources.len(), allowed.len(), "{function:?}");
+            for name in &allowed {
+                assert!(
+                    resources.contains(&format!(
+                        "arn:aws:ssm:us-east-1:{ACCT}:parameter/payops/pr1/{name}"
+                    )),
+                    "{function:?} {name}: {resources:?}"
+                );
+            }
+        }
+        // Only transaction processing may read the card-hashing key.
+        for f in [Function::Validation, Function::Fraud] {
+            assert!(!parameters(f).iter().any(|n| n.starts_with("secure/")));
+        }
     }
 
     #[test]
