@@ -727,6 +727,12 @@ impl Resource for RestApi {
         "apigateway:rest-api"
     }
 
+    /// A retried CreateStage, CreateResource or PutMethod meets what its lost
+    /// first attempt made: API Gateway answers `ConflictException`.
+    fn already_exists(&self) -> &'static [&'static str] {
+        &["ConflictException"]
+    }
+
     async fn find(&self, cx: &Context, step: &StepCx<'_>) -> Result<Vec<FoundApi>, AwsError> {
         if let Some(id) = step.previous_resource("rest_api")
             && let Some(found) = self.get(cx, id).await?

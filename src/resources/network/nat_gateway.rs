@@ -197,6 +197,13 @@ impl Resource for NatGateway {
         "ec2:nat-gateway"
     }
 
+    /// The client token makes a retried CreateNatGateway return the first
+    /// one on AWS; where a token is not honoured (emulators), the retry
+    /// finds the address taken by the NAT gateway the first attempt made.
+    fn already_exists(&self) -> &'static [&'static str] {
+        &["Resource.AlreadyAssociated"]
+    }
+
     fn wanted(&self, cx: &Context) -> bool {
         cx.spec.nat.wants_nat(self.slot)
     }

@@ -197,16 +197,26 @@ impl RouteTable {
                     Target::Gateway(id) => (Some(id.clone()), None),
                     Target::Nat(id) => (None, Some(id.clone())),
                 };
-                if matches!(fix, Fix::CreateRoute(_)) {
-                    ec2.create_route()
+                // CreateRoute has no client token: when the SDK retried one
+                // whose answer was lost, the retry meets the route the first
+                // attempt made. ReplaceRoute then sets the target we want,
+                // whatever is there.
+                let replace = !matches!(fix, Fix::CreateRoute(_))
+                    || match ec2
+                        .create_route()
                         .route_table_id(table)
                         .destination_cidr_block(DEFAULT_ROUTE)
-                        .set_gateway_id(gateway)
-                        .set_nat_gateway_id(nat)
+                        .set_gateway_id(gateway.clone())
+                        .set_nat_gateway_id(nat.clone())
                         .send()
                         .await
-                        .op("ec2:CreateRoute")?;
-                } else {
+                        .op("ec2:CreateRoute")
+                    {
+                        Ok(_) => false,
+                        Err(e) if e.is_code(&["RouteAlreadyExists"]) => true,
+                        Err(e) => return Err(e),
+                    };
+                if replace {
                     ec2.replace_route()
                         .route_table_id(table)
                         .destination_cidr_block(DEFAULT_ROUTE)
@@ -580,6 +590,81 @@ mod tests {
         assert_eq!(route.num_calls(), 1);
         assert_eq!(associate.num_calls(), 1);
         assert_eq!(applied.record.outputs["PrivateRouteTableIdB"], "rtb-1");
+    }
+
+    #[tokio::test]
+    async fn a_route_made_by_a_retried_create_is_pointed_where_we_want_not_an_error() {
+        let none = mock!(Client::describe_route_tables)
+            .match_requests(|r| {
+                r.filters()
+                    .iter()
+                    .any(|f| f.name() == Some("tag:payops:step"))
+            })
+            .then_output(|| DescribeRouteTablesOutput::builder().build());
+        let not_elsewhere = mock!(Client::describe_route_tables)
+            .match_requests(|r| {
+                r.filters()
+                    .iter()
+                    .any(|f| f.name() == Some("association.subnet-id"))
+            })
+            .then_output(|| DescribeRouteTablesOutput::builder().build());
+        let create = mock!(Client::create_route_table).then_output(|| {
+            CreateRouteTableOutput::builder()
+                .route_table(table(
+                    "route-table:private-b",
+                    "payops-pr1-private-b",
+                    None,
+                    &[],
+                ))
+                .build()
+        });
+        // The SDK's retry of a CreateRoute whose answer was lost (AWS's code
+        // and message).
+        let exists = mock!(Client::create_route).then_error(|| {
+            aws_sdk_ec2::operation::create_route::CreateRouteError::generic(
+                aws_smithy_types::error::ErrorMetadata::builder()
+                    .code("RouteAlreadyExists")
+                    .message("The route identified by 0.0.0.0/0 already exists.")
+                    .build(),
+            )
+        });
+        let replace = mock!(Client::replace_route)
+            .match_requests(|r| {
+                r.nat_gateway_id() == Some("nat-b")
+                    && r.destination_cidr_block() == Some("0.0.0.0/0")
+            })
+            .then_output(|| {
+                aws_sdk_ec2::operation::replace_route::ReplaceRouteOutput::builder().build()
+            });
+        let associate = mock!(Client::associate_route_table).then_output(|| {
+            AssociateRouteTableOutput::builder()
+                .association_id("rtbassoc-1")
+                .build()
+        });
+        let mut clients = testing::clients();
+        clients.ec2 = mock_client!(
+            aws_sdk_ec2,
+            RuleMode::MatchAny,
+            [
+                &none,
+                &not_elsewhere,
+                &create,
+                &exists,
+                &replace,
+                &associate
+            ]
+        );
+        let cx = testing::context(clients);
+        let applied = testing::ensure(
+            &cx,
+            "route-table:private-b",
+            RouteTable::Private(1),
+            &inputs_private(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(applied.change, Change::Created);
+        assert_eq!((exists.num_calls(), replace.num_calls()), (1, 1));
     }
 
     #[tokio::test]

@@ -133,6 +133,12 @@ impl Resource for Subnets {
         "ec2:subnet"
     }
 
+    /// A retried CreateSubnet meets the subnet its lost first attempt made
+    /// (same VPC and CIDR): `InvalidSubnet.Conflict`.
+    fn already_exists(&self) -> &'static [&'static str] {
+        &["InvalidSubnet.Conflict"]
+    }
+
     async fn find(&self, cx: &Context, step: &StepCx<'_>) -> Result<Vec<SubnetSet>, AwsError> {
         let out = cx
             .clients
@@ -405,6 +411,64 @@ mod tests {
             "subnet-0,subnet-1,subnet-2"
         );
         assert_eq!(applied.record.resources["subnet:b"], "subnet-1");
+    }
+
+    #[tokio::test]
+    async fn a_subnet_made_by_a_retried_create_is_adopted_not_a_conflict() {
+        // Nothing at first; then the three subnets, one of them made by the
+        // attempt whose answer was lost.
+        let describe = mock!(Client::describe_subnets)
+            .sequence()
+            .output(|| DescribeSubnetsOutput::builder().build())
+            .output(|| {
+                DescribeSubnetsOutput::builder()
+                    .subnets(subnet(0, false))
+                    .subnets(subnet(1, false))
+                    .subnets(subnet(2, false))
+                    .build()
+            })
+            .repeatedly()
+            .build();
+        let create = mock!(Client::create_subnet).then_compute_output(|r| {
+            let slot = AZS
+                .iter()
+                .position(|az| Some(*az) == r.availability_zone())
+                .unwrap();
+            CreateSubnetOutput::builder()
+                .subnet(subnet(slot, false))
+                .build()
+        });
+        let conflict = mock!(Client::create_subnet)
+            .match_requests(|r| r.availability_zone() == Some(AZS[1]))
+            .then_error(|| {
+                aws_sdk_ec2::operation::create_subnet::CreateSubnetError::generic(
+                    aws_smithy_types::error::ErrorMetadata::builder()
+                        .code("InvalidSubnet.Conflict")
+                        .message("The CIDR '10.0.16.0/20' conflicts with another subnet")
+                        .build(),
+                )
+            });
+        let mut clients = testing::clients();
+        clients.ec2 = mock_client!(
+            aws_sdk_ec2,
+            RuleMode::MatchAny,
+            [&describe, &conflict, &create, &azs_rule()]
+        );
+        let cx = testing::context(clients);
+        let applied = testing::ensure(
+            &cx,
+            "subnets:private",
+            Subnets::new(Tier::Private),
+            &[vpc_input()],
+        )
+        .await
+        .unwrap();
+        assert_eq!(applied.change, Change::Created);
+        assert_eq!(conflict.num_calls(), 1);
+        assert_eq!(
+            applied.record.outputs["PrivateSubnetIds"],
+            "subnet-0,subnet-1,subnet-2"
+        );
     }
 
     #[tokio::test]
