@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::naming::{ENV_RULE, EnvName};
+use crate::naming::{ENV_RULE, EnvName, EnvPrefix};
 use crate::spec::{Certificate, Cidr, Concurrency, DbSecret, NatMode};
 
 const EXIT_CODES: &str = "\
@@ -148,7 +148,7 @@ pub enum Command {
     /// Remove every env matching the filters; a dry run unless --yes
     #[command(
         name = "destroy-all",
-        after_help = "Examples:\n  payops destroy-all --older-than 24h --env-prefix pr          # what would go\n  payops destroy-all --older-than 24h --env-prefix pr --yes    # nightly job\n\nOnly resources carrying payops' ownership tags are ever touched, whatever their names;\nenvs brought up with `up --protect` are never removed."
+        after_help = DESTROY_ALL_HELP
     )]
     DestroyAll(DestroyAllArgs),
 
@@ -162,6 +162,18 @@ pub enum Command {
     #[command(after_help = SHIFT_HELP)]
     Shift(ShiftArgs),
 }
+
+const DESTROY_ALL_HELP: &str = "\
+Examples:
+  payops destroy-all --older-than 24h --env-prefix pr          # what would go
+  payops destroy-all --older-than 24h --env-prefix pr --yes    # nightly job
+
+A prefix matches at a name boundary only: `--env-prefix pr` takes pr, pr123 and pr-45,
+never prod, preprod or prometheus (`pr-` takes only pr-...).
+
+Only resources carrying payops' ownership tags are ever touched, whatever their names;
+envs brought up with `up --protect`, envs in --exclude and envs listed in payops.toml's
+`never_destroy = [\"prod\", ...]` are never removed.";
 
 const SHIFT_HELP: &str = "\
 Green is the candidate: `up` deploys new transaction-processing code to alias green while
@@ -282,6 +294,12 @@ pub struct StatusArgs {
     pub shape: Shape,
 }
 
+/// Checked while parsing, so a bad prefix is a usage error (exit 2) before
+/// any AWS call.
+fn parse_env_prefix(s: &str) -> Result<EnvPrefix, String> {
+    EnvPrefix::parse(s)
+}
+
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     crate::duration::parse(s)
 }
@@ -292,11 +310,12 @@ pub struct DestroyAllArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub older_than: Option<std::time::Duration>,
 
-    /// Only envs whose name starts with this
-    #[arg(long, value_name = "PREFIX")]
-    pub env_prefix: Option<String>,
+    /// Only envs within this prefix, at a name boundary: pr takes pr, pr123 and pr-45, never
+    /// prod or preprod; pr- takes only pr-...
+    #[arg(long, value_name = "PREFIX", value_parser = parse_env_prefix)]
+    pub env_prefix: Option<EnvPrefix>,
 
-    /// Never these envs (repeatable)
+    /// Never these envs (repeatable), beside payops.toml's never_destroy list
     #[arg(long, value_name = "NAME", num_args = 1.., value_parser = parse_env)]
     pub exclude: Vec<EnvName>,
 
@@ -472,6 +491,22 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("invalid alert email"), "{err}");
+    }
+
+    #[test]
+    fn env_prefixes_are_checked_while_parsing() {
+        use clap::Parser;
+        let cli = Cli::try_parse_from(["payops", "destroy-all", "--env-prefix", "pr-"]).unwrap();
+        let Command::DestroyAll(args) = cli.command else {
+            panic!("destroy-all")
+        };
+        assert_eq!(args.env_prefix.unwrap().as_str(), "pr-");
+        for bad in ["PR", "pr_", "", "1pr"] {
+            let err =
+                Cli::try_parse_from(["payops", "destroy-all", "--env-prefix", bad]).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad:?}");
+            assert!(err.to_string().contains("invalid env prefix"), "{err}");
+        }
     }
 
     #[test]

@@ -78,6 +78,82 @@ impl EnvName {
     }
 }
 
+/// `--env-prefix` of `destroy-all`: which envs a sweep may reach.
+///
+/// A prefix matches only at a name boundary, because the letters `pr` of a
+/// pull-request prefix are also the first letters of `prod`, `preprod` and
+/// `prometheus`: a plain `starts_with` would let the nightly sweep remove
+/// them. Env names are letters, then digits or hyphen-separated parts, so the
+/// boundaries are: the end of the name, a hyphen after the prefix, a digit
+/// after a prefix ending in a letter (`pr` → `pr123`), or anything after a
+/// prefix that itself ends in a hyphen (`pr-` → `pr-7`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnvPrefix(String);
+
+/// The prefix rule in one sentence, shown with every refusal.
+pub const PREFIX_RULE: &str = "an env prefix is 1-16 characters of lowercase letters, digits \
+     and single hyphens, starting with a letter (e.g. pr, pr-, feat)";
+
+impl EnvPrefix {
+    /// Checks a prefix against the env-name alphabet, so a typo (`PR`,
+    /// `pr_`) is refused instead of silently matching nothing. A trailing
+    /// hyphen is allowed (`pr-` is a prefix, not a name). An empty prefix is
+    /// refused: `--env-prefix "$UNSET"` in a CI job must not turn into a sweep
+    /// of every env (leaving the flag out says that, on purpose).
+    pub fn parse(prefix: &str) -> Result<Self, String> {
+        let problem = if prefix.is_empty() {
+            Some("it is empty (leave out --env-prefix to mean every env)".to_owned())
+        } else if prefix.len() > MAX_ENV_LEN {
+            Some(format!(
+                "it is longer than an env name can be ({MAX_ENV_LEN} characters)"
+            ))
+        } else if let Some(c) = prefix
+            .chars()
+            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+        {
+            Some(format!("{c:?} is not allowed"))
+        } else if !prefix.starts_with(|c: char| c.is_ascii_lowercase()) {
+            Some("it must start with a letter, as every env name does".to_owned())
+        } else if prefix.contains("--") {
+            Some("it must not contain two hyphens in a row, as no env name does".to_owned())
+        } else {
+            None
+        };
+        match problem {
+            Some(p) => Err(format!("invalid env prefix {prefix:?}: {p}; {PREFIX_RULE}")),
+            None => Ok(Self(prefix.to_owned())),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether env `name` is within this prefix; see [`prefix_matches`].
+    pub fn matches(&self, name: &str) -> bool {
+        prefix_matches(&self.0, name)
+    }
+}
+
+/// Whether env `name` lies within `prefix` at a name boundary: `name` is
+/// `prefix`, or continues it with a hyphen, or with a digit after a prefix
+/// ending in a letter, or with anything after a prefix ending in a hyphen.
+/// The empty prefix matches every env.
+pub fn prefix_matches(prefix: &str, name: &str) -> bool {
+    if prefix.is_empty() {
+        return true;
+    }
+    let Some(rest) = name.strip_prefix(prefix) else {
+        return false;
+    };
+    let Some(next) = rest.chars().next() else {
+        return true; // the whole name
+    };
+    next == '-'
+        || prefix.ends_with('-')
+        || (next.is_ascii_digit() && prefix.ends_with(|c: char| c.is_ascii_lowercase()))
+}
+
 /// The valid name closest to a refused one (`PR_123` → `pr-123`), if there
 /// is one: lowercased, every other character a hyphen, hyphens collapsed.
 fn suggestion(name: &str) -> Option<String> {
@@ -470,6 +546,76 @@ mod tests {
             names.audit_bucket(),
             "payops-pr1-audit-123456789012-eu-west-2"
         );
+    }
+
+    #[test]
+    fn a_prefix_matches_only_at_a_name_boundary() {
+        // (prefix, env name, matches)
+        let cases = [
+            ("pr", "pr", true),
+            ("pr", "pr7", true),
+            ("pr", "pr123", true),
+            ("pr", "pr-7", true),
+            ("pr", "pr-45-b", true),
+            ("pr", "prod", false),
+            ("pr", "preprod", false),
+            ("pr", "prometheus", false),
+            ("pr", "prx", false),
+            ("pr", "p", false),
+            ("pr", "staging", false),
+            ("pr-", "pr-7", true),
+            ("pr-", "pr-abc", true),
+            ("pr-", "pr7", false),
+            ("pr-", "pr", false),
+            ("feat", "feature1", false),
+            ("feat", "feat1", true),
+            ("feat", "feat-login", true),
+            // A prefix ending in a digit stops at that number: pr1 is not pr12.
+            ("pr1", "pr1", true),
+            ("pr1", "pr1-b", true),
+            ("pr1", "pr12", false),
+            ("pr1", "pr1a", false),
+            ("perf-2", "perf-2", true),
+            ("perf-2", "perf-20", false),
+            ("", "prod", true),
+            ("", "pr7", true),
+        ];
+        for (prefix, name, want) in cases {
+            assert_eq!(prefix_matches(prefix, name), want, "{prefix:?} / {name:?}");
+            if !prefix.is_empty() {
+                let parsed = EnvPrefix::parse(prefix).unwrap();
+                assert_eq!(parsed.matches(name), want, "{prefix:?} / {name:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn env_prefixes_take_the_env_name_alphabet() {
+        for ok in [
+            "pr",
+            "pr-",
+            "p",
+            "feat",
+            "pr1",
+            "perf-2",
+            "abcdefghijklmnop",
+        ] {
+            assert_eq!(EnvPrefix::parse(ok).unwrap().as_str(), ok);
+        }
+        for (bad, why) in [
+            ("", "empty"),
+            ("PR", "'P' is not allowed"),
+            ("pr_", "'_' is not allowed"),
+            ("pr*", "'*' is not allowed"),
+            ("1pr", "start with a letter"),
+            ("-pr", "start with a letter"),
+            ("pr--", "two hyphens"),
+            ("abcdefghijklmnopq", "longer than an env name"),
+        ] {
+            let err = EnvPrefix::parse(bad).unwrap_err();
+            assert!(err.contains(why), "{bad:?}: {err}");
+            assert!(err.contains(PREFIX_RULE), "{bad:?}: {err}");
+        }
     }
 
     #[test]

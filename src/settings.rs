@@ -62,6 +62,11 @@ pub struct FileConfig {
     db_secret_arn: Option<String>,
     /// Email subscriptions of the alarm topics (`[]`: none).
     alert_emails: Option<Vec<String>>,
+    /// Envs `destroy-all` never removes, whatever its flags: the account's
+    /// blocklist (prod, staging), kept in the file so a sweep's command line
+    /// cannot forget it. Top level only: it is about the fleet, not one env.
+    #[serde(default)]
+    never_destroy: Vec<String>,
     #[serde(default)]
     env: BTreeMap<String, FileShape>,
 }
@@ -121,6 +126,27 @@ impl FileConfig {
         Ok(())
     }
 
+    /// Every `never_destroy` entry must be a valid env name: a typo such as
+    /// `Prod` would otherwise protect nothing, silently.
+    fn check_never_destroy(&self, path: &str) -> Result<(), SettingsError> {
+        for name in &self.never_destroy {
+            EnvName::parse(name).map_err(|e| SettingsError::Value {
+                path: path.to_owned(),
+                key: "never_destroy".to_owned(),
+                reason: e.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The envs `destroy-all` must never remove (checked when the file was read).
+    pub fn never_destroy(&self) -> Vec<EnvName> {
+        self.never_destroy
+            .iter()
+            .filter_map(|n| EnvName::parse(n).ok())
+            .collect()
+    }
+
     /// Reads `path`, or payops.toml if present; none at all is fine.
     pub fn load(path: Option<&Path>) -> Result<(Self, String), SettingsError> {
         let (path, required) = match path {
@@ -145,6 +171,7 @@ impl FileConfig {
             reason: e.to_string(),
         })?;
         config.check_alert_emails(&shown)?;
+        config.check_never_destroy(&shown)?;
         Ok((config, shown))
     }
 }
@@ -589,6 +616,38 @@ mod tests {
         let err = FileConfig::load(Some(&path)).unwrap_err().to_string();
         assert!(err.contains("env.pr1.alert_emails"), "{err}");
         assert!(err.contains("invalid alert email \"nobody\""), "{err}");
+    }
+
+    #[test]
+    fn never_destroy_lists_env_names_at_the_top_level_only() {
+        let s = settings(r#"never_destroy = ["prod", "staging"]"#);
+        let names: Vec<String> = s
+            .file
+            .never_destroy()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(names, ["prod", "staging"]);
+        assert!(settings("").file.never_destroy().is_empty());
+        // A per-env table has no business naming the fleet's blocklist.
+        assert!(toml::from_str::<FileConfig>("[env.pr1]\nnever_destroy = [\"x\"]").is_err());
+    }
+
+    #[test]
+    fn a_bad_never_destroy_name_is_refused_on_reading_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("payops.toml");
+        std::fs::write(&path, "never_destroy = [\"prod\", \"Staging\"]\n").unwrap();
+        let err = FileConfig::load(Some(&path)).unwrap_err();
+        assert!(matches!(err, SettingsError::Value { .. }), "{err}");
+        let err = err.to_string();
+        assert!(err.contains("never_destroy"), "{err}");
+        assert!(err.contains("\"Staging\""), "{err}");
+        std::fs::write(&path, "never_destroy = \"prod\"\n").unwrap();
+        assert!(
+            FileConfig::load(Some(&path)).is_err(),
+            "a list, not a string"
+        );
     }
 
     #[test]

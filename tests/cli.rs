@@ -200,6 +200,41 @@ fn bad_shape_flags_and_regions_are_usage_errors() {
 }
 
 #[test]
+fn a_bad_env_prefix_is_a_usage_error_before_any_aws_call() {
+    let dir = tempfile::tempdir().unwrap();
+    for (prefix, why) in [
+        ("PR", "'P' is not allowed"),
+        ("pr_", "'_' is not allowed"),
+        ("1pr", "must start with a letter"),
+        ("", "leave out --env-prefix"),
+    ] {
+        // --yes: the refusal must come before the sweep, not from the dry run.
+        let out = run(
+            dir.path(),
+            &["destroy-all", "--env-prefix", prefix, "--yes"],
+        );
+        assert_eq!(out.status.code(), Some(2), "{prefix:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("invalid env prefix"), "{prefix:?}: {err}");
+        assert!(err.contains(why), "{prefix:?}: {err}");
+        assert!(!err.contains("cannot reach AWS"), "{prefix:?}: {err}");
+    }
+    // A bad never_destroy entry in payops.toml is refused the same way.
+    fs::write(
+        dir.path().join("payops.toml"),
+        "never_destroy = [\"Prod\"]\n",
+    )
+    .unwrap();
+    let out = run(dir.path(), &["destroy-all", "--env-prefix", "pr", "--yes"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("never_destroy"), "{}", stderr(&out));
+    assert!(
+        !dir.path().join(".payops").exists(),
+        "nothing may be written"
+    );
+}
+
+#[test]
 fn an_unknown_key_in_payops_toml_names_the_file() {
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("payops.toml"), "natt = \"single\"\n").unwrap();

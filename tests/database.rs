@@ -327,9 +327,10 @@ async fn a_kept_final_snapshot_keeps_its_key_and_leaves_no_ghost_env() {
 
     // No ghost: the removed env is not listed, and a second `down` (the
     // nightly sweep's) keeps the key as well.
-    let status = env.run(&["status", "--output", "json"]);
-    status.assert_success();
-    let envs: Vec<String> = status.json()["envs"]
+    // Other tests' envs come and go meanwhile (an env caught mid-`down`
+    // makes `status` exit 1): read the document, whatever the exit code.
+    let status = env.run(&["status", "--output", "json"]).json();
+    let envs: Vec<String> = status["envs"]
         .as_array()
         .expect("envs")
         .iter()
@@ -339,6 +340,19 @@ async fn a_kept_final_snapshot_keeps_its_key_and_leaves_no_ghost_env() {
         !envs.contains(&env.name),
         "{} is listed after down: {envs:?}",
         env.name
+    );
+    // What was kept is shown as such.
+    let kept: Vec<&str> = status["retained"]
+        .as_array()
+        .expect("retained")
+        .iter()
+        .filter(|r| r["env"] == env.name.as_str())
+        .filter_map(|r| r["resource"].as_str())
+        .collect();
+    assert!(
+        kept.iter()
+            .any(|r| r.ends_with(&format!("cluster-snapshot:{snapshot_id}"))),
+        "the kept snapshot is listed as retained: {kept:?}"
     );
     env.down().assert_success();
     let again = aws

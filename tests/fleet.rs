@@ -432,6 +432,100 @@ async fn destroy_all_with_no_state_at_all() {
     destroy_all_flow(StateMode::None).await;
 }
 
+/// Issue 14: `--env-prefix pr` reaches `pr7` but never `prod` or `prx`
+/// (the prefix matches at a name boundary only), and payops.toml's
+/// `never_destroy` keeps an env even from `--yes`. The three names share a
+/// random stem, so this sweep cannot reach another test's envs on a shared
+/// emulator; the stem ends in `pr`, so the cases are those of the issue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs an AWS emulator: make test-integration"]
+async fn destroy_all_prefix_stops_at_a_name_boundary() {
+    let aws = Aws::connect().await;
+    let pr = format!("{}pr", prefix());
+    let mut pr7 = env_named(format!("{pr}7"), None);
+    let mut prod = env_named(format!("{pr}od"), None);
+    let mut prx = env_named(format!("{pr}x"), None);
+    // The cheapest whole envs: one NAT gateway, no Aurora readers.
+    thread::scope(|s| {
+        for env in [&pr7, &prod, &prx] {
+            s.spawn(move || env.up(&["--nat", "single", "--db-readers", "0"]));
+        }
+    });
+    // "Whole" is judged by inventory, not by `status` being converged: what
+    // an emulator reports as drift right after `up` is no concern of a sweep.
+    let mut before = BTreeMap::new();
+    for env in [&prod, &prx] {
+        let found = remaining(&aws, &env.name).await;
+        assert!(found.len() > 10, "{} is up: {found:?}", env.name);
+        before.insert(env.name.clone(), found);
+    }
+    let sweep = |env: &TestEnv, extra: &[&str]| {
+        let mut args = vec![
+            "destroy-all",
+            "--env-prefix",
+            &pr,
+            "--older-than",
+            "0s",
+            "--yes",
+            "--output",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        let run = env.run(&args);
+        run.assert_success();
+        (run.json(), run.describe())
+    };
+
+    // never_destroy (from the file, so always applied) keeps pr7 even with --yes.
+    let config = pr7.dir().join("never.toml");
+    std::fs::write(&config, format!("never_destroy = [\"{}\"]\n", pr7.name))
+        .expect("write the config");
+    let (report, run) = sweep(&pr7, &["--config", config.to_str().unwrap()]);
+    assert_eq!(report["envs"], serde_json::json!([]), "{run}");
+    assert!(
+        report.get("results").is_none(),
+        "nothing was removed: {run}"
+    );
+    assert_eq!(
+        report["kept"],
+        serde_json::json!([{
+            "env": pr7.name,
+            "reason": format!("never_destroy in {}", config.display()),
+        }]),
+        "{run}"
+    );
+    assert!(remaining(&aws, &pr7.name).await.len() > 10, "{run}");
+
+    // Without it, the sweep removes pr7 only: prod and prx are outside the
+    // prefix, so not even listed as kept.
+    let (report, run) = sweep(&pr7, &[]);
+    assert_eq!(
+        names(&report["results"], "env"),
+        [pr7.name.clone()],
+        "{run}"
+    );
+    assert_eq!(report["results"][0]["result"], "removed", "{run}");
+    assert_eq!(report["kept"], serde_json::json!([]), "{run}");
+    assert_eq!(
+        remaining(&aws, &pr7.name).await,
+        Vec::<String>::new(),
+        "{} must be gone",
+        pr7.name
+    );
+    pr7.forget();
+    for env in [&prod, &prx] {
+        assert_eq!(
+            remaining(&aws, &env.name).await,
+            before[&env.name],
+            "{} must be whole",
+            env.name
+        );
+    }
+    for env in [&mut prod, &mut prx] {
+        env.down().assert_success();
+    }
+}
+
 /// Writes a lock object as another runner would have.
 async fn plant_lock(aws: &Aws, bucket: &str, env: &str, owner: &str, expires: &str) {
     let body = serde_json::json!({

@@ -66,16 +66,21 @@ fn quiet(printer: Printer) -> Printer {
     Printer::new(printer.format, Verbosity::Quiet)
 }
 
-/// Every env the tags or the state backend know of and `wanted` accepts;
-/// with `inspect`, each is also looked at step by step (several at once).
+/// Every env the tags or the state backend know of and `wanted` accepts
+/// (and what `down` kept of removed envs: retained snapshots and keys);
+/// those `inspect_env` accepts are also looked at step by step (several at
+/// once).
 async fn survey(
     settings: &Settings,
     printer: Printer,
     session: &Session,
     wanted: impl Fn(&str) -> bool,
-    inspect_envs: bool,
-) -> Result<Vec<EnvRow>> {
-    let discovered = discovery::discover(&session.aws.clients).await?;
+    inspect_env: impl Fn(&str) -> bool,
+) -> Result<(Vec<EnvRow>, Vec<discovery::Retained>)> {
+    let discovery::Inventory {
+        envs: discovered,
+        retained,
+    } = discovery::inventory(&session.aws.clients).await?;
     let recorded = session.backend.envs().await?;
     let names: BTreeSet<String> = discovered
         .keys()
@@ -88,6 +93,7 @@ async fn survey(
     let mut rows: Vec<EnvRow> = stream::iter(names)
         .map(|name| {
             let found = discovered.get(&name).cloned().unwrap_or_default();
+            let inspect_envs = inspect_env(&name);
             async move {
                 let env = EnvName::parse(&name).expect("checked above");
                 let mut row = EnvRow {
@@ -117,7 +123,7 @@ async fn survey(
         .collect()
         .await;
     rows.sort_by(|a, b| a.env.cmp(&b.env));
-    Ok(rows)
+    Ok((rows, retained))
 }
 
 async fn inspect(
@@ -177,12 +183,14 @@ pub async fn status(
     printer: Printer,
     session: &Session,
 ) -> Result<ExitStatus> {
-    let rows = survey(settings, printer, session, |_| true, true).await?;
+    let (rows, retained) = survey(settings, printer, session, |_| true, |_| true).await?;
     if printer.json_mode() {
         #[derive(Serialize)]
         struct Doc<'a> {
             region: &'a str,
             envs: Vec<EnvRow>,
+            /// Kept on purpose by `down` (no env): never removed by payops.
+            retained: &'a [discovery::Retained],
         }
         let envs = rows
             .iter()
@@ -195,6 +203,7 @@ pub async fn status(
         printer.json(&Doc {
             region: &settings.aws.region,
             envs,
+            retained: &retained,
         })?;
     } else {
         let mut text = format!(
@@ -216,6 +225,14 @@ pub async fn status(
             ));
         }
         text.push_str(&format!("{} envs in {}\n", rows.len(), settings.aws.region));
+        if !retained.is_empty() {
+            text.push_str(
+                "\nkept by `down` (no env; payops never removes these, see docs/runbook.md):\n",
+            );
+            for r in &retained {
+                text.push_str(&format!("  {:<18} {}  ({})\n", r.env, r.resource, r.why));
+            }
+        }
         printer.data(&text)?;
     }
     Ok(if rows.iter().any(|r| r.error.is_some()) {
@@ -225,13 +242,43 @@ pub async fn status(
     })
 }
 
+/// The envs kept by name alone, whatever they hold or however old they are:
+/// payops.toml's `never_destroy` (always applied, so a sweep's command line
+/// cannot forget production) and `--exclude` (this run only). One mechanism,
+/// two reasons, so the report says where a keep came from.
+struct KeptByName<'a> {
+    never_destroy: Vec<EnvName>,
+    config: &'a str,
+    exclude: &'a [EnvName],
+}
+
+impl<'a> KeptByName<'a> {
+    fn new(settings: &'a Settings, args: &'a DestroyAllArgs) -> Self {
+        Self {
+            never_destroy: settings.file.never_destroy(),
+            config: &settings.file_path,
+            exclude: &args.exclude,
+        }
+    }
+
+    fn reason(&self, env: &str) -> Option<String> {
+        if self.never_destroy.iter().any(|n| n.as_str() == env) {
+            return Some(format!("never_destroy in {}", self.config));
+        }
+        if self.exclude.iter().any(|e| e.as_str() == env) {
+            return Some("excluded".into());
+        }
+        None
+    }
+}
+
 /// Why an env is not removed.
-fn keep_reason(row: &EnvRow, args: &DestroyAllArgs) -> Option<String> {
+fn keep_reason(row: &EnvRow, args: &DestroyAllArgs, by_name: &KeptByName) -> Option<String> {
     if row.protected {
         return Some("protected (up --protect)".into());
     }
-    if args.exclude.iter().any(|e| e.as_str() == row.env) {
-        return Some("excluded".into());
+    if let Some(reason) = by_name.reason(&row.env) {
+        return Some(reason);
     }
     if let Some(min) = args.older_than {
         match row.age_seconds {
@@ -286,22 +333,21 @@ pub async fn destroy_all(
     let started = tokio::time::Instant::now();
     let session = Session::new(settings).await?;
     // Envs outside the prefix are not even looked at: a nightly sweep of `pr`
-    // envs has no business reading production.
-    let prefix = args.env_prefix.as_deref().unwrap_or("");
+    // envs has no business reading production. The prefix matches at a name
+    // boundary only (`pr` never reaches `prod`): see `EnvPrefix`.
+    let within = |n: &str| args.env_prefix.as_ref().is_none_or(|p| p.matches(n));
+    let by_name = KeptByName::new(settings, &args);
     // A dry run shows what exists; a real run need not look first: each
-    // env's `down` reports what it removed.
+    // env's `down` reports what it removed. Envs kept by name are listed as
+    // kept but never read step by step.
     let dry_run = !settings.yes;
-    let rows = survey(
-        settings,
-        printer,
-        &session,
-        |n| n.starts_with(prefix),
-        dry_run,
-    )
+    let (rows, _retained) = survey(settings, printer, &session, within, |n| {
+        dry_run && by_name.reason(n).is_none()
+    })
     .await?;
     let (mut targets, mut kept) = (Vec::new(), Vec::new());
     for row in rows {
-        match keep_reason(&row, &args) {
+        match keep_reason(&row, &args, &by_name) {
             Some(reason) => kept.push(Kept {
                 env: row.env,
                 reason,
@@ -467,4 +513,71 @@ fn render(report: &DestroyAllReport) -> String {
         out.push_str(&format!("= {} kept: {}\n", k.env, k.reason));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn row(env: &str, age_seconds: u64, protected: bool) -> EnvRow {
+        EnvRow {
+            env: env.into(),
+            created_at: None,
+            age_seconds: Some(age_seconds),
+            protected,
+            resources_present: None,
+            resources_expected: None,
+            last_run: None,
+            present: Vec::new(),
+            error: None,
+        }
+    }
+
+    fn args(flags: &[&str]) -> DestroyAllArgs {
+        let cli = Cli::try_parse_from(["payops", "destroy-all"].iter().chain(flags)).unwrap();
+        match cli.command {
+            Command::DestroyAll(args) => args,
+            _ => unreachable!(),
+        }
+    }
+
+    fn settings(config: &str) -> Settings {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("payops.toml");
+        std::fs::write(&path, config).unwrap();
+        let cli = Cli::try_parse_from([
+            "payops",
+            "--config",
+            path.to_str().unwrap(),
+            "--region",
+            "us-east-1",
+            "graph",
+        ])
+        .unwrap();
+        Settings::resolve(&cli.global).unwrap()
+    }
+
+    #[test]
+    fn never_destroy_and_exclude_keep_envs_and_say_why() {
+        let settings = settings("never_destroy = [\"prod\", \"staging\"]\n");
+        let args = args(&["--older-than", "1h", "--exclude", "pr9"]);
+        let by_name = KeptByName::new(&settings, &args);
+        let reason = |r: &EnvRow| keep_reason(r, &args, &by_name);
+        let never = reason(&row("prod", 99_999, false)).unwrap();
+        assert!(never.starts_with("never_destroy in "), "{never}");
+        assert!(never.ends_with("payops.toml"), "{never}");
+        assert_eq!(reason(&row("pr9", 99_999, false)).unwrap(), "excluded");
+        assert_eq!(
+            reason(&row("staging", 99_999, true)).unwrap(),
+            "protected (up --protect)"
+        );
+        assert_eq!(reason(&row("pr7", 99_999, false)), None);
+        assert!(
+            reason(&row("pr7", 60, false))
+                .unwrap()
+                .starts_with("younger than")
+        );
+    }
 }

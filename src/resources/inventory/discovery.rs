@@ -49,27 +49,67 @@ fn env_of(tags: &TagMap) -> Option<String> {
     EnvName::parse(env).ok().map(|_| env.clone())
 }
 
+/// Something `down` kept on purpose (tagged `payops:retained`): a final
+/// snapshot of an env's database, or the KMS key it needs to be restored.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Retained {
+    /// The env it was kept from.
+    pub env: String,
+    /// Its ARN (a KMS key's id).
+    pub resource: String,
+    pub why: String,
+}
+
+/// The account's envs, and what `down` kept of removed ones.
+#[derive(Debug, Default)]
+pub struct Inventory {
+    pub envs: BTreeMap<String, Discovered>,
+    pub retained: Vec<Retained>,
+}
+
 pub async fn discover(clients: &Clients) -> Result<BTreeMap<String, Discovered>, AwsError> {
-    let mut envs: BTreeMap<String, Discovered> = BTreeMap::new();
+    Ok(inventory(clients).await?.envs)
+}
+
+pub async fn inventory(clients: &Clients) -> Result<Inventory, AwsError> {
+    let mut inventory = Inventory::default();
     let (tagged, vpcs, keys) = tokio::try_join!(
         tagging_api(clients),
         vpc_tags(clients),
         alias_key_tags(clients)
     )?;
-    for tags in tagged.iter().chain(&vpcs).chain(&keys) {
+    for (arn, tags) in tagged.iter().chain(&vpcs).chain(&keys) {
         // What `down` kept on purpose (a final snapshot and its key) is no
         // env: counting it would list the removed env forever.
         if tags::is_retained(tags) {
+            if let Some(env) = env_of(tags) {
+                inventory.retained.push(Retained {
+                    env,
+                    resource: arn.clone(),
+                    why: tags
+                        .get(tags::RETAINED)
+                        .cloned()
+                        .unwrap_or_else(|| "final snapshot".into()),
+                });
+            }
             continue;
         }
         if let Some(env) = env_of(tags) {
-            envs.entry(env).or_default().note(tags);
+            inventory.envs.entry(env).or_default().note(tags);
         }
     }
-    Ok(envs)
+    inventory
+        .retained
+        .sort_by(|a, b| (&a.env, &a.resource).cmp(&(&b.env, &b.resource)));
+    inventory.retained.dedup();
+    Ok(inventory)
 }
 
-async fn tagging_api(clients: &Clients) -> Result<Vec<TagMap>, AwsError> {
+/// The aliases of the envs' live keys, and of keys kept for a snapshot.
+const ALIAS_PREFIXES: [&str; 2] = ["alias/payops/", "alias/payops-retained/"];
+
+/// (ARN, tags) of everything the tagging API lists as payops'.
+async fn tagging_api(clients: &Clients) -> Result<Vec<(String, TagMap)>, AwsError> {
     let pages: Vec<_> = clients
         .tagging
         .get_resources()
@@ -86,12 +126,13 @@ async fn tagging_api(clients: &Clients) -> Result<Vec<TagMap>, AwsError> {
     let mut all = Vec::new();
     for page in pages {
         for mapping in page.op("tagging:GetResources")?.resource_tag_mapping_list() {
-            if mapping.resource_arn().is_some_and(lingers) {
+            let Some(arn) = mapping.resource_arn().filter(|a| !lingers(a)) else {
                 continue;
-            }
-            all.push(tags::to_map(mapping.tags(), |t| {
-                (Some(t.key()), Some(t.value()))
-            }));
+            };
+            all.push((
+                arn.to_owned(),
+                tags::to_map(mapping.tags(), |t| (Some(t.key()), Some(t.value()))),
+            ));
         }
     }
     Ok(all)
@@ -104,7 +145,7 @@ fn lingers(arn: &str) -> bool {
     (arn.contains(":kms:") && arn.contains(":key/")) || arn.contains(":natgateway/")
 }
 
-async fn vpc_tags(clients: &Clients) -> Result<Vec<TagMap>, AwsError> {
+async fn vpc_tags(clients: &Clients) -> Result<Vec<(String, TagMap)>, AwsError> {
     let out = clients
         .ec2
         .describe_vpcs()
@@ -118,13 +159,18 @@ async fn vpc_tags(clients: &Clients) -> Result<Vec<TagMap>, AwsError> {
     Ok(out
         .vpcs()
         .iter()
-        .map(|v| crate::resources::sdk::ec2::tag_map(v.tags()))
+        .map(|v| {
+            (
+                v.vpc_id().unwrap_or_default().to_owned(),
+                crate::resources::sdk::ec2::tag_map(v.tags()),
+            )
+        })
         .collect())
 }
 
-/// Keys behind `alias/payops/...` aliases, by their tags (the alias name
-/// alone proves nothing: anyone can create one).
-async fn alias_key_tags(clients: &Clients) -> Result<Vec<TagMap>, AwsError> {
+/// Keys behind `alias/payops/...` and `alias/payops-retained/...` aliases,
+/// by their tags (the alias name alone proves nothing: anyone can create one).
+async fn alias_key_tags(clients: &Clients) -> Result<Vec<(String, TagMap)>, AwsError> {
     let pages: Vec<_> = clients
         .kms
         .list_aliases()
@@ -137,7 +183,7 @@ async fn alias_key_tags(clients: &Clients) -> Result<Vec<TagMap>, AwsError> {
         for alias in page.op("kms:ListAliases")?.aliases() {
             if alias
                 .alias_name()
-                .is_some_and(|n| n.starts_with("alias/payops/"))
+                .is_some_and(|n| ALIAS_PREFIXES.iter().any(|p| n.starts_with(p)))
                 && let Some(key) = alias.target_key_id()
             {
                 keys.push(key.to_owned());
@@ -154,9 +200,10 @@ async fn alias_key_tags(clients: &Clients) -> Result<Vec<TagMap>, AwsError> {
             .await
             .op("kms:ListResourceTags");
         if let Some(out) = absent_on(listed, &["NotFoundException"])? {
-            all.push(tags::to_map(out.tags(), |t| {
-                (Some(t.tag_key()), Some(t.tag_value()))
-            }));
+            all.push((
+                key,
+                tags::to_map(out.tags(), |t| (Some(t.tag_key()), Some(t.tag_value()))),
+            ));
         }
     }
     Ok(all)
@@ -278,5 +325,48 @@ mod tests {
         assert_eq!(envs["pr1"].seen, 2);
         assert!(!envs["pr1"].protected);
         assert!(envs["prod"].protected);
+    }
+
+    #[tokio::test]
+    async fn what_down_kept_is_listed_as_retained_not_as_an_env() {
+        let tagged =
+            mock!(aws_sdk_resourcegroupstagging::Client::get_resources).then_output(|| {
+                let mut t = ours("pr9", "2026-11-20T00:00:00Z", false);
+                t.push((
+                    tags::RETAINED.to_owned(),
+                    "final snapshot of payops-pr9-aurora".to_owned(),
+                ));
+                GetResourcesOutput::builder()
+                    .resource_tag_mapping_list(
+                        ResourceTagMapping::builder()
+                            .resource_arn("arn:aws:rds:us-east-1:1:cluster-snapshot:s-9")
+                            .set_tags(Some(
+                                t.into_iter()
+                                    .map(|(k, v)| Tag::builder().key(k).value(v).build().unwrap())
+                                    .collect(),
+                            ))
+                            .build(),
+                    )
+                    .build()
+            });
+        let vpcs = mock!(aws_sdk_ec2::Client::describe_vpcs)
+            .then_output(|| DescribeVpcsOutput::builder().build());
+        let aliases = mock!(aws_sdk_kms::Client::list_aliases)
+            .then_output(|| ListAliasesOutput::builder().build());
+        let mut clients = testing::clients();
+        clients.tagging =
+            mock_client!(aws_sdk_resourcegroupstagging, RuleMode::MatchAny, [&tagged]);
+        clients.ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&vpcs]);
+        clients.kms = mock_client!(aws_sdk_kms, RuleMode::MatchAny, [&aliases]);
+        let found = inventory(&clients).await.unwrap();
+        assert!(found.envs.is_empty(), "{:?}", found.envs);
+        assert_eq!(
+            found.retained,
+            [Retained {
+                env: "pr9".into(),
+                resource: "arn:aws:rds:us-east-1:1:cluster-snapshot:s-9".into(),
+                why: "final snapshot of payops-pr9-aurora".into(),
+            }]
+        );
     }
 }
