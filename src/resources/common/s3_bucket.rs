@@ -25,7 +25,7 @@ use aws_sdk_s3::types::{
     ObjectIdentifier, ObjectOwnership, OwnershipControls, OwnershipControlsRule,
     PublicAccessBlockConfiguration, ServerSideEncryption, ServerSideEncryptionByDefault,
     ServerSideEncryptionConfiguration, ServerSideEncryptionRule, Tagging, Transition,
-    TransitionStorageClass, VersioningConfiguration,
+    TransitionDefaultMinimumObjectSize, TransitionStorageClass, VersioningConfiguration,
 };
 use aws_smithy_runtime_api::client::result::SdkError;
 
@@ -38,7 +38,8 @@ use crate::resources::resource::Resource;
 use crate::resources::sdk::ec2::describe_tag_fix;
 use crate::resources::sdk::s3;
 
-/// Audit objects move to Glacier once they are rarely read.
+/// Audit objects move to Glacier once they are rarely read (those of
+/// 128 KB or more: see [`transition_minimum`]).
 const GLACIER_AFTER_DAYS: i32 = 90;
 /// Seven years: the retention auditors ask of payment audit logs.
 const EXPIRE_AFTER_DAYS: i32 = 2555;
@@ -157,9 +158,10 @@ impl fmt::Display for Fix {
             Self::Policy => f.write_str("set the TLS-only bucket policy"),
             Self::Lifecycle { expire_after_days } => write!(
                 f,
-                "set the retention lifecycle (Glacier after {GLACIER_AFTER_DAYS} days, expire \
-                 after {expire_after_days} days, noncurrent versions after \
-                 {NONCURRENT_EXPIRE_DAYS} days, abort uploads after {ABORT_MULTIPART_DAYS} days)"
+                "set the retention lifecycle (Glacier after {GLACIER_AFTER_DAYS} days for objects \
+                 of 128 KB or more, expire after {expire_after_days} days, noncurrent versions \
+                 after {NONCURRENT_EXPIRE_DAYS} days, abort uploads after \
+                 {ABORT_MULTIPART_DAYS} days)"
             ),
         }
     }
@@ -255,6 +257,44 @@ pub fn alb_logs_policy(cx: &Context, name: &str) -> String {
         }));
     }
     policy.to_string()
+}
+
+/// Which objects the Glacier transition skips, set explicitly on every
+/// PutBucketLifecycleConfiguration and compared by `diff`: objects under
+/// 128 KB stay in S3 Standard until they expire.
+///
+/// Since September 2024 S3 does not transition objects smaller than 128 KB
+/// unless told otherwise: `TransitionDefaultMinimumObjectSize` defaults to
+/// `all_storage_classes_128K` for every new or changed lifecycle
+/// configuration (S3 API reference, PutBucketLifecycleConfiguration, header
+/// `x-amz-transition-default-minimum-object-size`; S3 User Guide,
+/// "Transitioning objects using Amazon S3 Lifecycle"). Audit records are a few
+/// hundred bytes, so the Glacier rule never applies to them, and it should
+/// not: S3 Glacier Flexible Retrieval bills about 40 KB more for every object
+/// it holds, 32 KB at Glacier rates (index) plus 8 KB at Standard rates (name
+/// and metadata) (S3 User Guide, "Understanding archival storage in S3
+/// Glacier Flexible Retrieval and S3 Glacier Deep Archive", cost
+/// considerations), and each transition is a billed request. With us-east-1
+/// list prices (Standard $0.023 and Glacier Flexible Retrieval $0.0036 per
+/// GB-month, transitions $0.03 per 1,000), a 500-byte record costs about 27
+/// times more per month in Glacier than in Standard, and its transition alone
+/// costs as much as roughly 230 years of Standard storage for it; over the 81
+/// months left of a 7-year retention a million such records cost about $0.9 in
+/// Standard and about $53 moved to Glacier. Glacier only pays for objects above
+/// roughly 36 KB. `varies_by_storage_class` (which lets Glacier take small
+/// objects) would make the audit bucket more expensive, so payops keeps the
+/// 128 KB floor, on purpose and explicitly rather than by S3's default. Larger
+/// objects (an export, an ALB log file of a busy hour) still move after
+/// 90 days; expiry (the 7 years, noncurrent versions, uploads) applies to
+/// every object whatever its size.
+///
+/// Emulators: LocalStack stores and echoes the value. moto 5.2.5 ignores it
+/// on Put and always answers `all_storage_classes_128K`, the value payops
+/// sets, so both converge (on moto this setting cannot drift). An answer
+/// without the value is drift: payops cannot tell which minimum applies, and
+/// AWS always sends it.
+fn transition_minimum() -> TransitionDefaultMinimumObjectSize {
+    TransitionDefaultMinimumObjectSize::AllStorageClasses128K
 }
 
 fn lifecycle_rule(expire_after_days: i32) -> Result<LifecycleRule, AwsError> {
@@ -421,6 +461,9 @@ struct Settings {
     public_access: Option<PublicAccessBlockConfiguration>,
     policy: Option<String>,
     lifecycle: Vec<LifecycleRule>,
+    /// The lifecycle's `TransitionDefaultMinimumObjectSize` (a response
+    /// header of GetBucketLifecycleConfiguration).
+    transition_minimum: Option<TransitionDefaultMinimumObjectSize>,
 }
 
 async fn settings(cx: &Context, name: &str) -> Result<Settings, AwsError> {
@@ -505,18 +548,24 @@ async fn settings(cx: &Context, name: &str) -> Result<Settings, AwsError> {
             .op("s3:GetBucketLifecycleConfiguration");
         Ok::<_, AwsError>(
             absent_on(out, &["NoSuchLifecycleConfiguration"])?
-                .map(|o| o.rules().to_vec())
+                .map(|o| {
+                    (
+                        o.rules().to_vec(),
+                        o.transition_default_minimum_object_size().cloned(),
+                    )
+                })
                 .unwrap_or_default(),
         )
     };
-    let (ownership, versioning, encryption, public_access, policy, lifecycle) = tokio::try_join!(
-        ownership,
-        versioning,
-        encryption,
-        public_access,
-        policy,
-        lifecycle
-    )?;
+    let (ownership, versioning, encryption, public_access, policy, (lifecycle, transition_minimum)) =
+        tokio::try_join!(
+            ownership,
+            versioning,
+            encryption,
+            public_access,
+            policy,
+            lifecycle
+        )?;
     Ok(Settings {
         ownership,
         versioning,
@@ -524,6 +573,7 @@ async fn settings(cx: &Context, name: &str) -> Result<Settings, AwsError> {
         public_access,
         policy,
         lifecycle,
+        transition_minimum,
     })
 }
 
@@ -763,7 +813,9 @@ impl Resource for Bucket {
         if !s.policy.as_deref().is_some_and(|p| policy::same(p, &want)) {
             fixes.push(Fix::Policy);
         }
-        if !lifecycle_in_sync(&s.lifecycle, self.expire_after_days()) {
+        if !lifecycle_in_sync(&s.lifecycle, self.expire_after_days())
+            || s.transition_minimum != Some(transition_minimum())
+        {
             fixes.push(Fix::Lifecycle {
                 expire_after_days: self.expire_after_days(),
             });
@@ -900,6 +952,7 @@ impl Resource for Bucket {
                     .bucket(name)
                     .expected_bucket_owner(owner)
                     .lifecycle_configuration(config)
+                    .transition_default_minimum_object_size(transition_minimum())
                     .send()
                     .await
                     .op(OP)?;
@@ -1065,8 +1118,19 @@ mod tests {
     }
 
     fn good_lifecycle() -> GetBucketLifecycleConfigurationOutput {
+        lifecycle_answer(Some(
+            TransitionDefaultMinimumObjectSize::AllStorageClasses128K,
+        ))
+    }
+
+    /// Our rule, with `minimum` as the answer's
+    /// `x-amz-transition-default-minimum-object-size`.
+    fn lifecycle_answer(
+        minimum: Option<TransitionDefaultMinimumObjectSize>,
+    ) -> GetBucketLifecycleConfigurationOutput {
         GetBucketLifecycleConfigurationOutput::builder()
             .rules(lifecycle_rule(EXPIRE_AFTER_DAYS).unwrap())
+            .set_transition_default_minimum_object_size(minimum)
             .build()
     }
 
@@ -1245,6 +1309,9 @@ mod tests {
             .match_requests(|r| {
                 r.lifecycle_configuration()
                     .is_some_and(|c| lifecycle_in_sync(c.rules(), EXPIRE_AFTER_DAYS))
+                    // Explicit, not S3's default.
+                    && r.transition_default_minimum_object_size()
+                        == Some(&TransitionDefaultMinimumObjectSize::AllStorageClasses128K)
             })
             .then_output(|| {
                 aws_sdk_s3::operation::put_bucket_lifecycle_configuration::PutBucketLifecycleConfigurationOutput::builder().build()
@@ -1468,6 +1535,59 @@ mod tests {
         assert_eq!(applied.change, Change::Updated);
         assert_eq!(put_tags.num_calls(), 1);
         assert_eq!(put_versioning.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn small_objects_stay_in_standard_by_an_explicit_minimum_size() {
+        // The rule itself is ours; what differs is which objects Glacier
+        // takes: `varies_by_storage_class` (a configuration put before
+        // September 2024, or by hand) would move every sub-KB audit record,
+        // at ~40 KB of billed overhead each; an answer without the value
+        // says nothing about what applies.
+        for minimum in [
+            Some(TransitionDefaultMinimumObjectSize::VariesByStorageClass),
+            None,
+        ] {
+            let head = head_ok();
+            let tags = tagged(our_tags());
+            let answer = lifecycle_answer(minimum.clone());
+            let lifecycle = mock!(Client::get_bucket_lifecycle_configuration)
+                .then_output(move || answer.clone());
+            let settings = in_sync_settings();
+            let mut rules: Vec<&Rule> = vec![&head, &tags, &lifecycle];
+            rules.extend(settings.iter());
+            let cx = cx_with(&rules);
+            let Observation::Present { drift, .. } =
+                testing::observe(&cx, STEP, Bucket::audit(), &inputs())
+                    .await
+                    .unwrap()
+            else {
+                panic!("expected present");
+            };
+            assert_eq!(drift.len(), 1, "{minimum:?}: {drift:?}");
+            assert!(
+                drift[0].contains("Glacier after 90 days for objects of 128 KB or more"),
+                "{drift:?}"
+            );
+
+            let put = mock!(Client::put_bucket_lifecycle_configuration)
+                .match_requests(|r| {
+                    r.transition_default_minimum_object_size()
+                        == Some(&TransitionDefaultMinimumObjectSize::AllStorageClasses128K)
+                        && r.lifecycle_configuration()
+                            .is_some_and(|c| lifecycle_in_sync(c.rules(), EXPIRE_AFTER_DAYS))
+                })
+                .then_output(|| {
+                    aws_sdk_s3::operation::put_bucket_lifecycle_configuration::PutBucketLifecycleConfigurationOutput::builder().build()
+                });
+            rules.push(&put);
+            let cx = cx_with(&rules);
+            let applied = testing::ensure(&cx, STEP, Bucket::audit(), &inputs())
+                .await
+                .unwrap();
+            assert_eq!(applied.change, Change::Updated, "{minimum:?}");
+            assert_eq!(put.num_calls(), 1, "{minimum:?}");
+        }
     }
 
     #[tokio::test]

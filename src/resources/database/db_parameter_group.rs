@@ -22,12 +22,30 @@ use crate::resources::sdk::ec2::describe_tag_fix;
 use crate::resources::sdk::rds;
 
 /// The parameters payops sets, and why.
-pub const PARAMETERS: [(&str, &str); 2] = [
+pub const PARAMETERS: [(&str, &str); 4] = [
     // Refuse every connection that is not TLS.
     ("rds.force_ssl", "1"),
     // Log statements slower than a second: slow queries show in the
-    // exported postgresql log without logging every statement's values.
+    // exported postgresql log without logging every statement.
     ("log_min_duration_statement", "1000"),
+    // ... but never the values bound to them. A statement logged by
+    // log_min_duration_statement (or any statement logging) is followed by
+    // `DETAIL: parameters: $1 = '...'` with each bind value in full: the
+    // default is -1. With card data in those values, the exported log (and
+    // CloudWatch Logs behind it) would hold cardholder data. 0 disables
+    // logging bind values (PostgreSQL 13+, "What to Log":
+    // https://www.postgresql.org/docs/13/runtime-config-logging.html);
+    // payops allows Aurora PostgreSQL 13 and later only (spec.rs). Literals
+    // written into the SQL text itself are still logged: the functions bind
+    // their values.
+    ("log_parameter_max_length", "0"),
+    // The same for the statement reported with an error. PostgreSQL's
+    // default is already 0; it is set so that a changed default or a manual
+    // edit of the group shows as drift instead of leaking values silently.
+    // Both are dynamic in the aurora-postgresql13+ cluster parameter groups
+    // (DescribeDBClusterParameters: ApplyType dynamic, -1 to 1073741823), so
+    // `ApplyMethod::Immediate` applies them without a reboot.
+    ("log_parameter_max_length_on_error", "0"),
 ];
 
 pub struct DbParameterGroup;
@@ -234,7 +252,7 @@ impl Resource for DbParameterGroup {
                                 Parameter::builder()
                                     .parameter_name(*k)
                                     .parameter_value(*v)
-                                    // Both are dynamic: no reboot needed.
+                                    // All of them are dynamic: no reboot needed.
                                     .apply_method(ApplyMethod::Immediate)
                                     .build()
                             })
@@ -282,7 +300,212 @@ impl Resource for DbParameterGroup {
 
 #[cfg(test)]
 mod tests {
+    use aws_sdk_rds::Client;
+    use aws_sdk_rds::operation::create_db_cluster_parameter_group::CreateDbClusterParameterGroupOutput;
+    use aws_sdk_rds::operation::describe_db_cluster_parameter_groups::{
+        DescribeDBClusterParameterGroupsError, DescribeDbClusterParameterGroupsOutput,
+    };
+    use aws_sdk_rds::operation::describe_db_cluster_parameters::DescribeDbClusterParametersOutput;
+    use aws_sdk_rds::operation::list_tags_for_resource::ListTagsForResourceOutput;
+    use aws_sdk_rds::operation::modify_db_cluster_parameter_group::ModifyDbClusterParameterGroupOutput;
+    use aws_sdk_rds::types::DbClusterParameterGroup;
+    use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+
     use super::*;
+    use crate::engine::{Change, Observation};
+    use crate::resources::testing;
+
+    const STEP: &str = "db-parameter-group";
+    const NAME: &str = "payops-pr1-aurora-pg16";
+    const ARN: &str = "arn:aws:rds:us-east-1:123456789012:cluster-pg:payops-pr1-aurora-pg16";
+    const BIND_VALUES_OFF: [(&str, &str); 2] = [
+        ("log_parameter_max_length", "0"),
+        ("log_parameter_max_length_on_error", "0"),
+    ];
+
+    fn group() -> DbClusterParameterGroup {
+        DbClusterParameterGroup::builder()
+            .db_cluster_parameter_group_name(NAME)
+            .db_cluster_parameter_group_arn(ARN)
+            .db_parameter_group_family("aurora-postgresql16")
+            .build()
+    }
+
+    fn described() -> Rule {
+        mock!(Client::describe_db_cluster_parameter_groups)
+            .match_requests(|r| r.db_cluster_parameter_group_name() == Some(NAME))
+            .then_output(|| {
+                DescribeDbClusterParameterGroupsOutput::builder()
+                    .db_cluster_parameter_groups(group())
+                    .build()
+            })
+    }
+
+    fn tagged() -> Rule {
+        mock!(Client::list_tags_for_resource)
+            .match_requests(|r| r.resource_name() == Some(ARN))
+            .then_output(|| {
+                ListTagsForResourceOutput::builder()
+                    .set_tag_list(Some(rds::rds_tags(&testing::our_tags(STEP))))
+                    .build()
+            })
+    }
+
+    /// The user-set parameters DescribeDBClusterParameters answers.
+    fn user_values(values: &'static [(&'static str, &'static str)]) -> Rule {
+        mock!(Client::describe_db_cluster_parameters)
+            .match_requests(|r| {
+                r.db_cluster_parameter_group_name() == Some(NAME) && r.source() == Some("user")
+            })
+            .then_output(move || {
+                DescribeDbClusterParametersOutput::builder()
+                    .set_parameters(Some(
+                        values
+                            .iter()
+                            .map(|(k, v)| {
+                                Parameter::builder()
+                                    .parameter_name(*k)
+                                    .parameter_value(*v)
+                                    .build()
+                            })
+                            .collect(),
+                    ))
+                    .build()
+            })
+    }
+
+    /// A ModifyDBClusterParameterGroup setting exactly `want`, immediately.
+    fn modify(want: &'static [(&'static str, &'static str)]) -> Rule {
+        mock!(Client::modify_db_cluster_parameter_group)
+            .match_requests(move |r| {
+                let sent: Vec<(&str, &str)> = r
+                    .parameters()
+                    .iter()
+                    .map(|p| {
+                        (
+                            p.parameter_name().unwrap_or_default(),
+                            p.parameter_value().unwrap_or_default(),
+                        )
+                    })
+                    .collect();
+                r.db_cluster_parameter_group_name() == Some(NAME)
+                    && sent == want
+                    && r.parameters()
+                        .iter()
+                        .all(|p| p.apply_method() == Some(&ApplyMethod::Immediate))
+            })
+            .then_output(|| {
+                ModifyDbClusterParameterGroupOutput::builder()
+                    .db_cluster_parameter_group_name(NAME)
+                    .build()
+            })
+    }
+
+    fn cx_with(rules: &[&Rule]) -> Context {
+        let mut clients = testing::clients();
+        clients.rds = mock_client!(aws_sdk_rds, RuleMode::MatchAny, rules);
+        testing::context(clients)
+    }
+
+    #[test]
+    fn bind_parameter_values_are_never_logged() {
+        // log_min_duration_statement logs statements; without these two,
+        // PostgreSQL appends every bind value (card data) to them in full.
+        for (k, v) in BIND_VALUES_OFF {
+            assert!(PARAMETERS.contains(&(k, v)), "{k}={v}");
+        }
+        assert!(PARAMETERS.contains(&("log_min_duration_statement", "1000")));
+    }
+
+    #[tokio::test]
+    async fn a_group_that_logs_bind_values_is_repaired_in_place() {
+        // A group made before payops set the two: only its first two values.
+        let describe = described();
+        let tags = tagged();
+        let values = user_values(&[
+            ("rds.force_ssl", "1"),
+            ("log_min_duration_statement", "1000"),
+        ]);
+        let cx = cx_with(&[&describe, &tags, &values]);
+        let Observation::Present { drift, .. } = testing::observe(&cx, STEP, DbParameterGroup, &[])
+            .await
+            .unwrap()
+        else {
+            panic!("present");
+        };
+        assert_eq!(
+            drift,
+            ["set log_parameter_max_length=0, log_parameter_max_length_on_error=0"]
+        );
+
+        let modify = modify(&BIND_VALUES_OFF);
+        let cx = cx_with(&[&describe, &tags, &values, &modify]);
+        let applied = testing::ensure(&cx, STEP, DbParameterGroup, &[])
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Updated);
+        assert_eq!(modify.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_value_someone_turned_back_on_is_drift() {
+        let describe = described();
+        let tags = tagged();
+        let values = user_values(&[
+            ("rds.force_ssl", "1"),
+            ("log_min_duration_statement", "1000"),
+            ("log_parameter_max_length", "-1"),
+            ("log_parameter_max_length_on_error", "0"),
+        ]);
+        let modify = modify(&[("log_parameter_max_length", "0")]);
+        let cx = cx_with(&[&describe, &tags, &values, &modify]);
+        let applied = testing::ensure(&cx, STEP, DbParameterGroup, &[])
+            .await
+            .unwrap();
+        assert_eq!(applied.notes, ["set log_parameter_max_length=0"]);
+        assert_eq!(modify.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_converged_group_makes_no_mutating_call() {
+        let describe = described();
+        let tags = tagged();
+        let values = user_values(&PARAMETERS);
+        // No Modify rule: a call would fail the test.
+        let cx = cx_with(&[&describe, &tags, &values]);
+        let applied = testing::ensure(&cx, STEP, DbParameterGroup, &[])
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Unchanged);
+        assert!(applied.notes.is_empty(), "{:?}", applied.notes);
+    }
+
+    #[tokio::test]
+    async fn a_new_group_gets_every_parameter_at_once() {
+        let describe = mock!(Client::describe_db_cluster_parameter_groups).then_error(|| {
+            DescribeDBClusterParameterGroupsError::generic(testing::error_meta(
+                "DBParameterGroupNotFound",
+            ))
+        });
+        let create = mock!(Client::create_db_cluster_parameter_group)
+            .match_requests(|r| {
+                r.db_cluster_parameter_group_name() == Some(NAME)
+                    && r.db_parameter_group_family() == Some("aurora-postgresql16")
+            })
+            .then_output(|| {
+                CreateDbClusterParameterGroupOutput::builder()
+                    .db_cluster_parameter_group(group())
+                    .build()
+            });
+        let modify = modify(&PARAMETERS);
+        let cx = cx_with(&[&describe, &create, &modify]);
+        let applied = testing::ensure(&cx, STEP, DbParameterGroup, &[])
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Created);
+        assert_eq!((create.num_calls(), modify.num_calls()), (1, 1));
+        assert_eq!(applied.record.outputs["DbClusterParameterGroupName"], NAME);
+    }
 
     #[test]
     fn tls_is_forced_and_only_wrong_values_are_drift() {

@@ -315,6 +315,21 @@ impl Alarm {
         )
     }
 
+    /// Whether the env's spec wants it. The replica-lag alarm treats missing
+    /// data as breaching (see [`Alarm::definition`]); with no readers
+    /// (`--db-readers 0`, which the spec allows) RDS publishes no
+    /// `AuroraReplicaLag` for `Role=READER` at all, so the alarm could never
+    /// leave ALARM and would mail system-errors forever. It is not wanted
+    /// then: `up` deletes it (reported `deleted`) and creates it again once
+    /// readers are added. The step stays in the graph either way (step ids
+    /// never depend on the spec).
+    pub fn wanted(self, cx: &Context) -> bool {
+        match self {
+            Self::AuroraReplicaLag => cx.spec.database.readers > 0,
+            _ => true,
+        }
+    }
+
     /// Whether it needs the ALB's ARN (its `LoadBalancer` dimension).
     pub fn needs_alb(self) -> bool {
         self == Self::Alb5xx
@@ -442,7 +457,8 @@ impl Alarm {
             // its failover targets and its read capacity, which must be heard
             // of (breaching). `missing` would keep a stale OK instead. A new
             // env sees it too, for the minutes before its first reader is
-            // available: it has no replica then.
+            // available: it has no replica then. An env with no readers at
+            // all has no such alarm ([`Alarm::wanted`]).
             Self::AuroraReplicaLag => (
                 "Aurora replica lag above 1 s for 5 minutes, or no reader reporting",
                 single(
@@ -978,6 +994,10 @@ impl Resource for AlarmStep {
 
     fn kind(&self) -> &'static str {
         "cloudwatch:alarm"
+    }
+
+    fn wanted(&self, cx: &Context) -> bool {
+        self.alarm.wanted(cx)
     }
 
     async fn find(&self, cx: &Context, _step: &StepCx<'_>) -> Result<Vec<FoundAlarm>, AwsError> {
@@ -1786,5 +1806,101 @@ mod tests {
                 .unwrap(),
             Removed::AlreadyAbsent
         );
+    }
+
+    fn with_readers(mut cx: Context, readers: u8) -> Context {
+        cx.spec.database.readers = readers;
+        cx
+    }
+
+    #[test]
+    fn without_readers_only_the_replica_lag_alarm_is_unwanted() {
+        let none = with_readers(cx(), 0);
+        let unwanted: Vec<&str> = Alarm::ALL
+            .iter()
+            .filter(|a| !a.wanted(&none))
+            .map(|a| a.slug())
+            .collect();
+        assert_eq!(unwanted, ["aurora-replica-lag"]);
+        let one = with_readers(cx(), 1);
+        assert!(Alarm::ALL.iter().all(|a| a.wanted(&one)));
+    }
+
+    #[tokio::test]
+    async fn without_readers_up_deletes_the_replica_lag_alarm_and_creates_none() {
+        let alarm = Alarm::AuroraReplicaLag;
+        // An env created with readers, now converged with --db-readers 0.
+        // No PutMetricAlarm rule: creating or updating it would fail the test.
+        let delete = mock!(Client::delete_alarms)
+            .match_requests(|r| r.alarm_names() == ["payops-pr1-aurora-replica-lag"])
+            .then_output(|| DeleteAlarmsOutput::builder().build());
+        let rules = [
+            describe(vec![echo(alarm, &definition(alarm))]),
+            tagged(our_tags(alarm)),
+        ];
+        let cx = with_readers(cx_with(&[&rules[0], &rules[1]]), 0);
+        let observed = testing::observe(&cx, &alarm.step_id(), AlarmStep::new(alarm), &inputs())
+            .await
+            .unwrap();
+        assert!(
+            matches!(observed, Observation::Unwanted { .. }),
+            "{observed:?}"
+        );
+        let cx = with_readers(cx_with(&[&rules[0], &rules[1], &delete]), 0);
+        let applied = testing::ensure(&cx, &alarm.step_id(), AlarmStep::new(alarm), &inputs())
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Deleted);
+        assert_eq!(delete.num_calls(), 1);
+        assert!(
+            !applied
+                .record
+                .outputs
+                .contains_key("AuroraReplicaLagAlarmName")
+        );
+
+        // Gone: the next `up` finds nothing and creates nothing.
+        let cx = with_readers(cx_with(&[&describe(vec![])]), 0);
+        let applied = testing::ensure(&cx, &alarm.step_id(), AlarmStep::new(alarm), &inputs())
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Unchanged);
+        assert!(applied.notes.is_empty(), "{:?}", applied.notes);
+    }
+
+    #[tokio::test]
+    async fn with_readers_the_replica_lag_alarm_is_created_again() {
+        let alarm = Alarm::AuroraReplicaLag;
+        let put = mock!(Client::put_metric_alarm)
+            .match_requests(|r| {
+                r.alarm_name() == Some("payops-pr1-aurora-replica-lag")
+                    && r.metric_name() == Some("AuroraReplicaLag")
+                    && r.treat_missing_data() == Some("breaching")
+                    && r.alarm_actions() == [SYSTEM]
+            })
+            .then_output(|| PutMetricAlarmOutput::builder().build());
+        let cx = with_readers(cx_with(&[&describe(vec![]), &put]), 2);
+        let applied = testing::ensure(&cx, &alarm.step_id(), AlarmStep::new(alarm), &inputs())
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Created);
+        assert_eq!(put.num_calls(), 1);
+        assert_eq!(
+            applied.record.outputs["AuroraReplicaLagAlarmName"],
+            "payops-pr1-aurora-replica-lag"
+        );
+        // And the other Aurora alarm does not depend on readers.
+        let cpu = Alarm::AuroraCpu;
+        let cx = with_readers(
+            cx_with(&[
+                &describe(vec![echo(cpu, &definition(cpu))]),
+                &tagged(our_tags(cpu)),
+            ]),
+            0,
+        );
+        let applied = testing::ensure(&cx, &cpu.step_id(), AlarmStep::new(cpu), &inputs())
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Unchanged);
     }
 }
