@@ -24,6 +24,8 @@ fn parse(doc: &str) -> Option<Value> {
 
 fn normalize(v: Value) -> Value {
     match v {
+        // Keys sorted whatever the map keeps (serde_json's preserve_order is on
+        // in this build), so that the array sort below sees one spelling.
         Value::Object(map) => Value::Object(
             map.into_iter()
                 // `Version` is often omitted on one side and defaulted on the other.
@@ -35,6 +37,8 @@ fn normalize(v: Value) -> Value {
                     }
                     (_, v) => (k, normalize(v)),
                 })
+                .collect::<std::collections::BTreeMap<_, _>>()
+                .into_iter()
                 .collect(),
         ),
         Value::Array(items) => {
@@ -74,6 +78,17 @@ mod tests {
             r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"s3:*","Resource":"*"}]}"#;
         let b = r#"{"Statement":[{"Effect":"Allow","Principal":{"AWS":"*"},"Action":"s3:*","Resource":"*"}]}"#;
         assert!(same(a, b));
+    }
+
+    #[test]
+    fn statements_compare_whatever_the_order_of_their_keys() {
+        let written = r#"{"Statement":[
+            {"Sid":"A","Effect":"Deny","Action":"s3:*","Resource":"x","Condition":{"Bool":{"k":"false"}}},
+            {"Sid":"B","Effect":"Deny","Action":"s3:PutObject","Resource":"x/*"}]}"#;
+        let echoed = r#"{"Statement":[
+            {"Resource":"x","Condition":{"Bool":{"k":"false"}},"Action":"s3:*","Effect":"Deny","Sid":"A"},
+            {"Resource":"x/*","Action":"s3:PutObject","Effect":"Deny","Sid":"B"}]}"#;
+        assert!(same(written, echoed));
     }
 
     #[test]

@@ -109,10 +109,11 @@ impl Bucket {
         })
     }
 
-    fn policy(&self, cx: &Context, name: &str) -> String {
-        match self.purpose {
-            Purpose::Audit => tls_only_policy(cx, name),
-            Purpose::AlbLogs => alb_logs_policy(cx, name),
+    fn policy(&self, cx: &Context, name: &str, key_arn: Option<&str>) -> String {
+        match (self.purpose, key_arn) {
+            (Purpose::Audit, Some(key)) => audit_policy(cx, name, key),
+            (Purpose::Audit, None) => tls_only_policy(cx, name),
+            (Purpose::AlbLogs, _) => alb_logs_policy(cx, name),
         }
     }
 }
@@ -190,6 +191,52 @@ pub fn tls_only_policy(cx: &Context, name: &str) -> String {
         }]
     })
     .to_string()
+}
+
+/// The audit bucket's policy: TLS only, and no object written under any key
+/// but the env's own. Request headers override the bucket's default
+/// encryption: a PutObject that says SSE-KMS without a key id gets the
+/// AWS-managed `aws/s3` key, one that names another key or SSE-S3 escapes the
+/// env's key policy. A put without encryption headers gets the bucket default
+/// (the env's key) and stays allowed. `Null` guards each condition: a negated
+/// operator is true when its key is absent from the request.
+pub fn audit_policy(cx: &Context, name: &str, key_arn: &str) -> String {
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&tls_only_policy(cx, name)).expect("our own JSON");
+    let objects = format!("{}/*", bucket_arn(cx, name));
+    let deny_put = |sid: &str, condition: serde_json::Value| {
+        serde_json::json!({
+            "Sid": sid,
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:PutObject",
+            "Resource": objects,
+            "Condition": condition,
+        })
+    };
+    let statements = doc["Statement"].as_array_mut().expect("a statement list");
+    statements.push(deny_put(
+        "DenyEncryptionOtherThanKms",
+        serde_json::json!({
+            "StringNotEquals": {"s3:x-amz-server-side-encryption": "aws:kms"},
+            "Null": {"s3:x-amz-server-side-encryption": "false"}
+        }),
+    ));
+    statements.push(deny_put(
+        "DenyKmsWithoutTheEnvsKey",
+        serde_json::json!({
+            "StringEquals": {"s3:x-amz-server-side-encryption": "aws:kms"},
+            "Null": {"s3:x-amz-server-side-encryption-aws-kms-key-id": "true"}
+        }),
+    ));
+    statements.push(deny_put(
+        "DenyOtherKmsKeys",
+        serde_json::json!({
+            "StringNotEquals": {"s3:x-amz-server-side-encryption-aws-kms-key-id": key_arn},
+            "Null": {"s3:x-amz-server-side-encryption-aws-kms-key-id": "false"}
+        }),
+    ));
+    doc.to_string()
 }
 
 /// The account ELB delivers access logs from, in the regions that opened
@@ -809,7 +856,7 @@ impl Resource for Bucket {
         if !public_access_blocked(s.public_access.as_ref()) {
             fixes.push(Fix::PublicAccessBlock);
         }
-        let want = self.policy(cx, &bucket.name);
+        let want = self.policy(cx, &bucket.name, key_arn);
         if !s.policy.as_deref().is_some_and(|p| policy::same(p, &want)) {
             fixes.push(Fix::Policy);
         }
@@ -826,7 +873,7 @@ impl Resource for Bucket {
     async fn fix(
         &self,
         cx: &Context,
-        _step: &StepCx<'_>,
+        step: &StepCx<'_>,
         bucket: &mut FoundBucket,
         fix: Fix,
     ) -> Result<(), AwsError> {
@@ -935,7 +982,7 @@ impl Resource for Bucket {
                 s3.put_bucket_policy()
                     .bucket(name)
                     .expected_bucket_owner(owner)
-                    .policy(self.policy(cx, name))
+                    .policy(self.policy(cx, name, self.key_arn(step)?))
                     .send()
                     .await
                     .op("s3:PutBucketPolicy")?;
@@ -1192,9 +1239,22 @@ mod tests {
             // Echoed reformatted, as AWS does: compared by meaning.
             mock!(Client::get_bucket_policy).then_output(|| {
                 let arn = format!("arn:aws:s3:::{NAME}");
+                // The audit bucket's statements about its key, after the
+                // TLS-only one AWS reformatted.
+                let ours: serde_json::Value = serde_json::from_str(&audit_policy(
+                    &testing::context(testing::clients()),
+                    NAME,
+                    KEY,
+                ))
+                .unwrap();
+                let key_statements: Vec<String> = ours["Statement"].as_array().unwrap()[1..]
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
                 GetBucketPolicyOutput::builder()
                     .policy(format!(
-                        r#"{{"Statement":[{{"Condition":{{"Bool":{{"aws:SecureTransport":"false"}}}},"Resource":["{arn}/*","{arn}"],"Action":"s3:*","Principal":"*","Effect":"Deny","Sid":"DenyInsecureTransport"}}],"Version":"2012-10-17"}}"#
+                        r#"{{"Statement":[{{"Condition":{{"Bool":{{"aws:SecureTransport":"false"}}}},"Resource":["{arn}/*","{arn}"],"Action":"s3:*","Principal":"*","Effect":"Deny","Sid":"DenyInsecureTransport"}},{}],"Version":"2012-10-17"}}"#,
+                        key_statements.join(",")
                     ))
                     .build()
             }),
@@ -1588,6 +1648,61 @@ mod tests {
             assert_eq!(applied.change, Change::Updated, "{minimum:?}");
             assert_eq!(put.num_calls(), 1, "{minimum:?}");
         }
+    }
+
+    /// IAM's condition semantics for the operators the audit policy uses:
+    /// `Null: true` holds when the key is absent; `StringEquals` is false and
+    /// `StringNotEquals` true for an absent key; conditions are ANDed.
+    fn denies(statement: &serde_json::Value, request: &[(&str, &str)]) -> bool {
+        let value = |k: &str| request.iter().find(|(rk, _)| *rk == k).map(|(_, v)| *v);
+        statement["Condition"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .all(|(op, pairs)| {
+                pairs.as_object().unwrap().iter().all(|(k, want)| {
+                    let want = want.as_str().unwrap();
+                    match op.as_str() {
+                        "Null" => (value(k).is_none()) == (want == "true"),
+                        "StringEquals" => value(k) == Some(want),
+                        "StringNotEquals" => value(k) != Some(want),
+                        "Bool" => value(k) == Some(want),
+                        other => panic!("operator {other} not modelled"),
+                    }
+                })
+            })
+    }
+
+    #[test]
+    fn audit_objects_can_be_written_only_under_the_envs_key() {
+        let cx = testing::context(testing::clients());
+        let doc: serde_json::Value = serde_json::from_str(&audit_policy(&cx, "b", KEY)).unwrap();
+        let puts: Vec<&serde_json::Value> = doc["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["Action"] == "s3:PutObject")
+            .collect();
+        assert!(
+            puts.iter()
+                .all(|s| s["Effect"] == "Deny" && s["Resource"] == "arn:aws:s3:::b/*")
+        );
+        let denied = |request: &[(&str, &str)]| puts.iter().any(|s| denies(s, request));
+        let sse = "s3:x-amz-server-side-encryption";
+        let key = "s3:x-amz-server-side-encryption-aws-kms-key-id";
+        // No header: the bucket's default, the env's key.
+        assert!(!denied(&[("aws:SecureTransport", "true")]));
+        assert!(!denied(&[(sse, "aws:kms"), (key, KEY)]));
+        // aws:kms without a key id means aws/s3; another key or SSE-S3 escape
+        // the env's key policy.
+        assert!(denied(&[(sse, "aws:kms")]));
+        assert!(denied(&[
+            (sse, "aws:kms"),
+            (key, "arn:aws:kms:us-east-1:1:key/other")
+        ]));
+        assert!(denied(&[(sse, "AES256")]));
+        // TLS only, as for every bucket.
+        assert_eq!(doc["Statement"][0]["Sid"], "DenyInsecureTransport");
     }
 
     #[tokio::test]
