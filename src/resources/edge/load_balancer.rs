@@ -516,6 +516,18 @@ mod tests {
         }
     }
 
+    /// DescribeLoadBalancers answering the fake `kind` load balancer as
+    /// `edit` changes it.
+    fn describe_one(kind: &'static str, edit: fn(&mut ElbLoadBalancer)) -> Rule {
+        mock!(Client::describe_load_balancers).then_output(move || {
+            let mut lb = fake::load_balancer(kind);
+            edit(&mut lb);
+            DescribeLoadBalancersOutput::builder()
+                .load_balancers(lb)
+                .build()
+        })
+    }
+
     fn attributes(pairs: &[(&str, &str)]) -> Rule {
         let attrs: Vec<LoadBalancerAttribute> = pairs
             .iter()
@@ -641,12 +653,8 @@ mod tests {
     async fn a_new_nlb_stops_filtering_the_vpc_links_private_link_traffic() {
         // What CreateLoadBalancer leaves: an NLB with a security group
         // enforces its inbound rules on PrivateLink traffic.
-        let filtering = mock!(Client::describe_load_balancers).then_output(|| {
-            let mut lb = fake::load_balancer("nlb");
+        let filtering = describe_one("nlb", |lb| {
             lb.enforce_security_group_inbound_rules_on_private_link_traffic = Some("on".into());
-            DescribeLoadBalancersOutput::builder()
-                .load_balancers(lb)
-                .build()
         });
         let attrs = attributes(&[
             ("deletion_protection.enabled", "false"),
@@ -820,12 +828,8 @@ mod tests {
     #[tokio::test]
     async fn a_load_balancer_of_another_type_is_a_conflict_not_a_replacement() {
         // The NLB's name answers with an application load balancer.
-        let wrong = mock!(Client::describe_load_balancers).then_output(|| {
-            let mut lb = fake::load_balancer("alb");
+        let wrong = describe_one("alb", |lb| {
             lb.load_balancer_name = Some("payops-pr1-nlb".into());
-            DescribeLoadBalancersOutput::builder()
-                .load_balancers(lb)
-                .build()
         });
         let cx = context(&[&wrong, &fake::describe_tags()]);
         let err = testing::ensure(

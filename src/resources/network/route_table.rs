@@ -477,7 +477,7 @@ mod tests {
         replace_route_table_association::ReplaceRouteTableAssociationOutput,
     };
     use aws_sdk_ec2::types::{Route, RouteTableAssociation};
-    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+    use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 
     use super::*;
     use crate::engine::{Change, Observation};
@@ -532,8 +532,9 @@ mod tests {
         ]
     }
 
-    #[tokio::test]
-    async fn a_private_table_routes_through_its_azs_nat_and_takes_its_subnet() {
+    /// No table for private-b yet, its subnet in no other table, and
+    /// CreateRouteTable answering a new empty one.
+    fn no_private_table_b_yet() -> [Rule; 3] {
         let none = mock!(Client::describe_route_tables)
             .match_requests(|r| {
                 r.filters()
@@ -558,6 +559,12 @@ mod tests {
                 ))
                 .build()
         });
+        [none, not_elsewhere, create]
+    }
+
+    #[tokio::test]
+    async fn a_private_table_routes_through_its_azs_nat_and_takes_its_subnet() {
+        let [none, not_elsewhere, create] = no_private_table_b_yet();
         let route = mock!(Client::create_route)
             .match_requests(|r| {
                 r.nat_gateway_id() == Some("nat-b")
@@ -594,30 +601,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_route_made_by_a_retried_create_is_pointed_where_we_want_not_an_error() {
-        let none = mock!(Client::describe_route_tables)
-            .match_requests(|r| {
-                r.filters()
-                    .iter()
-                    .any(|f| f.name() == Some("tag:payops:step"))
-            })
-            .then_output(|| DescribeRouteTablesOutput::builder().build());
-        let not_elsewhere = mock!(Client::describe_route_tables)
-            .match_requests(|r| {
-                r.filters()
-                    .iter()
-                    .any(|f| f.name() == Some("association.subnet-id"))
-            })
-            .then_output(|| DescribeRouteTablesOutput::builder().build());
-        let create = mock!(Client::create_route_table).then_output(|| {
-            CreateRouteTableOutput::builder()
-                .route_table(table(
-                    "route-table:private-b",
-                    "payops-pr1-private-b",
-                    None,
-                    &[],
-                ))
-                .build()
-        });
+        let [none, not_elsewhere, create] = no_private_table_b_yet();
         // The SDK's retry of a CreateRoute whose answer was lost (AWS's code
         // and message).
         let exists = mock!(Client::create_route).then_error(|| {

@@ -357,6 +357,17 @@ mod tests {
             .build()
     }
 
+    /// CreateSubnet's answer: the subnet of the requested AZ's slot.
+    fn created(r: &aws_sdk_ec2::operation::create_subnet::CreateSubnetInput) -> CreateSubnetOutput {
+        let slot = AZS
+            .iter()
+            .position(|az| Some(*az) == r.availability_zone())
+            .unwrap();
+        CreateSubnetOutput::builder()
+            .subnet(subnet(slot, false))
+            .build()
+    }
+
     fn vpc_input() -> (&'static str, Record) {
         ("vpc", Record::default().output("VpcId", "vpc-1"))
     }
@@ -380,15 +391,7 @@ mod tests {
                                 .to_string(),
                         )
             })
-            .then_compute_output(|r| {
-                let slot = AZS
-                    .iter()
-                    .position(|az| Some(*az) == r.availability_zone())
-                    .unwrap();
-                CreateSubnetOutput::builder()
-                    .subnet(subnet(slot, false))
-                    .build()
-            });
+            .then_compute_output(created);
         let mut clients = testing::clients();
         clients.ec2 = mock_client!(
             aws_sdk_ec2,
@@ -429,15 +432,7 @@ mod tests {
             })
             .repeatedly()
             .build();
-        let create = mock!(Client::create_subnet).then_compute_output(|r| {
-            let slot = AZS
-                .iter()
-                .position(|az| Some(*az) == r.availability_zone())
-                .unwrap();
-            CreateSubnetOutput::builder()
-                .subnet(subnet(slot, false))
-                .build()
-        });
+        let create = mock!(Client::create_subnet).then_compute_output(created);
         let conflict = mock!(Client::create_subnet)
             .match_requests(|r| r.availability_zone() == Some(AZS[1]))
             .then_error(|| {
