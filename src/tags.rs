@@ -53,6 +53,17 @@ pub fn ownership(tags: &TagMap, env: &EnvName) -> Ownership {
     }
 }
 
+/// "add tags CostCenter, Name": how a tag fix reads in `status`.
+pub fn describe_tag_fix(tags: &TagMap) -> String {
+    format!(
+        "add tags {}",
+        tags.keys()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
 /// The tags every resource of one env gets.
 #[derive(Clone, Debug)]
 pub struct Tagger {

@@ -18,8 +18,8 @@ use crate::tags::TagMap;
 
 use crate::resources::context::Context;
 use crate::resources::resource::Resource;
-use crate::resources::sdk::ec2::describe_tag_fix;
 use crate::resources::sdk::iam;
+use crate::tags::describe_tag_fix;
 
 /// The inline policies a role should carry, by name, computed from the env and
 /// the step's inputs (so they can name the exact ARNs the role may touch).

@@ -17,8 +17,8 @@ use crate::tags::TagMap;
 
 use crate::resources::context::Context;
 use crate::resources::resource::Resource;
-use crate::resources::sdk::ec2::describe_tag_fix;
 use crate::resources::sdk::logs;
+use crate::tags::describe_tag_fix;
 
 /// Where the logs key's ARN comes from.
 const KMS_STEP: &str = "kms-key:logs";

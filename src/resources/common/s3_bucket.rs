@@ -35,8 +35,8 @@ use crate::tags::TagMap;
 
 use crate::resources::context::Context;
 use crate::resources::resource::Resource;
-use crate::resources::sdk::ec2::describe_tag_fix;
 use crate::resources::sdk::s3;
+use crate::tags::describe_tag_fix;
 
 /// Audit objects move to Glacier once they are rarely read (those of
 /// 128 KB or more: see [`transition_minimum`]).

@@ -33,9 +33,9 @@ use crate::resources::compute::lambda_code::{self, Package};
 use crate::resources::context::Context;
 use crate::resources::model::{BLUE, Function, GREEN};
 use crate::resources::resource::Resource;
-use crate::resources::sdk::ec2::describe_tag_fix;
 use crate::resources::sdk::iam::{retry_while_propagating, role_not_yet_usable};
 use crate::resources::traffic;
+use crate::tags::describe_tag_fix;
 
 /// The Lambda runtime the handlers are written for.
 const RUNTIME: Runtime = Runtime::Python312;

@@ -32,7 +32,7 @@ use crate::tags::{self, TagMap};
 use crate::resources::context::Context;
 use crate::resources::resource::Resource;
 use crate::resources::sdk::dynamodb;
-use crate::resources::sdk::ec2::describe_tag_fix;
+use crate::tags::describe_tag_fix;
 
 const KEY_INPUT: (&str, &str) = ("kms-key:dynamodb", "DynamoDbKmsKeyArn");
 

@@ -20,8 +20,8 @@ use crate::tags::TagMap;
 
 use crate::resources::context::Context;
 use crate::resources::resource::Resource;
-use crate::resources::sdk::ec2::describe_tag_fix;
 use crate::resources::sdk::sns;
+use crate::tags::describe_tag_fix;
 
 const KEY_INPUT: (&str, &str) = ("kms-key:logs", "LogsKmsKeyArn");
 const KMS_ATTRIBUTE: &str = "KmsMasterKeyId";

@@ -31,8 +31,8 @@ use crate::resources::context::Context;
 use crate::resources::database::db_secret::master_credentials;
 use crate::resources::model::{DB_ENGINE, DB_NAME, DB_PORT};
 use crate::resources::resource::Resource;
-use crate::resources::sdk::ec2::describe_tag_fix;
 use crate::resources::sdk::rds;
+use crate::tags::describe_tag_fix;
 
 const KEY_INPUT: (&str, &str) = ("kms-key:database", "DatabaseKmsKeyArn");
 const SG_INPUT: (&str, &str) = ("security-group:database", "DatabaseSecurityGroupId");

@@ -18,8 +18,8 @@ use crate::tags::TagMap;
 use crate::resources::context::Context;
 use crate::resources::model::DB_ENGINE;
 use crate::resources::resource::Resource;
-use crate::resources::sdk::ec2::describe_tag_fix;
 use crate::resources::sdk::rds;
+use crate::tags::describe_tag_fix;
 
 /// The parameters payops sets, and why.
 pub const PARAMETERS: [(&str, &str); 4] = [

@@ -29,8 +29,8 @@ use crate::tags::{self, TagMap};
 use crate::resources::context::Context;
 use crate::resources::model::{DB_NAME, DB_PORT};
 use crate::resources::resource::Resource;
-use crate::resources::sdk::ec2::describe_tag_fix;
 use crate::resources::sdk::secrets;
+use crate::tags::describe_tag_fix;
 
 const KEY_INPUT: (&str, &str) = ("kms-key:logs", "LogsKmsKeyArn");
 /// The master user's name (`admin`, `postgres` and `rdsadmin` are reserved).

@@ -12,8 +12,8 @@ use crate::tags::TagMap;
 
 use crate::resources::context::Context;
 use crate::resources::resource::Resource;
-use crate::resources::sdk::ec2::describe_tag_fix;
 use crate::resources::sdk::rds;
+use crate::tags::describe_tag_fix;
 
 const SUBNETS_INPUT: (&str, &str) = ("subnets:database", "DatabaseSubnetIds");
 const DESCRIPTION: &str = "payops Aurora: the database subnets (no internet route)";

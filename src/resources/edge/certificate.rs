@@ -25,7 +25,7 @@ use crate::tags::TagMap;
 use crate::resources::context::Context;
 use crate::resources::resource::Resource;
 use crate::resources::sdk::acm;
-use crate::resources::sdk::ec2::describe_tag_fix;
+use crate::tags::describe_tag_fix;
 
 /// How long a generated certificate is valid.
 const VALID_DAYS: u64 = 365;

@@ -23,9 +23,9 @@ use crate::tags::TagMap;
 use crate::resources::context::Context;
 use crate::resources::model::HTTPS_PORT;
 use crate::resources::resource::Resource;
-use crate::resources::sdk::ec2::describe_tag_fix;
 use crate::resources::sdk::elb;
 use crate::resources::traffic::{self, Weights};
+use crate::tags::describe_tag_fix;
 
 /// TLS 1.3 with TLS 1.2 for older clients; nothing older.
 pub const SSL_POLICY: &str = "ELBSecurityPolicy-TLS13-1-2-2021-06";

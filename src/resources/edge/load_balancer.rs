@@ -37,8 +37,8 @@ use crate::tags::TagMap;
 use crate::resources::common::s3_bucket::ALB_LOG_PREFIX;
 use crate::resources::context::Context;
 use crate::resources::resource::Resource;
-use crate::resources::sdk::ec2::describe_tag_fix;
 use crate::resources::sdk::elb;
+use crate::tags::describe_tag_fix;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LbKind {

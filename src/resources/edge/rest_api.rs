@@ -35,7 +35,7 @@ use crate::resources::edge::api_definition::{
 };
 use crate::resources::model::Function;
 use crate::resources::resource::Resource;
-use crate::resources::sdk::ec2::describe_tag_fix;
+use crate::tags::describe_tag_fix;
 
 const APIGATEWAY_PRINCIPAL: &str = "apigateway.amazonaws.com";
 const ACCESS_LOG_STEP: (&str, &str) = ("log-group:api-access", "ApiAccessLogGroupArn");

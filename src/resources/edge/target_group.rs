@@ -27,8 +27,9 @@ use crate::resources::context::Context;
 use crate::resources::model::HTTPS_PORT;
 use crate::resources::model::{BLUE, Function, GREEN};
 use crate::resources::resource::Resource;
-use crate::resources::sdk::ec2::{self, describe_tag_fix};
+use crate::resources::sdk::ec2;
 use crate::resources::sdk::elb;
+use crate::tags::describe_tag_fix;
 
 const ELB_PRINCIPAL: &str = "elasticloadbalancing.amazonaws.com";
 /// Where the NLB's health checks land: answered by transaction processing

@@ -21,7 +21,7 @@ use crate::tags::TagMap;
 
 use crate::resources::context::Context;
 use crate::resources::resource::Resource;
-use crate::resources::sdk::ec2::describe_tag_fix;
+use crate::tags::describe_tag_fix;
 
 pub struct VpcLink;
 

@@ -141,7 +141,7 @@ impl fmt::Display for Fix {
                 f,
                 "replace the flow log ({why}): flow logs cannot be modified"
             ),
-            Self::Tags(t) => f.write_str(&ec2::describe_tag_fix(t)),
+            Self::Tags(t) => f.write_str(&crate::tags::describe_tag_fix(t)),
         }
     }
 }

@@ -30,7 +30,7 @@ impl fmt::Display for Fix {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Attach(vpc) => write!(f, "attach to {vpc}"),
-            Self::Tags(t) => f.write_str(&ec2::describe_tag_fix(t)),
+            Self::Tags(t) => f.write_str(&crate::tags::describe_tag_fix(t)),
         }
     }
 }

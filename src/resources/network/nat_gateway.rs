@@ -77,8 +77,8 @@ impl fmt::Display for Fix {
             Self::AllocateEip => f.write_str("allocate an Elastic IP"),
             Self::CreateNat => f.write_str("create the NAT gateway"),
             Self::WaitAvailable(id) => write!(f, "wait for {id} to become available"),
-            Self::EipTags(t) => write!(f, "Elastic IP: {}", ec2::describe_tag_fix(t)),
-            Self::NatTags(t) => write!(f, "NAT gateway: {}", ec2::describe_tag_fix(t)),
+            Self::EipTags(t) => write!(f, "Elastic IP: {}", crate::tags::describe_tag_fix(t)),
+            Self::NatTags(t) => write!(f, "NAT gateway: {}", crate::tags::describe_tag_fix(t)),
         }
     }
 }

@@ -139,7 +139,7 @@ fn target_or_pending(t: &Option<Target>) -> String {
 impl fmt::Display for Fix {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Tags(t) => f.write_str(&ec2::describe_tag_fix(t)),
+            Self::Tags(t) => f.write_str(&crate::tags::describe_tag_fix(t)),
             Self::CreateRoute(t) => {
                 write!(f, "add route {DEFAULT_ROUTE} -> {}", target_or_pending(t))
             }

@@ -53,7 +53,7 @@ pub struct TagFix(TagMap);
 
 impl fmt::Display for TagFix {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&ec2::describe_tag_fix(&self.0))
+        f.write_str(&crate::tags::describe_tag_fix(&self.0))
     }
 }
 

@@ -72,7 +72,7 @@ impl fmt::Display for Fix {
                 f,
                 "subnet {}: {}",
                 AZ_LABELS[*slot],
-                ec2::describe_tag_fix(t)
+                crate::tags::describe_tag_fix(t)
             ),
             Self::NoPublicIp(slot) => write!(
                 f,

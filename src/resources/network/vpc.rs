@@ -101,7 +101,7 @@ pub enum Fix {
 impl fmt::Display for Fix {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Tags(t) => f.write_str(&ec2::describe_tag_fix(t)),
+            Self::Tags(t) => f.write_str(&crate::tags::describe_tag_fix(t)),
             Self::DnsSupport => f.write_str("enable DNS support"),
             Self::DnsHostnames => f.write_str("enable DNS hostnames"),
         }

@@ -90,7 +90,7 @@ pub enum Fix {
 impl fmt::Display for Fix {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Tags(t) => f.write_str(&ec2::describe_tag_fix(t)),
+            Self::Tags(t) => f.write_str(&crate::tags::describe_tag_fix(t)),
             Self::RouteTables { add, remove } => {
                 write!(
                     f,

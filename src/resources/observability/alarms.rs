@@ -40,7 +40,7 @@ use crate::resources::model::{Function, SHIFT_GATE};
 use crate::resources::observability::monitoring::{self, ALB_INPUT, DYNAMODB_OPERATIONS};
 use crate::resources::resource::Resource;
 use crate::resources::sdk::cloudwatch;
-use crate::resources::sdk::ec2::describe_tag_fix;
+use crate::tags::describe_tag_fix;
 
 /// DeleteAlarms' answer for a name that is not there.
 const NOT_FOUND: [&str; 2] = ["ResourceNotFound", "ResourceNotFoundException"];

@@ -93,17 +93,6 @@ pub async fn add_tags(cx: &Context, resource_id: &str, tags: &TagMap) -> Result<
     Ok(())
 }
 
-/// "add tags CostCenter, Name": how a tag fix reads in `status`.
-pub fn describe_tag_fix(tags: &TagMap) -> String {
-    format!(
-        "add tags {}",
-        tags.keys()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .join(", ")
-    )
-}
-
 /// Calls `call` until it succeeds, waiting (with backoff and progress) while
 /// AWS answers one of `busy` (typically DependencyViolation: ENIs, NAT
 /// addresses and other dependents let go slowly on real AWS), within the

@@ -26,8 +26,8 @@ use crate::tags::{self, TagMap};
 
 use crate::resources::context::Context;
 use crate::resources::resource::Resource;
-use crate::resources::sdk::ec2::describe_tag_fix;
 use crate::resources::sdk::{kms, rds};
+use crate::tags::describe_tag_fix;
 
 /// The shortest window AWS allows: the key stays recoverable for a week.
 const PENDING_WINDOW_DAYS: i32 = 7;
