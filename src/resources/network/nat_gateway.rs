@@ -587,6 +587,66 @@ mod tests {
         assert_eq!(poll.num_calls(), 2);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_nat_made_by_a_retried_create_is_adopted_not_an_address_conflict() {
+        // Nothing at first; after the lost answer, the address and the NAT
+        // gateway its first attempt made.
+        let addrs = mock!(Client::describe_addresses)
+            .sequence()
+            .output(|| DescribeAddressesOutput::builder().build())
+            .output(|| {
+                DescribeAddressesOutput::builder()
+                    .addresses(address("nat-gateway:a"))
+                    .build()
+            })
+            .repeatedly()
+            .build();
+        let nats = mock!(Client::describe_nat_gateways)
+            .sequence()
+            .output(|| DescribeNatGatewaysOutput::builder().build())
+            .output(|| {
+                DescribeNatGatewaysOutput::builder()
+                    .nat_gateways(nat_gw(NatGatewayState::Available))
+                    .build()
+            })
+            .repeatedly()
+            .build();
+        let allocate = mock!(Client::allocate_address).then_output(|| {
+            AllocateAddressOutput::builder()
+                .allocation_id("eipalloc-1")
+                .public_ip("203.0.113.7")
+                .build()
+        });
+        // A retry the client token did not make idempotent (emulators ignore
+        // it): the address is already the first NAT gateway's.
+        let create = mock!(Client::create_nat_gateway).then_error(|| {
+            aws_sdk_ec2::operation::create_nat_gateway::CreateNatGatewayError::generic(
+                aws_smithy_types::error::ErrorMetadata::builder()
+                    .code("Resource.AlreadyAssociated")
+                    .message("Elastic IP address [eipalloc-1] is already associated")
+                    .build(),
+            )
+        });
+        let mut clients = testing::clients();
+        clients.ec2 = mock_client!(
+            aws_sdk_ec2,
+            RuleMode::MatchAny,
+            [&addrs, &nats, &allocate, &create]
+        );
+        let cx = testing::context(clients);
+        let applied = testing::ensure(
+            &cx,
+            "nat-gateway:a",
+            NatGateway::new(0),
+            &[public_subnets()],
+        )
+        .await
+        .unwrap();
+        assert_eq!(applied.change, Change::Created);
+        assert_eq!(applied.record.outputs["NatGatewayIdA"], "nat-1");
+        assert_eq!((allocate.num_calls(), create.num_calls()), (1, 1));
+    }
+
     #[tokio::test]
     async fn an_available_owned_nat_is_left_alone() {
         let [addrs, nats] = describe(true, vec![nat_gw(NatGatewayState::Available)]);
