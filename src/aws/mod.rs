@@ -12,7 +12,9 @@ pub mod wait;
 pub use clients::Clients;
 pub use errors::{AwsError, OpResult, absent_on, required};
 pub use metrics::{ApiCalls, ApiCounter};
-pub use wait::{Budget, Poll, poll_until, retry_on_codes, retry_while, wait_until_gone, waited};
+pub use wait::{
+    Budget, Poll, poll_until, retry_attempts, retry_on_codes, retry_while, wait_until_gone, waited,
+};
 
 /// A deterministic idempotency token (AWS `ClientToken`) from `parts`: the
 /// same request retried after a crash gets the same token, a new incarnation

@@ -61,12 +61,39 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, AwsError>>,
 {
-    let what = what.as_ref();
+    retry_attempts(
+        what.as_ref(),
+        transient,
+        |e| e.code().unwrap_or("retrying").to_owned(),
+        budget,
+        progress,
+        |_| op(),
+    )
+    .await
+}
+
+/// The loop under every retry here: calls `op(attempt)` (from 1) until it
+/// succeeds or fails with an error `transient` does not recognise; while it
+/// does, waits with backoff within `budget`, reporting
+/// `{what}: {why(error)} (attempt n, ...)`, and gives up with a `Timeout`
+/// naming `what`.
+pub async fn retry_attempts<T, F, Fut>(
+    what: &str,
+    transient: impl Fn(&AwsError) -> bool,
+    why: impl Fn(&AwsError) -> String,
+    budget: Budget,
+    progress: &(dyn Fn(String) + Send + Sync),
+    mut op: F,
+) -> Result<T, AwsError>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: Future<Output = Result<T, AwsError>>,
+{
     let start = Instant::now();
     let mut delay = budget.first_delay;
     let mut attempt = 1u32;
     loop {
-        match op().await {
+        match op(attempt).await {
             Ok(v) => return Ok(v),
             Err(e) if transient(&e) => {
                 let elapsed = start.elapsed();
@@ -79,7 +106,7 @@ where
                 }
                 progress(format!(
                     "{what}: {} (attempt {attempt}, {}s of {}s budget)",
-                    e.code().unwrap_or("retrying"),
+                    why(&e),
                     elapsed.as_secs(),
                     budget.total.as_secs()
                 ));

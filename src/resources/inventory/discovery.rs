@@ -14,6 +14,8 @@ use crate::aws::{AwsError, Clients, OpResult, absent_on};
 use crate::naming::EnvName;
 use crate::tags::{self, TagMap};
 
+use crate::resources::sdk::tagging;
+
 /// What discovery learnt of one env.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Discovered {
@@ -65,10 +67,6 @@ pub struct Retained {
 pub struct Inventory {
     pub envs: BTreeMap<String, Discovered>,
     pub retained: Vec<Retained>,
-}
-
-pub async fn discover(clients: &Clients) -> Result<BTreeMap<String, Discovered>, AwsError> {
-    Ok(inventory(clients).await?.envs)
 }
 
 pub async fn inventory(clients: &Clients) -> Result<Inventory, AwsError> {
@@ -129,10 +127,7 @@ async fn tagging_api(clients: &Clients) -> Result<Vec<(String, TagMap)>, AwsErro
             let Some(arn) = mapping.resource_arn().filter(|a| !lingers(a)) else {
                 continue;
             };
-            all.push((
-                arn.to_owned(),
-                tags::to_map(mapping.tags(), |t| (Some(t.key()), Some(t.value()))),
-            ));
+            all.push((arn.to_owned(), tagging::tags_of(mapping)));
         }
     }
     Ok(all)
@@ -316,7 +311,7 @@ mod tests {
             mock_client!(aws_sdk_resourcegroupstagging, RuleMode::MatchAny, [&tagged]);
         clients.ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&vpcs]);
         clients.kms = mock_client!(aws_sdk_kms, RuleMode::MatchAny, [&aliases, &key_tags]);
-        let envs = discover(&clients).await.unwrap();
+        let envs = inventory(&clients).await.unwrap().envs;
         assert_eq!(envs.keys().collect::<Vec<_>>(), ["pr1", "prod"]);
         assert_eq!(
             envs["pr1"].created_at.as_deref(),

@@ -10,6 +10,7 @@ use crate::aws::{AwsError, OpResult};
 use crate::tags;
 
 use crate::resources::context::Context;
+use crate::resources::sdk::tagging;
 
 /// The tagging API is eventually consistent: a resource deleted a moment ago
 /// may still be listed. Ask again a few times before calling it a leftover.
@@ -69,15 +70,11 @@ async fn tagged(cx: &Context) -> Result<Vec<String>, AwsError> {
             page.resource_tag_mapping_list()
                 .iter()
                 // Kept on purpose (a final snapshot, the key it needs).
-                .filter(|m| !tags::is_retained(&mapping_tags(m)))
+                .filter(|m| !tags::is_retained(&tagging::tags_of(m)))
                 .filter_map(|m| m.resource_arn().map(str::to_owned)),
         );
     }
     Ok(arns)
-}
-
-fn mapping_tags(m: &aws_sdk_resourcegroupstagging::types::ResourceTagMapping) -> tags::TagMap {
-    tags::to_map(m.tags(), |t| (Some(t.key()), Some(t.value())))
 }
 
 /// Drops what is on its way out: KMS keys pending deletion (AWS keeps them

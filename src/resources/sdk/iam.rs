@@ -4,9 +4,8 @@
 use std::future::Future;
 
 use aws_sdk_iam::types::Tag;
-use tokio::time::Instant;
 
-use crate::aws::{AwsError, OpResult};
+use crate::aws::{AwsError, OpResult, retry_attempts};
 use crate::tags::{self, TagMap};
 
 use crate::resources::context::Context;
@@ -66,41 +65,34 @@ pub async fn retry_while_propagating<T, F, Fut>(
     what: &str,
     progress: &(dyn Fn(String) + Send + Sync),
     still_propagating: impl Fn(&AwsError) -> bool,
-    mut op: F,
+    op: F,
 ) -> Result<T, AwsError>
 where
     F: FnMut(u32) -> Fut,
     Fut: Future<Output = Result<T, AwsError>>,
 {
-    let budget = cx.budgets.iam_propagation;
-    let start = Instant::now();
-    let mut delay = budget.first_delay;
-    let mut attempt = 1u32;
-    loop {
-        match op(attempt).await {
-            Ok(v) => return Ok(v),
-            Err(e) if still_propagating(&e) => {
-                let elapsed = start.elapsed();
-                if elapsed + delay > budget.total {
-                    return Err(AwsError::Timeout {
-                        what: format!("{what} (IAM propagation)"),
-                        after: elapsed,
-                        last: Some(e.to_string()),
-                    });
-                }
-                progress(format!(
-                    "{what}: the role is not usable yet, IAM is propagating (attempt {attempt}, \
-                     {}s of {}s budget)",
-                    elapsed.as_secs(),
-                    budget.total.as_secs()
-                ));
-                tokio::time::sleep(delay).await;
-                delay = (delay * 3 / 2).min(budget.max_delay);
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    retry_attempts(
+        what,
+        still_propagating,
+        |_| "the role is not usable yet, IAM is propagating".to_owned(),
+        cx.budgets.iam_propagation,
+        progress,
+        op,
+    )
+    .await
+    .map_err(|e| match e {
+        // Giving up on the wait (not a timeout `op` itself returned) says why.
+        AwsError::Timeout {
+            what: waited,
+            after,
+            last,
+        } if waited == what => AwsError::Timeout {
+            what: format!("{what} (IAM propagation)"),
+            after,
+            last,
+        },
+        e => e,
+    })
 }
 
 #[cfg(test)]
@@ -108,6 +100,8 @@ mod tests {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::time::Duration;
+
+    use tokio::time::Instant;
 
     use super::*;
     use crate::resources::testing;

@@ -14,3 +14,4 @@ pub mod rds;
 pub mod s3;
 pub mod secrets;
 pub mod sns;
+pub mod tagging;
