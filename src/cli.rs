@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::naming::{ENV_RULE, EnvName, EnvPrefix};
-use crate::spec::{Certificate, Cidr, Concurrency, DbSecret, NatMode};
+use crate::spec::{ApiAuth, Certificate, Cidr, Concurrency, DbSecret, NatMode};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -265,6 +265,26 @@ pub struct Shape {
     /// link first). Once given, the alarm topics' email subscriptions are exactly these
     #[arg(long = "alert-email", value_name = "ADDRESS", value_parser = parse_alert_email)]
     pub alert_email: Vec<String>,
+
+    /// How callers of the payments API authenticate: SigV4-signed IAM calls, or API keys of
+    /// the env's usage plan (throttled and capped per key) [default: iam]
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub api_auth: Option<ApiAuth>,
+
+    /// Admit only calls from CALLER: a CIDR, a VPC endpoint id (vpce-...) or, with IAM auth,
+    /// an AWS account id (repeatable; any other caller is refused by the API's resource
+    /// policy). Once given, the list is exactly these; `--api-allow any` clears it
+    #[arg(long = "api-allow", value_name = "CALLER", value_parser = parse_api_caller)]
+    pub api_allow: Vec<String>,
+}
+
+/// Checked while parsing, so a typo is a usage error before any AWS call;
+/// kept as text because `any` is not a caller.
+fn parse_api_caller(s: &str) -> Result<String, String> {
+    if s.trim() == "any" {
+        return Ok("any".into());
+    }
+    s.parse::<crate::spec::ApiCaller>().map(|c| c.to_string())
 }
 
 fn parse_alert_email(s: &str) -> Result<String, String> {

@@ -289,6 +289,15 @@ impl Names {
         self.resource("api")
     }
 
+    /// The usage plan of the payments API's keys (`--api-auth api-key`).
+    pub fn usage_plan(&self) -> String {
+        self.resource("api-clients")
+    }
+
+    pub fn api_key(&self) -> String {
+        self.resource("api-key")
+    }
+
     pub fn vpc_link(&self) -> String {
         self.resource("vpc-link")
     }

@@ -11,8 +11,8 @@ use crate::aws::config::AwsSettings;
 use crate::cli::{GlobalArgs, OutputFormat, Shape};
 use crate::naming::{self, EnvName};
 use crate::spec::{
-    self, Certificate, Cidr, Concurrency, Database, DbSecret, EnvSpec, NatMode, parse_backup_days,
-    parse_engine_version, parse_instance_class, parse_readers,
+    self, ApiAccess, ApiAuth, Certificate, Cidr, Concurrency, Database, DbSecret, EnvSpec, NatMode,
+    parse_backup_days, parse_engine_version, parse_instance_class, parse_readers,
 };
 
 pub const DEFAULT_REGION: &str = "us-east-1";
@@ -62,6 +62,9 @@ pub struct FileConfig {
     db_secret_arn: Option<String>,
     /// Email subscriptions of the alarm topics (`[]`: none).
     alert_emails: Option<Vec<String>>,
+    api_auth: Option<String>,
+    /// Callers the API's resource policy admits (`[]`: no restriction).
+    api_allow: Option<Vec<String>>,
     /// Envs `destroy-all` never removes, whatever its flags: the account's
     /// blocklist (prod, staging), kept in the file so a sweep's command line
     /// cannot forget it. Top level only: it is about the fleet, not one env.
@@ -88,6 +91,8 @@ pub struct FileShape {
     db_backup_days: Option<String>,
     db_secret_arn: Option<String>,
     alert_emails: Option<Vec<String>>,
+    api_auth: Option<String>,
+    api_allow: Option<Vec<String>>,
 }
 
 /// `reserved_concurrency = 10` and `reserved_concurrency = "transaction=20"`
@@ -121,6 +126,29 @@ impl FileConfig {
                     key,
                     reason,
                 })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// API settings likewise: a bad caller must not reach a resource policy.
+    fn check_api_access(&self, path: &str) -> Result<(), SettingsError> {
+        let sections = std::iter::once((String::new(), &self.api_auth, &self.api_allow)).chain(
+            self.env
+                .iter()
+                .map(|(env, s)| (format!("env.{env}."), &s.api_auth, &s.api_allow)),
+        );
+        for (prefix, auth, allow) in sections {
+            let bad = |key: &str, reason: String| SettingsError::Value {
+                path: path.to_owned(),
+                key: format!("{prefix}{key}"),
+                reason,
+            };
+            if let Some(auth) = auth {
+                auth.parse::<ApiAuth>().map_err(|e| bad("api_auth", e))?;
+            }
+            if let Some(allow) = allow {
+                spec::api_allow(allow).map_err(|e| bad("api_allow", e))?;
             }
         }
         Ok(())
@@ -171,6 +199,7 @@ impl FileConfig {
             reason: e.to_string(),
         })?;
         config.check_alert_emails(&shown)?;
+        config.check_api_access(&shown)?;
         config.check_never_destroy(&shown)?;
         Ok((config, shown))
     }
@@ -265,6 +294,8 @@ impl Settings {
             db_backup_days: self.file.db_backup_days.clone(),
             db_secret_arn: self.file.db_secret_arn.clone(),
             alert_emails: self.file.alert_emails.clone(),
+            api_auth: self.file.api_auth.clone(),
+            api_allow: self.file.api_allow.clone(),
         };
         let pick = |flag: Option<String>, key: &str, get: fn(&FileShape) -> Option<&String>| {
             flag.or_else(|| per_env.and_then(get).cloned())
@@ -389,6 +420,7 @@ impl Settings {
             Some(list) => Some(spec::alert_emails(&list).map_err(|e| bad("alert_emails", e))?),
             None => None,
         };
+        let api = api_access(flags, per_env, &top, recorded).map_err(|e| bad("api_access", e))?;
         Ok(EnvSpec {
             vpc_cidr,
             nat,
@@ -400,8 +432,44 @@ impl Settings {
             db_secret,
             final_snapshot: false,
             alert_emails,
+            api,
         })
     }
+}
+
+/// `--api-auth` and `--api-allow` each on their own: flag, the env's file
+/// section, the file's top level, then what the last `up` recorded.
+fn api_access(
+    flags: &Shape,
+    per_env: Option<&FileShape>,
+    top: &FileShape,
+    recorded: &BTreeMap<String, String>,
+) -> Result<ApiAccess, String> {
+    let recorded = match recorded.get("api_access") {
+        Some(r) => r.parse::<ApiAccess>()?,
+        None => ApiAccess::default(),
+    };
+    let auth = match flags
+        .api_auth
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| per_env.and_then(|s| s.api_auth.clone()))
+        .or_else(|| top.api_auth.clone())
+    {
+        Some(a) => a.parse::<ApiAuth>()?,
+        None => recorded.auth,
+    };
+    let allow = if !flags.api_allow.is_empty() {
+        spec::api_allow(&flags.api_allow)?
+    } else {
+        match per_env
+            .and_then(|s| s.api_allow.as_ref())
+            .or(top.api_allow.as_ref())
+        {
+            Some(list) => spec::api_allow(list)?,
+            None => recorded.allow,
+        }
+    };
+    ApiAccess::new(auth, allow)
 }
 
 fn max_attempts() -> Result<u32, SettingsError> {
@@ -436,6 +504,7 @@ pub fn record_spec(spec: &EnvSpec) -> BTreeMap<String, String> {
     if let Some(protect) = spec.protect {
         recorded.insert("protect".to_owned(), protect.to_string());
     }
+    recorded.insert("api_access".to_owned(), spec.api.to_string());
     if let Some(emails) = &spec.alert_emails {
         recorded.insert("alert_emails".to_owned(), emails.join(","));
     }

@@ -5,6 +5,9 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
 
+mod api_access;
+pub use api_access::{ApiAccess, ApiAuth, ApiCaller, api_allow};
+
 /// Every env spans this many availability zones.
 pub const AZ_COUNT: usize = 3;
 
@@ -497,6 +500,8 @@ pub struct EnvSpec {
     /// never configured, payops leaves the topics' email subscriptions alone;
     /// `Some` (even empty): exactly these addresses.
     pub alert_emails: Option<Vec<String>>,
+    /// `--api-auth` and `--api-allow`: who may call the payments API.
+    pub api: ApiAccess,
 }
 
 impl Default for EnvSpec {
@@ -512,6 +517,7 @@ impl Default for EnvSpec {
             db_secret: DbSecret::Generated,
             final_snapshot: false,
             alert_emails: None,
+            api: ApiAccess::default(),
         }
     }
 }

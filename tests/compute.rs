@@ -625,6 +625,9 @@ async fn check_rest_api(aws: &Aws, env: &str, outputs: &BTreeMap<String, String>
             .await
             .unwrap_or_else(|e| panic!("GetMethod POST {path}: {e:?}"));
         assert_eq!(method.request_validator_id(), validator.id(), "POST {path}");
+        // Secure by default: only SigV4-signed calls get through.
+        assert_eq!(method.authorization_type(), Some("AWS_IAM"), "POST {path}");
+        assert_eq!(method.api_key_required(), Some(false), "POST {path}");
         assert_eq!(
             method
                 .request_models()
@@ -791,6 +794,172 @@ async fn shifted_weights_survive_up_and_a_converged_up_changes_nothing() {
         alias_version(&aws, &env.name, "blue").await,
         alias_version(&aws, &env.name, "green").await
     );
+}
+
+/// (authorization type, API key required) of every payments method.
+async fn method_auth(aws: &Aws, api: &str) -> BTreeSet<(String, String, bool)> {
+    let gw = &aws.c.apigateway;
+    let resources = gw
+        .get_resources()
+        .rest_api_id(api)
+        .limit(500)
+        .send()
+        .await
+        .expect("GetResources");
+    let mut out = BTreeSet::new();
+    for r in resources.items() {
+        let path = r.path().unwrap_or_default();
+        if !path.starts_with("/payments") {
+            continue;
+        }
+        let m = gw
+            .get_method()
+            .rest_api_id(api)
+            .resource_id(r.id().unwrap())
+            .http_method("POST")
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GetMethod POST {path}: {e:?}"));
+        out.insert((
+            path.to_owned(),
+            m.authorization_type().unwrap_or_default().to_owned(),
+            m.api_key_required().unwrap_or(false),
+        ));
+    }
+    out
+}
+
+/// The API's resource policy, unescaped as API Gateway's echo needs.
+async fn api_policy(aws: &Aws, api: &str) -> Option<Value> {
+    let got = aws
+        .c
+        .apigateway
+        .get_rest_api()
+        .rest_api_id(api)
+        .send()
+        .await
+        .expect("GetRestApi");
+    let raw = got.policy().filter(|p| !p.is_empty())?;
+    Some(serde_json::from_str(raw).unwrap_or_else(|_| {
+        let unescaped: String =
+            serde_json::from_str(&format!("\"{raw}\"")).expect("an escaped policy");
+        serde_json::from_str(&unescaped).expect("a policy document")
+    }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs an AWS emulator: make test-integration"]
+async fn api_access_converges_to_the_configured_mode_and_callers() {
+    let env = TestEnv::new();
+    let aws = Aws::connect().await;
+    let allow = ["--api-auth", "api-key", "--api-allow", "10.0.0.0/8"];
+    env.up_json(&allow);
+    let outputs = env.outputs();
+    let api = output(&outputs, "RestApiId").to_owned();
+    let paths = ["/payments", "/payments/fraud-check", "/payments/validate"];
+    let keyed: BTreeSet<_> = paths
+        .iter()
+        .map(|p| (p.to_string(), "NONE".to_owned(), true))
+        .collect();
+    assert_eq!(method_auth(&aws, &api).await, keyed);
+    let policy = api_policy(&aws, &api).await.expect("a resource policy");
+    assert!(
+        policy.to_string().contains("10.0.0.0/8") && policy.to_string().contains("Deny"),
+        "{policy:#}"
+    );
+
+    // The key is on the plan, the plan on the stage; its value is nowhere.
+    let key_id = output(&outputs, "ApiKeyId").to_owned();
+    let plan_id = output(&outputs, "ApiUsagePlanId").to_owned();
+    let plan = aws
+        .c
+        .apigateway
+        .get_usage_plan()
+        .usage_plan_id(&plan_id)
+        .send()
+        .await
+        .expect("GetUsagePlan");
+    assert_eq!(
+        plan.api_stages()
+            .iter()
+            .map(|s| (
+                s.api_id().unwrap_or_default(),
+                s.stage().unwrap_or_default()
+            ))
+            .collect::<Vec<_>>(),
+        [(api.as_str(), "v1")]
+    );
+    assert!(plan.throttle().is_some_and(|t| t.rate_limit() > 0.0));
+    assert!(plan.quota().is_some_and(|q| q.limit() > 0));
+    let plan_keys = aws
+        .c
+        .apigateway
+        .get_usage_plan_keys()
+        .usage_plan_id(&plan_id)
+        .send()
+        .await
+        .expect("GetUsagePlanKeys");
+    assert_eq!(
+        plan_keys
+            .items()
+            .iter()
+            .filter_map(|k| k.id())
+            .collect::<Vec<_>>(),
+        [key_id.as_str()]
+    );
+    let key = aws
+        .c
+        .apigateway
+        .get_api_key()
+        .api_key(&key_id)
+        .include_value(true)
+        .send()
+        .await
+        .expect("GetApiKey");
+    let value = key.value().expect("the key's value");
+    assert!(!env.state_text().contains(value), "key value in state");
+    let flat = std::fs::read_to_string(env.outputs_file()).unwrap();
+    assert!(!flat.contains(value), "key value in outputs");
+
+    // A client without the key is refused; with it, it gets past API
+    // Gateway (LocalStack enforces keys; moto serves no stage URLs).
+    if common::emulator() == common::Emulator::LocalStack {
+        let path = format!("/restapis/{api}/v1/_user_request_/payments/fraud-check");
+        let body = r#"{"transactionId":"t1","customerId":"c1","amount":5,"currency":"USD"}"#;
+        assert_eq!(common::post_to_api(&path, &[], body), 403, "no key");
+        assert_eq!(
+            common::post_to_api(&path, &[("x-api-key", "not-the-key")], body),
+            403,
+            "a wrong key"
+        );
+        let status = common::post_to_api(&path, &[("x-api-key", value)], body);
+        assert_ne!(status, 403, "the env's key is let through");
+    }
+
+    let (_, again) = env.up_json(&allow);
+    assert_no_mutation(&again, "second up in api-key mode");
+
+    // Back to IAM, no caller list: signed methods, no policy, no plan, no key.
+    env.up_json(&["--api-auth", "iam", "--api-allow", "any"]);
+    let signed: BTreeSet<_> = paths
+        .iter()
+        .map(|p| (p.to_string(), "AWS_IAM".to_owned(), false))
+        .collect();
+    assert_eq!(method_auth(&aws, &api).await, signed);
+    assert_eq!(api_policy(&aws, &api).await, None);
+    let plan = aws
+        .c
+        .apigateway
+        .get_usage_plan()
+        .usage_plan_id(&plan_id)
+        .send()
+        .await;
+    assert!(plan.is_err(), "the usage plan is gone: {plan:?}");
+    let key = aws.c.apigateway.get_api_key().api_key(&key_id).send().await;
+    assert!(key.is_err(), "the API key is gone: {key:?}");
+    assert!(!env.outputs().contains_key("ApiKeyId"));
+    let (_, again) = env.up_json(&[]);
+    assert_no_mutation(&again, "second up in IAM mode, from the recorded shape");
 }
 
 // ===================================================================== 3

@@ -12,14 +12,22 @@ pub fn same(a: &str, b: &str) -> bool {
     }
 }
 
-/// IAM returns policy documents URL-encoded; others return them as written.
+/// IAM returns policy documents URL-encoded and API Gateway with its quotes
+/// backslash-escaped (`{\"Version\":...}`, which the Terraform provider
+/// unquotes the same way); others return them as written.
 fn parse(doc: &str) -> Option<Value> {
-    serde_json::from_str(doc).ok().or_else(|| {
-        let decoded = percent_encoding::percent_decode_str(doc)
-            .decode_utf8()
-            .ok()?;
-        serde_json::from_str(&decoded).ok()
-    })
+    serde_json::from_str(doc)
+        .ok()
+        .or_else(|| {
+            let decoded = percent_encoding::percent_decode_str(doc)
+                .decode_utf8()
+                .ok()?;
+            serde_json::from_str(&decoded).ok()
+        })
+        .or_else(|| {
+            let unescaped: String = serde_json::from_str(&format!("\"{doc}\"")).ok()?;
+            serde_json::from_str(&unescaped).ok()
+        })
 }
 
 fn normalize(v: Value) -> Value {
@@ -56,6 +64,15 @@ fn normalize(v: Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn api_gateways_escaped_policy_reads_as_the_document_it_holds() {
+        // GetRestApi's `policy`, as API Gateway sends it.
+        let echoed = r#"{\"Version\":\"2012-10-17\",\"Statement\":[{\"Effect\":\"Allow\",\"Principal\":\"*\",\"Action\":\"execute-api:Invoke\",\"Resource\":\"arn:aws:execute-api:us-east-1:123456789012:abc/*\"}]}"#;
+        let wanted = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":"*","Action":"execute-api:Invoke","Resource":"arn:aws:execute-api:us-east-1:123456789012:abc/*"}]}"#;
+        assert!(same(echoed, wanted));
+        assert!(!same(echoed, &wanted.replace("Allow", "Deny")));
+    }
 
     #[test]
     fn equal_policies_compare_equal_whatever_the_formatting() {

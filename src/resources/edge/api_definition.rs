@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 /// One validator for every method: bodies and parameters both.
 pub const VALIDATOR: &str = "payops-body-and-parameters";
 pub use crate::resources::model::API_STAGE as STAGE;
+use crate::spec::{ApiAccess, ApiAuth};
 /// API Gateway gives up on an integration after 29 s.
 pub const INTEGRATION_TIMEOUT_MS: i32 = 29_000;
 pub const JSON: &str = "application/json";
@@ -82,10 +83,38 @@ pub struct Method {
     pub integration: Integration,
 }
 
+/// How every method authorizes its callers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Authorization {
+    /// `AWS_IAM` or `NONE`, as API Gateway names them.
+    pub kind: &'static str,
+    pub api_key_required: bool,
+}
+
+impl Authorization {
+    pub fn of(auth: ApiAuth) -> Self {
+        match auth {
+            ApiAuth::Iam => Self {
+                kind: "AWS_IAM",
+                api_key_required: false,
+            },
+            ApiAuth::ApiKey => Self {
+                kind: "NONE",
+                api_key_required: true,
+            },
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Definition {
     pub models: Vec<Model>,
     pub methods: Vec<Method>,
+    pub authorization: Authorization,
+    /// The API's resource policy; None when every caller that authenticates
+    /// may call. Part of the definition because API Gateway applies a changed
+    /// policy only with the next deployment.
+    pub policy: Option<Value>,
 }
 
 /// What the env's integrations point at.
@@ -97,6 +126,74 @@ pub struct Targets {
     pub payments_uri: String,
     /// True for payops' self-signed ALB certificate (nothing to verify it against).
     pub skip_tls_verification: bool,
+    pub access: ApiAccess,
+    /// `arn:aws:execute-api:<region>:<account>:<api id>`: what the policy
+    /// governs (written out in full: API Gateway stores the `execute-api:/*`
+    /// shorthand expanded, which would read back as a difference).
+    pub execute_arn: String,
+    /// `arn:aws:iam::<account>:root`: the env's own account.
+    pub account_root: String,
+}
+
+const INVOKE: &str = "execute-api:Invoke";
+
+/// The resource policy for `--api-allow`: with IAM auth, the listed accounts
+/// (and the env's own) may call; with API keys, anyone holding a key. Calls
+/// from outside the listed networks and VPC endpoints are denied (one
+/// statement, so a call matching either is let through).
+pub fn resource_policy(t: &Targets) -> Option<Value> {
+    let access = &t.access;
+    if access.allow.is_empty() {
+        return None;
+    }
+    let resource = format!("{}/*", t.execute_arn);
+    let principal = match access.auth {
+        ApiAuth::Iam => {
+            let partition = t.account_root.split(':').nth(1).unwrap_or("aws");
+            let mut roots: Vec<String> = std::iter::once(t.account_root.clone())
+                .chain(
+                    access
+                        .accounts()
+                        .iter()
+                        .map(|a| format!("arn:{partition}:iam::{a}:root")),
+                )
+                .collect();
+            roots.sort();
+            roots.dedup();
+            json!({ "AWS": roots })
+        }
+        ApiAuth::ApiKey => json!("*"),
+    };
+    let mut statements = vec![json!({
+        "Sid": "PayopsAllowCallers",
+        "Effect": "Allow",
+        "Principal": principal,
+        "Action": INVOKE,
+        "Resource": resource,
+    })];
+    let networks = access.networks();
+    let endpoints = access.vpc_endpoints();
+    if !networks.is_empty() || !endpoints.is_empty() {
+        let mut condition = serde_json::Map::new();
+        if !networks.is_empty() {
+            condition.insert("NotIpAddress".into(), json!({ "aws:SourceIp": networks }));
+        }
+        if !endpoints.is_empty() {
+            condition.insert(
+                "StringNotEquals".into(),
+                json!({ "aws:SourceVpce": endpoints }),
+            );
+        }
+        statements.push(json!({
+            "Sid": "PayopsDenyOtherNetworks",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": INVOKE,
+            "Resource": resource,
+            "Condition": condition,
+        }));
+    }
+    Some(json!({ "Version": "2012-10-17", "Statement": statements }))
 }
 
 fn payment_schema() -> Value {
@@ -140,6 +237,8 @@ fn fraud_check_schema() -> Value {
 
 pub fn definition(t: &Targets) -> Definition {
     Definition {
+        authorization: Authorization::of(t.access.auth),
+        policy: resource_policy(t),
         models: vec![
             Model {
                 name: "Payment",
@@ -257,7 +356,70 @@ mod tests {
             vpc_link: "vl-1".into(),
             payments_uri: "https://nlb.example/payments".into(),
             skip_tls_verification: true,
+            access: ApiAccess::default(),
+            execute_arn: "arn:aws:execute-api:us-east-1:123456789012:abc123".into(),
+            account_root: "arn:aws:iam::123456789012:root".into(),
         }
+    }
+
+    fn with_access(access: &str) -> Targets {
+        Targets {
+            access: access.parse().unwrap(),
+            ..targets()
+        }
+    }
+
+    #[test]
+    fn every_route_needs_a_signature_by_default_and_a_key_in_api_key_mode() {
+        let iam = definition(&targets());
+        assert_eq!(iam.authorization.kind, "AWS_IAM");
+        assert!(!iam.authorization.api_key_required);
+        assert_eq!(iam.policy, None, "no callers listed: no resource policy");
+        let keys = definition(&with_access("api-key"));
+        assert_eq!(keys.authorization.kind, "NONE");
+        assert!(keys.authorization.api_key_required);
+        assert_ne!(
+            iam.fingerprint(),
+            keys.fingerprint(),
+            "a changed mode redeploys"
+        );
+    }
+
+    #[test]
+    fn listed_accounts_and_networks_make_a_policy_that_refuses_the_rest() {
+        let def = definition(&with_access(
+            "iam,111122223333,10.0.0.0/8,vpce-0123456789abcdef0",
+        ));
+        let policy = def.policy.expect("a policy");
+        let allow = &policy["Statement"][0];
+        assert_eq!(allow["Effect"], "Allow");
+        assert_eq!(
+            allow["Principal"]["AWS"],
+            json!([
+                "arn:aws:iam::111122223333:root",
+                "arn:aws:iam::123456789012:root"
+            ])
+        );
+        assert_eq!(
+            allow["Resource"],
+            "arn:aws:execute-api:us-east-1:123456789012:abc123/*"
+        );
+        let deny = &policy["Statement"][1];
+        assert_eq!(deny["Effect"], "Deny");
+        assert_eq!(
+            deny["Condition"]["NotIpAddress"]["aws:SourceIp"],
+            json!(["10.0.0.0/8"])
+        );
+        assert_eq!(
+            deny["Condition"]["StringNotEquals"]["aws:SourceVpce"],
+            json!(["vpce-0123456789abcdef0"])
+        );
+        // Accounts only: nothing to deny by network.
+        let accounts = resource_policy(&with_access("iam,111122223333")).unwrap();
+        assert_eq!(accounts["Statement"].as_array().unwrap().len(), 1);
+        // API keys: anyone with a key, from the listed networks.
+        let keys = resource_policy(&with_access("api-key,203.0.113.0/24")).unwrap();
+        assert_eq!(keys["Statement"][0]["Principal"], "*");
     }
 
     #[test]

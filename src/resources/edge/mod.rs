@@ -4,6 +4,7 @@
 
 pub mod api_account;
 pub mod api_definition;
+pub mod api_usage_plan;
 pub mod certificate;
 pub mod listener;
 pub mod load_balancer;
@@ -168,5 +169,14 @@ pub fn register(r: &mut Registry, spec: &EnvSpec) {
                 "stage v1 writes its access logs to this group",
             ),
         ],
+    );
+    r.add(
+        "usage-plan:payments",
+        api_usage_plan::UsagePlan,
+        vec![dep(
+            "rest-api:payments",
+            "the plan admits its keys to the API's stage v1, which must exist first (and goes \
+             after the plan on teardown)",
+        )],
     );
 }

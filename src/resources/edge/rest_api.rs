@@ -30,8 +30,8 @@ use crate::tags::TagMap;
 use crate::resources::context::Context;
 use crate::resources::edge::api_account;
 use crate::resources::edge::api_definition::{
-    self, ACCESS_LOG_FORMAT, Definition, INTEGRATION_TIMEOUT_MS, Integration, JSON, Method,
-    REQUIRED_HEADER, STAGE, THROTTLE_BURST, THROTTLE_RATE, Targets, VALIDATOR,
+    self, ACCESS_LOG_FORMAT, Authorization, Definition, INTEGRATION_TIMEOUT_MS, Integration, JSON,
+    Method, REQUIRED_HEADER, STAGE, THROTTLE_BURST, THROTTLE_RATE, Targets, VALIDATOR,
 };
 use crate::resources::model::Function;
 use crate::resources::resource::Resource;
@@ -58,6 +58,8 @@ pub struct FoundApi {
     id: String,
     name: String,
     tags: TagMap,
+    /// The resource policy as API Gateway returns it (escaped JSON).
+    policy: Option<String>,
 }
 
 /// The stage settings payops owns, as UpdateStage patch operations.
@@ -157,7 +159,12 @@ impl RestApi {
         cx.arn("execute-api", &format!("{id}/*/POST{path}"))
     }
 
-    async fn targets(&self, cx: &Context, step: &StepCx<'_>) -> Result<Targets, AwsError> {
+    async fn targets(
+        &self,
+        cx: &Context,
+        step: &StepCx<'_>,
+        id: &str,
+    ) -> Result<Targets, AwsError> {
         let (payments_uri, skip_tls_verification) = match &cx.spec.certificate {
             // API Gateway verifies the backend's certificate against the URI's
             // host unless told not to; payops' own is self-signed.
@@ -198,6 +205,9 @@ impl RestApi {
             vpc_link: step.output("vpc-link", "VpcLinkId")?.to_owned(),
             payments_uri,
             skip_tls_verification,
+            access: cx.spec.api.clone(),
+            execute_arn: cx.arn("execute-api", id),
+            account_root: cx.account_root_arn(),
         })
     }
 
@@ -222,6 +232,7 @@ impl RestApi {
             id: id.to_owned(),
             name: cx.names.rest_api(),
             tags,
+            policy: api.policy().map(str::to_owned),
         }))
     }
 
@@ -308,6 +319,7 @@ impl RestApi {
                     id,
                     rid,
                     m,
+                    def.authorization,
                     actual.validator.as_ref().map(|v| v.0.as_str()),
                 )
                 .await?;
@@ -327,6 +339,7 @@ impl RestApi {
         api: &str,
         resource: &str,
         m: &Method,
+        auth: Authorization,
         validator: Option<&str>,
     ) -> Result<Option<(bool, bool)>, AwsError> {
         let gw = &cx.clients.apigateway;
@@ -341,8 +354,8 @@ impl RestApi {
         let Some(method) = absent_on(got, &["NotFoundException"])? else {
             return Ok(None);
         };
-        let method_ok = method.authorization_type() == Some("NONE")
-            && method.api_key_required() != Some(true)
+        let method_ok = method.authorization_type() == Some(auth.kind)
+            && method.api_key_required().unwrap_or(false) == auth.api_key_required
             && validator.is_some()
             && method.request_validator_id() == validator
             && map(method.request_models())
@@ -421,7 +434,7 @@ impl RestApi {
             {
                 None => changes.push(format!("create method {} {}", m.http_method, m.path)),
                 Some((false, _)) => changes.push(format!(
-                    "re-create method {} {} (validator, model or parameters)",
+                    "re-create method {} {} (authorization, validator, model or parameters)",
                     m.http_method, m.path
                 )),
                 Some((true, false)) => changes.push(format!(
@@ -551,7 +564,9 @@ impl RestApi {
             let rid = actual.resources.get(m.path).cloned().ok_or_else(|| {
                 AwsError::Conflict(format!("REST API {id}: no resource {}", m.path))
             })?;
-            let state = self.method_state(cx, id, &rid, m, Some(&validator)).await?;
+            let state = self
+                .method_state(cx, id, &rid, m, def.authorization, Some(&validator))
+                .await?;
             let recreate = matches!(state, Some((false, _)));
             if recreate {
                 gw.delete_method()
@@ -567,8 +582,8 @@ impl RestApi {
                     .rest_api_id(id)
                     .resource_id(&rid)
                     .http_method(m.http_method)
-                    .authorization_type("NONE")
-                    .api_key_required(false)
+                    .authorization_type(def.authorization.kind)
+                    .api_key_required(def.authorization.api_key_required)
                     .request_validator_id(&validator)
                     .request_models(JSON, m.model)
                     .request_parameters(REQUIRED_HEADER, true)
@@ -710,6 +725,18 @@ impl RestApi {
     }
 }
 
+/// What to say when the resource policy API Gateway holds is not the one
+/// wanted (None when they mean the same).
+fn policy_change(wanted: Option<&Value>, held: Option<&str>) -> Option<&'static str> {
+    match (wanted, held.filter(|h| !h.is_empty())) {
+        (None, None) => None,
+        (None, Some(_)) => Some("remove the resource policy (no --api-allow callers)"),
+        (Some(_), None) => Some("set the resource policy (only --api-allow callers)"),
+        (Some(w), Some(h)) if crate::aws::policy::same(h, &w.to_string()) => None,
+        (Some(_), Some(_)) => Some("update the resource policy (--api-allow callers)"),
+    }
+}
+
 fn patch(path: &str, value: &str) -> PatchOperation {
     PatchOperation::builder()
         .op(Op::Replace)
@@ -761,6 +788,7 @@ impl Resource for RestApi {
                     id: id.to_owned(),
                     name: name.clone(),
                     tags,
+                    policy: api.policy().map(str::to_owned),
                 });
             }
         }
@@ -791,7 +819,12 @@ impl Resource for RestApi {
             .op("apigateway:CreateRestApi")?;
         let id = required(out.id(), "apigateway:CreateRestApi", "id")?.to_owned();
         step.remember("rest_api", &id);
-        Ok(FoundApi { id, name, tags })
+        Ok(FoundApi {
+            id,
+            name,
+            tags,
+            policy: None,
+        })
     }
 
     async fn diff(
@@ -804,9 +837,12 @@ impl Resource for RestApi {
         if api_account::logging_role(cx).await?.is_none() {
             fixes.push(Fix::AccountLogging);
         }
-        let def = api_definition::definition(&self.targets(cx, step).await?);
+        let def = api_definition::definition(&self.targets(cx, step, &found.id).await?);
         let fingerprint = def.fingerprint();
-        let changes = Self::compare(&def, &self.read(cx, &found.id, &def).await?);
+        let mut changes = Self::compare(&def, &self.read(cx, &found.id, &def).await?);
+        if let Some(change) = policy_change(def.policy.as_ref(), found.policy.as_deref()) {
+            changes.push(change.into());
+        }
         if !changes.is_empty() {
             fixes.push(Fix::Definition(changes));
         }
@@ -871,8 +907,24 @@ impl Resource for RestApi {
                 }
             }
             Fix::Definition(_) => {
-                let def = api_definition::definition(&self.targets(cx, step).await?);
+                let def = api_definition::definition(&self.targets(cx, step, &found.id).await?);
                 self.reconcile(cx, &found.id, &def).await?;
+                if policy_change(def.policy.as_ref(), found.policy.as_deref()).is_some() {
+                    // Empty removes the policy; either way API Gateway
+                    // applies it with the deployment that follows.
+                    let policy = def
+                        .policy
+                        .as_ref()
+                        .map(Value::to_string)
+                        .unwrap_or_default();
+                    gw.update_rest_api()
+                        .rest_api_id(&found.id)
+                        .patch_operations(patch("/policy", &policy))
+                        .send()
+                        .await
+                        .op("apigateway:UpdateRestApi")?;
+                    found.policy = Some(policy).filter(|p| !p.is_empty());
+                }
             }
             Fix::Permission(f) => {
                 let path = INVOKED
@@ -1074,12 +1126,19 @@ mod tests {
     }
 
     fn definition() -> Definition {
+        definition_for(&crate::spec::ApiAccess::default())
+    }
+
+    fn definition_for(access: &crate::spec::ApiAccess) -> Definition {
         api_definition::definition(&Targets {
             validation_function: fn_arn(Function::Validation),
             fraud_function: fn_arn(Function::Fraud),
             vpc_link: "vl-1".into(),
             payments_uri: format!("https://{NLB_DNS}/payments"),
             skip_tls_verification: true,
+            access: access.clone(),
+            execute_arn: "arn:aws:execute-api:us-east-1:123456789012:api-1".into(),
+            account_root: "arn:aws:iam::123456789012:root".into(),
         })
     }
 
@@ -1096,6 +1155,10 @@ mod tests {
     }
 
     fn apis(tags: TagMap) -> Rule {
+        apis_with_policy(tags, None)
+    }
+
+    fn apis_with_policy(tags: TagMap, policy: Option<String>) -> Rule {
         mock!(Client::get_rest_apis).then_output(move || {
             GetRestApisOutput::builder()
                 .items(
@@ -1103,6 +1166,7 @@ mod tests {
                         .id("api-1")
                         .name("payops-pr1-api")
                         .set_tags(Some(tags.clone().into_iter().collect()))
+                        .set_policy(policy.clone())
                         .build(),
                 )
                 .build()
@@ -1111,7 +1175,13 @@ mod tests {
 
     /// API Gateway holding exactly the definition, deployed as `deployed`.
     fn in_sync(deployed: &'static str) -> Vec<Rule> {
-        let def = definition();
+        in_sync_with(deployed, &definition(), definition().authorization)
+    }
+
+    /// API Gateway holding `def` (its methods authorized as `held`),
+    /// deployed as `deployed`.
+    fn in_sync_with(deployed: &'static str, def: &Definition, held: Authorization) -> Vec<Rule> {
+        let def = def.clone();
         let resources = {
             let mut out = GetResourcesOutput::builder()
                 .items(ApiResource::builder().id("root").path("/").build());
@@ -1169,8 +1239,8 @@ mod tests {
                     .unwrap();
                 GetMethodOutput::builder()
                     .http_method("POST")
-                    .authorization_type("NONE")
-                    .api_key_required(false)
+                    .authorization_type(held.kind)
+                    .api_key_required(held.api_key_required)
                     .request_validator_id("val-1")
                     .request_models(JSON, m.model)
                     .request_parameters(REQUIRED_HEADER, true)
@@ -1381,7 +1451,8 @@ mod tests {
                     .unwrap()
                     .push(r.resource_id().unwrap().to_owned());
                 r.request_validator_id() == Some("val-1")
-                    && r.authorization_type() == Some("NONE")
+                    && r.authorization_type() == Some("AWS_IAM")
+                    && r.api_key_required() == Some(false)
                     && r.request_parameters().is_some_and(|p| p[REQUIRED_HEADER])
                     && r.request_models().is_some_and(|m| m.contains_key(JSON))
             })
@@ -1609,6 +1680,132 @@ mod tests {
         assert_eq!(
             drift,
             ["set API Gateway's account-wide CloudWatch Logs role (none is set)"]
+        );
+    }
+
+    /// AWS's echo of a resource policy: the JSON with its quotes escaped.
+    fn echoed(policy: &Value) -> String {
+        policy.to_string().replace('"', "\\\"")
+    }
+
+    #[tokio::test]
+    async fn open_methods_are_re_created_signed_and_redeployed() {
+        // Every env before authorization was configurable: NONE, no key.
+        let open = Authorization {
+            kind: "NONE",
+            api_key_required: false,
+        };
+        let rules = in_sync_with("current", &definition(), open);
+        let mut api: Vec<&Rule> = rules.iter().collect();
+        let (listing, acct) = (apis(testing::our_tags(STEP)), account());
+        api.extend([&listing, &acct]);
+        let perms = permissions();
+        let cx = context(&api, &[&perms]);
+        let Observation::Present { drift, .. } = testing::observe(&cx, STEP, RestApi, &inputs())
+            .await
+            .unwrap()
+        else {
+            panic!("present");
+        };
+        assert_eq!(drift.len(), 1, "{drift:?}");
+        for path in ["/payments", "/payments/validate", "/payments/fraud-check"] {
+            assert!(
+                drift[0].contains(&format!("re-create method POST {path} (authorization")),
+                "{drift:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn api_key_mode_is_held_as_wanted_and_iam_mode_is_not() {
+        let keys: crate::spec::ApiAccess = "api-key".parse().unwrap();
+        let def = definition_for(&keys);
+        let rules = in_sync_with("current", &def, def.authorization);
+        let mut api: Vec<&Rule> = rules.iter().collect();
+        let (listing, acct) = (apis(testing::our_tags(STEP)), account());
+        api.extend([&listing, &acct]);
+        let perms = permissions();
+        let mut cx = context(&api, &[&perms]);
+        cx.spec.api = keys;
+        let applied = testing::ensure(&cx, STEP, RestApi, &inputs())
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Unchanged, "{:?}", applied.notes);
+        // The same API, wanted with IAM: its methods are not as wanted.
+        cx.spec.api = crate::spec::ApiAccess::default();
+        let Observation::Present { drift, .. } = testing::observe(&cx, STEP, RestApi, &inputs())
+            .await
+            .unwrap()
+        else {
+            panic!("present");
+        };
+        assert!(
+            drift.iter().any(|d| d.contains("re-create method")),
+            "{drift:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn listed_callers_set_the_resource_policy_and_an_escaped_echo_of_it_is_no_drift() {
+        let access: crate::spec::ApiAccess = "iam,10.0.0.0/8".parse().unwrap();
+        let def = definition_for(&access);
+        let wanted = def.policy.clone().expect("a policy");
+        let rules = in_sync_with("current", &def, def.authorization);
+        let set_policy = mock!(Client::update_rest_api)
+            .match_requests(move |r| {
+                r.patch_operations().len() == 1
+                    && r.patch_operations()[0].path() == Some("/policy")
+                    && r.patch_operations()[0]
+                        .value()
+                        .and_then(|v| serde_json::from_str::<Value>(v).ok())
+                        == Some(wanted.clone())
+            })
+            .then_output(|| {
+                aws_sdk_apigateway::operation::update_rest_api::UpdateRestApiOutput::builder()
+                    .build()
+            });
+        let (listing, acct) = (apis(testing::our_tags(STEP)), account());
+        let mut api: Vec<&Rule> = rules.iter().collect();
+        api.extend([&listing, &acct, &set_policy]);
+        let perms = permissions();
+        let mut cx = context(&api, &[&perms]);
+        cx.spec.api = access.clone();
+        let applied = testing::ensure(&cx, STEP, RestApi, &inputs())
+            .await
+            .unwrap();
+        assert_eq!(set_policy.num_calls(), 1);
+        assert_eq!(
+            applied.notes,
+            ["set the resource policy (only --api-allow callers)"]
+        );
+
+        // API Gateway echoes it escaped: read as the same document.
+        let held = apis_with_policy(
+            testing::our_tags(STEP),
+            Some(echoed(def.policy.as_ref().unwrap())),
+        );
+        let mut api: Vec<&Rule> = rules.iter().collect();
+        api.extend([&held, &acct]);
+        let mut cx = context(&api, &[&perms]);
+        cx.spec.api = access;
+        let applied = testing::ensure(&cx, STEP, RestApi, &inputs())
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Unchanged, "{:?}", applied.notes);
+
+        // No callers listed any more: the policy goes.
+        let cx = context(&api, &[&perms]);
+        let Observation::Present { drift, .. } = testing::observe(&cx, STEP, RestApi, &inputs())
+            .await
+            .unwrap()
+        else {
+            panic!("present");
+        };
+        assert!(
+            drift
+                .iter()
+                .any(|d| d.contains("remove the resource policy")),
+            "{drift:?}"
         );
     }
 }

@@ -28,6 +28,8 @@ pub const CONCURRENCY_TAG: &str = "payops:reserved-concurrency";
 /// The Aurora shape and where its credentials come from, likewise.
 pub const DATABASE_TAG: &str = "payops:database";
 pub const DB_SECRET_TAG: &str = "payops:db-secret";
+/// Who may call the payments API (`iam 10.0.0.0/8`), likewise.
+pub const API_ACCESS_TAG: &str = "payops:api-access";
 
 fn shape_tags(cx: &Context) -> TagMap {
     TagMap::from([
@@ -40,6 +42,10 @@ fn shape_tags(cx: &Context) -> TagMap {
         ),
         (DATABASE_TAG.to_owned(), cx.spec.database.to_string()),
         (DB_SECRET_TAG.to_owned(), cx.spec.db_secret.to_string()),
+        (
+            API_ACCESS_TAG.to_owned(),
+            cx.spec.api.to_string().replace(',', " "),
+        ),
     ])
 }
 
@@ -76,6 +82,7 @@ pub async fn recorded_shape(
             ("reserved_concurrency", CONCURRENCY_TAG),
             ("database", DATABASE_TAG),
             ("db_secret", DB_SECRET_TAG),
+            ("api_access", API_ACCESS_TAG),
             ("protect", crate::tags::PROTECTED),
         ] {
             if let Some(v) = found.tags.get(tag) {
@@ -318,6 +325,7 @@ mod tests {
                 "version=16.6 class=db.r6g.large readers=2 backup-days=7",
             ),
             (DB_SECRET_TAG, "generated"),
+            (API_ACCESS_TAG, "iam"),
         ] {
             tags.push(
                 aws_sdk_ec2::types::Tag::builder()
