@@ -628,6 +628,57 @@ mod tests {
     }
 
     #[test]
+    fn api_access_comes_from_flags_then_the_file_then_the_record() {
+        let s = settings(
+            r#"
+            api_auth = "api-key"
+            [env.pr1]
+            api_allow = ["10.0.0.0/8"]
+            "#,
+        );
+        let pr1 = EnvName::parse("pr1").unwrap();
+        let spec = s.spec(&pr1, &Shape::default(), &BTreeMap::new()).unwrap();
+        assert_eq!(spec.api.to_string(), "api-key,10.0.0.0/8");
+        // Each on its own: the flag changes the mode, the list stays.
+        let flags = Shape {
+            api_auth: Some(ApiAuth::Iam),
+            ..Shape::default()
+        };
+        let spec = s.spec(&pr1, &flags, &BTreeMap::new()).unwrap();
+        assert_eq!(spec.api.to_string(), "iam,10.0.0.0/8");
+        // Recorded, it comes back without file or flags; `any` clears the list.
+        let recorded = record_spec(&spec);
+        let again = settings("")
+            .spec(&pr1, &Shape::default(), &recorded)
+            .unwrap();
+        assert_eq!(again.api, spec.api);
+        let flags = Shape {
+            api_allow: vec!["any".into()],
+            ..Shape::default()
+        };
+        let cleared = settings("").spec(&pr1, &flags, &recorded).unwrap();
+        assert_eq!(cleared.api.to_string(), "iam");
+        // Accounts need signed calls.
+        let flags = Shape {
+            api_auth: Some(ApiAuth::ApiKey),
+            api_allow: vec!["111122223333".into()],
+            ..Shape::default()
+        };
+        let err = settings("").spec(&pr1, &flags, &recorded).unwrap_err();
+        assert!(err.to_string().contains("--api-auth iam"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_api_caller_in_the_file_is_refused_on_reading_it() {
+        let file: FileConfig = toml::from_str("[env.pr1]\napi_allow = [\"0.0.0.0/0\"]").unwrap();
+        let err = file.check_api_access("payops.toml").unwrap_err();
+        assert!(
+            err.to_string().contains("env.pr1.api_allow") && err.to_string().contains("/0"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn alert_emails_come_from_flags_then_the_file_then_the_record() {
         let s = settings(
             r#"
