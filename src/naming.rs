@@ -314,6 +314,11 @@ impl Names {
         self.resource("aurora")
     }
 
+    /// Where RDS exports the cluster's PostgreSQL log (RDS chooses the name).
+    pub fn db_log_group(&self) -> String {
+        format!("/aws/rds/cluster/{}/postgresql", self.db_cluster())
+    }
+
     /// Aurora instance `slot` (0 = the first, preferred writer): `payops-<env>-aurora-1`, ...
     pub fn db_instance(&self, slot: usize) -> String {
         self.resource(&format!("aurora-{}", slot + 1))

@@ -68,6 +68,25 @@ async fn up_builds_the_database_with_its_credentials_and_rotation() {
         .await
         .expect("rds:DescribeDBClusters");
     let cluster = &clusters.db_clusters()[0];
+
+    // Its exported log goes to a group payops made first: encrypted with the
+    // logs key and kept a year, not RDS's unencrypted, never-expiring default.
+    let log_group = format!("/aws/rds/cluster/{cluster_id}/postgresql");
+    let groups = aws
+        .c
+        .logs
+        .describe_log_groups()
+        .log_group_name_prefix(&log_group)
+        .send()
+        .await
+        .expect("logs:DescribeLogGroups");
+    let group = groups
+        .log_groups()
+        .iter()
+        .find(|g| g.log_group_name() == Some(log_group.as_str()))
+        .expect("the cluster's log group");
+    assert_eq!(group.kms_key_id(), Some(output(&outputs, "LogsKmsKeyArn")));
+    assert_eq!(group.retention_in_days(), Some(365));
     assert_eq!(cluster.engine(), Some("aurora-postgresql"));
     assert_eq!(cluster.storage_encrypted(), Some(true));
     assert_eq!(

@@ -36,7 +36,7 @@ pub const TAG_CREATED_AT: &str = "payops:created-at";
 
 pub const KEY_PURPOSES: [&str; 4] = ["database", "dynamodb", "s3", "logs"];
 /// Steps of one env (`payops graph` lists them).
-pub const STEP_COUNT: usize = 82;
+pub const STEP_COUNT: usize = 83;
 /// Steps with nothing to manage unless asked: `status` shows them "not
 /// wanted", and they count as no resource of the env. The alert emails
 /// (none given), and the Aurora instance slots beyond the default 2 readers
@@ -1074,6 +1074,19 @@ pub async fn remaining(aws: &Aws, env: &str) -> Vec<String> {
         .logs
         .describe_log_groups()
         .log_group_name_prefix(&path)
+        .send()
+        .await
+        .expect("logs:DescribeLogGroups");
+    for g in out.log_groups() {
+        left.push(format!("log group {}", g.log_group_name().unwrap_or("?")));
+    }
+    // The group RDS names, which payops makes first and removes.
+    let rds = format!("/aws/rds/cluster/payops-{env}-aurora/postgresql");
+    let out = aws
+        .c
+        .logs
+        .describe_log_groups()
+        .log_group_name_prefix(&rds)
         .send()
         .await
         .expect("logs:DescribeLogGroups");

@@ -2,8 +2,10 @@
 //! logs key and with a bounded retention (a log group left alone keeps its
 //! data forever, and pays for it).
 //!
-//! Reusable: the flow-log group now, Lambda and API Gateway groups later, each
-//! its own step with its own name, retention and output prefix.
+//! Reusable: the flow-log, Lambda and API Gateway groups, each its own step
+//! with its own name, retention and output prefix; and groups that an AWS
+//! service names and would otherwise create for payops (RDS's exported logs),
+//! made first so they are encrypted, bounded and removed with the env.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -12,7 +14,7 @@ use async_trait::async_trait;
 
 use crate::aws::{AwsError, OpResult, absent_on};
 use crate::engine::{Record, StepCx};
-use crate::naming::NameKind;
+use crate::naming::{NameKind, Names};
 use crate::tags::TagMap;
 
 use crate::resources::context::Context;
@@ -32,9 +34,17 @@ pub const RETENTION_DAYS: [i32; 22] = [
 ];
 
 pub struct LogGroup {
-    name_suffix: String,
+    name: GroupName,
     retention_days: i32,
     output_prefix: String,
+}
+
+enum GroupName {
+    /// `/payops/<env>/<suffix>`.
+    Env(String),
+    /// A name an AWS service chooses and writes to for one of the env's
+    /// resources (`/aws/rds/cluster/<cluster>/postgresql`).
+    Service(fn(&Names) -> String),
 }
 
 impl LogGroup {
@@ -46,7 +56,25 @@ impl LogGroup {
         output_prefix: impl Into<String>,
     ) -> Self {
         Self {
-            name_suffix: name_suffix.into(),
+            name: GroupName::Env(name_suffix.into()),
+            retention_days,
+            output_prefix: output_prefix.into(),
+        }
+    }
+
+    /// A group an AWS service would create unencrypted and never expiring
+    /// the first time it writes for the env. Such a group may already exist
+    /// untagged (made by the service before payops made it first): payops
+    /// adopts it and tags it, since its name holds one of the env's own
+    /// resource names and only that service writes there; a group tagged
+    /// for another env is still refused.
+    pub fn for_service(
+        name: fn(&Names) -> String,
+        retention_days: i32,
+        output_prefix: &str,
+    ) -> Self {
+        Self {
+            name: GroupName::Service(name),
             retention_days,
             output_prefix: output_prefix.into(),
         }
@@ -58,7 +86,10 @@ impl LogGroup {
     }
 
     fn name(&self, cx: &Context) -> Result<String, AwsError> {
-        let name = cx.names.log_group(&self.name_suffix);
+        let name = match &self.name {
+            GroupName::Env(suffix) => cx.names.log_group(suffix),
+            GroupName::Service(name) => name(&cx.names),
+        };
         NameKind::LogGroup
             .check(&name)
             .map_err(AwsError::Conflict)?;
@@ -148,7 +179,11 @@ impl LogGroup {
                 str::to_owned,
             );
         let tags = logs::tags_of(cx, &arn).await?;
-        cx.check_ours(format!("log group {name}"), &tags)?;
+        let made_by_the_service = matches!(self.name, GroupName::Service(_))
+            && crate::tags::ownership(&tags, cx.env()) == crate::tags::Ownership::Foreign;
+        if !made_by_the_service {
+            cx.check_ours(format!("log group {name}"), &tags)?;
+        }
         Ok(Some(FoundLogGroup {
             name: name.to_owned(),
             arn,
@@ -452,6 +487,65 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    #[tokio::test]
+    async fn a_group_rds_made_untagged_is_adopted_and_made_ours_and_another_envs_is_refused() {
+        const RDS: &str = "/aws/rds/cluster/payops-pr1-aurora/postgresql";
+        const RDS_ARN: &str = "arn:aws:logs:us-east-1:123456789012:log-group:/aws/rds/cluster/payops-pr1-aurora/postgresql";
+        let step = "log-group:aurora";
+        let rds_group = || LogGroup::for_service(Names::db_log_group, 365, "AuroraPostgresql");
+        let found = mock!(Client::describe_log_groups)
+            .match_requests(|r| r.log_group_name_prefix() == Some(RDS))
+            .then_output(|| {
+                DescribeLogGroupsOutput::builder()
+                    // As RDS makes it: no key, no retention, no tags.
+                    .log_groups(group(RDS, None, None))
+                    .build()
+            });
+        let untagged = mock!(Client::list_tags_for_resource)
+            .match_requests(|r| r.resource_arn() == Some(RDS_ARN))
+            .then_output(|| ListTagsForResourceOutput::builder().build());
+        let retention = mock!(Client::put_retention_policy)
+            .match_requests(|r| {
+                r.log_group_name() == Some(RDS) && r.retention_in_days() == Some(365)
+            })
+            .then_output(|| PutRetentionPolicyOutput::builder().build());
+        let associate = mock!(Client::associate_kms_key)
+            .match_requests(|r| r.log_group_name() == Some(RDS) && r.kms_key_id() == Some(KEY))
+            .then_output(|| AssociateKmsKeyOutput::builder().build());
+        let tag = mock!(Client::tag_resource)
+            .match_requests(move |r| {
+                r.resource_arn() == Some(RDS_ARN)
+                    && r.tags().and_then(|t| t.get(tags::STEP)).map(String::as_str) == Some(step)
+            })
+            .then_output(|| TagResourceOutput::builder().build());
+        let cx = context(&[&found, &untagged, &retention, &associate, &tag]);
+        let applied = testing::ensure(&cx, step, rds_group(), &kms_input())
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Updated, "{:?}", applied.notes);
+        assert_eq!(
+            (
+                retention.num_calls(),
+                associate.num_calls(),
+                tag.num_calls()
+            ),
+            (1, 1, 1)
+        );
+        assert_eq!(applied.record.outputs["AuroraPostgresqlLogGroupName"], RDS);
+
+        let other_env = mock!(Client::list_tags_for_resource).then_output(|| {
+            ListTagsForResourceOutput::builder()
+                .tags(tags::ENV, "pr2")
+                .tags(tags::MANAGED_BY, tags::MANAGER)
+                .build()
+        });
+        let cx = context(&[&found, &other_env]);
+        let err = testing::ensure(&cx, step, rds_group(), &kms_input())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("pr2"), "{err}");
     }
 
     fn drifted() -> Vec<Rule> {

@@ -8,8 +8,10 @@ pub mod db_secret;
 pub mod db_subnet_group;
 pub mod secret_rotation;
 
+use super::common::log_group;
 use super::model::{Function, SgRole};
 use super::registry::{Registry, dep};
+use crate::naming::Names;
 
 pub fn register(r: &mut Registry) {
     // The customer database: Aurora PostgreSQL in the database subnets, from
@@ -36,9 +38,22 @@ pub fn register(r: &mut Registry) {
         )],
     );
     r.add(
+        "log-group:aurora",
+        log_group::LogGroup::for_service(Names::db_log_group, 365, "AuroraPostgresql"),
+        vec![dep(
+            "kms-key:logs",
+            "the group is encrypted with the logs key, whose policy names this group",
+        )],
+    );
+    r.add(
         "aurora-cluster",
         aurora_cluster::AuroraCluster,
         vec![
+            dep(
+                "log-group:aurora",
+                "RDS exports the postgresql log here; made first, or RDS makes it unencrypted \
+                 and never expiring (and it outlives the env)",
+            ),
             dep(
                 "db-subnet-group",
                 "the cluster's instances live in the group's subnets",

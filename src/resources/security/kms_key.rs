@@ -124,8 +124,11 @@ pub fn key_policy(cx: &Context, purpose: &str) -> Value {
             "Resource": "*",
             "Condition": {
                 "ArnLike": {
-                    "kms:EncryptionContext:aws:logs:arn":
-                        cx.arn("logs", &format!("log-group:{}*", cx.names.log_group("")))
+                    "kms:EncryptionContext:aws:logs:arn": [
+                        cx.arn("logs", &format!("log-group:{}*", cx.names.log_group(""))),
+                        // RDS names the group of the cluster's exported log.
+                        cx.arn("logs", &format!("log-group:{}", cx.names.db_log_group())),
+                    ]
                 }
             }
         }));
@@ -1377,7 +1380,10 @@ mod tests {
         let s = &logs["Statement"];
         assert_eq!(
             s[1]["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"],
-            "arn:aws:logs:us-east-1:123456789012:log-group:/payops/pr1/*"
+            json!([
+                "arn:aws:logs:us-east-1:123456789012:log-group:/payops/pr1/*",
+                "arn:aws:logs:us-east-1:123456789012:log-group:/aws/rds/cluster/payops-pr1-aurora/postgresql"
+            ])
         );
         assert_eq!(
             s[2]["Principal"]["Service"],
