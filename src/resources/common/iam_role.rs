@@ -309,6 +309,11 @@ impl Resource for Role {
         "iam:role"
     }
 
+    /// CreateRole meets the role its lost first attempt made (see the trait).
+    fn already_exists(&self) -> &'static [&'static str] {
+        &["EntityAlreadyExists"]
+    }
+
     async fn find(&self, cx: &Context, _step: &StepCx<'_>) -> Result<Vec<FoundRole>, AwsError> {
         let name = self.name(cx)?;
         Ok(self.get(cx, &name).await?.into_iter().collect())

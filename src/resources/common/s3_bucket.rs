@@ -753,6 +753,11 @@ impl Resource for Bucket {
         "s3:bucket"
     }
 
+    /// CreateBucket outside us-east-1 meets the bucket its lost first attempt made (see the trait).
+    fn already_exists(&self) -> &'static [&'static str] {
+        &["BucketAlreadyOwnedByYou"]
+    }
+
     async fn find(&self, cx: &Context, step: &StepCx<'_>) -> Result<Vec<FoundBucket>, AwsError> {
         let name = self.name(cx);
         let recorded = step.previous_resource("bucket") == Some(name.as_str());

@@ -573,6 +573,11 @@ impl Resource for LambdaFunction {
         "lambda:function"
     }
 
+    /// CreateFunction, CreateAlias and AddPermission meet what their lost first attempt made (see the trait).
+    fn already_exists(&self) -> &'static [&'static str] {
+        &["ResourceConflictException"]
+    }
+
     async fn find(&self, cx: &Context, _step: &StepCx<'_>) -> Result<Vec<FoundFunction>, AwsError> {
         let name = self.name(cx)?;
         Ok(self.get(cx, &name).await?.into_iter().collect())

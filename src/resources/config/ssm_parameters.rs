@@ -184,6 +184,11 @@ impl Resource for Parameters {
         "ssm:parameters"
     }
 
+    /// PutParameter without overwrite meets the parameter its lost first attempt made (see the trait).
+    fn already_exists(&self) -> &'static [&'static str] {
+        &["ParameterAlreadyExists"]
+    }
+
     async fn find(&self, cx: &Context, _step: &StepCx<'_>) -> Result<Vec<ParamSet>, AwsError> {
         let set = Self::read(cx).await?;
         // Someone else's parameters under our path do not make the step

@@ -391,6 +391,11 @@ impl Resource for Table {
         "dynamodb:table"
     }
 
+    /// CreateTable meets the table its lost first attempt made (see the trait).
+    fn already_exists(&self) -> &'static [&'static str] {
+        &["ResourceInUseException"]
+    }
+
     async fn find(&self, cx: &Context, step: &StepCx<'_>) -> Result<Vec<FoundTable>, AwsError> {
         let name = self.table_name(cx);
         let Some(desc) = describe(cx, &name).await? else {

@@ -304,6 +304,11 @@ impl Resource for AuroraCluster {
         "rds:db-cluster"
     }
 
+    /// CreateDBCluster meets the cluster its lost first attempt made (see the trait).
+    fn already_exists(&self) -> &'static [&'static str] {
+        &["DBClusterAlreadyExistsFault"]
+    }
+
     async fn find(&self, cx: &Context, _step: &StepCx<'_>) -> Result<Vec<FoundCluster>, AwsError> {
         Ok(self.get(cx).await?.into_iter().collect())
     }

@@ -137,6 +137,11 @@ impl Resource for AuroraInstance {
         "rds:db-instance"
     }
 
+    /// CreateDBInstance meets the instance its lost first attempt made (see the trait).
+    fn already_exists(&self) -> &'static [&'static str] {
+        &["DBInstanceAlreadyExists"]
+    }
+
     fn wanted(&self, cx: &Context) -> bool {
         self.slot < cx.spec.database.instances()
     }

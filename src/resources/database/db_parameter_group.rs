@@ -159,6 +159,11 @@ impl Resource for DbParameterGroup {
         "rds:db-cluster-parameter-group"
     }
 
+    /// CreateDBClusterParameterGroup meets the group its lost first attempt made (see the trait).
+    fn already_exists(&self) -> &'static [&'static str] {
+        &["DBParameterGroupAlreadyExists"]
+    }
+
     async fn find(&self, cx: &Context, _step: &StepCx<'_>) -> Result<Vec<FoundGroup>, AwsError> {
         Ok(self.get(cx).await?.into_iter().collect())
     }

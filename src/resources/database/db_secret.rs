@@ -152,6 +152,11 @@ impl Resource for GeneratedSecret {
         "secretsmanager:secret"
     }
 
+    /// CreateSecret meets the secret its lost first attempt made (see the trait).
+    fn already_exists(&self) -> &'static [&'static str] {
+        &["ResourceExistsException"]
+    }
+
     fn wanted(&self, cx: &Context) -> bool {
         cx.spec.db_secret == DbSecret::Generated
     }

@@ -100,6 +100,11 @@ impl Resource for DbSubnetGroup {
         "rds:db-subnet-group"
     }
 
+    /// CreateDBSubnetGroup meets the group its lost first attempt made (see the trait).
+    fn already_exists(&self) -> &'static [&'static str] {
+        &["DBSubnetGroupAlreadyExists"]
+    }
+
     async fn find(&self, cx: &Context, _step: &StepCx<'_>) -> Result<Vec<FoundGroup>, AwsError> {
         Ok(self.get(cx).await?.into_iter().collect())
     }

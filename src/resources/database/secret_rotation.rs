@@ -144,6 +144,11 @@ impl Resource for SecretRotation {
         "secretsmanager:rotation"
     }
 
+    /// AddPermission meets the statement its lost first attempt added (see the trait).
+    fn already_exists(&self) -> &'static [&'static str] {
+        &["ResourceConflictException"]
+    }
+
     fn wanted(&self, cx: &Context) -> bool {
         cx.spec.db_secret == DbSecret::Generated
     }

@@ -137,6 +137,11 @@ impl Resource for Listener {
         }
     }
 
+    /// CreateListener meets the listener its lost first attempt made (see the trait).
+    fn already_exists(&self) -> &'static [&'static str] {
+        &["DuplicateListener"]
+    }
+
     /// Found through its load balancer's name (no inputs on teardown).
     async fn find(&self, cx: &Context, _step: &StepCx<'_>) -> Result<Vec<FoundListener>, AwsError> {
         let name = cx.names.load_balancer(self.kind.load_balancer());

@@ -232,6 +232,11 @@ impl Resource for LoadBalancer {
         }
     }
 
+    /// CreateLoadBalancer meets the load balancer its lost first attempt made (AWS answers it only when the settings differ; emulators always) (see the trait).
+    fn already_exists(&self) -> &'static [&'static str] {
+        &["DuplicateLoadBalancerName"]
+    }
+
     async fn find(
         &self,
         cx: &Context,

@@ -280,6 +280,11 @@ impl Resource for TargetGroup {
         }
     }
 
+    /// CreateTargetGroup meets the group its lost first attempt made (AWS answers it only when the settings differ; emulators always), AddPermission its statement (see the trait).
+    fn already_exists(&self) -> &'static [&'static str] {
+        &["DuplicateTargetGroupName", "ResourceConflictException"]
+    }
+
     async fn find(
         &self,
         cx: &Context,

@@ -56,6 +56,11 @@ impl Resource for InternetGateway {
         "ec2:internet-gateway"
     }
 
+    /// AttachInternetGateway meets the attachment its lost first attempt made (see the trait).
+    fn already_exists(&self) -> &'static [&'static str] {
+        &["Resource.AlreadyAssociated"]
+    }
+
     async fn find(&self, cx: &Context, step: &StepCx<'_>) -> Result<Vec<FoundIgw>, AwsError> {
         ec2::find_owned!(
             cx,

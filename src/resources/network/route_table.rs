@@ -250,6 +250,11 @@ impl Resource for RouteTable {
         "ec2:route-table"
     }
 
+    /// AssociateRouteTable meets the association its lost first attempt made (see the trait).
+    fn already_exists(&self) -> &'static [&'static str] {
+        &["Resource.AlreadyAssociated"]
+    }
+
     async fn find(&self, cx: &Context, step: &StepCx<'_>) -> Result<Vec<FoundTable>, AwsError> {
         ec2::find_owned!(
             cx,

@@ -73,6 +73,11 @@ impl Resource for SecurityGroup {
         "ec2:security-group"
     }
 
+    /// CreateSecurityGroup meets the group its lost first attempt made (see the trait).
+    fn already_exists(&self) -> &'static [&'static str] {
+        &["InvalidGroup.Duplicate"]
+    }
+
     async fn find(&self, cx: &Context, step: &StepCx<'_>) -> Result<Vec<FoundGroup>, AwsError> {
         ec2::find_owned!(
             cx,

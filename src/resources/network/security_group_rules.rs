@@ -219,6 +219,11 @@ impl Resource for SecurityGroupRules {
         "ec2:security-group-rules"
     }
 
+    /// Authorize* meets the rule its lost first attempt added (see the trait).
+    fn already_exists(&self) -> &'static [&'static str] {
+        &["InvalidPermission.Duplicate"]
+    }
+
     /// Finds the groups by their ownership tags (the same way with or without
     /// state, up or down), then reads their rules.
     async fn find(&self, cx: &Context, _step: &StepCx<'_>) -> Result<Vec<FoundRules>, AwsError> {

@@ -403,6 +403,11 @@ impl Resource for KmsKey {
         "kms:key"
     }
 
+    /// CreateAlias meets the alias its lost first attempt made (see the trait).
+    fn already_exists(&self) -> &'static [&'static str] {
+        &["AlreadyExistsException"]
+    }
+
     async fn find(&self, cx: &Context, step: &StepCx<'_>) -> Result<Vec<FoundKey>, AwsError> {
         let alias = self.alias(cx)?;
         let step_id = step.id().as_str();

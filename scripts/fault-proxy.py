@@ -1,0 +1,199 @@
+#!/usr/bin/env python3
+"""A fault-injecting proxy in front of an AWS emulator (stdlib only).
+
+For a seeded share of *mutating* calls it either
+  - throttles: answers the service's own throttling error without forwarding
+    (the SDK backs off and retries), or
+  - loses the answer: forwards the call, lets the emulator apply it, then
+    answers 503 (the SDK retries a call that already happened: what AWS does
+    on a bad day, and what makes non-idempotent creates meet themselves).
+Reads are always forwarded untouched, so payops' finds see the truth.
+
+    scripts/fault-proxy.py --upstream http://127.0.0.1:5155 --port 0 \
+        --seed 7 --throttle 0.05 --lost 0.05 [--log FILE]
+
+Prints `http://127.0.0.1:PORT` on stdout once listening. A retry of a call
+that was just faulted is always forwarded cleanly, so every call succeeds
+within the SDK's attempts and only the "applied twice" effect remains.
+"""
+
+import argparse
+import hashlib
+import http.client
+import json
+import random
+import re
+import signal
+import sys
+import threading
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+MUTATING = re.compile(
+    r"^(Create|Delete|Put|Update|Modify|Attach|Detach|Associate|Disassociate|Authorize|"
+    r"Revoke|Allocate|Release|Tag|Untag|Add|Remove|Set|Enable|Disable|Schedule|Import|"
+    r"Register|Deregister|Replace|Run|Start|Stop|Restore|Publish|Subscribe|Unsubscribe|"
+    r"Rotate|Cancel|Apply|Change|Reboot|Terminate|Accept|Reject)"
+)
+
+# The code each protocol's SDK error parser reads, and the one the SDK's
+# retry classifier knows as throttling.
+THROTTLE_CODE = {"ec2": "RequestLimitExceeded", "s3": "SlowDown"}
+
+
+def service_of(headers):
+    """The SigV4 credential scope names the service: .../us-east-1/ec2/aws4_request."""
+    m = re.search(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/aws4_request", headers.get("authorization", ""))
+    return m.group(1) if m else "unknown"
+
+
+def operation_of(method, path, headers, body):
+    target = headers.get("x-amz-target")
+    if target:
+        operation = target.rsplit(".", 1)[-1]
+        return operation, bool(MUTATING.match(operation))
+    ctype = headers.get("content-type", "")
+    if "x-www-form-urlencoded" in ctype and body:
+        action = urllib.parse.parse_qs(body.decode("utf-8", "replace")).get("Action", [""])[0]
+        return action, bool(MUTATING.match(action))
+    # REST protocols: the verb says it.
+    return f"{method} {path.split('?')[0]}", method in ("POST", "PUT", "DELETE", "PATCH")
+
+
+def throttle_response(service, headers):
+    """(status, headers, body) of the service's throttling error."""
+    code = THROTTLE_CODE.get(service, "ThrottlingException")
+    message = "Rate exceeded (payops fault proxy)"
+    if service == "s3":
+        body = f"<Error><Code>{code}</Code><Message>{message}</Message></Error>"
+        return 503, {"Content-Type": "application/xml"}, body
+    if service == "ec2":
+        body = (f"<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message>"
+                "</Error></Errors><RequestID>fault-proxy</RequestID></Response>")
+        return 503, {"Content-Type": "text/xml"}, body
+    if headers.get("x-amz-target"):
+        body = json.dumps({"__type": code, "message": message})
+        return 400, {"Content-Type": "application/x-amz-json-1.1"}, body
+    if "x-www-form-urlencoded" in headers.get("content-type", ""):
+        body = (f"<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code>"
+                f"<Message>{message}</Message></Error><RequestId>fault-proxy</RequestId></ErrorResponse>")
+        return 400, {"Content-Type": "text/xml"}, body
+    body = json.dumps({"message": message})
+    return 429, {"Content-Type": "application/json", "x-amzn-ErrorType": "TooManyRequestsException"}, body
+
+
+class State:
+    def __init__(self, args):
+        self.args = args
+        self.rng = random.Random(args.seed)
+        self.lock = threading.Lock()
+        self.faulted = set()  # fingerprints of calls just faulted: their retry goes through
+        self.counts = {"throttled": 0, "lost": 0, "mutating": 0, "forwarded": 0}
+        self.log = open(args.log, "a", buffering=1) if args.log else None
+
+    def decide(self, fingerprint):
+        with self.lock:
+            self.counts["mutating"] += 1
+            if fingerprint in self.faulted:
+                self.faulted.discard(fingerprint)
+                return None
+            roll = self.rng.random()
+            if roll < self.args.throttle:
+                fault = "throttle"
+            elif roll < self.args.throttle + self.args.lost:
+                fault = "lost"
+            else:
+                return None
+            self.faulted.add(fingerprint)
+            self.counts["throttled" if fault == "throttle" else "lost"] += 1
+            return fault
+
+    def record(self, line):
+        if self.log:
+            with self.lock:
+                self.log.write(line + "\n")
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    state = None
+
+    def log_message(self, *args):
+        pass
+
+    def _handle(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        # The SDK sends lower-case names; compare them so.
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        service = service_of(headers)
+        operation, mutating = operation_of(self.command, self.path, headers, body)
+        fault = None
+        if mutating:
+            # The SDK's retry of a call sends the same body to the same path.
+            fingerprint = hashlib.sha256(
+                f"{service} {self.command} {self.path}".encode() + body
+            ).hexdigest()
+            fault = self.state.decide(fingerprint)
+        if fault == "throttle":
+            self.state.record(f"throttle {service} {operation}")
+            self._send(*throttle_response(service, headers))
+            return
+        status, out_headers, out_body = self._forward(body, headers)
+        if fault == "lost":
+            self.state.record(f"lost {service} {operation} (applied: {status})")
+            self._send(503, {"Content-Type": "text/plain"}, "Service Unavailable (payops fault proxy)")
+            return
+        self._send(status, out_headers, out_body)
+
+    def _forward(self, body, headers):
+        up = urllib.parse.urlsplit(self.state.args.upstream)
+        conn = http.client.HTTPConnection(up.hostname, up.port, timeout=300)
+        try:
+            conn.request(self.command, self.path, body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+            skip = {"transfer-encoding", "connection", "content-length"}
+            out = {k: v for k, v in resp.getheaders() if k.lower() not in skip}
+            return resp.status, out, data
+        finally:
+            conn.close()
+
+    def _send(self, status, headers, body):
+        if isinstance(body, str):
+            body = body.encode()
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--upstream", required=True)
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--throttle", type=float, default=0.05, help="share of mutating calls throttled")
+    p.add_argument("--lost", type=float, default=0.05, help="share applied, then answered 503")
+    p.add_argument("--log", help="append one line per fault to FILE")
+    args = p.parse_args()
+    Handler.state = State(args)
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    server.daemon_threads = True
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    print(f"http://127.0.0.1:{server.server_address[1]}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        Handler.state.record(json.dumps(Handler.state.counts))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
