@@ -230,7 +230,8 @@ pub struct Shape {
     #[arg(long, value_name = "ARN")]
     pub certificate_arn: Option<Certificate>,
 
-    /// Reserved concurrency per function: N, or validation=N,fraud=N,transaction=N
+    /// Reserved concurrency per function: N, validation=N,fraud=N,transaction=N, auto (the
+    /// defaults if the account can hold them, else none) or none
     /// [default: validation=5,fraud=5,transaction=10]
     #[arg(long, value_name = "N")]
     pub reserved_concurrency: Option<Concurrency>,
