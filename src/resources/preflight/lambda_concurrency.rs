@@ -69,15 +69,15 @@ pub async fn check(cx: &Context) -> (Check, bool) {
         .send()
         .await
         .op("lambda:GetAccountSettings");
-    let limit = settings.and_then(|s| {
+    let limit = settings.map(|s| {
         let l = s.account_limit();
-        Ok((
+        (
             i64::from(l.map_or(0, |l| l.concurrent_executions())),
             i64::from(
                 l.and_then(|l| l.unreserved_concurrent_executions())
                     .unwrap_or(0),
             ),
-        ))
+        )
     });
     let ((limit, unreserved), held) = match (limit, held_by_env(cx).await) {
         (Ok(l), Ok(h)) => (l, h),
