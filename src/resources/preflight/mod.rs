@@ -34,10 +34,23 @@ pub struct Check {
     pub name: &'static str,
     pub status: Status,
     pub detail: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    /// As a JSON object, in the order the check gives them.
+    #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "as_object")]
     pub numbers: Vec<(&'static str, i64)>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remedy: Option<String>,
+}
+
+fn as_object<S: serde::Serializer>(
+    numbers: &[(&'static str, i64)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(Some(numbers.len()))?;
+    for (k, v) in numbers {
+        map.serialize_entry(k, v)?;
+    }
+    map.end()
 }
 
 impl Check {
@@ -205,6 +218,15 @@ mod tests {
         assert_eq!(raised.unwrap().vpcs, 20);
         let bad = Quotas::from_vars(|k| (k == "PAYOPS_QUOTA_ELASTIC_IPS").then(|| "0".into()));
         assert!(bad.unwrap_err().contains("PAYOPS_QUOTA_ELASTIC_IPS"));
+    }
+
+    #[test]
+    fn in_json_the_numbers_are_an_object() {
+        let c = Check::ok("elastic-ips", "fine").with_numbers(&[("quota", 5), ("in_use", 3)]);
+        assert_eq!(
+            serde_json::to_string(&c).unwrap(),
+            r#"{"name":"elastic-ips","status":"ok","detail":"fine","numbers":{"quota":5,"in_use":3}}"#
+        );
     }
 
     #[test]
