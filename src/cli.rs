@@ -14,6 +14,8 @@ Exit codes:
        (named in the summary)
   2    bad input (flag, env name, missing --yes, unreadable state): nothing changed
   3    another payops holds the env's lock
+  4    preflight refused (`up`, `preflight`): the account cannot hold the env as asked
+       (a quota, Lambda's concurrency pool, the region's zones, credentials); nothing changed
   130  interrupted: running steps finished and were recorded; run again to resume";
 
 #[derive(Debug, Parser)]
@@ -161,7 +163,25 @@ pub enum Command {
     /// Move payment traffic between the blue and green target groups of the env's ALB
     #[command(after_help = SHIFT_HELP)]
     Shift(ShiftArgs),
+
+    /// Check that the account can hold the env as asked, without changing anything
+    #[command(after_help = PREFLIGHT_HELP)]
+    Preflight(ShapeArgs),
 }
+
+const PREFLIGHT_HELP: &str = "\
+Checks, one line each (ok, PROBLEM with its remedy, or not checked when AWS refused the read):
+  credentials         STS GetCallerIdentity, and the region
+  region-zones        three available zones in the region
+  lambda-concurrency  the reservations fit the account's pool (new accounts: none do)
+  elastic-ips         one per NAT gateway, against vpc-max-elastic-ips and what is allocated
+  vpcs                one VPC, against AWS's default quota of 5 (PAYOPS_QUOTA_VPCS if raised)
+  internet-gateways   one gateway, against the default of 5 (PAYOPS_QUOTA_INTERNET_GATEWAYS)
+Only what the env does not have yet counts. `up` runs the same checks before its first change.
+
+Examples:
+  payops preflight --env pr123
+  payops preflight --env pr123 --nat single --reserved-concurrency auto --output json";
 
 const DESTROY_ALL_HELP: &str = "\
 Examples:
@@ -230,7 +250,8 @@ pub struct Shape {
     #[arg(long, value_name = "ARN")]
     pub certificate_arn: Option<Certificate>,
 
-    /// Reserved concurrency per function: N, or validation=N,fraud=N,transaction=N
+    /// Reserved concurrency per function: N, validation=N,fraud=N,transaction=N, auto (the
+    /// defaults if the account can hold them, else none) or none
     /// [default: validation=5,fraud=5,transaction=10]
     #[arg(long, value_name = "N")]
     pub reserved_concurrency: Option<Concurrency>,

@@ -140,12 +140,28 @@ impl FromStr for Cidr {
 /// Reserved concurrency of each payment function. Reserving guarantees the
 /// function can scale to it and caps it there (a runaway client cannot eat
 /// the account's whole pool); AWS keeps at least 100 executions of the
-/// account's pool unreserved and refuses reservations beyond that.
+/// account's pool unreserved (all of them when its limit is 100 or less) and
+/// refuses reservations beyond that.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Concurrency {
     pub validation: u32,
     pub fraud: u32,
     pub transaction: u32,
+    pub reserve: Reserve,
+}
+
+/// Whether the payment functions reserve concurrency at all. New accounts
+/// have a limit of 10 executions and cannot reserve any: `auto` and `none`
+/// let such an account run the env, sharing the pool.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Reserve {
+    /// The numbers, or `up` refuses before creating anything (the default).
+    #[default]
+    Always,
+    /// `auto`: the numbers when the account can hold them, else none.
+    IfItFits,
+    /// `none`: no reservations; existing ones are removed.
+    Never,
 }
 
 impl Concurrency {
@@ -164,12 +180,18 @@ impl Default for Concurrency {
             validation: 5,
             fraud: 5,
             transaction: 10,
+            reserve: Reserve::Always,
         }
     }
 }
 
 impl fmt::Display for Concurrency {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.reserve {
+            Reserve::IfItFits => return f.write_str("auto"),
+            Reserve::Never => return f.write_str("none"),
+            Reserve::Always => {}
+        }
         write!(
             f,
             "validation={},fraud={},transaction={}",
@@ -180,16 +202,32 @@ impl fmt::Display for Concurrency {
 
 impl FromStr for Concurrency {
     type Err = String;
-    /// `N` (every function) or `validation=N,fraud=N,transaction=N` (any of
-    /// them; the others keep their defaults).
+    /// `N` (every function), `validation=N,fraud=N,transaction=N` (any of
+    /// them; the others keep their defaults), `auto` (the defaults if the
+    /// account can hold them, else none) or `none`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = |why: String| {
             format!(
-                "invalid reserved concurrency {s:?}: {why} (e.g. 10, or \
-                 validation=5,fraud=5,transaction=20; each 1-{})",
+                "invalid reserved concurrency {s:?}: {why} (e.g. 10, \
+                 validation=5,fraud=5,transaction=20, auto or none; each 1-{})",
                 Self::MAX
             )
         };
+        match s.trim() {
+            "auto" => {
+                return Ok(Self {
+                    reserve: Reserve::IfItFits,
+                    ..Self::default()
+                });
+            }
+            "none" => {
+                return Ok(Self {
+                    reserve: Reserve::Never,
+                    ..Self::default()
+                });
+            }
+            _ => {}
+        }
         let number = |v: &str| -> Result<u32, String> {
             match v.trim().parse::<u32>() {
                 Ok(n) if (1..=Self::MAX).contains(&n) => Ok(n),
@@ -206,6 +244,7 @@ impl FromStr for Concurrency {
                 validation: n,
                 fraud: n,
                 transaction: n,
+                reserve: Reserve::Always,
             });
         }
         let mut c = Self::default();
@@ -653,6 +692,12 @@ mod tests {
         let c: Concurrency = "transaction=50, fraud=7".parse().unwrap();
         assert_eq!((c.validation, c.fraud, c.transaction), (5, 7, 50));
         assert_eq!(c.to_string().parse::<Concurrency>().unwrap(), c);
+        for (text, reserve) in [("auto", Reserve::IfItFits), ("none", Reserve::Never)] {
+            let c: Concurrency = text.parse().unwrap();
+            assert_eq!(c.reserve, reserve);
+            assert_eq!(c.to_string(), text, "recorded as the operator said it");
+        }
+        assert_eq!("7".parse::<Concurrency>().unwrap().reserve, Reserve::Always);
         for bad in ["0", "1001", "x", "refunds=3", "validation"] {
             let err = bad.parse::<Concurrency>().unwrap_err();
             assert!(err.contains("each 1-1000"), "{bad}: {err}");

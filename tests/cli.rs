@@ -200,6 +200,62 @@ fn bad_shape_flags_and_regions_are_usage_errors() {
 }
 
 #[test]
+fn preflight_help_lists_its_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(dir.path(), &["preflight", "-h"]);
+    assert!(out.status.success());
+    insta::assert_snapshot!("preflight_help", stdout(&out));
+}
+
+#[test]
+fn bad_reserved_concurrency_and_quota_values_are_refused_before_any_aws_call() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["up", "--env", "pr1", "--reserved-concurrency", "some"][..],
+        &["preflight", "--env", "pr1", "--reserved-concurrency", "0"][..],
+    ] {
+        let out = run(dir.path(), args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("auto or none"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    let out = payops(dir.path())
+        .env("PAYOPS_QUOTA_VPCS", "lots")
+        .args(["preflight", "--env", "pr1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("PAYOPS_QUOTA_VPCS=\"lots\""),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn preflight_without_working_credentials_is_a_refusal_with_the_remedy() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(dir.path(), &["preflight", "--env", "pr1"]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.starts_with("credentials: PROBLEM: "), "{text}");
+    assert!(text.contains("AWS_PROFILE"), "{text}");
+    assert_eq!(text.lines().count(), 1, "{text}");
+    let out = run(
+        dir.path(),
+        &["preflight", "--env", "pr1", "--output", "json"],
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["result"], "refused");
+    assert_eq!(json["checks"][0]["name"], "credentials");
+    assert_eq!(json["checks"][0]["status"], "problem");
+}
+
+#[test]
 fn a_bad_env_prefix_is_a_usage_error_before_any_aws_call() {
     let dir = tempfile::tempdir().unwrap();
     for (prefix, why) in [

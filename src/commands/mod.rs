@@ -5,6 +5,7 @@ mod down;
 mod fleet;
 mod graph;
 mod inspect;
+mod preflight;
 mod run;
 mod shift;
 mod unlock;
@@ -28,6 +29,10 @@ pub enum ExitStatus {
     Usage,
     /// Another payops holds the env's lock.
     Locked,
+    /// Preflight found the account cannot hold the env as asked (a quota,
+    /// Lambda's concurrency pool, the region's zones, credentials): nothing
+    /// was changed.
+    Refused,
     /// Ctrl-C: running steps finished and were recorded.
     Interrupted,
 }
@@ -39,6 +44,7 @@ impl From<ExitStatus> for ExitCode {
             ExitStatus::Failure => 1,
             ExitStatus::Usage => 2,
             ExitStatus::Locked => 3,
+            ExitStatus::Refused => 4,
             ExitStatus::Interrupted => 130,
         })
     }
@@ -48,6 +54,12 @@ impl From<ExitStatus> for ExitCode {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
+
+/// `up` stopped before its first change: the account cannot hold the env as
+/// asked. Reported with exit code 4; the problems are its lines.
+#[derive(Debug, thiserror::Error)]
+#[error("preflight refused, nothing was changed:\n  {}", .0.join("\n  "))]
+pub struct PreflightRefused(pub Vec<String>);
 
 pub async fn run(cli: Cli) -> Result<ExitStatus> {
     let settings = Settings::resolve(&cli.global)?;
@@ -62,6 +74,7 @@ pub async fn run(cli: Cli) -> Result<ExitStatus> {
         Command::DestroyAll(args) => fleet::destroy_all(&settings, printer, args).await,
         Command::Unlock(args) => unlock::unlock(&settings, printer, args).await,
         Command::Shift(args) => shift::shift(&settings, printer, args).await,
+        Command::Preflight(args) => preflight::preflight(&settings, printer, args).await,
     }
 }
 
@@ -77,6 +90,9 @@ pub fn exit_status_of(err: &anyhow::Error) -> ExitStatus {
                 | StateError::BadUrl(_) => ExitStatus::Usage,
                 StateError::Io { .. } | StateError::Backend { .. } => ExitStatus::Failure,
             };
+        }
+        if cause.is::<PreflightRefused>() {
+            return ExitStatus::Refused;
         }
         if cause.is::<UsageError>()
             || cause.is::<crate::settings::SettingsError>()

@@ -357,7 +357,12 @@ pub async fn observe(
     env: &EnvName,
     shape: &Shape,
 ) -> Result<(Opened, WalkReport)> {
-    let opened = open(settings, session, env, shape, |_| {}).await?;
+    let mut opened = open(settings, session, env, shape, |_| {}).await?;
+    // `auto` reserves what `up` would: only if the account can hold it.
+    if opened.spec.concurrency.reserve == crate::spec::Reserve::IfItFits {
+        let (_, fits) = resources::preflight::lambda_concurrency::check(&opened.cx).await;
+        opened.cx.auto_reservations_fit = fits;
+    }
     let graph = resources::graph(&opened.spec)?;
     let previous = opened
         .state

@@ -33,7 +33,13 @@ async fn up_locked(
     args: &UpArgs,
 ) -> Result<ExitStatus> {
     let env = &args.env.env;
-    let opened = open(settings, session, env, &args.shape, |_| {}).await?;
+    let mut opened = open(settings, session, env, &args.shape, |_| {}).await?;
+    // Before the first change (and before the state records a run): an
+    // account that cannot hold the env is refused with nothing created.
+    let notes = super::preflight::checks(&mut opened.cx, printer).await?;
+    for note in &notes {
+        printer.info(note);
+    }
     let cx = &opened.cx;
     let graph = resources::graph(&opened.spec)?;
 
@@ -95,5 +101,7 @@ async fn up_locked(
     );
     report.outputs_file = Some(outputs_file.display().to_string());
     report.outputs = Some(&values);
-    finish(printer, &report, &walk, "")
+    let trailer: String = notes.iter().map(|n| format!("note: {n}\n")).collect();
+    report.notes = notes;
+    finish(printer, &report, &walk, &trailer)
 }

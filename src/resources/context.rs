@@ -79,6 +79,9 @@ pub struct Context {
     pub account_id: String,
     pub region: String,
     pub budgets: Budgets,
+    /// For `--reserved-concurrency auto`: whether the account can hold the
+    /// reservations (preflight's answer, set before any step runs).
+    pub auto_reservations_fit: bool,
     azs: OnceCell<Vec<String>>,
 }
 
@@ -99,6 +102,7 @@ impl Context {
             account_id: account_id.into(),
             region: region.into(),
             budgets: Budgets::default(),
+            auto_reservations_fit: true,
             azs: OnceCell::new(),
         }
     }

@@ -14,7 +14,10 @@
 //!   `database`, `compute`, `edge`, `observability`, `config`. Each holds one
 //!   file per step kind and registers its own steps (`register`);
 //! - `inventory`: whole-account reads across domains (env discovery, the
-//!   final sweep).
+//!   final sweep);
+//! - `preflight`: what an env needs of the account (quotas, Lambda's
+//!   concurrency pool, zones, credentials), checked before `up` creates
+//!   anything.
 //!
 //! A domain imports the foundation, `common` and its own files, never another
 //! domain's: what it needs of another domain's resources it reads through the
@@ -25,6 +28,7 @@ pub mod connect;
 pub mod context;
 pub mod inventory;
 mod model;
+pub mod preflight;
 mod registry;
 mod resource;
 mod sdk;

@@ -7,6 +7,7 @@
 //! context's outputs, never by importing the other domain's files.
 
 use super::context::Context;
+use crate::spec::Reserve;
 
 /// The blue/green aliases of transaction processing, and the ALB target
 /// groups named after them.
@@ -95,14 +96,26 @@ impl Function {
         }
     }
 
-    pub fn reserved_concurrency(self, cx: &Context) -> u32 {
+    /// The executions this function reserves, if any. Rotation reserves
+    /// none: Secrets Manager runs one rotation of a secret at a time (a second
+    /// one is refused while the first is in progress), so there is nothing to
+    /// cap, and a reservation of its own would only take from an account's
+    /// pool (new accounts cannot reserve at all). The payment functions
+    /// reserve the spec's numbers unless the operator said `none`, or said
+    /// `auto` and preflight found the account cannot hold them.
+    pub fn reserved_concurrency(self, cx: &Context) -> Option<u32> {
         let c = cx.spec.concurrency;
+        let reserve = match c.reserve {
+            Reserve::Always => true,
+            Reserve::IfItFits => cx.auto_reservations_fit,
+            Reserve::Never => false,
+        };
         match self {
-            Self::Validation => c.validation,
-            Self::Fraud => c.fraud,
-            Self::Transaction => c.transaction,
-            // One rotation at a time: Secrets Manager retries a throttled step.
-            Self::Rotation => 1,
+            _ if !reserve => None,
+            Self::Validation => Some(c.validation),
+            Self::Fraud => Some(c.fraud),
+            Self::Transaction => Some(c.transaction),
+            Self::Rotation => None,
         }
     }
 

@@ -62,6 +62,10 @@ pub struct RunReport<'a> {
     /// `down` only: what the final sweep still found.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub leftovers: Option<&'a [String]>,
+    /// What the run did differently from what was asked, and why (e.g.
+    /// `--reserved-concurrency auto` reserving nothing in a small account).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 fn ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -92,6 +96,7 @@ impl<'a> RunReport<'a> {
             outputs_file: None,
             outputs: None,
             leftovers: None,
+            notes: Vec::new(),
         }
     }
 }

@@ -290,6 +290,11 @@ impl TestEnv {
                 "AWS_SHARED_CREDENTIALS_FILE",
                 self.dir().join("aws-credentials"),
             )
+            // Tests run many envs at once in one emulator, which states AWS's
+            // quotas of a new account (5 addresses) but enforces none.
+            .env("PAYOPS_QUOTA_ELASTIC_IPS", "1000")
+            .env("PAYOPS_QUOTA_VPCS", "1000")
+            .env("PAYOPS_QUOTA_INTERNET_GATEWAYS", "1000")
             .env("NO_COLOR", "1");
         for var in [
             "AWS_PROFILE",

@@ -164,9 +164,10 @@ pub struct FoundFunction {
 pub enum Fix {
     Code,
     Configuration(Vec<&'static str>),
+    /// Reserve `to` executions, or (`None`) remove the reservation.
     Concurrency {
         from: Option<i32>,
-        to: u32,
+        to: Option<u32>,
     },
     Tags(TagMap),
     /// Publish the current code and configuration and point green at it (and
@@ -186,12 +187,19 @@ impl fmt::Display for Fix {
         match self {
             Self::Code => f.write_str("deploy the new code"),
             Self::Configuration(fields) => write!(f, "update {}", fields.join(", ")),
-            Self::Concurrency { from: None, to } => {
-                write!(f, "reserve {to} concurrent executions")
-            }
-            Self::Concurrency { from: Some(n), to } => {
-                write!(f, "reserve {to} concurrent executions (was {n})")
-            }
+            Self::Concurrency {
+                from: None,
+                to: Some(to),
+            } => write!(f, "reserve {to} concurrent executions"),
+            Self::Concurrency {
+                from: Some(n),
+                to: Some(to),
+            } => write!(f, "reserve {to} concurrent executions (was {n})"),
+            Self::Concurrency { from, to: None } => write!(
+                f,
+                "remove the reservation of {} concurrent executions (share the account's pool)",
+                from.unwrap_or_default()
+            ),
             Self::Tags(t) => f.write_str(&describe_tag_fix(t)),
             Self::Release { blocked: None, .. } => {
                 f.write_str("publish a version and point alias green at it")
@@ -286,11 +294,23 @@ fn environment(d: &Desired) -> Environment {
         .build()
 }
 
-/// AWS refuses a reservation that would leave fewer than 100 executions of
-/// the account's pool unreserved. The most this function may reserve, given
-/// the account's unreserved pool and what the function holds already.
-pub fn max_reservable(unreserved: i64, current: i64) -> i64 {
-    unreserved + current - 100
+/// How many of the account's executions AWS keeps unreserved: 100, or the
+/// whole limit when the limit is 100 or less. New accounts have a limit of
+/// 10, and AWS answers a reservation there with "decreases account's
+/// UnreservedConcurrentExecution below its minimum value of [10]" (e.g.
+/// aws-samples/amazon-rekognition-serverless-large-scale-image-and-video-processing#6,
+/// aws-samples/alarm-context-tool#2), while a standard account (limit 1000)
+/// says "[100]" (AWS docs: "Lambda requires at least 100 unreserved
+/// concurrency"). So a small account cannot reserve at all.
+pub fn min_unreserved(limit: i64) -> i64 {
+    limit.clamp(0, 100)
+}
+
+/// The most one function may reserve, given the account's limit, its
+/// unreserved pool and what the function holds already (which comes back to
+/// the pool when the reservation changes).
+pub fn max_reservable(limit: i64, unreserved: i64, current: i64) -> i64 {
+    unreserved + current - min_unreserved(limit)
 }
 
 /// Explains a refused reservation in terms an operator can act on.
@@ -301,19 +321,30 @@ fn concurrency_refused(
     limits: Option<(i32, i32)>,
     current: Option<i32>,
 ) -> AwsError {
-    let numbers = match limits {
-        Some((limit, unreserved)) => format!(
-            " (account limit {limit}, unreserved now {unreserved}: at most {} more can be \
-             reserved for this function)",
-            max_reservable(i64::from(unreserved), i64::from(current.unwrap_or(0))).max(0)
+    let (keeps, numbers) = match limits {
+        Some((limit, unreserved)) => (
+            format!("{}", min_unreserved(i64::from(limit))),
+            format!(
+                " (account limit {limit}, unreserved now {unreserved}: at most {} can be \
+                 reserved for this function)",
+                max_reservable(
+                    i64::from(limit),
+                    i64::from(unreserved),
+                    i64::from(current.unwrap_or(0))
+                )
+                .max(0)
+            ),
         ),
-        None => String::new(),
+        None => (
+            "100 (or all, below a limit of 100)".to_owned(),
+            String::new(),
+        ),
     };
     AwsError::Conflict(format!(
         "Lambda refused to reserve {wanted} concurrent executions for {name}: AWS keeps at \
-         least 100 of the account's executions in {} unreserved{numbers}. Lower \
-         --reserved-concurrency (now {}) or ask AWS Support to raise the account's Lambda \
-         concurrency quota",
+         least {keeps} of the account's executions in {} unreserved{numbers}. Lower \
+         --reserved-concurrency (now {}; `auto` reserves only what fits, `none` nothing) or \
+         ask AWS Support to raise the account's Lambda concurrency quota",
         cx.region, cx.spec.concurrency
     ))
 }
@@ -462,8 +493,22 @@ impl LambdaFunction {
         &self,
         cx: &Context,
         found: &mut FoundFunction,
-        to: u32,
+        to: Option<u32>,
     ) -> Result<(), AwsError> {
+        let Some(to) = to else {
+            // The function goes back to sharing the account's pool.
+            let removed = cx
+                .clients
+                .lambda
+                .delete_function_concurrency()
+                .function_name(&found.name)
+                .send()
+                .await
+                .op("lambda:DeleteFunctionConcurrency");
+            absent_on(removed, &["ResourceNotFoundException"])?;
+            found.reserved = None;
+            return Ok(());
+        };
         let put = cx
             .clients
             .lambda
@@ -687,7 +732,7 @@ impl Resource for LambdaFunction {
             fixes.push(Fix::Configuration(drift));
         }
         let reserved = f.reserved_concurrency(cx);
-        if found.reserved != i32::try_from(reserved).ok() {
+        if found.reserved != reserved.and_then(|n| i32::try_from(n).ok()) {
             fixes.push(Fix::Concurrency {
                 from: found.reserved,
                 to: reserved,
@@ -883,6 +928,7 @@ mod tests {
         create_alias::CreateAliasOutput,
         create_function::{CreateFunctionError, CreateFunctionOutput},
         delete_function::{DeleteFunctionError, DeleteFunctionOutput},
+        delete_function_concurrency::DeleteFunctionConcurrencyOutput,
         get_account_settings::GetAccountSettingsOutput,
         get_alias::{GetAliasError, GetAliasOutput},
         get_function::{GetFunctionError, GetFunctionOutput},
@@ -940,8 +986,8 @@ mod tests {
                 Record::default().output("PrivateSubnetIds", "subnet-a,subnet-b,subnet-c"),
             ),
             (
-                "security-group:lambda",
-                Record::default().output("LambdaSecurityGroupId", "sg-lambda"),
+                Box::leak(f.security_group().step_id().into_boxed_str()),
+                Record::default().output(f.security_group().output_key(), "sg-lambda"),
             ),
         ]
     }
@@ -1117,6 +1163,104 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn rotation_reserves_nothing_and_loses_the_1_it_held_before() {
+        // Envs made before payops stopped reserving for rotation hold 1.
+        let f = Function::Rotation;
+        let get = mock!(Client::get_function)
+            .sequence()
+            .output(move || got(f, config(f).build(), Some(1)))
+            .output(move || got(f, config(f).build(), None))
+            .build();
+        let removed = mock!(Client::delete_function_concurrency)
+            .match_requests(|r| r.function_name() == Some("payops-pr1-secret-rotation"))
+            .then_output(|| DeleteFunctionConcurrencyOutput::builder().build());
+        let cx = context(&[&get, &removed], &[]);
+        assert_eq!(f.reserved_concurrency(&cx), None);
+        let applied = testing::ensure(&cx, &f.step_id(), LambdaFunction::new(f), &inputs(f))
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Updated, "{:?}", applied.notes);
+        assert_eq!(removed.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn reserved_concurrency_none_removes_an_existing_reservation() {
+        let f = Function::Validation;
+        let get =
+            mock!(Client::get_function).then_output(move || got(f, config(f).build(), Some(5)));
+        let removed = mock!(Client::delete_function_concurrency)
+            .then_output(|| DeleteFunctionConcurrencyOutput::builder().build());
+        let mut cx = context(&[&get, &removed], &[]);
+        cx.spec.concurrency = "none".parse().unwrap();
+        let applied = testing::ensure(&cx, &f.step_id(), LambdaFunction::new(f), &inputs(f))
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Updated, "{:?}", applied.notes);
+        assert_eq!(removed.num_calls(), 1);
+        // `auto` in an account that cannot hold the numbers: the same.
+        let mut cx = context(&[&get, &removed], &[]);
+        cx.spec.concurrency = "auto".parse().unwrap();
+        cx.auto_reservations_fit = false;
+        testing::ensure(&cx, &f.step_id(), LambdaFunction::new(f), &inputs(f))
+            .await
+            .unwrap();
+        assert_eq!(removed.num_calls(), 2);
+        // `auto` where they fit keeps the reservation.
+        let mut cx = context(&[&get], &[]);
+        cx.spec.concurrency = "auto".parse().unwrap();
+        let applied = testing::ensure(&cx, &f.step_id(), LambdaFunction::new(f), &inputs(f))
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Unchanged, "{:?}", applied.notes);
+    }
+
+    #[tokio::test]
+    async fn a_refused_reservation_in_a_limit_10_account_says_nothing_can_be_reserved() {
+        let f = Function::Validation;
+        // AWS's answer in a new account (limit 10).
+        let refused = mock!(Client::put_function_concurrency).then_error(|| {
+            PutFunctionConcurrencyError::generic(
+                aws_smithy_types::error::ErrorMetadata::builder()
+                    .code("InvalidParameterValueException")
+                    .message(
+                        "Specified ReservedConcurrentExecutions for function decreases account's \
+                         UnreservedConcurrentExecution below its minimum value of [10].",
+                    )
+                    .build(),
+            )
+        });
+        let settings = mock!(Client::get_account_settings).then_output(|| {
+            GetAccountSettingsOutput::builder()
+                .account_limit(
+                    AccountLimit::builder()
+                        .concurrent_executions(10)
+                        .unreserved_concurrent_executions(10)
+                        .build(),
+                )
+                .build()
+        });
+        let cx = context(&[&refused, &settings], &[]);
+        let mut found = FoundFunction {
+            name: name(f),
+            arn: arn(f),
+            config: config(f).build(),
+            tags: TagMap::new(),
+            reserved: None,
+            aliases: BTreeMap::new(),
+            green: None,
+        };
+        let err = LambdaFunction::new(f)
+            .reserve(&cx, &mut found, Some(5))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("AWS keeps at least 10 "), "{err}");
+        assert!(err.contains("account limit 10"), "{err}");
+        assert!(err.contains("at most 0 can"), "{err}");
+        assert!(err.contains("`auto`"), "{err}");
+    }
+
+    #[tokio::test]
     async fn a_function_with_our_name_but_not_our_tags_is_refused() {
         let f = Function::Fraud;
         let get = mock!(Client::get_function).then_output(move || {
@@ -1240,22 +1384,31 @@ mod tests {
             green: None,
         };
         let err = LambdaFunction::new(f)
-            .reserve(&cx, &mut found, 10)
+            .reserve(&cx, &mut found, Some(10))
             .await
             .unwrap_err()
             .to_string();
         assert!(err.contains("AWS keeps at least 100"), "{err}");
         assert!(err.contains("unreserved now 108"), "{err}");
-        assert!(err.contains("at most 8 more"), "{err}");
+        assert!(err.contains("at most 8 can"), "{err}");
         assert!(err.contains("--reserved-concurrency"), "{err}");
     }
 
     #[test]
     fn at_most_the_unreserved_pool_above_100_can_be_reserved() {
-        assert_eq!(max_reservable(1000, 0), 900);
+        assert_eq!(max_reservable(1000, 1000, 0), 900);
         // What the function holds comes back to the pool when it changes.
-        assert_eq!(max_reservable(110, 20), 30);
-        assert!(max_reservable(90, 0) < 0);
+        assert_eq!(max_reservable(1000, 110, 20), 30);
+        assert!(max_reservable(1000, 90, 0) < 0);
+    }
+
+    #[test]
+    fn an_account_with_a_limit_of_100_or_less_keeps_it_all_unreserved() {
+        assert_eq!(min_unreserved(10), 10);
+        assert_eq!(min_unreserved(100), 100);
+        assert_eq!(min_unreserved(1000), 100);
+        assert_eq!(max_reservable(10, 10, 0), 0);
+        assert_eq!(max_reservable(50, 50, 0), 0);
     }
 
     fn slot_rules(green_version: &'static str, green: FunctionConfiguration) -> Vec<Rule> {
