@@ -265,6 +265,16 @@ pub struct Shape {
     /// link first). Once given, the alarm topics' email subscriptions are exactly these
     #[arg(long = "alert-email", value_name = "ADDRESS", value_parser = parse_alert_email)]
     pub alert_email: Vec<String>,
+
+    /// Block requests from these countries at the WAF: ISO 3166-1 alpha-2 codes,
+    /// comma-separated ("" for none) [default: none]
+    #[arg(long, value_name = "CC,CC", value_delimiter = ',')]
+    pub waf_block_countries: Option<Vec<String>>,
+
+    /// Requests per client IP per 5 minutes before the WAF blocks it, 10-1000
+    /// [default: 1000]
+    #[arg(long, value_name = "N", value_parser = crate::spec::parse_waf_rate_limit)]
+    pub waf_rate_limit: Option<u32>,
 }
 
 fn parse_alert_email(s: &str) -> Result<String, String> {

@@ -11,7 +11,7 @@ use crate::aws::config::AwsSettings;
 use crate::cli::{GlobalArgs, OutputFormat, Shape};
 use crate::naming::{self, EnvName};
 use crate::spec::{
-    self, Certificate, Cidr, Concurrency, Database, DbSecret, EnvSpec, NatMode, parse_backup_days,
+    self, Certificate, Cidr, Concurrency, Database, DbSecret, EnvSpec, NatMode, Waf, parse_backup_days,
     parse_engine_version, parse_instance_class, parse_readers,
 };
 
@@ -62,6 +62,9 @@ pub struct FileConfig {
     db_secret_arn: Option<String>,
     /// Email subscriptions of the alarm topics (`[]`: none).
     alert_emails: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "number_or_text")]
+    waf_rate_limit: Option<String>,
+    waf_block_countries: Option<Vec<String>>,
     /// Envs `destroy-all` never removes, whatever its flags: the account's
     /// blocklist (prod, staging), kept in the file so a sweep's command line
     /// cannot forget it. Top level only: it is about the fleet, not one env.
@@ -88,6 +91,9 @@ pub struct FileShape {
     db_backup_days: Option<String>,
     db_secret_arn: Option<String>,
     alert_emails: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "number_or_text")]
+    waf_rate_limit: Option<String>,
+    waf_block_countries: Option<Vec<String>>,
 }
 
 /// `reserved_concurrency = 10` and `reserved_concurrency = "transaction=20"`
@@ -265,6 +271,8 @@ impl Settings {
             db_backup_days: self.file.db_backup_days.clone(),
             db_secret_arn: self.file.db_secret_arn.clone(),
             alert_emails: self.file.alert_emails.clone(),
+            waf_rate_limit: self.file.waf_rate_limit.clone(),
+            waf_block_countries: self.file.waf_block_countries.clone(),
         };
         let pick = |flag: Option<String>, key: &str, get: fn(&FileShape) -> Option<&String>| {
             flag.or_else(|| per_env.and_then(get).cloned())
@@ -389,6 +397,7 @@ impl Settings {
             Some(list) => Some(spec::alert_emails(&list).map_err(|e| bad("alert_emails", e))?),
             None => None,
         };
+        let waf = resolve_waf(flags, per_env, &top, recorded).map_err(|(k, e)| bad(k, e))?;
         Ok(EnvSpec {
             vpc_cidr,
             nat,
@@ -400,8 +409,43 @@ impl Settings {
             db_secret,
             final_snapshot: false,
             alert_emails,
+            waf,
         })
     }
+}
+
+/// Each WAF setting on its own: flag, file (env, then top level), then what
+/// the last `up` recorded (both together, as `waf`), then the default.
+fn resolve_waf(
+    flags: &Shape,
+    per_env: Option<&FileShape>,
+    top: &FileShape,
+    recorded: &BTreeMap<String, String>,
+) -> Result<Waf, (&'static str, String)> {
+    let recorded = match recorded.get("waf") {
+        Some(w) => w.parse::<Waf>().map_err(|e| ("waf", e))?,
+        None => Waf::default(),
+    };
+    let rate_limit = match flags.waf_rate_limit.map(|n| n.to_string()).or_else(|| {
+        per_env
+            .and_then(|s| s.waf_rate_limit.clone())
+            .or_else(|| top.waf_rate_limit.clone())
+    }) {
+        Some(v) => spec::parse_waf_rate_limit(&v).map_err(|e| ("waf_rate_limit", e))?,
+        None => recorded.rate_limit,
+    };
+    let block_countries = match flags.waf_block_countries.clone().or_else(|| {
+        per_env
+            .and_then(|s| s.waf_block_countries.clone())
+            .or_else(|| top.waf_block_countries.clone())
+    }) {
+        Some(list) => spec::waf_block_countries(&list).map_err(|e| ("waf_block_countries", e))?,
+        None => recorded.block_countries,
+    };
+    Ok(Waf {
+        rate_limit,
+        block_countries,
+    })
 }
 
 fn max_attempts() -> Result<u32, SettingsError> {
@@ -439,6 +483,7 @@ pub fn record_spec(spec: &EnvSpec) -> BTreeMap<String, String> {
     if let Some(emails) = &spec.alert_emails {
         recorded.insert("alert_emails".to_owned(), emails.join(","));
     }
+    recorded.insert("waf".to_owned(), spec.waf.to_string());
     recorded
 }
 
