@@ -11,8 +11,8 @@ use crate::aws::config::AwsSettings;
 use crate::cli::{GlobalArgs, OutputFormat, Shape};
 use crate::naming::{self, EnvName};
 use crate::spec::{
-    self, Certificate, Cidr, Concurrency, Database, DbSecret, EnvSpec, NatMode, Waf, parse_backup_days,
-    parse_engine_version, parse_instance_class, parse_readers,
+    self, Certificate, Cidr, Concurrency, Database, DbSecret, EnvSpec, NatMode, Waf,
+    parse_backup_days, parse_engine_version, parse_instance_class, parse_readers,
 };
 
 pub const DEFAULT_REGION: &str = "us-east-1";

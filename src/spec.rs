@@ -800,7 +800,10 @@ mod tests {
         assert_eq!(parse_waf_rate_limit("1000"), Ok(1000));
         assert_eq!(parse_waf_rate_limit("10"), Ok(10));
         assert!(parse_waf_rate_limit("9").is_err(), "below AWS's floor");
-        assert!(parse_waf_rate_limit("1001").is_err(), "above the issue's ceiling");
+        assert!(
+            parse_waf_rate_limit("1001").is_err(),
+            "above the issue's ceiling"
+        );
         assert_eq!(
             waf_block_countries(&["ru,cn", "CN", ""]).unwrap(),
             ["CN", "RU"]

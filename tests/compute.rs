@@ -1023,7 +1023,7 @@ async fn check_waf(aws: &Aws, env: &str, outputs: &BTreeMap<String, String>) {
         .send()
         .await
         .expect("wafv2:ListResourcesForWebACL");
-    assert_eq!(listed.resource_arns(), [stage.clone()]);
+    assert_eq!(listed.resource_arns(), std::slice::from_ref(&stage));
 
     let bucket = output(outputs, "WafLogBucketName");
     assert!(bucket.starts_with("aws-waf-logs-"), "{bucket}");
@@ -1082,7 +1082,10 @@ async fn a_waf_rule_removed_out_of_band_is_drift_that_up_repairs() {
             .send()
             .await
             .expect("wafv2:GetWebACL");
-        (got.web_acl().unwrap().clone(), got.lock_token().unwrap().to_owned())
+        (
+            got.web_acl().unwrap().clone(),
+            got.lock_token().unwrap().to_owned(),
+        )
     };
     let (acl, token) = read().await;
     let names = |acl: &aws_sdk_wafv2::types::WebAcl| -> Vec<String> {
@@ -1129,7 +1132,8 @@ async fn a_waf_rule_removed_out_of_band_is_drift_that_up_repairs() {
         .find(|s| s["step"] == "web-acl")
         .unwrap_or_else(|| panic!("{status:#}"));
     assert!(
-        row.to_string().contains("restore WAF rules aws-sqli-rule-set"),
+        row.to_string()
+            .contains("restore WAF rules aws-sqli-rule-set"),
         "{row:#}"
     );
 

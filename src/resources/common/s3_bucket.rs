@@ -2119,8 +2119,7 @@ mod tests {
         let cx = testing::context(testing::clients());
         let name = cx.names.waf_logs_bucket();
         assert!(name.starts_with("aws-waf-logs-"), "WAF refuses other names");
-        let policy: serde_json::Value =
-            serde_json::from_str(&waf_logs_policy(&cx, &name)).unwrap();
+        let policy: serde_json::Value = serde_json::from_str(&waf_logs_policy(&cx, &name)).unwrap();
         let s = policy["Statement"].as_array().unwrap();
         assert_eq!(s.len(), 3);
         assert_eq!(s[0]["Sid"], "DenyInsecureTransport");
@@ -2132,14 +2131,21 @@ mod tests {
             format!("arn:aws:s3:::{name}/AWSLogs/123456789012/*")
         );
         let cond = &write["Condition"];
-        assert_eq!(cond["StringEquals"]["s3:x-amz-acl"], "bucket-owner-full-control");
+        assert_eq!(
+            cond["StringEquals"]["s3:x-amz-acl"],
+            "bucket-owner-full-control"
+        );
         assert_eq!(cond["StringEquals"]["aws:SourceAccount"], "123456789012");
         assert_eq!(
             cond["ArnLike"]["aws:SourceArn"],
             "arn:aws:logs:us-east-1:123456789012:*"
         );
         assert_eq!(s[2]["Resource"], format!("arn:aws:s3:::{name}"));
-        assert!(s[2]["Condition"]["StringEquals"].get("s3:x-amz-acl").is_none());
+        assert!(
+            s[2]["Condition"]["StringEquals"]
+                .get("s3:x-amz-acl")
+                .is_none()
+        );
         let bucket = Bucket::waf_logs();
         assert_eq!(bucket.expire_after_days(), 400);
     }

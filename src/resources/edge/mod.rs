@@ -194,7 +194,10 @@ fn register_waf(r: &mut Registry) {
         "waf-logging",
         waf_logging::WafLogging,
         vec![
-            dep("web-acl", "the logging configuration belongs to the web ACL"),
+            dep(
+                "web-acl",
+                "the logging configuration belongs to the web ACL",
+            ),
             dep(
                 "s3-bucket:waf-logs",
                 "blocked requests are logged to this bucket, whose policy must let the log \

@@ -53,7 +53,9 @@ pub fn blocked_only() -> Result<LoggingFilter, AwsError> {
     let blocked = Condition::builder()
         .action_condition(built(
             OP,
-            ActionCondition::builder().action(ActionValue::Block).build(),
+            ActionCondition::builder()
+                .action(ActionValue::Block)
+                .build(),
         )?)
         .build();
     let keep = built(

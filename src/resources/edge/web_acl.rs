@@ -41,8 +41,8 @@ use std::fmt;
 use async_trait::async_trait;
 use aws_sdk_wafv2::types::{
     AllowAction, AndStatement, BlockAction, Body, ByteMatchStatement, ComparisonOperator,
-    CountryCode, DefaultAction, FieldToMatch, GeoMatchStatement, ManagedRuleGroupStatement,
-    Method, NotStatement, OrStatement, OverrideAction, OversizeHandling, PositionalConstraint,
+    CountryCode, DefaultAction, FieldToMatch, GeoMatchStatement, ManagedRuleGroupStatement, Method,
+    NotStatement, OrStatement, OverrideAction, OversizeHandling, PositionalConstraint,
     RateBasedStatement, RateBasedStatementAggregateKeyType, ResourceType, Rule, RuleAction,
     SingleHeader, SizeConstraintStatement, Statement, TextTransformation, TextTransformationType,
     UriPath, VisibilityConfig, WebAcl as SdkWebAcl,
@@ -266,7 +266,10 @@ fn payments_statement() -> Result<Statement, AwsError> {
     ])?;
     let json = byte_match(
         FieldToMatch::builder()
-            .single_header(built(OP, SingleHeader::builder().name("content-type").build())?)
+            .single_header(built(
+                OP,
+                SingleHeader::builder().name("content-type").build(),
+            )?)
             .build(),
         PositionalConstraint::StartsWith,
         "application/json",
@@ -332,7 +335,12 @@ pub fn wanted_rules(waf: &Waf) -> Result<Vec<Rule>, AwsError> {
         managed_group("AWSManagedRulesCommonRuleSet")?,
         true,
     )?);
-    rules.push(rule(SQLI, 4, managed_group("AWSManagedRulesSQLiRuleSet")?, true)?);
+    rules.push(rule(
+        SQLI,
+        4,
+        managed_group("AWSManagedRulesSQLiRuleSet")?,
+        true,
+    )?);
     Ok(rules)
 }
 
@@ -351,7 +359,10 @@ fn normalised(rule: &Rule) -> Rule {
         if m.rule_action_overrides.as_ref().is_some_and(Vec::is_empty) {
             m.rule_action_overrides = None;
         }
-        if m.managed_rule_group_configs.as_ref().is_some_and(Vec::is_empty) {
+        if m.managed_rule_group_configs
+            .as_ref()
+            .is_some_and(Vec::is_empty)
+        {
             m.managed_rule_group_configs = None;
         }
     }
@@ -395,8 +406,10 @@ fn description() -> &'static str {
 }
 
 /// Resource types an ACL of payops' can be associated with.
-const ASSOCIATED_TYPES: [ResourceType; 2] =
-    [ResourceType::ApplicationLoadBalancer, ResourceType::ApiGateway];
+const ASSOCIATED_TYPES: [ResourceType; 2] = [
+    ResourceType::ApplicationLoadBalancer,
+    ResourceType::ApiGateway,
+];
 
 /// Lets go of every resource the ACL protects: DeleteWebACL refuses an ACL
 /// that is still associated (WAFAssociatedItemException). The association
@@ -625,5 +638,311 @@ impl Resource for WebAcl {
             notes.insert(0, format!("deleted {}", self.describe(&found)));
         }
         Ok(notes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_wafv2::Client;
+    use aws_sdk_wafv2::operation::{
+        delete_web_acl::{DeleteWebACLError, DeleteWebAclOutput},
+        disassociate_web_acl::DisassociateWebAclOutput,
+        get_web_acl::GetWebAclOutput,
+        list_resources_for_web_acl::ListResourcesForWebAclOutput,
+        list_tags_for_resource::ListTagsForResourceOutput,
+        list_web_acls::ListWebAcLsOutput,
+        update_web_acl::{UpdateWebACLError, UpdateWebAclOutput},
+    };
+    use aws_sdk_wafv2::types::{TagInfoForResource, WebAclSummary};
+    use aws_smithy_mocks::{Rule as Mock, RuleMode, mock, mock_client};
+
+    use super::*;
+    use crate::engine::{Change, Observation, Removed};
+    use crate::resources::testing;
+
+    const STEP: &str = "web-acl";
+    const ARN: &str = "arn:aws:wafv2:us-east-1:123456789012:regional/webacl/payops-pr1-waf/a-1";
+    const ALB: &str =
+        "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/payops-pr1-alb/1";
+
+    /// AWS's own words for the errors payops handles.
+    fn waf_error(code: &str) -> aws_smithy_types::error::ErrorMetadata {
+        let message = match code {
+            "WAFOptimisticLockException" => {
+                "AWS WAF couldn’t save your changes because someone changed the resource after \
+                 you started to edit it. Reapply your changes."
+            }
+            "WAFAssociatedItemException" => {
+                "AWS WAF couldn’t perform the operation because your resource is being used by \
+                 another resource or it’s associated with another resource."
+            }
+            _ => "AWS WAF couldn’t perform the operation because your resource doesn’t exist.",
+        };
+        aws_smithy_types::error::ErrorMetadata::builder()
+            .code(code)
+            .message(message)
+            .build()
+    }
+
+    fn listed() -> Mock {
+        mock!(Client::list_web_acls).then_output(|| {
+            ListWebAcLsOutput::builder()
+                .web_acls(
+                    WebAclSummary::builder()
+                        .name("payops-pr1-waf")
+                        .id("a-1")
+                        .arn(ARN)
+                        .build(),
+                )
+                // Another env's ACL is not looked at.
+                .web_acls(
+                    WebAclSummary::builder()
+                        .name("payops-pr2-waf")
+                        .id("a-2")
+                        .arn("arn:other")
+                        .build(),
+                )
+                .build()
+        })
+    }
+
+    fn tagged(tags: TagMap) -> Mock {
+        mock!(Client::list_tags_for_resource)
+            .match_requests(|r| r.resource_arn() == Some(ARN))
+            .then_output(move || {
+                ListTagsForResourceOutput::builder()
+                    .tag_info_for_resource(
+                        TagInfoForResource::builder()
+                            .resource_arn(ARN)
+                            .set_tag_list(Some(wafv2::tag_list(OP, &tags).unwrap()))
+                            .build(),
+                    )
+                    .build()
+            })
+    }
+
+    fn acl(rules: Vec<Rule>) -> SdkWebAcl {
+        SdkWebAcl::builder()
+            .name("payops-pr1-waf")
+            .id("a-1")
+            .arn(ARN)
+            .default_action(allow())
+            .set_rules(Some(rules))
+            .visibility_config(visibility("payops-pr1-waf").unwrap())
+            .build()
+            .unwrap()
+    }
+
+    fn got(rules: Vec<Rule>, token: &'static str) -> GetWebAclOutput {
+        GetWebAclOutput::builder()
+            .web_acl(acl(rules))
+            .lock_token(token)
+            .build()
+    }
+
+    fn without_sqli() -> Vec<Rule> {
+        wanted_rules(&Waf::default())
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.name() != SQLI)
+            .collect()
+    }
+
+    fn context(rules: &[&Mock]) -> Context {
+        let mut clients = testing::clients();
+        clients.wafv2 = mock_client!(aws_sdk_wafv2, RuleMode::MatchAny, rules);
+        testing::context(clients)
+    }
+
+    #[test]
+    fn default_rules_rate_limit_managed_groups_and_payments_without_a_geo_rule() {
+        let rules = wanted_rules(&Waf::default()).unwrap();
+        let names: Vec<&str> = rules.iter().map(Rule::name).collect();
+        assert_eq!(names, [RATE_LIMIT, PAYMENTS, COMMON, SQLI]);
+        let mut priorities: Vec<i32> = rules.iter().map(Rule::priority).collect();
+        priorities.dedup();
+        assert_eq!(priorities.len(), rules.len(), "priorities are unique");
+        let rate = rules[0]
+            .statement()
+            .and_then(Statement::rate_based_statement)
+            .unwrap();
+        assert_eq!((rate.limit(), rate.evaluation_window_sec()), (1000, 300));
+        assert_eq!(
+            rate.aggregate_key_type(),
+            &RateBasedStatementAggregateKeyType::Ip
+        );
+        assert!(rate.scope_down_statement().is_some(), "only at the stage");
+        for r in &rules {
+            let managed = r
+                .statement()
+                .is_some_and(|s| s.managed_rule_group_statement().is_some());
+            // Groups take OverrideAction None, other rules an Action.
+            assert_eq!(r.override_action().is_some(), managed, "{}", r.name());
+            assert_eq!(r.action().is_some(), !managed, "{}", r.name());
+            let v = r.visibility_config().unwrap();
+            assert!(v.cloud_watch_metrics_enabled() && v.sampled_requests_enabled());
+            assert_eq!(v.metric_name(), r.name());
+        }
+        let groups: Vec<&str> = rules
+            .iter()
+            .filter_map(|r| r.statement()?.managed_rule_group_statement())
+            .map(|m| m.name())
+            .collect();
+        assert_eq!(
+            groups,
+            ["AWSManagedRulesCommonRuleSet", "AWSManagedRulesSQLiRuleSet"]
+        );
+    }
+
+    #[test]
+    fn countries_add_a_geo_rule_first_and_unknown_codes_are_refused() {
+        let waf = Waf {
+            rate_limit: 100,
+            block_countries: vec!["CN".into(), "RU".into()],
+        };
+        let rules = wanted_rules(&waf).unwrap();
+        assert_eq!(rules[0].name(), BLOCK_COUNTRIES);
+        assert_eq!(rules[0].priority(), 0);
+        let geo = rules[0]
+            .statement()
+            .and_then(Statement::geo_match_statement)
+            .unwrap();
+        assert_eq!(geo.country_codes(), [CountryCode::Cn, CountryCode::Ru]);
+        let rate = rules[1]
+            .statement()
+            .and_then(Statement::rate_based_statement)
+            .unwrap();
+        assert_eq!(rate.limit(), 100);
+        let bad = Waf {
+            block_countries: vec!["XX".into()],
+            ..Waf::default()
+        };
+        let err = wanted_rules(&bad).unwrap_err().to_string();
+        assert!(err.contains("no country code \"XX\""), "{err}");
+    }
+
+    #[test]
+    fn drift_names_removed_changed_and_foreign_rules_and_ignores_empty_lists() {
+        let wanted = wanted_rules(&Waf::default()).unwrap();
+        assert_eq!(rule_drift(&wanted, &wanted), (vec![], vec![]));
+        // AWS echoing an empty ExcludedRules list is no drift.
+        let mut echoed = wanted.clone();
+        echoed[2]
+            .statement
+            .as_mut()
+            .unwrap()
+            .managed_rule_group_statement
+            .as_mut()
+            .unwrap()
+            .excluded_rules = Some(vec![]);
+        assert_eq!(rule_drift(&wanted, &echoed), (vec![], vec![]));
+        let mut changed = without_sqli();
+        changed[0] = rule(RATE_LIMIT, 1, managed_group("x").unwrap(), true).unwrap();
+        changed.push(rule("someone-elses", 9, managed_group("y").unwrap(), true).unwrap());
+        assert_eq!(
+            rule_drift(&wanted, &changed),
+            (
+                vec![RATE_LIMIT.to_owned(), SQLI.to_owned()],
+                vec!["someone-elses".to_owned()]
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn a_removed_rule_is_drift_in_status_without_any_write() {
+        let get = mock!(Client::get_web_acl).then_output(|| got(without_sqli(), "t1"));
+        let cx = context(&[&listed(), &tagged(testing::our_tags(STEP)), &get]);
+        let Observation::Present { drift, record } =
+            testing::observe(&cx, STEP, WebAcl, &[]).await.unwrap()
+        else {
+            panic!("expected present");
+        };
+        assert_eq!(drift, ["restore WAF rules aws-sqli-rule-set"]);
+        assert_eq!(record.outputs["WebAclArn"], ARN);
+    }
+
+    #[tokio::test]
+    async fn repair_rereads_and_retries_with_a_fresh_token_when_someone_wrote_in_between() {
+        let get = mock!(Client::get_web_acl)
+            .sequence()
+            .output(|| got(without_sqli(), "t1"))
+            .times(2)
+            .output(|| got(without_sqli(), "t2"))
+            .build();
+        let stale = mock!(Client::update_web_acl)
+            .match_requests(|r| r.lock_token() == Some("t1"))
+            .then_error(|| UpdateWebACLError::generic(waf_error("WAFOptimisticLockException")));
+        let fresh = mock!(Client::update_web_acl)
+            .match_requests(|r| {
+                r.lock_token() == Some("t2")
+                    && r.scope() == Some(&SCOPE)
+                    && r.rules().iter().any(|rule| rule.name() == SQLI)
+            })
+            .then_output(|| UpdateWebAclOutput::builder().next_lock_token("t3").build());
+        let cx = context(&[
+            &listed(),
+            &tagged(testing::our_tags(STEP)),
+            &get,
+            &stale,
+            &fresh,
+        ]);
+        let applied = testing::ensure(&cx, STEP, WebAcl, &[]).await.unwrap();
+        assert_eq!(applied.change, Change::Updated);
+        assert_eq!((stale.num_calls(), fresh.num_calls()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn an_acl_of_our_name_without_our_tags_is_never_adopted() {
+        let cx = context(&[&listed(), &tagged(TagMap::new())]);
+        let err = testing::ensure(&cx, STEP, WebAcl, &[])
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not tagged"), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn delete_lets_go_of_what_it_protects_first_and_waits_out_the_release() {
+        let get = mock!(Client::get_web_acl).then_output(|| got(without_sqli(), "t1"));
+        let albs = mock!(Client::list_resources_for_web_acl)
+            .match_requests(|r| r.resource_type() == Some(&ResourceType::ApplicationLoadBalancer))
+            .then_output(|| {
+                ListResourcesForWebAclOutput::builder()
+                    .resource_arns(ALB)
+                    .build()
+            });
+        let stages = mock!(Client::list_resources_for_web_acl)
+            .match_requests(|r| r.resource_type() == Some(&ResourceType::ApiGateway))
+            .then_output(|| ListResourcesForWebAclOutput::builder().build());
+        let release = mock!(Client::disassociate_web_acl)
+            .match_requests(|r| r.resource_arn() == Some(ALB))
+            .then_output(|| DisassociateWebAclOutput::builder().build());
+        let delete = mock!(Client::delete_web_acl)
+            .sequence()
+            .error(|| DeleteWebACLError::generic(waf_error("WAFAssociatedItemException")))
+            .output(|| DeleteWebAclOutput::builder().build())
+            .build();
+        let cx = context(&[
+            &listed(),
+            &tagged(testing::our_tags(STEP)),
+            &get,
+            &albs,
+            &stages,
+            &release,
+            &delete,
+        ]);
+        let Removed::Deleted { notes } = testing::destroy(&cx, STEP, WebAcl).await.unwrap() else {
+            panic!("expected deleted");
+        };
+        assert_eq!((release.num_calls(), delete.num_calls()), (1, 2));
+        assert!(notes.iter().any(|n| n.contains(ALB)), "{notes:?}");
+        // Gone already: success, no call.
+        let none =
+            mock!(Client::list_web_acls).then_output(|| ListWebAcLsOutput::builder().build());
+        let cx = context(&[&none]);
+        assert_eq!(
+            testing::destroy(&cx, STEP, WebAcl).await.unwrap(),
+            Removed::AlreadyAbsent
+        );
     }
 }

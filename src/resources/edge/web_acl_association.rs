@@ -209,11 +209,7 @@ impl Resource for Association {
         format!("{} -> {}", found.acl_arn, found.resource)
     }
 
-    async fn create(
-        &self,
-        cx: &Context,
-        step: &StepCx<'_>,
-    ) -> Result<FoundAssociation, AwsError> {
+    async fn create(&self, cx: &Context, step: &StepCx<'_>) -> Result<FoundAssociation, AwsError> {
         let acl_arn = step.output(ACL_INPUT.0, ACL_INPUT.1)?;
         let resource = self.target_from_inputs(cx, step)?;
         self.associate(cx, step, acl_arn, &resource).await?;
