@@ -268,7 +268,7 @@ pub struct Shape {
 
     /// Block requests from these countries at the WAF: ISO 3166-1 alpha-2 codes,
     /// comma-separated ("" for none) [default: none]
-    #[arg(long, value_name = "CC,CC", value_delimiter = ',')]
+    #[arg(long, value_name = "CC", value_delimiter = ',')]
     pub waf_block_countries: Option<Vec<String>>,
 
     /// Requests per client IP per 5 minutes before the WAF blocks it, 10-1000
