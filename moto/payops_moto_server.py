@@ -129,6 +129,7 @@ def main() -> None:
         shared.patch_rds_automated_snapshots()
         shared.patch_apigateway_tags()
         shared.patch_elbv2_private_link_enforcement()
+        shared.patch_wafv2_associations()
         print("payops: moto patches applied (PAYOPS_MOTO_PATCHES=0 to disable)", file=sys.stderr, flush=True)
     from moto.server import main as moto_main
 

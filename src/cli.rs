@@ -297,6 +297,16 @@ pub struct Shape {
     /// policy). Once given, the list is exactly these; `--api-allow any` clears it
     #[arg(long = "api-allow", value_name = "CALLER", value_parser = parse_api_caller)]
     pub api_allow: Vec<String>,
+
+    /// Block requests from these countries at the WAF: ISO 3166-1 alpha-2 codes,
+    /// comma-separated ("" for none) [default: none]
+    #[arg(long, value_name = "CC", value_delimiter = ',')]
+    pub waf_block_countries: Option<Vec<String>>,
+
+    /// Requests per client IP per 5 minutes before the WAF blocks it, 10-1000
+    /// [default: 1000]
+    #[arg(long, value_name = "N", value_parser = crate::spec::parse_waf_rate_limit)]
+    pub waf_rate_limit: Option<u32>,
 }
 
 /// Checked while parsing, so a typo is a usage error before any AWS call;

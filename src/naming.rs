@@ -285,6 +285,23 @@ impl Names {
         )
     }
 
+    /// AWS WAF delivers logs only to a bucket whose name starts with
+    /// `aws-waf-logs-` (WAF developer guide, "Sending web ACL traffic logs to
+    /// an Amazon S3 bucket"). There is no room left for `payops-` at the
+    /// longest env name and region (63 characters at most): ownership is in
+    /// the tags, as for every bucket.
+    pub fn waf_logs_bucket(&self) -> String {
+        format!(
+            "aws-waf-logs-{}-{}-{}",
+            self.env, self.account_id, self.region
+        )
+    }
+
+    /// The web ACL, also the `WebACL` dimension of its CloudWatch metrics.
+    pub fn web_acl(&self) -> String {
+        self.resource("waf")
+    }
+
     pub fn rest_api(&self) -> String {
         self.resource("api")
     }
@@ -364,6 +381,7 @@ impl Names {
             (NameKind::IamRole, self.role("payment-validation")),
             (NameKind::IamRole, self.role("fraud-detection")),
             (NameKind::S3Bucket, self.alb_logs_bucket()),
+            (NameKind::S3Bucket, self.waf_logs_bucket()),
             (
                 NameKind::LogGroup,
                 self.log_group("lambda/transaction-processing"),

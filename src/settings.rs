@@ -12,7 +12,7 @@ use crate::cli::{GlobalArgs, OutputFormat, Shape};
 use crate::naming::{self, EnvName};
 use crate::spec::{
     self, ApiAccess, ApiAuth, Certificate, Cidr, Concurrency, Database, DbSecret, EnvSpec, NatMode,
-    parse_backup_days, parse_engine_version, parse_instance_class, parse_readers,
+    Waf, parse_backup_days, parse_engine_version, parse_instance_class, parse_readers,
 };
 
 pub const DEFAULT_REGION: &str = "us-east-1";
@@ -65,6 +65,9 @@ pub struct FileConfig {
     api_auth: Option<String>,
     /// Callers the API's resource policy admits (`[]`: no restriction).
     api_allow: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "number_or_text")]
+    waf_rate_limit: Option<String>,
+    waf_block_countries: Option<Vec<String>>,
     /// Envs `destroy-all` never removes, whatever its flags: the account's
     /// blocklist (prod, staging), kept in the file so a sweep's command line
     /// cannot forget it. Top level only: it is about the fleet, not one env.
@@ -93,6 +96,9 @@ pub struct FileShape {
     alert_emails: Option<Vec<String>>,
     api_auth: Option<String>,
     api_allow: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "number_or_text")]
+    waf_rate_limit: Option<String>,
+    waf_block_countries: Option<Vec<String>>,
 }
 
 /// `reserved_concurrency = 10` and `reserved_concurrency = "transaction=20"`
@@ -296,6 +302,8 @@ impl Settings {
             alert_emails: self.file.alert_emails.clone(),
             api_auth: self.file.api_auth.clone(),
             api_allow: self.file.api_allow.clone(),
+            waf_rate_limit: self.file.waf_rate_limit.clone(),
+            waf_block_countries: self.file.waf_block_countries.clone(),
         };
         let pick = |flag: Option<String>, key: &str, get: fn(&FileShape) -> Option<&String>| {
             flag.or_else(|| per_env.and_then(get).cloned())
@@ -421,6 +429,7 @@ impl Settings {
             None => None,
         };
         let api = api_access(flags, per_env, &top, recorded).map_err(|e| bad("api_access", e))?;
+        let waf = resolve_waf(flags, per_env, &top, recorded).map_err(|(k, e)| bad(k, e))?;
         Ok(EnvSpec {
             vpc_cidr,
             nat,
@@ -433,6 +442,7 @@ impl Settings {
             final_snapshot: false,
             alert_emails,
             api,
+            waf,
         })
     }
 }
@@ -472,6 +482,40 @@ fn api_access(
     ApiAccess::new(auth, allow)
 }
 
+/// Each WAF setting on its own: flag, file (env, then top level), then what
+/// the last `up` recorded (both together, as `waf`), then the default.
+fn resolve_waf(
+    flags: &Shape,
+    per_env: Option<&FileShape>,
+    top: &FileShape,
+    recorded: &BTreeMap<String, String>,
+) -> Result<Waf, (&'static str, String)> {
+    let recorded = match recorded.get("waf") {
+        Some(w) => w.parse::<Waf>().map_err(|e| ("waf", e))?,
+        None => Waf::default(),
+    };
+    let rate_limit = match flags.waf_rate_limit.map(|n| n.to_string()).or_else(|| {
+        per_env
+            .and_then(|s| s.waf_rate_limit.clone())
+            .or_else(|| top.waf_rate_limit.clone())
+    }) {
+        Some(v) => spec::parse_waf_rate_limit(&v).map_err(|e| ("waf_rate_limit", e))?,
+        None => recorded.rate_limit,
+    };
+    let block_countries = match flags.waf_block_countries.clone().or_else(|| {
+        per_env
+            .and_then(|s| s.waf_block_countries.clone())
+            .or_else(|| top.waf_block_countries.clone())
+    }) {
+        Some(list) => spec::waf_block_countries(&list).map_err(|e| ("waf_block_countries", e))?,
+        None => recorded.block_countries,
+    };
+    Ok(Waf {
+        rate_limit,
+        block_countries,
+    })
+}
+
 fn max_attempts() -> Result<u32, SettingsError> {
     match std::env::var("PAYOPS_MAX_ATTEMPTS") {
         Err(_) => Ok(MAX_ATTEMPTS),
@@ -508,6 +552,7 @@ pub fn record_spec(spec: &EnvSpec) -> BTreeMap<String, String> {
     if let Some(emails) = &spec.alert_emails {
         recorded.insert("alert_emails".to_owned(), emails.join(","));
     }
+    recorded.insert("waf".to_owned(), spec.waf.to_string());
     recorded
 }
 

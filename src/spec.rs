@@ -520,6 +520,99 @@ impl FromStr for DbSecret {
     }
 }
 
+/// The web ACL's settings a person may change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Waf {
+    /// Requests per IP per 5 minutes before the rate rule blocks it.
+    pub rate_limit: u32,
+    /// ISO 3166-1 alpha-2 codes whose requests are blocked (empty: no
+    /// geographic rule at all).
+    pub block_countries: Vec<String>,
+}
+
+impl Waf {
+    /// The ceiling: at most 1000 requests per IP per 5 minutes.
+    pub const MAX_RATE_LIMIT: u32 = 1000;
+    /// AWS's floor for a rate-based rule (API reference, RateBasedStatement:
+    /// Limit 10 to 2,000,000,000; older docs said 100).
+    pub const MIN_RATE_LIMIT: u32 = 10;
+}
+
+impl Default for Waf {
+    fn default() -> Self {
+        Self {
+            rate_limit: Self::MAX_RATE_LIMIT,
+            block_countries: Vec::new(),
+        }
+    }
+}
+
+/// Recorded in state as `rate-limit=N block-countries=CC,CC`.
+impl fmt::Display for Waf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "rate-limit={} block-countries={}",
+            self.rate_limit,
+            self.block_countries.join(",")
+        )
+    }
+}
+
+impl FromStr for Waf {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut waf = Self::default();
+        for part in s.split_whitespace() {
+            match part.split_once('=') {
+                Some(("rate-limit", v)) => waf.rate_limit = parse_waf_rate_limit(v)?,
+                Some(("block-countries", v)) => {
+                    waf.block_countries = waf_block_countries(&v.split(',').collect::<Vec<_>>())?
+                }
+                _ => return Err(format!("invalid WAF settings {s:?}")),
+            }
+        }
+        Ok(waf)
+    }
+}
+
+pub fn parse_waf_rate_limit(s: &str) -> Result<u32, String> {
+    s.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|n| (Waf::MIN_RATE_LIMIT..=Waf::MAX_RATE_LIMIT).contains(n))
+        .ok_or_else(|| {
+            format!(
+                "invalid WAF rate limit {s:?}: {} to {} requests per IP per 5 minutes",
+                Waf::MIN_RATE_LIMIT,
+                Waf::MAX_RATE_LIMIT
+            )
+        })
+}
+
+/// Two-letter country codes, upper-cased, deduplicated and sorted (so the
+/// order of flags or file entries changes nothing); empty entries are
+/// skipped, so `--waf-block-countries ""` means none. Whether AWS knows a
+/// code is checked against the SDK's list when the rules are built.
+pub fn waf_block_countries<S: AsRef<str>>(list: &[S]) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for item in list.iter().flat_map(|i| i.as_ref().split(',')) {
+        let code = item.trim().to_ascii_uppercase();
+        if code.is_empty() {
+            continue;
+        }
+        if code.len() != 2 || !code.chars().all(|c| c.is_ascii_uppercase()) {
+            return Err(format!(
+                "invalid country code {item:?}: expected an ISO 3166-1 alpha-2 code such as CN"
+            ));
+        }
+        out.push(code);
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EnvSpec {
     pub vpc_cidr: Cidr,
@@ -541,6 +634,8 @@ pub struct EnvSpec {
     pub alert_emails: Option<Vec<String>>,
     /// `--api-auth` and `--api-allow`: who may call the payments API.
     pub api: ApiAccess,
+    /// `--waf-rate-limit`, `--waf-block-countries`.
+    pub waf: Waf,
 }
 
 impl Default for EnvSpec {
@@ -557,6 +652,7 @@ impl Default for EnvSpec {
             final_snapshot: false,
             alert_emails: None,
             api: ApiAccess::default(),
+            waf: Waf::default(),
         }
     }
 }
@@ -748,6 +844,33 @@ mod tests {
             ["A@example.com", "b@example.com"]
         );
         assert!(alert_emails(&["ok@example.com", "nope"]).is_err());
+    }
+
+    #[test]
+    fn waf_settings_are_checked_normalised_and_round_trip_through_the_record() {
+        assert_eq!(parse_waf_rate_limit("1000"), Ok(1000));
+        assert_eq!(parse_waf_rate_limit("10"), Ok(10));
+        assert!(parse_waf_rate_limit("9").is_err(), "below AWS's floor");
+        assert!(
+            parse_waf_rate_limit("1001").is_err(),
+            "above the issue's ceiling"
+        );
+        assert_eq!(
+            waf_block_countries(&["ru,cn", "CN", ""]).unwrap(),
+            ["CN", "RU"]
+        );
+        assert!(waf_block_countries(&["China"]).is_err());
+        assert!(waf_block_countries(&["C1"]).is_err());
+        let waf = Waf {
+            rate_limit: 500,
+            block_countries: vec!["CN".into(), "RU".into()],
+        };
+        assert_eq!(waf.to_string().parse::<Waf>(), Ok(waf));
+        assert_eq!(
+            Waf::default().to_string().parse::<Waf>(),
+            Ok(Waf::default())
+        );
+        assert!("rate=5".parse::<Waf>().is_err());
     }
 
     #[test]

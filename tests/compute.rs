@@ -16,6 +16,7 @@ use aws_sdk_elasticloadbalancingv2::types::{
     LoadBalancerSchemeEnum, LoadBalancerTypeEnum, ProtocolEnum, TargetTypeEnum,
 };
 use aws_sdk_lambda::types::{LogFormat, TracingMode};
+use aws_sdk_wafv2::types::{ActionValue, FilterBehavior, ResourceType, Scope};
 use serde_json::Value;
 
 use common::{
@@ -24,7 +25,7 @@ use common::{
 };
 
 /// Outputs of the request path other teams read.
-const OUTPUTS: [&str; 11] = [
+const OUTPUTS: [&str; 13] = [
     "ValidationFunctionArn",
     "FraudFunctionArn",
     "TransactionFunctionArn",
@@ -36,6 +37,8 @@ const OUTPUTS: [&str; 11] = [
     "VpcLinkId",
     "RestApiId",
     "ApiEndpoint",
+    "WebAclArn",
+    "WafLogBucketName",
 ];
 
 #[track_caller]
@@ -140,6 +143,7 @@ async fn up_builds_the_request_path_as_specified() {
     check_vpc_link(&aws, name, &outputs).await;
     check_rest_api(&aws, name, &outputs).await;
     check_access_log_bucket(&aws, name, &outputs).await;
+    check_waf(&aws, name, &outputs).await;
 
     // Every output is also a configuration parameter.
     for key in OUTPUTS {
@@ -1098,6 +1102,232 @@ async fn a_firing_alarm_stops_the_shift_and_sends_traffic_back_to_blue() {
     assert_eq!(weights(&aws, &outputs).await, (100, 0), "all back on blue");
 }
 
+/// The web ACL: every rule, in front of the stage and the ALB, logging
+/// blocked requests to its bucket.
+async fn check_waf(aws: &Aws, env: &str, outputs: &BTreeMap<String, String>) {
+    let summary = common::web_acl(aws, env).await.expect("the env's web ACL");
+    let arn = output(outputs, "WebAclArn");
+    assert_eq!(summary.arn(), Some(arn));
+    let waf = &aws.c.wafv2;
+    let got = waf
+        .get_web_acl()
+        .scope(Scope::Regional)
+        .name(summary.name().unwrap())
+        .id(summary.id().unwrap())
+        .send()
+        .await
+        .expect("wafv2:GetWebACL");
+    let acl = got.web_acl().unwrap();
+    let rules: BTreeMap<&str, &aws_sdk_wafv2::types::Rule> =
+        acl.rules().iter().map(|r| (r.name(), r)).collect();
+    assert_eq!(
+        rules.keys().copied().collect::<Vec<_>>(),
+        [
+            "aws-common-rule-set",
+            "aws-sqli-rule-set",
+            "payments-body-and-type",
+            "rate-limit-per-ip"
+        ],
+        "no geo rule without countries"
+    );
+    let rate = rules["rate-limit-per-ip"]
+        .statement()
+        .and_then(|s| s.rate_based_statement())
+        .expect("a rate-based rule");
+    assert_eq!((rate.limit(), rate.evaluation_window_sec()), (1000, 300));
+    for (name, group) in [
+        ("aws-common-rule-set", "AWSManagedRulesCommonRuleSet"),
+        ("aws-sqli-rule-set", "AWSManagedRulesSQLiRuleSet"),
+    ] {
+        let r = rules[name];
+        let m = r
+            .statement()
+            .and_then(|s| s.managed_rule_group_statement())
+            .expect("a managed group");
+        assert_eq!((m.vendor_name(), m.name()), ("AWS", group));
+        assert!(r.override_action().is_some_and(|o| o.none().is_some()));
+        assert!(r.action().is_none(), "{name}: groups take OverrideAction");
+    }
+    for r in acl.rules() {
+        let v = r.visibility_config().unwrap();
+        assert!(v.cloud_watch_metrics_enabled() && v.sampled_requests_enabled());
+        assert_eq!(v.metric_name(), r.name());
+    }
+    let tags = waf
+        .list_tags_for_resource()
+        .resource_arn(arn)
+        .send()
+        .await
+        .expect("wafv2:ListTagsForResource");
+    let tags: common::Tags = tags
+        .tag_info_for_resource()
+        .unwrap()
+        .tag_list()
+        .iter()
+        .map(|t| (t.key().to_owned(), t.value().to_owned()))
+        .collect();
+    assert_payops_tags("web ACL", &tags, env, "web-acl");
+
+    let stage = format!(
+        "arn:aws:apigateway:{REGION}::/restapis/{}/stages/v1",
+        output(outputs, "RestApiId")
+    );
+    for resource in [output(outputs, "AlbArn"), stage.as_str()] {
+        let protected = waf
+            .get_web_acl_for_resource()
+            .resource_arn(resource)
+            .send()
+            .await
+            .expect("wafv2:GetWebACLForResource");
+        assert_eq!(
+            protected.web_acl().map(|a| a.arn()),
+            Some(arn),
+            "{resource}"
+        );
+    }
+    let listed = waf
+        .list_resources_for_web_acl()
+        .web_acl_arn(arn)
+        .resource_type(ResourceType::ApiGateway)
+        .send()
+        .await
+        .expect("wafv2:ListResourcesForWebACL");
+    assert_eq!(listed.resource_arns(), std::slice::from_ref(&stage));
+
+    let bucket = output(outputs, "WafLogBucketName");
+    assert!(bucket.starts_with("aws-waf-logs-"), "{bucket}");
+    let logging = waf
+        .get_logging_configuration()
+        .resource_arn(arn)
+        .send()
+        .await
+        .expect("wafv2:GetLoggingConfiguration");
+    let logging = logging.logging_configuration().unwrap();
+    assert_eq!(
+        logging.log_destination_configs(),
+        [format!("arn:aws:s3:::{bucket}")]
+    );
+    let filter = logging.logging_filter().expect("a logging filter");
+    assert_eq!(filter.default_behavior(), &FilterBehavior::Drop);
+    assert_eq!(
+        filter.filters()[0].conditions()[0]
+            .action_condition()
+            .map(|c| c.action()),
+        Some(&ActionValue::Block)
+    );
+    let encryption = aws
+        .c
+        .s3
+        .get_bucket_encryption()
+        .bucket(bucket)
+        .send()
+        .await
+        .expect("s3:GetBucketEncryption");
+    let rule = &encryption
+        .server_side_encryption_configuration()
+        .unwrap()
+        .rules()[0];
+    assert_eq!(
+        rule.apply_server_side_encryption_by_default()
+            .and_then(|d| d.kms_master_key_id()),
+        Some(output(outputs, "S3KmsKeyArn"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs an AWS emulator: make test-integration"]
+async fn a_waf_rule_removed_out_of_band_is_drift_that_up_repairs() {
+    let env = TestEnv::new();
+    let aws = Aws::connect().await;
+    env.up(&["--waf-block-countries", "ru,cn"]);
+    let summary = common::web_acl(&aws, &env.name).await.unwrap();
+    let waf = &aws.c.wafv2;
+    let read = || async {
+        let got = waf
+            .get_web_acl()
+            .scope(Scope::Regional)
+            .name(summary.name().unwrap())
+            .id(summary.id().unwrap())
+            .send()
+            .await
+            .expect("wafv2:GetWebACL");
+        (
+            got.web_acl().unwrap().clone(),
+            got.lock_token().unwrap().to_owned(),
+        )
+    };
+    let (acl, token) = read().await;
+    let names = |acl: &aws_sdk_wafv2::types::WebAcl| -> Vec<String> {
+        acl.rules().iter().map(|r| r.name().to_owned()).collect()
+    };
+    assert!(names(&acl).contains(&"block-countries".to_owned()));
+    let geo = acl
+        .rules()
+        .iter()
+        .find_map(|r| r.statement()?.geo_match_statement())
+        .unwrap();
+    assert_eq!(
+        geo.country_codes()
+            .iter()
+            .map(|c| c.as_str())
+            .collect::<Vec<_>>(),
+        ["CN", "RU"]
+    );
+
+    // Out of band: someone drops the SQL injection rule.
+    waf.update_web_acl()
+        .scope(Scope::Regional)
+        .name(acl.name())
+        .id(acl.id())
+        .lock_token(token)
+        .set_default_action(acl.default_action().cloned())
+        .set_visibility_config(acl.visibility_config().cloned())
+        .set_rules(Some(
+            acl.rules()
+                .iter()
+                .filter(|r| r.name() != "aws-sqli-rule-set")
+                .cloned()
+                .collect(),
+        ))
+        .send()
+        .await
+        .expect("wafv2:UpdateWebACL");
+
+    let status = env.status_json();
+    let row = status["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "web-acl")
+        .unwrap_or_else(|| panic!("{status:#}"));
+    assert!(
+        row.to_string()
+            .contains("restore WAF rules aws-sqli-rule-set"),
+        "{row:#}"
+    );
+
+    // `up` (with the settings recorded) puts it back and keeps the countries.
+    let (_, report) = env.up_json(&[]);
+    assert_eq!(outcomes(&report)["web-acl"], "updated", "{report:#}");
+    let (acl, _) = read().await;
+    let mut got = names(&acl);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "aws-common-rule-set",
+            "aws-sqli-rule-set",
+            "block-countries",
+            "payments-body-and-type",
+            "rate-limit-per-ip"
+        ]
+    );
+    // The geo rule goes when the list is emptied.
+    env.up(&["--waf-block-countries", ""]);
+    let (acl, _) = read().await;
+    assert!(!names(&acl).contains(&"block-countries".to_owned()));
+}
+
 // ===================================================================== 5
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1106,7 +1336,7 @@ async fn down_removes_the_request_path_and_leaves_nothing_tagged() {
     let mut env = TestEnv::new();
     let aws = Aws::connect().await;
     env.up_json(&[]);
-    assert_eq!(compute_remaining(&aws, &env.name).await.len(), 12);
+    assert_eq!(compute_remaining(&aws, &env.name).await.len(), 14);
     let down = env.down_json();
     down.assert_success();
     let steps = outcomes(&down.json());
@@ -1117,6 +1347,11 @@ async fn down_removes_the_request_path_and_leaves_nothing_tagged() {
         "load-balancer:alb",
         "lambda-function:transaction-processing",
         "acm-certificate:alb",
+        "web-acl",
+        "web-acl-association:alb",
+        "web-acl-association:api-stage",
+        "waf-logging",
+        "s3-bucket:waf-logs",
     ] {
         assert_eq!(steps[step], "deleted", "{step}: {steps:?}");
     }

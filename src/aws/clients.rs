@@ -23,6 +23,7 @@ pub struct Clients {
     pub cloudwatch: aws_sdk_cloudwatch::Client,
     pub rds: aws_sdk_rds::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
+    pub wafv2: aws_sdk_wafv2::Client,
 }
 
 impl Clients {
@@ -62,6 +63,7 @@ impl Clients {
             cloudwatch: client!(aws_sdk_cloudwatch),
             rds: client!(aws_sdk_rds),
             secrets: client!(aws_sdk_secretsmanager),
+            wafv2: client!(aws_sdk_wafv2),
         }
     }
 }

@@ -35,6 +35,11 @@ pub struct Budgets {
     /// ELB checks an access-log bucket by writing to it, and right after the
     /// bucket policy is set it may still be refused for a while.
     pub log_bucket_check: Budget,
+    /// AWS WAF: right after a web ACL or the resource it protects is created,
+    /// AssociateWebACL answers WAFUnavailableEntityException for up to ~10
+    /// minutes (terraform-provider-aws#17527, #29080), and a removed
+    /// association may hold up DeleteWebACL for a moment.
+    pub waf_propagation: Budget,
     /// Aurora clusters take 3-4 minutes to create and minutes to delete.
     pub aurora: Budget,
     /// Aurora instances take ~10 minutes to create and 10-12 to delete.
@@ -57,6 +62,7 @@ impl Default for Budgets {
             },
             certificate_release: Budget::new(Duration::from_secs(10 * 60)),
             log_bucket_check: Budget::new(Duration::from_secs(3 * 60)),
+            waf_propagation: Budget::new(Duration::from_secs(10 * 60)),
             aurora: Budget {
                 first_delay: Duration::from_secs(5),
                 max_delay: Duration::from_secs(30),

@@ -36,7 +36,7 @@ pub const TAG_CREATED_AT: &str = "payops:created-at";
 
 pub const KEY_PURPOSES: [&str; 4] = ["database", "dynamodb", "s3", "logs"];
 /// Steps of one env (`payops graph` lists them).
-pub const STEP_COUNT: usize = 83;
+pub const STEP_COUNT: usize = 88;
 /// Steps with nothing to manage unless asked: `status` shows them "not
 /// wanted", and they count as no resource of the env. The alert emails
 /// (none given), and the Aurora instance slots beyond the default 2 readers
@@ -1212,13 +1212,37 @@ pub async fn compute_remaining(aws: &Aws, env: &str) -> Vec<String> {
             left.push(format!("acm certificate {:?}", c.certificate_arn()));
         }
     }
-    let bucket = format!("payops-{env}-alb-logs-{}-{REGION}", aws.account);
-    match aws.c.s3.head_bucket().bucket(&bucket).send().await {
-        Ok(_) => left.push(format!("s3 bucket {bucket}")),
-        Err(SdkError::ServiceError(e)) if e.raw().status().as_u16() == 404 => {}
-        Err(e) => panic!("s3:HeadBucket {bucket}: {e:?}"),
+    for bucket in [
+        format!("payops-{env}-alb-logs-{}-{REGION}", aws.account),
+        format!("aws-waf-logs-{env}-{}-{REGION}", aws.account),
+    ] {
+        match aws.c.s3.head_bucket().bucket(&bucket).send().await {
+            Ok(_) => left.push(format!("s3 bucket {bucket}")),
+            Err(SdkError::ServiceError(e)) if e.raw().status().as_u16() == 404 => {}
+            Err(e) => panic!("s3:HeadBucket {bucket}: {e:?}"),
+        }
+    }
+    if let Some(acl) = web_acl(aws, env).await {
+        left.push(format!("waf web acl {:?}", acl.arn));
     }
     left
+}
+
+/// The env's web ACL as ListWebACLs names it.
+pub async fn web_acl(aws: &Aws, env: &str) -> Option<aws_sdk_wafv2::types::WebAclSummary> {
+    let out = aws
+        .c
+        .wafv2
+        .list_web_acls()
+        .scope(aws_sdk_wafv2::types::Scope::Regional)
+        .limit(100)
+        .send()
+        .await
+        .expect("wafv2:ListWebACLs");
+    out.web_acls()
+        .iter()
+        .find(|a| a.name() == Some(format!("payops-{env}-waf").as_str()))
+        .cloned()
 }
 
 /// ARNs the Resource Groups Tagging API lists with `payops:env=<env>`.

@@ -28,6 +28,14 @@ ELBv2 (moto 5.1/5.2):
     ``EnforceSecurityGroupInboundRulesOnPrivateLinkTraffic`` is ignored by
     SetSecurityGroups and never reported, while AWS turns it on for an NLB
     with security groups (and then drops VPC-link traffic).
+
+WAFv2 (moto 5.1/5.2):
+    ListResourcesForWebACL is missing; DeleteWebACL deletes an ACL that still
+    protects resources (AWS refuses: WAFAssociatedItemException) and leaves
+    its logging configuration behind; AssociateWebACL lets a resource sit
+    behind two ACLs at once (AWS keeps one per resource); a duplicate name
+    answers ``WafV2DuplicateItem`` instead of AWS's
+    ``WAFDuplicateItemException``.
 """
 
 from __future__ import annotations
@@ -228,3 +236,72 @@ def patch_elbv2_private_link_enforcement() -> None:
     FakeLoadBalancer.__init__ = __init__
     ELBV2Response.set_security_groups = set_security_groups
     FakeLoadBalancer._payops_private_link = True
+
+
+def patch_wafv2_associations() -> None:
+    """WAFv2 (moto 5.1/5.2): associations and deletion as AWS does them.
+
+    payops finds what an ACL protects with ListResourcesForWebACL and must
+    let go of it before DeleteWebACL; without these fixes an emulator would
+    accept a teardown in the wrong order that AWS refuses.
+    """
+    from moto.wafv2 import exceptions
+    from moto.wafv2.models import WAFV2Backend
+    from moto.wafv2.responses import WAFV2Response
+
+    if getattr(WAFV2Backend, "_payops_associations", False):
+        return
+
+    class WAFAssociatedItemException(exceptions.WAFv2ClientError):
+        def __init__(self) -> None:
+            super().__init__(
+                "WAFAssociatedItemException",
+                "AWS WAF couldn\u2019t perform the operation because your resource is being "
+                "used by another resource or it\u2019s associated with another resource.",
+            )
+
+    def duplicate_init(self) -> None:
+        exceptions.WAFv2ClientError.__init__(
+            self,
+            "WAFDuplicateItemException",
+            "AWS WAF couldn\u2019t perform the operation because some resource in your request "
+            "is a duplicate of an existing one.",
+        )
+
+    original_associate = WAFV2Backend.associate_web_acl
+    original_delete = WAFV2Backend.delete_web_acl
+
+    def associate_web_acl(self, web_acl_arn, resource_arn):
+        if web_acl_arn in self.wacls:
+            for wacl in self.wacls.values():
+                if resource_arn in wacl.associated_resources:
+                    wacl.associated_resources.remove(resource_arn)
+        return original_associate(self, web_acl_arn, resource_arn)
+
+    def delete_web_acl(self, name, scope, _id, lock_token):
+        for arn, wacl in self.wacls.items():
+            if wacl.name == name and wacl.id == _id and wacl.associated_resources:
+                raise WAFAssociatedItemException()
+        original_delete(self, name, scope, _id, lock_token)
+        for arn in [a for a in self.logging_configurations if a not in self.wacls]:
+            self.logging_configurations.pop(arn)
+
+    def list_resources_for_web_acl(self):
+        body = json.loads(self.body)
+        arn = body["WebACLArn"]
+        kind = body.get("ResourceType", "APPLICATION_LOAD_BALANCER")
+        wacl = self.wafv2_backend.wacls.get(arn)
+        if wacl is None:
+            raise exceptions.WAFNonexistentItemException()
+        marker = {
+            "APPLICATION_LOAD_BALANCER": ":elasticloadbalancing:",
+            "API_GATEWAY": ":apigateway:",
+        }.get(kind, f":{kind.lower()}:")
+        arns = [r for r in wacl.associated_resources if marker in r]
+        return 200, {"Content-Type": "application/json"}, json.dumps({"ResourceArns": arns})
+
+    exceptions.WAFV2DuplicateItemException.__init__ = duplicate_init
+    WAFV2Backend.associate_web_acl = associate_web_acl
+    WAFV2Backend.delete_web_acl = delete_web_acl
+    WAFV2Response.list_resources_for_web_acl = list_resources_for_web_acl
+    WAFV2Backend._payops_associations = True

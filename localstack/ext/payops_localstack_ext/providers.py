@@ -207,6 +207,9 @@ def elbv2():
 
 @aws_provider(api="wafv2", name=PROVIDER_NAME)
 def wafv2():
+    from .moto_patches import patch_wafv2_associations
+
+    patch_wafv2_associations()
     return moto_service("wafv2")
 
 

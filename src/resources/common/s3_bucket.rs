@@ -66,6 +66,7 @@ const KEY_INPUT: (&str, &str) = ("kms-key:s3", "S3KmsKeyArn");
 enum Purpose {
     Audit,
     AlbLogs,
+    WafLogs,
 }
 
 pub struct Bucket {
@@ -87,24 +88,35 @@ impl Bucket {
         }
     }
 
+    /// `s3-bucket:waf-logs`: the web ACL's logs of blocked requests,
+    /// SSE-KMS with the env's S3 key (WAF's log delivery supports customer
+    /// managed keys, not AWS managed ones).
+    pub fn waf_logs() -> Self {
+        Self {
+            purpose: Purpose::WafLogs,
+        }
+    }
+
     fn name(&self, cx: &Context) -> String {
         match self.purpose {
             Purpose::Audit => cx.names.audit_bucket(),
             Purpose::AlbLogs => cx.names.alb_logs_bucket(),
+            Purpose::WafLogs => cx.names.waf_logs_bucket(),
         }
     }
 
     fn expire_after_days(&self) -> i32 {
         match self.purpose {
             Purpose::Audit => EXPIRE_AFTER_DAYS,
-            Purpose::AlbLogs => ALB_LOGS_EXPIRE_AFTER_DAYS,
+            // Logs of requests: the same year (and margin) as access logs.
+            Purpose::AlbLogs | Purpose::WafLogs => ALB_LOGS_EXPIRE_AFTER_DAYS,
         }
     }
 
     /// The KMS key to encrypt with, or None for SSE-S3.
     fn key_arn<'a>(&self, step: &'a StepCx<'_>) -> Result<Option<&'a str>, AwsError> {
         Ok(match self.purpose {
-            Purpose::Audit => Some(step.output(KEY_INPUT.0, KEY_INPUT.1)?),
+            Purpose::Audit | Purpose::WafLogs => Some(step.output(KEY_INPUT.0, KEY_INPUT.1)?),
             Purpose::AlbLogs => None,
         })
     }
@@ -114,6 +126,7 @@ impl Bucket {
             (Purpose::Audit, Some(key)) => audit_policy(cx, name, key),
             (Purpose::Audit, None) => tls_only_policy(cx, name),
             (Purpose::AlbLogs, _) => alb_logs_policy(cx, name),
+            (Purpose::WafLogs, _) => waf_logs_policy(cx, name),
         }
     }
 }
@@ -301,6 +314,43 @@ pub fn alb_logs_policy(cx: &Context, name: &str) -> String {
             "Principal": elb_log_principal(cx),
             "Action": "s3:PutObject",
             "Resource": logs
+        }));
+    }
+    policy.to_string()
+}
+
+/// The TLS-only policy plus the log delivery service that writes AWS WAF's
+/// logs: PutObject under this account's `AWSLogs/` prefix with the
+/// bucket-owner-full-control ACL, and the ACL check it makes first, both
+/// only on behalf of this account's log sources (CloudWatch Logs user guide,
+/// "Logs sent to Amazon S3": the policy AWS itself would add when the caller
+/// may not; confused-deputy conditions aws:SourceAccount and aws:SourceArn).
+pub fn waf_logs_policy(cx: &Context, name: &str) -> String {
+    let mut policy: serde_json::Value =
+        serde_json::from_str(&tls_only_policy(cx, name)).expect("our own JSON");
+    let arn = bucket_arn(cx, name);
+    let source = serde_json::json!({
+        "StringEquals": {"aws:SourceAccount": cx.account_id},
+        "ArnLike": {"aws:SourceArn": cx.arn("logs", "*")}
+    });
+    let mut write_condition = source.clone();
+    write_condition["StringEquals"]["s3:x-amz-acl"] = "bucket-owner-full-control".into();
+    if let Some(statements) = policy["Statement"].as_array_mut() {
+        statements.push(serde_json::json!({
+            "Sid": "AWSLogDeliveryWrite",
+            "Effect": "Allow",
+            "Principal": {"Service": "delivery.logs.amazonaws.com"},
+            "Action": "s3:PutObject",
+            "Resource": format!("{arn}/AWSLogs/{}/*", cx.account_id),
+            "Condition": write_condition
+        }));
+        statements.push(serde_json::json!({
+            "Sid": "AWSLogDeliveryAclCheck",
+            "Effect": "Allow",
+            "Principal": {"Service": "delivery.logs.amazonaws.com"},
+            "Action": ["s3:GetBucketAcl", "s3:ListBucket"],
+            "Resource": arn,
+            "Condition": source
         }));
     }
     policy.to_string()
@@ -1017,6 +1067,7 @@ impl Resource for Bucket {
         let prefix = match self.purpose {
             Purpose::Audit => "Audit",
             Purpose::AlbLogs => "AlbLogs",
+            Purpose::WafLogs => "WafLog",
         };
         Record::default()
             .resource("bucket", &bucket.name)
@@ -2066,6 +2117,42 @@ mod tests {
             "logdelivery.elasticloadbalancing.amazonaws.com"
         );
         assert_eq!(elb_log_account("eu-west-1"), Some("156460612806"));
+    }
+
+    #[test]
+    fn waf_log_delivery_may_write_only_this_accounts_logs_with_the_owner_acl() {
+        let cx = testing::context(testing::clients());
+        let name = cx.names.waf_logs_bucket();
+        assert!(name.starts_with("aws-waf-logs-"), "WAF refuses other names");
+        let policy: serde_json::Value = serde_json::from_str(&waf_logs_policy(&cx, &name)).unwrap();
+        let s = policy["Statement"].as_array().unwrap();
+        assert_eq!(s.len(), 3);
+        assert_eq!(s[0]["Sid"], "DenyInsecureTransport");
+        let write = &s[1];
+        assert_eq!(write["Principal"]["Service"], "delivery.logs.amazonaws.com");
+        assert_eq!(write["Action"], "s3:PutObject");
+        assert_eq!(
+            write["Resource"],
+            format!("arn:aws:s3:::{name}/AWSLogs/123456789012/*")
+        );
+        let cond = &write["Condition"];
+        assert_eq!(
+            cond["StringEquals"]["s3:x-amz-acl"],
+            "bucket-owner-full-control"
+        );
+        assert_eq!(cond["StringEquals"]["aws:SourceAccount"], "123456789012");
+        assert_eq!(
+            cond["ArnLike"]["aws:SourceArn"],
+            "arn:aws:logs:us-east-1:123456789012:*"
+        );
+        assert_eq!(s[2]["Resource"], format!("arn:aws:s3:::{name}"));
+        assert!(
+            s[2]["Condition"]["StringEquals"]
+                .get("s3:x-amz-acl")
+                .is_none()
+        );
+        let bucket = Bucket::waf_logs();
+        assert_eq!(bucket.expire_after_days(), 400);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The request path from the edge in: API Gateway -> VPC link -> internal
 //! NLB -> internal ALB (its certificate, log bucket and listeners) ->
-//! blue/green target groups -> the transaction function's aliases.
+//! blue/green target groups -> the transaction function's aliases; and the
+//! AWS WAF web ACL in front of the API stage and the ALB, with its log
+//! bucket.
 
 pub mod api_account;
 pub mod api_definition;
@@ -11,6 +13,9 @@ pub mod load_balancer;
 pub mod rest_api;
 pub mod target_group;
 pub mod vpc_link;
+pub mod waf_logging;
+pub mod web_acl;
+pub mod web_acl_association;
 
 use crate::spec::{Certificate, EnvSpec};
 
@@ -20,6 +25,7 @@ use super::registry::{Registry, dep};
 use listener::ListenerKind;
 use load_balancer::LbKind;
 use target_group::TgKind;
+use web_acl_association::Target;
 
 pub fn register(r: &mut Registry, spec: &EnvSpec) {
     // Traffic: API Gateway -> VPC link -> internal NLB -> internal ALB ->
@@ -179,4 +185,61 @@ pub fn register(r: &mut Registry, spec: &EnvSpec) {
              after the plan on teardown)",
         )],
     );
+    register_waf(r);
+}
+
+/// The web ACL, where it logs, and what it protects.
+fn register_waf(r: &mut Registry) {
+    r.add(
+        "s3-bucket:waf-logs",
+        s3_bucket::Bucket::waf_logs(),
+        vec![dep(
+            "kms-key:s3",
+            "default encryption is SSE-KMS with the S3 key, whose policy lets the log delivery \
+             service use it",
+        )],
+    );
+    r.add("web-acl", web_acl::WebAcl, vec![]);
+    r.add(
+        "waf-logging",
+        waf_logging::WafLogging,
+        vec![
+            dep(
+                "web-acl",
+                "the logging configuration belongs to the web ACL",
+            ),
+            dep(
+                "s3-bucket:waf-logs",
+                "blocked requests are logged to this bucket, whose policy must let the log \
+                 delivery service write first",
+            ),
+        ],
+    );
+    for (target, on, reason) in [
+        (
+            Target::ApiStage,
+            "rest-api:payments",
+            "the ACL protects the API's stage v1 (and on teardown lets go of it before the API \
+             goes)",
+        ),
+        (
+            Target::Alb,
+            "load-balancer:alb",
+            "the ACL protects the internal ALB (and on teardown lets go of it before the ALB \
+             goes)",
+        ),
+    ] {
+        r.add(
+            target.step_id(),
+            web_acl_association::Association::new(target),
+            vec![
+                dep(
+                    "web-acl",
+                    "associates this web ACL, and is removed before it (WAF refuses to delete an \
+                     associated ACL)",
+                ),
+                dep(on, reason),
+            ],
+        );
+    }
 }

@@ -15,3 +15,4 @@ pub mod s3;
 pub mod secrets;
 pub mod sns;
 pub mod tagging;
+pub mod wafv2;

@@ -143,6 +143,23 @@ pub fn key_policy(cx: &Context, purpose: &str) -> Value {
             "Condition": { "StringEquals": { "aws:SourceAccount": cx.account_id } }
         }));
     }
+    if purpose == "s3" {
+        statements.push(json!({
+            // AWS WAF's logs reach the env's SSE-KMS log bucket through the
+            // log delivery service, which needs a data key of the bucket's
+            // key, on behalf of this account's web ACLs only (CloudWatch
+            // Logs user guide, "Logs sent to Amazon S3", SSE-KMS).
+            "Sid": "LogDeliveryWritesWafLogs",
+            "Effect": "Allow",
+            "Principal": { "Service": "delivery.logs.amazonaws.com" },
+            "Action": ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:DescribeKey"],
+            "Resource": "*",
+            "Condition": {
+                "StringEquals": { "aws:SourceAccount": cx.account_id },
+                "ArnLike": { "aws:SourceArn": cx.arn("logs", "*") }
+            }
+        }));
+    }
     json!({ "Version": "2012-10-17", "Statement": statements })
 }
 
@@ -1362,7 +1379,7 @@ mod tests {
     }
 
     #[test]
-    fn every_key_lets_the_account_administer_it_and_only_the_logs_key_serves_services() {
+    fn every_key_lets_the_account_administer_it_and_only_the_logs_and_s3_keys_serve_services() {
         let cx = testing::context(testing::clients());
         for purpose in KEY_PURPOSES {
             let policy = key_policy(&cx, purpose);
@@ -1375,11 +1392,12 @@ mod tests {
             for s in statements {
                 assert_ne!(s["Action"], "*", "{purpose}: {s}");
             }
-            assert_eq!(
-                statements.len(),
-                if purpose == "logs" { 3 } else { 1 },
-                "{purpose}"
-            );
+            let expected = match purpose {
+                "logs" => 3,
+                "s3" => 2,
+                _ => 1,
+            };
+            assert_eq!(statements.len(), expected, "{purpose}");
         }
         let logs = key_policy(&cx, "logs");
         let s = &logs["Statement"];
@@ -1401,6 +1419,20 @@ mod tests {
         assert_eq!(
             s[2]["Condition"]["StringEquals"]["aws:SourceAccount"],
             ACCOUNT
+        );
+        let s3 = key_policy(&cx, "s3");
+        let delivery = &s3["Statement"][1];
+        assert_eq!(
+            delivery["Principal"]["Service"],
+            "delivery.logs.amazonaws.com"
+        );
+        assert_eq!(
+            delivery["Condition"]["StringEquals"]["aws:SourceAccount"],
+            ACCOUNT
+        );
+        assert_eq!(
+            delivery["Condition"]["ArnLike"]["aws:SourceArn"],
+            "arn:aws:logs:us-east-1:123456789012:*"
         );
     }
 

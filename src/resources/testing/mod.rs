@@ -39,6 +39,7 @@ pub fn clients() -> Clients {
         cloudwatch: mock_client!(aws_sdk_cloudwatch, RuleMode::MatchAny, none),
         rds: mock_client!(aws_sdk_rds, RuleMode::MatchAny, none),
         secrets: mock_client!(aws_sdk_secretsmanager, RuleMode::MatchAny, none),
+        wafv2: mock_client!(aws_sdk_wafv2, RuleMode::MatchAny, none),
     }
 }
 
