@@ -54,6 +54,26 @@ pub trait Resource: Send + Sync + 'static {
         &[]
     }
 
+    /// Several found for this step: the index of the one to keep, when the
+    /// others are provably extras that a retried create without an
+    /// idempotency token made and nothing uses (e.g. KMS keys no alias points
+    /// to). `ensure` then removes the others with `delete_duplicate`. None,
+    /// the default: payops does not guess, and reports the ambiguity.
+    fn keep_of_duplicates(&self, _found: &[Self::Found]) -> Option<usize> {
+        None
+    }
+
+    /// Removes an extra made by a retried create (see `keep_of_duplicates`):
+    /// only what is its own, never what it shares with the one kept.
+    async fn delete_duplicate(
+        &self,
+        cx: &Context,
+        step: &StepCx<'_>,
+        found: Self::Found,
+    ) -> Result<Vec<String>, AwsError> {
+        self.delete(cx, step, found).await
+    }
+
     /// What differs from the desired shape. Must make no mutating call.
     async fn diff(
         &self,
@@ -100,15 +120,39 @@ impl<R: Resource> Node<R> {
 }
 
 impl<R: Resource> Node<R> {
+    /// The one instance of this step, after removing the extras
+    /// `keep_of_duplicates` names (what was removed, as notes).
     async fn find_one(
         &self,
         cx: &Context,
         step: &StepCx<'_>,
-    ) -> Result<Option<R::Found>, AwsError> {
+    ) -> Result<(Option<R::Found>, Vec<String>), AwsError> {
+        let (one, extras) = self.find_one_and_extras(cx, step).await?;
+        let mut notes = Vec::new();
+        for extra in extras {
+            let id = self.resource.describe(&extra);
+            step.progress(format!("removing {id}, an extra made by a retried create"));
+            self.resource.delete_duplicate(cx, step, extra).await?;
+            notes.push(format!("removed {id}, an extra made by a retried create"));
+        }
+        Ok((one, notes))
+    }
+
+    /// The instance to converge, and the extras the resource says may go.
+    async fn find_one_and_extras(
+        &self,
+        cx: &Context,
+        step: &StepCx<'_>,
+    ) -> Result<(Option<R::Found>, Vec<R::Found>), AwsError> {
         let mut found = self.resource.find(cx, step).await?;
-        match found.len() {
-            0 => Ok(None),
-            1 => Ok(found.pop()),
+        if found.len() <= 1 {
+            return Ok((found.pop(), Vec::new()));
+        }
+        match self.resource.keep_of_duplicates(&found) {
+            Some(i) if i < found.len() => {
+                let keep = found.remove(i);
+                Ok((Some(keep), found))
+            }
             _ => Err(AwsError::Ambiguous {
                 what: self.resource.kind().to_owned(),
                 ids: found.iter().map(|f| self.resource.describe(f)).collect(),
@@ -125,7 +169,7 @@ impl<R: Resource> Node<R> {
                     "{}: {e}; looking again (a retried call may have made it)",
                     self.resource.kind()
                 ));
-                self.find_one(cx, step).await?.ok_or(e)
+                self.find_one(cx, step).await?.0.ok_or(e)
             }
             created => created,
         }
@@ -140,7 +184,21 @@ impl<R: Resource> Node<R> {
         for f in found {
             let id = self.resource.describe(&f);
             step.progress(format!("deleting {id}"));
-            let said = self.resource.delete(cx, step, f).await?;
+            let said = match self.resource.delete(cx, step, f).await {
+                Ok(said) => said,
+                // A delete whose first answer was lost is retried by the SDK
+                // and can meet a half-gone resource (moto answers a retried
+                // DeleteVpcEndpoints with its routes' InvalidRoute.NotFound):
+                // if it is gone now, it was deleted.
+                Err(e) => {
+                    let left = self.resource.find(cx, step).await?;
+                    if left.iter().any(|g| self.resource.describe(g) == id) {
+                        return Err(e);
+                    }
+                    step.progress(format!("deleting {id}: {e}; it is gone all the same"));
+                    Vec::new()
+                }
+            };
             if said.is_empty() {
                 notes.push(format!("deleted {id}"));
             }
@@ -166,7 +224,16 @@ impl<R: Resource> Step<Context> for Node<R> {
 
     async fn observe(&self, cx: &Context, step: &StepCx<'_>) -> Result<Observation, StepError> {
         let r = &self.resource;
-        let found = self.find_one(cx, step).await?;
+        let (found, extras) = self.find_one_and_extras(cx, step).await?;
+        let extras: Vec<String> = extras
+            .iter()
+            .map(|e| {
+                format!(
+                    "remove {}, an extra made by a retried create",
+                    r.describe(e)
+                )
+            })
+            .collect();
         Ok(match (found, r.wanted(cx)) {
             (None, true) => Observation::Missing,
             (None, false) => Observation::NotWanted,
@@ -177,7 +244,10 @@ impl<R: Resource> Step<Context> for Node<R> {
                 let drift = r.diff(cx, step, &f).await?;
                 Observation::Present {
                     record: r.record(cx, &f),
-                    drift: drift.iter().map(ToString::to_string).collect(),
+                    drift: extras
+                        .into_iter()
+                        .chain(drift.iter().map(ToString::to_string))
+                        .collect(),
                 }
             }
         })
@@ -193,28 +263,30 @@ impl<R: Resource> Step<Context> for Node<R> {
                 Removed::AlreadyAbsent => Applied::new(Change::Unchanged, Record::default()),
             });
         }
-        let (mut found, mut change) = match self.find_one(cx, step).await? {
-            Some(f) => (f, Change::Unchanged),
+        let (found, mut notes) = self.find_one(cx, step).await?;
+        let (mut found, mut change) = match found {
+            Some(f) if notes.is_empty() => (f, Change::Unchanged),
+            Some(f) => (f, Change::Updated),
             None => {
                 step.progress(format!("creating {}", r.kind()));
                 (self.create_or_find(cx, step).await?, Change::Created)
             }
         };
-        let mut notes = Vec::new();
         // A fix that creates a part (a route, a NAT gateway for an existing
         // address) can meet what a retried call made as well: then look
-        // again and converge from what is there, once.
-        let mut looked_again = false;
+        // again and converge from what is there, once per fix (a step of
+        // many parts, such as the SSM parameters, can meet several).
+        let mut looked_again: Vec<String> = Vec::new();
         'converge: loop {
             for fix in r.diff(cx, step, &found).await? {
                 let note = fix.to_string();
                 step.progress(&note);
                 match r.fix(cx, step, &mut found, fix).await {
                     Ok(()) => {}
-                    Err(e) if !looked_again && e.is_code(r.already_exists()) => {
+                    Err(e) if !looked_again.contains(&note) && e.is_code(r.already_exists()) => {
                         step.progress(format!("{note}: {e}; looking again"));
-                        found = self.find_one(cx, step).await?.ok_or(e)?;
-                        looked_again = true;
+                        found = self.find_one(cx, step).await?.0.ok_or(e)?;
+                        looked_again.push(note);
                         continue 'converge;
                     }
                     Err(e) => return Err(e.into()),
@@ -251,6 +323,9 @@ mod tests {
         create: Result<&'static str, &'static str>,
         fix: Mutex<Vec<Result<(), &'static str>>>,
         drift: bool,
+        delete: Result<(), &'static str>,
+        keep: Option<usize>,
+        removed: std::sync::Arc<Mutex<Vec<&'static str>>>,
     }
 
     fn api_error(code: &'static str) -> AwsError {
@@ -285,6 +360,20 @@ mod tests {
 
         fn describe(&self, found: &&'static str) -> String {
             (*found).to_owned()
+        }
+
+        fn keep_of_duplicates(&self, _: &[&'static str]) -> Option<usize> {
+            self.keep
+        }
+
+        async fn delete_duplicate(
+            &self,
+            _: &Context,
+            _: &StepCx<'_>,
+            found: &'static str,
+        ) -> Result<Vec<String>, AwsError> {
+            self.removed.lock().unwrap().push(found);
+            Ok(vec![])
         }
 
         async fn create(&self, _: &Context, _: &StepCx<'_>) -> Result<&'static str, AwsError> {
@@ -325,7 +414,7 @@ mod tests {
             _: &StepCx<'_>,
             _: &'static str,
         ) -> Result<Vec<String>, AwsError> {
-            Ok(vec![])
+            self.delete.map(|()| vec![]).map_err(api_error)
         }
     }
 
@@ -339,6 +428,9 @@ mod tests {
             finds: Mutex::new(finds),
             create,
             fix: Mutex::new(fix),
+            delete: Ok(()),
+            keep: None,
+            removed: Default::default(),
         }
     }
 
@@ -373,12 +465,61 @@ mod tests {
         );
         let applied = testing::ensure(&cx, "thing", r, &[]).await.unwrap();
         assert_eq!(applied.change, Change::Updated);
-        // Looked again once only: a second conflict is an error.
+        // Looked again once per fix: the same fix meeting a conflict again is an error.
         let r = scripted(
             vec![vec!["thing-1"]],
             Ok("unused"),
             vec![Err("AlreadyExists"), Err("AlreadyExists")],
         );
         assert!(testing::ensure(&cx, "thing", r, &[]).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_delete_that_errs_but_left_nothing_behind_is_a_delete() {
+        let cx = testing::context(testing::clients());
+        let mut r = scripted(vec![vec!["thing-1"], vec![]], Ok("unused"), vec![]);
+        r.delete = Err("InvalidRoute.NotFound");
+        let removed = testing::destroy(&cx, "thing", r).await.unwrap();
+        assert!(matches!(removed, Removed::Deleted { .. }), "{removed:?}");
+        // Still there: the error stands.
+        let mut r = scripted(vec![vec!["thing-1"]], Ok("unused"), vec![]);
+        r.delete = Err("DependencyViolation");
+        let err = testing::destroy(&cx, "thing", r).await.unwrap_err();
+        assert!(err.to_string().contains("DependencyViolation"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn extras_a_resource_vouches_for_are_drift_then_removed_and_others_are_ambiguous() {
+        let cx = testing::context(testing::clients());
+        let removed = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let vouching = || {
+            let mut r = scripted(vec![vec!["key-a", "key-b"]], Ok("unused"), vec![]);
+            r.keep = Some(1);
+            r.removed = removed.clone();
+            r
+        };
+        let Observation::Present { drift, record } =
+            testing::observe(&cx, "thing", vouching(), &[])
+                .await
+                .unwrap()
+        else {
+            panic!("present");
+        };
+        assert_eq!(drift, ["remove key-a, an extra made by a retried create"]);
+        assert_eq!(record.outputs["Id"], "key-b");
+        assert!(
+            removed.lock().unwrap().is_empty(),
+            "observe changes nothing"
+        );
+        let applied = testing::ensure(&cx, "thing", vouching(), &[])
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Updated);
+        assert_eq!(*removed.lock().unwrap(), ["key-a"]);
+        assert_eq!(applied.record.outputs["Id"], "key-b");
+        // Without the resource's word, payops does not guess.
+        let r = scripted(vec![vec!["key-a", "key-b"]], Ok("unused"), vec![]);
+        let err = testing::ensure(&cx, "thing", r, &[]).await.unwrap_err();
+        assert!(err.to_string().contains("expected one"), "{err}");
     }
 }

@@ -618,9 +618,10 @@ impl Resource for LambdaFunction {
         "lambda:function"
     }
 
-    /// CreateFunction, CreateAlias and AddPermission meet what their lost first attempt made (see the trait).
+    /// CreateFunction, CreateAlias and AddPermission meet what their lost
+    /// first attempt made (see the trait); moto names it ConflictException.
     fn already_exists(&self) -> &'static [&'static str] {
-        &["ResourceConflictException"]
+        &["ResourceConflictException", "ConflictException"]
     }
 
     async fn find(&self, cx: &Context, _step: &StepCx<'_>) -> Result<Vec<FoundFunction>, AwsError> {

@@ -262,6 +262,12 @@ impl Resource for FlowLog {
         "ec2:flow-log"
     }
 
+    /// CreateFlowLogs takes a client token; an emulator that ignores it
+    /// answers the retry of a lost first attempt with FlowLogAlreadyExists.
+    fn already_exists(&self) -> &'static [&'static str] {
+        &["FlowLogAlreadyExists"]
+    }
+
     async fn find(&self, cx: &Context, step: &StepCx<'_>) -> Result<Vec<FoundFlowLog>, AwsError> {
         let step_id = step.id().as_str();
         let mut filters = ec2::owned_by(cx, step_id);

@@ -467,6 +467,42 @@ impl Resource for KmsKey {
         found.key.id.clone()
     }
 
+    /// CreateKey has no idempotency token: a retried create whose first
+    /// answer was lost makes a second key tagged for the step. The one the
+    /// alias names is the one in use (or, before any alias, the recorded one,
+    /// which `find` lists first); an extra was never handed to anything.
+    fn keep_of_duplicates(&self, found: &[FoundKey]) -> Option<usize> {
+        Some(
+            found
+                .iter()
+                .position(|f| f.alias_target == AliasTarget::ThisKey)
+                .unwrap_or(0),
+        )
+    }
+
+    /// Only the extra key is scheduled: the alias is the kept key's.
+    async fn delete_duplicate(
+        &self,
+        cx: &Context,
+        _step: &StepCx<'_>,
+        found: FoundKey,
+    ) -> Result<Vec<String>, AwsError> {
+        let scheduled = cx
+            .clients
+            .kms
+            .schedule_key_deletion()
+            .key_id(&found.key.id)
+            .pending_window_in_days(PENDING_WINDOW_DAYS)
+            .send()
+            .await
+            .op("kms:ScheduleKeyDeletion");
+        absent_on(
+            scheduled,
+            &["NotFoundException", "KMSInvalidStateException"],
+        )?;
+        Ok(Vec::new())
+    }
+
     async fn create(&self, cx: &Context, step: &StepCx<'_>) -> Result<FoundKey, AwsError> {
         let alias = self.alias(cx)?;
         let tags = cx.tagger.for_create(step.id().as_str());
@@ -1463,5 +1499,35 @@ mod tests {
             assert_eq!(outputs[&format!("{prefix}KmsAlias")], alias);
             assert_eq!(outputs.len(), 3);
         }
+    }
+
+    #[test]
+    fn of_two_keys_for_one_step_the_alias_target_is_kept_else_the_recorded_one() {
+        let found = |id: &str, target: AliasTarget| FoundKey {
+            key: KeyInfo {
+                id: id.into(),
+                arn: arn(id),
+                state: Some(KeyState::Enabled),
+                description: String::new(),
+                spec: None,
+                usage: None,
+                tags: TagMap::new(),
+            },
+            alias: "alias/payops/pr1/s3".into(),
+            alias_target: target,
+        };
+        let key = KmsKey::new("s3");
+        let two = [
+            found("k-extra", AliasTarget::Other("k-used".into())),
+            found("k-used", AliasTarget::ThisKey),
+        ];
+        assert_eq!(key.keep_of_duplicates(&two), Some(1));
+        // No alias yet (a run stopped before it): nothing used either; `find`
+        // lists the recorded key first.
+        let two = [
+            found("k-recorded", AliasTarget::Missing),
+            found("k-extra", AliasTarget::Missing),
+        ];
+        assert_eq!(key.keep_of_duplicates(&two), Some(0));
     }
 }
