@@ -18,7 +18,7 @@ TEST_PORT_moto ?= 5155
 TEST_PORT_localstack ?= 4666
 
 .PHONY: build demo demo-down test lint test-unit test-handlers test-integration emulator-start emulator-stop \
-        emulator-install bench bench-engine bench-emulator bench-fleet clean-emulators
+        emulator-install bench bench-engine bench-emulator bench-fleet bench-faults clean-emulators
 
 # Building with --tests gives the binary the same dependency features as the
 # test build, so `make test` and `make demo` share one compilation.
@@ -70,6 +70,10 @@ bench-emulator: build
 N ?= 4
 bench-fleet: build
 	scripts/bench-fleet $(EMULATOR) $(N)
+
+# up / up again / down through the fault proxy, per seed (SEEDS="1 2 3").
+bench-faults: build
+	scripts/bench-faults moto $(SEEDS)
 
 clean-emulators:
 	-scripts/emulator stop moto

@@ -63,6 +63,14 @@ pub trait Resource: Send + Sync + 'static {
         None
     }
 
+    /// True when `create` has no idempotency token and no unique name, so a
+    /// retried create whose first answer was lost leaves a second resource:
+    /// `ensure` then looks again right after creating and removes the extra
+    /// (`keep_of_duplicates`), so the next run finds one and changes nothing.
+    fn create_may_duplicate(&self) -> bool {
+        false
+    }
+
     /// Removes an extra made by a retried create (see `keep_of_duplicates`):
     /// only what is its own, never what it shares with the one kept.
     async fn delete_duplicate(
@@ -269,7 +277,15 @@ impl<R: Resource> Step<Context> for Node<R> {
             Some(f) => (f, Change::Updated),
             None => {
                 step.progress(format!("creating {}", r.kind()));
-                (self.create_or_find(cx, step).await?, Change::Created)
+                let mut created = self.create_or_find(cx, step).await?;
+                if r.create_may_duplicate()
+                    && let (Some(kept), removed) = self.find_one(cx, step).await?
+                    && !removed.is_empty()
+                {
+                    created = kept;
+                    notes.extend(removed);
+                }
+                (created, Change::Created)
             }
         };
         // A fix that creates a part (a route, a NAT gateway for an existing
@@ -326,6 +342,7 @@ mod tests {
         delete: Result<(), &'static str>,
         keep: Option<usize>,
         removed: std::sync::Arc<Mutex<Vec<&'static str>>>,
+        may_duplicate: bool,
     }
 
     fn api_error(code: &'static str) -> AwsError {
@@ -364,6 +381,10 @@ mod tests {
 
         fn keep_of_duplicates(&self, _: &[&'static str]) -> Option<usize> {
             self.keep
+        }
+
+        fn create_may_duplicate(&self) -> bool {
+            self.may_duplicate
         }
 
         async fn delete_duplicate(
@@ -431,6 +452,7 @@ mod tests {
             delete: Ok(()),
             keep: None,
             removed: Default::default(),
+            may_duplicate: false,
         }
     }
 
@@ -521,5 +543,22 @@ mod tests {
         let r = scripted(vec![vec!["key-a", "key-b"]], Ok("unused"), vec![]);
         let err = testing::ensure(&cx, "thing", r, &[]).await.unwrap_err();
         assert!(err.to_string().contains("expected one"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_tokenless_create_looks_again_and_removes_what_its_lost_first_attempt_made() {
+        let cx = testing::context(testing::clients());
+        let mut r = scripted(
+            vec![vec![], vec!["key-new", "key-extra"]],
+            Ok("key-new"),
+            vec![],
+        );
+        r.keep = Some(0);
+        r.may_duplicate = true;
+        let removed = r.removed.clone();
+        let applied = testing::ensure(&cx, "thing", r, &[]).await.unwrap();
+        assert_eq!(applied.change, Change::Created);
+        assert_eq!(*removed.lock().unwrap(), ["key-extra"]);
+        assert_eq!(applied.record.outputs["Id"], "key-new");
     }
 }

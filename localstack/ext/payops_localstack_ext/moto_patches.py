@@ -305,3 +305,42 @@ def patch_wafv2_associations() -> None:
     WAFV2Backend.delete_web_acl = delete_web_acl
     WAFV2Response.list_resources_for_web_acl = list_resources_for_web_acl
     WAFV2Backend._payops_associations = True
+
+
+def patch_ec2_client_tokens() -> None:
+    """EC2 (moto 5.x): idempotency by ``ClientToken``.
+
+    On AWS a retried CreateNatGateway, CreateVpcEndpoint or CreateFlowLogs
+    with the same client token returns what the first call made instead of
+    making another (the point of the token: the SDK retries a call whose
+    answer was lost). moto ignores the token, so under the project's fault
+    proxy such a retry made a second NAT gateway or endpoint, which AWS never
+    would. The first successful answer per (account, region, action, token)
+    is kept and replayed.
+    """
+    import threading
+
+    from moto.ec2.responses import EC2Response
+
+    if getattr(EC2Response, "_payops_client_tokens", False):
+        return
+    original = EC2Response.call_action
+    answered: dict = {}
+    lock = threading.Lock()
+
+    def call_action(self):
+        token = self._get_param("ClientToken")
+        if not token:
+            return original(self)
+        key = (self.current_account, self.region, self._get_action(), token)
+        with lock:
+            if key in answered:
+                return answered[key]
+        result = original(self)
+        if 200 <= int(result[0]) < 300:
+            with lock:
+                answered.setdefault(key, result)
+        return result
+
+    EC2Response.call_action = call_action
+    EC2Response._payops_client_tokens = True

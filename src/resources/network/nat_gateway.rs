@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use aws_sdk_ec2::client::Waiters;
 use aws_sdk_ec2::types::{Address, DomainType, NatGateway as Nat, NatGatewayState, ResourceType};
 
-use crate::aws::{AwsError, OpResult, client_token, required, waited};
+use crate::aws::{AwsError, OpResult, absent_on, client_token, required, waited};
 use crate::engine::{Record, StepCx};
 use crate::spec::AZ_LABELS;
 use crate::tags::TagMap;
@@ -47,6 +47,8 @@ pub struct Eip {
     allocation_id: String,
     public_ip: String,
     tags: TagMap,
+    /// Held by a NAT gateway (or anything else).
+    associated: bool,
 }
 
 pub struct FoundNat {
@@ -65,6 +67,7 @@ pub struct NatSet {
 
 pub enum Fix {
     AllocateEip,
+    ReleaseExtraEips(Vec<String>),
     CreateNat,
     WaitAvailable(String),
     EipTags(TagMap),
@@ -75,6 +78,11 @@ impl fmt::Display for Fix {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::AllocateEip => f.write_str("allocate an Elastic IP"),
+            Self::ReleaseExtraEips(ids) => write!(
+                f,
+                "release {}, allocated by a retried call and held by nothing",
+                ids.join(", ")
+            ),
             Self::CreateNat => f.write_str("create the NAT gateway"),
             Self::WaitAvailable(id) => write!(f, "wait for {id} to become available"),
             Self::EipTags(t) => write!(f, "Elastic IP: {}", crate::tags::describe_tag_fix(t)),
@@ -88,7 +96,28 @@ fn eip(a: &Address) -> Option<Eip> {
         allocation_id: a.allocation_id()?.to_owned(),
         public_ip: a.public_ip().unwrap_or_default().to_owned(),
         tags: ec2::tag_map(a.tags()),
+        associated: a.association_id().is_some(),
     })
+}
+
+/// AllocateAddress has no idempotency token: a retried allocation whose
+/// first answer was lost leaves a second address tagged for the slot. Of
+/// several, the one a NAT gateway holds is kept (else the first); the
+/// others, held by nothing, are extras to release. None: more than one is
+/// held, which payops will not guess about.
+fn extra_eips(eips: &[Eip]) -> Option<Vec<String>> {
+    let held = eips.iter().filter(|e| e.associated).count();
+    if held > 1 {
+        return None;
+    }
+    let keep = eips.iter().position(|e| e.associated).unwrap_or(0);
+    Some(
+        eips.iter()
+            .enumerate()
+            .filter(|(i, _)| *i != keep)
+            .map(|(_, e)| e.allocation_id.clone())
+            .collect(),
+    )
 }
 
 fn nat(n: &Nat) -> Option<FoundNat> {
@@ -118,11 +147,46 @@ impl NatGateway {
             .op("ec2:AllocateAddress")?;
         let allocation_id = required(out.allocation_id(), "ec2:AllocateAddress", "AllocationId")?;
         step.remember("eip", allocation_id);
+        // What a lost first answer allocated is released at once, so the
+        // next run finds one address.
+        let owned = cx
+            .clients
+            .ec2
+            .describe_addresses()
+            .set_filters(Some(ec2::owned_by(cx, step.id().as_str())))
+            .send()
+            .await
+            .op("ec2:DescribeAddresses")?;
+        let extras: Vec<String> = owned
+            .addresses()
+            .iter()
+            .filter_map(eip)
+            .filter(|e| e.allocation_id != allocation_id && !e.associated)
+            .filter(|e| ec2::is_owned_by(cx, step.id().as_str(), &e.tags))
+            .map(|e| e.allocation_id)
+            .collect();
+        self.release(cx, &extras).await?;
         Ok(Eip {
             allocation_id: allocation_id.to_owned(),
             public_ip: out.public_ip().unwrap_or_default().to_owned(),
             tags: ec2::desired_tags(cx, step.id().as_str(), &self.name(cx)),
+            associated: false,
         })
+    }
+
+    async fn release(&self, cx: &Context, allocations: &[String]) -> Result<(), AwsError> {
+        for id in allocations {
+            let released = cx
+                .clients
+                .ec2
+                .release_address()
+                .allocation_id(id)
+                .send()
+                .await
+                .op("ec2:ReleaseAddress");
+            absent_on(released, &["InvalidAllocationID.NotFound"])?;
+        }
+        Ok(())
     }
 
     async fn create_nat(
@@ -285,29 +349,24 @@ impl Resource for NatGateway {
         step: &StepCx<'_>,
         set: &NatSet,
     ) -> Result<Vec<Fix>, AwsError> {
-        for (what, ids) in [
-            (
-                "Elastic IPs",
-                set.eips
-                    .iter()
-                    .map(|e| e.allocation_id.clone())
-                    .collect::<Vec<_>>(),
-            ),
-            (
-                "NAT gateways",
-                set.nats.iter().map(|n| n.id.clone()).collect(),
-            ),
-        ] {
-            if ids.len() > 1 {
-                return Err(AwsError::Ambiguous {
-                    what: what.into(),
-                    ids,
-                });
-            }
+        let mut fixes = Vec::new();
+        let mut eips: Vec<&Eip> = set.eips.iter().collect();
+        if set.eips.len() > 1 {
+            let extras = extra_eips(&set.eips).ok_or_else(|| AwsError::Ambiguous {
+                what: "Elastic IPs held by NAT gateways".into(),
+                ids: set.eips.iter().map(|e| e.allocation_id.clone()).collect(),
+            })?;
+            eips.retain(|e| !extras.contains(&e.allocation_id));
+            fixes.push(Fix::ReleaseExtraEips(extras));
+        }
+        if set.nats.len() > 1 {
+            return Err(AwsError::Ambiguous {
+                what: "NAT gateways".into(),
+                ids: set.nats.iter().map(|n| n.id.clone()).collect(),
+            });
         }
         let name = self.name(cx);
-        let mut fixes = Vec::new();
-        match set.eips.first() {
+        match eips.first() {
             None => fixes.push(Fix::AllocateEip),
             Some(e) => {
                 let missing = ec2::missing_tags(cx, step.id().as_str(), &name, &e.tags);
@@ -351,6 +410,10 @@ impl Resource for NatGateway {
             Fix::AllocateEip => {
                 let eip = self.allocate_eip(cx, step).await?;
                 set.eips = vec![eip];
+            }
+            Fix::ReleaseExtraEips(ids) => {
+                self.release(cx, &ids).await?;
+                set.eips.retain(|e| !ids.contains(&e.allocation_id));
             }
             Fix::CreateNat => {
                 let allocation =
@@ -731,5 +794,27 @@ mod tests {
             .unwrap();
         assert_eq!(applied.change, Change::Deleted);
         assert_eq!(delete.num_calls(), 1);
+    }
+
+    #[test]
+    fn of_several_addresses_the_held_one_stays_and_free_extras_go() {
+        let e = |id: &str, associated: bool| Eip {
+            allocation_id: id.into(),
+            public_ip: String::new(),
+            tags: TagMap::new(),
+            associated,
+        };
+        assert_eq!(
+            extra_eips(&[e("eipalloc-1", false), e("eipalloc-2", true)]),
+            Some(vec!["eipalloc-1".to_owned()])
+        );
+        assert_eq!(
+            extra_eips(&[e("eipalloc-1", false), e("eipalloc-2", false)]),
+            Some(vec!["eipalloc-2".to_owned()])
+        );
+        assert_eq!(
+            extra_eips(&[e("eipalloc-1", true), e("eipalloc-2", true)]),
+            None
+        );
     }
 }

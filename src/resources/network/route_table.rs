@@ -8,7 +8,7 @@ use std::fmt;
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{ResourceType, RouteState, RouteTable as Ec2RouteTable};
 
-use crate::aws::{AwsError, OpResult, absent_on, required};
+use crate::aws::{AwsError, OpResult, absent_on, client_token, required};
 use crate::engine::{Record, StepCx};
 use crate::spec::{AZ_COUNT, AZ_LABELS, NatMode};
 use crate::tags::TagMap;
@@ -271,11 +271,15 @@ impl Resource for RouteTable {
     }
 
     async fn create(&self, cx: &Context, step: &StepCx<'_>) -> Result<FoundTable, AwsError> {
+        let vpc = step.output("vpc", "VpcId")?;
         let out = cx
             .clients
             .ec2
             .create_route_table()
-            .vpc_id(step.output("vpc", "VpcId")?)
+            .vpc_id(vpc)
+            // A retry of a call whose answer was lost returns the table the
+            // first attempt made instead of making a second one.
+            .client_token(client_token(&[cx.env().as_str(), step.id().as_str(), vpc]))
             .tag_specifications(ec2::tag_spec(
                 cx,
                 ResourceType::RouteTable,

@@ -467,6 +467,10 @@ impl Resource for KmsKey {
         found.key.id.clone()
     }
 
+    fn create_may_duplicate(&self) -> bool {
+        true
+    }
+
     /// CreateKey has no idempotency token: a retried create whose first
     /// answer was lost makes a second key tagged for the step. The one the
     /// alias names is the one in use (or, before any alias, the recorded one,
