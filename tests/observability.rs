@@ -21,7 +21,7 @@ use common::{
 };
 
 /// Every alarm: (slug, output key, topic output, shift gate, treat missing data).
-const ALARMS: [(&str, &str, &str, bool, &str); 9] = [
+const ALARMS: [(&str, &str, &str, bool, &str); 10] = [
     (
         "api-p99-latency",
         "ApiP99LatencyAlarmName",
@@ -83,6 +83,13 @@ const ALARMS: [(&str, &str, &str, bool, &str); 9] = [
         "Alb5xxAlarmName",
         "SystemErrorsTopicArn",
         true,
+        "notBreaching",
+    ),
+    (
+        "waf-blocked-spike",
+        "WafBlockedSpikeAlarmName",
+        "SystemErrorsTopicArn",
+        false,
         "notBreaching",
     ),
 ];

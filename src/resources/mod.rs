@@ -94,7 +94,7 @@ mod tests {
                 ..EnvSpec::default()
             };
             let g = graph(&spec).unwrap_or_else(|e| panic!("{nat:?}: {e}"));
-            assert_eq!(g.len(), 88);
+            assert_eq!(g.len(), 89);
         }
     }
 

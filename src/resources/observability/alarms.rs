@@ -76,6 +76,7 @@ pub enum Alarm {
     TransactionsTableThrottles,
     FraudRulesTableThrottles,
     Alb5xx,
+    WafBlockedSpike,
 }
 
 /// What missing data means to an alarm (PutMetricAlarm's TreatMissingData).
@@ -239,7 +240,7 @@ fn sum_of(metrics: Vec<MetricId>, period: i32) -> Watch {
 }
 
 impl Alarm {
-    pub const ALL: [Alarm; 9] = [
+    pub const ALL: [Alarm; 10] = [
         Self::ApiP99Latency,
         Self::Api5xxRate,
         Self::TransactionErrors,
@@ -249,6 +250,7 @@ impl Alarm {
         Self::TransactionsTableThrottles,
         Self::FraudRulesTableThrottles,
         Self::Alb5xx,
+        Self::WafBlockedSpike,
     ];
 
     pub fn slug(self) -> &'static str {
@@ -262,6 +264,7 @@ impl Alarm {
             Self::TransactionsTableThrottles => "transactions-table-throttles",
             Self::FraudRulesTableThrottles => "fraud-rules-table-throttles",
             Self::Alb5xx => "alb-5xx",
+            Self::WafBlockedSpike => "waf-blocked-spike",
         }
     }
 
@@ -298,7 +301,8 @@ impl Alarm {
             | Self::AuroraReplicaLag
             | Self::TransactionsTableThrottles
             | Self::FraudRulesTableThrottles
-            | Self::Alb5xx => Topic::SystemErrors,
+            | Self::Alb5xx
+            | Self::WafBlockedSpike => Topic::SystemErrors,
         }
     }
 
@@ -540,6 +544,37 @@ impl Alarm {
                         comparison: AtLeast,
                         threshold: 1.0,
                         period: 60,
+                        evaluation_periods: 1,
+                        datapoints_to_alarm: 1,
+                        missing: Missing::NotBreaching,
+                    },
+                )
+            }
+            // A burst of blocked requests is an attack or a client gone
+            // wrong: someone should look (the WAF logs say which rule and
+            // who). Not a shift gate: a release does not make the WAF block.
+            // No requests, nothing blocked (notBreaching).
+            Self::WafBlockedSpike => {
+                let acl = cx.names.web_acl();
+                (
+                    "the WAF blocked more than 100 requests in 5 minutes",
+                    single(
+                        MetricId::new(
+                            "AWS/WAFV2",
+                            "BlockedRequests",
+                            &[
+                                ("WebACL", acl.as_str()),
+                                ("Region", cx.region.as_str()),
+                                ("Rule", "ALL"),
+                            ],
+                        ),
+                        Statistic::Sum,
+                        300,
+                    ),
+                    Rule {
+                        comparison: Above,
+                        threshold: 100.0,
+                        period: 300,
                         evaluation_periods: 1,
                         datapoints_to_alarm: 1,
                         missing: Missing::NotBreaching,

@@ -368,6 +368,27 @@ pub fn body(
         latency,
     );
 
+    // Every rule of the web ACL, by name, as WAF publishes them (`Rule=ALL`
+    // is the total), so a rule added later shows without a change here.
+    let acl = cx.names.web_acl();
+    let waf = |metric_name: &str| {
+        format!(
+            "SEARCH('{{AWS/WAFV2,Region,Rule,WebACL}} MetricName=\"{metric_name}\" WebACL=\"{acl}\"', 'Sum', {PERIOD})"
+        )
+    };
+    l.graph(
+        12,
+        "WAF blocked requests by rule",
+        "Sum",
+        vec![json!([{ "expression": waf("BlockedRequests"), "id": "wafblocked" }])],
+    );
+    l.graph(
+        12,
+        "WAF allowed requests by rule",
+        "Sum",
+        vec![json!([{ "expression": waf("AllowedRequests"), "id": "wafallowed" }])],
+    );
+
     Ok(json!({ "start": "-PT3H", "widgets": l.widgets }))
 }
 
