@@ -12,6 +12,11 @@ Reads are always forwarded untouched, so payops' finds see the truth.
     scripts/fault-proxy.py --upstream http://127.0.0.1:5155 --port 0 \
         --seed 7 --throttle 0.05 --lost 0.05 [--log FILE]
 
+With --lambda-concurrency N it also answers Lambda's GetAccountSettings as
+a new account does (limit N, all of it unreserved), and with --log it logs
+every mutating call it forwards (`mutating ...`), so a test can show that a
+run changed nothing.
+
 Prints `http://127.0.0.1:PORT` on stdout once listening. A retry of a call
 that was just faulted is always forwarded cleanly, so every call succeeds
 within the SDK's attempts and only the "applied twice" effect remains.
@@ -128,6 +133,17 @@ class Handler(BaseHTTPRequestHandler):
         headers = {k.lower(): v for k, v in self.headers.items()}
         service = service_of(headers)
         operation, mutating = operation_of(self.command, self.path, headers, body)
+        if self.command == "GET" and self.path.rstrip("/").endswith("/2016-08-19/account-settings") \
+                and self.state.args.lambda_concurrency is not None:
+            n = self.state.args.lambda_concurrency
+            body = json.dumps({
+                "AccountLimit": {"TotalCodeSize": 80530636800, "CodeSizeUnzipped": 262144000,
+                                 "CodeSizeZipped": 52428800, "ConcurrentExecutions": n,
+                                 "UnreservedConcurrentExecutions": n},
+                "AccountUsage": {"TotalCodeSize": 0, "FunctionCount": 0},
+            })
+            self._send(200, {"Content-Type": "application/json"}, body)
+            return
         fault = None
         if mutating:
             # The SDK's retry of a call sends the same body to the same path.
@@ -140,6 +156,8 @@ class Handler(BaseHTTPRequestHandler):
             self._send(*throttle_response(service, headers))
             return
         status, out_headers, out_body = self._forward(body, headers)
+        if mutating:
+            self.state.record(f"mutating {service} {operation} ({status})")
         if fault == "lost":
             self.state.record(f"lost {service} {operation} (applied: {status})")
             self._send(503, {"Content-Type": "text/plain"}, "Service Unavailable (payops fault proxy)")
@@ -180,7 +198,9 @@ def main():
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--throttle", type=float, default=0.05, help="share of mutating calls throttled")
     p.add_argument("--lost", type=float, default=0.05, help="share applied, then answered 503")
-    p.add_argument("--log", help="append one line per fault to FILE")
+    p.add_argument("--log", help="append one line per fault and per mutating call to FILE")
+    p.add_argument("--lambda-concurrency", type=int,
+                   help="answer GetAccountSettings as a new account with this limit")
     args = p.parse_args()
     Handler.state = State(args)
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)

@@ -5,6 +5,10 @@
 //! finds exactly one of everything and changes nothing) and `down` must
 //! leave nothing.
 //!
+//! The same proxy can answer as a new AWS account (a Lambda concurrency
+//! limit of 10, which leaves nothing to reserve), where `up` must refuse
+//! before its first change.
+//!
 //! ```sh
 //! PAYOPS_TEST_ENDPOINT=http://127.0.0.1:5199 PAYOPS_TEST_EMULATOR=moto \
 //!     cargo nextest run --test faults --run-ignored only
@@ -16,7 +20,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use common::{Aws, TestEnv, assert_no_mutation, endpoint, remaining};
+use common::{Aws, FUNCTIONS, TestEnv, assert_no_mutation, endpoint, remaining};
 
 /// Fixed, so a failure replays the same faults (`--seed` of the proxy).
 const SEED: &str = "7";
@@ -32,13 +36,18 @@ struct Proxy {
 }
 
 impl Proxy {
-    fn start(dir: &Path) -> Self {
+    /// With the fault shares of the suite, or `args` instead.
+    fn start(dir: &Path, args: &[&str]) -> Self {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fault-proxy.py");
         let log = dir.join("faults.log");
         let mut child = Command::new("python3")
             .arg(script)
             .args(["--upstream", &endpoint(), "--port", "0", "--seed", SEED])
-            .args(["--throttle", THROTTLE, "--lost", LOST])
+            .args(if args.is_empty() {
+                &["--throttle", THROTTLE, "--lost", LOST][..]
+            } else {
+                args
+            })
             .arg("--log")
             .arg(&log)
             .stdout(Stdio::piped())
@@ -63,6 +72,15 @@ impl Proxy {
         let count = |kind: &str| text.lines().filter(|l| l.starts_with(kind)).count();
         (count("throttle "), count("lost "))
     }
+
+    /// Every mutating call the proxy forwarded, as `service Operation (status)`.
+    fn mutating(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| l.strip_prefix("mutating "))
+            .map(str::to_owned)
+            .collect()
+    }
 }
 
 impl Drop for Proxy {
@@ -77,7 +95,7 @@ impl Drop for Proxy {
 async fn up_and_down_converge_through_throttling_and_lost_answers() {
     let aws = Aws::connect().await;
     let plain = TestEnv::new();
-    let proxy = Proxy::start(plain.dir());
+    let proxy = Proxy::start(plain.dir(), &[]);
     let mut env = plain.with_var("AWS_ENDPOINT_URL", &proxy.url);
 
     // One run, whatever the faults.
@@ -98,4 +116,53 @@ async fn up_and_down_converge_through_throttling_and_lost_answers() {
     assert!(left.is_empty(), "left behind by down: {left:#?}");
     let (throttled, lost) = proxy.faults();
     eprintln!("fault proxy: {throttled} throttled, {lost} applied and answered 503");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs an AWS emulator: make test-integration"]
+async fn a_new_accounts_lambda_limit_stops_up_before_any_change_and_none_goes_without() {
+    let aws = Aws::connect().await;
+    let plain = TestEnv::new();
+    let proxy = Proxy::start(
+        plain.dir(),
+        &[
+            "--throttle",
+            "0",
+            "--lost",
+            "0",
+            "--lambda-concurrency",
+            "10",
+        ],
+    );
+    let mut env = plain.with_var("AWS_ENDPOINT_URL", &proxy.url);
+
+    // The default reservations (5 + 5 + 10) cannot fit in a limit of 10,
+    // all of which AWS keeps unreserved: refused, exit 4, nothing changed.
+    let refused = env.run_env("up", &["--nat", "single"]);
+    refused.assert_code(4);
+    for says in ["account limit 10", "--reserved-concurrency"] {
+        assert!(refused.stderr.contains(says), "{}", refused.describe());
+    }
+    assert_eq!(
+        proxy.mutating(),
+        Vec::<String>::new(),
+        "a refused up changed something"
+    );
+
+    // The operator's way out: no reservations.
+    env.up_json(&["--nat", "single", "--reserved-concurrency", "none"]);
+    for slug in FUNCTIONS {
+        let name = format!("payops-{}-{slug}", env.name);
+        let reserved = aws
+            .c
+            .lambda
+            .get_function_concurrency()
+            .function_name(&name)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GetFunctionConcurrency {name}: {e:?}"))
+            .reserved_concurrent_executions();
+        assert_eq!(reserved, None, "{name} reserves nothing");
+    }
+    env.down().assert_success();
 }
