@@ -104,6 +104,21 @@ fn patch(op: Op, path: &str, value: &str) -> PatchOperation {
         .build()
 }
 
+/// What the plan allows each key.
+fn throttle() -> ThrottleSettings {
+    ThrottleSettings::builder()
+        .rate_limit(KEY_RATE)
+        .burst_limit(KEY_BURST)
+        .build()
+}
+
+fn quota() -> QuotaSettings {
+    QuotaSettings::builder()
+        .limit(KEY_DAILY_QUOTA)
+        .period(QuotaPeriodType::Day)
+        .build()
+}
+
 fn api_stage(api: &str) -> String {
     format!("{api}:{STAGE}")
 }
@@ -219,18 +234,8 @@ impl UsagePlan {
             .name(cx.names.usage_plan())
             .description("payops: API keys of the payments API, throttled and capped per key")
             .api_stages(ApiStage::builder().api_id(api).stage(STAGE).build())
-            .throttle(
-                ThrottleSettings::builder()
-                    .rate_limit(KEY_RATE)
-                    .burst_limit(KEY_BURST)
-                    .build(),
-            )
-            .quota(
-                QuotaSettings::builder()
-                    .limit(KEY_DAILY_QUOTA)
-                    .period(QuotaPeriodType::Day)
-                    .build(),
-            )
+            .throttle(throttle())
+            .quota(quota())
             .set_tags(Some(tags.clone().into_iter().collect()))
             .send()
             .await
@@ -583,18 +588,8 @@ mod tests {
                                 .stage(STAGE)
                                 .build(),
                         )
-                        .throttle(
-                            ThrottleSettings::builder()
-                                .rate_limit(KEY_RATE)
-                                .burst_limit(KEY_BURST)
-                                .build(),
-                        )
-                        .quota(
-                            QuotaSettings::builder()
-                                .limit(KEY_DAILY_QUOTA)
-                                .period(QuotaPeriodType::Day)
-                                .build(),
-                        )
+                        .throttle(throttle())
+                        .quota(quota())
                         .set_tags(Some(tags.clone().into_iter().collect()))
                         .build(),
                 )
