@@ -121,8 +121,8 @@ async fn up_and_down_converge_through_throttling() {
 
 /// Lost answers (applied, then 503) as well. Not in `make test` yet: which
 /// calls lose their answer varies with the order of concurrent steps, and
-/// the creates without a token that payops cannot yet de-duplicate (ACM
-/// import, REST API, VPC link, VPC, internet gateway) then fail it now and
+/// the creates without a token that payops cannot yet de-duplicate (REST
+/// API, VPC link, VPC, internet gateway) then fail it now and
 /// then. `make test-faults` runs it on moto.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs an AWS emulator: make test-faults"]

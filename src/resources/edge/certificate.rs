@@ -40,6 +40,8 @@ pub struct FoundCertificate {
     not_after: Option<i64>,
     status: Option<CertificateStatus>,
     tags: TagMap,
+    /// A listener presents it (ACM's InUseBy).
+    in_use: bool,
 }
 
 pub enum Fix {
@@ -162,6 +164,7 @@ impl SelfSignedCertificate {
             not_after: detail.not_after().map(|t| t.secs()),
             status: detail.status().cloned(),
             tags,
+            in_use: !detail.in_use_by().is_empty(),
         }))
     }
 
@@ -215,14 +218,16 @@ impl Resource for SelfSignedCertificate {
         cx: &Context,
         step: &StepCx<'_>,
     ) -> Result<Vec<FoundCertificate>, AwsError> {
-        if let Some(arn) = step.previous_resource("certificate")
-            && let Some(found) = self.describe(cx, arn).await?
-        {
-            return Ok(vec![found]);
-        }
+        // The recorded one first, and every other tagged for the step: an
+        // import whose answer was lost leaves a second one, which `down`
+        // must remove too.
+        let recorded = step.previous_resource("certificate").map(str::to_owned);
         let mut found = Vec::new();
-        for arn in self.candidates(cx).await? {
-            if let Some(f) = self.describe(cx, &arn).await? {
+        let mut seen = std::collections::BTreeSet::new();
+        for arn in recorded.into_iter().chain(self.candidates(cx).await?) {
+            if seen.insert(arn.clone())
+                && let Some(f) = self.describe(cx, &arn).await?
+            {
                 found.push(f);
             }
         }
@@ -258,7 +263,25 @@ impl Resource for SelfSignedCertificate {
             not_after: i64::try_from(not_after).ok(),
             status: Some(CertificateStatus::Issued),
             tags,
+            in_use: false,
         })
+    }
+
+    /// ImportCertificate has no idempotency token: a retried import whose
+    /// first answer was lost leaves a second certificate tagged for the step.
+    fn create_may_duplicate(&self) -> bool {
+        true
+    }
+
+    /// The one a listener presents (else the recorded one, which `find` lists
+    /// first); the others were never handed to anything. Two in use: payops
+    /// does not guess.
+    fn keep_of_duplicates(&self, found: &[FoundCertificate]) -> Option<usize> {
+        match found.iter().filter(|c| c.in_use).count() {
+            0 => Some(0),
+            1 => found.iter().position(|c| c.in_use),
+            _ => None,
+        }
     }
 
     async fn diff(
@@ -586,5 +609,29 @@ mod tests {
         cx.spec.certificate =
             CertificateSpec::Acm("arn:aws:acm:us-east-1:123456789012:certificate/mine".into());
         assert!(!SelfSignedCertificate.wanted(&cx));
+    }
+
+    #[test]
+    fn of_two_imports_for_one_step_the_one_in_use_is_kept_else_the_recorded_one() {
+        let cert = |arn: &str, in_use: bool| FoundCertificate {
+            arn: arn.into(),
+            not_after: None,
+            status: Some(CertificateStatus::Issued),
+            tags: TagMap::new(),
+            in_use,
+        };
+        let r = SelfSignedCertificate;
+        assert_eq!(
+            r.keep_of_duplicates(&[cert("recorded", false), cert("presented", true)]),
+            Some(1)
+        );
+        assert_eq!(
+            r.keep_of_duplicates(&[cert("recorded", false), cert("extra", false)]),
+            Some(0)
+        );
+        assert_eq!(
+            r.keep_of_duplicates(&[cert("a", true), cert("b", true)]),
+            None
+        );
     }
 }
