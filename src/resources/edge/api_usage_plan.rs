@@ -10,7 +10,6 @@
 //! in between leaves a plan (found by name) rather than a key nobody looks
 //! for; a key is found by its name and tags even without a plan.
 
-use std::collections::HashMap;
 use std::fmt;
 
 use async_trait::async_trait;
@@ -22,6 +21,7 @@ use crate::aws::{AwsError, OpResult, absent_on, required};
 use crate::engine::{Record, StepCx};
 use crate::resources::context::Context;
 use crate::resources::edge::api_definition::STAGE;
+use crate::resources::edge::rest_api::map;
 use crate::resources::resource::Resource;
 use crate::spec::ApiAuth;
 use crate::tags::{TagMap, describe_tag_fix};
@@ -91,11 +91,6 @@ impl fmt::Display for Fix {
     }
 }
 
-fn tag_map(t: Option<&HashMap<String, String>>) -> TagMap {
-    t.map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-        .unwrap_or_default()
-}
-
 fn patch(op: Op, path: &str, value: &str) -> PatchOperation {
     PatchOperation::builder()
         .op(op)
@@ -135,7 +130,7 @@ impl UsagePlan {
                     continue;
                 }
                 let id = required(p.id(), "apigateway:GetUsagePlans", "id")?;
-                let tags = tag_map(p.tags());
+                let tags = map(p.tags());
                 cx.check_ours(format!("usage plan {id}"), &tags)?;
                 let keys = gw
                     .get_usage_plan_keys()
@@ -192,7 +187,7 @@ impl UsagePlan {
                     continue;
                 }
                 let id = required(k.id(), "apigateway:GetApiKeys", "id")?;
-                let tags = tag_map(k.tags());
+                let tags = map(k.tags());
                 cx.check_ours(format!("API key {id}"), &tags)?;
                 keys.push(Key {
                     id: id.to_owned(),

@@ -105,7 +105,8 @@ impl fmt::Display for Fix {
     }
 }
 
-fn map<K: Clone + Ord, V: Clone>(m: Option<&HashMap<K, V>>) -> BTreeMap<K, V> {
+/// API Gateway's maps (tags, request models, ...) in payops' ordered form.
+pub(super) fn map<K: Clone + Ord, V: Clone>(m: Option<&HashMap<K, V>>) -> BTreeMap<K, V> {
     m.map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
         .unwrap_or_default()
 }
