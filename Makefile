@@ -18,7 +18,7 @@ TEST_PORT_moto ?= 5155
 TEST_PORT_localstack ?= 4666
 
 .PHONY: build demo demo-down test lint test-unit test-handlers test-integration emulator-start emulator-stop \
-        emulator-install bench bench-engine bench-emulator bench-fleet bench-faults test-faults clean-emulators
+        emulator-install bench bench-engine bench-emulator bench-fleet bench-faults clean-emulators
 
 # Building with --tests gives the binary the same dependency features as the
 # test build, so `make test` and `make demo` share one compilation.
@@ -71,14 +71,10 @@ N ?= 4
 bench-fleet: build
 	scripts/bench-fleet $(EMULATOR) $(N)
 
-# up / up again / down through the fault proxy, per seed (SEEDS="1 2 3").
+# up / up again / down through the fault proxy, per seed (SEEDS="1 2 3"),
+# on EMULATOR (default moto here); see scripts/bench-faults for the knobs.
 bench-faults: build
-	scripts/bench-faults moto $(SEEDS)
-
-# The lost-answer test of tests/faults.rs, not yet part of `make test`.
-test-faults: build
-	PAYOPS_TEST_FILTER='test(up_and_down_converge_through_throttling_and_lost_answers)' \
-	    scripts/test-integration moto $(TEST_PORT_moto)
+	scripts/bench-faults $(if $(filter command line,$(origin EMULATOR)),$(EMULATOR),moto) $(SEEDS)
 
 clean-emulators:
 	-scripts/emulator stop moto

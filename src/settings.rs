@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use aws_config::retry::RetryMode;
 use serde::Deserialize;
 
 use crate::aws::config::AwsSettings;
@@ -22,6 +23,9 @@ pub const DEFAULT_OUTPUTS_FILE: &str = "cfn-outputs/flat-outputs.json";
 /// Attempts per AWS call; throttling during provisioning is normal.
 /// `PAYOPS_MAX_ATTEMPTS` overrides it.
 pub const MAX_ATTEMPTS: u32 = 10;
+/// How the SDK retries (docs/architecture.md has the measurements behind
+/// the choice). `PAYOPS_RETRY_MODE=standard|adaptive` overrides it.
+pub const RETRY_MODE: RetryMode = RetryMode::Adaptive;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
@@ -248,6 +252,7 @@ impl Settings {
                 profile: args.profile.clone(),
                 endpoint_url: args.endpoint_url.clone().filter(|u| !u.is_empty()),
                 max_attempts: max_attempts()?,
+                retry_mode: retry_mode()?,
             },
             parallelism: args
                 .parallelism
@@ -531,6 +536,19 @@ fn max_attempts() -> Result<u32, SettingsError> {
     }
 }
 
+fn retry_mode() -> Result<RetryMode, SettingsError> {
+    match std::env::var("PAYOPS_RETRY_MODE").as_deref() {
+        Err(_) => Ok(RETRY_MODE),
+        Ok("standard") => Ok(RetryMode::Standard),
+        Ok("adaptive") => Ok(RetryMode::Adaptive),
+        Ok(v) => Err(SettingsError::Value {
+            path: "environment".into(),
+            key: "PAYOPS_RETRY_MODE".into(),
+            reason: format!("{v:?} is not standard or adaptive"),
+        }),
+    }
+}
+
 /// The shape as recorded in state after an `up`.
 pub fn record_spec(spec: &EnvSpec) -> BTreeMap<String, String> {
     let mut recorded = BTreeMap::from([
@@ -568,6 +586,7 @@ mod tests {
                 profile: None,
                 endpoint_url: None,
                 max_attempts: MAX_ATTEMPTS,
+                retry_mode: RETRY_MODE,
             },
             parallelism: DEFAULT_PARALLELISM,
             output: OutputFormat::Text,

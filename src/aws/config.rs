@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use aws_config::retry::RetryConfig;
+use aws_config::retry::{RetryConfig, RetryMode};
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 
@@ -15,13 +15,15 @@ pub struct AwsSettings {
     /// SDK itself when this is not set.
     pub endpoint_url: Option<String>,
     pub max_attempts: u32,
+    pub retry_mode: RetryMode,
 }
 
 /// The SDK's default of 3 attempts gives up during ordinary EC2
-/// `RequestLimitExceeded` bursts; adaptive mode also slows the client down
-/// when AWS pushes back.
-pub fn retry_config(max_attempts: u32) -> RetryConfig {
-    RetryConfig::adaptive()
+/// `RequestLimitExceeded` bursts, so provisioning gets more and a longer
+/// back-off cap.
+pub fn retry_config(max_attempts: u32, mode: RetryMode) -> RetryConfig {
+    RetryConfig::standard()
+        .with_retry_mode(mode)
         .with_max_attempts(max_attempts)
         .with_initial_backoff(Duration::from_millis(500))
         .with_max_backoff(Duration::from_secs(20))
@@ -30,7 +32,7 @@ pub fn retry_config(max_attempts: u32) -> RetryConfig {
 pub async fn load(settings: &AwsSettings) -> SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(settings.region.clone()))
-        .retry_config(retry_config(settings.max_attempts))
+        .retry_config(retry_config(settings.max_attempts, settings.retry_mode))
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(10))
@@ -51,10 +53,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn retries_are_adaptive_with_room_for_provisioning() {
-        let config = retry_config(10);
-        assert_eq!(config.mode(), aws_config::retry::RetryMode::Adaptive);
-        assert!(config.max_attempts() >= 10);
-        assert_eq!(config.max_backoff(), Duration::from_secs(20));
+    fn retries_have_room_for_provisioning_in_the_mode_asked_for() {
+        for mode in [RetryMode::Standard, RetryMode::Adaptive] {
+            let config = retry_config(10, mode);
+            assert_eq!(config.mode(), mode);
+            assert!(config.max_attempts() >= 10);
+            assert_eq!(config.max_backoff(), Duration::from_secs(20));
+        }
     }
 }

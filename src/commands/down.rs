@@ -183,7 +183,7 @@ async fn final_sweep(
     let check = walk_env(
         graph,
         cx,
-        Operation::Observe,
+        Operation::Sweep,
         settings,
         printer,
         previous,

@@ -276,4 +276,12 @@ pub trait Step<C: ?Sized + Sync>: Send + Sync {
     /// Remove everything this step owns; "already gone" is success. Returns
     /// only once the resources are really gone (or provably going).
     async fn destroy(&self, cx: &C, step: &StepCx<'_>) -> Result<Removed, StepError>;
+
+    /// What of this step still exists (`Missing` when nothing does), found by
+    /// recorded id, names and tags alone and never compared with the desired
+    /// shape: the final sweep after `down`, when the steps whose outputs a
+    /// comparison reads are gone.
+    async fn remains(&self, cx: &C, step: &StepCx<'_>) -> Result<Observation, StepError> {
+        self.observe(cx, step).await
+    }
 }

@@ -27,12 +27,14 @@ pub enum Operation {
     Observe,
     Ensure,
     Destroy,
+    /// What still exists after `down` (see `Step::remains`).
+    Sweep,
 }
 
 impl Operation {
     pub fn direction(self) -> Direction {
         match self {
-            Self::Observe | Self::Ensure => Direction::Forward,
+            Self::Observe | Self::Ensure | Self::Sweep => Direction::Forward,
             Self::Destroy => Direction::Reverse,
         }
     }
@@ -262,32 +264,8 @@ async fn run_operation<C: ?Sized + Sync>(
                 notes: applied.notes,
             }
         }
-        Operation::Observe => match step.observe(cx, step_cx).await? {
-            Observation::Missing => Done {
-                outcome: Outcome::Missing,
-                record: None,
-                notes: Vec::new(),
-            },
-            Observation::NotWanted => Done {
-                outcome: Outcome::NotWanted,
-                record: None,
-                notes: Vec::new(),
-            },
-            Observation::Unwanted { record } => Done {
-                outcome: Outcome::Unwanted,
-                record: Some(record),
-                notes: Vec::new(),
-            },
-            Observation::Present { record, drift } => Done {
-                outcome: if drift.is_empty() {
-                    Outcome::InSync
-                } else {
-                    Outcome::Drifted { drift }
-                },
-                record: Some(record),
-                notes: Vec::new(),
-            },
-        },
+        Operation::Observe => observed(step.observe(cx, step_cx).await?),
+        Operation::Sweep => observed(step.remains(cx, step_cx).await?),
         Operation::Destroy => match step.destroy(cx, step_cx).await? {
             Removed::Deleted { notes } => Done {
                 outcome: Outcome::Deleted,
@@ -301,6 +279,27 @@ async fn run_operation<C: ?Sized + Sync>(
             },
         },
     })
+}
+
+fn observed(observation: Observation) -> Done {
+    let (outcome, record) = match observation {
+        Observation::Missing => (Outcome::Missing, None),
+        Observation::NotWanted => (Outcome::NotWanted, None),
+        Observation::Unwanted { record } => (Outcome::Unwanted, Some(record)),
+        Observation::Present { record, drift } => (
+            if drift.is_empty() {
+                Outcome::InSync
+            } else {
+                Outcome::Drifted { drift }
+            },
+            Some(record),
+        ),
+    };
+    Done {
+        outcome,
+        record,
+        notes: Vec::new(),
+    }
 }
 
 /// "outer: inner: innermost", as ripgrep and anyhow print errors.

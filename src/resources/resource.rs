@@ -110,6 +110,26 @@ pub trait Resource: Send + Sync + 'static {
     ) -> Result<Vec<String>, AwsError>;
 }
 
+/// The usual rule for [`Resource::keep_of_duplicates`]: keep the one in use
+/// when exactly one is (the others were never handed to anything); none in
+/// use, the first (`find` lists the recorded one first, and right after a
+/// create both are fresh); several in use: payops does not guess.
+pub fn keep_the_one_in_use<T>(found: &[T], in_use: impl Fn(&T) -> bool) -> Option<usize> {
+    match found.iter().filter(|f| in_use(f)).count() {
+        0 => Some(0),
+        1 => found.iter().position(in_use),
+        _ => None,
+    }
+}
+
+/// Orders what `find` listed so that the id an earlier run recorded comes
+/// first: the one to keep when several are found and none is in use.
+pub fn recorded_first<T>(found: &mut [T], recorded: Option<&str>, id: impl Fn(&T) -> &str) {
+    if let Some(recorded) = recorded {
+        found.sort_by_key(|f| id(f) != recorded);
+    }
+}
+
 /// A resource placed in the graph.
 pub struct Node<R> {
     id: StepId,
@@ -323,6 +343,21 @@ impl<R: Resource> Step<Context> for Node<R> {
     async fn destroy(&self, cx: &Context, step: &StepCx<'_>) -> Result<Removed, StepError> {
         Ok(self.remove_all(cx, step).await?)
     }
+
+    /// `find` alone: it needs no other step's outputs, `diff` may.
+    async fn remains(&self, cx: &Context, step: &StepCx<'_>) -> Result<Observation, StepError> {
+        let found = self.resource.find(cx, step).await?;
+        if found.is_empty() {
+            return Ok(Observation::Missing);
+        }
+        let record = found
+            .iter()
+            .enumerate()
+            .fold(Record::default(), |record, (i, f)| {
+                record.resource(format!("found-{i}"), self.resource.describe(f))
+            });
+        Ok(Observation::Unwanted { record })
+    }
 }
 
 #[cfg(test)]
@@ -494,6 +529,47 @@ mod tests {
             vec![Err("AlreadyExists"), Err("AlreadyExists")],
         );
         assert!(testing::ensure(&cx, "thing", r, &[]).await.is_err());
+    }
+
+    /// After `down` the steps a comparison reads from are gone, and several
+    /// of one step's resources are what the sweep must report, not refuse.
+    #[tokio::test]
+    async fn the_sweep_reports_everything_found_without_comparing() {
+        let cx = testing::context(testing::clients());
+        let id = StepId::from("thing");
+        let events = testing::Events::default();
+        let step = testing::step_cx(&id, Default::default(), &events);
+        let mut r = scripted(vec![vec!["thing-1", "thing-2"]], Ok("unused"), vec![]);
+        // A comparison would fail: the sweep must not make one.
+        r.drift = true;
+        r.fix = Mutex::new(vec![Err("MissingInput")]);
+        let Observation::Unwanted { record } = Node::new("thing", r, vec![])
+            .remains(&cx, &step)
+            .await
+            .unwrap()
+        else {
+            panic!("both are leftovers");
+        };
+        let found: Vec<&str> = record.resources.values().map(String::as_str).collect();
+        assert_eq!(found, ["thing-1", "thing-2"]);
+        let none = scripted(vec![vec![]], Ok("unused"), vec![]);
+        assert!(matches!(
+            Node::new("thing", none, vec![])
+                .remains(&cx, &step)
+                .await
+                .unwrap(),
+            Observation::Missing
+        ));
+    }
+
+    #[test]
+    fn the_one_in_use_is_kept_else_the_recorded_one_and_two_in_use_are_not_guessed() {
+        let mut found = vec![("a", false), ("b", true)];
+        assert_eq!(keep_the_one_in_use(&found, |f| f.1), Some(1));
+        found[1].1 = false;
+        recorded_first(&mut found, Some("b"), |f| f.0);
+        assert_eq!(found[keep_the_one_in_use(&found, |f| f.1).unwrap()].0, "b");
+        assert_eq!(keep_the_one_in_use(&[true, true], |f| *f), None);
     }
 
     #[tokio::test]

@@ -482,6 +482,23 @@ SERVICES = [
 ]
 
 
+@aws_provider(api="ec2", name="payops")
+def ec2():
+    """LocalStack's own EC2 provider, with moto's EC2 (which serves most of
+    it) honouring ``ClientToken`` as AWS does: a retried CreateNatGateway,
+    CreateVpcEndpoint, CreateFlowLogs or CreateRouteTable whose first answer
+    was lost returns what the first call made (see
+    ``moto_patches.patch_ec2_client_tokens``)."""
+    from localstack.services.ec2.provider import Ec2Provider
+    from localstack.services.moto import MotoFallbackDispatcher
+
+    from .moto_patches import patch_ec2_client_tokens
+
+    patch_ec2_client_tokens()
+    LOG.info("payops ext: serving ec2 from LocalStack's provider with client tokens honoured")
+    return Service.for_provider(Ec2Provider(), dispatch_table_factory=MotoFallbackDispatcher)
+
+
 @aws_provider(api="secretsmanager", name="payops")
 def secretsmanager():
     """LocalStack's own Secrets Manager provider with RotateSecret fixed.

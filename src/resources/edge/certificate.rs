@@ -23,7 +23,7 @@ use crate::spec::Certificate as CertificateSpec;
 use crate::tags::TagMap;
 
 use crate::resources::context::Context;
-use crate::resources::resource::Resource;
+use crate::resources::resource::{Resource, keep_the_one_in_use};
 use crate::resources::sdk::acm;
 use crate::tags::describe_tag_fix;
 
@@ -277,11 +277,7 @@ impl Resource for SelfSignedCertificate {
     /// first); the others were never handed to anything. Two in use: payops
     /// does not guess.
     fn keep_of_duplicates(&self, found: &[FoundCertificate]) -> Option<usize> {
-        match found.iter().filter(|c| c.in_use).count() {
-            0 => Some(0),
-            1 => found.iter().position(|c| c.in_use),
-            _ => None,
-        }
+        keep_the_one_in_use(found, |c| c.in_use)
     }
 
     async fn diff(

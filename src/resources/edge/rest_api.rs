@@ -34,7 +34,7 @@ use crate::resources::edge::api_definition::{
     Method, REQUIRED_HEADER, STAGE, THROTTLE_BURST, THROTTLE_RATE, Targets, VALIDATOR,
 };
 use crate::resources::model::Function;
-use crate::resources::resource::Resource;
+use crate::resources::resource::{Resource, keep_the_one_in_use, recorded_first};
 use crate::tags::describe_tag_fix;
 
 const APIGATEWAY_PRINCIPAL: &str = "apigateway.amazonaws.com";
@@ -60,6 +60,8 @@ pub struct FoundApi {
     tags: TagMap,
     /// The resource policy as API Gateway returns it (escaped JSON).
     policy: Option<String>,
+    /// Has stage `v1` (looked up only when `find` sees more than one API).
+    deployed: bool,
 }
 
 /// The stage settings payops owns, as UpdateStage patch operations.
@@ -210,31 +212,6 @@ impl RestApi {
             execute_arn: cx.arn("execute-api", id),
             account_root: cx.account_root_arn(),
         })
-    }
-
-    async fn get(&self, cx: &Context, id: &str) -> Result<Option<FoundApi>, AwsError> {
-        let got = cx
-            .clients
-            .apigateway
-            .get_rest_api()
-            .rest_api_id(id)
-            .send()
-            .await
-            .op("apigateway:GetRestApi");
-        let Some(api) = absent_on(got, &["NotFoundException"])? else {
-            return Ok(None);
-        };
-        if api.name() != Some(cx.names.rest_api().as_str()) {
-            return Ok(None);
-        }
-        let tags = map(api.tags());
-        cx.check_ours(format!("REST API {id}"), &tags)?;
-        Ok(Some(FoundApi {
-            id: id.to_owned(),
-            name: cx.names.rest_api(),
-            tags,
-            policy: api.policy().map(str::to_owned),
-        }))
     }
 
     async fn read(&self, cx: &Context, id: &str, def: &Definition) -> Result<Actual, AwsError> {
@@ -761,12 +738,9 @@ impl Resource for RestApi {
         &["ConflictException"]
     }
 
+    /// Every API of the env's name (a retried create can have made two), the
+    /// recorded one first: `down` removes them all.
     async fn find(&self, cx: &Context, step: &StepCx<'_>) -> Result<Vec<FoundApi>, AwsError> {
-        if let Some(id) = step.previous_resource("rest_api")
-            && let Some(found) = self.get(cx, id).await?
-        {
-            return Ok(vec![found]);
-        }
         let name = cx.names.rest_api();
         let pages: Vec<_> = cx
             .clients
@@ -790,10 +764,41 @@ impl Resource for RestApi {
                     name: name.clone(),
                     tags,
                     policy: api.policy().map(str::to_owned),
+                    deployed: false,
                 });
             }
         }
+        if found.len() > 1 {
+            recorded_first(&mut found, step.previous_resource("rest_api"), |a| &a.id);
+            for api in &mut found {
+                api.deployed = self.stage(cx, &api.id).await?.is_some();
+            }
+        }
         Ok(found)
+    }
+
+    /// CreateRestApi has no idempotency token and names are not unique: a
+    /// retried create whose first answer was lost leaves a second API.
+    fn create_may_duplicate(&self) -> bool {
+        true
+    }
+
+    /// The one with stage `v1`; an extra from a retried create was never
+    /// deployed.
+    fn keep_of_duplicates(&self, found: &[FoundApi]) -> Option<usize> {
+        keep_the_one_in_use(found, |a| a.deployed)
+    }
+
+    /// Only the API: the Lambda permissions `delete` also removes name the
+    /// statement ids the kept API uses.
+    async fn delete_duplicate(
+        &self,
+        cx: &Context,
+        step: &StepCx<'_>,
+        found: FoundApi,
+    ) -> Result<Vec<String>, AwsError> {
+        self.delete_api(cx, step, &found.id).await?;
+        Ok(Vec::new())
     }
 
     fn describe(&self, found: &FoundApi) -> String {
@@ -825,6 +830,7 @@ impl Resource for RestApi {
             name,
             tags,
             policy: None,
+            deployed: false,
         })
     }
 
@@ -1025,9 +1031,22 @@ impl Resource for RestApi {
         step: &StepCx<'_>,
         found: FoundApi,
     ) -> Result<Vec<String>, AwsError> {
+        self.delete_api(cx, step, &found.id).await?;
+        // The functions go later in the walk; their statements naming this
+        // API would otherwise outlive it if they were kept.
+        for (f, _) in INVOKED {
+            self.remove_permission(cx, f).await?;
+        }
+        Ok(Vec::new())
+    }
+}
+
+impl RestApi {
+    /// DeleteRestApi, through API Gateway's account-wide throttle on it.
+    async fn delete_api(&self, cx: &Context, step: &StepCx<'_>, id: &str) -> Result<(), AwsError> {
         let progress = |m: String| step.progress(m);
         retry_on_codes(
-            format!("deleting REST API {}", found.id),
+            format!("deleting REST API {id}"),
             &["TooManyRequestsException"],
             DELETE_BUDGET,
             &progress,
@@ -1036,20 +1055,14 @@ impl Resource for RestApi {
                     .clients
                     .apigateway
                     .delete_rest_api()
-                    .rest_api_id(&found.id)
+                    .rest_api_id(id)
                     .send()
                     .await
                     .op("apigateway:DeleteRestApi");
                 absent_on(deleted, &["NotFoundException"]).map(drop)
             },
         )
-        .await?;
-        // The functions go later in the walk; their statements naming this
-        // API would otherwise outlive it if they were kept.
-        for (f, _) in INVOKED {
-            self.remove_permission(cx, f).await?;
-        }
-        Ok(Vec::new())
+        .await
     }
 }
 
@@ -1092,7 +1105,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::engine::{Change, Observation, Removed};
+    use crate::engine::{Change, Observation, Removed, StepId};
     use crate::resources::testing;
 
     const STEP: &str = "rest-api:payments";
@@ -1660,6 +1673,46 @@ mod tests {
             testing::destroy(&cx, STEP, RestApi).await.unwrap(),
             Removed::AlreadyAbsent
         );
+    }
+
+    /// CreateRestApi has no client token: a create whose answer was lost
+    /// and that the SDK retried leaves a second API of the same name. The
+    /// deployed one is kept; the extra goes alone, the Lambda permissions
+    /// (which the kept API's calls need) stay.
+    #[tokio::test]
+    async fn an_extra_api_from_a_retried_create_goes_alone_and_the_deployed_one_stays() {
+        let two = mock!(Client::get_rest_apis).then_output(|| {
+            let api = |id: &str| {
+                ApiRestApi::builder()
+                    .id(id)
+                    .name("payops-pr1-api")
+                    .set_tags(Some(testing::our_tags(STEP).into_iter().collect()))
+                    .build()
+            };
+            GetRestApisOutput::builder()
+                .items(api("api-extra"))
+                .items(api("api-deployed"))
+                .build()
+        });
+        let deployed = mock!(Client::get_stage)
+            .match_requests(|r| r.rest_api_id() == Some("api-deployed"))
+            .then_output(|| GetStageOutput::builder().stage_name(STAGE).build());
+        let undeployed = mock!(Client::get_stage)
+            .then_error(|| GetStageError::generic(testing::error_meta("NotFoundException")));
+        let delete = mock!(Client::delete_rest_api)
+            .match_requests(|r| r.rest_api_id() == Some("api-extra"))
+            .then_output(|| DeleteRestApiOutput::builder().build());
+        let cx = context(&[&two, &deployed, &undeployed, &delete], &[]);
+        let events = testing::Events::default();
+        let id = StepId::from(STEP);
+        let step = testing::step_cx(&id, Default::default(), &events);
+        let mut found = RestApi.find(&cx, &step).await.unwrap();
+        let keep = RestApi.keep_of_duplicates(&found).unwrap();
+        assert_eq!(found[keep].id, "api-deployed");
+        let extra = found.remove(1 - keep);
+        RestApi.delete_duplicate(&cx, &step, extra).await.unwrap();
+        // A RemovePermission would find no rule in the Lambda mock and fail.
+        assert_eq!(delete.num_calls(), 1);
     }
 
     #[tokio::test]

@@ -20,7 +20,7 @@ use crate::engine::{Record, StepCx};
 use crate::tags::TagMap;
 
 use crate::resources::context::Context;
-use crate::resources::resource::Resource;
+use crate::resources::resource::{Resource, recorded_first};
 use crate::tags::describe_tag_fix;
 
 pub struct VpcLink;
@@ -163,30 +163,10 @@ impl Resource for VpcLink {
         "apigateway:vpc-link"
     }
 
+    /// Every link of the env's name (a retried create can have made two),
+    /// the recorded one first: `down` removes them all.
     async fn find(&self, cx: &Context, step: &StepCx<'_>) -> Result<Vec<FoundVpcLink>, AwsError> {
         let name = cx.names.vpc_link();
-        if let Some(id) = step.previous_resource("vpc_link") {
-            let got = cx
-                .clients
-                .apigateway
-                .get_vpc_link()
-                .vpc_link_id(id)
-                .send()
-                .await
-                .op("apigateway:GetVpcLink");
-            if let Some(l) = absent_on(got, &["NotFoundException"])?
-                && l.name() == Some(name.as_str())
-            {
-                return Ok(vec![Self::found(
-                    cx,
-                    l.id(),
-                    l.name(),
-                    l.target_arns(),
-                    l.status(),
-                    l.tags(),
-                )?]);
-            }
-        }
         let pages: Vec<_> = cx
             .clients
             .apigateway
@@ -213,7 +193,22 @@ impl Resource for VpcLink {
                 )?);
             }
         }
+        recorded_first(&mut found, step.previous_resource("vpc_link"), |l| &l.id);
         Ok(found)
+    }
+
+    /// CreateVpcLink has no idempotency token and names are not unique: a
+    /// retried create whose first answer was lost leaves a second link.
+    fn create_may_duplicate(&self) -> bool {
+        true
+    }
+
+    /// The recorded one (listed first), or either right after a create (both
+    /// are fresh). Which link the API's integrations use is the API's step to
+    /// know; should the guess be wrong, AWS refuses to delete a link an
+    /// integration references (BadRequestException), so nothing in use goes.
+    fn keep_of_duplicates(&self, found: &[FoundVpcLink]) -> Option<usize> {
+        (!found.is_empty()).then_some(0)
     }
 
     fn describe(&self, found: &FoundVpcLink) -> String {
@@ -369,7 +364,8 @@ mod tests {
     use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 
     use super::*;
-    use crate::engine::{Change, Removed, StepEvents, StepId};
+    use crate::engine::{Change, Removed, Step, StepEvents, StepId};
+    use crate::resources::resource::Node;
     use crate::resources::testing;
     use crate::resources::testing::elb as fake;
 
@@ -568,6 +564,47 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("cannot change"), "{err}");
+    }
+
+    /// CreateVpcLink has no client token and names are not unique: a create
+    /// whose answer was lost and that the SDK retried leaves a second link.
+    /// The recorded one is kept (its id is what the API's integrations were
+    /// given), the other deleted; `down` deletes both.
+    #[tokio::test(start_paused = true)]
+    async fn of_two_links_the_recorded_one_is_kept_and_down_removes_both() {
+        let two = mock!(Client::get_vpc_links).then_output(|| {
+            let l = |id: &str| {
+                let mut l = link(VpcLinkStatus::Available, testing::our_tags(STEP));
+                l.id = Some(id.to_owned());
+                l
+            };
+            GetVpcLinksOutput::builder()
+                .items(l("vl-extra"))
+                .items(l("vl-recorded"))
+                .build()
+        });
+        let delete =
+            mock!(Client::delete_vpc_link).then_output(|| DeleteVpcLinkOutput::builder().build());
+        let gone = mock!(Client::get_vpc_link)
+            .then_error(|| GetVpcLinkError::generic(testing::error_meta("NotFoundException")));
+        let cx = context(&[&two, &delete, &gone], &[]);
+        let id = StepId::from(STEP);
+        let events = Progress::default();
+        let step = crate::engine::StepCx::standalone(
+            &id,
+            Default::default(),
+            Some(Record::default().resource("vpc_link", "vl-recorded")),
+            &events,
+        );
+        let found = VpcLink.find(&cx, &step).await.unwrap();
+        let keep = VpcLink.keep_of_duplicates(&found).unwrap();
+        assert_eq!(found[keep].id, "vl-recorded");
+        let removed = Node::new(STEP, VpcLink, vec![])
+            .destroy(&cx, &step)
+            .await
+            .unwrap();
+        assert!(matches!(removed, Removed::Deleted { .. }));
+        assert_eq!(delete.num_calls(), 2);
     }
 
     #[tokio::test(start_paused = true)]

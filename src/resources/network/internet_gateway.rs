@@ -10,7 +10,7 @@ use crate::engine::{Record, StepCx};
 use crate::tags::TagMap;
 
 use crate::resources::context::Context;
-use crate::resources::resource::Resource;
+use crate::resources::resource::{Resource, keep_the_one_in_use, recorded_first};
 use crate::resources::sdk::ec2;
 
 pub struct InternetGateway;
@@ -62,14 +62,28 @@ impl Resource for InternetGateway {
     }
 
     async fn find(&self, cx: &Context, step: &StepCx<'_>) -> Result<Vec<FoundIgw>, AwsError> {
-        ec2::find_owned!(
+        let mut igws: Vec<FoundIgw> = ec2::find_owned!(
             cx,
             step,
             describe_internet_gateways,
             "ec2:DescribeInternetGateways",
             internet_gateways,
             found
-        )
+        )?;
+        recorded_first(&mut igws, step.previous_resource("igw"), |g| &g.id);
+        Ok(igws)
+    }
+
+    /// CreateInternetGateway has no idempotency token: a retried create
+    /// whose first answer was lost leaves a second gateway tagged for the
+    /// step.
+    fn create_may_duplicate(&self) -> bool {
+        true
+    }
+
+    /// The attached one; an extra from a retried create was never attached.
+    fn keep_of_duplicates(&self, found: &[FoundIgw]) -> Option<usize> {
+        keep_the_one_in_use(found, |g| !g.attached_to.is_empty())
     }
 
     fn describe(&self, igw: &FoundIgw) -> String {
@@ -219,6 +233,10 @@ mod tests {
     use crate::resources::testing;
 
     fn igw(attached: Option<&str>) -> Igw {
+        igw_with_id("igw-1", attached)
+    }
+
+    fn igw_with_id(id: &str, attached: Option<&str>) -> Igw {
         let mut tags = testing::ec2_tags("internet-gateway");
         tags.retain(|t| t.key() != Some("Name"));
         tags.push(
@@ -227,9 +245,7 @@ mod tests {
                 .value("payops-pr1-igw")
                 .build(),
         );
-        let mut b = Igw::builder()
-            .internet_gateway_id("igw-1")
-            .set_tags(Some(tags));
+        let mut b = Igw::builder().internet_gateway_id(id).set_tags(Some(tags));
         if let Some(vpc) = attached {
             b = b.attachments(InternetGatewayAttachment::builder().vpc_id(vpc).build());
         }
@@ -262,6 +278,60 @@ mod tests {
             .unwrap();
         assert_eq!(applied.change, Change::Created);
         assert_eq!(attach.num_calls(), 1);
+    }
+
+    /// CreateInternetGateway has no client token: a create whose answer was
+    /// lost and that the SDK retried leaves a second gateway. The extra goes
+    /// right away and only the kept one is attached.
+    #[tokio::test]
+    async fn an_extra_gateway_from_a_retried_create_is_deleted_before_attaching() {
+        let describe = mock!(Client::describe_internet_gateways)
+            .sequence()
+            .output(|| DescribeInternetGatewaysOutput::builder().build())
+            .output(|| {
+                DescribeInternetGatewaysOutput::builder()
+                    .internet_gateways(igw_with_id("igw-1", None))
+                    .internet_gateways(igw_with_id("igw-2", None))
+                    .build()
+            })
+            .build();
+        let create = mock!(Client::create_internet_gateway).then_output(|| {
+            CreateInternetGatewayOutput::builder()
+                .internet_gateway(igw_with_id("igw-2", None))
+                .build()
+        });
+        let delete = mock!(Client::delete_internet_gateway)
+            .match_requests(|r| r.internet_gateway_id() == Some("igw-2"))
+            .then_output(|| DeleteInternetGatewayOutput::builder().build());
+        let attach = mock!(Client::attach_internet_gateway)
+            .match_requests(|r| r.internet_gateway_id() == Some("igw-1"))
+            .then_output(|| AttachInternetGatewayOutput::builder().build());
+        let mut clients = testing::clients();
+        clients.ec2 = mock_client!(
+            aws_sdk_ec2,
+            RuleMode::MatchAny,
+            [&describe, &create, &delete, &attach]
+        );
+        let cx = testing::context(clients);
+        let applied = testing::ensure(&cx, "internet-gateway", InternetGateway, &[vpc()])
+            .await
+            .unwrap();
+        assert_eq!(applied.record.outputs["InternetGatewayId"], "igw-1");
+        assert_eq!((delete.num_calls(), attach.num_calls()), (1, 1));
+    }
+
+    #[test]
+    fn of_two_gateways_the_attached_one_is_kept() {
+        let found = |id: &str, vpc: Option<&str>| FoundIgw {
+            id: id.to_owned(),
+            attached_to: vpc.into_iter().map(str::to_owned).collect(),
+            tags: TagMap::new(),
+        };
+        let r = InternetGateway;
+        let two = [found("igw-1", None), found("igw-2", Some("vpc-1"))];
+        assert_eq!(r.keep_of_duplicates(&two), Some(1));
+        let both = [found("igw-1", Some("vpc-1")), found("igw-2", Some("vpc-2"))];
+        assert_eq!(r.keep_of_duplicates(&both), None);
     }
 
     #[tokio::test]

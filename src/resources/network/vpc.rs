@@ -4,14 +4,14 @@
 use std::fmt;
 
 use async_trait::async_trait;
-use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType, Vpc as Ec2Vpc};
+use aws_sdk_ec2::types::{AttributeBooleanValue, Filter, ResourceType, Vpc as Ec2Vpc};
 
-use crate::aws::{AwsError, OpResult, required};
+use crate::aws::{AwsError, OpResult, absent_on, required};
 use crate::engine::{Record, StepCx};
 use crate::tags::TagMap;
 
 use crate::resources::context::Context;
-use crate::resources::resource::Resource;
+use crate::resources::resource::{Resource, keep_the_one_in_use, recorded_first};
 use crate::resources::sdk::ec2;
 
 pub struct Vpc;
@@ -97,6 +97,8 @@ pub struct FoundVpc {
     id: String,
     cidr: String,
     tags: TagMap,
+    /// Has subnets (looked up only when `find` sees more than one VPC).
+    in_use: bool,
 }
 
 pub enum Fix {
@@ -120,7 +122,20 @@ fn found(vpc: &Ec2Vpc) -> Option<FoundVpc> {
         id: vpc.vpc_id()?.to_owned(),
         cidr: vpc.cidr_block().unwrap_or_default().to_owned(),
         tags: ec2::tag_map(vpc.tags()),
+        in_use: false,
     })
+}
+
+async fn has_subnets(cx: &Context, vpc: &str) -> Result<bool, AwsError> {
+    let out = cx
+        .clients
+        .ec2
+        .describe_subnets()
+        .filters(Filter::builder().name("vpc-id").values(vpc).build())
+        .send()
+        .await
+        .op("ec2:DescribeSubnets")?;
+    Ok(!out.subnets().is_empty())
 }
 
 impl Vpc {
@@ -159,11 +174,50 @@ impl Resource for Vpc {
     }
 
     async fn find(&self, cx: &Context, step: &StepCx<'_>) -> Result<Vec<FoundVpc>, AwsError> {
-        ec2::find_owned!(cx, step, describe_vpcs, "ec2:DescribeVpcs", vpcs, found)
+        let mut vpcs: Vec<FoundVpc> =
+            ec2::find_owned!(cx, step, describe_vpcs, "ec2:DescribeVpcs", vpcs, found)?;
+        if vpcs.len() > 1 {
+            recorded_first(&mut vpcs, step.previous_resource("vpc"), |v| &v.id);
+            for vpc in &mut vpcs {
+                vpc.in_use = has_subnets(cx, &vpc.id).await?;
+            }
+        }
+        Ok(vpcs)
     }
 
     fn describe(&self, found: &FoundVpc) -> String {
         found.id.clone()
+    }
+
+    /// CreateVpc has no idempotency token: a retried create whose first
+    /// answer was lost leaves a second VPC tagged for the step.
+    fn create_may_duplicate(&self) -> bool {
+        true
+    }
+
+    /// The one with subnets; an extra from a retried create has none.
+    fn keep_of_duplicates(&self, found: &[FoundVpc]) -> Option<usize> {
+        keep_the_one_in_use(found, |v| v.in_use)
+    }
+
+    /// One DeleteVpc, without `delete`'s patience: an extra is empty, and one
+    /// that is not (DependencyViolation) is not an extra.
+    async fn delete_duplicate(
+        &self,
+        cx: &Context,
+        _step: &StepCx<'_>,
+        vpc: FoundVpc,
+    ) -> Result<Vec<String>, AwsError> {
+        let deleted = cx
+            .clients
+            .ec2
+            .delete_vpc()
+            .vpc_id(&vpc.id)
+            .send()
+            .await
+            .op("ec2:DeleteVpc");
+        absent_on(deleted, &["InvalidVpcID.NotFound"])?;
+        Ok(Vec::new())
     }
 
     async fn create(&self, cx: &Context, step: &StepCx<'_>) -> Result<FoundVpc, AwsError> {
@@ -303,10 +357,10 @@ mod tests {
     use aws_sdk_ec2::Client;
     use aws_sdk_ec2::operation::delete_vpc::{DeleteVpcError, DeleteVpcOutput};
     use aws_sdk_ec2::operation::{
-        create_vpc::CreateVpcOutput, describe_vpc_attribute::DescribeVpcAttributeOutput,
-        describe_vpcs::DescribeVpcsOutput,
+        create_vpc::CreateVpcOutput, describe_subnets::DescribeSubnetsOutput,
+        describe_vpc_attribute::DescribeVpcAttributeOutput, describe_vpcs::DescribeVpcsOutput,
     };
-    use aws_sdk_ec2::types::{AttributeBooleanValue, Vpc as Ec2Vpc, VpcAttributeName};
+    use aws_sdk_ec2::types::{AttributeBooleanValue, Subnet, Vpc as Ec2Vpc, VpcAttributeName};
     use aws_smithy_mocks::{RuleMode, mock, mock_client};
 
     use super::*;
@@ -424,21 +478,69 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn two_vpcs_for_one_step_are_refused_not_guessed() {
+    async fn two_vpcs_in_use_for_one_step_are_refused_not_guessed() {
         let describe = mock!(Client::describe_vpcs).then_output(|| {
             DescribeVpcsOutput::builder()
                 .vpcs(vpc("vpc-1"))
                 .vpcs(vpc("vpc-2"))
                 .build()
         });
+        let subnets = mock!(Client::describe_subnets).then_output(|| {
+            DescribeSubnetsOutput::builder()
+                .subnets(Subnet::builder().subnet_id("subnet-1").build())
+                .build()
+        });
         let mut clients = testing::clients();
-        clients.ec2 = mock_client!(aws_sdk_ec2, [&describe]);
+        clients.ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&describe, &subnets]);
         let cx = testing::context(clients);
         let err = testing::ensure(&cx, "vpc", Vpc, &[])
             .await
             .unwrap_err()
             .to_string();
         assert!(err.contains("vpc-1, vpc-2"), "{err}");
+    }
+
+    /// CreateVpc has no client token: a create whose answer was lost and
+    /// that the SDK retried leaves an empty second VPC tagged for the step.
+    #[tokio::test]
+    async fn an_empty_extra_vpc_from_a_retried_create_is_deleted_and_the_used_one_kept() {
+        let describe = mock!(Client::describe_vpcs).then_output(|| {
+            DescribeVpcsOutput::builder()
+                .vpcs(vpc("vpc-extra"))
+                .vpcs(vpc("vpc-used"))
+                .build()
+        });
+        let used = mock!(Client::describe_subnets)
+            .match_requests(|r| r.filters()[0].values() == ["vpc-used"])
+            .then_output(|| {
+                DescribeSubnetsOutput::builder()
+                    .subnets(Subnet::builder().subnet_id("subnet-1").build())
+                    .build()
+            });
+        let empty = mock!(Client::describe_subnets)
+            .then_output(|| DescribeSubnetsOutput::builder().build());
+        let delete = mock!(Client::delete_vpc)
+            .match_requests(|r| r.vpc_id() == Some("vpc-extra"))
+            .then_output(|| DeleteVpcOutput::builder().build());
+        let [support, hostnames] = attributes_on();
+        let mut clients = testing::clients();
+        clients.ec2 = mock_client!(
+            aws_sdk_ec2,
+            RuleMode::MatchAny,
+            [&describe, &used, &empty, &delete, &support, &hostnames]
+        );
+        let cx = testing::context(clients);
+        let applied = testing::ensure(&cx, "vpc", Vpc, &[]).await.unwrap();
+        assert_eq!(applied.record.outputs["VpcId"], "vpc-used");
+        assert_eq!(delete.num_calls(), 1);
+        assert!(
+            applied
+                .notes
+                .iter()
+                .any(|n| n.contains("removed vpc-extra")),
+            "{:?}",
+            applied.notes
+        );
     }
 
     #[tokio::test(start_paused = true)]

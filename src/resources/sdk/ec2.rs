@@ -138,12 +138,13 @@ macro_rules! find_owned {
             .send()
             .await
             .op($op)?;
-        Ok(out
-            .$items()
-            .iter()
-            .filter_map($found)
-            .filter(|f| $crate::resources::sdk::ec2::is_owned_by($cx, step_id, &f.tags))
-            .collect())
+        Ok::<Vec<_>, $crate::aws::AwsError>(
+            out.$items()
+                .iter()
+                .filter_map($found)
+                .filter(|f| $crate::resources::sdk::ec2::is_owned_by($cx, step_id, &f.tags))
+                .collect(),
+        )
     }};
 }
 pub(crate) use find_owned;
