@@ -48,7 +48,8 @@ async fn up_locked(
         .unwrap_or_else(|| EnvState::new(env.as_str(), &cx.region, &cx.account_id));
     state.account_id = cx.account_id.clone();
     state.region = cx.region.clone();
-    state.settings = record_spec(&opened.spec);
+    // cx's spec: preflight added the zones it chose.
+    state.settings = record_spec(&cx.spec);
     let previous = state.records();
     let recorder = Recorder::start(
         session.backend.clone(),
