@@ -214,6 +214,8 @@ pub struct TestEnv {
     endpoint: String,
     /// Extra environment for every run (e.g. `PAYOPS_STATE`).
     vars: Vec<(String, String)>,
+    /// Environment removed from every run (e.g. a `PAYOPS_QUOTA_*` default).
+    removed: Vec<String>,
     /// Set once a `down` succeeded: nothing left for the drop to clean.
     clean: bool,
 }
@@ -242,6 +244,7 @@ impl TestEnv {
             dir,
             endpoint,
             vars: Vec::new(),
+            removed: Vec::new(),
             clean: false,
         }
     }
@@ -254,6 +257,13 @@ impl TestEnv {
     /// Sets an environment variable for every later run of this env.
     pub fn with_var(mut self, key: &str, value: &str) -> Self {
         self.vars.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Removes an environment variable the runs would otherwise get (the
+    /// quota overrides: a test of a quota lets payops read the account's).
+    pub fn without_var(mut self, key: &str) -> Self {
+        self.removed.push(key.to_owned());
         self
     }
 
@@ -317,6 +327,9 @@ impl TestEnv {
         }
         for (k, v) in &self.vars {
             cmd.env(k, v);
+        }
+        for k in &self.removed {
+            cmd.env_remove(k);
         }
         cmd
     }
@@ -629,11 +642,17 @@ pub struct Aws {
 
 impl Aws {
     pub async fn connect() -> Self {
+        Self::connect_to(&endpoint()).await
+    }
+
+    /// Clients of another endpoint (e.g. the fault proxy in front of the
+    /// emulator).
+    pub async fn connect_to(url: &str) -> Self {
         let credentials =
             aws_sdk_sts::config::Credentials::new("test", "test", None, None, "payops-tests");
         let sdk = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(REGION))
-            .endpoint_url(endpoint())
+            .endpoint_url(url)
             .credentials_provider(credentials)
             .retry_config(RetryConfig::standard().with_max_attempts(5))
             .load()
