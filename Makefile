@@ -18,7 +18,7 @@ TEST_PORT_moto ?= 5155
 TEST_PORT_localstack ?= 4666
 
 .PHONY: build demo demo-down test lint test-unit test-handlers test-integration emulator-start emulator-stop \
-        emulator-install bench bench-engine bench-emulator bench-fleet bench-faults test-faults clean-emulators
+        emulator-install bench bench-engine bench-emulator bench-fleet bench-faults test-faults test-aws clean-emulators
 
 # Building with --tests gives the binary the same dependency features as the
 # test build, so `make test` and `make demo` share one compilation.
@@ -76,6 +76,11 @@ bench-faults: build
 	scripts/bench-faults moto $(SEEDS)
 
 # The lost-answer test of tests/faults.rs, not yet part of `make test`.
+# Opt-in, never in CI: the integration suite against a real AWS account
+# (PAYOPS_ACCEPTANCE=1 and credentials; scripts/test-aws refuses otherwise).
+test-aws: build
+	scripts/test-aws
+
 test-faults: build
 	PAYOPS_TEST_FILTER='test(up_and_down_converge_through_throttling_and_lost_answers)' \
 	    scripts/test-integration moto $(TEST_PORT_moto)
