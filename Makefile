@@ -18,7 +18,7 @@ TEST_PORT_moto ?= 5155
 TEST_PORT_localstack ?= 4666
 
 .PHONY: build demo demo-down test lint test-unit test-handlers test-integration emulator-start emulator-stop \
-        emulator-install bench bench-engine bench-emulator bench-fleet bench-faults clean-emulators
+        emulator-install bench bench-engine bench-emulator bench-fleet bench-faults test-aws clean-emulators
 
 # Building with --tests gives the binary the same dependency features as the
 # test build, so `make test` and `make demo` share one compilation.
@@ -75,6 +75,11 @@ bench-fleet: build
 # on EMULATOR (default moto here); see scripts/bench-faults for the knobs.
 bench-faults: build
 	scripts/bench-faults $(if $(filter command line,$(origin EMULATOR)),$(EMULATOR),moto) $(SEEDS)
+
+# Opt-in, never in CI: the integration suite against a real AWS account
+# (PAYOPS_ACCEPTANCE=1 and credentials; scripts/test-aws refuses otherwise).
+test-aws: build
+	scripts/test-aws
 
 clean-emulators:
 	-scripts/emulator stop moto

@@ -17,6 +17,17 @@ a new account does (limit N, all of it unreserved), and with --log it logs
 every mutating call it forwards (`mutating ...`), so a test can show that a
 run changed nothing.
 
+A stricter account, for the quota and zone rules (tests turn these on; the
+demo never runs through the proxy):
+  --account-id ID           every call goes to this account of the emulator
+                            (moto's `x-moto-account-id`), so quotas count only
+                            what the test made, not the parallel tests' envs
+  --elastic-ip-quota N      EC2's vpc-max-elastic-ips is N, and AllocateAddress
+                            beyond N addresses answers AddressLimitExceeded
+  --lambda-unsupported-zone ZONE_ID
+                            Lambda refuses a VPC config with a subnet in that
+                            zone (AWS: use1-az3), as AWS answers it
+
 Prints `http://127.0.0.1:PORT` on stdout once listening. A retry of a call
 that was just faulted is always forwarded cleanly, so every call succeeds
 within the SDK's attempts and only the "applied twice" effect remains.
@@ -119,6 +130,22 @@ class State:
                 self.log.write(line + "\n")
 
 
+def ec2_error(code, message):
+    body = (f"<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message>"
+            "</Error></Errors><RequestID>fault-proxy</RequestID></Response>")
+    return 400, {"Content-Type": "text/xml"}, body
+
+
+def account_attributes(quota):
+    """EC2's answer to DescribeAccountAttributes, with the quota set."""
+    body = ('<DescribeAccountAttributesResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">'
+            "<requestId>fault-proxy</requestId><accountAttributeSet><item>"
+            "<attributeName>vpc-max-elastic-ips</attributeName><attributeValueSet><item>"
+            f"<attributeValue>{quota}</attributeValue></item></attributeValueSet></item>"
+            "</accountAttributeSet></DescribeAccountAttributesResponse>")
+    return 200, {"Content-Type": "text/xml"}, body
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     state = None
@@ -144,6 +171,13 @@ class Handler(BaseHTTPRequestHandler):
             })
             self._send(200, {"Content-Type": "application/json"}, body)
             return
+        if self.state.args.account_id:
+            headers["x-moto-account-id"] = self.state.args.account_id
+        strict = self._strict(service, operation, body, headers)
+        if strict is not None:
+            self.state.record(f"refused {service} {operation} ({strict[0]})")
+            self._send(*strict)
+            return
         fault = None
         if mutating:
             # The SDK's retry of a call sends the same body to the same path.
@@ -163,6 +197,53 @@ class Handler(BaseHTTPRequestHandler):
             self._send(503, {"Content-Type": "text/plain"}, "Service Unavailable (payops fault proxy)")
             return
         self._send(status, out_headers, out_body)
+
+    def _ec2(self, headers, params):
+        """An EC2 query call to the emulator, as the caller (same account)."""
+        h = dict(headers)
+        h["authorization"] = re.sub(r"/[^/]+/aws4_request", "/ec2/aws4_request", h.get("authorization", ""))
+        h["content-type"] = "application/x-www-form-urlencoded; charset=utf-8"
+        h.pop("x-amz-target", None)
+        body = urllib.parse.urlencode({**params, "Version": "2016-11-15"}).encode()
+        h["content-length"] = str(len(body))
+        up = urllib.parse.urlsplit(self.state.args.upstream)
+        conn = http.client.HTTPConnection(up.hostname, up.port, timeout=60)
+        try:
+            conn.request("POST", "/", body=body, headers=h)
+            return conn.getresponse().read().decode("utf-8", "replace")
+        finally:
+            conn.close()
+
+    def _strict(self, service, operation, body, headers):
+        """The stricter account's answer, or None to go on."""
+        args = self.state.args
+        if args.elastic_ip_quota is not None and service == "ec2":
+            if operation == "DescribeAccountAttributes":
+                return account_attributes(args.elastic_ip_quota)
+            if operation == "AllocateAddress":
+                held = self._ec2(headers, {"Action": "DescribeAddresses"}).count("<allocationId>")
+                if held >= args.elastic_ip_quota:
+                    # AWS's code and message for a region's address quota.
+                    return ec2_error("AddressLimitExceeded", "The maximum number of addresses has been reached.")
+        if args.lambda_unsupported_zone and service == "lambda" and self.command in ("POST", "PUT") \
+                and re.search(r"/functions(/[^/]+/configuration)?/?$", self.path.split("?")[0]):
+            try:
+                subnets = (json.loads(body or b"{}").get("VpcConfig") or {}).get("SubnetIds") or []
+            except ValueError:
+                subnets = []
+            if subnets:
+                params = {"Action": "DescribeSubnets"}
+                for i, s in enumerate(subnets, 1):
+                    params[f"SubnetId.{i}"] = s
+                answer = self._ec2(headers, params)
+                if f"<availabilityZoneId>{args.lambda_unsupported_zone}</availabilityZoneId>" in answer:
+                    # Lambda's answer to a subnet in a zone it does not run in.
+                    message = ("The provided subnets contain availability zone Lambda doesn't support. "
+                               "Please use a different set of subnets.")
+                    return 400, {"Content-Type": "application/json",
+                                 "x-amzn-ErrorType": "InvalidParameterValueException"}, \
+                        json.dumps({"Type": "User", "message": message})
+        return None
 
     def _forward(self, body, headers):
         up = urllib.parse.urlsplit(self.state.args.upstream)
@@ -201,6 +282,11 @@ def main():
     p.add_argument("--log", help="append one line per fault and per mutating call to FILE")
     p.add_argument("--lambda-concurrency", type=int,
                    help="answer GetAccountSettings as a new account with this limit")
+    p.add_argument("--account-id", help="send every call to this emulator account (moto)")
+    p.add_argument("--elastic-ip-quota", type=int,
+                   help="an Elastic IP quota of N, enforced on AllocateAddress")
+    p.add_argument("--lambda-unsupported-zone",
+                   help="a zone ID where Lambda refuses VPC subnets (AWS: use1-az3)")
     args = p.parse_args()
     Handler.state = State(args)
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)

@@ -448,6 +448,16 @@ impl Settings {
             alert_emails,
             api,
             waf,
+            // Only ever recorded: the zones an earlier `up` chose.
+            zone_ids: recorded
+                .get("zone_ids")
+                .map(|z| {
+                    z.split(',')
+                        .filter(|z| !z.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
         })
     }
 }
@@ -571,6 +581,9 @@ pub fn record_spec(spec: &EnvSpec) -> BTreeMap<String, String> {
         recorded.insert("alert_emails".to_owned(), emails.join(","));
     }
     recorded.insert("waf".to_owned(), spec.waf.to_string());
+    if !spec.zone_ids.is_empty() {
+        recorded.insert("zone_ids".to_owned(), spec.zone_ids.join(","));
+    }
     recorded
 }
 

@@ -636,6 +636,9 @@ pub struct EnvSpec {
     pub api: ApiAccess,
     /// `--waf-rate-limit`, `--waf-block-countries`.
     pub waf: Waf,
+    /// The zone IDs an earlier `up` chose (recorded, never a flag): kept so
+    /// that the env stays in the same zones. Empty: payops chooses.
+    pub zone_ids: Vec<String>,
 }
 
 impl Default for EnvSpec {
@@ -653,6 +656,7 @@ impl Default for EnvSpec {
             alert_emails: None,
             api: ApiAccess::default(),
             waf: Waf::default(),
+            zone_ids: Vec::new(),
         }
     }
 }

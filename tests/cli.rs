@@ -327,3 +327,89 @@ fn graph_as_json_is_machine_readable() {
         .count();
     assert!(vpc_dependents >= 10, "{vpc_dependents}");
 }
+
+// ------------------------------------------------ the acceptance run's refusals
+
+/// `scripts/test-aws` with nothing of the machine's AWS setup: no
+/// credentials, no config files (HOME is a temp dir), no instance metadata.
+fn test_aws(dir: &Path, vars: &[(&str, &str)]) -> Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/test-aws");
+    let mut cmd = std::process::Command::new(script);
+    cmd.current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", dir)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("PAYOPS_MAX_ATTEMPTS", "1")
+        .env(
+            "PAYOPS_BIN",
+            assert_cmd::cargo::cargo_bin("payops").as_os_str(),
+        );
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("scripts/test-aws runs")
+}
+
+#[test]
+fn the_acceptance_run_refuses_without_its_variable_in_ci_or_on_an_emulator() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = test_aws(dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Set PAYOPS_ACCEPTANCE=1"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = test_aws(dir.path(), &[("PAYOPS_ACCEPTANCE", "1"), ("CI", "true")]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("never in CI"), "{}", stderr(&out));
+
+    let out = test_aws(
+        dir.path(),
+        &[
+            ("PAYOPS_ACCEPTANCE", "1"),
+            ("PAYOPS_TEST_ENDPOINT", "http://127.0.0.1:9"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("emulator endpoint"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn the_acceptance_run_refuses_without_credentials_before_its_estimate() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = test_aws(dir.path(), &[("PAYOPS_ACCEPTANCE", "1")]);
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("no working AWS credentials"), "{text}");
+    assert!(text.contains("AWS_PROFILE"), "{text}");
+    // Refused before it says what it would cost or sweeps anything.
+    assert!(!text.contains("estimate"), "{text}");
+    assert!(!text.contains("final sweep"), "{text}");
+}
+
+#[test]
+fn up_without_working_credentials_is_a_preflight_refusal() {
+    // Exit 4 as `preflight`, with its line and remedy.
+    let dir = tempfile::tempdir().unwrap();
+    let out = payops(dir.path())
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env("HOME", dir.path())
+        .args(["up", "--env", "pr1"])
+        .output()
+        .expect("runs");
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(4), "{text}");
+    assert!(text.contains("stopped before its first change"), "{text}");
+    assert!(text.contains("credentials: PROBLEM: "), "{text}");
+    assert!(text.contains("no usable AWS credentials"), "{text}");
+    assert!(text.contains("AWS_PROFILE"), "{text}");
+}

@@ -171,3 +171,83 @@ async fn a_new_accounts_lambda_limit_stops_up_before_any_change_and_none_goes_wi
     }
     env.down().assert_success();
 }
+
+/// The proxy as a new account on its own (moto's per-request account): an
+/// Elastic IP quota of 5 that AllocateAddress enforces, and Lambda refusing
+/// subnets in use1-az3 (moto's us-east-1e). Two envs hold 4 addresses; a
+/// third with a NAT gateway per AZ needs 3 more and is refused before any
+/// change, while `--nat single` (1 more) fits and converges in zones Lambda
+/// runs in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs an AWS emulator: make test-integration"]
+async fn a_third_env_on_a_5_eip_account_is_refused_with_per_az_nat_and_fits_with_nat_single() {
+    if common::emulator() != common::Emulator::Moto {
+        eprintln!("skipped: the per-request account is moto's");
+        return;
+    }
+    let first = TestEnv::new();
+    let proxy = Proxy::start(
+        first.dir(),
+        &[
+            "--throttle",
+            "0",
+            "--lost",
+            "0",
+            // Unique per run: a rerun on the same emulator starts empty.
+            "--account-id",
+            &format!("3{:011}", std::process::id()),
+            "--elastic-ip-quota",
+            "5",
+            "--lambda-unsupported-zone",
+            "use1-az3",
+        ],
+    );
+    let strict = |env: TestEnv| {
+        env.with_var("AWS_ENDPOINT_URL", &proxy.url)
+            // What the account says (EC2's vpc-max-elastic-ips), not the suite's override.
+            .without_var("PAYOPS_QUOTA_ELASTIC_IPS")
+    };
+    let mut a = strict(first);
+    let mut b = strict(TestEnv::new());
+    let mut c = strict(TestEnv::new());
+    a.up_json(&[]); // 3 addresses
+    b.up_json(&["--nat", "single"]); // 4
+
+    let before = proxy.mutating().len();
+    let refused = c.run_env("up", &[]);
+    refused.assert_code(4);
+    for says in [
+        "elastic-ips",
+        "3 needed (--nat per-az)",
+        "4 of 5 in use",
+        "--nat single",
+    ] {
+        assert!(refused.stderr.contains(says), "{}", refused.describe());
+    }
+    assert_eq!(
+        proxy.mutating()[before..].to_vec(),
+        Vec::<String>::new(),
+        "a refused up changed something"
+    );
+
+    // One address more fits; the functions' subnets avoid use1-az3.
+    c.up_json(&["--nat", "single"]);
+    let aws = Aws::connect_to(&proxy.url).await;
+    let sixth = aws
+        .c
+        .ec2
+        .allocate_address()
+        .domain("vpc".into())
+        .send()
+        .await;
+    assert_eq!(
+        sixth.as_ref().err().and_then(common::error_code),
+        Some("AddressLimitExceeded"),
+        "the sixth address: {sixth:?}"
+    );
+    for env in [&mut a, &mut b, &mut c] {
+        env.down().assert_success();
+        let left = remaining(&aws, &env.name).await;
+        assert!(left.is_empty(), "left behind by down: {left:#?}");
+    }
+}

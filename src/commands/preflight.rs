@@ -86,6 +86,10 @@ pub async fn checks(cx: &mut Context, printer: Printer) -> Result<Vec<String>> {
         ));
     }
     cx.auto_reservations_fit = found.reservations_fit;
+    // Kept from now on (state and VPC tags), whatever zones the account
+    // gains later. The zone check passed, so they are known.
+    let chosen: Vec<String> = cx.zones().await?.iter().map(|z| z.id.clone()).collect();
+    cx.spec.zone_ids = chosen;
     let mut notes = Vec::new();
     if cx.spec.concurrency.reserve == Reserve::IfItFits && !found.reservations_fit {
         let line = found

@@ -92,6 +92,15 @@ pub async fn open(
         .as_ref()
         .map(|s| s.settings.clone())
         .unwrap_or_default();
+    // An env recorded before payops kept zone IDs: its subnets are in the
+    // zones (by name) the public subnets step recorded; keep those.
+    if let Some(state) = &state
+        && !recorded.is_empty()
+        && !recorded.contains_key("zone_ids")
+        && let Some(names) = state.outputs().get("AvailabilityZones")
+    {
+        recorded.insert("zone_ids".to_owned(), names.clone());
+    }
     if recorded.is_empty() {
         // No state here (a fresh CI runner): the env's VPC records its shape.
         recorded = resources::recorded_shape(&session.aws.clients, env)

@@ -2,17 +2,19 @@
 
 use anyhow::Result;
 
+use crate::aws::AwsError;
 use crate::cli::UpArgs;
 use crate::engine::Operation;
 use crate::outputs;
 use crate::resources;
+use crate::resources::preflight::{Status, credentials};
 use crate::settings::{Settings, record_spec};
 use crate::state::EnvState;
 use crate::ui::Printer;
 use crate::ui::summary::{RunReport, RunResult};
 
-use super::ExitStatus;
 use super::run::{Recorder, Session, finish, open, walk_env};
+use super::{ExitStatus, PreflightRefused};
 
 pub async fn up(settings: &Settings, printer: Printer, args: UpArgs) -> Result<ExitStatus> {
     let session = Session::new(settings).await?;
@@ -26,6 +28,26 @@ pub async fn up(settings: &Settings, printer: Printer, args: UpArgs) -> Result<E
         .await
 }
 
+/// An env that could not be opened for want of AWS (not a bad state file or
+/// setting): credentials AWS does not take, or an endpoint that does not
+/// answer, refuse `up` as `preflight` does (exit 4, its line and remedy).
+async fn refused_without_credentials(
+    settings: &Settings,
+    session: &Session,
+    env: &crate::naming::EnvName,
+    e: anyhow::Error,
+) -> anyhow::Error {
+    if !e.chain().any(|c| c.is::<AwsError>()) {
+        return e;
+    }
+    let who = credentials::check(&session.aws.clients, &settings.aws.region).await;
+    if who.status != Status::Problem {
+        return e;
+    }
+    anyhow::Error::new(PreflightRefused(vec![who.line()]))
+        .context(format!("payops up {env} stopped before its first change"))
+}
+
 async fn up_locked(
     settings: &Settings,
     printer: Printer,
@@ -33,7 +55,10 @@ async fn up_locked(
     args: &UpArgs,
 ) -> Result<ExitStatus> {
     let env = &args.env.env;
-    let mut opened = open(settings, session, env, &args.shape, |_| {}).await?;
+    let mut opened = match open(settings, session, env, &args.shape, |_| {}).await {
+        Ok(opened) => opened,
+        Err(e) => return Err(refused_without_credentials(settings, session, env, e).await),
+    };
     // Before the first change (and before the state records a run): an
     // account that cannot hold the env is refused with nothing created.
     let notes = super::preflight::checks(&mut opened.cx, printer).await?;
@@ -48,7 +73,8 @@ async fn up_locked(
         .unwrap_or_else(|| EnvState::new(env.as_str(), &cx.region, &cx.account_id));
     state.account_id = cx.account_id.clone();
     state.region = cx.region.clone();
-    state.settings = record_spec(&opened.spec);
+    // cx's spec: preflight added the zones it chose.
+    state.settings = record_spec(&cx.spec);
     let previous = state.records();
     let recorder = Recorder::start(
         session.backend.clone(),

@@ -7,7 +7,8 @@ use tokio::sync::OnceCell;
 
 use crate::aws::{AwsError, Budget, Clients, OpResult};
 use crate::naming::{EnvName, Names};
-use crate::spec::{AZ_COUNT, EnvSpec};
+use crate::resources::zones::{self, Zone};
+use crate::spec::EnvSpec;
 use crate::tags::{self, Ownership, TagMap, Tagger};
 
 /// How long payops waits for AWS before giving up, per kind of wait.
@@ -88,7 +89,7 @@ pub struct Context {
     /// For `--reserved-concurrency auto`: whether the account can hold the
     /// reservations (preflight's answer, set before any step runs).
     pub auto_reservations_fit: bool,
-    azs: OnceCell<Vec<String>>,
+    azs: OnceCell<(Vec<Zone>, Vec<String>)>,
 }
 
 impl Context {
@@ -142,8 +143,18 @@ impl Context {
         format!("arn:{}:iam::{}:root", self.partition(), self.account_id)
     }
 
-    /// The first `AZ_COUNT` available zones, by name: stable across runs.
+    /// The env's `AZ_COUNT` zone names, in slot order (see `zones`).
     pub async fn availability_zones(&self) -> Result<&[String], AwsError> {
+        Ok(&self.zones_and_names().await?.1)
+    }
+
+    /// The env's zones, by ID and name: the ones its spec keeps, else the
+    /// lowest usable zone IDs (`zones::choose`). Asked once per run.
+    pub async fn zones(&self) -> Result<&[Zone], AwsError> {
+        Ok(&self.zones_and_names().await?.0)
+    }
+
+    async fn zones_and_names(&self) -> Result<&(Vec<Zone>, Vec<String>), AwsError> {
         self.azs
             .get_or_try_init(|| async {
                 let out = self
@@ -159,25 +170,23 @@ impl Context {
                     .send()
                     .await
                     .op("ec2:DescribeAvailabilityZones")?;
-                let mut names: Vec<String> = out
+                let available: Vec<Zone> = out
                     .availability_zones()
                     .iter()
+                    // Not Local Zones or Wavelength Zones (opt-in, few services).
                     .filter(|z| z.zone_type().is_none_or(|t| t == "availability-zone"))
-                    .filter_map(|z| z.zone_name().map(str::to_owned))
+                    .filter_map(|z| {
+                        let name = z.zone_name()?.to_owned();
+                        let id = z.zone_id().map_or_else(|| name.clone(), str::to_owned);
+                        Some(Zone { id, name })
+                    })
                     .collect();
-                names.sort();
-                if names.len() < AZ_COUNT {
-                    return Err(AwsError::Conflict(format!(
-                        "region {} has {} available zones; payops needs {AZ_COUNT}",
-                        self.region,
-                        names.len()
-                    )));
-                }
-                names.truncate(AZ_COUNT);
-                Ok(names)
+                let zones = zones::choose(&self.region, &available, &self.spec.zone_ids)
+                    .map_err(AwsError::Conflict)?;
+                let names = zones.iter().map(|z| z.name.clone()).collect();
+                Ok((zones, names))
             })
             .await
-            .map(Vec::as_slice)
     }
 
     pub fn is_ours(&self, tags: &TagMap) -> bool {

@@ -33,6 +33,7 @@ mod registry;
 mod resource;
 mod sdk;
 pub mod traffic;
+pub mod zones;
 
 mod compute;
 mod config;

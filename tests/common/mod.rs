@@ -81,11 +81,30 @@ pub fn endpoint() -> String {
 pub enum Emulator {
     Moto,
     LocalStack,
+    /// Not an emulator: an acceptance run against a real account
+    /// (`PAYOPS_ACCEPTANCE=1 make test-aws`).
+    Aws,
+}
+
+/// An acceptance run: `PAYOPS_ACCEPTANCE=1` and no emulator endpoint, so
+/// payops and the tests use AWS's own endpoints and the operator's
+/// credentials (scripts/test-aws refuses to start without either).
+pub fn acceptance() -> bool {
+    std::env::var("PAYOPS_ACCEPTANCE").as_deref() == Ok("1")
+        && std::env::var("PAYOPS_TEST_ENDPOINT").is_err()
+}
+
+/// The emulator's endpoint, or `None` on real AWS (an acceptance run).
+pub fn endpoint_url() -> Option<String> {
+    if acceptance() { None } else { Some(endpoint()) }
 }
 
 /// Which emulator answers, from `PAYOPS_TEST_EMULATOR`. Tests use it only
 /// where the emulators really differ, and say what differs.
 pub fn emulator() -> Emulator {
+    if acceptance() {
+        return Emulator::Aws;
+    }
     match std::env::var("PAYOPS_TEST_EMULATOR").as_deref() {
         Ok("moto") => Emulator::Moto,
         Ok("localstack") => Emulator::LocalStack,
@@ -136,13 +155,17 @@ pub fn post_to_api(path: &str, headers: &[(&str, &str)], body: &str) -> u16 {
 /// A fresh env name: `it-` and 8 random lowercase letters and digits.
 pub fn random_env_name() -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut bytes = [0u8; 8];
+    // An acceptance run names every env `<run prefix>-...`, so its final
+    // sweep (`destroy-all --env-prefix`) takes exactly this run's envs.
+    let prefix = std::env::var("PAYOPS_TEST_ENV_PREFIX").unwrap_or_else(|_| "it".into());
+    // 16: payops' longest env name.
+    let mut bytes = vec![0u8; 16usize.saturating_sub(prefix.len() + 1).min(8)];
     getrandom::getrandom(&mut bytes).expect("the OS has randomness");
     let suffix: String = bytes
         .iter()
         .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
         .collect();
-    format!("it-{suffix}")
+    format!("{prefix}-{suffix}")
 }
 
 // ------------------------------------------------------------------ running payops
@@ -211,9 +234,12 @@ pub struct KilledRun {
 pub struct TestEnv {
     pub name: String,
     dir: tempfile::TempDir,
-    endpoint: String,
+    /// `None`: real AWS (an acceptance run).
+    endpoint: Option<String>,
     /// Extra environment for every run (e.g. `PAYOPS_STATE`).
     vars: Vec<(String, String)>,
+    /// Environment removed from every run (e.g. a `PAYOPS_QUOTA_*` default).
+    removed: Vec<String>,
     /// Set once a `down` succeeded: nothing left for the drop to clean.
     clean: bool,
 }
@@ -227,7 +253,7 @@ impl TestEnv {
     pub fn named(name: String) -> Self {
         // Both settings are checked up front, so a misconfigured run fails
         // at once with a clear message rather than halfway through a test.
-        let endpoint = endpoint();
+        let endpoint = endpoint_url();
         emulator();
         let dir = tempfile::Builder::new()
             .prefix(&format!("payops-{name}-"))
@@ -242,6 +268,7 @@ impl TestEnv {
             dir,
             endpoint,
             vars: Vec::new(),
+            removed: Vec::new(),
             clean: false,
         }
     }
@@ -254,6 +281,13 @@ impl TestEnv {
     /// Sets an environment variable for every later run of this env.
     pub fn with_var(mut self, key: &str, value: &str) -> Self {
         self.vars.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Removes an environment variable the runs would otherwise get (the
+    /// quota overrides: a test of a quota lets payops read the account's).
+    pub fn without_var(mut self, key: &str) -> Self {
+        self.removed.push(key.to_owned());
         self
     }
 
@@ -280,12 +314,34 @@ impl TestEnv {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_payops"));
         cmd.current_dir(self.dir())
             .stdin(Stdio::null())
-            .env("AWS_ENDPOINT_URL", &self.endpoint)
+            .env("PAYOPS_STATE_DIR", self.state_dir())
+            .env("PAYOPS_OUTPUTS_FILE", self.outputs_file())
+            .env("NO_COLOR", "1");
+        let Some(endpoint) = &self.endpoint else {
+            // Real AWS: the operator's credentials (us-east-1, where the
+            // tests' names expect it, and use1-az3 is), and the
+            // account's own quotas (the strict rules, checked for real).
+            cmd.env("AWS_REGION", REGION);
+            for var in [
+                "AWS_ENDPOINT_URL",
+                "PAYOPS_QUOTA_ELASTIC_IPS",
+                "PAYOPS_QUOTA_VPCS",
+            ] {
+                cmd.env_remove(var);
+            }
+            cmd.env_remove("PAYOPS_QUOTA_INTERNET_GATEWAYS");
+            for (k, v) in &self.vars {
+                cmd.env(k, v);
+            }
+            for k in &self.removed {
+                cmd.env_remove(k);
+            }
+            return cmd;
+        };
+        cmd.env("AWS_ENDPOINT_URL", endpoint)
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .env("AWS_REGION", REGION)
-            .env("PAYOPS_STATE_DIR", self.state_dir())
-            .env("PAYOPS_OUTPUTS_FILE", self.outputs_file())
             // No shared config or credentials file of the machine running the tests.
             .env("AWS_CONFIG_FILE", self.dir().join("aws-config"))
             .env(
@@ -296,8 +352,7 @@ impl TestEnv {
             // quotas of a new account (5 addresses) but enforces none.
             .env("PAYOPS_QUOTA_ELASTIC_IPS", "1000")
             .env("PAYOPS_QUOTA_VPCS", "1000")
-            .env("PAYOPS_QUOTA_INTERNET_GATEWAYS", "1000")
-            .env("NO_COLOR", "1");
+            .env("PAYOPS_QUOTA_INTERNET_GATEWAYS", "1000");
         for var in [
             "AWS_PROFILE",
             "AWS_DEFAULT_PROFILE",
@@ -317,6 +372,9 @@ impl TestEnv {
         }
         for (k, v) in &self.vars {
             cmd.env(k, v);
+        }
+        for k in &self.removed {
+            cmd.env_remove(k);
         }
         cmd
     }
@@ -629,22 +687,45 @@ pub struct Aws {
 
 impl Aws {
     pub async fn connect() -> Self {
+        match endpoint_url() {
+            Some(url) => Self::connect_to(&url).await,
+            None => Self::real().await,
+        }
+    }
+
+    /// Real AWS (an acceptance run): the operator's credential chain.
+    async fn real() -> Self {
+        let sdk = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(REGION))
+            .retry_config(RetryConfig::standard().with_max_attempts(5))
+            .load()
+            .await;
+        Self::with_sdk(&sdk, "real AWS").await
+    }
+
+    /// Clients of another endpoint (e.g. the fault proxy in front of the
+    /// emulator).
+    pub async fn connect_to(url: &str) -> Self {
         let credentials =
             aws_sdk_sts::config::Credentials::new("test", "test", None, None, "payops-tests");
         let sdk = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(REGION))
-            .endpoint_url(endpoint())
+            .endpoint_url(url)
             .credentials_provider(credentials)
             .retry_config(RetryConfig::standard().with_max_attempts(5))
             .load()
             .await;
-        let c = Clients::new(&sdk, &ApiCounter::new(), true);
+        Self::with_sdk(&sdk, "the emulator").await
+    }
+
+    async fn with_sdk(sdk: &aws_config::SdkConfig, what: &str) -> Self {
+        let c = Clients::new(sdk, &ApiCounter::new(), true);
         let identity = c
             .sts
             .get_caller_identity()
             .send()
             .await
-            .expect("sts:GetCallerIdentity on the emulator");
+            .unwrap_or_else(|e| panic!("sts:GetCallerIdentity on {what}: {e:?}"));
         let account = identity
             .account()
             .expect("GetCallerIdentity names the account")

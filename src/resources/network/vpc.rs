@@ -30,9 +30,12 @@ pub const DATABASE_TAG: &str = "payops:database";
 pub const DB_SECRET_TAG: &str = "payops:db-secret";
 /// Who may call the payments API (`iam 10.0.0.0/8`), likewise.
 pub const API_ACCESS_TAG: &str = "payops:api-access";
+/// The zone IDs the env spreads over (`use1-az1 use1-az2 use1-az4`), so a
+/// run without the state file keeps them too.
+pub const ZONES_TAG: &str = "payops:zone-ids";
 
 fn shape_tags(cx: &Context) -> TagMap {
-    TagMap::from([
+    let mut tags = TagMap::from([
         (NAT_TAG.to_owned(), cx.spec.nat.as_str().to_owned()),
         (CERTIFICATE_TAG.to_owned(), cx.spec.certificate.to_string()),
         // Spaces, not commas: what every tagging API accepts.
@@ -46,7 +49,11 @@ fn shape_tags(cx: &Context) -> TagMap {
             API_ACCESS_TAG.to_owned(),
             cx.spec.api.to_string().replace(',', " "),
         ),
-    ])
+    ]);
+    if !cx.spec.zone_ids.is_empty() {
+        tags.insert(ZONES_TAG.to_owned(), cx.spec.zone_ids.join(" "));
+    }
+    tags
 }
 
 /// The shape settings an env's VPC records (`vpc_cidr`, `nat`,
@@ -83,6 +90,7 @@ pub async fn recorded_shape(
             ("database", DATABASE_TAG),
             ("db_secret", DB_SECRET_TAG),
             ("api_access", API_ACCESS_TAG),
+            ("zone_ids", ZONES_TAG),
             ("protect", crate::tags::PROTECTED),
         ] {
             if let Some(v) = found.tags.get(tag) {

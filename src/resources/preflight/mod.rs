@@ -5,6 +5,7 @@
 //! Above the domains like `inventory`: a check knows what the env will
 //! create (NAT gateways, functions, the VPC) and what AWS allows.
 
+pub mod aurora_class;
 pub mod credentials;
 pub mod elastic_ips;
 pub mod lambda_concurrency;
@@ -184,15 +185,16 @@ impl Preflight {
 /// Every check that needs the env's context (credentials were proved by
 /// opening it), reading only, concurrently.
 pub async fn run(cx: &Context, quotas: Quotas) -> Preflight {
-    let (zones, (lambda, fits), eips, vpcs, igws) = tokio::join!(
+    let (zones, aurora, (lambda, fits), eips, vpcs, igws) = tokio::join!(
         zones::check(cx),
+        aurora_class::check(cx),
         lambda_concurrency::check(cx),
         elastic_ips::check(cx, quotas),
         vpc_quotas::vpcs(cx, quotas),
         vpc_quotas::internet_gateways(cx, quotas),
     );
     Preflight {
-        checks: vec![zones, lambda, eips, vpcs, igws],
+        checks: vec![zones, aurora, lambda, eips, vpcs, igws],
         reservations_fit: fits,
     }
 }
