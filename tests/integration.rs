@@ -1270,7 +1270,7 @@ async fn a_killed_up_resumes_without_duplicates_or_orphans() {
         ("nat-gateway", 3),
         ("elastic-ip", 3),
         ("route-table", 5),
-        ("security-group", 5),
+        ("security-group", 4),
         ("vpc-endpoint", 2),
         ("flow-log", 1),
     ]);
