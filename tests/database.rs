@@ -174,8 +174,8 @@ async fn up_builds_the_database_with_its_credentials_and_rotation() {
     assert_eq!(azs.len(), 3, "{azs:?}");
     assert!(ours.iter().all(|i| i.publicly_accessible() == Some(false)));
 
-    // PostgreSQL reaches the database only from the functions and the
-    // rotation function.
+    // PostgreSQL reaches the database only from the functions (the rotation
+    // function runs outside the VPC: it calls only AWS APIs).
     let sgs = aws
         .c
         .ec2
@@ -192,11 +192,9 @@ async fn up_builds_the_database_with_its_credentials_and_rotation() {
     }
     assert_eq!(
         peers,
-        BTreeSet::from([
-            output(&outputs, "LambdaSecurityGroupId"),
-            output(&outputs, "RotationSecurityGroupId"),
-        ])
+        BTreeSet::from([output(&outputs, "LambdaSecurityGroupId")])
     );
+    assert!(!outputs.contains_key("RotationSecurityGroupId"));
 
     // The secret: our key, rotated every 30 days by our function, holding
     // the cluster's endpoint and a password of the promised shape.
@@ -263,6 +261,232 @@ async fn up_builds_the_database_with_its_credentials_and_rotation() {
         );
         assert!(!text.contains(&password), "the password is in the {what}");
     }
+}
+
+/// Turns a new env back into one an older payops made, when the rotation
+/// function ran in the VPC: its own security group (tagged for the old step,
+/// with the old rules and the database group's ingress from it) and the
+/// function in the private subnets behind it. Returns the group's id.
+async fn make_rotation_vpc_attached(
+    aws: &Aws,
+    env: &str,
+    outputs: &BTreeMap<String, String>,
+) -> String {
+    let ec2 = &aws.c.ec2;
+    let lambda_sg = output(outputs, "LambdaSecurityGroupId");
+    let db_sg = output(outputs, "DatabaseSecurityGroupId");
+    let template = ec2
+        .describe_security_groups()
+        .group_ids(lambda_sg)
+        .send()
+        .await
+        .expect("ec2:DescribeSecurityGroups");
+    let tags: Vec<aws_sdk_ec2::types::Tag> = template.security_groups()[0]
+        .tags()
+        .iter()
+        .map(|t| {
+            let value = match t.key() {
+                Some("payops:step") => "security-group:rotation".to_owned(),
+                Some("Name") => format!("payops-{env}-rotation"),
+                _ => t.value().unwrap_or_default().to_owned(),
+            };
+            aws_sdk_ec2::types::Tag::builder()
+                .set_key(t.key().map(str::to_owned))
+                .value(value)
+                .build()
+        })
+        .collect();
+    let created = ec2
+        .create_security_group()
+        .group_name(format!("payops-{env}-rotation"))
+        .description("payops secret rotation Lambda: HTTPS to AWS APIs, PostgreSQL to the database")
+        .vpc_id(output(outputs, "VpcId"))
+        .tag_specifications(
+            aws_sdk_ec2::types::TagSpecification::builder()
+                .resource_type(aws_sdk_ec2::types::ResourceType::SecurityGroup)
+                .set_tags(Some(tags))
+                .build(),
+        )
+        .send()
+        .await
+        .expect("ec2:CreateSecurityGroup");
+    let rotation_sg = created.group_id().expect("id").to_owned();
+    let tcp = |port: i32, peer: &str| {
+        let p = aws_sdk_ec2::types::IpPermission::builder()
+            .ip_protocol("tcp")
+            .from_port(port)
+            .to_port(port);
+        if peer.starts_with("sg-") {
+            p.user_id_group_pairs(
+                aws_sdk_ec2::types::UserIdGroupPair::builder()
+                    .group_id(peer)
+                    .build(),
+            )
+            .build()
+        } else {
+            p.ip_ranges(aws_sdk_ec2::types::IpRange::builder().cidr_ip(peer).build())
+                .build()
+        }
+    };
+    ec2.authorize_security_group_egress()
+        .group_id(&rotation_sg)
+        .ip_permissions(tcp(443, "0.0.0.0/0"))
+        .ip_permissions(tcp(5432, db_sg))
+        .send()
+        .await
+        .expect("ec2:AuthorizeSecurityGroupEgress");
+    ec2.authorize_security_group_ingress()
+        .group_id(db_sg)
+        .ip_permissions(tcp(5432, &rotation_sg))
+        .send()
+        .await
+        .expect("ec2:AuthorizeSecurityGroupIngress");
+    aws.c
+        .lambda
+        .update_function_configuration()
+        .function_name(format!("payops-{env}-secret-rotation"))
+        .vpc_config(
+            aws_sdk_lambda::types::VpcConfig::builder()
+                .set_subnet_ids(Some(
+                    output(outputs, "PrivateSubnetIds")
+                        .split(',')
+                        .map(str::to_owned)
+                        .collect(),
+                ))
+                .security_group_ids(&rotation_sg)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("lambda:UpdateFunctionConfiguration");
+    rotation_sg
+}
+
+async fn rotation_subnets(aws: &Aws, env: &str) -> Vec<String> {
+    let got = aws
+        .c
+        .lambda
+        .get_function_configuration()
+        .function_name(format!("payops-{env}-secret-rotation"))
+        .send()
+        .await
+        .expect("lambda:GetFunctionConfiguration");
+    got.vpc_config()
+        .map(|v| v.subnet_ids().to_vec())
+        .unwrap_or_default()
+}
+
+/// Peers of the database group's ingress rules.
+async fn database_peers(aws: &Aws, db_sg: &str) -> BTreeSet<String> {
+    let sgs = aws
+        .c
+        .ec2
+        .describe_security_groups()
+        .group_ids(db_sg)
+        .send()
+        .await
+        .expect("ec2:DescribeSecurityGroups");
+    sgs.security_groups()[0]
+        .ip_permissions()
+        .iter()
+        .flat_map(|p| p.user_id_group_pairs())
+        .filter_map(|g| g.group_id().map(str::to_owned))
+        .collect()
+}
+
+async fn group_exists(aws: &Aws, id: &str) -> bool {
+    match aws
+        .c
+        .ec2
+        .describe_security_groups()
+        .group_ids(id)
+        .send()
+        .await
+    {
+        Ok(out) => !out.security_groups().is_empty(),
+        Err(e) if common::error_code(&e) == Some("InvalidGroup.NotFound") => false,
+        Err(e) => panic!("ec2:DescribeSecurityGroups {id}: {e:?}"),
+    }
+}
+
+/// Whether the rotation role may still manage network interfaces.
+async fn rotation_role_manages_enis(aws: &Aws, env: &str) -> bool {
+    let role = format!("payops-{env}-secret-rotation");
+    let policy = aws
+        .c
+        .iam
+        .get_role_policy()
+        .role_name(&role)
+        .policy_name("runtime")
+        .send()
+        .await
+        .expect("iam:GetRolePolicy");
+    let text = percent_encoding::percent_decode_str(policy.policy_document())
+        .decode_utf8_lossy()
+        .into_owned();
+    text.contains("ec2:DeleteNetworkInterface")
+}
+
+#[tokio::test]
+#[ignore = "needs an emulator: PAYOPS_TEST_ENDPOINT"]
+async fn up_takes_an_older_envs_rotation_function_out_of_the_vpc_and_removes_its_group() {
+    let mut env = TestEnv::new();
+    let aws = Aws::connect().await;
+    env.up_json(&["--db-readers", "0"]);
+    let outputs = env.outputs();
+    let db_sg = output(&outputs, "DatabaseSecurityGroupId").to_owned();
+    // A new env: the rotation function is outside the VPC, with no ENI rights.
+    assert!(rotation_subnets(&aws, &env.name).await.is_empty());
+    assert!(!rotation_role_manages_enis(&aws, &env.name).await);
+
+    let old = make_rotation_vpc_attached(&aws, &env.name, &outputs).await;
+    assert_eq!(rotation_subnets(&aws, &env.name).await.len(), 3);
+    let plan = env.plan_json();
+    let actions = common::actions(&plan);
+    assert_eq!(actions["security-group:rotation"], "delete", "{actions:?}");
+    assert_eq!(
+        actions["lambda-function:secret-rotation"], "update",
+        "{actions:?}"
+    );
+
+    // The first up takes the function out and revokes the rule; the group is
+    // still named by the database group's rule when its step runs (as on
+    // AWS, where Lambda also holds its interfaces for 20-45 minutes), so it
+    // is kept, and the role keeps the ENI rights Lambda needs to let go.
+    env.up_json(&[]);
+    assert!(rotation_subnets(&aws, &env.name).await.is_empty());
+    assert_eq!(
+        database_peers(&aws, &db_sg).await,
+        BTreeSet::from([output(&outputs, "LambdaSecurityGroupId").to_owned()])
+    );
+    assert!(group_exists(&aws, &old).await);
+    assert!(rotation_role_manages_enis(&aws, &env.name).await);
+
+    // The next up removes the free group, and the role's ENI rights with it.
+    env.up_json(&[]);
+    assert!(!group_exists(&aws, &old).await, "{old} is still there");
+    assert!(!rotation_role_manages_enis(&aws, &env.name).await);
+    let (_, report) = env.up_json(&[]);
+    assert_no_mutation(&report, "up after the upgrade");
+
+    env.down().assert_success();
+    let left = remaining(&aws, &env.name).await;
+    assert!(left.is_empty(), "left behind by down: {left:#?}");
+}
+
+#[tokio::test]
+#[ignore = "needs an emulator: PAYOPS_TEST_ENDPOINT"]
+async fn down_removes_an_older_envs_rotation_group_and_its_vpc_attached_function() {
+    let mut env = TestEnv::new();
+    let aws = Aws::connect().await;
+    env.up_json(&["--db-readers", "0"]);
+    let outputs = env.outputs();
+    let old = make_rotation_vpc_attached(&aws, &env.name, &outputs).await;
+    let run = env.down();
+    run.assert_success();
+    assert!(!group_exists(&aws, &old).await, "{old} is still there");
+    let left = remaining(&aws, &env.name).await;
+    assert!(left.is_empty(), "left behind by down: {left:#?}");
 }
 
 #[tokio::test]

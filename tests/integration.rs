@@ -650,7 +650,7 @@ async fn check_security_groups(aws: &Aws, env: &str, outputs: &BTreeMap<String, 
         .iter()
         .filter(|g| g.group_name() != Some("default"))
         .collect();
-    assert_eq!(ours.len(), 5, "security groups besides the default one");
+    assert_eq!(ours.len(), 4, "security groups besides the default one");
     let mut by_role = BTreeMap::new();
     for g in &ours {
         let tags = ec2_tags(g.tags());
@@ -678,17 +678,16 @@ async fn check_security_groups(aws: &Aws, env: &str, outputs: &BTreeMap<String, 
             "security-group:database",
             "security-group:lambda",
             "security-group:nlb",
-            "security-group:rotation"
         ])
     );
     let lambda = by_role["security-group:lambda"].group_id().expect("id");
-    let rotation = by_role["security-group:rotation"].group_id().expect("id");
     let db = by_role["security-group:database"];
     assert_eq!(
         db.group_id(),
         Some(output(outputs, "DatabaseSecurityGroupId"))
     );
-    // PostgreSQL from the functions and the rotation function, nothing else.
+    // PostgreSQL from the functions, nothing else (the rotation function
+    // runs outside the VPC).
     let mut peers = BTreeSet::new();
     for rule in db.ip_permissions() {
         assert_eq!(rule.ip_protocol(), Some("tcp"));
@@ -703,11 +702,7 @@ async fn check_security_groups(aws: &Aws, env: &str, outputs: &BTreeMap<String, 
                 .filter_map(|p| p.group_id()),
         );
     }
-    assert_eq!(
-        peers,
-        BTreeSet::from([lambda, rotation]),
-        "database SG ingress peers"
-    );
+    assert_eq!(peers, BTreeSet::from([lambda]), "database SG ingress peers");
     assert!(
         db.ip_permissions_egress().is_empty(),
         "database SG should have no egress: {:?}",
@@ -1275,7 +1270,7 @@ async fn a_killed_up_resumes_without_duplicates_or_orphans() {
         ("nat-gateway", 3),
         ("elastic-ip", 3),
         ("route-table", 5),
-        ("security-group", 5),
+        ("security-group", 4),
         ("vpc-endpoint", 2),
         ("flow-log", 1),
     ]);

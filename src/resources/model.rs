@@ -88,11 +88,16 @@ impl Function {
         cx.names.function(self.slug())
     }
 
-    /// The security group of its network interfaces.
-    pub fn security_group(self) -> SgRole {
+    /// The security group of its network interfaces in the private subnets,
+    /// or `None`: the function runs outside the VPC. Rotation calls only the
+    /// Secrets Manager and RDS control-plane APIs (no database driver, see
+    /// lambda/secret_rotation.py), so it needs no VPC; out of it, Lambda holds
+    /// no network interfaces for it, which on teardown would keep the
+    /// database subnets and a group in use for up to 45 minutes.
+    pub fn security_group(self) -> Option<SgRole> {
         match self {
-            Self::Rotation => SgRole::Rotation,
-            _ => SgRole::Lambda,
+            Self::Rotation => None,
+            _ => Some(SgRole::Lambda),
         }
     }
 
@@ -132,7 +137,10 @@ pub enum SgRole {
     Nlb,
     Lambda,
     Database,
-    /// The secret-rotation Lambda.
+    /// Retired: the rotation function's group from when it ran in the VPC.
+    /// Envs made by an older payops still have it (with the database group's
+    /// ingress rule from it, and Lambda's interfaces while the function is
+    /// attached): `up` and `down` remove it, no step creates it.
     Rotation,
 }
 
@@ -157,6 +165,28 @@ impl SgRole {
 
     pub fn step_id(self) -> String {
         format!("security-group:{}", self.as_str())
+    }
+
+    /// A group payops no longer creates, kept in the graph only so that `up`
+    /// and `down` remove it from envs made before.
+    pub fn retired(self) -> bool {
+        self == Self::Rotation
+    }
+
+    /// Every group in which Lambda may hold network interfaces for a function
+    /// of the env: the groups the functions use, and the retired groups a
+    /// function used before (the rotation function's, in an env made by an
+    /// older payops). `down` waits for those interfaces to go before any
+    /// function's role, and before the groups and subnets.
+    pub fn of_functions() -> Vec<SgRole> {
+        let mut roles: Vec<SgRole> = Function::ALL
+            .iter()
+            .filter_map(|f| f.security_group())
+            .chain([Self::Rotation])
+            .collect();
+        roles.sort();
+        roles.dedup();
+        roles
     }
 
     pub fn output_key(self) -> &'static str {

@@ -41,11 +41,13 @@ pub const STEP_COUNT: usize = 89;
 /// wanted", and they count as no resource of the env. The alert emails
 /// (none given), and the Aurora instance slots beyond the default 2 readers
 /// (payops registers slots for up to 4).
-pub const NOT_WANTED_BY_DEFAULT: [&str; 5] = [
+pub const NOT_WANTED_BY_DEFAULT: [&str; 6] = [
     "alert-emails:failed-transactions",
     "alert-emails:system-errors",
     "aurora-instance:4",
     "aurora-instance:5",
+    // Retired: the rotation function's group, only in envs an older payops made.
+    "security-group:rotation",
     // Only with --api-auth api-key.
     "usage-plan:payments",
 ];

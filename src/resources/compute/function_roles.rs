@@ -3,7 +3,8 @@
 //! (its log group, its tables and index, the bucket prefix it writes, its
 //! topic, its configuration path, its KMS keys through the service that uses
 //! them). Only the ENI and X-Ray actions take `*`, because AWS offers no
-//! narrower resource for them.
+//! narrower resource for them; the ENI actions only for a function in the
+//! VPC (the rotation function runs outside it).
 
 use serde_json::{Value, json};
 
@@ -12,7 +13,7 @@ use crate::engine::StepCx;
 
 use crate::resources::common::iam_role::Role;
 use crate::resources::context::Context;
-use crate::resources::model::Function;
+use crate::resources::model::{Function, SgRole};
 
 /// The GSI fraud detection reads a customer's recent transactions through.
 pub const CUSTOMER_INDEX: &str = "customerId-timestamp-index";
@@ -57,6 +58,24 @@ fn kms_via(sid: &str, actions: &[&str], key: &str, services: &[&str], region: &s
 
 fn output<'a>(step: &'a StepCx<'_>, from: &str, key: &str) -> Result<&'a str, AwsError> {
     Ok(step.output(from, key)?)
+}
+
+/// Whether Lambda may create or release network interfaces with this role:
+/// the function runs in the VPC, or a retired group it used there is still
+/// found (its step is one of the role's inputs and recorded the group).
+/// Lambda releases a function's interfaces with the function's role, so an
+/// env made by an older payops keeps the permissions until that group (which
+/// the interfaces hold) is gone; removed earlier, the interfaces and the
+/// group could stay for good.
+fn manages_interfaces(function: Function, step: &StepCx<'_>) -> bool {
+    function.security_group().is_some()
+        || SgRole::of_functions()
+            .into_iter()
+            .filter(|g| g.retired())
+            .any(|g| {
+                step.input(&g.step_id())
+                    .is_some_and(|r| !r.resources.is_empty())
+            })
 }
 
 /// The configuration parameters each payment function reads at cold start,
@@ -112,23 +131,6 @@ pub fn policies(
             json!({
                 "Version": "2012-10-17",
                 "Statement": [
-                    // Lambda creates and removes the function's network
-                    // interfaces in the VPC with this role. EC2's Describe*
-                    // calls have no resource-level permissions and the
-                    // interfaces' ids are unknown in advance, so AWS requires
-                    // `*` here (as its AWSLambdaVPCAccessExecutionRole does).
-                    statement(
-                        "ManageVpcNetworkInterfaces",
-                        &[
-                            "ec2:CreateNetworkInterface",
-                            "ec2:DescribeNetworkInterfaces",
-                            "ec2:DescribeSubnets",
-                            "ec2:DeleteNetworkInterface",
-                            "ec2:AssignPrivateIpAddresses",
-                            "ec2:UnassignPrivateIpAddresses",
-                        ],
-                        json!("*"),
-                    ),
                     // X-Ray has no resource-level permissions for sending
                     // traces: `*` is the only resource it accepts.
                     statement(
@@ -140,12 +142,34 @@ pub fn policies(
             }),
         ),
     ];
+    let statements = policies[1].1["Statement"]
+        .as_array_mut()
+        .expect("a statement list");
+    if manages_interfaces(function, step) {
+        // Lambda creates and removes the function's network interfaces in
+        // the VPC with this role. EC2's Describe* calls have no
+        // resource-level permissions and the interfaces' ids are unknown in
+        // advance, so AWS requires `*` here (as its
+        // AWSLambdaVPCAccessExecutionRole does).
+        statements.insert(
+            0,
+            statement(
+                "ManageVpcNetworkInterfaces",
+                &[
+                    "ec2:CreateNetworkInterface",
+                    "ec2:DescribeNetworkInterfaces",
+                    "ec2:DescribeSubnets",
+                    "ec2:DeleteNetworkInterface",
+                    "ec2:AssignPrivateIpAddresses",
+                    "ec2:UnassignPrivateIpAddresses",
+                ],
+                json!("*"),
+            ),
+        );
+    }
     // The payment functions read their configuration at cold start, each
     // only the parameters it names; the rotation function reads none.
     if function != Function::Rotation {
-        let statements = policies[1].1["Statement"]
-            .as_array_mut()
-            .expect("a statement list");
         statements.push(statement(
             "ReadConfiguration",
             &["ssm:GetParameters"],
@@ -354,18 +378,65 @@ mod tests {
     }
 
     fn documents(function: Function) -> Vec<(String, Value)> {
+        documents_with(function, inputs(function))
+    }
+
+    fn documents_with(function: Function, inputs: Vec<(String, Record)>) -> Vec<(String, Value)> {
         let cx = testing::context(testing::clients());
         let events = testing::Events::default();
         let id = crate::engine::StepId::from(function.role_step());
         let step = testing::step_cx(
             &id,
-            inputs(function)
+            inputs
                 .into_iter()
                 .map(|(k, r)| (crate::engine::StepId::from(k), r))
                 .collect(),
             &events,
         );
         policies(function, &cx, &step).unwrap()
+    }
+
+    fn eni_actions(docs: &[(String, Value)]) -> Vec<String> {
+        statements(docs)
+            .iter()
+            .flat_map(|s| strings(&s["Action"]))
+            .filter(|a| a.starts_with("ec2:"))
+            .collect()
+    }
+
+    #[test]
+    fn only_functions_in_the_vpc_may_manage_network_interfaces() {
+        for f in [Function::Validation, Function::Fraud, Function::Transaction] {
+            assert!(
+                eni_actions(&documents(f)).contains(&"ec2:DeleteNetworkInterface".to_owned()),
+                "{f:?}"
+            );
+        }
+        // The rotation function runs outside the VPC.
+        assert_eq!(
+            eni_actions(&documents(Function::Rotation)),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn rotation_keeps_the_eni_permissions_while_its_old_group_is_there() {
+        // An env made when rotation ran in the VPC: Lambda releases the
+        // function's interfaces with this role after `up` takes it out.
+        let mut with_old_group = inputs(Function::Rotation);
+        with_old_group.push((
+            "security-group:rotation".to_owned(),
+            Record::default().resource("security_group", "sg-rotation"),
+        ));
+        let actions = eni_actions(&documents_with(Function::Rotation, with_old_group));
+        assert!(
+            actions.contains(&"ec2:DeleteNetworkInterface".to_owned()),
+            "{actions:?}"
+        );
+        // Gone (its step recorded nothing): the permissions go too.
+        let mut gone = inputs(Function::Rotation);
+        gone.push(("security-group:rotation".to_owned(), Record::default()));
+        assert!(eni_actions(&documents_with(Function::Rotation, gone)).is_empty());
     }
 
     fn statements(docs: &[(String, Value)]) -> Vec<Value> {

@@ -4,14 +4,17 @@
 //! Lambda functions in a VPC reach it through "hyperplane" network interfaces
 //! that AWS creates per subnet and security group, shares between functions
 //! and releases on its own 20-45 minutes after the last function using them
-//! is gone. Until then the Lambda security group and the private subnets
-//! cannot be deleted (DependencyViolation), and the functions' roles must stay
+//! is gone. Until then their security groups and the private subnets cannot
+//! be deleted (DependencyViolation), and the functions' roles must stay
 //! (Lambda uses them to let the interfaces go).
 //!
 //! This step is that wait, as one visible node of the graph: the functions
-//! depend on it, and it depends on the security group, the subnets and the
+//! depend on it, and it depends on the security groups, the subnets and the
 //! roles, so `down` deletes the functions, then waits here (with progress),
-//! then removes the rest. It owns nothing and creates nothing: it is not a
+//! then removes the rest. It waits on every group a function of the env uses
+//! or used (`SgRole::of_functions`: in an env made by an older payops the
+//! rotation function still has its own group), so that no role goes while
+//! Lambda still needs it. It owns nothing and creates nothing: it is not a
 //! `Resource`, only a `Step`.
 
 use async_trait::async_trait;
@@ -21,12 +24,11 @@ use crate::aws::{AwsError, OpResult, Poll, poll_until};
 use crate::engine::{
     Applied, Change, Dependency, Observation, Record, Removed, Step, StepCx, StepError, StepId,
 };
+use crate::tags;
 
 use crate::resources::context::Context;
+use crate::resources::model::SgRole;
 use crate::resources::sdk::ec2;
-
-/// The step of the security group the functions' interfaces are in.
-const LAMBDA_GROUP_STEP: &str = "security-group:lambda";
 
 pub struct LambdaEnis {
     id: StepId,
@@ -49,31 +51,43 @@ fn is_lambdas(eni: &NetworkInterface) -> bool {
             .is_some_and(|d| d.starts_with("AWS Lambda VPC ENI"))
 }
 
-/// The env's Lambda security group, found by its ownership tags (no inputs
-/// on teardown).
-async fn lambda_group(cx: &Context) -> Result<Option<String>, AwsError> {
+/// The security groups of the env's functions (now or before), found by
+/// their ownership tags (no inputs on teardown).
+async fn function_groups(cx: &Context) -> Result<Vec<String>, AwsError> {
+    let steps: Vec<String> = SgRole::of_functions()
+        .into_iter()
+        .map(SgRole::step_id)
+        .collect();
     let out = cx
         .clients
         .ec2
         .describe_security_groups()
-        .set_filters(Some(ec2::owned_by(cx, LAMBDA_GROUP_STEP)))
+        .filters(ec2::tag_filter(tags::MANAGED_BY, tags::MANAGER))
+        .filters(ec2::tag_filter(tags::ENV, cx.env().as_str()))
+        .filters(ec2::filter(&format!("tag:{}", tags::STEP), steps.clone()))
         .send()
         .await
         .op("ec2:DescribeSecurityGroups")?;
-    Ok(out
+    let mut ids: Vec<String> = out
         .security_groups()
         .iter()
-        .filter(|g| ec2::is_owned_by(cx, LAMBDA_GROUP_STEP, &ec2::tag_map(g.tags())))
-        .find_map(|g| g.group_id().map(str::to_owned)))
+        .filter(|g| {
+            let tags = ec2::tag_map(g.tags());
+            steps.iter().any(|s| ec2::is_owned_by(cx, s, &tags))
+        })
+        .filter_map(|g| g.group_id().map(str::to_owned))
+        .collect();
+    ids.sort();
+    Ok(ids)
 }
 
-/// Lambda's network interfaces in `group`.
-async fn interfaces(cx: &Context, group: &str) -> Result<Vec<String>, AwsError> {
+/// Lambda's network interfaces in any of `groups`.
+async fn interfaces(cx: &Context, groups: &[String]) -> Result<Vec<String>, AwsError> {
     let pages: Vec<_> = cx
         .clients
         .ec2
         .describe_network_interfaces()
-        .filters(ec2::filter("group-id", [group]))
+        .filters(ec2::filter("group-id", groups.iter().cloned()))
         .into_paginator()
         .send()
         .collect()
@@ -89,6 +103,7 @@ async fn interfaces(cx: &Context, group: &str) -> Result<Vec<String>, AwsError> 
         );
     }
     ids.sort();
+    ids.dedup();
     Ok(ids)
 }
 
@@ -112,13 +127,14 @@ impl Step<Context> for LambdaEnis {
         &self.deps
     }
 
-    /// Present (in sync) while the env's Lambda security group exists, with
-    /// the interfaces Lambda holds in it; missing once it is gone.
+    /// Present (in sync) while a group of the functions exists, with the
+    /// interfaces Lambda holds in them; missing once they are gone.
     async fn observe(&self, cx: &Context, _step: &StepCx<'_>) -> Result<Observation, StepError> {
-        let Some(group) = lambda_group(cx).await? else {
+        let groups = function_groups(cx).await?;
+        if groups.is_empty() {
             return Ok(Observation::Missing);
-        };
-        let ids = interfaces(cx, &group).await?;
+        }
+        let ids = interfaces(cx, &groups).await?;
         Ok(Observation::Present {
             record: record(&ids),
             drift: Vec::new(),
@@ -130,12 +146,14 @@ impl Step<Context> for LambdaEnis {
         Ok(Applied::new(Change::Unchanged, Record::default()))
     }
 
-    /// Waits until Lambda has released every interface it held in the group.
+    /// Waits until Lambda has released every interface it held in the groups.
     async fn destroy(&self, cx: &Context, step: &StepCx<'_>) -> Result<Removed, StepError> {
-        let Some(group) = lambda_group(cx).await? else {
+        let groups = function_groups(cx).await?;
+        if groups.is_empty() {
             return Ok(Removed::AlreadyAbsent);
-        };
-        let first = interfaces(cx, &group).await?;
+        }
+        let group = groups.join(", ");
+        let first = interfaces(cx, &groups).await?;
         if first.is_empty() {
             return Ok(Removed::AlreadyAbsent);
         }
@@ -150,7 +168,7 @@ impl Step<Context> for LambdaEnis {
             budget,
             &progress,
             || async {
-                let left = interfaces(cx, &group).await?;
+                let left = interfaces(cx, &groups).await?;
                 Ok(if left.is_empty() {
                     Poll::Ready(())
                 } else {
@@ -184,15 +202,17 @@ mod tests {
     use crate::engine::StepEvents;
     use crate::resources::testing;
 
+    fn sg(id: &str, role: SgRole) -> SecurityGroup {
+        SecurityGroup::builder()
+            .group_id(id)
+            .set_tags(Some(testing::ec2_tags(&role.step_id())))
+            .build()
+    }
+
     fn group() -> Rule {
         mock!(Client::describe_security_groups).then_output(|| {
             DescribeSecurityGroupsOutput::builder()
-                .security_groups(
-                    SecurityGroup::builder()
-                        .group_id("sg-lambda")
-                        .set_tags(Some(testing::ec2_tags(LAMBDA_GROUP_STEP)))
-                        .build(),
-                )
+                .security_groups(sg("sg-lambda", SgRole::Lambda))
                 .build()
         })
     }
@@ -303,6 +323,83 @@ mod tests {
         assert_eq!(
             destroy(&cx, &Progress::default()).await.unwrap(),
             Removed::AlreadyAbsent
+        );
+    }
+
+    #[test]
+    fn the_groups_waited_on_are_every_group_a_function_uses_or_used() {
+        let mut used: Vec<SgRole> = crate::resources::model::Function::ALL
+            .iter()
+            .filter_map(|f| f.security_group())
+            .collect();
+        used.dedup();
+        assert_eq!(used, [SgRole::Lambda]);
+        // And the rotation function's, from before it left the VPC.
+        assert_eq!(SgRole::of_functions(), [SgRole::Lambda, SgRole::Rotation]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn teardown_waits_for_the_interfaces_of_every_function_group() {
+        // An env made by an older payops: the rotation function had its own
+        // group, and Lambda still holds an interface there after the Lambda
+        // group's are gone.
+        let groups = mock!(Client::describe_security_groups)
+            .match_requests(|r| {
+                r.filters().iter().any(|f| {
+                    f.name() == Some("tag:payops:step")
+                        && f.values() == ["security-group:lambda", "security-group:rotation"]
+                })
+            })
+            .then_output(|| {
+                DescribeSecurityGroupsOutput::builder()
+                    .security_groups(sg("sg-lambda", SgRole::Lambda))
+                    .security_groups(sg("sg-rotation", SgRole::Rotation))
+                    // Another env's group, which a lax filter let through.
+                    .security_groups(
+                        SecurityGroup::builder()
+                            .group_id("sg-other")
+                            .tags(
+                                aws_sdk_ec2::types::Tag::builder()
+                                    .key("payops:step")
+                                    .value("security-group:lambda")
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                    .build()
+            });
+        let eni = mock!(Client::describe_network_interfaces)
+            .match_requests(|r| {
+                r.filters().iter().any(|f| {
+                    f.name() == Some("group-id") && f.values() == ["sg-lambda", "sg-rotation"]
+                })
+            })
+            .sequence()
+            .output(|| enis(&["eni-lambda", "eni-rotation"]))
+            .output(|| enis(&["eni-rotation"]))
+            .output(|| enis(&[]))
+            .build();
+        let cx = context(&[&groups, &eni]);
+        let events = Progress::default();
+        let Removed::Deleted { notes } = destroy(&cx, &events).await.unwrap() else {
+            panic!("expected the wait to be reported");
+        };
+        assert!(
+            notes[0].contains("released 2 network interface(s) in sg-lambda, sg-rotation"),
+            "{notes:?}"
+        );
+        assert_eq!(
+            eni.num_calls(),
+            3,
+            "waited until the rotation group's went too"
+        );
+        let progress = events.0.lock().unwrap();
+        assert!(
+            progress
+                .last()
+                .unwrap()
+                .contains("1 still in use: eni-rotation"),
+            "{progress:?}"
         );
     }
 

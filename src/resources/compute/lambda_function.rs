@@ -1,7 +1,9 @@
 //! The payment functions: Python 3.12 handlers shipped inside payops
 //! (`lambda_code.rs`), in the env's private subnets behind the Lambda
 //! security group, with reserved concurrency, X-Ray tracing and JSON logs in a
-//! log group payops created first (KMS-encrypted, bounded retention).
+//! log group payops created first (KMS-encrypted, bounded retention). The
+//! rotation function runs outside the VPC (it calls only AWS APIs); `up`
+//! takes one that an older payops put in the VPC out of it.
 //!
 //! Transaction processing is served through the ALB's blue and green target
 //! groups, so it also gets published versions and two aliases. Blue is what
@@ -120,8 +122,9 @@ impl LambdaFunction {
 struct Desired {
     package: Package,
     role: String,
+    /// Empty, with no group: the function runs outside the VPC.
     subnets: Vec<String>,
-    security_group: String,
+    security_group: Option<String>,
     log_group: String,
     environment: BTreeMap<String, String>,
 }
@@ -258,8 +261,10 @@ fn config_drift(f: Function, c: &FunctionConfiguration, d: &Desired) -> Vec<&'st
             )
         })
         .unwrap_or_default();
+    // Outside the VPC Lambda reports empty lists (or no VpcConfig at all).
     let want_subnets: BTreeSet<&str> = d.subnets.iter().map(String::as_str).collect();
-    if subnets != want_subnets || groups != BTreeSet::from([d.security_group.as_str()]) {
+    let want_groups: BTreeSet<&str> = d.security_group.iter().map(String::as_str).collect();
+    if subnets != want_subnets || groups != want_groups {
         drift.push("VPC configuration");
     }
     if c.tracing_config().and_then(|t| t.mode()) != Some(&TracingMode::Active) {
@@ -281,10 +286,14 @@ fn logging_config(d: &Desired) -> LoggingConfig {
         .build()
 }
 
+/// The function's VPC configuration; outside the VPC, empty lists: that is
+/// how UpdateFunctionConfiguration takes a function out of its VPC (AWS:
+/// "To detach a function from a VPC, specify an empty list of subnet IDs and
+/// security group IDs"; leaving VpcConfig out changes nothing).
 fn vpc_config(d: &Desired) -> VpcConfig {
     VpcConfig::builder()
         .set_subnet_ids(Some(d.subnets.clone()))
-        .security_group_ids(&d.security_group)
+        .set_security_group_ids(Some(d.security_group.iter().cloned().collect()))
         .build()
 }
 
@@ -365,17 +374,18 @@ impl LambdaFunction {
             role: step
                 .output(&f.role_step(), &format!("{}RoleArn", f.output_prefix()))?
                 .to_owned(),
-            subnets: step
-                .output("subnets:private", "PrivateSubnetIds")?
-                .split(',')
-                .map(str::to_owned)
-                .collect(),
-            security_group: step
-                .output(
-                    &f.security_group().step_id(),
-                    f.security_group().output_key(),
-                )?
-                .to_owned(),
+            subnets: match f.security_group() {
+                Some(_) => step
+                    .output("subnets:private", "PrivateSubnetIds")?
+                    .split(',')
+                    .map(str::to_owned)
+                    .collect(),
+                None => Vec::new(),
+            },
+            security_group: match f.security_group() {
+                Some(g) => Some(step.output(&g.step_id(), g.output_key())?.to_owned()),
+                None => None,
+            },
             log_group: step
                 .output(&f.log_step(), &format!("{}LogGroupName", f.output_prefix()))?
                 .to_owned(),
@@ -667,7 +677,8 @@ impl Resource for LambdaFunction {
                     .memory_size(f.memory_mb())
                     .architectures(Architecture::Arm64)
                     .environment(environment(&d))
-                    .vpc_config(vpc_config(&d))
+                    // Outside the VPC: no VpcConfig at all.
+                    .set_vpc_config(d.security_group.is_some().then(|| vpc_config(&d)))
                     .tracing_config(TracingConfig::builder().mode(TracingMode::Active).build())
                     .logging_config(logging_config(&d))
                     .set_tags(Some(tags.clone()))
@@ -973,7 +984,7 @@ mod tests {
         let p = f.output_prefix();
         let role_step: &'static str = Box::leak(f.role_step().into_boxed_str());
         let log_step: &'static str = Box::leak(f.log_step().into_boxed_str());
-        vec![
+        let mut inputs = vec![
             (
                 role_step,
                 Record::default().output(format!("{p}RoleArn"), role(f)),
@@ -982,15 +993,40 @@ mod tests {
                 log_step,
                 Record::default().output(format!("{p}LogGroupName"), log_group(f)),
             ),
-            (
-                "subnets:private",
-                Record::default().output("PrivateSubnetIds", "subnet-a,subnet-b,subnet-c"),
-            ),
-            (
-                Box::leak(f.security_group().step_id().into_boxed_str()),
-                Record::default().output(f.security_group().output_key(), "sg-lambda"),
-            ),
-        ]
+        ];
+        if let Some(g) = f.security_group() {
+            inputs.extend([
+                (
+                    "subnets:private",
+                    Record::default().output("PrivateSubnetIds", "subnet-a,subnet-b,subnet-c"),
+                ),
+                (
+                    Box::leak(g.step_id().into_boxed_str()),
+                    Record::default().output(g.output_key(), "sg-lambda"),
+                ),
+            ]);
+        }
+        inputs
+    }
+
+    /// Where Lambda says the function is: outside the VPC it reports empty
+    /// lists (and an empty VpcId).
+    fn vpc_response(f: Function) -> VpcConfigResponse {
+        if f.security_group().is_some() {
+            VpcConfigResponse::builder()
+                .subnet_ids("subnet-c")
+                .subnet_ids("subnet-a")
+                .subnet_ids("subnet-b")
+                .security_group_ids("sg-lambda")
+                .vpc_id("vpc-1")
+                .build()
+        } else {
+            VpcConfigResponse::builder()
+                .set_subnet_ids(Some(vec![]))
+                .set_security_group_ids(Some(vec![]))
+                .vpc_id("")
+                .build()
+        }
     }
 
     /// The function as Lambda describes it when it is exactly as desired.
@@ -1010,15 +1046,7 @@ mod tests {
                     .variables(CONFIG_PATH_VARIABLE, "/payops/pr1/")
                     .build(),
             )
-            .vpc_config(
-                VpcConfigResponse::builder()
-                    .subnet_ids("subnet-c")
-                    .subnet_ids("subnet-a")
-                    .subnet_ids("subnet-b")
-                    .security_group_ids("sg-lambda")
-                    .vpc_id("vpc-1")
-                    .build(),
-            )
+            .vpc_config(vpc_response(f))
             .tracing_config(
                 TracingConfigResponse::builder()
                     .mode(TracingMode::Active)
@@ -1182,6 +1210,103 @@ mod tests {
             .unwrap();
         assert_eq!(applied.change, Change::Updated, "{:?}", applied.notes);
         assert_eq!(removed.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn rotation_is_created_outside_the_vpc() {
+        let f = Function::Rotation;
+        let get = mock!(Client::get_function)
+            .sequence()
+            .error(not_found)
+            .output(move || got(f, config(f).build(), None))
+            .repeatedly()
+            .build();
+        let create = mock!(Client::create_function)
+            .match_requests(|r| {
+                r.function_name() == Some("payops-pr1-secret-rotation")
+                    && r.vpc_config().is_none()
+                    && r.timeout() == Some(300)
+            })
+            .then_output(|| CreateFunctionOutput::builder().build());
+        // Its inputs name no subnets and no group: it does not need them.
+        let cx = context(&[&get, &create], &[]);
+        let applied = testing::ensure(&cx, &f.step_id(), LambdaFunction::new(f), &inputs(f))
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Created, "{:?}", applied.notes);
+        assert_eq!(create.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_rotation_function_an_older_payops_put_in_the_vpc_is_taken_out() {
+        let f = Function::Rotation;
+        let attached = config(f)
+            .vpc_config(
+                VpcConfigResponse::builder()
+                    .subnet_ids("subnet-a")
+                    .security_group_ids("sg-rotation")
+                    .vpc_id("vpc-1")
+                    .build(),
+            )
+            .build();
+        let get = mock!(Client::get_function)
+            .sequence()
+            .output(move || got(f, attached.clone(), None))
+            .output(move || got(f, config(f).build(), None))
+            .repeatedly()
+            .build();
+        // Empty lists, not a missing VpcConfig: only they detach it.
+        let detach = mock!(Client::update_function_configuration)
+            .match_requests(|r| {
+                r.vpc_config().is_some_and(|v| {
+                    v.subnet_ids().is_empty()
+                        && v.security_group_ids().is_empty()
+                        && v.ipv6_allowed_for_dual_stack().is_none()
+                })
+            })
+            .then_output(|| UpdateFunctionConfigurationOutput::builder().build());
+        let cx = context(&[&get, &detach], &[]);
+        let Observation::Present { drift, .. } =
+            testing::observe(&cx, &f.step_id(), LambdaFunction::new(f), &inputs(f))
+                .await
+                .unwrap()
+        else {
+            panic!("present");
+        };
+        assert_eq!(drift, ["update VPC configuration"]);
+        let get = mock!(Client::get_function)
+            .sequence()
+            .output(move || {
+                got(
+                    f,
+                    config(f)
+                        .vpc_config(
+                            VpcConfigResponse::builder()
+                                .subnet_ids("subnet-a")
+                                .security_group_ids("sg-rotation")
+                                .build(),
+                        )
+                        .build(),
+                    None,
+                )
+            })
+            .output(move || got(f, config(f).build(), None))
+            .repeatedly()
+            .build();
+        let cx = context(&[&get, &detach], &[]);
+        let applied = testing::ensure(&cx, &f.step_id(), LambdaFunction::new(f), &inputs(f))
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Updated, "{:?}", applied.notes);
+        assert_eq!(detach.num_calls(), 1);
+        // Out of the VPC with no VpcConfig at all is in sync too.
+        let bare = mock!(Client::get_function)
+            .then_output(move || got(f, config(f).set_vpc_config(None).build(), None));
+        let cx = context(&[&bare], &[]);
+        let applied = testing::ensure(&cx, &f.step_id(), LambdaFunction::new(f), &inputs(f))
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Unchanged, "{:?}", applied.notes);
     }
 
     #[tokio::test]

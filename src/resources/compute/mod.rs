@@ -93,25 +93,33 @@ pub fn register(r: &mut Registry) {
                 "kms-key:logs",
                 "the role may decrypt and encrypt the secret's values with the logs/secrets key",
             ),
+            dep(
+                SgRole::Rotation.step_id(),
+                "while the function's group from before it left the VPC is there, Lambda may \
+                 still hold interfaces in it and releases them with this role: it keeps the \
+                 ENI permissions until then",
+            ),
         ],
     );
-    let mut eni_deps = vec![
-        dep(
-            "security-group:lambda",
-            "the functions' network interfaces use this group: on teardown it can go only \
-             after Lambda released them (20-45 minutes on AWS)",
-        ),
-        dep(
-            SgRole::Rotation.step_id(),
-            "the rotation function's network interfaces use this group: on teardown it can go \
-             only after Lambda released them",
-        ),
-        dep(
-            "subnets:private",
-            "the functions' network interfaces are in these subnets: on teardown they can go \
-             only after Lambda released them",
-        ),
-    ];
+    // The wait covers every group a function uses or used (the model says
+    // which), and every function's role: on teardown no role goes while
+    // Lambda may still need it to release an interface.
+    let mut eni_deps: Vec<_> = SgRole::of_functions()
+        .into_iter()
+        .map(|g| {
+            dep(
+                g.step_id(),
+                "the functions' network interfaces use this group (or used it, in an env an \
+                 older payops made): on teardown it can go only after Lambda released them \
+                 (20-45 minutes on AWS)",
+            )
+        })
+        .collect();
+    eni_deps.push(dep(
+        "subnets:private",
+        "the functions' network interfaces are in these subnets: on teardown they can go \
+         only after Lambda released them",
+    ));
     eni_deps.extend(Function::ALL.map(|f| {
         dep(
             f.role_step(),
@@ -121,34 +129,40 @@ pub fn register(r: &mut Registry) {
     }));
     r.add_step(lambda_enis::LambdaEnis::new("lambda-enis", eni_deps));
     for f in Function::ALL {
-        r.add(
-            f.step_id(),
-            lambda_function::LambdaFunction::new(f),
-            vec![
-                dep(f.role_step(), "the function runs with this role"),
-                dep(
-                    f.log_step(),
-                    "the function logs to this group, which must exist (with retention and \
-                     KMS) before Lambda would create one of its own",
-                ),
+        let mut deps = vec![
+            dep(f.role_step(), "the function runs with this role"),
+            dep(
+                f.log_step(),
+                "the function logs to this group, which must exist (with retention and KMS) \
+                 before Lambda would create one of its own",
+            ),
+        ];
+        if let Some(group) = f.security_group() {
+            deps.extend([
                 dep(
                     "subnets:private",
                     "the function's network interfaces go in the private subnets",
                 ),
                 dep(
-                    f.security_group().step_id(),
+                    group.step_id(),
                     "the function's network interfaces use its security group",
                 ),
                 dep(
                     "security-group-rules",
                     "the group's egress rules let the function reach the AWS APIs it calls",
                 ),
-                dep(
-                    "lambda-enis",
-                    "on teardown the functions go first, then the wait for their network \
-                     interfaces",
-                ),
-            ],
-        );
+            ]);
+        }
+        deps.push(dep(
+            "lambda-enis",
+            if f.security_group().is_some() {
+                "on teardown the functions go first, then the wait for their network \
+                 interfaces"
+            } else {
+                "on teardown the function goes first (an env an older payops made may still \
+                 have it in the VPC), then the wait for its network interfaces"
+            },
+        ));
+        r.add(f.step_id(), lambda_function::LambdaFunction::new(f), deps);
     }
 }

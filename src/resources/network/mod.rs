@@ -4,6 +4,7 @@
 pub mod flow_log;
 pub mod internet_gateway;
 pub mod nat_gateway;
+pub mod retired_security_group;
 pub mod route_table;
 pub mod security_group;
 pub mod security_group_rules;
@@ -118,11 +119,19 @@ pub fn register(r: &mut Registry, spec: &EnvSpec) {
         );
     }
     for role in SgRole::ALL {
-        r.add(
-            role.step_id(),
-            security_group::SecurityGroup::new(role),
-            vec![dep("vpc", "security groups belong to the VPC")],
-        );
+        let deps = vec![dep("vpc", "security groups belong to the VPC")];
+        if role.retired() {
+            // Found and removed in envs made before, never created.
+            r.add_step(retired_security_group::RetiredSecurityGroup::new(
+                role, deps,
+            ));
+        } else {
+            r.add(
+                role.step_id(),
+                security_group::SecurityGroup::new(role),
+                deps,
+            );
+        }
     }
     r.add(
         "security-group-rules",

@@ -24,9 +24,8 @@ fn description(role: SgRole) -> &'static str {
         SgRole::Nlb => "payops internal NLB: HTTPS from the API Gateway VPC link",
         SgRole::Lambda => "payops Lambda functions: HTTPS out, PostgreSQL to the database",
         SgRole::Database => "payops Aurora: PostgreSQL from the Lambda functions only",
-        SgRole::Rotation => {
-            "payops secret rotation Lambda: HTTPS to AWS APIs, PostgreSQL to the database"
-        }
+        // Retired: never created again (retired_security_group.rs removes it).
+        SgRole::Rotation => "payops secret rotation Lambda (retired)",
     }
 }
 

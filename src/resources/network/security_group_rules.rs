@@ -11,9 +11,12 @@
 //! | lambda   | out       | 443  | 0.0.0.0/0       | AWS APIs (SSM, SNS, X-Ray) through the NAT gateways |
 //! | lambda   | out       | 5432 | database group  | PostgreSQL |
 //! | database | in        | 5432 | lambda group    | PostgreSQL from the functions |
-//! | rotation | out       | 443  | 0.0.0.0/0       | Secrets Manager and RDS APIs through the NAT gateways |
-//! | rotation | out       | 5432 | database group  | PostgreSQL (a rotation that tests its login) |
-//! | database | in        | 5432 | rotation group  | PostgreSQL from the rotation function |
+//!
+//! The rotation function runs outside the VPC (it calls only the Secrets
+//! Manager and RDS APIs), so it has no group. Envs made before still have
+//! its retired `rotation` group: this step finds it with the others and
+//! revokes its rules and the database group's ingress from it (no desired
+//! rule names it), so that nothing references it when it is deleted.
 //!
 //! On teardown this step runs before the groups' own steps and revokes every
 //! rule, so no group is still referenced by another when it is deleted.
@@ -167,13 +170,7 @@ impl SecurityGroupRules {
             tcp(Nlb, false, 443, vpc, "HTTPS from the API Gateway VPC link"),
             tcp(Nlb, true, 443, group(Alb), "HTTPS to the internal ALB"),
             tcp(Alb, false, 443, group(Nlb), "HTTPS from the NLB only"),
-            tcp(
-                Lambda,
-                true,
-                443,
-                anywhere.clone(),
-                "HTTPS to AWS APIs via NAT",
-            ),
+            tcp(Lambda, true, 443, anywhere, "HTTPS to AWS APIs via NAT"),
             tcp(Lambda, true, 5432, group(Database), "PostgreSQL to Aurora"),
             tcp(
                 Database,
@@ -181,27 +178,6 @@ impl SecurityGroupRules {
                 5432,
                 group(Lambda),
                 "PostgreSQL from the functions",
-            ),
-            tcp(
-                Rotation,
-                true,
-                443,
-                anywhere.clone(),
-                "HTTPS to Secrets Manager and RDS via NAT",
-            ),
-            tcp(
-                Rotation,
-                true,
-                5432,
-                group(Database),
-                "PostgreSQL to Aurora",
-            ),
-            tcp(
-                Database,
-                false,
-                5432,
-                group(Rotation),
-                "PostgreSQL from the rotation function",
             ),
         ]
         .into_iter()
@@ -454,17 +430,28 @@ mod tests {
                 vec![],
                 vec![tcp(443, "0.0.0.0/0"), tcp(5432, "sg-database")],
             ),
-            group(
-                SgRole::Database,
-                vec![tcp(5432, "sg-lambda"), tcp(5432, "sg-rotation")],
-                vec![],
-            ),
-            group(
-                SgRole::Rotation,
-                vec![],
-                vec![tcp(443, "0.0.0.0/0"), tcp(5432, "sg-database")],
-            ),
+            group(SgRole::Database, vec![tcp(5432, "sg-lambda")], vec![]),
         ]
+    }
+
+    /// The groups as an older payops left them: the rotation function's own
+    /// group, with its rules and the database group's ingress from it.
+    fn with_the_retired_rotation_group() -> Vec<Ec2Group> {
+        let mut groups: Vec<Ec2Group> = converged()
+            .into_iter()
+            .filter(|g| g.group_id() != Some("sg-database"))
+            .collect();
+        groups.push(group(
+            SgRole::Database,
+            vec![tcp(5432, "sg-lambda"), tcp(5432, "sg-rotation")],
+            vec![],
+        ));
+        groups.push(group(
+            SgRole::Rotation,
+            vec![],
+            vec![tcp(443, "0.0.0.0/0"), tcp(5432, "sg-database")],
+        ));
+        groups
     }
 
     #[tokio::test]
@@ -474,6 +461,7 @@ mod tests {
                 .set_security_groups(Some(
                     SgRole::ALL
                         .iter()
+                        .filter(|r| !r.retired())
                         .map(|r| group(*r, vec![], vec![all_traffic_out()]))
                         .collect(),
                 ))
@@ -507,11 +495,11 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(applied.change, Change::Updated);
-        assert_eq!(ingress.num_calls(), 4);
-        assert_eq!(egress.num_calls(), 5);
+        assert_eq!(ingress.num_calls(), 3);
+        assert_eq!(egress.num_calls(), 3);
         assert_eq!(
             revoke.num_calls(),
-            SgRole::ALL.len(),
+            4,
             "default egress revoked on every group"
         );
     }
@@ -556,6 +544,50 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(removed, Removed::Deleted { .. }));
-        assert_eq!(ingress.num_calls() + egress.num_calls(), 9);
+        assert_eq!(ingress.num_calls() + egress.num_calls(), 6);
+    }
+
+    #[tokio::test]
+    async fn the_retired_rotation_group_loses_its_rules_and_the_database_ingress_from_it() {
+        let found = mock!(Client::describe_security_groups).then_output(|| {
+            DescribeSecurityGroupsOutput::builder()
+                .set_security_groups(Some(with_the_retired_rotation_group()))
+                .build()
+        });
+        let ingress = mock!(Client::revoke_security_group_ingress)
+            .match_requests(|r| {
+                r.group_id() == Some("sg-database")
+                    && r.ip_permissions()[0].user_id_group_pairs()[0].group_id()
+                        == Some("sg-rotation")
+            })
+            .then_output(|| {
+                RevokeSecurityGroupIngressOutput::builder()
+                    .r#return(true)
+                    .build()
+            });
+        let egress = mock!(Client::revoke_security_group_egress)
+            .match_requests(|r| r.group_id() == Some("sg-rotation"))
+            .then_output(|| {
+                RevokeSecurityGroupEgressOutput::builder()
+                    .r#return(true)
+                    .build()
+            });
+        let mut clients = testing::clients();
+        clients.ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&found, &ingress, &egress]);
+        let cx = testing::context(clients);
+        let applied = testing::ensure(&cx, "security-group-rules", SecurityGroupRules, &[])
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Updated);
+        // Nothing authorized (no authorize rule is mocked); three revoked.
+        assert_eq!((ingress.num_calls(), egress.num_calls()), (1, 2));
+        assert!(
+            applied
+                .notes
+                .iter()
+                .any(|n| n == "revoke sg-database in tcp/5432 from sg-rotation"),
+            "{:?}",
+            applied.notes
+        );
     }
 }
