@@ -23,9 +23,12 @@ pub const DEFAULT_OUTPUTS_FILE: &str = "cfn-outputs/flat-outputs.json";
 /// Attempts per AWS call; throttling during provisioning is normal.
 /// `PAYOPS_MAX_ATTEMPTS` overrides it.
 pub const MAX_ATTEMPTS: u32 = 10;
-/// How the SDK retries (docs/architecture.md has the measurements behind
-/// the choice). `PAYOPS_RETRY_MODE=standard|adaptive` overrides it.
-pub const RETRY_MODE: RetryMode = RetryMode::Adaptive;
+/// How the SDK retries: standard (exponential back-off with jitter per
+/// call), as the Terraform provider does. Adaptive mode also rate-limits the
+/// whole client after a throttle, and under the fault proxy that made `up`
+/// 4-8 times slower (docs/architecture.md has the figures).
+/// `PAYOPS_RETRY_MODE=standard|adaptive` overrides it.
+pub const RETRY_MODE: RetryMode = RetryMode::Standard;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
@@ -547,11 +550,15 @@ fn max_attempts() -> Result<u32, SettingsError> {
 }
 
 fn retry_mode() -> Result<RetryMode, SettingsError> {
-    match std::env::var("PAYOPS_RETRY_MODE").as_deref() {
-        Err(_) => Ok(RETRY_MODE),
-        Ok("standard") => Ok(RetryMode::Standard),
-        Ok("adaptive") => Ok(RetryMode::Adaptive),
-        Ok(v) => Err(SettingsError::Value {
+    parse_retry_mode(std::env::var("PAYOPS_RETRY_MODE").ok().as_deref())
+}
+
+fn parse_retry_mode(value: Option<&str>) -> Result<RetryMode, SettingsError> {
+    match value {
+        None => Ok(RETRY_MODE),
+        Some("standard") => Ok(RetryMode::Standard),
+        Some("adaptive") => Ok(RetryMode::Adaptive),
+        Some(v) => Err(SettingsError::Value {
             path: "environment".into(),
             key: "PAYOPS_RETRY_MODE".into(),
             reason: format!("{v:?} is not standard or adaptive"),
@@ -590,6 +597,17 @@ pub fn record_spec(spec: &EnvSpec) -> BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retries_are_standard_unless_the_environment_asks_for_adaptive() {
+        assert_eq!(parse_retry_mode(None).unwrap(), RetryMode::Standard);
+        assert_eq!(
+            parse_retry_mode(Some("adaptive")).unwrap(),
+            RetryMode::Adaptive
+        );
+        let err = parse_retry_mode(Some("legacy")).unwrap_err().to_string();
+        assert!(err.contains("PAYOPS_RETRY_MODE"), "{err}");
+    }
 
     fn settings(toml: &str) -> Settings {
         let file: FileConfig = toml::from_str(toml).unwrap();
