@@ -8,14 +8,25 @@ pub fn tags_of(mapping: &ResourceTagMapping) -> TagMap {
     tags::to_map(mapping.tags(), |t| (Some(t.key()), Some(t.value())))
 }
 
-/// Whether `arn` is an account-wide resource (no region in its ARN: an IAM
-/// role) that serves another region's env: IAM is global, so the tagging API
-/// may list the roles of the env of the same name in every region, and only
-/// their `payops:region` tag tells them apart. Roles of older versions carry
-/// none and are left to the steps, which prove their region.
+/// Whether `arn`, with no region in it, is of another region's env: the
+/// tagging API may list the account-wide resources of the env of the same
+/// name in every region (IAM roles are global; moto lists every region's S3
+/// buckets too). An S3 bucket of payops' ends with its region (every bucket
+/// name payops derives does, see `naming`); anything else tells its region
+/// by its `payops:region` tag (roles of older versions carry none and are
+/// left to their steps, which prove the region).
 pub fn global_elsewhere(arn: &str, tags: &TagMap, region: &str) -> bool {
-    let regionless = arn.split(':').nth(3).is_some_and(str::is_empty);
-    regionless && tags.get(tags::REGION).map(String::as_str) != Some(region)
+    let mut parts = arn.splitn(6, ':');
+    let (service, arn_region) = (parts.nth(2), parts.next());
+    if arn_region.is_none_or(|r| !r.is_empty()) {
+        return false;
+    }
+    if service == Some("s3") {
+        let bucket = arn.rsplit(':').next().unwrap_or_default();
+        let bucket = bucket.split('/').next().unwrap_or_default();
+        return !bucket.ends_with(&format!("-{region}"));
+    }
+    tags.get(tags::REGION).map(String::as_str) != Some(region)
 }
 
 #[cfg(test)]
@@ -45,5 +56,8 @@ mod tests {
         assert!(global_elsewhere(role, &tagged(None), "us-east-1"));
         let topic = "arn:aws:sns:us-east-1:123456789012:payops-twin-x";
         assert!(!global_elsewhere(topic, &tagged(None), "us-east-1"));
+        let bucket = "arn:aws:s3:::payops-twin-audit-123456789012-us-east-1";
+        assert!(!global_elsewhere(bucket, &tagged(None), "us-east-1"));
+        assert!(global_elsewhere(bucket, &tagged(None), "us-west-2"));
     }
 }
