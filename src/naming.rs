@@ -251,8 +251,37 @@ impl Names {
         self.resource(name)
     }
 
+    /// `payops-<env>-<region>-<name>`. IAM is global: a role name without
+    /// the region would be shared by the env of the same name in another
+    /// region of the account (a DR twin), whose `up` would rewrite its
+    /// policies and whose `down` would delete it. At the longest env name and
+    /// region it is 61 characters of IAM's 64 (a unit test checks).
     pub fn role(&self, name: &str) -> String {
+        format!("payops-{}-{}-{name}", self.env, self.region)
+    }
+
+    /// `payops-<env>-<name>`: the region-blind role name of versions before
+    /// the region was part of it, looked for so an existing env is adopted
+    /// (not duplicated) and `down` leaves no orphan.
+    pub fn legacy_role(&self, name: &str) -> String {
         self.resource(name)
+    }
+
+    /// `payops-<env>-<region>`: CloudWatch dashboards are account-wide ("All
+    /// dashboards in your account are global, not region-specific", PutDashboard
+    /// API reference), so the region keeps a twin env's apart.
+    pub fn dashboard(&self) -> String {
+        format!("payops-{}-{}", self.env, self.region)
+    }
+
+    /// `payops-<env>`: the dashboard name of versions before the region was
+    /// part of it.
+    pub fn legacy_dashboard(&self) -> String {
+        format!("payops-{}", self.env)
+    }
+
+    pub fn region(&self) -> &str {
+        &self.region
     }
 
     pub fn log_group(&self, name: &str) -> String {
@@ -400,6 +429,8 @@ impl Names {
             (NameKind::DynamoDbTable, self.table("fraud-rules")),
             (NameKind::SnsTopic, self.topic("failed-transactions")),
             (NameKind::LogGroup, self.log_group("vpc-flow-logs")),
+            (NameKind::IamRole, self.role("secret-rotation")),
+            (NameKind::Dashboard, self.dashboard()),
         ];
         for purpose in KEY_PURPOSES {
             all.push((NameKind::KmsAlias, self.kms_alias(purpose)));
@@ -421,6 +452,7 @@ pub enum NameKind {
     SnsTopic,
     LogGroup,
     KmsAlias,
+    Dashboard,
 }
 
 impl NameKind {
@@ -485,6 +517,17 @@ impl NameKind {
             Self::LogGroup => {
                 if !(1..=512).contains(&len) {
                     return fail("must be 1-512 characters");
+                }
+            }
+            Self::Dashboard => {
+                if !(1..=255).contains(&len) {
+                    return fail("must be 1-255 characters");
+                }
+                if !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                {
+                    return fail("letters, digits, hyphens and underscores only");
                 }
             }
             Self::KmsAlias => {
@@ -569,6 +612,23 @@ mod tests {
         assert!(NameKind::KmsAlias.check("alias/aws/foo").is_err());
         assert!(NameKind::KmsAlias.check("payops/foo").is_err());
         assert!(NameKind::LoadBalancer.check("internal-x").is_err());
+    }
+
+    #[test]
+    fn account_wide_names_carry_the_region_and_fit_at_the_longest() {
+        let names = Names::new(EnvName::parse("twin").unwrap(), "123456789012", "us-west-2");
+        assert_eq!(names.role("flow-logs"), "payops-twin-us-west-2-flow-logs");
+        assert_eq!(names.legacy_role("flow-logs"), "payops-twin-flow-logs");
+        assert_eq!(names.dashboard(), "payops-twin-us-west-2");
+        assert_eq!(names.legacy_dashboard(), "payops-twin");
+        // The longest role name: 16-character env, 14-character region, the
+        // longest purpose: 61 of IAM's 64 characters.
+        let env = EnvName::parse(&format!("a{}", "b-".repeat(7) + "c")).unwrap();
+        let longest =
+            Names::new(env, "123456789012", "ap-southeast-7").role("transaction-processing");
+        assert_eq!(longest.len(), 61, "{longest}");
+        NameKind::IamRole.check(&longest).unwrap();
+        assert!(NameKind::Dashboard.check("payops-x.y").is_err());
     }
 
     #[test]

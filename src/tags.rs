@@ -16,6 +16,10 @@ pub const CREATED_AT: &str = "payops:created-at";
 /// `destroy-all` never removes such an env.
 pub const PROTECTED: &str = "payops:protected";
 pub const MANAGER: &str = "payops";
+/// The region of the env an account-wide resource (an IAM role) serves: IAM
+/// is global, so the same env name in two regions of one account must not
+/// take each other's roles. Regional resources do not need it.
+pub const REGION: &str = "payops:region";
 /// On what `down` keeps on purpose (a final snapshot, the key it needs to be
 /// restored), saying why: it belongs to no env any more, so no step adopts
 /// it, discovery does not count it as an env, and neither the final sweep nor
@@ -40,6 +44,9 @@ pub enum Ownership {
     OtherEnv(String),
     /// Not tagged as payops': someone else's, whatever its name.
     Foreign,
+    /// An account-wide resource of the env of the same name in another
+    /// region (see [`global_ownership`]): never touch it.
+    OtherRegion(String),
 }
 
 pub fn ownership(tags: &TagMap, env: &EnvName) -> Ownership {
@@ -50,6 +57,20 @@ pub fn ownership(tags: &TagMap, env: &EnvName) -> Ownership {
         Some(e) if e == env.as_str() => Ownership::Ours,
         Some(e) => Ownership::OtherEnv(e.clone()),
         None => Ownership::Foreign,
+    }
+}
+
+/// Who an account-wide resource (IAM role, dashboard) belongs to: the env
+/// tags as for any resource, then the region it serves. Without a
+/// `payops:region` tag (made by a version before it existed) the caller must
+/// prove the region some other way: `Ours` here only says the env matches.
+pub fn global_ownership(tags: &TagMap, env: &EnvName, region: &str) -> Ownership {
+    match ownership(tags, env) {
+        Ownership::Ours => match tags.get(REGION) {
+            Some(r) if r != region => Ownership::OtherRegion(r.clone()),
+            _ => Ownership::Ours,
+        },
+        other => other,
     }
 }
 
@@ -207,5 +228,23 @@ mod tests {
         forged.remove(MANAGED_BY);
         assert_eq!(ownership(&forged, &env), Ownership::Foreign);
         assert_eq!(ownership(&TagMap::new(), &env), Ownership::Foreign);
+    }
+
+    #[test]
+    fn an_account_wide_resource_of_another_region_is_not_ours() {
+        let env = EnvName::parse("pr1").unwrap();
+        let mut tags = tagger().for_create("iam-role:x");
+        assert_eq!(global_ownership(&tags, &env, "us-east-1"), Ownership::Ours);
+        tags.insert(REGION.into(), "us-east-1".into());
+        assert_eq!(global_ownership(&tags, &env, "us-east-1"), Ownership::Ours);
+        assert_eq!(
+            global_ownership(&tags, &env, "us-west-2"),
+            Ownership::OtherRegion("us-east-1".into())
+        );
+        let other = EnvName::parse("pr2").unwrap();
+        assert_eq!(
+            global_ownership(&tags, &other, "us-east-1"),
+            Ownership::OtherEnv("pr1".into())
+        );
     }
 }

@@ -146,7 +146,9 @@ fn a_corrupt_state_file_is_reported_with_a_way_out_and_kept() {
 #[test]
 fn a_second_payops_on_a_locked_env_fails_fast_naming_the_holder() {
     let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join(".payops");
+    // States and locks are per region: the same env name in another region
+    // is another env.
+    let state = dir.path().join(".payops/us-east-1");
     fs::create_dir_all(&state).unwrap();
     let lock = fs::OpenOptions::new()
         .create(true)
@@ -167,6 +169,20 @@ fn a_second_payops_on_a_locked_env_fails_fast_naming_the_holder() {
     }
     // Another env is not blocked by it (it gets as far as AWS).
     let out = run(dir.path(), &["up", "--env", "pr2", "--parallelism", "1"]);
+    assert_ne!(out.status.code(), Some(3), "{}", stderr(&out));
+    // Nor is the env of the same name in another region.
+    let out = run(
+        dir.path(),
+        &[
+            "up",
+            "--env",
+            "pr1",
+            "--region",
+            "us-west-2",
+            "--parallelism",
+            "1",
+        ],
+    );
     assert_ne!(out.status.code(), Some(3), "{}", stderr(&out));
     drop(lock);
 }

@@ -268,7 +268,7 @@ async fn check_functions(aws: &Aws, env: &str, outputs: &BTreeMap<String, String
 
 async fn check_roles(aws: &Aws, env: &str) {
     for slug in FUNCTIONS {
-        let role = format!("payops-{env}-{slug}");
+        let role = format!("payops-{env}-{REGION}-{slug}");
         let got = aws
             .c
             .iam

@@ -17,9 +17,10 @@ use aws_sdk_s3::types::{BucketVersioningStatus, ServerSideEncryption, Transition
 use serde_json::Value;
 
 use common::{
-    AZ_LABELS, Aws, Ec2Inventory, KEY_PURPOSES, NOT_WANTED_BY_DEFAULT, STEP_COUNT, TIERS, Tags,
-    TestEnv, actions, assert_no_mutation, assert_payops_tags, ec2_inventory, ec2_tags,
-    enabled_keys_of, filter, kms_aliases, not_equal_to, outcomes, remaining, statuses,
+    AZ_LABELS, Aws, Ec2Inventory, FUNCTIONS, KEY_PURPOSES, NOT_WANTED_BY_DEFAULT, REGION,
+    STEP_COUNT, TIERS, Tags, TestEnv, actions, assert_no_mutation, assert_payops_tags,
+    ec2_inventory, ec2_tags, enabled_keys_of, filter, kms_aliases, not_equal_to, outcomes,
+    remaining, statuses,
 };
 
 /// Outputs other teams rely on; the flat outputs file must have all of them.
@@ -552,7 +553,7 @@ async fn check_flow_logs(aws: &Aws, env: &str, outputs: &BTreeMap<String, String
         .c
         .iam
         .get_role()
-        .role_name(format!("payops-{env}-flow-logs"))
+        .role_name(format!("payops-{env}-{REGION}-flow-logs"))
         .send()
         .await
         .expect("the flow-logs role exists");
@@ -1494,4 +1495,118 @@ async fn single_nat_mode_uses_one_nat_and_switching_back_adds_the_others() {
     env.down().assert_success();
     let left = remaining(&aws, &env.name).await;
     assert!(left.is_empty(), "left behind by down: {left:#?}");
+}
+
+// ===================================================================== twin
+
+/// The region of the twin env: another region of the same account.
+const TWIN_REGION: &str = "us-west-2";
+
+/// The env's roles, dashboard and functions as `aws` (one region) sees them:
+/// (role name -> present), dashboard present, function name -> its role ARN.
+async fn regional_parts(
+    aws: &Aws,
+    env: &str,
+) -> (BTreeMap<String, bool>, bool, BTreeMap<String, String>) {
+    let mut roles = BTreeMap::new();
+    for purpose in ["flow-logs", "secret-rotation"]
+        .into_iter()
+        .chain(FUNCTIONS)
+    {
+        let name = format!("payops-{env}-{}-{purpose}", aws.region);
+        let present = match aws.c.iam.get_role().role_name(&name).send().await {
+            Ok(_) => true,
+            Err(e) if common::error_code(&e) == Some("NoSuchEntity") => false,
+            Err(e) => panic!("iam:GetRole {name}: {e:?}"),
+        };
+        roles.insert(name, present);
+    }
+    let dashboard = aws
+        .c
+        .cloudwatch
+        .get_dashboard()
+        .dashboard_name(format!("payops-{env}-{}", aws.region))
+        .send()
+        .await
+        .is_ok();
+    let mut functions = BTreeMap::new();
+    for f in FUNCTIONS.into_iter().chain(["secret-rotation"]) {
+        let name = format!("payops-{env}-{f}");
+        if let Ok(out) = aws
+            .c
+            .lambda
+            .get_function_configuration()
+            .function_name(&name)
+            .send()
+            .await
+        {
+            functions.insert(name, out.role().unwrap_or_default().to_owned());
+        }
+    }
+    (roles, dashboard, functions)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs an AWS emulator: make test-integration"]
+async fn the_same_env_in_two_regions_keeps_each_its_own() {
+    // A DR test: env `<name>` in us-east-1 and in us-west-2 of one account,
+    // run from the same directory (the state is kept per region).
+    let name = common::random_env_name();
+    let mut east = TestEnv::named(name.clone());
+    let mut west = TestEnv::named(name.clone())
+        .with_var("AWS_REGION", TWIN_REGION)
+        .with_var("PAYOPS_STATE_DIR", &east.state_dir().display().to_string());
+    let (east_aws, west_aws) = (Aws::connect().await, Aws::connect_in(TWIN_REGION).await);
+    east.up(&[]);
+    west.up(&[]);
+    assert!(east.state_file().exists());
+    assert!(
+        east.state_dir()
+            .join(TWIN_REGION)
+            .join(format!("{name}.json"))
+            .exists(),
+        "the twin's state beside it"
+    );
+
+    let (east_roles, east_dashboard, east_functions) = regional_parts(&east_aws, &name).await;
+    let (west_roles, west_dashboard, _) = regional_parts(&west_aws, &name).await;
+    for (role, present) in east_roles.iter().chain(&west_roles) {
+        assert!(present, "role {role} exists after both ups");
+    }
+    assert!(east_dashboard && west_dashboard, "a dashboard per region");
+    // The east functions run with the east roles, not the twin's.
+    assert_eq!(
+        east_functions.len(),
+        FUNCTIONS.len() + 1,
+        "{east_functions:?}"
+    );
+    for (function, role) in &east_functions {
+        assert!(
+            role.contains(&format!(":role/payops-{name}-{REGION}-")),
+            "{function} runs with {role}"
+        );
+    }
+
+    // `down` in us-west-2 leaves the us-east-1 env whole.
+    west.down().assert_success();
+    let left = remaining(&west_aws, &name).await;
+    assert!(left.is_empty(), "left in {TWIN_REGION}: {left:#?}");
+    let (roles, dashboard, functions) = regional_parts(&east_aws, &name).await;
+    assert_eq!(roles, east_roles, "the east roles after the twin's down");
+    assert!(dashboard, "the east dashboard after the twin's down");
+    assert_eq!(
+        functions, east_functions,
+        "the east functions after the twin's down"
+    );
+    let status = east.status_json();
+    assert_eq!(
+        status["summary"], "converged",
+        "east after the twin's down: {status:#}"
+    );
+    let (_, again) = east.up_json(&[]);
+    assert_no_mutation(&again, "up of east after the twin's down");
+
+    east.down().assert_success();
+    let left = remaining(&east_aws, &name).await;
+    assert!(left.is_empty(), "left in {REGION}: {left:#?}");
 }

@@ -16,8 +16,8 @@ use aws_sdk_cloudwatch::types::{MetricAlarm, Statistic};
 use serde_json::{Value, json};
 
 use common::{
-    Aws, FUNCTIONS, Tags, TestEnv, assert_no_mutation, assert_payops_tags, error_code, outcomes,
-    remaining,
+    Aws, FUNCTIONS, REGION, Tags, TestEnv, assert_no_mutation, assert_payops_tags, error_code,
+    outcomes, remaining,
 };
 
 /// Every alarm: (slug, output key, topic output, shift gate, treat missing data).
@@ -204,9 +204,12 @@ async fn up_builds_a_dashboard_of_the_envs_real_resources() {
     env.up_json(&[]);
     let outputs = env.outputs();
     let name = env.name.as_str();
-    assert_eq!(output(&outputs, "DashboardName"), format!("payops-{name}"));
+    assert_eq!(
+        output(&outputs, "DashboardName"),
+        format!("payops-{name}-{REGION}")
+    );
 
-    let body = dashboard(&aws, &format!("payops-{name}"))
+    let body = dashboard(&aws, &format!("payops-{name}-{REGION}"))
         .await
         .expect("the dashboard exists");
     let mut all = Vec::new();
@@ -273,7 +276,7 @@ async fn up_builds_a_dashboard_of_the_envs_real_resources() {
         .expect("ssm:GetParameter DashboardName");
     assert_eq!(
         param.parameter().and_then(|p| p.value()),
-        Some(format!("payops-{name}").as_str())
+        Some(format!("payops-{name}-{REGION}").as_str())
     );
 }
 
@@ -428,7 +431,7 @@ async fn alert_emails_subscribe_both_topics_and_follow_the_list() {
 async fn a_dashboard_of_the_envs_name_without_the_marker_is_never_taken_over() {
     let mut env = TestEnv::new();
     let aws = Aws::connect().await;
-    let name = format!("payops-{}", env.name);
+    let name = format!("payops-{}-{REGION}", env.name);
     let foreign = json!({"widgets": [{"type": "text", "x": 0, "y": 0, "width": 12, "height": 3,
         "properties": {"markdown": "the payments team's own dashboard"}}]});
     aws.c
@@ -491,7 +494,10 @@ async fn down_leaves_no_alarm_dashboard_or_subscription() {
         "alarms left: {:?}",
         alarms(&aws, &name).await.keys()
     );
-    assert_eq!(dashboard(&aws, &format!("payops-{name}")).await, None);
+    assert_eq!(
+        dashboard(&aws, &format!("payops-{name}-{REGION}")).await,
+        None
+    );
     let listed = aws
         .c
         .cloudwatch

@@ -30,6 +30,29 @@ fn parse(doc: &str) -> Option<Value> {
         })
 }
 
+/// The regions the ARNs of a policy document name (`arn:<partition>:
+/// <service>:<region>:...`); global ARNs (IAM, S3 buckets) name none. Empty
+/// for a document that does not parse.
+pub fn regions(doc: &str) -> std::collections::BTreeSet<String> {
+    fn walk(v: &Value, out: &mut std::collections::BTreeSet<String>) {
+        match v {
+            Value::String(s) if s.starts_with("arn:") => {
+                if let Some(region) = s.split(':').nth(3).filter(|r| !r.is_empty()) {
+                    out.insert(region.to_owned());
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
+            Value::Object(map) => map.values().for_each(|i| walk(i, out)),
+            _ => {}
+        }
+    }
+    let mut out = std::collections::BTreeSet::new();
+    if let Some(v) = parse(doc) {
+        walk(&v, &mut out);
+    }
+    out
+}
+
 fn normalize(v: Value) -> Value {
     match v {
         // Keys sorted whatever the map keeps (serde_json's preserve_order is on
@@ -106,6 +129,23 @@ mod tests {
             {"Resource":"x","Condition":{"Bool":{"k":"false"}},"Action":"s3:*","Effect":"Deny","Sid":"A"},
             {"Resource":"x/*","Action":"s3:PutObject","Effect":"Deny","Sid":"B"}]}"#;
         assert!(same(written, echoed));
+    }
+
+    #[test]
+    fn the_regions_a_policy_names_are_those_of_its_arns() {
+        let doc = r#"{"Statement":[
+            {"Effect":"Allow","Action":"logs:PutLogEvents","Resource":"arn:aws:logs:us-west-2:1:log-group:/x:*"},
+            {"Effect":"Allow","Action":"s3:PutObject","Resource":["arn:aws:s3:::bucket/*","*"]},
+            {"Effect":"Allow","Action":"kms:Decrypt","Resource":"arn:aws:kms:us-west-2:1:key/k",
+             "Condition":{"StringEquals":{"kms:ViaService":"s3.us-west-2.amazonaws.com"}}}]}"#;
+        let encoded =
+            percent_encoding::utf8_percent_encode(doc, percent_encoding::NON_ALPHANUMERIC)
+                .to_string();
+        assert_eq!(
+            regions(&encoded).into_iter().collect::<Vec<_>>(),
+            ["us-west-2"]
+        );
+        assert!(regions("not json").is_empty());
     }
 
     #[test]

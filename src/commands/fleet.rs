@@ -80,7 +80,7 @@ async fn survey(
     let discovery::Inventory {
         envs: discovered,
         retained,
-    } = discovery::inventory(&session.aws.clients).await?;
+    } = discovery::inventory(&session.aws.clients, &session.aws.region).await?;
     let recorded = session.backend.envs().await?;
     let names: BTreeSet<String> = discovered
         .keys()

@@ -38,6 +38,7 @@ impl Session {
             settings.state_url.as_deref(),
             &settings.state_dir,
             &aws.clients.s3,
+            &settings.aws.region,
         )?;
         Ok(Self {
             aws,

@@ -195,7 +195,22 @@ impl Context {
 
     /// Refuses a found resource that is not tagged as this env's.
     pub fn check_ours(&self, what: impl std::fmt::Display, tags: &TagMap) -> Result<(), AwsError> {
-        match tags::ownership(tags, self.env()) {
+        Self::refuse_unless_ours(what, tags::ownership(tags, self.env()))
+    }
+
+    /// Refuses a found account-wide resource (an IAM role) unless it is
+    /// tagged as this env's and not as another region's (see
+    /// [`tags::global_ownership`]).
+    pub fn check_ours_global(
+        &self,
+        what: impl std::fmt::Display,
+        tags: &TagMap,
+    ) -> Result<(), AwsError> {
+        Self::refuse_unless_ours(what, tags::global_ownership(tags, self.env(), &self.region))
+    }
+
+    fn refuse_unless_ours(what: impl std::fmt::Display, owner: Ownership) -> Result<(), AwsError> {
+        match owner {
             Ownership::Ours => Ok(()),
             Ownership::OtherEnv(env) => Err(AwsError::NotOurs {
                 what: what.to_string(),
@@ -204,6 +219,12 @@ impl Context {
             Ownership::Foreign => Err(AwsError::NotOurs {
                 what: what.to_string(),
                 owner: "it has no payops ownership tags".into(),
+            }),
+            Ownership::OtherRegion(region) => Err(AwsError::NotOurs {
+                what: what.to_string(),
+                owner: format!(
+                    "it belongs to the env of the same name in region {region} (IAM is global)"
+                ),
             }),
         }
     }

@@ -1,5 +1,11 @@
-//! The local state backend: `<dir>/<env>.json`, written atomically, guarded
-//! by an advisory lock on `<dir>/<env>.lock`.
+//! The local state backend: `<dir>/<region>/<env>.json`, written atomically,
+//! guarded by an advisory lock on `<dir>/<region>/<env>.lock`.
+//!
+//! The region is part of the key because the same env name in two regions
+//! of one account is two envs (a DR twin): older versions kept
+//! `<dir>/<env>.json`, which refused the second region from the same
+//! directory. Such a file is moved under its region the first time this
+//! version reads it in that region; in any other region it is left alone.
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
@@ -12,6 +18,9 @@ use super::{EnvLock, EnvState, StateBackend, StateError};
 #[derive(Clone, Debug)]
 pub struct LocalStore {
     dir: PathBuf,
+    /// Where older versions kept the region's states (`<dir>/<env>.json`),
+    /// and the region they must record to be this store's.
+    legacy: Option<(PathBuf, String)>,
 }
 
 /// Held for the whole of a mutating command; dropping it (or the process
@@ -28,7 +37,20 @@ impl EnvLock for LocalLock {
 
 impl LocalStore {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self {
+            dir: dir.into(),
+            legacy: None,
+        }
+    }
+
+    /// The states of `region` under `dir` (`<dir>/<region>/`), taking over
+    /// the region's states an older version kept in `dir` itself.
+    pub fn regional(dir: impl Into<PathBuf>, region: &str) -> Self {
+        let dir = dir.into();
+        Self {
+            dir: dir.join(region),
+            legacy: Some((dir, region.to_owned())),
+        }
     }
 
     pub fn path(&self, env: &str) -> PathBuf {
@@ -43,15 +65,51 @@ impl LocalStore {
     }
 
     fn load_sync(&self, env: &str) -> Result<Option<EnvState>, StateError> {
-        let path = self.path(env);
-        let text = match fs::read_to_string(&path) {
+        if let Some(state) = Self::read(&self.path(env), env)? {
+            return Ok(Some(state));
+        }
+        let Some((dir, region)) = &self.legacy else {
+            return Ok(None);
+        };
+        // An older version's file: this region's is moved here (a rename,
+        // atomic), another region's is that region's to take.
+        let old = dir.join(format!("{env}.json"));
+        match Self::read(&old, env)? {
+            Some(state) if super::of_region(&state, region) => {
+                fs::create_dir_all(&self.dir).map_err(Self::io(&self.dir))?;
+                let path = self.path(env);
+                fs::rename(&old, &path).map_err(Self::io(&path))?;
+                Ok(Some(state))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn read(path: &Path, env: &str) -> Result<Option<EnvState>, StateError> {
+        let text = match fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Self::io(&path)(e)),
+            Err(e) => return Err(Self::io(path)(e)),
         };
         let shown = path.display().to_string();
         let way_out = format!("mv {shown} {shown}.broken");
         super::parse(&text, env, &shown, way_out).map(Some)
+    }
+
+    /// Names of the `*.json` files in `dir`.
+    fn names_in(dir: &Path) -> Result<Vec<String>, StateError> {
+        let entries = match fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Self::io(dir)(e)),
+        };
+        Ok(entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter_map(|n| n.strip_suffix(".json").map(str::to_owned))
+            .filter(|n| !n.starts_with('.'))
+            .collect())
     }
 
     /// Write-then-rename, so a crash leaves the old file or the new one, never
@@ -159,18 +217,20 @@ impl StateBackend for LocalStore {
     }
 
     async fn envs(&self) -> Result<Vec<String>, StateError> {
-        let entries = match fs::read_dir(&self.dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Self::io(&self.dir)(e)),
-        };
-        let mut envs: Vec<String> = entries
-            .filter_map(Result::ok)
-            .filter_map(|e| e.file_name().into_string().ok())
-            .filter_map(|n| n.strip_suffix(".json").map(str::to_owned))
-            .filter(|n| !n.starts_with('.'))
-            .collect();
+        let mut envs = Self::names_in(&self.dir)?;
+        // An older version's files of this region (not yet moved).
+        if let Some((dir, region)) = &self.legacy {
+            for env in Self::names_in(dir)? {
+                let path = dir.join(format!("{env}.json"));
+                if let Ok(Some(state)) = Self::read(&path, &env)
+                    && super::of_region(&state, region)
+                {
+                    envs.push(env);
+                }
+            }
+        }
         envs.sort();
+        envs.dedup();
         Ok(envs)
     }
 }
@@ -247,5 +307,33 @@ mod tests {
         let _other = store.lock_sync("pr2", "pid 44").unwrap();
         drop(first);
         store.lock_sync("pr1", "pid 45").unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_older_versions_state_moves_under_its_region_and_no_other() {
+        let dir = tempfile::tempdir().unwrap();
+        // Written by a version that kept `<dir>/<env>.json`.
+        LocalStore::new(dir.path()).save_sync(&sample()).unwrap();
+        let old = dir.path().join("pr1.json");
+        // Another region's run leaves it alone: the env there is another.
+        let west = LocalStore::regional(dir.path(), "us-west-2");
+        assert_eq!(west.load_sync("pr1").unwrap(), None);
+        assert!(old.exists());
+        let east = LocalStore::regional(dir.path(), "us-east-1");
+        assert_eq!(east.envs().await.unwrap(), ["pr1"]);
+        assert!(west.envs().await.unwrap().is_empty());
+        // Its own region's run moves it.
+        assert_eq!(east.load_sync("pr1").unwrap(), Some(sample()));
+        assert!(!old.exists());
+        assert!(dir.path().join("us-east-1/pr1.json").exists());
+        // The twin in us-west-2 now has a state of its own beside it.
+        let mut twin = sample();
+        twin.region = "us-west-2".into();
+        west.save_sync(&twin).unwrap();
+        assert_eq!(west.load_sync("pr1").unwrap(), Some(twin));
+        assert_eq!(east.load_sync("pr1").unwrap(), Some(sample()));
+        // And their locks are independent.
+        let _east = east.lock_sync("pr1", "east").unwrap();
+        let _west = west.lock_sync("pr1", "west").unwrap();
     }
 }

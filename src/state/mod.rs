@@ -175,6 +175,13 @@ pub enum StateError {
     },
 }
 
+/// Whether a state an older, region-blind version wrote is `region`'s (one
+/// that recorded no region predates the field and is taken as the reader's,
+/// as `check_location` does).
+pub(crate) fn of_region(state: &EnvState, region: &str) -> bool {
+    state.region.is_empty() || state.region == region
+}
+
 /// Parses and checks a state file's text (shared by every backend).
 pub fn parse(text: &str, env: &str, path: &str, way_out: String) -> Result<EnvState, StateError> {
     let corrupt = |reason: String| StateError::Corrupt {
@@ -199,14 +206,16 @@ pub fn parse(text: &str, env: &str, path: &str, way_out: String) -> Result<EnvSt
     Ok(state)
 }
 
-/// The backend `--state` names: `s3://BUCKET/PREFIX`, or local files in `dir`.
+/// The backend `--state` names: `s3://BUCKET/PREFIX/<region>/`, or local
+/// files in `<dir>/<region>/`: the same env name in two regions is two envs.
 pub fn backend(
     url: Option<&str>,
     dir: &std::path::Path,
     s3: &aws_sdk_s3::Client,
+    region: &str,
 ) -> Result<Box<dyn StateBackend>, StateError> {
     match url {
-        None => Ok(Box::new(LocalStore::new(dir))),
+        None => Ok(Box::new(LocalStore::regional(dir, region))),
         Some(url) => {
             let rest = url
                 .strip_prefix("s3://")
@@ -215,9 +224,7 @@ pub fn backend(
             if bucket.is_empty() {
                 return Err(StateError::BadUrl(url.to_owned()));
             }
-            Ok(Box::new(S3Store::new(
-                crate::aws::objects::ObjectStore::new(s3.clone(), bucket, prefix),
-            )))
+            Ok(Box::new(S3Store::regional(s3, bucket, prefix, region)))
         }
     }
 }

@@ -1,5 +1,7 @@
-//! The shared backend: `s3://BUCKET/PREFIX/<env>.json`, and a lock per env in
-//! `<env>.lock`, taken with a conditional write (`If-None-Match: *`) so two
+//! The shared backend: `s3://BUCKET/PREFIX/<region>/<env>.json`, and a lock
+//! per env in `<env>.lock` beside it (the region is part of the key: the same
+//! env name in two regions is two envs; an older version's
+//! `PREFIX/<env>.json` is moved under its region when that region reads it), taken with a conditional write (`If-None-Match: *`) so two
 //! runners can never both hold it. The lock carries its owner and a lease that
 //! the holder renews; a lock whose lease expired (its runner died) is taken
 //! over with `If-Match` on the expired object, so only one taker wins.
@@ -72,6 +74,9 @@ fn new_token() -> String {
 #[derive(Clone, Debug)]
 pub struct S3Store {
     objects: ObjectStore,
+    /// Where older versions kept the region's states (`PREFIX/<env>.json`),
+    /// and the region they must record to be this store's.
+    legacy: Option<(ObjectStore, String)>,
     lease: Duration,
 }
 
@@ -79,8 +84,46 @@ impl S3Store {
     pub fn new(objects: ObjectStore) -> Self {
         Self {
             objects,
+            legacy: None,
             lease: LEASE,
         }
+    }
+
+    /// The states of `region` under `s3://bucket/prefix/<region>/`, taking
+    /// over the region's states an older version kept under the prefix.
+    pub fn regional(client: &aws_sdk_s3::Client, bucket: &str, prefix: &str, region: &str) -> Self {
+        let prefix = prefix.trim_matches('/');
+        let regional = if prefix.is_empty() {
+            region.to_owned()
+        } else {
+            format!("{prefix}/{region}")
+        };
+        Self {
+            objects: ObjectStore::new(client.clone(), bucket, &regional),
+            legacy: Some((
+                ObjectStore::new(client.clone(), bucket, prefix),
+                region.to_owned(),
+            )),
+            lease: LEASE,
+        }
+    }
+
+    /// `<env>.json` of `objects`, parsed; None when there is none.
+    async fn read(&self, objects: &ObjectStore, env: &str) -> Result<Option<EnvState>, StateError> {
+        let name = format!("{env}.json");
+        let url = objects.url(&name);
+        let Some(object) = objects
+            .get(&name)
+            .await
+            .map_err(|source| StateError::Backend {
+                location: url.clone(),
+                source,
+            })?
+        else {
+            return Ok(None);
+        };
+        let text = String::from_utf8_lossy(&object.body);
+        super::parse(&text, env, &url, format!("aws s3 mv {url} {url}.broken")).map(Some)
     }
 
     pub fn with_lease(mut self, lease: Duration) -> Self {
@@ -150,18 +193,26 @@ impl StateBackend for S3Store {
     }
 
     async fn load(&self, env: &str) -> Result<Option<EnvState>, StateError> {
-        let name = format!("{env}.json");
-        let Some(object) = self
-            .objects
-            .get(&name)
-            .await
-            .map_err(self.backend_error(env))?
-        else {
+        if let Some(state) = self.read(&self.objects, env).await? {
+            return Ok(Some(state));
+        }
+        let Some((legacy, region)) = &self.legacy else {
             return Ok(None);
         };
-        let url = self.objects.url(&name);
-        let text = String::from_utf8_lossy(&object.body);
-        super::parse(&text, env, &url, format!("aws s3 mv {url} {url}.broken")).map(Some)
+        // An older version's state: this region's is moved here (written
+        // first, so a run stopped in between still finds it), another
+        // region's is that region's to take.
+        match self.read(legacy, env).await? {
+            Some(state) if super::of_region(&state, region) => {
+                self.save(&state).await?;
+                legacy
+                    .delete(&format!("{env}.json"))
+                    .await
+                    .map_err(self.backend_error(env))?;
+                Ok(Some(state))
+            }
+            _ => Ok(None),
+        }
     }
 
     async fn save(&self, state: &EnvState) -> Result<(), StateError> {
@@ -246,7 +297,25 @@ impl StateBackend for S3Store {
             .into_iter()
             .filter_map(|n| n.strip_suffix(".json").map(str::to_owned))
             .collect();
+        // An older version's states of this region (not yet moved).
+        if let Some((legacy, region)) = &self.legacy {
+            let names = legacy
+                .list(".json")
+                .await
+                .map_err(|source| StateError::Backend {
+                    location: legacy.url(""),
+                    source,
+                })?;
+            for env in names.iter().filter_map(|n| n.strip_suffix(".json")) {
+                if let Ok(Some(state)) = self.read(legacy, env).await
+                    && super::of_region(&state, region)
+                {
+                    envs.push(env.to_owned());
+                }
+            }
+        }
         envs.sort();
+        envs.dedup();
         Ok(envs)
     }
 }
@@ -449,6 +518,72 @@ mod tests {
                 .err()
                 .expect("locked");
             assert!(matches!(err, StateError::Locked { .. }), "{err}");
+        }
+    }
+
+    mod regions {
+        use aws_sdk_s3::Client;
+        use aws_sdk_s3::operation::delete_object::DeleteObjectOutput;
+        use aws_sdk_s3::operation::get_object::{GetObjectError, GetObjectOutput};
+        use aws_sdk_s3::operation::put_object::PutObjectOutput;
+        use aws_sdk_s3::primitives::ByteStream;
+        use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+
+        use super::super::*;
+
+        fn absent(key: &'static str) -> Rule {
+            mock!(Client::get_object)
+                .match_requests(move |r| r.key() == Some(key))
+                .then_error(|| {
+                    GetObjectError::generic(
+                        aws_smithy_types::error::ErrorMetadata::builder()
+                            .code("NoSuchKey")
+                            .build(),
+                    )
+                })
+        }
+
+        /// `ci/pr1.json` as an older version wrote it, for `region`.
+        fn legacy(region: &'static str) -> Rule {
+            mock!(Client::get_object)
+                .match_requests(|r| r.key() == Some("ci/pr1.json"))
+                .then_output(move || {
+                    let state = EnvState::new("pr1", region, "123456789012");
+                    GetObjectOutput::builder()
+                        .e_tag("\"e1\"")
+                        .body(ByteStream::from(serde_json::to_vec(&state).unwrap()))
+                        .build()
+                })
+        }
+
+        #[tokio::test]
+        async fn an_older_versions_state_moves_under_its_region_and_no_other() {
+            let put = mock!(Client::put_object)
+                .match_requests(|r| r.key() == Some("ci/us-east-1/pr1.json"))
+                .then_output(|| PutObjectOutput::builder().e_tag("\"e2\"").build());
+            let delete = mock!(Client::delete_object)
+                .match_requests(|r| r.key() == Some("ci/pr1.json"))
+                .then_output(|| DeleteObjectOutput::builder().build());
+            let rules = [
+                absent("ci/us-east-1/pr1.json"),
+                absent("ci/us-west-2/pr1.json"),
+                legacy("us-east-1"),
+                put.clone(),
+                delete.clone(),
+            ];
+            let client = mock_client!(aws_sdk_s3, RuleMode::MatchAny, &rules);
+            // us-west-2's env pr1 is another env: the file is not its.
+            let west = S3Store::regional(&client, "state-bucket", "ci/", "us-west-2");
+            assert_eq!(west.load("pr1").await.unwrap(), None);
+            assert_eq!((put.num_calls(), delete.num_calls()), (0, 0));
+            assert_eq!(
+                west.location("pr1"),
+                "s3://state-bucket/ci/us-west-2/pr1.json"
+            );
+            let east = S3Store::regional(&client, "state-bucket", "ci/", "us-east-1");
+            let state = east.load("pr1").await.unwrap().unwrap();
+            assert_eq!(state.region, "us-east-1");
+            assert_eq!((put.num_calls(), delete.num_calls()), (1, 1));
         }
     }
 }

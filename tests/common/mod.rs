@@ -301,8 +301,11 @@ impl TestEnv {
         self.dir().join("state")
     }
 
+    /// States are kept per region (`<dir>/<region>/<env>.json`).
     pub fn state_file(&self) -> PathBuf {
-        self.state_dir().join(format!("{}.json", self.name))
+        self.state_dir()
+            .join(REGION)
+            .join(format!("{}.json", self.name))
     }
 
     pub fn outputs_file(&self) -> PathBuf {
@@ -685,20 +688,27 @@ pub fn not_equal_to<'a>(
 pub struct Aws {
     pub c: Clients,
     pub account: String,
+    pub region: String,
 }
 
 impl Aws {
     pub async fn connect() -> Self {
+        Self::connect_in(REGION).await
+    }
+
+    /// Clients for a region of the emulator's account (of real AWS in an
+    /// acceptance run).
+    pub async fn connect_in(region: &str) -> Self {
         match endpoint_url() {
-            Some(url) => Self::connect_to(&url).await,
-            None => Self::real().await,
+            Some(url) => Self::emulator(&url, region).await,
+            None => Self::real(region).await,
         }
     }
 
     /// Real AWS (an acceptance run): the operator's credential chain.
-    async fn real() -> Self {
+    async fn real(region: &str) -> Self {
         let sdk = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new(REGION))
+            .region(Region::new(region.to_owned()))
             .retry_config(RetryConfig::standard().with_max_attempts(5))
             .load()
             .await;
@@ -708,10 +718,14 @@ impl Aws {
     /// Clients of another endpoint (e.g. the fault proxy in front of the
     /// emulator).
     pub async fn connect_to(url: &str) -> Self {
+        Self::emulator(url, REGION).await
+    }
+
+    async fn emulator(url: &str, region: &str) -> Self {
         let credentials =
             aws_sdk_sts::config::Credentials::new("test", "test", None, None, "payops-tests");
         let sdk = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new(REGION))
+            .region(Region::new(region.to_owned()))
             .endpoint_url(url)
             .credentials_provider(credentials)
             .retry_config(RetryConfig::standard().with_max_attempts(5))
@@ -732,11 +746,15 @@ impl Aws {
             .account()
             .expect("GetCallerIdentity names the account")
             .to_owned();
-        Self { c, account }
+        Self {
+            c,
+            account,
+            region: sdk.region().map_or(REGION, |r| r.as_ref()).to_owned(),
+        }
     }
 
     pub fn bucket_name(&self, env: &str) -> String {
-        format!("payops-{env}-audit-{}-{REGION}", self.account)
+        format!("payops-{env}-audit-{}-{}", self.account, self.region)
     }
 }
 
@@ -1187,7 +1205,16 @@ pub async fn remaining(aws: &Aws, env: &str) -> Vec<String> {
     let roles = ["flow-logs", "secret-rotation"]
         .into_iter()
         .chain(FUNCTIONS);
-    for role in roles.map(|r| format!("payops-{env}-{r}")) {
+    // This region's names, and the region-blind ones of older versions (a
+    // role of the twin env in another region would show here too: the tests
+    // that make one look at both regions).
+    let names = roles.flat_map(|r| {
+        [
+            format!("payops-{env}-{}-{r}", aws.region),
+            format!("payops-{env}-{r}"),
+        ]
+    });
+    for role in names {
         match aws.c.iam.get_role().role_name(&role).send().await {
             Ok(_) => left.push(format!("iam role {role}")),
             Err(e) if error_code(&e) == Some("NoSuchEntity") => {}
@@ -1298,8 +1325,8 @@ pub async fn compute_remaining(aws: &Aws, env: &str) -> Vec<String> {
         }
     }
     for bucket in [
-        format!("payops-{env}-alb-logs-{}-{REGION}", aws.account),
-        format!("aws-waf-logs-{env}-{}-{REGION}", aws.account),
+        format!("payops-{env}-alb-logs-{}-{}", aws.account, aws.region),
+        format!("aws-waf-logs-{env}-{}-{}", aws.account, aws.region),
     ] {
         match aws.c.s3.head_bucket().bucket(&bucket).send().await {
             Ok(_) => left.push(format!("s3 bucket {bucket}")),
@@ -1355,7 +1382,12 @@ pub async fn tagged_arns(aws: &Aws, env: &str) -> BTreeSet<String> {
                 .tags()
                 .iter()
                 .any(|t| t.key() == TAG_ENV && t.value() == env);
-            if let (Some(arn), true) = (m.resource_arn(), ours) {
+            // moto lists every region's S3 buckets; payops' bucket names
+            // end with their region.
+            let elsewhere = m.resource_arn().is_some_and(|a| {
+                a.starts_with("arn:aws:s3:::") && !a.ends_with(&format!("-{}", aws.region))
+            });
+            if let (Some(arn), true, false) = (m.resource_arn(), ours, elsewhere) {
                 arns.insert(arn.to_owned());
             }
         }

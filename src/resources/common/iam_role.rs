@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::aws::{AwsError, OpResult, absent_on, policy, required};
 use crate::engine::{Record, StepCx};
 use crate::naming::NameKind;
-use crate::tags::TagMap;
+use crate::tags::{self, Ownership, TagMap};
 
 use crate::resources::context::Context;
 use crate::resources::resource::Resource;
@@ -272,32 +272,101 @@ async fn detach_policy(cx: &Context, role: &str, arn: &str) -> Result<(), AwsErr
 }
 
 impl Role {
+    /// The role of this step's name, refused unless it is tagged as this
+    /// env's and not as another region's.
     async fn get(&self, cx: &Context, name: &str) -> Result<Option<FoundRole>, AwsError> {
+        let Some((role, tags)) = get_role(cx, name).await? else {
+            return Ok(None);
+        };
+        cx.check_ours_global(format!("IAM role {name}"), &tags)?;
+        Ok(Some(found_role(role, tags)))
+    }
+
+    /// The role of the region-blind name older versions gave it
+    /// (`payops-<env>-<purpose>`), if it is provably this region's env's: its
+    /// `payops:region` tag says so, or (made before that tag existed) every
+    /// ARN its inline policies name is in this region. Anything else under
+    /// that name (another region's twin env, whose functions use it; a role
+    /// whose region cannot be told) is left alone: not adopted, not deleted.
+    async fn legacy(&self, cx: &Context) -> Result<Option<FoundRole>, AwsError> {
+        let name = cx.names.legacy_role(&self.suffix);
+        let Some((role, tags)) = get_role(cx, &name).await? else {
+            return Ok(None);
+        };
+        if tags::global_ownership(&tags, cx.env(), &cx.region) != Ownership::Ours {
+            return Ok(None);
+        }
+        if !tags.contains_key(tags::REGION) && !policies_name_only(cx, &name, &cx.region).await? {
+            return Ok(None);
+        }
+        Ok(Some(found_role(role, tags)))
+    }
+}
+
+/// GetRole and the role's tags; None when there is no such role.
+async fn get_role(
+    cx: &Context,
+    name: &str,
+) -> Result<Option<(aws_sdk_iam::types::Role, TagMap)>, AwsError> {
+    let got = cx
+        .clients
+        .iam
+        .get_role()
+        .role_name(name)
+        .send()
+        .await
+        .op("iam:GetRole");
+    let Some(out) = absent_on(got, &["NoSuchEntity"])? else {
+        return Ok(None);
+    };
+    let role = required(out.role(), "iam:GetRole", "Role")?.clone();
+    let tags = iam::role_tags(cx, name).await?;
+    Ok(Some((role, tags)))
+}
+
+fn found_role(role: aws_sdk_iam::types::Role, tags: TagMap) -> FoundRole {
+    FoundRole {
+        name: role.role_name().to_owned(),
+        arn: role.arn().to_owned(),
+        trust: role
+            .assume_role_policy_document()
+            .unwrap_or_default()
+            .to_owned(),
+        description: role.description().map(str::to_owned),
+        tags,
+    }
+}
+
+/// Whether the role's inline policies name ARNs of `region` and of no other
+/// region: what a role of an env in that region holds (every policy payops
+/// writes names the env's regional log groups, tables, parameters or keys).
+async fn policies_name_only(cx: &Context, role: &str, region: &str) -> Result<bool, AwsError> {
+    let mut regions = std::collections::BTreeSet::new();
+    for name in inline_policy_names(cx, role).await? {
         let got = cx
             .clients
             .iam
-            .get_role()
-            .role_name(name)
+            .get_role_policy()
+            .role_name(role)
+            .policy_name(&name)
             .send()
             .await
-            .op("iam:GetRole");
-        let Some(out) = absent_on(got, &["NoSuchEntity"])? else {
-            return Ok(None);
-        };
-        let role = required(out.role(), "iam:GetRole", "Role")?;
-        let tags = iam::role_tags(cx, name).await?;
-        cx.check_ours(format!("IAM role {name}"), &tags)?;
-        Ok(Some(FoundRole {
-            name: role.role_name().to_owned(),
-            arn: role.arn().to_owned(),
-            trust: role
-                .assume_role_policy_document()
-                .unwrap_or_default()
-                .to_owned(),
-            description: role.description().map(str::to_owned),
-            tags,
-        }))
+            .op("iam:GetRolePolicy");
+        if let Some(out) = absent_on(got, &["NoSuchEntity"])? {
+            regions.extend(policy::regions(out.policy_document()));
+        }
     }
+    Ok(regions.len() == 1 && regions.contains(region))
+}
+
+/// The tags a role should carry and lacks: the env's, and the region it
+/// serves (IAM is global, see [`tags::REGION`]).
+fn missing_tags(cx: &Context, step: &StepCx<'_>, existing: &TagMap) -> TagMap {
+    let mut missing = cx.tagger.missing(step.id().as_str(), existing);
+    if existing.get(tags::REGION) != Some(&cx.region) {
+        missing.insert(tags::REGION.to_owned(), cx.region.clone());
+    }
+    missing
 }
 
 #[async_trait]
@@ -314,9 +383,21 @@ impl Resource for Role {
         &["EntityAlreadyExists"]
     }
 
+    /// The role of this region's name and, from an older version, the role
+    /// of the region-blind name if it is provably this region's: an env
+    /// upgraded in place keeps using (and `down` removes) the role its
+    /// functions already have.
     async fn find(&self, cx: &Context, _step: &StepCx<'_>) -> Result<Vec<FoundRole>, AwsError> {
         let name = self.name(cx)?;
-        Ok(self.get(cx, &name).await?.into_iter().collect())
+        let (current, legacy) = tokio::try_join!(self.get(cx, &name), self.legacy(cx))?;
+        Ok(current.into_iter().chain(legacy).collect())
+    }
+
+    /// Both names present (a run of each version, or an interrupted move):
+    /// the region's name is kept and the region-blind one, provably this
+    /// region's, goes.
+    fn keep_of_duplicates(&self, found: &[FoundRole]) -> Option<usize> {
+        (found.len() == 2).then_some(0)
     }
 
     fn describe(&self, found: &FoundRole) -> String {
@@ -326,7 +407,8 @@ impl Resource for Role {
     async fn create(&self, cx: &Context, step: &StepCx<'_>) -> Result<FoundRole, AwsError> {
         let name = self.name(cx)?;
         let trust = self.trust_policy(cx).to_string();
-        let tags = cx.tagger.for_create(step.id().as_str());
+        let mut tags = cx.tagger.for_create(step.id().as_str());
+        tags.insert(tags::REGION.to_owned(), cx.region.clone());
         let created = cx
             .clients
             .iam
@@ -413,7 +495,7 @@ impl Resource for Role {
             }
         }
         fixes.extend(attached.into_iter().map(Fix::Detach));
-        let missing = cx.tagger.missing(step.id().as_str(), &role.tags);
+        let missing = missing_tags(cx, step, &role.tags);
         if !missing.is_empty() {
             fixes.push(Fix::Tags(missing));
         }
@@ -559,8 +641,10 @@ mod tests {
     use crate::resources::testing::{self, ACCOUNT, NOW};
     use crate::tags::Tagger;
 
-    const NAME: &str = "payops-pr1-test";
-    const ARN: &str = "arn:aws:iam::123456789012:role/payops-pr1-test";
+    const NAME: &str = "payops-pr1-us-east-1-test";
+    const ARN: &str = "arn:aws:iam::123456789012:role/payops-pr1-us-east-1-test";
+    /// The region-blind name of older versions.
+    const LEGACY: &str = "payops-pr1-test";
     const STEP: &str = "iam-role:test";
 
     fn role() -> Role {
@@ -611,11 +695,15 @@ mod tests {
     }
 
     fn iam_role(trust: &str) -> IamRole {
+        named_role(NAME, trust)
+    }
+
+    fn named_role(name: &str, trust: &str) -> IamRole {
         IamRole::builder()
             .path("/")
-            .role_name(NAME)
+            .role_name(name)
             .role_id("AROA1")
-            .arn(ARN)
+            .arn(format!("arn:aws:iam::123456789012:role/{name}"))
             .create_date(aws_smithy_types::DateTime::from_secs(0))
             .assume_role_policy_document(url_encode(trust))
             .description("test role")
@@ -624,7 +712,17 @@ mod tests {
     }
 
     fn our_tags() -> Vec<Tag> {
-        let tags = Tagger::new(EnvName::parse("pr1").unwrap(), "payments", NOW).for_create(STEP);
+        tags_in(Some(testing::REGION))
+    }
+
+    /// The env's tags, with `payops:region` when `region` is given (roles of
+    /// older versions have none).
+    fn tags_in(region: Option<&str>) -> Vec<Tag> {
+        let mut tags =
+            Tagger::new(EnvName::parse("pr1").unwrap(), "payments", NOW).for_create(STEP);
+        if let Some(region) = region {
+            tags.insert(tags::REGION.into(), region.into());
+        }
         iam::tags(&tags)
     }
 
@@ -635,26 +733,44 @@ mod tests {
     }
 
     fn list_tags(tags: Vec<Tag>) -> Rule {
-        mock!(Client::list_role_tags).then_output(move || {
-            ListRoleTagsOutput::builder()
-                .set_tags(Some(tags.clone()))
-                .build()
-                .unwrap()
-        })
+        list_tags_of(NAME, tags)
+    }
+
+    fn list_tags_of(name: &'static str, tags: Vec<Tag>) -> Rule {
+        mock!(Client::list_role_tags)
+            .match_requests(move |r| r.role_name() == Some(name))
+            .then_output(move || {
+                ListRoleTagsOutput::builder()
+                    .set_tags(Some(tags.clone()))
+                    .build()
+                    .unwrap()
+            })
     }
 
     fn list_policies(names: &'static [&'static str]) -> Rule {
-        mock!(Client::list_role_policies).then_output(move || {
-            ListRolePoliciesOutput::builder()
-                .set_policy_names(Some(names.iter().map(|n| (*n).to_owned()).collect()))
-                .build()
-                .unwrap()
-        })
+        list_policies_of(NAME, names)
+    }
+
+    fn list_policies_of(role: &'static str, names: &'static [&'static str]) -> Rule {
+        mock!(Client::list_role_policies)
+            .match_requests(move |r| r.role_name() == Some(role))
+            .then_output(move || {
+                ListRolePoliciesOutput::builder()
+                    .set_policy_names(Some(names.iter().map(|n| (*n).to_owned()).collect()))
+                    .build()
+                    .unwrap()
+            })
     }
 
     fn get_policy(doc: String) -> Rule {
+        get_policy_of(NAME, doc)
+    }
+
+    fn get_policy_of(role: &'static str, doc: String) -> Rule {
         mock!(Client::get_role_policy)
-            .match_requests(|r| r.policy_name() == Some("deliver"))
+            .match_requests(move |r| {
+                r.role_name() == Some(role) && r.policy_name() == Some("deliver")
+            })
             .then_output(move || {
                 GetRolePolicyOutput::builder()
                     .role_name(NAME)
@@ -675,9 +791,23 @@ mod tests {
             .then_error(|| GetRoleError::generic(testing::error_meta("NoSuchEntity")))
     }
 
+    fn get_named(name: &'static str, trust: String) -> Rule {
+        mock!(Client::get_role)
+            .match_requests(move |r| r.role_name() == Some(name))
+            .then_output(move || {
+                GetRoleOutput::builder()
+                    .role(named_role(name, &trust))
+                    .build()
+            })
+    }
+
+    /// Any role not mocked before is not there (the legacy name, mostly).
     fn cx_with(rules: &[&Rule]) -> Context {
         let mut clients = testing::clients();
-        clients.iam = mock_client!(aws_sdk_iam, RuleMode::MatchAny, rules);
+        let absent = no_role();
+        let mut rules = rules.to_vec();
+        rules.push(&absent);
+        clients.iam = mock_client!(aws_sdk_iam, RuleMode::MatchAny, &rules);
         testing::context(clients)
     }
 
@@ -746,7 +876,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("IAM role payops-pr1-test exists but is not tagged"),
+            err.contains("IAM role payops-pr1-us-east-1-test exists but is not tagged"),
             "{err}"
         );
         // Nor is it deleted by `down`.
@@ -1006,5 +1136,155 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("IAM allows 10240"), "{err}");
+    }
+
+    /// A role of the env of the same name in another region: the same env
+    /// tags, its own region tag.
+    fn twin_tags() -> Vec<Tag> {
+        tags_in(Some("us-west-2"))
+    }
+
+    #[tokio::test]
+    async fn the_twin_envs_role_in_another_region_is_neither_changed_nor_deleted() {
+        let cx = cx_with(&[&get_role(trust_doc(ACCOUNT)), &list_tags(twin_tags())]);
+        let err = testing::ensure(&cx, STEP, role(), &[])
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("belongs to the env of the same name in region us-west-2"),
+            "{err}"
+        );
+        let err = testing::destroy(&cx, STEP, role()).await.unwrap_err();
+        assert!(err.to_string().contains("us-west-2"), "{err}");
+    }
+
+    fn legacy_policy_doc(region: &str) -> String {
+        policy_doc().replace("us-east-1", region)
+    }
+
+    #[tokio::test]
+    async fn a_region_blind_role_of_this_region_is_adopted_and_tagged_with_the_region() {
+        // Made by a version before the region was in the name: no region tag,
+        // its policies name this region's log group.
+        let tag = mock!(Client::tag_role)
+            .match_requests(|r| {
+                r.role_name() == Some(LEGACY)
+                    && r.tags().len() == 1
+                    && r.tags()[0].key() == tags::REGION
+                    && r.tags()[0].value() == "us-east-1"
+            })
+            .then_output(|| TagRoleOutput::builder().build());
+        let create = mock!(Client::create_role).then_output(|| CreateRoleOutput::builder().build());
+        let cx = cx_with(&[
+            &get_named(LEGACY, trust_doc(ACCOUNT)),
+            &list_tags_of(LEGACY, tags_in(None)),
+            &list_policies_of(LEGACY, &["deliver"]),
+            &get_policy_of(LEGACY, legacy_policy_doc("us-east-1")),
+            &no_attached(),
+            &tag,
+            &create,
+        ]);
+        let applied = testing::ensure(&cx, STEP, role(), &[]).await.unwrap();
+        assert_eq!(applied.change, Change::Updated);
+        // The functions keep the role they have: no new role, no outage.
+        assert_eq!(create.num_calls(), 0);
+        assert_eq!(tag.num_calls(), 1);
+        assert_eq!(applied.record.outputs["TestRoleName"], LEGACY);
+    }
+
+    #[tokio::test]
+    async fn a_region_blind_role_serving_another_region_gets_a_new_role_beside_it() {
+        // The twin env in us-west-2 (or its older `up`, which rewrote the
+        // policies) owns what the role's policies name.
+        let create = mock!(Client::create_role)
+            .match_requests(|r| {
+                r.role_name() == Some(NAME)
+                    && r.tags()
+                        .iter()
+                        .any(|t| t.key() == tags::REGION && t.value() == "us-east-1")
+            })
+            .then_output(|| {
+                CreateRoleOutput::builder()
+                    .role(iam_role(&trust_doc(ACCOUNT)))
+                    .build()
+            });
+        let put = mock!(Client::put_role_policy)
+            .match_requests(|r| r.role_name() == Some(NAME))
+            .then_output(|| PutRolePolicyOutput::builder().build());
+        let delete = mock!(Client::delete_role).then_output(|| DeleteRoleOutput::builder().build());
+        let tag = mock!(Client::tag_role).then_output(|| TagRoleOutput::builder().build());
+        let legacy = [
+            get_named(LEGACY, trust_doc(ACCOUNT)),
+            list_tags_of(LEGACY, tags_in(None)),
+            list_policies_of(LEGACY, &["deliver"]),
+            get_policy_of(LEGACY, legacy_policy_doc("us-west-2")),
+        ];
+        let cx = cx_with(&[
+            &legacy[0],
+            &legacy[1],
+            &legacy[2],
+            &legacy[3],
+            &create,
+            &put,
+            &list_policies(&[]),
+            &no_attached(),
+            &delete,
+            &tag,
+        ]);
+        let applied = testing::ensure(&cx, STEP, role(), &[]).await.unwrap();
+        assert_eq!(applied.change, Change::Created);
+        assert_eq!(applied.record.outputs["TestRoleName"], NAME);
+        assert_eq!((create.num_calls(), put.num_calls()), (1, 1));
+        // `down` here finds nothing of this region's under either name.
+        let cx = cx_with(&[
+            &legacy[0], &legacy[1], &legacy[2], &legacy[3], &delete, &tag,
+        ]);
+        let removed = testing::destroy(&cx, STEP, role()).await.unwrap();
+        assert_eq!(removed, Removed::AlreadyAbsent);
+        assert_eq!((delete.num_calls(), tag.num_calls()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn down_removes_a_region_blind_role_of_this_region_and_no_other() {
+        let delete = mock!(Client::delete_role)
+            .match_requests(|r| r.role_name() == Some(LEGACY))
+            .then_output(|| DeleteRoleOutput::builder().build());
+        let profiles = mock!(Client::list_instance_profiles_for_role).then_output(|| {
+            ListInstanceProfilesForRoleOutput::builder()
+                .set_instance_profiles(Some(Vec::new()))
+                .build()
+                .unwrap()
+        });
+        let delete_policy = mock!(Client::delete_role_policy)
+            .then_output(|| DeleteRolePolicyOutput::builder().build());
+        let rules = |tags: Vec<Tag>| {
+            vec![
+                get_named(LEGACY, trust_doc(ACCOUNT)),
+                list_tags_of(LEGACY, tags),
+                list_policies_of(LEGACY, &["deliver"]),
+                mock!(Client::list_attached_role_policies)
+                    .then_output(|| ListAttachedRolePoliciesOutput::builder().build()),
+            ]
+        };
+        // Tagged with this region by an `up` of this version.
+        let ours = rules(our_tags());
+        let mut refs: Vec<&Rule> = ours.iter().collect();
+        refs.extend([&profiles, &delete_policy, &delete]);
+        let removed = testing::destroy(&cx_with(&refs), STEP, role())
+            .await
+            .unwrap();
+        assert!(matches!(removed, Removed::Deleted { .. }));
+        assert_eq!(delete.num_calls(), 1);
+        // Tagged with the twin's region: left alone.
+        let twin = rules(twin_tags());
+        let mut refs: Vec<&Rule> = twin.iter().collect();
+        refs.extend([&profiles, &delete_policy, &delete]);
+        let removed = testing::destroy(&cx_with(&refs), STEP, role())
+            .await
+            .unwrap();
+        assert_eq!(removed, Removed::AlreadyAbsent);
+        assert_eq!(delete.num_calls(), 1, "no second DeleteRole");
+        assert_eq!(delete_policy.num_calls(), 1, "only the first role's policy");
     }
 }

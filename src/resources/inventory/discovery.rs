@@ -69,10 +69,11 @@ pub struct Inventory {
     pub retained: Vec<Retained>,
 }
 
-pub async fn inventory(clients: &Clients) -> Result<Inventory, AwsError> {
+/// The envs of the account in `region` (the clients' region).
+pub async fn inventory(clients: &Clients, region: &str) -> Result<Inventory, AwsError> {
     let mut inventory = Inventory::default();
     let (tagged, vpcs, keys) = tokio::try_join!(
-        tagging_api(clients),
+        tagging_api(clients, region),
         vpc_tags(clients),
         alias_key_tags(clients)
     )?;
@@ -106,8 +107,10 @@ pub async fn inventory(clients: &Clients) -> Result<Inventory, AwsError> {
 /// The aliases of the envs' live keys, and of keys kept for a snapshot.
 const ALIAS_PREFIXES: [&str; 2] = ["alias/payops/", "alias/payops-retained/"];
 
-/// (ARN, tags) of everything the tagging API lists as payops'.
-async fn tagging_api(clients: &Clients) -> Result<Vec<(String, TagMap)>, AwsError> {
+/// (ARN, tags) of everything the tagging API lists as payops' in `region`:
+/// not the account-wide roles of the envs of other regions (IAM is global),
+/// which would make a ghost env here.
+async fn tagging_api(clients: &Clients, region: &str) -> Result<Vec<(String, TagMap)>, AwsError> {
     let pages: Vec<_> = clients
         .tagging
         .get_resources()
@@ -127,7 +130,11 @@ async fn tagging_api(clients: &Clients) -> Result<Vec<(String, TagMap)>, AwsErro
             let Some(arn) = mapping.resource_arn().filter(|a| !lingers(a)) else {
                 continue;
             };
-            all.push((arn.to_owned(), tagging::tags_of(mapping)));
+            let tags = tagging::tags_of(mapping);
+            if tagging::global_elsewhere(arn, &tags, region) {
+                continue;
+            }
+            all.push((arn.to_owned(), tags));
         }
     }
     Ok(all)
@@ -311,7 +318,7 @@ mod tests {
             mock_client!(aws_sdk_resourcegroupstagging, RuleMode::MatchAny, [&tagged]);
         clients.ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&vpcs]);
         clients.kms = mock_client!(aws_sdk_kms, RuleMode::MatchAny, [&aliases, &key_tags]);
-        let envs = inventory(&clients).await.unwrap().envs;
+        let envs = inventory(&clients, testing::REGION).await.unwrap().envs;
         assert_eq!(envs.keys().collect::<Vec<_>>(), ["pr1", "prod"]);
         assert_eq!(
             envs["pr1"].created_at.as_deref(),
@@ -353,7 +360,7 @@ mod tests {
             mock_client!(aws_sdk_resourcegroupstagging, RuleMode::MatchAny, [&tagged]);
         clients.ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&vpcs]);
         clients.kms = mock_client!(aws_sdk_kms, RuleMode::MatchAny, [&aliases]);
-        let found = inventory(&clients).await.unwrap();
+        let found = inventory(&clients, testing::REGION).await.unwrap();
         assert!(found.envs.is_empty(), "{:?}", found.envs);
         assert_eq!(
             found.retained,
@@ -363,5 +370,41 @@ mod tests {
                 why: "final snapshot of payops-pr9-aurora".into(),
             }]
         );
+    }
+
+    #[tokio::test]
+    async fn the_roles_of_an_env_in_another_region_make_no_env_here() {
+        // IAM is global: the tagging API may list the roles of env `twin` of
+        // us-west-2 when asked in us-east-1, where `twin` has nothing.
+        let tagged =
+            mock!(aws_sdk_resourcegroupstagging::Client::get_resources).then_output(|| {
+                let role = |name: &str, env: &str, region: &str| {
+                    let mut t = ours(env, "2026-11-20T00:00:00Z", false);
+                    t.push((tags::REGION.to_owned(), region.to_owned()));
+                    ResourceTagMapping::builder()
+                        .resource_arn(format!("arn:aws:iam::1:role/{name}"))
+                        .set_tags(Some(
+                            t.into_iter()
+                                .map(|(k, v)| Tag::builder().key(k).value(v).build().unwrap())
+                                .collect(),
+                        ))
+                        .build()
+                };
+                GetResourcesOutput::builder()
+                    .resource_tag_mapping_list(role("payops-twin-us-west-2-x", "twin", "us-west-2"))
+                    .resource_tag_mapping_list(role("payops-dr-us-east-1-x", "dr", "us-east-1"))
+                    .build()
+            });
+        let vpcs = mock!(aws_sdk_ec2::Client::describe_vpcs)
+            .then_output(|| DescribeVpcsOutput::builder().build());
+        let aliases = mock!(aws_sdk_kms::Client::list_aliases)
+            .then_output(|| ListAliasesOutput::builder().build());
+        let mut clients = testing::clients();
+        clients.tagging =
+            mock_client!(aws_sdk_resourcegroupstagging, RuleMode::MatchAny, [&tagged]);
+        clients.ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&vpcs]);
+        clients.kms = mock_client!(aws_sdk_kms, RuleMode::MatchAny, [&aliases]);
+        let found = inventory(&clients, "us-east-1").await.unwrap();
+        assert_eq!(found.envs.keys().collect::<Vec<_>>(), ["dr"]);
     }
 }

@@ -69,8 +69,15 @@ async fn tagged(cx: &Context) -> Result<Vec<String>, AwsError> {
         arns.extend(
             page.resource_tag_mapping_list()
                 .iter()
-                // Kept on purpose (a final snapshot, the key it needs).
-                .filter(|m| !tags::is_retained(&tagging::tags_of(m)))
+                // Kept on purpose (a final snapshot, the key it needs), and
+                // the twin env's roles in other regions (IAM is global).
+                .filter(|m| {
+                    let tags = tagging::tags_of(m);
+                    !tags::is_retained(&tags)
+                        && !m
+                            .resource_arn()
+                            .is_some_and(|a| tagging::global_elsewhere(a, &tags, &cx.region))
+                })
                 .filter_map(|m| m.resource_arn().map(str::to_owned)),
         );
     }
@@ -255,7 +262,7 @@ mod tests {
     const TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:payops-pr1-stray";
 
     #[tokio::test(start_paused = true)]
-    async fn what_down_kept_on_purpose_is_no_leftover() {
+    async fn what_down_kept_on_purpose_and_the_twin_envs_roles_are_no_leftover() {
         let tagged =
             mock!(aws_sdk_resourcegroupstagging::Client::get_resources).then_output(|| {
                 let tag = |k: &str, v: &str| {
@@ -276,6 +283,14 @@ mod tests {
                         ResourceTagMapping::builder()
                             .resource_arn(TOPIC)
                             .tags(tag(tags::ENV, "pr1"))
+                            .build(),
+                    )
+                    // The role of env pr1 in us-west-2 (IAM is global).
+                    .resource_tag_mapping_list(
+                        ResourceTagMapping::builder()
+                            .resource_arn("arn:aws:iam::123456789012:role/payops-pr1-us-west-2-x")
+                            .tags(tag(tags::ENV, "pr1"))
+                            .tags(tag(tags::REGION, "us-west-2"))
                             .build(),
                     )
                     .build()

@@ -421,7 +421,7 @@ mod tests {
     const GROUP: &str = "/payops/pr1/vpc-flow-logs";
     const GROUP_ARN: &str =
         "arn:aws:logs:us-east-1:123456789012:log-group:/payops/pr1/vpc-flow-logs";
-    const ROLE: &str = "arn:aws:iam::123456789012:role/payops-pr1-flow-logs";
+    const ROLE: &str = "arn:aws:iam::123456789012:role/payops-pr1-us-east-1-flow-logs";
 
     fn inputs() -> [(&'static str, Record); 3] {
         [
@@ -799,7 +799,7 @@ mod tests {
             .match_requests(|r| {
                 let trust: Value =
                     serde_json::from_str(r.assume_role_policy_document().unwrap()).unwrap();
-                r.role_name() == Some("payops-pr1-flow-logs")
+                r.role_name() == Some("payops-pr1-us-east-1-flow-logs")
                     && trust["Statement"][0]["Principal"]["Service"]
                         == "vpc-flow-logs.amazonaws.com"
                     && trust["Statement"][0]["Condition"]["StringEquals"]["aws:SourceAccount"]
@@ -810,7 +810,7 @@ mod tests {
                     .role(
                         aws_sdk_iam::types::Role::builder()
                             .path("/")
-                            .role_name("payops-pr1-flow-logs")
+                            .role_name("payops-pr1-us-east-1-flow-logs")
                             .role_id("AROA1")
                             .arn(ROLE)
                             .create_date(aws_smithy_types::DateTime::from_secs(0))
@@ -857,7 +857,7 @@ mod tests {
         assert_eq!(applied.record.outputs["FlowLogsRoleArn"], ROLE);
         assert_eq!(
             applied.record.outputs["FlowLogsRoleName"],
-            "payops-pr1-flow-logs"
+            "payops-pr1-us-east-1-flow-logs"
         );
         assert_eq!(put.num_calls(), 1);
     }

@@ -1,11 +1,20 @@
-//! The env's CloudWatch dashboard `payops-<env>`: API latency and errors,
+//! The env's CloudWatch dashboard `payops-<env>-<region>`: API latency and errors,
 //! the payment functions, blue vs green behind the ALB, Aurora and DynamoDB,
 //! each widget naming the env's real resources.
 //!
 //! Dashboards cannot be tagged, so ownership lives in the body: the first
 //! widget is a text widget that says `payops:managed-by=payops` and
-//! `payops:env=<env>`. A dashboard of our name without that marker (or with
-//! another env's) is someone else's: never adopted, overwritten or deleted.
+//! `payops:env=<env>` and `payops:region=<region>`. A dashboard of our name
+//! without that marker (or with another env's) is someone else's: never
+//! adopted, overwritten or deleted.
+//!
+//! Dashboards are account-wide ("All dashboards in your account are global,
+//! not region-specific": PutDashboard API reference), so the name and the
+//! marker carry the region: the env of the same name in another region (a
+//! DR twin) has its own. Older versions named it `payops-<env>` with no
+//! region in the marker: such a dashboard is moved to the new name when it
+//! is provably this region's (every graph reads this region's metrics), and
+//! otherwise left to the region it shows.
 //!
 //! The body is generated deterministically (fixed widget order and layout)
 //! and compared as parsed JSON, so a converged `up` makes no PutDashboard.
@@ -45,7 +54,14 @@ pub struct FoundDashboard {
 }
 
 pub enum Fix {
-    Body { widgets: Vec<String> },
+    Body {
+        widgets: Vec<String>,
+    },
+    /// From the region-blind name of an older version to this region's.
+    Move {
+        from: String,
+        to: String,
+    },
 }
 
 impl fmt::Display for Fix {
@@ -55,13 +71,18 @@ impl fmt::Display for Fix {
                 f.write_str("rewrite the dashboard body (it differs from the env's resources)")
             }
             Self::Body { widgets } => write!(f, "update widgets {}", widgets.join(", ")),
+            Self::Move { from, to } => write!(
+                f,
+                "move dashboard {from} to {to} (dashboards are account-wide: the name carries \
+                 the region)"
+            ),
         }
     }
 }
 
-/// `payops-<env>`.
+/// `payops-<env>-<region>`.
 pub fn name(cx: &Context) -> String {
-    format!("payops-{}", cx.env())
+    cx.names.dashboard()
 }
 
 /// The text of the marker widget: readable for people, and the ownership
@@ -71,11 +92,46 @@ fn marker(cx: &Context) -> String {
     format!(
         "## payops env {env}\nPayments API, functions, blue/green traffic, Aurora and DynamoDB of \
          env {env}. Managed by payops: `payops up` overwrites edits, `payops down` deletes it.\n\n\
-         `{}={}` `{}={env}`",
+         `{}={}` `{}={env}` `{}={}`",
         tags::MANAGED_BY,
         tags::MANAGER,
-        tags::ENV
+        tags::ENV,
+        tags::REGION,
+        cx.region
     )
+}
+
+/// The regions a body's graphs read their metrics from.
+fn body_regions(body: Option<&Value>) -> std::collections::BTreeSet<String> {
+    body.and_then(|b| b["widgets"].as_array())
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+        .iter()
+        .filter_map(|w| w["properties"]["region"].as_str())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Whose a dashboard is, by its marker; a marker of an older version names
+/// no region, and then only a body whose every graph reads this region's
+/// metrics proves it this region's env's.
+fn owner(cx: &Context, marker: &TagMap, body: Option<&Value>) -> tags::Ownership {
+    match tags::global_ownership(marker, cx.env(), &cx.region) {
+        tags::Ownership::Ours if !marker.contains_key(tags::REGION) => {
+            let regions = body_regions(body);
+            if regions.len() == 1 && regions.contains(&cx.region) {
+                tags::Ownership::Ours
+            } else {
+                let shown: Vec<&str> = regions.iter().map(String::as_str).collect();
+                tags::Ownership::OtherRegion(if shown.is_empty() {
+                    "unknown".into()
+                } else {
+                    shown.join(", ")
+                })
+            }
+        }
+        other => other,
+    }
 }
 
 /// The ownership tokens (`payops:<key>=<value>`) of a body's text widgets.
@@ -453,7 +509,14 @@ async fn get(cx: &Context, name: &str) -> Result<Option<(FoundDashboard, TagMap)
 
 fn check_marker(cx: &Context, name: &str, marker: &TagMap) -> Result<(), AwsError> {
     let what = format!("CloudWatch dashboard {name}");
-    match tags::ownership(marker, cx.env()) {
+    match tags::global_ownership(marker, cx.env(), &cx.region) {
+        tags::Ownership::OtherRegion(region) => Err(AwsError::NotOurs {
+            what,
+            owner: format!(
+                "its marker widget names the env of the same name in region {region} \
+                 (dashboards are account-wide)"
+            ),
+        }),
         tags::Ownership::Ours => Ok(()),
         tags::Ownership::OtherEnv(env) => Err(AwsError::NotOurs {
             what,
@@ -501,13 +564,13 @@ async fn put(cx: &Context, name: &str, body: &Value) -> Result<(), AwsError> {
 }
 
 /// Dashboards of this env still there (the final sweep): any dashboard named
-/// `payops-<env>...` whose marker says it is this env's.
+/// `payops-<env>...` whose marker says it is this env's in this region.
 pub async fn leftovers(cx: &Context) -> Result<Vec<String>, AwsError> {
     let pages: Vec<_> = cx
         .clients
         .cloudwatch
         .list_dashboards()
-        .dashboard_name_prefix(name(cx))
+        .dashboard_name_prefix(cx.names.legacy_dashboard())
         .into_paginator()
         .send()
         .collect()
@@ -518,8 +581,8 @@ pub async fn leftovers(cx: &Context) -> Result<Vec<String>, AwsError> {
             let Some(n) = entry.dashboard_name() else {
                 continue;
             };
-            if let Some((_, marker)) = get(cx, n).await?
-                && cx.is_ours(&marker)
+            if let Some((found, marker)) = get(cx, n).await?
+                && owner(cx, &marker, found.body.as_ref()) == tags::Ownership::Ours
             {
                 left.push(format!("cloudwatch dashboard {n}"));
             }
@@ -543,11 +606,27 @@ impl Resource for Dashboard {
         _step: &StepCx<'_>,
     ) -> Result<Vec<FoundDashboard>, AwsError> {
         let name = name(cx);
-        let Some((found, marker)) = get(cx, &name).await? else {
-            return Ok(Vec::new());
-        };
-        check_marker(cx, &name, &marker)?;
-        Ok(vec![found])
+        let legacy = cx.names.legacy_dashboard();
+        let (current, old) = tokio::try_join!(get(cx, &name), get(cx, &legacy))?;
+        let mut found = Vec::new();
+        if let Some((dashboard, marker)) = current {
+            check_marker(cx, &name, &marker)?;
+            found.push(dashboard);
+        }
+        // The region-blind name of an older version: this env's only if
+        // provably this region's; anything else there is left alone.
+        if let Some((dashboard, marker)) = old
+            && owner(cx, &marker, dashboard.body.as_ref()) == tags::Ownership::Ours
+        {
+            found.push(dashboard);
+        }
+        Ok(found)
+    }
+
+    /// Both names present (an interrupted move): keep this region's name;
+    /// the region-blind one, provably this region's, goes.
+    fn keep_of_duplicates(&self, found: &[FoundDashboard]) -> Option<usize> {
+        (found.len() == 2).then_some(0)
     }
 
     fn describe(&self, found: &FoundDashboard) -> String {
@@ -572,6 +651,13 @@ impl Resource for Dashboard {
         found: &FoundDashboard,
     ) -> Result<Vec<Fix>, AwsError> {
         let want = desired(cx, step)?;
+        let name = name(cx);
+        if found.name != name {
+            return Ok(vec![Fix::Move {
+                from: found.name.clone(),
+                to: name,
+            }]);
+        }
         // Parsed JSON equality: CloudWatch may reorder keys or reformat.
         Ok(if found.body.as_ref() == Some(&want) {
             Vec::new()
@@ -595,6 +681,16 @@ impl Resource for Dashboard {
                 put(cx, &found.name, &body).await?;
                 found.body = Some(body);
             }
+            // Written under the new name first: a run stopped in between
+            // leaves both, and the next finds and finishes it.
+            Fix::Move { from, to } => {
+                let body = desired(cx, step)?;
+                put(cx, &to, &body).await?;
+                step.remember("dashboard", &to);
+                delete(cx, &from).await?;
+                found.name = to;
+                found.body = Some(body);
+            }
         }
         Ok(())
     }
@@ -611,18 +707,23 @@ impl Resource for Dashboard {
         _step: &StepCx<'_>,
         found: FoundDashboard,
     ) -> Result<Vec<String>, AwsError> {
-        // DeleteDashboards is synchronous: once it answers, the dashboard is gone.
-        let deleted = cx
-            .clients
-            .cloudwatch
-            .delete_dashboards()
-            .dashboard_names(&found.name)
-            .send()
-            .await
-            .op("cloudwatch:DeleteDashboards");
-        absent_on(deleted, &NOT_FOUND)?;
+        delete(cx, &found.name).await?;
         Ok(Vec::new())
     }
+}
+
+/// DeleteDashboards is synchronous: once it answers, the dashboard is gone.
+async fn delete(cx: &Context, name: &str) -> Result<(), AwsError> {
+    let deleted = cx
+        .clients
+        .cloudwatch
+        .delete_dashboards()
+        .dashboard_names(name)
+        .send()
+        .await
+        .op("cloudwatch:DeleteDashboards");
+    absent_on(deleted, &NOT_FOUND)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -641,7 +742,9 @@ mod tests {
     use crate::resources::testing;
 
     const STEP: &str = "dashboard";
-    const NAME: &str = "payops-pr1";
+    const NAME: &str = "payops-pr1-us-east-1";
+    /// The region-blind name of older versions.
+    const LEGACY: &str = "payops-pr1";
     const ALB: &str = "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/payops-pr1-alb/50dc6c495c0c9188";
     const BLUE: &str = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/payops-pr1-blue/73e2d6bc24d8a067";
     const GREEN: &str = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/payops-pr1-green/2453ed029918f21f";
@@ -654,9 +757,13 @@ mod tests {
         ])
     }
 
+    /// Any dashboard not mocked before is not there (the legacy name, mostly).
     fn cx_with(rules: &[&Rule]) -> Context {
         let mut clients = testing::clients();
-        clients.cloudwatch = mock_client!(aws_sdk_cloudwatch, RuleMode::MatchAny, rules);
+        let absent = missing();
+        let mut rules = rules.to_vec();
+        rules.push(&absent);
+        clients.cloudwatch = mock_client!(aws_sdk_cloudwatch, RuleMode::MatchAny, &rules);
         testing::context(clients)
     }
 
@@ -688,12 +795,16 @@ mod tests {
     }
 
     fn get(body: String) -> Rule {
+        get_named(NAME, body)
+    }
+
+    fn get_named(name: &'static str, body: String) -> Rule {
         mock!(Client::get_dashboard)
-            .match_requests(|r| r.dashboard_name() == Some(NAME))
+            .match_requests(move |r| r.dashboard_name() == Some(name))
             .then_output(move || {
                 GetDashboardOutput::builder()
-                    .dashboard_name(NAME)
-                    .dashboard_arn("arn:aws:cloudwatch::123456789012:dashboard/payops-pr1")
+                    .dashboard_name(name)
+                    .dashboard_arn(format!("arn:aws:cloudwatch::123456789012:dashboard/{name}"))
                     .dashboard_body(body.clone())
                     .build()
             })
@@ -779,6 +890,7 @@ mod tests {
         let marker = marker_tags(&body);
         assert_eq!(marker["payops:env"], "pr1");
         assert_eq!(marker["payops:managed-by"], "payops");
+        assert_eq!(marker["payops:region"], "us-east-1");
     }
 
     #[tokio::test]
@@ -901,6 +1013,111 @@ mod tests {
         assert_eq!(
             testing::destroy(&cx, STEP, Dashboard).await.unwrap(),
             Removed::AlreadyAbsent
+        );
+    }
+
+    /// The body an older version wrote for the env in `region`: no region in
+    /// the marker, every graph reading that region's metrics.
+    fn legacy_body(region: &str) -> String {
+        our_body()
+            .to_string()
+            .replace(" `payops:region=us-east-1`", "")
+            .replace("us-east-1", region)
+    }
+
+    #[tokio::test]
+    async fn a_region_blind_dashboard_of_this_region_moves_to_the_regions_name() {
+        let cx = cx_with(&[&get_named(LEGACY, legacy_body("us-east-1"))]);
+        let Observation::Present { drift, .. } = testing::observe(&cx, STEP, Dashboard, &inputs())
+            .await
+            .unwrap()
+        else {
+            panic!("expected present");
+        };
+        assert_eq!(
+            drift,
+            [
+                "move dashboard payops-pr1 to payops-pr1-us-east-1 (dashboards are account-wide: \
+              the name carries the region)"
+            ]
+        );
+        let put = mock!(Client::put_dashboard)
+            .match_requests(|r| {
+                r.dashboard_name() == Some(NAME)
+                    && serde_json::from_str::<Value>(r.dashboard_body().unwrap()).unwrap()
+                        == our_body()
+            })
+            .then_output(|| PutDashboardOutput::builder().build());
+        let delete = mock!(Client::delete_dashboards)
+            .match_requests(|r| r.dashboard_names() == [LEGACY])
+            .then_output(|| DeleteDashboardsOutput::builder().build());
+        let cx = cx_with(&[&get_named(LEGACY, legacy_body("us-east-1")), &put, &delete]);
+        let applied = testing::ensure(&cx, STEP, Dashboard, &inputs())
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Updated);
+        assert_eq!((put.num_calls(), delete.num_calls()), (1, 1));
+        assert_eq!(applied.record.outputs["DashboardName"], NAME);
+    }
+
+    #[tokio::test]
+    async fn the_twin_envs_region_blind_dashboard_is_left_to_its_region() {
+        // Env pr1 in us-west-2, made by an older version, has `payops-pr1`.
+        let put = mock!(Client::put_dashboard)
+            .match_requests(|r| r.dashboard_name() == Some(NAME))
+            .then_output(|| PutDashboardOutput::builder().build());
+        let delete = mock!(Client::delete_dashboards)
+            .then_output(|| DeleteDashboardsOutput::builder().build());
+        let twin = get_named(LEGACY, legacy_body("us-west-2"));
+        let cx = cx_with(&[&twin, &put, &delete]);
+        let applied = testing::ensure(&cx, STEP, Dashboard, &inputs())
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Created);
+        assert_eq!(applied.record.outputs["DashboardName"], NAME);
+        let cx = cx_with(&[&twin, &delete]);
+        assert_eq!(
+            testing::destroy(&cx, STEP, Dashboard).await.unwrap(),
+            Removed::AlreadyAbsent
+        );
+        assert_eq!(delete.num_calls(), 0, "the twin's dashboard is untouched");
+    }
+
+    #[tokio::test]
+    async fn down_removes_a_region_blind_dashboard_of_this_region() {
+        let delete = mock!(Client::delete_dashboards)
+            .match_requests(|r| r.dashboard_names() == [LEGACY])
+            .then_output(|| DeleteDashboardsOutput::builder().build());
+        let cx = cx_with(&[&get_named(LEGACY, legacy_body("us-east-1")), &delete]);
+        let removed = testing::destroy(&cx, STEP, Dashboard).await.unwrap();
+        assert!(matches!(removed, Removed::Deleted { .. }));
+        assert_eq!(delete.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_final_sweep_counts_no_dashboard_of_the_twin_env() {
+        use aws_sdk_cloudwatch::operation::list_dashboards::ListDashboardsOutput;
+        use aws_sdk_cloudwatch::types::DashboardEntry;
+        let list = mock!(Client::list_dashboards)
+            .match_requests(|r| r.dashboard_name_prefix() == Some(LEGACY))
+            .then_output(|| {
+                let entry = |n: &str| DashboardEntry::builder().dashboard_name(n).build();
+                ListDashboardsOutput::builder()
+                    .dashboard_entries(entry(NAME))
+                    .dashboard_entries(entry("payops-pr1-us-west-2"))
+                    .dashboard_entries(entry(LEGACY))
+                    .build()
+            });
+        let twin = our_body().to_string().replace("us-east-1", "us-west-2");
+        let cx = cx_with(&[
+            &list,
+            &get(our_body().to_string()),
+            &get_named("payops-pr1-us-west-2", twin),
+            &get_named(LEGACY, legacy_body("us-west-2")),
+        ]);
+        assert_eq!(
+            leftovers(&cx).await.unwrap(),
+            ["cloudwatch dashboard payops-pr1-us-east-1"]
         );
     }
 }
