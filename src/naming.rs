@@ -206,7 +206,7 @@ pub struct Names {
 }
 
 /// The purposes of the env's customer-managed KMS keys.
-pub const KEY_PURPOSES: [&str; 4] = ["database", "dynamodb", "s3", "logs"];
+pub const KEY_PURPOSES: [&str; 5] = ["database", "dynamodb", "s3", "logs", "events"];
 
 impl Names {
     pub fn new(env: EnvName, account_id: impl Into<String>, region: impl Into<String>) -> Self {
@@ -248,6 +248,11 @@ impl Names {
     }
 
     pub fn topic(&self, name: &str) -> String {
+        self.resource(name)
+    }
+
+    /// SQS queue names: at most 80 characters (letters, digits, `-`, `_`).
+    pub fn queue(&self, name: &str) -> String {
         self.resource(name)
     }
 
@@ -400,6 +405,8 @@ impl Names {
             (NameKind::DynamoDbTable, self.table("fraud-rules")),
             (NameKind::SnsTopic, self.topic("failed-transactions")),
             (NameKind::LogGroup, self.log_group("vpc-flow-logs")),
+            (NameKind::SqsQueue, self.queue("payments-processing-dlq")),
+            (NameKind::SqsQueue, self.queue("payments-analytics-dlq")),
         ];
         for purpose in KEY_PURPOSES {
             all.push((NameKind::KmsAlias, self.kms_alias(purpose)));
@@ -421,6 +428,7 @@ pub enum NameKind {
     SnsTopic,
     LogGroup,
     KmsAlias,
+    SqsQueue,
 }
 
 impl NameKind {
@@ -485,6 +493,17 @@ impl NameKind {
             Self::LogGroup => {
                 if !(1..=512).contains(&len) {
                     return fail("must be 1-512 characters");
+                }
+            }
+            Self::SqsQueue => {
+                if !(1..=80).contains(&len) {
+                    return fail("must be 1-80 characters");
+                }
+                if !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                {
+                    return fail("letters, digits, hyphens and underscores only");
                 }
             }
             Self::KmsAlias => {
@@ -568,6 +587,9 @@ mod tests {
         assert!(NameKind::RdsIdentifier.check("1abc").is_err());
         assert!(NameKind::KmsAlias.check("alias/aws/foo").is_err());
         assert!(NameKind::KmsAlias.check("payops/foo").is_err());
+        assert!(NameKind::SqsQueue.check(&"a".repeat(81)).is_err());
+        assert!(NameKind::SqsQueue.check("payops-x.fifo").is_err());
+        assert!(NameKind::SqsQueue.check(&"a".repeat(80)).is_ok());
         assert!(NameKind::LoadBalancer.check("internal-x").is_err());
     }
 

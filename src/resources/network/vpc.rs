@@ -30,6 +30,8 @@ pub const DATABASE_TAG: &str = "payops:database";
 pub const DB_SECRET_TAG: &str = "payops:db-secret";
 /// Who may call the payments API (`iam 10.0.0.0/8`), likewise.
 pub const API_ACCESS_TAG: &str = "payops:api-access";
+/// Whether the env has the event backbone (`on`/`off`), likewise.
+pub const EVENTS_TAG: &str = "payops:events";
 
 fn shape_tags(cx: &Context) -> TagMap {
     TagMap::from([
@@ -45,6 +47,10 @@ fn shape_tags(cx: &Context) -> TagMap {
         (
             API_ACCESS_TAG.to_owned(),
             cx.spec.api.to_string().replace(',', " "),
+        ),
+        (
+            EVENTS_TAG.to_owned(),
+            crate::spec::events_str(cx.spec.events).to_owned(),
         ),
     ])
 }
@@ -83,6 +89,7 @@ pub async fn recorded_shape(
             ("database", DATABASE_TAG),
             ("db_secret", DB_SECRET_TAG),
             ("api_access", API_ACCESS_TAG),
+            ("events", EVENTS_TAG),
             ("protect", crate::tags::PROTECTED),
         ] {
             if let Some(v) = found.tags.get(tag) {
@@ -380,6 +387,7 @@ mod tests {
             ),
             (DB_SECRET_TAG, "generated"),
             (API_ACCESS_TAG, "iam"),
+            (EVENTS_TAG, "on"),
         ] {
             tags.push(
                 aws_sdk_ec2::types::Tag::builder()
@@ -621,6 +629,7 @@ mod tests {
         assert_eq!(shape["vpc_cidr"], "10.7.0.0/16");
         assert_eq!(shape["cost_center"], "payments");
         assert_eq!(shape["certificate"], "self-signed");
+        assert_eq!(shape["events"], "on");
         assert_eq!(
             shape["reserved_concurrency"],
             "validation=5,fraud=5,transaction=10"
