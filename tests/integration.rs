@@ -228,7 +228,11 @@ fn check_outputs_file(aws: &Aws, env: &str, outputs: &BTreeMap<String, String>) 
 async fn check_kms(aws: &Aws, env: &str, outputs: &BTreeMap<String, String>) {
     let kms = &aws.c.kms;
     let aliases = kms_aliases(aws, env).await;
-    assert_eq!(aliases.len(), KEY_PURPOSES.len(), "KMS aliases of {env}: {aliases:?}");
+    assert_eq!(
+        aliases.len(),
+        KEY_PURPOSES.len(),
+        "KMS aliases of {env}: {aliases:?}"
+    );
     for purpose in KEY_PURPOSES {
         let alias = format!("alias/payops/{env}/{purpose}");
         let key = kms.describe_key().key_id(&alias).send().await;
