@@ -307,6 +307,11 @@ pub struct Shape {
     /// [default: 1000]
     #[arg(long, value_name = "N", value_parser = crate::spec::parse_waf_rate_limit)]
     pub waf_rate_limit: Option<u32>,
+
+    /// The event backbone (SQS queues with dead-letter queues, their alarms): on, or off to
+    /// leave it out of a cheap env [default: on]
+    #[arg(long, value_name = "on|off", value_parser = crate::spec::parse_events)]
+    pub events: Option<bool>,
 }
 
 /// Checked while parsing, so a typo is a usage error before any AWS call;

@@ -206,7 +206,7 @@ pub struct Names {
 }
 
 /// The purposes of the env's customer-managed KMS keys.
-pub const KEY_PURPOSES: [&str; 4] = ["database", "dynamodb", "s3", "logs"];
+pub const KEY_PURPOSES: [&str; 5] = ["database", "dynamodb", "s3", "logs", "events"];
 
 impl Names {
     pub fn new(env: EnvName, account_id: impl Into<String>, region: impl Into<String>) -> Self {
@@ -248,6 +248,11 @@ impl Names {
     }
 
     pub fn topic(&self, name: &str) -> String {
+        self.resource(name)
+    }
+
+    /// SQS queue names: at most 80 characters (letters, digits, `-`, `_`).
+    pub fn queue(&self, name: &str) -> String {
         self.resource(name)
     }
 
@@ -429,6 +434,8 @@ impl Names {
             (NameKind::DynamoDbTable, self.table("fraud-rules")),
             (NameKind::SnsTopic, self.topic("failed-transactions")),
             (NameKind::LogGroup, self.log_group("vpc-flow-logs")),
+            (NameKind::SqsQueue, self.queue("payments-processing-dlq")),
+            (NameKind::SqsQueue, self.queue("payments-analytics-dlq")),
             (NameKind::IamRole, self.role("secret-rotation")),
             (NameKind::Dashboard, self.dashboard()),
         ];
@@ -452,6 +459,7 @@ pub enum NameKind {
     SnsTopic,
     LogGroup,
     KmsAlias,
+    SqsQueue,
     Dashboard,
 }
 
@@ -519,9 +527,10 @@ impl NameKind {
                     return fail("must be 1-512 characters");
                 }
             }
-            Self::Dashboard => {
-                if !(1..=255).contains(&len) {
-                    return fail("must be 1-255 characters");
+            Self::SqsQueue | Self::Dashboard => {
+                let max = if self == Self::SqsQueue { 80 } else { 255 };
+                if !(1..=max).contains(&len) {
+                    return fail(&format!("must be 1-{max} characters"));
                 }
                 if !name
                     .chars()
@@ -611,6 +620,9 @@ mod tests {
         assert!(NameKind::RdsIdentifier.check("1abc").is_err());
         assert!(NameKind::KmsAlias.check("alias/aws/foo").is_err());
         assert!(NameKind::KmsAlias.check("payops/foo").is_err());
+        assert!(NameKind::SqsQueue.check(&"a".repeat(81)).is_err());
+        assert!(NameKind::SqsQueue.check("payops-x.fifo").is_err());
+        assert!(NameKind::SqsQueue.check(&"a".repeat(80)).is_ok());
         assert!(NameKind::LoadBalancer.check("internal-x").is_err());
     }
 

@@ -75,6 +75,8 @@ pub struct FileConfig {
     #[serde(default, deserialize_with = "number_or_text")]
     waf_rate_limit: Option<String>,
     waf_block_countries: Option<Vec<String>>,
+    /// The event backbone (default on).
+    events: Option<bool>,
     /// Envs `destroy-all` never removes, whatever its flags: the account's
     /// blocklist (prod, staging), kept in the file so a sweep's command line
     /// cannot forget it. Top level only: it is about the fleet, not one env.
@@ -106,6 +108,7 @@ pub struct FileShape {
     #[serde(default, deserialize_with = "number_or_text")]
     waf_rate_limit: Option<String>,
     waf_block_countries: Option<Vec<String>>,
+    events: Option<bool>,
 }
 
 /// `reserved_concurrency = 10` and `reserved_concurrency = "transaction=20"`
@@ -312,6 +315,7 @@ impl Settings {
             api_allow: self.file.api_allow.clone(),
             waf_rate_limit: self.file.waf_rate_limit.clone(),
             waf_block_countries: self.file.waf_block_countries.clone(),
+            events: self.file.events,
         };
         let pick = |flag: Option<String>, key: &str, get: fn(&FileShape) -> Option<&String>| {
             flag.or_else(|| per_env.and_then(get).cloned())
@@ -438,6 +442,19 @@ impl Settings {
         };
         let api = api_access(flags, per_env, &top, recorded).map_err(|e| bad("api_access", e))?;
         let waf = resolve_waf(flags, per_env, &top, recorded).map_err(|(k, e)| bad(k, e))?;
+        // Flag, the env's file section, the file's top level, what the last
+        // `up` recorded, then on.
+        let events = match flags
+            .events
+            .or_else(|| per_env.and_then(|s| s.events))
+            .or(top.events)
+        {
+            Some(on) => on,
+            None => match recorded.get("events") {
+                Some(r) => spec::parse_events(r).map_err(|e| bad("events", e))?,
+                None => defaults.events,
+            },
+        };
         Ok(EnvSpec {
             vpc_cidr,
             nat,
@@ -461,6 +478,7 @@ impl Settings {
                         .collect()
                 })
                 .unwrap_or_default(),
+            events,
         })
     }
 }
@@ -591,6 +609,10 @@ pub fn record_spec(spec: &EnvSpec) -> BTreeMap<String, String> {
     if !spec.zone_ids.is_empty() {
         recorded.insert("zone_ids".to_owned(), spec.zone_ids.join(","));
     }
+    recorded.insert(
+        "events".to_owned(),
+        spec::events_str(spec.events).to_owned(),
+    );
     recorded
 }
 
@@ -629,6 +651,30 @@ mod tests {
             file,
             file_path: "payops.toml".into(),
         }
+    }
+
+    #[test]
+    fn events_come_from_the_flag_then_the_file_then_the_record_then_on() {
+        let env = EnvName::parse("pr1").unwrap();
+        let none = BTreeMap::new();
+        let off = BTreeMap::from([("events".to_owned(), "off".to_owned())]);
+        let plain = settings("");
+        assert!(plain.spec(&env, &Shape::default(), &none).unwrap().events);
+        // A later `up` without the flag keeps what the last one recorded.
+        let spec = plain.spec(&env, &Shape::default(), &off).unwrap();
+        assert!(!spec.events);
+        assert_eq!(record_spec(&spec)["events"], "off");
+        let flags = Shape {
+            events: Some(true),
+            ..Shape::default()
+        };
+        assert!(plain.spec(&env, &flags, &off).unwrap().events);
+        let file = settings("events = true\n[env.pr1]\nevents = false\n");
+        assert!(!file.spec(&env, &Shape::default(), &none).unwrap().events);
+        let top = settings("events = true\n");
+        assert!(top.spec(&env, &Shape::default(), &off).unwrap().events);
+        assert!(spec::parse_events("maybe").is_err());
+        assert!(!spec::parse_events("OFF").unwrap());
     }
 
     #[test]

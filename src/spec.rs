@@ -576,6 +576,21 @@ impl FromStr for Waf {
     }
 }
 
+/// `--events on|off` and `events = true|false` (and what state and the VPC
+/// tag record: `on`/`off`).
+pub fn parse_events(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        _ => Err(format!("invalid events setting {s:?}: expected on or off")),
+    }
+}
+
+/// How state and the VPC tag record the events setting.
+pub fn events_str(on: bool) -> &'static str {
+    if on { "on" } else { "off" }
+}
+
 pub fn parse_waf_rate_limit(s: &str) -> Result<u32, String> {
     s.trim()
         .parse::<u32>()
@@ -639,6 +654,9 @@ pub struct EnvSpec {
     /// The zone IDs an earlier `up` chose (recorded, never a flag): kept so
     /// that the env stays in the same zones. Empty: payops chooses.
     pub zone_ids: Vec<String>,
+    /// `--events on|off`: the event backbone (SQS queues with their
+    /// dead-letter queues and alarms). Off leaves it out of a cheap PR env.
+    pub events: bool,
 }
 
 impl Default for EnvSpec {
@@ -657,6 +675,7 @@ impl Default for EnvSpec {
             api: ApiAccess::default(),
             waf: Waf::default(),
             zone_ids: Vec::new(),
+            events: true,
         }
     }
 }

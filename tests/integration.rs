@@ -48,6 +48,7 @@ fn key_output(purpose: &str) -> &'static str {
         "dynamodb" => "DynamoDbKmsKeyArn",
         "s3" => "S3KmsKeyArn",
         "logs" => "LogsKmsKeyArn",
+        "events" => "EventsKmsKeyArn",
         other => panic!("unknown key purpose {other}"),
     }
 }
@@ -228,7 +229,11 @@ fn check_outputs_file(aws: &Aws, env: &str, outputs: &BTreeMap<String, String>) 
 async fn check_kms(aws: &Aws, env: &str, outputs: &BTreeMap<String, String>) {
     let kms = &aws.c.kms;
     let aliases = kms_aliases(aws, env).await;
-    assert_eq!(aliases.len(), 4, "KMS aliases of {env}: {aliases:?}");
+    assert_eq!(
+        aliases.len(),
+        KEY_PURPOSES.len(),
+        "KMS aliases of {env}: {aliases:?}"
+    );
     for purpose in KEY_PURPOSES {
         let alias = format!("alias/payops/{env}/{purpose}");
         let key = kms.describe_key().key_id(&alias).send().await;
@@ -1293,11 +1298,11 @@ async fn a_killed_up_resumes_without_duplicates_or_orphans() {
         );
     }
     let aliases = kms_aliases(&aws, &env.name).await;
-    assert_eq!(aliases.len(), 4, "{aliases:?}");
+    assert_eq!(aliases.len(), KEY_PURPOSES.len(), "{aliases:?}");
     let keys = enabled_keys_of(&aws, &env.name).await;
     assert_eq!(
         keys.len(),
-        4,
+        KEY_PURPOSES.len(),
         "enabled KMS keys tagged for the env: {keys:?}"
     );
 

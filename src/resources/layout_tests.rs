@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 use crate::spec::EnvSpec;
 
 /// The domains, each a folder of step kinds with a `register`.
-const DOMAINS: [&str; 8] = [
+const DOMAINS: [&str; 9] = [
     "security",
     "network",
     "data",
+    "events",
     "database",
     "compute",
     "edge",

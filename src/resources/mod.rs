@@ -11,7 +11,7 @@
 //! - `common`: step kinds several domains instantiate (IAM role, log group,
 //!   S3 bucket);
 //! - the domains, in registry order: `security`, `network`, `data`,
-//!   `database`, `compute`, `edge`, `observability`, `config`. Each holds one
+//!   `events`, `database`, `compute`, `edge`, `observability`, `config`. Each holds one
 //!   file per step kind and registers its own steps (`register`);
 //! - `inventory`: whole-account reads across domains (env discovery, the
 //!   final sweep);
@@ -40,6 +40,7 @@ mod config;
 mod data;
 mod database;
 mod edge;
+mod events;
 mod network;
 mod observability;
 mod security;
@@ -72,6 +73,9 @@ fn registry(spec: &EnvSpec) -> Registry {
     r.domain("security", security::register);
     r.domain("network", |r| network::register(r, spec));
     r.domain("data", data::register);
+    // The event backbone's queues: after the keys, before anything that
+    // will produce to or consume from them.
+    r.domain("events", events::register);
     r.domain("database", database::register);
     r.domain("compute", compute::register);
     r.domain("database", database::register_rotation);
@@ -95,7 +99,7 @@ mod tests {
                 ..EnvSpec::default()
             };
             let g = graph(&spec).unwrap_or_else(|e| panic!("{nat:?}: {e}"));
-            assert_eq!(g.len(), 89);
+            assert_eq!(g.len(), 97);
         }
     }
 

@@ -33,6 +33,8 @@ pub const API_ACCESS_TAG: &str = "payops:api-access";
 /// The zone IDs the env spreads over (`use1-az1 use1-az2 use1-az4`), so a
 /// run without the state file keeps them too.
 pub const ZONES_TAG: &str = "payops:zone-ids";
+/// Whether the env has the event backbone (`on`/`off`), likewise.
+pub const EVENTS_TAG: &str = "payops:events";
 
 fn shape_tags(cx: &Context) -> TagMap {
     let mut tags = TagMap::from([
@@ -48,6 +50,10 @@ fn shape_tags(cx: &Context) -> TagMap {
         (
             API_ACCESS_TAG.to_owned(),
             cx.spec.api.to_string().replace(',', " "),
+        ),
+        (
+            EVENTS_TAG.to_owned(),
+            crate::spec::events_str(cx.spec.events).to_owned(),
         ),
     ]);
     if !cx.spec.zone_ids.is_empty() {
@@ -91,6 +97,7 @@ pub async fn recorded_shape(
             ("db_secret", DB_SECRET_TAG),
             ("api_access", API_ACCESS_TAG),
             ("zone_ids", ZONES_TAG),
+            ("events", EVENTS_TAG),
             ("protect", crate::tags::PROTECTED),
         ] {
             if let Some(v) = found.tags.get(tag) {
@@ -388,6 +395,7 @@ mod tests {
             ),
             (DB_SECRET_TAG, "generated"),
             (API_ACCESS_TAG, "iam"),
+            (EVENTS_TAG, "on"),
         ] {
             tags.push(
                 aws_sdk_ec2::types::Tag::builder()
@@ -629,6 +637,7 @@ mod tests {
         assert_eq!(shape["vpc_cidr"], "10.7.0.0/16");
         assert_eq!(shape["cost_center"], "payments");
         assert_eq!(shape["certificate"], "self-signed");
+        assert_eq!(shape["events"], "on");
         assert_eq!(
             shape["reserved_concurrency"],
             "validation=5,fraud=5,transaction=10"

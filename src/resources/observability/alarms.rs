@@ -77,6 +77,9 @@ pub enum Alarm {
     FraudRulesTableThrottles,
     Alb5xx,
     WafBlockedSpike,
+    ProcessingDlqNotEmpty,
+    AnalyticsDlqNotEmpty,
+    ProcessingOldestMessage,
 }
 
 /// What missing data means to an alarm (PutMetricAlarm's TreatMissingData).
@@ -240,7 +243,7 @@ fn sum_of(metrics: Vec<MetricId>, period: i32) -> Watch {
 }
 
 impl Alarm {
-    pub const ALL: [Alarm; 10] = [
+    pub const ALL: [Alarm; 13] = [
         Self::ApiP99Latency,
         Self::Api5xxRate,
         Self::TransactionErrors,
@@ -251,6 +254,9 @@ impl Alarm {
         Self::FraudRulesTableThrottles,
         Self::Alb5xx,
         Self::WafBlockedSpike,
+        Self::ProcessingDlqNotEmpty,
+        Self::AnalyticsDlqNotEmpty,
+        Self::ProcessingOldestMessage,
     ];
 
     pub fn slug(self) -> &'static str {
@@ -265,6 +271,9 @@ impl Alarm {
             Self::FraudRulesTableThrottles => "fraud-rules-table-throttles",
             Self::Alb5xx => "alb-5xx",
             Self::WafBlockedSpike => "waf-blocked-spike",
+            Self::ProcessingDlqNotEmpty => "payments-processing-dlq-not-empty",
+            Self::AnalyticsDlqNotEmpty => "payments-analytics-dlq-not-empty",
+            Self::ProcessingOldestMessage => "payments-processing-oldest-message",
         }
     }
 
@@ -302,7 +311,10 @@ impl Alarm {
             | Self::TransactionsTableThrottles
             | Self::FraudRulesTableThrottles
             | Self::Alb5xx
-            | Self::WafBlockedSpike => Topic::SystemErrors,
+            | Self::WafBlockedSpike
+            | Self::ProcessingDlqNotEmpty
+            | Self::AnalyticsDlqNotEmpty
+            | Self::ProcessingOldestMessage => Topic::SystemErrors,
         }
     }
 
@@ -330,6 +342,10 @@ impl Alarm {
     pub fn wanted(self, cx: &Context) -> bool {
         match self {
             Self::AuroraReplicaLag => cx.spec.database.readers > 0,
+            // The queues exist only with the event backbone (`--events`).
+            Self::ProcessingDlqNotEmpty
+            | Self::AnalyticsDlqNotEmpty
+            | Self::ProcessingOldestMessage => cx.spec.events,
             _ => true,
         }
     }
@@ -577,6 +593,71 @@ impl Alarm {
                         period: 300,
                         evaluation_periods: 1,
                         datapoints_to_alarm: 1,
+                        missing: Missing::NotBreaching,
+                    },
+                )
+            }
+            // A message in a dead-letter queue is a payment event no consumer
+            // could handle after every retry: someone must look, however
+            // few. SQS publishes queue metrics every minute while a queue is
+            // active, and a queue holding messages is active: missing data
+            // means an empty, idle queue (notBreaching).
+            Self::ProcessingDlqNotEmpty | Self::AnalyticsDlqNotEmpty => {
+                let dlq = cx.names.queue(if self == Self::ProcessingDlqNotEmpty {
+                    "payments-processing-dlq"
+                } else {
+                    "payments-analytics-dlq"
+                });
+                (
+                    if self == Self::ProcessingDlqNotEmpty {
+                        "the payments-processing dead-letter queue holds a message"
+                    } else {
+                        "the payments-analytics dead-letter queue holds a message"
+                    },
+                    single(
+                        MetricId::new(
+                            "AWS/SQS",
+                            "ApproximateNumberOfMessagesVisible",
+                            &[("QueueName", dlq.as_str())],
+                        ),
+                        Statistic::Maximum,
+                        60,
+                    ),
+                    Rule {
+                        comparison: Above,
+                        threshold: 0.0,
+                        period: 60,
+                        evaluation_periods: 1,
+                        datapoints_to_alarm: 1,
+                        missing: Missing::NotBreaching,
+                    },
+                )
+            }
+            // Consumers falling behind (or gone): a message may legitimately
+            // wait through MAX_RECEIVE_COUNT (5) visibility timeouts of 3
+            // minutes before it is dead-lettered, so older than 15 minutes
+            // for 3 minutes running means the queue is not being drained.
+            // An idle queue publishes nothing (notBreaching).
+            Self::ProcessingOldestMessage => {
+                let queue = cx.names.queue("payments-processing");
+                (
+                    "the oldest message in the payments-processing queue is older than 15 \
+                     minutes for 3 minutes",
+                    single(
+                        MetricId::new(
+                            "AWS/SQS",
+                            "ApproximateAgeOfOldestMessage",
+                            &[("QueueName", queue.as_str())],
+                        ),
+                        Statistic::Maximum,
+                        60,
+                    ),
+                    Rule {
+                        comparison: Above,
+                        threshold: 900.0,
+                        period: 60,
+                        evaluation_periods: 3,
+                        datapoints_to_alarm: 3,
                         missing: Missing::NotBreaching,
                     },
                 )
@@ -1859,6 +1940,74 @@ mod tests {
         assert_eq!(unwanted, ["aurora-replica-lag"]);
         let one = with_readers(cx(), 1);
         assert!(Alarm::ALL.iter().all(|a| a.wanted(&one)));
+    }
+
+    #[test]
+    fn without_the_event_backbone_only_the_queue_alarms_are_unwanted() {
+        let mut off = cx();
+        off.spec.events = false;
+        let unwanted: Vec<&str> = Alarm::ALL
+            .iter()
+            .filter(|a| !a.wanted(&off))
+            .map(|a| a.slug())
+            .collect();
+        assert_eq!(
+            unwanted,
+            [
+                "payments-processing-dlq-not-empty",
+                "payments-analytics-dlq-not-empty",
+                "payments-processing-oldest-message"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_queue_alarms_watch_the_queues_by_name_and_tell_system_errors() {
+        let c = cx();
+        let dlq = Alarm::ProcessingDlqNotEmpty
+            .definition(&c, "t", None)
+            .unwrap();
+        let Watch::Metric {
+            metric, statistic, ..
+        } = &dlq.watch
+        else {
+            panic!("{dlq:?}");
+        };
+        assert_eq!(metric.namespace, "AWS/SQS");
+        assert_eq!(metric.name, "ApproximateNumberOfMessagesVisible");
+        assert_eq!(
+            metric.dimensions,
+            [(
+                "QueueName".to_owned(),
+                "payops-pr1-payments-processing-dlq".to_owned()
+            )]
+        );
+        assert_eq!(*statistic, Some(Statistic::Maximum));
+        assert_eq!(dlq.threshold, 0.0);
+        assert_eq!(dlq.comparison, ComparisonOperator::GreaterThanThreshold);
+        let analytics = Alarm::AnalyticsDlqNotEmpty
+            .definition(&c, "t", None)
+            .unwrap();
+        let Watch::Metric { metric, .. } = &analytics.watch else {
+            panic!("{analytics:?}");
+        };
+        assert_eq!(metric.dimensions[0].1, "payops-pr1-payments-analytics-dlq");
+        let age = Alarm::ProcessingOldestMessage
+            .definition(&c, "t", None)
+            .unwrap();
+        let Watch::Metric { metric, .. } = &age.watch else {
+            panic!("{age:?}");
+        };
+        assert_eq!(metric.name, "ApproximateAgeOfOldestMessage");
+        assert_eq!(metric.dimensions[0].1, "payops-pr1-payments-processing");
+        for a in [
+            Alarm::ProcessingDlqNotEmpty,
+            Alarm::AnalyticsDlqNotEmpty,
+            Alarm::ProcessingOldestMessage,
+        ] {
+            assert_eq!(a.topic(), Topic::SystemErrors);
+            assert!(!a.shift_gate());
+        }
     }
 
     #[tokio::test]

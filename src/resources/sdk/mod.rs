@@ -14,5 +14,6 @@ pub mod rds;
 pub mod s3;
 pub mod secrets;
 pub mod sns;
+pub mod sqs;
 pub mod tagging;
 pub mod wafv2;

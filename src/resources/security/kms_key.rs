@@ -1,5 +1,5 @@
 //! The env's customer-managed KMS keys, one per purpose (database, DynamoDB,
-//! S3, logs), each symmetric, rotating yearly, reachable by a stable alias.
+//! S3, logs, events), each symmetric, rotating yearly, reachable by a stable alias.
 //!
 //! Aliases cannot carry tags, so an alias is trusted only through the key it
 //! names: an alias with our name that points at a key not tagged as this env's
@@ -73,6 +73,7 @@ impl KmsKey {
             "dynamodb" => "DynamoDb".into(),
             "s3" => "S3".into(),
             "logs" => "Logs".into(),
+            "events" => "Events".into(),
             other => {
                 let mut chars = other.chars();
                 chars
@@ -158,6 +159,26 @@ pub fn key_policy(cx: &Context, purpose: &str) -> Value {
                 "StringEquals": { "aws:SourceAccount": cx.account_id },
                 "ArnLike": { "aws:SourceArn": cx.arn("logs", "*") }
             }
+        }));
+    }
+    if purpose == "events" {
+        statements.push(json!({
+            // The event backbone's queues (and, later, its bus) are
+            // encrypted with this key. IAM principals of the account are
+            // served by the first statement; EventBridge is a service
+            // principal and needs the key policy itself: it generates a data
+            // key to send to an SSE-KMS queue (rule targets, dead-letter
+            // queues) and to encrypt a bus, decrypts for pattern matching,
+            // and describes the key to check it is symmetric. Without this
+            // the only symptom is FailedInvocations (SQS developer guide,
+            // sqs-key-management; EventBridge user guide,
+            // eb-encryption-key-policy: condition on aws:SourceAccount).
+            "Sid": "EventBridgeUsesTheKeyForThisAccount",
+            "Effect": "Allow",
+            "Principal": { "Service": "events.amazonaws.com" },
+            "Action": ["kms:GenerateDataKey", "kms:Decrypt", "kms:DescribeKey"],
+            "Resource": "*",
+            "Condition": { "StringEquals": { "aws:SourceAccount": cx.account_id } }
         }));
     }
     json!({ "Version": "2012-10-17", "Statement": statements })
@@ -1419,7 +1440,8 @@ mod tests {
     }
 
     #[test]
-    fn every_key_lets_the_account_administer_it_and_only_the_logs_and_s3_keys_serve_services() {
+    fn every_key_lets_the_account_administer_it_and_only_the_logs_s3_and_events_keys_serve_services()
+     {
         let cx = testing::context(testing::clients());
         for purpose in KEY_PURPOSES {
             let policy = key_policy(&cx, purpose);
@@ -1434,7 +1456,7 @@ mod tests {
             }
             let expected = match purpose {
                 "logs" => 3,
-                "s3" => 2,
+                "s3" | "events" => 2,
                 _ => 1,
             };
             assert_eq!(statements.len(), expected, "{purpose}");
@@ -1474,12 +1496,23 @@ mod tests {
             delivery["Condition"]["ArnLike"]["aws:SourceArn"],
             "arn:aws:logs:us-east-1:123456789012:*"
         );
+        let events = key_policy(&cx, "events");
+        let eventbridge = &events["Statement"][1];
+        assert_eq!(eventbridge["Principal"]["Service"], "events.amazonaws.com");
+        assert_eq!(
+            eventbridge["Action"],
+            json!(["kms:GenerateDataKey", "kms:Decrypt", "kms:DescribeKey"])
+        );
+        assert_eq!(
+            eventbridge["Condition"]["StringEquals"]["aws:SourceAccount"],
+            ACCOUNT
+        );
     }
 
     #[test]
     fn outputs_are_named_by_purpose_and_aliases_follow_kms_rules() {
         let cx = testing::context(testing::clients());
-        let prefixes = ["Database", "DynamoDb", "S3", "Logs"];
+        let prefixes = ["Database", "DynamoDb", "S3", "Logs", "Events"];
         for (purpose, prefix) in KEY_PURPOSES.into_iter().zip(prefixes) {
             let key = KmsKey::new(purpose);
             let alias = key.alias(&cx).unwrap();

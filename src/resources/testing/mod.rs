@@ -30,6 +30,7 @@ pub fn clients() -> Clients {
         s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, none),
         dynamodb: mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, none),
         sns: mock_client!(aws_sdk_sns, RuleMode::MatchAny, none),
+        sqs: mock_client!(aws_sdk_sqs, RuleMode::MatchAny, none),
         ssm: mock_client!(aws_sdk_ssm, RuleMode::MatchAny, none),
         tagging: mock_client!(aws_sdk_resourcegroupstagging, RuleMode::MatchAny, none),
         lambda: mock_client!(aws_sdk_lambda, RuleMode::MatchAny, none),
