@@ -547,13 +547,17 @@ impl RestApi {
                 .await?;
             let recreate = matches!(state, Some((false, _)));
             if recreate {
-                gw.delete_method()
+                // A retried delete whose first answer was lost meets the
+                // method gone: that is the delete done.
+                let deleted = gw
+                    .delete_method()
                     .rest_api_id(id)
                     .resource_id(&rid)
                     .http_method(m.http_method)
                     .send()
                     .await
-                    .op("apigateway:DeleteMethod")?;
+                    .op("apigateway:DeleteMethod");
+                absent_on(deleted, &["NotFoundException"])?;
             }
             if state.is_none() || recreate {
                 gw.put_method()
