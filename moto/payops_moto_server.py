@@ -131,6 +131,7 @@ def main() -> None:
         shared.patch_elbv2_private_link_enforcement()
         shared.patch_wafv2_associations()
         shared.patch_ec2_client_tokens()
+        shared.patch_elbv2_listener_idempotency()
         print("payops: moto patches applied (PAYOPS_MOTO_PATCHES=0 to disable)", file=sys.stderr, flush=True)
     from moto.server import main as moto_main
 

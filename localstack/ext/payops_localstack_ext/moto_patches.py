@@ -344,3 +344,36 @@ def patch_ec2_client_tokens() -> None:
 
     EC2Response.call_action = call_action
     EC2Response._payops_client_tokens = True
+
+
+def patch_elbv2_listener_idempotency() -> None:
+    """ELBv2 (moto 5.x): one listener per port, and CreateListener idempotent.
+
+    AWS: "This operation is idempotent, which means that it completes at most
+    one time. If you attempt to create multiple listeners with the same
+    settings, each call succeeds" (the existing listener is returned), and a
+    listener on a port already taken with other settings is
+    ``DuplicateListener``. moto keys a balancer's listeners by ARN but checks
+    the port against those keys, so every CreateListener makes a new
+    listener: a retried call whose answer was lost left two listeners on one
+    port, which AWS never does.
+    """
+    from moto.elbv2.exceptions import DuplicateListenerError
+    from moto.elbv2.models import ELBv2Backend
+
+    if getattr(ELBv2Backend, "_payops_listener_idempotency", False):
+        return
+    original = ELBv2Backend.create_listener
+
+    def create_listener(self, load_balancer_arn, protocol, port, *args, **kwargs):
+        balancer = self.load_balancers.get(load_balancer_arn)
+        if balancer is not None:
+            for listener in balancer.listeners.values():
+                if str(listener.port) == str(port):
+                    if str(listener.protocol).upper() != str(protocol).upper():
+                        raise DuplicateListenerError()
+                    return listener
+        return original(self, load_balancer_arn, protocol, port, *args, **kwargs)
+
+    ELBv2Backend.create_listener = create_listener
+    ELBv2Backend._payops_listener_idempotency = True

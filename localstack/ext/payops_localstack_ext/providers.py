@@ -199,9 +199,10 @@ def _patch_moto_rds_master_secret_kms() -> None:
 
 @aws_provider(api="elbv2", name=PROVIDER_NAME)
 def elbv2():
-    from .moto_patches import patch_elbv2_private_link_enforcement
+    from .moto_patches import patch_elbv2_listener_idempotency, patch_elbv2_private_link_enforcement
 
     patch_elbv2_private_link_enforcement()
+    patch_elbv2_listener_idempotency()
     return moto_service("elbv2")
 
 
