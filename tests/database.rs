@@ -411,7 +411,7 @@ async fn group_exists(aws: &Aws, id: &str) -> bool {
 
 /// Whether the rotation role may still manage network interfaces.
 async fn rotation_role_manages_enis(aws: &Aws, env: &str) -> bool {
-    let role = format!("payops-{env}-secret-rotation");
+    let role = format!("payops-{env}-{}-secret-rotation", aws.region);
     let policy = aws
         .c
         .iam
