@@ -538,7 +538,7 @@ async fn plant_lock(aws: &Aws, bucket: &str, env: &str, owner: &str, expires: &s
         .s3
         .put_object()
         .bucket(bucket)
-        .key(format!("runs/{env}.lock"))
+        .key(format!("runs/{}/{env}.lock", aws.region))
         .body(body.to_string().into_bytes().into())
         .send()
         .await
@@ -551,7 +551,7 @@ async fn lock_exists(aws: &Aws, bucket: &str, env: &str) -> bool {
         .s3
         .head_object()
         .bucket(bucket)
-        .key(format!("runs/{env}.lock"))
+        .key(format!("runs/{}/{env}.lock", aws.region))
         .send()
         .await
     {

@@ -377,3 +377,31 @@ def patch_elbv2_listener_idempotency() -> None:
 
     ELBv2Backend.create_listener = create_listener
     ELBv2Backend._payops_listener_idempotency = True
+
+
+def patch_rds_orderable_zones() -> None:
+    """RDS (moto 5.x): orderable instance options name the region's zones.
+
+    moto's DescribeOrderableDBInstanceOptions data lists us-east-1's zones
+    (us-east-1a, ...) in every region, so in us-west-2 no Aurora class looked
+    orderable in any of the region's zones, which AWS never answers for a
+    class the region offers. Each option now lists the zones EC2 has in the
+    request's region.
+    """
+    from moto.ec2.models import ec2_backends
+    from moto.rds.models import RDSBackend
+
+    if getattr(RDSBackend, "_payops_orderable_zones", False):
+        return
+    original = RDSBackend.db_cluster_options
+
+    def db_cluster_options(self, engine):
+        options = original(self, engine)
+        ec2 = ec2_backends[self.account_id][self.region_name]
+        zones = [{"Name": z.name} for z in ec2.describe_availability_zones()]
+        for option in options:
+            option["AvailabilityZones"] = zones
+        return options
+
+    RDSBackend.db_cluster_options = db_cluster_options
+    RDSBackend._payops_orderable_zones = True
