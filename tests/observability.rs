@@ -21,7 +21,7 @@ use common::{
 };
 
 /// Every alarm: (slug, output key, topic output, shift gate, treat missing data).
-const ALARMS: [(&str, &str, &str, bool, &str); 10] = [
+const ALARMS: [(&str, &str, &str, bool, &str); 13] = [
     (
         "api-p99-latency",
         "ApiP99LatencyAlarmName",
@@ -88,6 +88,27 @@ const ALARMS: [(&str, &str, &str, bool, &str); 10] = [
     (
         "waf-blocked-spike",
         "WafBlockedSpikeAlarmName",
+        "SystemErrorsTopicArn",
+        false,
+        "notBreaching",
+    ),
+    (
+        "payments-processing-dlq-not-empty",
+        "PaymentsProcessingDlqNotEmptyAlarmName",
+        "SystemErrorsTopicArn",
+        false,
+        "notBreaching",
+    ),
+    (
+        "payments-analytics-dlq-not-empty",
+        "PaymentsAnalyticsDlqNotEmptyAlarmName",
+        "SystemErrorsTopicArn",
+        false,
+        "notBreaching",
+    ),
+    (
+        "payments-processing-oldest-message",
+        "PaymentsProcessingOldestMessageAlarmName",
         "SystemErrorsTopicArn",
         false,
         "notBreaching",
