@@ -1405,8 +1405,13 @@ mod tests {
     #[tokio::test]
     async fn a_create_retried_after_a_lost_answer_adopts_what_it_made() {
         let f = Function::Validation;
-        let [get, create] =
-            retried_create(|| got(Function::Validation, config(Function::Validation).build(), Some(5)));
+        let [get, create] = retried_create(|| {
+            got(
+                Function::Validation,
+                config(Function::Validation).build(),
+                Some(5),
+            )
+        });
         let cx = context(&[&get, &create], &[]);
         let applied = testing::ensure(&cx, &f.step_id(), LambdaFunction::new(f), &inputs(f))
             .await

@@ -498,9 +498,7 @@ mod tests {
     /// read); then LogsKmsKeyArn (written first) and the VpcId parameter a
     /// lost first PutParameter made. Its retry, without overwrite, meets it:
     /// `ParameterAlreadyExists`.
-    async fn ensure_after_retry(
-        tags: Vec<Tag>,
-    ) -> (Result<crate::engine::Applied, String>, usize) {
+    async fn ensure_after_retry(tags: Vec<Tag>) -> (Result<crate::engine::Applied, String>, usize) {
         let read = mock!(Client::get_parameters_by_path)
             .sequence()
             .output(|| GetParametersByPathOutput::builder().build())

@@ -751,7 +751,12 @@ mod tests {
             .output(|| GetUsagePlanKeysOutput::builder().build())
             .output(|| {
                 GetUsagePlanKeysOutput::builder()
-                    .items(UsagePlanKey::builder().id("key-1").r#type("API_KEY").build())
+                    .items(
+                        UsagePlanKey::builder()
+                            .id("key-1")
+                            .r#type("API_KEY")
+                            .build(),
+                    )
                     .build()
             })
             .repeatedly()
