@@ -852,6 +852,65 @@ mod tests {
         assert_eq!(put.num_calls(), 1);
     }
 
+    /// CreateRole has no idempotency token: a retry of a call whose answer
+    /// was lost meets the role the first attempt made, and IAM answers
+    /// `EntityAlreadyExists` (HTTP 409, CreateRole's documented error).
+    fn create_conflict() -> Rule {
+        mock!(Client::create_role).then_error(|| {
+            aws_sdk_iam::operation::create_role::CreateRoleError::generic(testing::error_meta(
+                "EntityAlreadyExists",
+            ))
+        })
+    }
+
+    /// No role at the first look, the role the lost attempt made at the next.
+    fn get_role_after_create(tags: Vec<Tag>) -> [Rule; 2] {
+        let get = mock!(Client::get_role)
+            .match_requests(|r| r.role_name() == Some(NAME))
+            .sequence()
+            .error(|| GetRoleError::generic(testing::error_meta("NoSuchEntity")))
+            .output(|| {
+                GetRoleOutput::builder()
+                    .role(iam_role(&trust_doc(ACCOUNT)))
+                    .build()
+            })
+            .repeatedly()
+            .build();
+        [get, list_tags(tags)]
+    }
+
+    #[tokio::test]
+    async fn a_create_retried_after_a_lost_answer_adopts_what_it_made() {
+        let create = create_conflict();
+        let [get, tags] = get_role_after_create(our_tags());
+        let cx = cx_with(&[
+            &get,
+            &tags,
+            &create,
+            &list_policies(&["deliver"]),
+            &get_policy(policy_doc()),
+            &no_attached(),
+        ]);
+        let applied = testing::ensure(&cx, STEP, role(), &[]).await.unwrap();
+        assert_eq!(applied.change, Change::Created);
+        assert_eq!(applied.record.outputs["TestRoleArn"], ARN);
+        assert_eq!(create.num_calls(), 1);
+        assert_eq!(get.num_calls(), 2, "looked again after the conflict");
+    }
+
+    #[tokio::test]
+    async fn a_create_conflict_with_a_role_not_ours_is_refused() {
+        let foreign = vec![Tag::builder().key("team").value("other").build().unwrap()];
+        let create = create_conflict();
+        let [get, tags] = get_role_after_create(foreign);
+        let cx = cx_with(&[&get, &tags, &create]);
+        let err = testing::ensure(&cx, STEP, role(), &[])
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("exists but is not tagged"), "{err}");
+    }
+
     #[tokio::test]
     async fn an_owned_role_in_sync_is_adopted_without_mutating_calls() {
         // IAM answers URL-encoded, reordered documents: still in sync.

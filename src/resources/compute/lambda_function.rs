@@ -1386,6 +1386,58 @@ mod tests {
         assert!(err.contains("`auto`"), "{err}");
     }
 
+    /// Nothing at the first look, then `then` (what the lost first attempt
+    /// made); the retried CreateFunction (no client token) meets it:
+    /// `ResourceConflictException` ("Function already exist").
+    fn retried_create(then: fn() -> GetFunctionOutput) -> [Rule; 2] {
+        let get = mock!(Client::get_function)
+            .sequence()
+            .error(not_found)
+            .output(then)
+            .repeatedly()
+            .build();
+        let create = mock!(Client::create_function).then_error(|| {
+            CreateFunctionError::generic(testing::error_meta("ResourceConflictException"))
+        });
+        [get, create]
+    }
+
+    #[tokio::test]
+    async fn a_create_retried_after_a_lost_answer_adopts_what_it_made() {
+        let f = Function::Validation;
+        let [get, create] = retried_create(|| {
+            got(
+                Function::Validation,
+                config(Function::Validation).build(),
+                Some(5),
+            )
+        });
+        let cx = context(&[&get, &create], &[]);
+        let applied = testing::ensure(&cx, &f.step_id(), LambdaFunction::new(f), &inputs(f))
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Created);
+        assert_eq!(applied.record.outputs["ValidationFunctionArn"], arn(f));
+        assert_eq!(create.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_create_conflict_with_a_function_not_ours_is_refused() {
+        let f = Function::Validation;
+        let [get, create] = retried_create(|| {
+            GetFunctionOutput::builder()
+                .configuration(config(Function::Validation).build())
+                .tags("team", "other")
+                .build()
+        });
+        let cx = context(&[&get, &create], &[]);
+        let err = testing::ensure(&cx, &f.step_id(), LambdaFunction::new(f), &inputs(f))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("not tagged"), "{err}");
+        assert_eq!(create.num_calls(), 1);
+    }
+
     #[tokio::test]
     async fn a_function_with_our_name_but_not_our_tags_is_refused() {
         let f = Function::Fraud;

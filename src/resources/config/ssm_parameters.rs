@@ -494,6 +494,74 @@ mod tests {
         assert_eq!(drift, ["update /payops/pr1/VpcId"]);
     }
 
+    /// Nothing under the path at the first looks (find, then create's
+    /// read); then LogsKmsKeyArn (written first) and the VpcId parameter a
+    /// lost first PutParameter made. Its retry, without overwrite, meets it:
+    /// `ParameterAlreadyExists`.
+    async fn ensure_after_retry(tags: Vec<Tag>) -> (Result<crate::engine::Applied, String>, usize) {
+        let read = mock!(Client::get_parameters_by_path)
+            .sequence()
+            .output(|| GetParametersByPathOutput::builder().build())
+            .times(2)
+            .output(|| {
+                GetParametersByPathOutput::builder()
+                    .parameters(param(
+                        "/payops/pr1/LogsKmsKeyArn",
+                        ParameterType::String,
+                        "arn:aws:kms:us-east-1:123456789012:key/k",
+                    ))
+                    .parameters(param("/payops/pr1/VpcId", ParameterType::String, "vpc-1"))
+                    .build()
+            })
+            .repeatedly()
+            .build();
+        let tags = mock!(Client::list_tags_for_resource).then_output(move || {
+            ListTagsForResourceOutput::builder()
+                .set_tag_list(Some(tags.clone()))
+                .build()
+        });
+        let conflict = mock!(Client::put_parameter)
+            .match_requests(|r| r.name() == Some("/payops/pr1/VpcId"))
+            .then_error(|| {
+                aws_sdk_ssm::operation::put_parameter::PutParameterError::generic(
+                    testing::error_meta("ParameterAlreadyExists"),
+                )
+            });
+        let put = mock!(Client::put_parameter)
+            .then_output(|| PutParameterOutput::builder().version(1).build());
+        let mut clients = testing::clients();
+        clients.ssm = mock_client!(
+            aws_sdk_ssm,
+            RuleMode::MatchAny,
+            [&read, &tags, &conflict, &put]
+        );
+        let cx = testing::context(clients);
+        let applied = testing::ensure(&cx, "ssm-parameters", Parameters, &inputs())
+            .await
+            .map_err(|e| e.to_string());
+        assert_eq!(conflict.num_calls(), 1, "VpcId is not written twice");
+        (applied, put.num_calls())
+    }
+
+    #[tokio::test]
+    async fn a_put_retried_after_a_lost_answer_adopts_what_it_made() {
+        let (applied, puts) = ensure_after_retry(our_tags()).await;
+        let applied = applied.unwrap();
+        assert_eq!(applied.change, Change::Created);
+        assert_eq!(puts, 2, "LogsKmsKeyArn and the secret");
+        assert_eq!(
+            applied.record.outputs["ConfigParameterPath"],
+            "/payops/pr1/"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_put_conflict_with_a_parameter_not_ours_is_the_error_it_was() {
+        let (applied, _) = ensure_after_retry(Vec::new()).await;
+        let err = applied.unwrap_err();
+        assert!(err.contains("ParameterAlreadyExists"), "{err}");
+    }
+
     #[tokio::test]
     async fn a_foreign_parameter_with_our_name_is_refused() {
         let found = mock!(Client::get_parameters_by_path).then_output(|| {

@@ -720,6 +720,50 @@ mod tests {
         assert!(!shown.contains(PASSWORD), "{shown}");
     }
 
+    /// Nothing at the first look, then `then` (what the lost first attempt
+    /// made); the retried CreateDBCluster (no client token) meets it:
+    /// `DBClusterAlreadyExistsFault`.
+    fn retried_create(then: DbCluster) -> [Rule; 2] {
+        let describe = mock!(Client::describe_db_clusters)
+            .sequence()
+            .error(not_found)
+            .output(move || described(then.clone()))
+            .repeatedly()
+            .build();
+        let create = mock!(Client::create_db_cluster).then_error(|| {
+            aws_sdk_rds::operation::create_db_cluster::CreateDBClusterError::generic(
+                testing::error_meta("DBClusterAlreadyExistsFault"),
+            )
+        });
+        [describe, create]
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_create_retried_after_a_lost_answer_adopts_what_it_made() {
+        let [describe, create] = retried_create(cluster(false, "available"));
+        let secret = secret_value(Some(ENDPOINT));
+        let cx = cx_with(&[&describe, &create], &[&secret], false);
+        let applied = testing::ensure(&cx, STEP, AuroraCluster, &inputs())
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Created);
+        assert_eq!(applied.record.outputs["AuroraClusterEndpoint"], ENDPOINT);
+        assert_eq!(create.num_calls(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_create_conflict_with_a_cluster_not_ours_is_refused() {
+        let mut foreign = cluster(false, "available");
+        foreign.tag_list = None;
+        let [describe, create] = retried_create(foreign);
+        let cx = cx_with(&[&describe, &create], &[&secret_value(None)], false);
+        let err = testing::ensure(&cx, STEP, AuroraCluster, &inputs())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("not tagged"), "{err}");
+        assert_eq!(create.num_calls(), 1);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_cluster_that_cannot_become_available_ends_the_wait_at_once() {
         for status in [

@@ -304,3 +304,91 @@ impl Resource for AuroraInstance {
         Ok(Vec::new())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_ec2::operation::describe_availability_zones::DescribeAvailabilityZonesOutput;
+    use aws_sdk_ec2::types::AvailabilityZone;
+    use aws_sdk_rds::Client;
+    use aws_sdk_rds::operation::create_db_instance::CreateDBInstanceError;
+    use aws_sdk_rds::operation::describe_db_instances::{
+        DescribeDBInstancesError, DescribeDbInstancesOutput,
+    };
+    use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+
+    use super::*;
+    use crate::engine::Change;
+    use crate::resources::testing;
+
+    const STEP: &str = "aurora-instance:1";
+    const ARN: &str = "arn:aws:rds:us-east-1:123456789012:db:payops-pr1-aurora-1";
+
+    fn instance(tags: TagMap) -> DbInstance {
+        DbInstance::builder()
+            .db_instance_identifier("payops-pr1-aurora-1")
+            .db_instance_arn(ARN)
+            .db_cluster_identifier("payops-pr1-aurora")
+            .db_instance_status("available")
+            .db_instance_class("db.r6g.large")
+            .promotion_tier(0)
+            .set_tag_list(Some(rds::rds_tags(&tags)))
+            .build()
+    }
+
+    /// Nothing at the first look, then `then` (what the lost first attempt
+    /// made); the retried CreateDBInstance (no client token) meets it:
+    /// `DBInstanceAlreadyExists`.
+    fn retried_create(then: DbInstance) -> [Rule; 2] {
+        let describe = mock!(Client::describe_db_instances)
+            .sequence()
+            .error(|| DescribeDBInstancesError::generic(testing::error_meta("DBInstanceNotFound")))
+            .output(move || {
+                DescribeDbInstancesOutput::builder()
+                    .db_instances(then.clone())
+                    .build()
+            })
+            .repeatedly()
+            .build();
+        let create = mock!(Client::create_db_instance).then_error(|| {
+            CreateDBInstanceError::generic(testing::error_meta("DBInstanceAlreadyExists"))
+        });
+        [describe, create]
+    }
+
+    fn cx_with(rds: &[&Rule]) -> Context {
+        let azs = mock!(aws_sdk_ec2::Client::describe_availability_zones).then_output(|| {
+            let mut out = DescribeAvailabilityZonesOutput::builder();
+            for az in ["us-east-1a", "us-east-1b", "us-east-1c"] {
+                out = out.availability_zones(AvailabilityZone::builder().zone_name(az).build());
+            }
+            out.build()
+        });
+        let mut clients = testing::clients();
+        clients.rds = mock_client!(aws_sdk_rds, RuleMode::MatchAny, rds);
+        clients.ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&azs]);
+        testing::context(clients)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_create_retried_after_a_lost_answer_adopts_what_it_made() {
+        let [describe, create] = retried_create(instance(testing::our_tags(STEP)));
+        let cx = cx_with(&[&describe, &create]);
+        let applied = testing::ensure(&cx, STEP, AuroraInstance::new(0), &[])
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Created);
+        assert_eq!(applied.record.resources["instance"], ARN);
+        assert_eq!(create.num_calls(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_create_conflict_with_an_instance_not_ours_is_refused() {
+        let [describe, create] = retried_create(instance(TagMap::new()));
+        let cx = cx_with(&[&describe, &create]);
+        let err = testing::ensure(&cx, STEP, AuroraInstance::new(0), &[])
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("not tagged"), "{err}");
+        assert_eq!(create.num_calls(), 1);
+    }
+}

@@ -512,6 +512,58 @@ mod tests {
         assert_eq!(applied.record.outputs["DbClusterParameterGroupName"], NAME);
     }
 
+    /// Nothing at the first look, the group the lost first attempt made at
+    /// the next; the retried CreateDBClusterParameterGroup (no client token)
+    /// meets it: `DBParameterGroupAlreadyExists`.
+    fn retried_create() -> [Rule; 2] {
+        let describe = mock!(Client::describe_db_cluster_parameter_groups)
+            .sequence()
+            .error(|| {
+                DescribeDBClusterParameterGroupsError::generic(testing::error_meta(
+                    "DBParameterGroupNotFound",
+                ))
+            })
+            .output(|| {
+                DescribeDbClusterParameterGroupsOutput::builder()
+                    .db_cluster_parameter_groups(group())
+                    .build()
+            })
+            .repeatedly()
+            .build();
+        let create = mock!(Client::create_db_cluster_parameter_group).then_error(|| {
+            aws_sdk_rds::operation::create_db_cluster_parameter_group::CreateDBClusterParameterGroupError::generic(
+                testing::error_meta("DBParameterGroupAlreadyExists"),
+            )
+        });
+        [describe, create]
+    }
+
+    #[tokio::test]
+    async fn a_create_retried_after_a_lost_answer_adopts_what_it_made() {
+        let [describe, create] = retried_create();
+        let values = user_values(&PARAMETERS);
+        let cx = cx_with(&[&describe, &create, &tagged(), &values]);
+        let applied = testing::ensure(&cx, STEP, DbParameterGroup, &[])
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Created);
+        assert_eq!(applied.record.outputs["DbClusterParameterGroupName"], NAME);
+        assert_eq!(create.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_create_conflict_with_a_group_not_ours_is_refused() {
+        let [describe, create] = retried_create();
+        let untagged = mock!(Client::list_tags_for_resource)
+            .then_output(|| ListTagsForResourceOutput::builder().build());
+        let cx = cx_with(&[&describe, &create, &untagged]);
+        let err = testing::ensure(&cx, STEP, DbParameterGroup, &[])
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("not tagged"), "{err}");
+        assert_eq!(create.num_calls(), 1);
+    }
+
     #[test]
     fn tls_is_forced_and_only_wrong_values_are_drift() {
         assert!(PARAMETERS.contains(&("rds.force_ssl", "1")));

@@ -452,6 +452,56 @@ mod tests {
         assert_eq!(delete.num_calls(), 1);
     }
 
+    /// Nothing at the first look, then `then` (what the lost first attempt
+    /// made); the retried CreateSecret meets it: `ResourceExistsException`
+    /// (AWS spares a retry carrying the first attempt's ClientRequestToken,
+    /// the emulators do not).
+    fn retried_create(then: fn() -> DescribeSecretOutput) -> [Rule; 3] {
+        let describe = mock!(Client::describe_secret)
+            .sequence()
+            .error(not_found)
+            .output(then)
+            .repeatedly()
+            .build();
+        let random = mock!(Client::get_random_password).then_output(|| {
+            GetRandomPasswordOutput::builder()
+                .random_password(PASSWORD)
+                .build()
+        });
+        let create = mock!(Client::create_secret).then_error(|| {
+            CreateSecretError::generic(testing::error_meta("ResourceExistsException"))
+        });
+        [describe, random, create]
+    }
+
+    #[tokio::test]
+    async fn a_create_retried_after_a_lost_answer_adopts_what_it_made() {
+        let [describe, random, create] = retried_create(ours);
+        let cx = cx_with(&[&describe, &random, &create]);
+        let applied = testing::ensure(&cx, STEP, GeneratedSecret, &inputs())
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Created);
+        assert_eq!(applied.record.outputs["DbSecretArn"], ARN);
+        assert_eq!(create.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_create_conflict_with_a_secret_not_ours_is_refused() {
+        let [describe, random, create] = retried_create(|| {
+            DescribeSecretOutput::builder()
+                .arn(ARN)
+                .name("payops/pr1/db-master")
+                .build()
+        });
+        let cx = cx_with(&[&describe, &random, &create]);
+        let err = testing::ensure(&cx, STEP, GeneratedSecret, &inputs())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("not tagged"), "{err}");
+        assert_eq!(create.num_calls(), 1);
+    }
+
     #[tokio::test]
     async fn a_same_named_secret_without_our_tags_is_refused() {
         let describe = mock!(Client::describe_secret).then_output(|| {

@@ -219,3 +219,102 @@ impl Resource for DbSubnetGroup {
         Ok(Vec::new())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_rds::Client;
+    use aws_sdk_rds::operation::create_db_subnet_group::CreateDBSubnetGroupError;
+    use aws_sdk_rds::operation::describe_db_subnet_groups::{
+        DescribeDBSubnetGroupsError, DescribeDbSubnetGroupsOutput,
+    };
+    use aws_sdk_rds::operation::list_tags_for_resource::ListTagsForResourceOutput;
+    use aws_sdk_rds::types::{DbSubnetGroup as RdsGroup, Subnet};
+    use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+
+    use super::*;
+    use crate::engine::Change;
+    use crate::resources::testing;
+
+    const STEP: &str = "db-subnet-group";
+    const NAME: &str = "payops-pr1-db";
+    const ARN: &str = "arn:aws:rds:us-east-1:123456789012:subgrp:payops-pr1-db";
+    const SUBNETS: [&str; 3] = ["subnet-a", "subnet-b", "subnet-c"];
+
+    fn inputs() -> Vec<(&'static str, Record)> {
+        testing::outputs(&[(SUBNETS_INPUT.0, SUBNETS_INPUT.1, &SUBNETS.join(","))])
+    }
+
+    fn group() -> RdsGroup {
+        let mut group = RdsGroup::builder()
+            .db_subnet_group_name(NAME)
+            .db_subnet_group_arn(ARN);
+        for s in SUBNETS {
+            group = group.subnets(Subnet::builder().subnet_identifier(s).build());
+        }
+        group.build()
+    }
+
+    /// Nothing at the first look, the group the lost first attempt made at
+    /// the next; the retried CreateDBSubnetGroup (no client token) meets it:
+    /// `DBSubnetGroupAlreadyExists`.
+    fn retried_create() -> [Rule; 2] {
+        let describe = mock!(Client::describe_db_subnet_groups)
+            .match_requests(|r| r.db_subnet_group_name() == Some(NAME))
+            .sequence()
+            .error(|| {
+                DescribeDBSubnetGroupsError::generic(testing::error_meta(
+                    "DBSubnetGroupNotFoundFault",
+                ))
+            })
+            .output(|| {
+                DescribeDbSubnetGroupsOutput::builder()
+                    .db_subnet_groups(group())
+                    .build()
+            })
+            .repeatedly()
+            .build();
+        let create = mock!(Client::create_db_subnet_group).then_error(|| {
+            CreateDBSubnetGroupError::generic(testing::error_meta("DBSubnetGroupAlreadyExists"))
+        });
+        [describe, create]
+    }
+
+    fn tags(tags: TagMap) -> Rule {
+        mock!(Client::list_tags_for_resource)
+            .match_requests(|r| r.resource_name() == Some(ARN))
+            .then_output(move || {
+                ListTagsForResourceOutput::builder()
+                    .set_tag_list(Some(rds::rds_tags(&tags)))
+                    .build()
+            })
+    }
+
+    fn cx_with(rules: &[&Rule]) -> Context {
+        let mut clients = testing::clients();
+        clients.rds = mock_client!(aws_sdk_rds, RuleMode::MatchAny, rules);
+        testing::context(clients)
+    }
+
+    #[tokio::test]
+    async fn a_create_retried_after_a_lost_answer_adopts_what_it_made() {
+        let [describe, create] = retried_create();
+        let cx = cx_with(&[&describe, &create, &tags(testing::our_tags(STEP))]);
+        let applied = testing::ensure(&cx, STEP, DbSubnetGroup, &inputs())
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Created);
+        assert_eq!(applied.record.outputs["DbSubnetGroupName"], NAME);
+        assert_eq!(create.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_create_conflict_with_a_group_not_ours_is_refused() {
+        let [describe, create] = retried_create();
+        let cx = cx_with(&[&describe, &create, &tags(TagMap::new())]);
+        let err = testing::ensure(&cx, STEP, DbSubnetGroup, &inputs())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("not tagged"), "{err}");
+        assert_eq!(create.num_calls(), 1);
+    }
+}

@@ -742,6 +742,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_link_retried_after_a_lost_answer_adopts_what_it_made() {
+        // The plan without the key at the first look, with it at the next:
+        // the retried CreateUsagePlanKey met the link its lost first attempt
+        // made, and API Gateway answers `ConflictException`.
+        let linked = mock!(Client::get_usage_plan_keys)
+            .sequence()
+            .output(|| GetUsagePlanKeysOutput::builder().build())
+            .output(|| {
+                GetUsagePlanKeysOutput::builder()
+                    .items(
+                        UsagePlanKey::builder()
+                            .id("key-1")
+                            .r#type("API_KEY")
+                            .build(),
+                    )
+                    .build()
+            })
+            .repeatedly()
+            .build();
+        let link = mock!(Client::create_usage_plan_key).then_error(|| {
+            aws_sdk_apigateway::operation::create_usage_plan_key::CreateUsagePlanKeyError::generic(
+                testing::error_meta("ConflictException"),
+            )
+        });
+        let (listing, key) = (
+            plans("api-1:v1", testing::our_tags(STEP)),
+            keys(testing::our_tags(STEP)),
+        );
+        let cx = context(&[&listing, &linked, &key, &link], ApiAuth::ApiKey);
+        let applied = testing::ensure(&cx, STEP, UsagePlan, &inputs())
+            .await
+            .unwrap();
+        assert_eq!(applied.record.outputs["ApiUsagePlanId"], "plan-1");
+        assert_eq!(link.num_calls(), 1);
+        assert_eq!(linked.num_calls(), 2, "looked again after the conflict");
+    }
+
+    #[tokio::test]
     async fn a_key_with_our_name_but_not_our_tags_is_refused() {
         let (none, foreign) = (no_plans(), keys(TagMap::new()));
         let cx = context(&[&none, &foreign], ApiAuth::ApiKey);

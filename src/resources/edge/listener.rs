@@ -460,6 +460,66 @@ mod tests {
         assert_eq!(applied.change, Change::Unchanged, "{:?}", applied.notes);
     }
 
+    /// No listener at the first look, the one the lost first attempt made
+    /// at the next; the retried CreateListener (no client token) meets it on
+    /// the same port: `DuplicateListener`.
+    fn retried_create() -> [Rule; 2] {
+        let describe = mock!(Client::describe_listeners)
+            .sequence()
+            .output(|| DescribeListenersOutput::builder().build())
+            .output(|| {
+                DescribeListenersOutput::builder()
+                    .listeners(fake::https_listener(Weights::DEFAULT))
+                    .build()
+            })
+            .repeatedly()
+            .build();
+        let create = mock!(Client::create_listener).then_error(|| {
+            aws_sdk_elasticloadbalancingv2::operation::create_listener::CreateListenerError::generic(
+                testing::error_meta("DuplicateListener"),
+            )
+        });
+        [describe, create]
+    }
+
+    #[tokio::test]
+    async fn a_create_retried_after_a_lost_answer_adopts_what_it_made() {
+        let [describe, create] = retried_create();
+        let cx = context(&[
+            &fake::describe_load_balancers(),
+            &describe,
+            &create,
+            &fake::describe_tags(),
+        ]);
+        let applied = testing::ensure(&cx, STEP, Listener::new(ListenerKind::AlbHttps), &inputs())
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Created);
+        assert_eq!(applied.record.outputs["AlbListenerArn"], fake::HTTPS);
+        assert_eq!(create.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_create_conflict_with_a_listener_not_ours_is_refused() {
+        let [describe, create] = retried_create();
+        let untagged = mock!(Client::describe_tags).then_output(|| {
+            DescribeTagsOutput::builder()
+                .tag_descriptions(TagDescription::builder().resource_arn(fake::HTTPS).build())
+                .build()
+        });
+        let cx = context(&[
+            &fake::describe_load_balancers(),
+            &describe,
+            &create,
+            &untagged,
+        ]);
+        let err = testing::ensure(&cx, STEP, Listener::new(ListenerKind::AlbHttps), &inputs())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("not tagged"), "{err}");
+        assert_eq!(create.num_calls(), 1);
+    }
+
     #[tokio::test]
     async fn a_listener_not_tagged_as_ours_is_refused() {
         let untagged = mock!(Client::describe_tags).then_output(|| {

@@ -631,6 +631,72 @@ mod tests {
         assert_eq!((create.num_calls(), modify.num_calls()), (1, 1));
     }
 
+    /// Nothing at the first look, the NLB the lost first attempt made at the
+    /// next; the retried CreateLoadBalancer (no client token) meets it:
+    /// `DuplicateLoadBalancerName` (AWS answers so when the settings differ,
+    /// the emulators always).
+    fn retried_create() -> [Rule; 2] {
+        let describe = mock!(Client::describe_load_balancers)
+            .sequence()
+            .error(not_found)
+            .output(|| {
+                DescribeLoadBalancersOutput::builder()
+                    .load_balancers(fake::load_balancer("nlb"))
+                    .build()
+            })
+            .repeatedly()
+            .build();
+        let create = mock!(Client::create_load_balancer).then_error(|| {
+            aws_sdk_elasticloadbalancingv2::operation::create_load_balancer::CreateLoadBalancerError::generic(
+                testing::error_meta("DuplicateLoadBalancerName"),
+            )
+        });
+        [describe, create]
+    }
+
+    #[tokio::test]
+    async fn a_create_retried_after_a_lost_answer_adopts_what_it_made() {
+        let [describe, create] = retried_create();
+        let attrs = attributes(&[
+            ("deletion_protection.enabled", "false"),
+            ("load_balancing.cross_zone.enabled", "true"),
+        ]);
+        let cx = context(&[&describe, &create, &fake::describe_tags(), &attrs]);
+        let applied = testing::ensure(
+            &cx,
+            step(LbKind::Nlb),
+            LoadBalancer::new(LbKind::Nlb),
+            &inputs(LbKind::Nlb),
+        )
+        .await
+        .unwrap();
+        assert_eq!(applied.change, Change::Created);
+        assert_eq!(applied.record.outputs["NlbArn"], fake::NLB);
+        assert_eq!(create.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_create_conflict_with_a_load_balancer_not_ours_is_refused() {
+        let [describe, create] = retried_create();
+        let untagged = mock!(Client::describe_tags).then_output(|| {
+            DescribeTagsOutput::builder()
+                .tag_descriptions(TagDescription::builder().resource_arn(fake::NLB).build())
+                .build()
+        });
+        let cx = context(&[&describe, &create, &untagged]);
+        let err = testing::ensure(
+            &cx,
+            step(LbKind::Nlb),
+            LoadBalancer::new(LbKind::Nlb),
+            &inputs(LbKind::Nlb),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("not tagged"), "{err}");
+        assert_eq!(create.num_calls(), 1);
+    }
+
     #[tokio::test]
     async fn an_owned_nlb_in_sync_is_adopted_without_mutating_calls() {
         let attrs = attributes(&[

@@ -1408,6 +1408,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_stage_created_again_after_a_lost_answer_adopts_what_it_made() {
+        // No stage at the first looks (the comparison, then the deploy);
+        // then the stage the lost first CreateStage made. Its retry meets
+        // it: API Gateway answers `ConflictException` ("Stage already
+        // exists").
+        let stage_seq = mock!(Client::get_stage)
+            .sequence()
+            .error(|| {
+                aws_sdk_apigateway::operation::get_stage::GetStageError::generic(
+                    testing::error_meta("NotFoundException"),
+                )
+            })
+            .times(2)
+            .output(|| stage("dep-1"))
+            .repeatedly()
+            .build();
+        let deploy = mock!(Client::create_deployment)
+            .then_output(|| CreateDeploymentOutput::builder().id("dep-2").build());
+        let create_stage = mock!(Client::create_stage).then_error(|| {
+            aws_sdk_apigateway::operation::create_stage::CreateStageError::generic(
+                testing::error_meta("ConflictException"),
+            )
+        });
+        let rules = in_sync("current");
+        let (listing, acct) = (apis(testing::our_tags(STEP)), account());
+        // Before the in-sync rules, whose GetStage finds the stage at once.
+        let mut api: Vec<&Rule> = vec![&stage_seq, &deploy, &create_stage, &listing, &acct];
+        api.extend(rules.iter());
+        let perms = permissions();
+        let cx = context(&api, &[&perms]);
+        let applied = testing::ensure(&cx, STEP, RestApi, &inputs())
+            .await
+            .unwrap();
+        assert_eq!(applied.record.outputs["RestApiId"], "api-1");
+        assert_eq!(create_stage.num_calls(), 1);
+        assert_eq!(stage_seq.num_calls(), 3, "looked again after the conflict");
+    }
+
+    #[tokio::test]
     async fn an_api_with_our_name_but_not_our_tags_is_refused() {
         let listing = apis(TagMap::new());
         let cx = context(&[&listing], &[]);

@@ -660,6 +660,77 @@ mod tests {
         assert_eq!(applied.change, Change::Unchanged, "{:?}", applied.notes);
     }
 
+    /// Nothing at the first look, the group the lost first attempt made at
+    /// the next; the retried CreateTargetGroup (no client token) meets it:
+    /// `DuplicateTargetGroupName` (AWS answers so when the settings differ,
+    /// the emulators always).
+    fn retried_create() -> [Rule; 2] {
+        let describe = mock!(Client::describe_target_groups)
+            .sequence()
+            .error(|| {
+                DescribeTargetGroupsError::generic(testing::error_meta("TargetGroupNotFound"))
+            })
+            .output(|| {
+                DescribeTargetGroupsOutput::builder()
+                    .target_groups(fake::target_group("blue"))
+                    .build()
+            })
+            .repeatedly()
+            .build();
+        let create = mock!(Client::create_target_group).then_error(|| {
+            aws_sdk_elasticloadbalancingv2::operation::create_target_group::CreateTargetGroupError::generic(
+                testing::error_meta("DuplicateTargetGroupName"),
+            )
+        });
+        [describe, create]
+    }
+
+    #[tokio::test]
+    async fn a_create_retried_after_a_lost_answer_adopts_what_it_made() {
+        let [describe, create] = retried_create();
+        let cx = context(
+            &[
+                &describe,
+                &create,
+                &fake::describe_tags(),
+                &health(&[(ALIAS, None)]),
+            ],
+            &[&policy(fake::BLUE)],
+        );
+        let applied = testing::ensure(
+            &cx,
+            "target-group:blue",
+            TargetGroup::new(TgKind::Blue),
+            &inputs(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(applied.change, Change::Created);
+        assert_eq!(applied.record.outputs["BlueTargetGroupArn"], fake::BLUE);
+        assert_eq!(create.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_create_conflict_with_a_group_not_ours_is_refused() {
+        let [describe, create] = retried_create();
+        let untagged = mock!(Client::describe_tags).then_output(|| {
+            DescribeTagsOutput::builder()
+                .tag_descriptions(TagDescription::builder().resource_arn(fake::BLUE).build())
+                .build()
+        });
+        let cx = context(&[&describe, &create, &untagged], &[]);
+        let err = testing::ensure(
+            &cx,
+            "target-group:blue",
+            TargetGroup::new(TgKind::Blue),
+            &inputs(),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("not tagged"), "{err}");
+        assert_eq!(create.num_calls(), 1);
+    }
+
     #[tokio::test]
     async fn a_group_with_our_name_but_not_our_tags_is_refused() {
         let untagged = mock!(Client::describe_tags).then_output(|| {

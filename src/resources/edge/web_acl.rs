@@ -891,6 +891,58 @@ mod tests {
         assert_eq!((stale.num_calls(), fresh.num_calls()), (1, 1));
     }
 
+    /// No ACL listed at the first look, ours at the next; the retried
+    /// CreateWebACL (no idempotency token) meets it by name:
+    /// `WAFDuplicateItemException`.
+    fn retried_create() -> [Mock; 2] {
+        let list = mock!(Client::list_web_acls)
+            .sequence()
+            .output(|| ListWebAcLsOutput::builder().build())
+            .output(|| {
+                ListWebAcLsOutput::builder()
+                    .web_acls(
+                        WebAclSummary::builder()
+                            .name("payops-pr1-waf")
+                            .id("a-1")
+                            .arn(ARN)
+                            .build(),
+                    )
+                    .build()
+            })
+            .repeatedly()
+            .build();
+        let create = mock!(Client::create_web_acl).then_error(|| {
+            aws_sdk_wafv2::operation::create_web_acl::CreateWebACLError::generic(
+                testing::error_meta("WAFDuplicateItemException"),
+            )
+        });
+        [list, create]
+    }
+
+    #[tokio::test]
+    async fn a_create_retried_after_a_lost_answer_adopts_what_it_made() {
+        let [list, create] = retried_create();
+        let get = mock!(Client::get_web_acl)
+            .then_output(|| got(wanted_rules(&Waf::default()).unwrap(), "t1"));
+        let cx = context(&[&list, &create, &tagged(testing::our_tags(STEP)), &get]);
+        let applied = testing::ensure(&cx, STEP, WebAcl, &[]).await.unwrap();
+        assert_eq!(applied.change, Change::Created);
+        assert_eq!(applied.record.outputs["WebAclArn"], ARN);
+        assert_eq!(create.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_create_conflict_with_an_acl_not_ours_is_refused() {
+        let [list, create] = retried_create();
+        let cx = context(&[&list, &create, &tagged(TagMap::new())]);
+        let err = testing::ensure(&cx, STEP, WebAcl, &[])
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not tagged"), "{err}");
+        assert_eq!(create.num_calls(), 1);
+    }
+
     #[tokio::test]
     async fn an_acl_of_our_name_without_our_tags_is_never_adopted() {
         let cx = context(&[&listed(), &tagged(TagMap::new())]);

@@ -628,6 +628,54 @@ mod tests {
         assert_eq!(create.num_calls(), 1);
     }
 
+    /// No flow log at the first look, then `then` (what the lost first
+    /// attempt made); the retried CreateFlowLogs meets it, answered as AWS
+    /// answers a flow log of the same VPC and destination: an unsuccessful
+    /// item `FlowLogAlreadyExists` (AWS spares a retry with the first
+    /// attempt's client token, emulators that ignore tokens do not).
+    async fn ensure_after_retry(then: Ec2FlowLog) -> Result<crate::engine::Applied, String> {
+        let describe = mock!(Client::describe_flow_logs)
+            .sequence()
+            .output(|| DescribeFlowLogsOutput::builder().build())
+            .output(move || {
+                DescribeFlowLogsOutput::builder()
+                    .flow_logs(then.clone())
+                    .build()
+            })
+            .repeatedly()
+            .build();
+        let create = mock!(Client::create_flow_logs).then_output(|| {
+            unsuccessful(
+                "FlowLogAlreadyExists",
+                "Error. There is an existing Flow Log with the same configuration and log \
+                 destination.",
+            )
+        });
+        let cx = context(&[&describe, &create]);
+        let applied = testing::ensure(&cx, STEP, FlowLog, &inputs())
+            .await
+            .map_err(|e| e.to_string());
+        assert_eq!(create.num_calls(), 1);
+        applied
+    }
+
+    #[tokio::test]
+    async fn a_create_retried_after_a_lost_answer_adopts_what_it_made() {
+        let applied = ensure_after_retry(flow_log("fl-1", ROLE, our_tags()))
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Created);
+        assert_eq!(applied.record.outputs["FlowLogId"], "fl-1");
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_flow_log_that_is_not_ours_is_the_error_it_was() {
+        let err = ensure_after_retry(flow_log("fl-theirs", ROLE, Vec::new()))
+            .await
+            .unwrap_err();
+        assert!(err.contains("FlowLogAlreadyExists"), "{err}");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn create_is_retried_while_the_new_role_propagates() {
         let tokens = Arc::new(Mutex::new(Vec::new()));

@@ -320,6 +320,41 @@ mod tests {
         assert_eq!((delete.num_calls(), attach.num_calls()), (1, 1));
     }
 
+    #[tokio::test]
+    async fn an_attach_retried_after_a_lost_answer_adopts_what_it_attached() {
+        // Detached at the first look, attached at the next: the retried
+        // AttachInternetGateway met the attachment its lost first attempt
+        // made, and EC2 answers `Resource.AlreadyAssociated`.
+        let describe = mock!(Client::describe_internet_gateways)
+            .sequence()
+            .output(|| {
+                DescribeInternetGatewaysOutput::builder()
+                    .internet_gateways(igw(None))
+                    .build()
+            })
+            .output(|| {
+                DescribeInternetGatewaysOutput::builder()
+                    .internet_gateways(igw(Some("vpc-1")))
+                    .build()
+            })
+            .repeatedly()
+            .build();
+        let attach = mock!(Client::attach_internet_gateway).then_error(|| {
+            aws_sdk_ec2::operation::attach_internet_gateway::AttachInternetGatewayError::generic(
+                testing::error_meta("Resource.AlreadyAssociated"),
+            )
+        });
+        let mut clients = testing::clients();
+        clients.ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&describe, &attach]);
+        let cx = testing::context(clients);
+        let applied = testing::ensure(&cx, "internet-gateway", InternetGateway, &[vpc()])
+            .await
+            .unwrap();
+        assert_eq!(applied.record.outputs["InternetGatewayId"], "igw-1");
+        assert_eq!(attach.num_calls(), 1);
+        assert_eq!(describe.num_calls(), 2, "looked again after the conflict");
+    }
+
     #[test]
     fn of_two_gateways_the_attached_one_is_kept() {
         let found = |id: &str, vpc: Option<&str>| FoundIgw {

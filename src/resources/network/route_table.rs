@@ -711,6 +711,74 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_association_retried_after_a_lost_answer_adopts_what_it_made() {
+        // The table without its subnet at the first look, with it at the
+        // next: the retried AssociateRouteTable met the association its lost
+        // first attempt made, and EC2 answers `Resource.AlreadyAssociated`.
+        let nat_route = || {
+            Some(
+                Route::builder()
+                    .destination_cidr_block("0.0.0.0/0")
+                    .nat_gateway_id("nat-b")
+                    .build(),
+            )
+        };
+        let found = mock!(Client::describe_route_tables)
+            .match_requests(|r| {
+                r.filters()
+                    .iter()
+                    .any(|f| f.name() == Some("tag:payops:step"))
+            })
+            .sequence()
+            .output(move || {
+                DescribeRouteTablesOutput::builder()
+                    .route_tables(table(
+                        "route-table:private-b",
+                        "payops-pr1-private-b",
+                        nat_route(),
+                        &[],
+                    ))
+                    .build()
+            })
+            .output(move || {
+                DescribeRouteTablesOutput::builder()
+                    .route_tables(table(
+                        "route-table:private-b",
+                        "payops-pr1-private-b",
+                        nat_route(),
+                        &[("rtbassoc-1", "subnet-pb")],
+                    ))
+                    .build()
+            })
+            .repeatedly()
+            .build();
+        let [_, not_elsewhere, _] = no_private_table_b_yet();
+        let associate = mock!(Client::associate_route_table).then_error(|| {
+            aws_sdk_ec2::operation::associate_route_table::AssociateRouteTableError::generic(
+                testing::error_meta("Resource.AlreadyAssociated"),
+            )
+        });
+        let mut clients = testing::clients();
+        clients.ec2 = mock_client!(
+            aws_sdk_ec2,
+            RuleMode::MatchAny,
+            [&found, &not_elsewhere, &associate]
+        );
+        let cx = testing::context(clients);
+        let applied = testing::ensure(
+            &cx,
+            "route-table:private-b",
+            RouteTable::Private(1),
+            &inputs_private(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(applied.record.outputs["PrivateRouteTableIdB"], "rtb-1");
+        assert_eq!(associate.num_calls(), 1);
+        assert_eq!(found.num_calls(), 2, "looked again after the conflict");
+    }
+
+    #[tokio::test]
     async fn a_subnet_associated_elsewhere_is_moved_not_double_associated() {
         let found = mock!(Client::describe_route_tables)
             .match_requests(|r| {

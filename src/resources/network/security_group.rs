@@ -240,6 +240,61 @@ mod tests {
         assert_eq!(applied.record.outputs["DatabaseSecurityGroupId"], "sg-db");
     }
 
+    /// Nothing at the first look; `then` at the next (what the lost
+    /// CreateSecurityGroup made), and a CreateSecurityGroup whose retry
+    /// meets it: EC2 answers `InvalidGroup.Duplicate` (the group name is
+    /// unique per VPC and the call takes no client token).
+    fn retried_create(then: Ec2Group) -> [aws_smithy_mocks::Rule; 2] {
+        let describe = mock!(Client::describe_security_groups)
+            .sequence()
+            .output(|| DescribeSecurityGroupsOutput::builder().build())
+            .output(move || {
+                DescribeSecurityGroupsOutput::builder()
+                    .security_groups(then.clone())
+                    .build()
+            })
+            .repeatedly()
+            .build();
+        let create = mock!(Client::create_security_group).then_error(|| {
+            aws_sdk_ec2::operation::create_security_group::CreateSecurityGroupError::generic(
+                testing::error_meta("InvalidGroup.Duplicate"),
+            )
+        });
+        [describe, create]
+    }
+
+    async fn ensure_after_retry(then: Ec2Group) -> Result<crate::engine::Applied, String> {
+        let [describe, create] = retried_create(then);
+        let mut clients = testing::clients();
+        clients.ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&describe, &create]);
+        let cx = testing::context(clients);
+        let applied = testing::ensure(
+            &cx,
+            "security-group:database",
+            SecurityGroup::new(SgRole::Database),
+            &[("vpc", Record::default().output("VpcId", "vpc-1"))],
+        )
+        .await
+        .map_err(|e| e.to_string());
+        assert_eq!(create.num_calls(), 1);
+        applied
+    }
+
+    #[tokio::test]
+    async fn a_create_retried_after_a_lost_answer_adopts_what_it_made() {
+        let applied = ensure_after_retry(group()).await.unwrap();
+        assert_eq!(applied.change, Change::Created);
+        assert_eq!(applied.record.outputs["DatabaseSecurityGroupId"], "sg-db");
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_group_that_is_not_ours_is_the_error_it_was() {
+        let mut foreign = group();
+        foreign.tags = None;
+        let err = ensure_after_retry(foreign).await.unwrap_err();
+        assert!(err.contains("InvalidGroup.Duplicate"), "{err}");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn deletion_waits_out_enis_still_using_the_group() {
         let found = mock!(Client::describe_security_groups).then_output(|| {

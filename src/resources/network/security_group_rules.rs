@@ -521,6 +521,47 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_rule_added_again_after_a_lost_answer_is_what_was_wanted() {
+        // The database group without its ingress at the first look: the
+        // retried AuthorizeSecurityGroupIngress meets the rule its lost first
+        // attempt added, and EC2 answers `InvalidPermission.Duplicate`. The
+        // rule is the very one asked for: the goal is met (the step's
+        // look-again would find it too, at the cost of another describe).
+        let found = mock!(Client::describe_security_groups)
+            .sequence()
+            .output(|| {
+                let mut groups = converged();
+                groups.retain(|g| g.group_id() != Some("sg-database"));
+                groups.push(group(SgRole::Database, vec![], vec![]));
+                DescribeSecurityGroupsOutput::builder()
+                    .set_security_groups(Some(groups))
+                    .build()
+            })
+            .output(|| {
+                DescribeSecurityGroupsOutput::builder()
+                    .set_security_groups(Some(converged()))
+                    .build()
+            })
+            .repeatedly()
+            .build();
+        let duplicate = mock!(Client::authorize_security_group_ingress)
+            .match_requests(|r| r.group_id() == Some("sg-database"))
+            .then_error(|| {
+                aws_sdk_ec2::operation::authorize_security_group_ingress::AuthorizeSecurityGroupIngressError::generic(
+                    testing::error_meta("InvalidPermission.Duplicate"),
+                )
+            });
+        let mut clients = testing::clients();
+        clients.ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&found, &duplicate]);
+        let cx = testing::context(clients);
+        let applied = testing::ensure(&cx, "security-group-rules", SecurityGroupRules, &[])
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Updated);
+        assert_eq!(duplicate.num_calls(), 1);
+    }
+
+    #[tokio::test]
     async fn teardown_revokes_every_cross_reference() {
         let found = mock!(Client::describe_security_groups).then_output(|| {
             DescribeSecurityGroupsOutput::builder()
