@@ -99,7 +99,8 @@ impl SecretRotation {
             .await
             .op("lambda:RemovePermission");
         absent_on(removed, &["ResourceNotFoundException"])?;
-        cx.clients
+        let added = cx
+            .clients
             .lambda
             .add_permission()
             .function_name(&name)
@@ -110,8 +111,22 @@ impl SecretRotation {
             .source_account(&cx.account_id)
             .send()
             .await
-            .op("lambda:AddPermission")?;
-        Ok(())
+            .op("lambda:AddPermission");
+        match added {
+            Ok(_) => Ok(()),
+            // The SDK's retry of an AddPermission whose answer was lost meets
+            // the statement its first attempt added: "The statement id ...
+            // provided already exists". Within `create` the step's own
+            // look-again cannot help (rotation is not on yet, so `find`
+            // sees nothing): the policy says whether it is the one wanted.
+            Err(e)
+                if e.is_code(&["ResourceConflictException"])
+                    && self.permission_ok(cx, secret).await? =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn schedule(&self, cx: &Context, secret: &str, function: &str) -> Result<(), AwsError> {
@@ -264,7 +279,17 @@ impl Resource for SecretRotation {
 
 #[cfg(test)]
 mod tests {
+    use aws_sdk_lambda::operation::{
+        add_permission::AddPermissionError, get_policy::GetPolicyOutput,
+        remove_permission::RemovePermissionError,
+    };
+    use aws_sdk_secretsmanager::operation::{
+        describe_secret::DescribeSecretOutput, rotate_secret::RotateSecretOutput,
+    };
+    use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+
     use super::*;
+    use crate::resources::testing;
 
     const SECRET: &str =
         "arn:aws:secretsmanager:us-east-1:123456789012:secret:payops/pr1/db-master-AbCdEf";
@@ -282,6 +307,81 @@ mod tests {
             }]
         })
         .to_string()
+    }
+
+    const FUNCTION: &str =
+        "arn:aws:lambda:us-east-1:123456789012:function:payops-pr1-secret-rotation";
+
+    /// The secret without rotation, the statement's removal answered as
+    /// nothing to remove, and an AddPermission whose retry meets the
+    /// statement its lost first attempt added: `ResourceConflictException`.
+    /// GetPolicy then answers `held`.
+    fn context_after_retry(held: String) -> (crate::resources::context::Context, [Rule; 2]) {
+        let describe = mock!(aws_sdk_secretsmanager::Client::describe_secret).then_output(|| {
+            DescribeSecretOutput::builder()
+                .arn(SECRET)
+                .set_tags(Some(crate::resources::sdk::secrets::tags(
+                    &testing::our_tags("secret:db-master"),
+                )))
+                .build()
+        });
+        let rotate = mock!(aws_sdk_secretsmanager::Client::rotate_secret)
+            .match_requests(|r| r.rotation_lambda_arn() == Some(FUNCTION))
+            .then_output(|| RotateSecretOutput::builder().build());
+        let remove = mock!(aws_sdk_lambda::Client::remove_permission).then_error(|| {
+            RemovePermissionError::generic(testing::error_meta("ResourceNotFoundException"))
+        });
+        let add = mock!(aws_sdk_lambda::Client::add_permission).then_error(|| {
+            AddPermissionError::generic(testing::error_meta("ResourceConflictException"))
+        });
+        let get = mock!(aws_sdk_lambda::Client::get_policy)
+            .then_output(move || GetPolicyOutput::builder().policy(&held).build());
+        let mut clients = testing::clients();
+        clients.secrets = mock_client!(
+            aws_sdk_secretsmanager,
+            RuleMode::MatchAny,
+            [&describe, &rotate]
+        );
+        clients.lambda = mock_client!(aws_sdk_lambda, RuleMode::MatchAny, [&remove, &add, &get]);
+        (testing::context(clients), [add, rotate])
+    }
+
+    fn inputs() -> Vec<(&'static str, Record)> {
+        testing::outputs(&[
+            (SECRET_INPUT.0, SECRET_INPUT.1, SECRET),
+            (
+                "lambda-function:secret-rotation",
+                "RotationFunctionArn",
+                FUNCTION,
+            ),
+        ])
+    }
+
+    #[tokio::test]
+    async fn a_permission_retried_after_a_lost_answer_adopts_the_statement_it_added() {
+        let (cx, [add, rotate]) = context_after_retry(policy(SECRET, PRINCIPAL));
+        let applied = testing::ensure(&cx, "secret-rotation", SecretRotation, &inputs())
+            .await
+            .unwrap();
+        assert_eq!(applied.change, crate::engine::Change::Created);
+        assert_eq!((add.num_calls(), rotate.num_calls()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_permission_conflict_over_a_statement_not_the_wanted_one_is_an_error() {
+        let other = policy(
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:other-x",
+            PRINCIPAL,
+        );
+        let (cx, [_, rotate]) = context_after_retry(other);
+        let err = testing::ensure(&cx, "secret-rotation", SecretRotation, &inputs())
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("ResourceConflictException"),
+            "{err}"
+        );
+        assert_eq!(rotate.num_calls(), 0);
     }
 
     #[test]
