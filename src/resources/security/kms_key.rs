@@ -25,7 +25,7 @@ use crate::naming::NameKind;
 use crate::tags::{self, TagMap};
 
 use crate::resources::context::Context;
-use crate::resources::resource::Resource;
+use crate::resources::resource::{Resource, keep_the_one_in_use};
 use crate::resources::sdk::{kms, rds};
 use crate::tags::describe_tag_fix;
 
@@ -497,12 +497,7 @@ impl Resource for KmsKey {
     /// alias names is the one in use (or, before any alias, the recorded one,
     /// which `find` lists first); an extra was never handed to anything.
     fn keep_of_duplicates(&self, found: &[FoundKey]) -> Option<usize> {
-        Some(
-            found
-                .iter()
-                .position(|f| f.alias_target == AliasTarget::ThisKey)
-                .unwrap_or(0),
-        )
+        keep_the_one_in_use(found, |f| f.alias_target == AliasTarget::ThisKey)
     }
 
     /// Only the extra key is scheduled: the alias is the kept key's.
