@@ -127,6 +127,7 @@ def main() -> None:
         shared.patch_lambda_logging_and_tracing()
         shared.patch_apigateway_connection_id()
         shared.patch_rds_automated_snapshots()
+        shared.patch_rds_cluster_already_exists()
         shared.patch_apigateway_tags()
         shared.patch_elbv2_private_link_enforcement()
         shared.patch_wafv2_associations()

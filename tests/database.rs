@@ -635,3 +635,46 @@ async fn a_kept_final_snapshot_keeps_its_key_and_leaves_no_ghost_env() {
         .await
         .expect("kms:ScheduleKeyDeletion");
 }
+
+/// The rule a retried CreateDBCluster relies on (its first answer lost, the
+/// cluster made): AWS answers the second call DBClusterAlreadyExistsFault,
+/// which payops takes as "made by an earlier attempt, look again". moto
+/// replaced the cluster or failed on its automated snapshot instead; the
+/// project's emulator patch (`patch_rds_cluster_already_exists`) makes both
+/// emulators answer as AWS does, and this keeps it so.
+#[tokio::test]
+#[ignore = "needs an emulator: PAYOPS_TEST_ENDPOINT"]
+async fn a_second_create_of_a_cluster_is_refused_as_already_existing() {
+    if common::acceptance() {
+        return; // an AWS rule, not the emulator's: nothing to check on AWS itself
+    }
+    let aws = Aws::connect().await;
+    let id = format!("{}-rule", common::random_env_name());
+    let create = || {
+        aws.c
+            .rds
+            .create_db_cluster()
+            .db_cluster_identifier(&id)
+            .engine("aurora-postgresql")
+            .master_username("payops_rule")
+            .master_user_password("not-a-secret-1234")
+            .send()
+    };
+    let first = create().await;
+    let second = create().await;
+    let _ = aws
+        .c
+        .rds
+        .delete_db_cluster()
+        .db_cluster_identifier(&id)
+        .skip_final_snapshot(true)
+        .send()
+        .await;
+    first.expect("rds:CreateDBCluster");
+    let err = second.expect_err("a second CreateDBCluster of the same identifier");
+    assert_eq!(
+        common::error_code(&err),
+        Some("DBClusterAlreadyExistsFault"),
+        "{err:?}"
+    );
+}

@@ -23,6 +23,11 @@ RDS (moto 5.1/5.2):
     cluster of the same name created again within that minute (an env's
     ``up`` right after its ``down``) then fails with
     DBClusterSnapshotAlreadyExistsFault.
+    CreateDBCluster of an identifier that exists replaces the cluster (or,
+    within the minute of its first create, fails on its automated snapshot)
+    where AWS answers DBClusterAlreadyExistsFault: a retried create whose
+    first answer was lost met the snapshot error, not the conflict payops
+    looks again on.
 
 ELBv2 (moto 5.1/5.2):
     ``EnforceSecurityGroupInboundRulesOnPrivateLinkTraffic`` is ignored by
@@ -136,6 +141,27 @@ def patch_rds_automated_snapshots() -> None:
 
     RDSBackend.delete_db_cluster = delete_db_cluster
     RDSBackend._payops_automated_snapshots_patched = True
+
+
+def patch_rds_cluster_already_exists() -> None:
+    """CreateDBCluster of an existing identifier: DBClusterAlreadyExistsFault, as on AWS."""
+    from moto.rds.exceptions import RDSClientError
+    from moto.rds.models import RDSBackend
+
+    if getattr(RDSBackend, "_payops_cluster_exists_patched", False):
+        return
+    original = RDSBackend.create_db_cluster
+
+    def create_db_cluster(self, kwargs):
+        cluster_id = kwargs["db_cluster_identifier"]
+        if cluster_id in self.clusters:
+            raise RDSClientError(
+                "DBClusterAlreadyExistsFault", f"DB Cluster already exists: {cluster_id}"
+            )
+        return original(self, kwargs)
+
+    RDSBackend.create_db_cluster = create_db_cluster
+    RDSBackend._payops_cluster_exists_patched = True
 
 
 def patch_apigateway_tags() -> None:
@@ -405,3 +431,4 @@ def patch_rds_orderable_zones() -> None:
 
     RDSBackend.db_cluster_options = db_cluster_options
     RDSBackend._payops_orderable_zones = True
+

@@ -98,9 +98,14 @@ def lambda_():
 def rds():
     _patch_moto_rds_master_secret_kms()
     _patch_moto_rds_cluster_parameter_group_tags()
-    from .moto_patches import patch_rds_automated_snapshots, patch_rds_orderable_zones
+    from .moto_patches import (
+        patch_rds_automated_snapshots,
+        patch_rds_cluster_already_exists,
+        patch_rds_orderable_zones,
+    )
 
     patch_rds_automated_snapshots()
+    patch_rds_cluster_already_exists()
     patch_rds_orderable_zones()
     # ManageMasterUserPassword makes moto create the secret in moto's
     # secretsmanager backend. LocalStack's secretsmanager provider patches
