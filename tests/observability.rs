@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use common::{
     Aws, FUNCTIONS, REGION, Tags, TestEnv, assert_no_mutation, assert_payops_tags, error_code,
-    outcomes, remaining,
+    outcomes, remaining, saved_queries,
 };
 
 /// Every alarm: (slug, output key, topic output, shift gate, treat missing data).
@@ -504,10 +504,54 @@ async fn down_leaves_no_alarm_dashboard_or_subscription() {
     let name = env.name.clone();
     assert_eq!(alarms(&aws, &name).await.len(), ALARMS.len());
 
+    // The saved security queries, each marked as the env's and naming log
+    // groups that exist.
+    let queries = saved_queries(&aws, &name).await;
+    let names: Vec<&str> = queries.keys().map(String::as_str).collect();
+    let want: Vec<String> = [
+        "failed-payments",
+        "rejected-flows",
+        "rejected-requests",
+        "rotation-failures",
+    ]
+    .iter()
+    .map(|q| format!("payops/{name}/{q}"))
+    .collect();
+    assert_eq!(names, want);
+    for (query_name, (query, groups)) in &queries {
+        assert!(
+            query.starts_with(&format!("# payops:managed-by=payops payops:env={name} ")),
+            "{query_name}: {query}"
+        );
+        assert!(!groups.is_empty(), "{query_name} names no log group");
+        for group in groups {
+            let found = aws
+                .c
+                .logs
+                .describe_log_groups()
+                .log_group_name_prefix(group)
+                .send()
+                .await
+                .expect("logs:DescribeLogGroups");
+            assert!(
+                found
+                    .log_groups()
+                    .iter()
+                    .any(|g| g.log_group_name() == Some(group.as_str())),
+                "{query_name} names {group}, which does not exist"
+            );
+        }
+    }
+
     let down = env.down_json();
     down.assert_success();
     let steps = outcomes(&down.json());
-    for step in ["dashboard", "alarm:api-p99-latency", "alarm:alb-5xx"] {
+    for step in [
+        "dashboard",
+        "alarm:api-p99-latency",
+        "alarm:alb-5xx",
+        "query-definition:failed-payments",
+    ] {
         assert_eq!(steps[step], "deleted", "{step}: {steps:?}");
     }
     assert!(

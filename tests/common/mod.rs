@@ -36,7 +36,7 @@ pub const TAG_CREATED_AT: &str = "payops:created-at";
 
 pub const KEY_PURPOSES: [&str; 5] = ["database", "dynamodb", "s3", "logs", "events"];
 /// Steps of one env (`payops graph` lists them).
-pub const STEP_COUNT: usize = 97;
+pub const STEP_COUNT: usize = 101;
 /// Steps with nothing to manage unless asked: `status` shows them "not
 /// wanted", and they count as no resource of the env. The alert emails
 /// (none given), and the Aurora instance slots beyond the default 2 readers
@@ -1100,8 +1100,37 @@ pub async fn enabled_keys_of(aws: &Aws, env: &str) -> Vec<(String, Tags)> {
 /// kind payops makes and by the Resource Groups Tagging API. Empty when the
 /// env is really gone (KMS keys pending deletion and NAT gateways in state
 /// `deleted` count as gone: AWS keeps showing them for a while).
+/// The env's saved Logs Insights queries (`payops/<env>/...`): name -> (query, log groups).
+pub async fn saved_queries(aws: &Aws, env: &str) -> BTreeMap<String, (String, Vec<String>)> {
+    let prefix = format!("payops/{env}/");
+    let out = aws
+        .c
+        .logs
+        .describe_query_definitions()
+        .query_definition_name_prefix(&prefix)
+        .send()
+        .await
+        .expect("logs:DescribeQueryDefinitions");
+    out.query_definitions()
+        .iter()
+        .map(|d| {
+            (
+                d.name().unwrap_or_default().to_owned(),
+                (
+                    d.query_string().unwrap_or_default().to_owned(),
+                    d.log_group_names().to_vec(),
+                ),
+            )
+        })
+        .collect()
+}
+
 pub async fn remaining(aws: &Aws, env: &str) -> Vec<String> {
     let mut left = ec2_inventory(aws, env).await.all();
+
+    for name in saved_queries(aws, env).await.keys() {
+        left.push(format!("saved query {name}"));
+    }
 
     for (alias, key) in kms_aliases(aws, env).await {
         left.push(format!("kms alias {alias} -> {key:?}"));

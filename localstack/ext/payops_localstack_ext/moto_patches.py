@@ -34,6 +34,13 @@ ELBv2 (moto 5.1/5.2):
     SetSecurityGroups and never reported, while AWS turns it on for an NLB
     with security groups (and then drops VPC-link traffic).
 
+CloudWatch Logs (moto 5.1/5.2; LocalStack's provider hands them to moto):
+    Put/Describe/DeleteQueryDefinition (saved Logs Insights queries) are
+    missing. Served here as AWS documents them: Put creates, or with
+    ``queryDefinitionId`` replaces name, query and log groups (an unknown id
+    is ResourceNotFoundException); a repeated ``clientToken`` returns the
+    definition its first call made; Describe filters by name prefix.
+
 WAFv2 (moto 5.1/5.2):
     ListResourcesForWebACL is missing; DeleteWebACL deletes an ACL that still
     protects resources (AWS refuses: WAFAssociatedItemException) and leaves
@@ -432,3 +439,63 @@ def patch_rds_orderable_zones() -> None:
     RDSBackend.db_cluster_options = db_cluster_options
     RDSBackend._payops_orderable_zones = True
 
+
+def patch_logs_query_definitions() -> None:
+    """Saved Logs Insights queries (see the module docstring)."""
+    import time
+    import uuid
+
+    from moto.logs.exceptions import ResourceNotFoundException
+    from moto.logs.models import LogsBackend
+    from moto.logs.responses import LogsResponse
+
+    if getattr(LogsBackend, "_payops_query_definitions", False):
+        return
+
+    def _store(backend):
+        # Per account and region, like the backend itself.
+        if "_payops_definitions" not in backend.__dict__:
+            backend.__dict__["_payops_definitions"] = {}
+            backend.__dict__["_payops_definition_tokens"] = {}
+        return backend._payops_definitions, backend._payops_definition_tokens
+
+    def put_query_definition(self):
+        definitions, tokens = _store(self.logs_backend)
+        definition_id = self._get_param("queryDefinitionId")
+        token = self._get_param("clientToken")
+        if definition_id:
+            if definition_id not in definitions:
+                raise ResourceNotFoundException("The query definition does not exist.")
+        elif token and token in tokens:
+            return json.dumps({"queryDefinitionId": tokens[token]})
+        else:
+            definition_id = str(uuid.uuid4())
+        definitions[definition_id] = {
+            "queryDefinitionId": definition_id,
+            "name": self._get_param("name"),
+            "queryString": self._get_param("queryString"),
+            "logGroupNames": self._get_param("logGroupNames") or [],
+            "lastModified": int(time.time() * 1000),
+        }
+        if token:
+            tokens[token] = definition_id
+        return json.dumps({"queryDefinitionId": definition_id})
+
+    def describe_query_definitions(self):
+        definitions, _ = _store(self.logs_backend)
+        prefix = self._get_param("queryDefinitionNamePrefix") or ""
+        found = [d for d in definitions.values() if d["name"].startswith(prefix)]
+        found.sort(key=lambda d: d["name"])
+        return json.dumps({"queryDefinitions": found})
+
+    def delete_query_definition(self):
+        definitions, _ = _store(self.logs_backend)
+        definition_id = self._get_param("queryDefinitionId")
+        if definitions.pop(definition_id, None) is None:
+            raise ResourceNotFoundException("The query definition does not exist.")
+        return json.dumps({"success": True})
+
+    LogsResponse.put_query_definition = put_query_definition
+    LogsResponse.describe_query_definitions = describe_query_definitions
+    LogsResponse.delete_query_definition = delete_query_definition
+    LogsBackend._payops_query_definitions = True

@@ -254,6 +254,8 @@ def logs():
     back when a group of the same name is created again. The tags are also
     mirrored into moto's logs backend, which is what the (moto-backed)
     Resource Groups Tagging API reads, so GetResources finds tagged log groups.
+    Saved queries (query definitions) fall through to moto, which serves
+    them with ``moto_patches.patch_logs_query_definitions``.
     """
     from localstack.services.logs.models import get_moto_logs_backend, logs_stores
     from localstack.services.logs.provider import LogsProvider
@@ -300,6 +302,9 @@ def logs():
             call_moto(context)
             logs_stores[context.account_id][context.region].TAGS.pop(self._group_arn(context, log_group_name), None)
 
+    from .moto_patches import patch_logs_query_definitions
+
+    patch_logs_query_definitions()
     LOG.info("payops ext: serving logs from LocalStack's provider with the tagging fixes")
     return Service.for_provider(PayopsLogsProvider(), dispatch_table_factory=MotoFallbackDispatcher)
 

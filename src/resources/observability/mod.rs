@@ -4,6 +4,7 @@ pub mod alarms;
 pub mod alert_subscriptions;
 pub mod dashboard;
 pub mod monitoring;
+pub mod query_definitions;
 
 use super::registry::{Registry, dep};
 
@@ -51,6 +52,25 @@ pub fn register(r: &mut Registry) {
                 format!("sns-topic:{topic}"),
                 "the email subscriptions belong to the topic (and payops checks it is the env's)",
             )],
+        );
+    }
+    // Saved Logs Insights queries for security analysis, each after the log
+    // groups it names.
+    for query in query_definitions::Query::ALL {
+        let deps = query
+            .log_groups()
+            .into_iter()
+            .map(|(group, _)| {
+                dep(
+                    group,
+                    "the saved query names this log group: made after it, removed before it",
+                )
+            })
+            .collect();
+        r.add(
+            query.step_id(),
+            query_definitions::QueryDefinition::new(query),
+            deps,
         );
     }
 }
