@@ -124,6 +124,12 @@ def config(*names: str) -> dict[str, str]:
     return {n: _config[n] for n in names if n in _config}
 
 
+def env_name() -> str:
+    """The env's name, from its configuration path `/payops/<env>/`."""
+    parts = [p for p in os.environ.get(CONFIG_PATH_VARIABLE, "").split("/") if p]
+    return parts[-1] if parts else "unknown"
+
+
 def names_read() -> set[str]:
     """Every parameter name this container has asked Parameter Store for."""
     return set(_read)

@@ -12,25 +12,39 @@ and nothing is written twice. The audit record goes to the audit bucket
 HMAC of the card number and its last four digits, never the number. A
 payment that fails is published to the failed-transactions topic, without
 card data.
+
+With the env's event backbone (configuration `EventBusName`), each payment
+also leaves an event on the env's bus, `Payment Succeeded` or `Payment
+Failed` from source `payops.payments`, for whoever reacts to payments (the
+bus's rules route them to the analytics queue and the failed-transactions
+topic). The payment's answer never depends on the event: a publish that
+fails is logged and counted (metric `PaymentEventsFailed`, namespace
+`payops`, dimension `Env`, written as a CloudWatch embedded-metric log line
+so that counting it cannot fail too), never raised.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from decimal import Decimal
 from typing import Any
 
 import boto3
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 import payops_lib as lib
 
 CLAIM = "#claim"
 AUDIT_PREFIX = "audit/transactions"
+EVENT_SOURCE = "payops.payments"
+SUCCEEDED = "Payment Succeeded"
+FAILED = "Payment Failed"
+METRICS_NAMESPACE = "payops"
 
 
-def _clients() -> tuple[Any, Any, Any]:
-    return boto3.client("dynamodb"), boto3.client("s3"), boto3.client("sns")
+def _clients() -> tuple[Any, Any, Any, Any]:
+    return boto3.client("dynamodb"), boto3.client("s3"), boto3.client("sns"), boto3.client("events")
 
 
 def audit_key(record: dict[str, Any]) -> str:
@@ -100,13 +114,71 @@ def publish_failure(sns: Any, topic: str, transaction_id: Any, reason: str) -> N
     sns.publish(TopicArn=topic, Subject="payops: payment failed", Message=json.dumps(lib.redact(message)))
 
 
+def count_failed_event(env: str) -> None:
+    """One `PaymentEventsFailed` in an embedded-metric log line: CloudWatch
+    extracts the metric from the log, so counting needs no call that could
+    fail in turn."""
+    line = {
+        "_aws": {
+            "Timestamp": int(time.time() * 1000),
+            "CloudWatchMetrics": [
+                {
+                    "Namespace": METRICS_NAMESPACE,
+                    "Dimensions": [["Env"]],
+                    "Metrics": [{"Name": "PaymentEventsFailed", "Unit": "Count"}],
+                }
+            ],
+        },
+        "Env": env,
+        "PaymentEventsFailed": 1,
+    }
+    print(json.dumps(line), flush=True)
+
+
+def publish_event(events: Any, cfg: dict[str, str], detail_type: str, detail: dict[str, Any], request_id: Any) -> bool:
+    """Puts one payment event on the env's bus; whether it was accepted.
+    Never raises. Without `EventBusName` (the env leaves the event backbone
+    out) there is nothing to publish to."""
+    bus = cfg.get("EventBusName")
+    if not bus:
+        return False
+    entry = {
+        "EventBusName": bus,
+        "Source": EVENT_SOURCE,
+        "DetailType": detail_type,
+        "Detail": json.dumps(lib.redact(detail), default=str),
+    }
+    try:
+        out = events.put_events(Entries=[entry])
+        # PutEvents answers 200 with per-entry failures (throttling, an
+        # internal error): FailedEntryCount, not an exception.
+        failed = out.get("Entries") or [{}]
+        error = failed[0].get("ErrorCode") if out.get("FailedEntryCount") else None
+    except (BotoCoreError, ClientError) as e:
+        error = e.response.get("Error", {}).get("Code", "error") if isinstance(e, ClientError) else type(e).__name__
+    if error is None:
+        return True
+    lib.log("payment event not published", requestId=request_id, detailType=detail_type, transactionId=detail.get("transactionId"), error=error)
+    count_failed_event(lib.env_name())
+    return False
+
+
 def _public(record: dict[str, Any]) -> dict[str, Any]:
     keep = ("transactionId", "timestamp", "status", "amount", "currency", "cardLast4")
     return {k: record[k] for k in keep if k in record}
 
 
-def process(body: dict[str, Any], cfg: dict[str, str], clients: tuple[Any, Any, Any], request_id: Any) -> dict[str, Any]:
-    dynamodb, s3, sns = clients
+def failed_event(transaction_id: Any, reason: str) -> dict[str, Any]:
+    return {"transactionId": transaction_id, "status": "FAILED", "reason": reason, "at": lib.iso(lib.utc_now())}
+
+
+def succeeded_event(record: dict[str, Any]) -> dict[str, Any]:
+    keep = ("transactionId", "timestamp", "merchantId", "customerId", "amount", "currency", "status")
+    return {k: record[k] for k in keep if k in record}
+
+
+def process(body: dict[str, Any], cfg: dict[str, str], clients: tuple[Any, Any, Any, Any], request_id: Any) -> dict[str, Any]:
+    dynamodb, s3, sns, events = clients
     topic = cfg["FailedTransactionsTopicArn"]
     transaction_id = body.get("transactionId") if isinstance(body.get("transactionId"), str) else None
     try:
@@ -114,6 +186,7 @@ def process(body: dict[str, Any], cfg: dict[str, str], clients: tuple[Any, Any, 
     except lib.PaymentError as e:
         lib.log("payment failed validation", requestId=request_id, transactionId=transaction_id, reason=e.reason)
         publish_failure(sns, topic, transaction_id, e.reason)
+        publish_event(events, cfg, FAILED, failed_event(transaction_id, e.reason), request_id)
         return lib.response(400, {"status": "FAILED", "reason": e.reason}, alb=True)
     card = payment.pop("cardNumber")
     record = {
@@ -141,6 +214,7 @@ def process(body: dict[str, Any], cfg: dict[str, str], clients: tuple[Any, Any, 
         code = e.response.get("Error", {}).get("Code", "error")
         lib.log("payment failed", requestId=request_id, transactionId=payment["transactionId"], error=code)
         publish_failure(sns, topic, payment["transactionId"], f"storage failed: {code}")
+        publish_event(events, cfg, FAILED, failed_event(payment["transactionId"], f"storage failed: {code}"), request_id)
         return lib.response(500, {"status": "FAILED", "reason": "the payment could not be stored"}, alb=True)
     lib.log(
         "payment processed",
@@ -149,6 +223,9 @@ def process(body: dict[str, Any], cfg: dict[str, str], clients: tuple[Any, Any, 
         duplicate=duplicate,
         currency=stored.get("currency"),
     )
+    # A duplicate's event left with its first processing.
+    if not duplicate:
+        publish_event(events, cfg, SUCCEEDED, succeeded_event(stored), request_id)
     status = 200 if duplicate else 201
     return lib.response(status, {**_public(stored), "duplicate": duplicate}, alb=True)
 
@@ -168,6 +245,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         "AuditBucketName",
         "FailedTransactionsTopicArn",
         "S3KmsKeyArn",
+        "EventBusName",
         "secure/PanHashKey",
         *lib.PAYMENT_SETTINGS,
     )

@@ -136,3 +136,80 @@ def test_nothing_logged_holds_the_card_number_or_the_key(env, context, caplog):
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "payment processed" in text
     assert "4111111111111" not in text and KEY_HEX not in text
+
+
+# ----------------------------------------------------------------- payment events
+
+BUS = "payops-t1-payments"
+
+
+@pytest.fixture
+def bus(env):
+    """The env's bus with a rule sending every payment event to a queue the test reads."""
+    events = boto3.client("events")
+    events.create_event_bus(Name=BUS)
+    sqs = boto3.client("sqs")
+    queue = sqs.create_queue(QueueName="seen-events")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name="all-payments", EventBusName=BUS, EventPattern=json.dumps({"source": [tp.EVENT_SOURCE]}))
+    events.put_targets(Rule="all-payments", EventBusName=BUS, Targets=[{"Id": "q", "Arn": queue_arn}])
+    boto3.client("ssm").put_parameter(Name=f"{ENV_PATH}EventBusName", Value=BUS, Type="String")
+
+    def seen():
+        out = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", [])
+        return [json.loads(m["Body"]) for m in out]
+
+    return {**env, "seen": seen}
+
+
+def test_a_processed_payment_leaves_a_succeeded_event_without_card_data(bus, context):
+    assert tp.handler(alb_event(payment(amount=12.34)), context)["statusCode"] == 201
+    seen = bus["seen"]()
+    assert [(e["source"], e["detail-type"]) for e in seen] == [(tp.EVENT_SOURCE, tp.SUCCEEDED)]
+    detail = seen[0]["detail"]
+    assert detail["transactionId"] == "tx-1" and detail["status"] == "PROCESSED" and detail["amount"] == "12.34"
+    assert "1111" not in json.dumps(detail)  # not even the last four digits
+
+
+def test_a_retried_payment_does_not_publish_again(bus, context):
+    tp.handler(alb_event(payment()), context)
+    assert tp.handler(alb_event(payment()), context)["statusCode"] == 200
+    assert len(bus["seen"]()) == 1
+
+
+def test_a_failed_payment_leaves_a_failed_event_with_its_reason(bus, context):
+    answer = tp.handler(alb_event(payment(transactionId="tx-bad", cardNumber="4111111111111112")), context)
+    assert answer["statusCode"] == 400
+    seen = bus["seen"]()
+    assert [e["detail-type"] for e in seen] == [tp.FAILED]
+    assert seen[0]["detail"]["transactionId"] == "tx-bad" and "Luhn" in seen[0]["detail"]["reason"]
+    assert "4111111111111112" not in json.dumps(seen)
+
+
+def test_a_failed_publish_is_logged_and_counted_and_the_payment_still_answered(bus, context, capsys, caplog):
+    caplog.set_level(logging.INFO, logger="payops")
+    boto3.client("events").delete_event_bus(Name=BUS)
+    assert tp.handler(alb_event(payment()), context)["statusCode"] == 201
+    assert "payment event not published" in "\n".join(r.getMessage() for r in caplog.records)
+    metrics = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert [(m["Env"], m["PaymentEventsFailed"]) for m in metrics] == [("t1", 1)]
+    directive = metrics[0]["_aws"]["CloudWatchMetrics"][0]
+    assert directive["Namespace"] == tp.METRICS_NAMESPACE and directive["Dimensions"] == [["Env"]]
+
+
+def test_entries_aws_refuses_in_a_200_answer_count_as_failed(context, capsys):
+    class Events:
+        def put_events(self, Entries):
+            return {"FailedEntryCount": 1, "Entries": [{"ErrorCode": "ThrottlingException", "ErrorMessage": "Rate exceeded"}]}
+
+    ok = tp.publish_event(Events(), {"EventBusName": BUS}, tp.SUCCEEDED, {"transactionId": "tx-9"}, "req-9")
+    assert ok is False
+    assert '"PaymentEventsFailed": 1' in capsys.readouterr().out
+
+
+def test_without_a_bus_nothing_is_published(env, context):
+    class Events:
+        def put_events(self, Entries):
+            raise AssertionError("no bus configured: no PutEvents")
+
+    assert tp.publish_event(Events(), {}, tp.SUCCEEDED, {"transactionId": "tx-1"}, "req-1") is False
