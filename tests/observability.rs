@@ -21,7 +21,7 @@ use common::{
 };
 
 /// Every alarm: (slug, output key, topic output, shift gate, treat missing data).
-const ALARMS: [(&str, &str, &str, bool, &str); 13] = [
+const ALARMS: [(&str, &str, &str, bool, &str); 14] = [
     (
         "api-p99-latency",
         "ApiP99LatencyAlarmName",
@@ -109,6 +109,13 @@ const ALARMS: [(&str, &str, &str, bool, &str); 13] = [
     (
         "payments-processing-oldest-message",
         "PaymentsProcessingOldestMessageAlarmName",
+        "SystemErrorsTopicArn",
+        false,
+        "notBreaching",
+    ),
+    (
+        "payment-events-failed",
+        "PaymentEventsFailedAlarmName",
         "SystemErrorsTopicArn",
         false,
         "notBreaching",

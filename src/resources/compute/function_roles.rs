@@ -96,6 +96,7 @@ pub fn parameters(function: Function) -> &'static [&'static str] {
             "AuditBucketName",
             "FailedTransactionsTopicArn",
             "S3KmsKeyArn",
+            "EventBusName",
             "secure/PanHashKey",
             "MaxPaymentAmount",
             "AllowedCurrencies",

@@ -65,6 +65,11 @@ impl Topic {
     }
 }
 
+/// The namespace of the metrics the payment functions write themselves (as
+/// embedded-metric log lines): `METRICS_NAMESPACE` in
+/// lambda/transaction_processing.py.
+const PAYMENT_METRICS_NAMESPACE: &str = "payops";
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Alarm {
     ApiP99Latency,
@@ -80,6 +85,7 @@ pub enum Alarm {
     ProcessingDlqNotEmpty,
     AnalyticsDlqNotEmpty,
     ProcessingOldestMessage,
+    PaymentEventsFailed,
 }
 
 /// What missing data means to an alarm (PutMetricAlarm's TreatMissingData).
@@ -243,7 +249,7 @@ fn sum_of(metrics: Vec<MetricId>, period: i32) -> Watch {
 }
 
 impl Alarm {
-    pub const ALL: [Alarm; 13] = [
+    pub const ALL: [Alarm; 14] = [
         Self::ApiP99Latency,
         Self::Api5xxRate,
         Self::TransactionErrors,
@@ -257,6 +263,7 @@ impl Alarm {
         Self::ProcessingDlqNotEmpty,
         Self::AnalyticsDlqNotEmpty,
         Self::ProcessingOldestMessage,
+        Self::PaymentEventsFailed,
     ];
 
     pub fn slug(self) -> &'static str {
@@ -274,6 +281,7 @@ impl Alarm {
             Self::ProcessingDlqNotEmpty => "payments-processing-dlq-not-empty",
             Self::AnalyticsDlqNotEmpty => "payments-analytics-dlq-not-empty",
             Self::ProcessingOldestMessage => "payments-processing-oldest-message",
+            Self::PaymentEventsFailed => "payment-events-failed",
         }
     }
 
@@ -314,7 +322,8 @@ impl Alarm {
             | Self::WafBlockedSpike
             | Self::ProcessingDlqNotEmpty
             | Self::AnalyticsDlqNotEmpty
-            | Self::ProcessingOldestMessage => Topic::SystemErrors,
+            | Self::ProcessingOldestMessage
+            | Self::PaymentEventsFailed => Topic::SystemErrors,
         }
     }
 
@@ -345,7 +354,8 @@ impl Alarm {
             // The queues exist only with the event backbone (`--events`).
             Self::ProcessingDlqNotEmpty
             | Self::AnalyticsDlqNotEmpty
-            | Self::ProcessingOldestMessage => cx.spec.events,
+            | Self::ProcessingOldestMessage
+            | Self::PaymentEventsFailed => cx.spec.events,
             _ => true,
         }
     }
@@ -662,6 +672,31 @@ impl Alarm {
                     },
                 )
             }
+            // A payment whose event never reached the bus: analytics and
+            // alerting will not hear of it, although the payment itself was
+            // answered. Transaction processing counts each such publish in
+            // an embedded-metric log line (lambda/transaction_processing.py);
+            // none counted, nothing to report (notBreaching).
+            Self::PaymentEventsFailed => (
+                "a payment event could not be put on the env's bus at least once in a minute",
+                single(
+                    MetricId::new(
+                        PAYMENT_METRICS_NAMESPACE,
+                        "PaymentEventsFailed",
+                        &[("Env", env.as_str())],
+                    ),
+                    Statistic::Sum,
+                    60,
+                ),
+                Rule {
+                    comparison: AtLeast,
+                    threshold: 1.0,
+                    period: 60,
+                    evaluation_periods: 1,
+                    datapoints_to_alarm: 1,
+                    missing: Missing::NotBreaching,
+                },
+            ),
         };
         debug_assert!(match &watch {
             Watch::Metric { period, .. } => *period == rule.period,
@@ -1943,7 +1978,7 @@ mod tests {
     }
 
     #[test]
-    fn without_the_event_backbone_only_the_queue_alarms_are_unwanted() {
+    fn without_the_event_backbone_only_its_alarms_are_unwanted() {
         let mut off = cx();
         off.spec.events = false;
         let unwanted: Vec<&str> = Alarm::ALL
@@ -1956,9 +1991,33 @@ mod tests {
             [
                 "payments-processing-dlq-not-empty",
                 "payments-analytics-dlq-not-empty",
-                "payments-processing-oldest-message"
+                "payments-processing-oldest-message",
+                "payment-events-failed"
             ]
         );
+    }
+
+    #[test]
+    fn failed_payment_events_are_counted_per_env_in_the_namespace_the_handler_writes() {
+        let d = Alarm::PaymentEventsFailed
+            .definition(&cx(), "t", None)
+            .unwrap();
+        let Watch::Metric {
+            metric, statistic, ..
+        } = &d.watch
+        else {
+            panic!("{d:?}");
+        };
+        let handler = include_str!("../../../lambda/transaction_processing.py");
+        assert!(
+            handler.contains(&format!("METRICS_NAMESPACE = \"{}\"", metric.namespace)),
+            "the handler writes PaymentEventsFailed to another namespace than {}",
+            metric.namespace
+        );
+        assert!(handler.contains(&format!("\"{}\"", metric.name)));
+        assert_eq!(metric.dimensions, [("Env".to_owned(), "pr1".to_owned())]);
+        assert_eq!(statistic.as_ref(), Some(&Statistic::Sum));
+        assert_eq!(Alarm::PaymentEventsFailed.topic(), Topic::SystemErrors);
     }
 
     #[test]
