@@ -207,6 +207,21 @@ struct Rule {
     missing: Missing,
 }
 
+impl Rule {
+    /// Fires on a single occurrence in a minute and clears with a clean
+    /// minute; no data is nothing to report (notBreaching).
+    fn at_least_once_in_a_minute() -> Self {
+        Self {
+            comparison: ComparisonOperator::GreaterThanOrEqualToThreshold,
+            threshold: 1.0,
+            period: 60,
+            evaluation_periods: 1,
+            datapoints_to_alarm: 1,
+            missing: Missing::NotBreaching,
+        }
+    }
+}
+
 fn single(metric: MetricId, stat: Statistic, period: i32) -> Watch {
     Watch::Metric {
         metric,
@@ -430,14 +445,7 @@ impl Alarm {
                     Statistic::Sum,
                     60,
                 ),
-                Rule {
-                    comparison: AtLeast,
-                    threshold: 1.0,
-                    period: 60,
-                    evaluation_periods: 1,
-                    datapoints_to_alarm: 1,
-                    missing: Missing::NotBreaching,
-                },
+                Rule::at_least_once_in_a_minute(),
             ),
             // A throttled invocation is a payment refused: its reserved
             // concurrency is exhausted. No invocations, no throttles.
@@ -449,14 +457,7 @@ impl Alarm {
                     Statistic::Sum,
                     60,
                 ),
-                Rule {
-                    comparison: AtLeast,
-                    threshold: 1.0,
-                    period: 60,
-                    evaluation_periods: 1,
-                    datapoints_to_alarm: 1,
-                    missing: Missing::NotBreaching,
-                },
+                Rule::at_least_once_in_a_minute(),
             ),
             // The writer takes every payment write. Role metrics follow the
             // writer across failovers. A writer that stops reporting is not a
@@ -566,14 +567,7 @@ impl Alarm {
                         ],
                         60,
                     ),
-                    Rule {
-                        comparison: AtLeast,
-                        threshold: 1.0,
-                        period: 60,
-                        evaluation_periods: 1,
-                        datapoints_to_alarm: 1,
-                        missing: Missing::NotBreaching,
-                    },
+                    Rule::at_least_once_in_a_minute(),
                 )
             }
             // A burst of blocked requests is an attack or a client gone
@@ -688,14 +682,7 @@ impl Alarm {
                     Statistic::Sum,
                     60,
                 ),
-                Rule {
-                    comparison: AtLeast,
-                    threshold: 1.0,
-                    period: 60,
-                    evaluation_periods: 1,
-                    datapoints_to_alarm: 1,
-                    missing: Missing::NotBreaching,
-                },
+                Rule::at_least_once_in_a_minute(),
             ),
         };
         debug_assert!(match &watch {
