@@ -390,19 +390,37 @@ impl Settings {
                 flag.or_else(|| per_env.and_then(get).cloned())
                     .or_else(|| get(&top).cloned())
             };
-        let class_given = file_or_flag(flags.db_instance_class.clone(), |s| {
+        // Where a setting was given: 0 the flag, 1 the env's table, 2 the
+        // file's top level (the more specific, the lower).
+        let given = |flag: Option<String>,
+                     get: fn(&FileShape) -> Option<&String>|
+         -> Option<(u8, String)> {
+            flag.map(|v| (0, v))
+                .or_else(|| per_env.and_then(get).map(|v| (1, v.clone())))
+                .or_else(|| get(&top).map(|v| (2, v.clone())))
+        };
+        let class_given = given(flags.db_instance_class.clone(), |s| {
             s.db_instance_class.as_ref()
         });
-        // A capacity given is the capacity; a class given without one asks
-        // for that class (db.serverless keeps the recorded range); else the
-        // record, then the default (Serverless v2 for a new env).
-        let capacity = match file_or_flag(flags.db_capacity.clone(), |s| s.db_capacity.as_ref()) {
-            Some(v) => spec::parse_capacity(&v).map_err(|e| bad("db_capacity", e))?,
-            None => match &class_given {
-                Some(c) if c != spec::SERVERLESS_CLASS => None,
-                _ => recorded_db.capacity,
-            },
+        let capacity_given = given(flags.db_capacity.clone(), |s| s.db_capacity.as_ref());
+        // A provisioned class asks for provisioned instances unless a range
+        // is given as specifically (`db_instance_class` in the env's table
+        // beats `db_capacity` at the top level; at the same level the range
+        // wins and the class is what `off` returns to); db.serverless alone
+        // keeps the recorded range. Else the record, then the default
+        // (Serverless v2 for a new env).
+        let provisioned_class = class_given
+            .as_ref()
+            .filter(|(_, c)| c != spec::SERVERLESS_CLASS)
+            .map(|(level, _)| *level);
+        let capacity = match (capacity_given, provisioned_class) {
+            (Some((level, v)), class) if class.is_none_or(|c| level <= c) => {
+                spec::parse_capacity(&v).map_err(|e| bad("db_capacity", e))?
+            }
+            (_, Some(_)) => None,
+            (_, None) => recorded_db.capacity,
         };
+        let class_given = class_given.map(|(_, c)| c);
         let database = Database {
             capacity,
             engine_version: match file_or_flag(flags.db_version.clone(), |s| s.db_version.as_ref())
@@ -725,6 +743,18 @@ mod tests {
                 .unwrap()
                 .as_deref(),
             Some("0-16")
+        );
+        // The env's table asking for a class beats a range at the top level;
+        // at the same level the range wins.
+        let file =
+            settings("db_capacity = \"0.5-2\"\n[env.pr1]\ndb_instance_class = \"db.t4g.medium\"\n");
+        assert_eq!(capacity(&file, &Shape::default(), &none).unwrap(), None);
+        let file = settings("db_capacity = \"0.5-2\"\ndb_instance_class = \"db.t4g.medium\"\n");
+        assert_eq!(
+            capacity(&file, &Shape::default(), &none)
+                .unwrap()
+                .as_deref(),
+            Some("0.5-2")
         );
         let bad = settings("db_capacity = \"0.3-2\"\n");
         let err = bad.spec(&env, &Shape::default(), &none).unwrap_err();
