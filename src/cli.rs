@@ -265,9 +265,16 @@ pub struct Shape {
     #[arg(long, value_name = "VERSION", value_parser = crate::spec::parse_engine_version)]
     pub db_version: Option<String>,
 
-    /// Aurora instance class [default: db.r6g.large]
+    /// Aurora instance class of provisioned instances (db.serverless needs --db-capacity); given
+    /// without --db-capacity it turns Serverless v2 off [default: db.r6g.large]
     #[arg(long, value_name = "CLASS", value_parser = crate::spec::parse_instance_class)]
     pub db_instance_class: Option<String>,
+
+    /// Aurora Serverless v2 capacity range in ACUs (steps of 0.5; MIN 0 pauses when idle, MAX
+    /// 1-256): the cluster scales every instance (db.serverless) within it; `off` for
+    /// provisioned instances of --db-instance-class [default for a new env: 0.5-4]
+    #[arg(long, value_name = "MIN-MAX|off", value_parser = crate::spec::check_capacity)]
+    pub db_capacity: Option<String>,
 
     /// Aurora readers beside the writer, 0-4 [default: 2]
     #[arg(long, value_name = "N", value_parser = crate::spec::parse_readers)]

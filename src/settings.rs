@@ -67,6 +67,8 @@ pub struct FileConfig {
     #[serde(default, deserialize_with = "number_or_text")]
     db_backup_days: Option<String>,
     db_secret_arn: Option<String>,
+    /// Aurora Serverless v2 `MIN-MAX` ACUs, or `off`.
+    db_capacity: Option<String>,
     /// Email subscriptions of the alarm topics (`[]`: none).
     alert_emails: Option<Vec<String>>,
     api_auth: Option<String>,
@@ -102,6 +104,7 @@ pub struct FileShape {
     #[serde(default, deserialize_with = "number_or_text")]
     db_backup_days: Option<String>,
     db_secret_arn: Option<String>,
+    db_capacity: Option<String>,
     alert_emails: Option<Vec<String>>,
     api_auth: Option<String>,
     api_allow: Option<Vec<String>>,
@@ -310,6 +313,7 @@ impl Settings {
             db_readers: self.file.db_readers.clone(),
             db_backup_days: self.file.db_backup_days.clone(),
             db_secret_arn: self.file.db_secret_arn.clone(),
+            db_capacity: self.file.db_capacity.clone(),
             alert_emails: self.file.alert_emails.clone(),
             api_auth: self.file.api_auth.clone(),
             api_allow: self.file.api_allow.clone(),
@@ -386,15 +390,45 @@ impl Settings {
                 flag.or_else(|| per_env.and_then(get).cloned())
                     .or_else(|| get(&top).cloned())
             };
+        // Where a setting was given: 0 the flag, 1 the env's table, 2 the
+        // file's top level (the more specific, the lower).
+        let given = |flag: Option<String>,
+                     get: fn(&FileShape) -> Option<&String>|
+         -> Option<(u8, String)> {
+            flag.map(|v| (0, v))
+                .or_else(|| per_env.and_then(get).map(|v| (1, v.clone())))
+                .or_else(|| get(&top).map(|v| (2, v.clone())))
+        };
+        let class_given = given(flags.db_instance_class.clone(), |s| {
+            s.db_instance_class.as_ref()
+        });
+        let capacity_given = given(flags.db_capacity.clone(), |s| s.db_capacity.as_ref());
+        // A provisioned class asks for provisioned instances unless a range
+        // is given as specifically (`db_instance_class` in the env's table
+        // beats `db_capacity` at the top level; at the same level the range
+        // wins and the class is what `off` returns to); db.serverless alone
+        // keeps the recorded range. Else the record, then the default
+        // (Serverless v2 for a new env).
+        let provisioned_class = class_given
+            .as_ref()
+            .filter(|(_, c)| c != spec::SERVERLESS_CLASS)
+            .map(|(level, _)| *level);
+        let capacity = match (capacity_given, provisioned_class) {
+            (Some((level, v)), class) if class.is_none_or(|c| level <= c) => {
+                spec::parse_capacity(&v).map_err(|e| bad("db_capacity", e))?
+            }
+            (_, Some(_)) => None,
+            (_, None) => recorded_db.capacity,
+        };
+        let class_given = class_given.map(|(_, c)| c);
         let database = Database {
+            capacity,
             engine_version: match file_or_flag(flags.db_version.clone(), |s| s.db_version.as_ref())
             {
                 Some(v) => parse_engine_version(&v).map_err(|e| bad("db_version", e))?,
                 None => recorded_db.engine_version,
             },
-            instance_class: match file_or_flag(flags.db_instance_class.clone(), |s| {
-                s.db_instance_class.as_ref()
-            }) {
+            instance_class: match class_given {
                 Some(v) => parse_instance_class(&v).map_err(|e| bad("db_instance_class", e))?,
                 None => recorded_db.instance_class,
             },
@@ -411,6 +445,7 @@ impl Settings {
                 None => recorded_db.backup_days,
             },
         };
+        database.check().map_err(|e| bad("db_capacity", e))?;
         let db_secret = match pick(
             flags.db_secret_arn.as_ref().map(ToString::to_string),
             "db_secret",
@@ -651,6 +686,112 @@ mod tests {
             file,
             file_path: "payops.toml".into(),
         }
+    }
+
+    #[test]
+    fn db_capacity_comes_from_the_flag_the_file_the_record_then_the_default() {
+        let env = EnvName::parse("pr1").unwrap();
+        let none = BTreeMap::new();
+        let plain = settings("");
+        let capacity = |s: &Settings, flags: &Shape, rec: &BTreeMap<String, String>| {
+            s.spec(&env, flags, rec)
+                .map(|spec| spec.database.capacity.map(|c| c.to_string()))
+        };
+        // A new env: Serverless v2 at the default range.
+        assert_eq!(
+            capacity(&plain, &Shape::default(), &none)
+                .unwrap()
+                .as_deref(),
+            Some("0.5-4")
+        );
+        // An env recorded before Serverless v2 stays provisioned.
+        let old = BTreeMap::from([(
+            "database".to_owned(),
+            "version=16.6,class=db.r6g.large,readers=2,backup-days=7".to_owned(),
+        )]);
+        assert_eq!(capacity(&plain, &Shape::default(), &old).unwrap(), None);
+        // The flag; then a later `up` without it keeps what was recorded.
+        let flags = Shape {
+            db_capacity: Some("1-8".into()),
+            ..Shape::default()
+        };
+        let spec = plain.spec(&env, &flags, &old).unwrap();
+        assert_eq!(spec.database.effective_class(), "db.serverless");
+        let recorded = record_spec(&spec);
+        assert_eq!(
+            capacity(&plain, &Shape::default(), &recorded)
+                .unwrap()
+                .as_deref(),
+            Some("1-8")
+        );
+        // `off`, or a provisioned class given alone, goes back to provisioned.
+        let off = Shape {
+            db_capacity: Some("off".into()),
+            ..Shape::default()
+        };
+        assert_eq!(capacity(&plain, &off, &recorded).unwrap(), None);
+        let class = Shape {
+            db_instance_class: Some("db.t4g.medium".into()),
+            ..Shape::default()
+        };
+        let spec = plain.spec(&env, &class, &recorded).unwrap();
+        assert_eq!(spec.database.effective_class(), "db.t4g.medium");
+        // The file: the env's table before the top level.
+        let file = settings("db_capacity = \"0.5-2\"\n[env.pr1]\ndb_capacity = \"0-16\"\n");
+        assert_eq!(
+            capacity(&file, &Shape::default(), &none)
+                .unwrap()
+                .as_deref(),
+            Some("0-16")
+        );
+        // The env's table asking for a class beats a range at the top level;
+        // at the same level the range wins.
+        let file =
+            settings("db_capacity = \"0.5-2\"\n[env.pr1]\ndb_instance_class = \"db.t4g.medium\"\n");
+        assert_eq!(capacity(&file, &Shape::default(), &none).unwrap(), None);
+        let file = settings("db_capacity = \"0.5-2\"\ndb_instance_class = \"db.t4g.medium\"\n");
+        assert_eq!(
+            capacity(&file, &Shape::default(), &none)
+                .unwrap()
+                .as_deref(),
+            Some("0.5-2")
+        );
+        let bad = settings("db_capacity = \"0.3-2\"\n");
+        let err = bad.spec(&env, &Shape::default(), &none).unwrap_err();
+        assert!(err.to_string().contains("db_capacity"), "{err}");
+    }
+
+    #[test]
+    fn db_serverless_without_a_capacity_is_refused_before_any_call() {
+        let env = EnvName::parse("pr1").unwrap();
+        let flags = Shape {
+            db_instance_class: Some("db.serverless".into()),
+            db_capacity: Some("off".into()),
+            ..Shape::default()
+        };
+        let err = settings("")
+            .spec(&env, &flags, &BTreeMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("needs a capacity range"), "{err}");
+        // db.serverless alone keeps (or gets) a range: accepted.
+        let alone = Shape {
+            db_instance_class: Some("db.serverless".into()),
+            ..Shape::default()
+        };
+        let spec = settings("").spec(&env, &alone, &BTreeMap::new()).unwrap();
+        assert_eq!(spec.database.capacity, Some(spec::Capacity::DEFAULT));
+        // A range the engine version cannot have.
+        let old_engine = Shape {
+            db_version: Some("15.4".into()),
+            db_capacity: Some("0-4".into()),
+            ..Shape::default()
+        };
+        let err = settings("")
+            .spec(&env, &old_engine, &BTreeMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("auto-pause"), "{err}");
     }
 
     #[test]

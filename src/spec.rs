@@ -332,6 +332,10 @@ pub struct Database {
     pub readers: u8,
     /// Days of automated backups (AWS allows 1-35).
     pub backup_days: u8,
+    /// `--db-capacity MIN-MAX`: Aurora Serverless v2. The cluster gets this
+    /// scaling configuration and every instance is `db.serverless`;
+    /// `instance_class` is then only what `--db-capacity off` returns to.
+    pub capacity: Option<Capacity>,
 }
 
 impl Database {
@@ -351,6 +355,186 @@ impl Database {
     pub fn instances(&self) -> usize {
         1 + usize::from(self.readers)
     }
+
+    /// The class every instance has: `db.serverless` with a capacity.
+    pub fn effective_class(&self) -> &str {
+        if self.capacity.is_some() {
+            SERVERLESS_CLASS
+        } else {
+            &self.instance_class
+        }
+    }
+
+    /// The rules that span settings: `db.serverless` only with a capacity
+    /// (AWS refuses a Serverless v2 instance in a cluster without a scaling
+    /// configuration: InvalidDBClusterStateFault "Set the Serverless v2
+    /// scaling configuration on the parent DB cluster before creating a
+    /// Serverless v2 DB instance", after the cluster and its network were
+    /// made), and a capacity the engine version can have.
+    pub fn check(&self) -> Result<(), String> {
+        match &self.capacity {
+            None if self.instance_class == SERVERLESS_CLASS => Err(
+                "db.serverless (Aurora Serverless v2) needs a capacity range: give --db-capacity \
+                 MIN-MAX (db_capacity in payops.toml, e.g. 0.5-4), or a provisioned \
+                 --db-instance-class such as db.t4g.medium or db.r6g.large"
+                    .into(),
+            ),
+            None => Ok(()),
+            Some(c) => c.check_engine(&self.engine_version),
+        }
+    }
+}
+
+/// The instance class of Aurora Serverless v2.
+pub const SERVERLESS_CLASS: &str = "db.serverless";
+
+/// An Aurora Serverless v2 capacity range in ACUs (1 ACU is about 2 GiB of
+/// memory with its CPU and network), kept in half ACUs: AWS takes steps of
+/// 0.5 only (API reference, ServerlessV2ScalingConfiguration).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacity {
+    min_halves: u16,
+    max_halves: u16,
+}
+
+impl Capacity {
+    /// AWS's ceiling on recent engine versions (128 on older ones).
+    pub const MAX_ACUS: u16 = 256;
+    /// Older engine versions stop here.
+    pub const OLD_MAX_ACUS: u16 = 128;
+
+    /// The default of a new env: see README ("Aurora capacity").
+    pub const DEFAULT: Capacity = Capacity {
+        min_halves: 1,
+        max_halves: 8,
+    };
+
+    pub fn min(self) -> f64 {
+        f64::from(self.min_halves) / 2.0
+    }
+
+    pub fn max(self) -> f64 {
+        f64::from(self.max_halves) / 2.0
+    }
+
+    /// Whether the instances may pause at 0 ACUs.
+    pub fn pauses(self) -> bool {
+        self.min_halves == 0
+    }
+
+    /// Whether AWS's answer (doubles) is this range.
+    pub fn matches(self, min: Option<f64>, max: Option<f64>) -> bool {
+        min == Some(self.min()) && max == Some(self.max())
+    }
+
+    /// The range the engine version can have. AWS publishes it per version
+    /// (DescribeDBEngineVersions ServerlessV2FeaturesSupport, which the
+    /// preflight reads); this is the documented table, so that a range no
+    /// version of the line can have is refused before any call: 0 ACUs
+    /// (auto-pause) from aurora-postgresql 13.15, 14.12, 15.7 and 16.3; up to
+    /// 256 from 13.13, 14.10, 15.5 and 16.1, 128 before.
+    pub fn check_engine(self, version: &str) -> Result<(), String> {
+        if self.pauses() && !at_least(version, &[(13, 15), (14, 12), (15, 7), (16, 3)]) {
+            return Err(format!(
+                "Aurora Serverless v2 capacity {self}: a minimum of 0 ACUs (auto-pause) needs \
+                 aurora-postgresql 13.15, 14.12, 15.7, 16.3 or later, not {version}: use a \
+                 minimum of 0.5 or a newer --db-version"
+            ));
+        }
+        if self.max_halves > 2 * Self::OLD_MAX_ACUS
+            && !at_least(version, &[(13, 13), (14, 10), (15, 5), (16, 1)])
+        {
+            return Err(format!(
+                "Aurora Serverless v2 capacity {self}: aurora-postgresql {version} scales to \
+                 {} ACUs at most (256 needs 13.13, 14.10, 15.5, 16.1 or later)",
+                Self::OLD_MAX_ACUS
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Whether `version` (MAJOR.MINOR) is at least the minor given for its
+/// major; majors above every listed one qualify, below none.
+fn at_least(version: &str, floors: &[(u32, u32)]) -> bool {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    match floors.iter().find(|(m, _)| *m == major) {
+        Some((_, floor)) => minor >= *floor,
+        None => floors.iter().all(|(m, _)| major > *m),
+    }
+}
+
+/// `0.5-4`, as given.
+impl fmt::Display for Capacity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.min(), self.max())
+    }
+}
+
+impl FromStr for Capacity {
+    type Err = String;
+    /// `MIN-MAX` in ACUs: steps of 0.5, 0 <= MIN <= MAX, 1 <= MAX <= 256
+    /// (AWS: "the maximum capacity must be higher than 0.5 ACUs").
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |why: &str| {
+            format!(
+                "invalid Aurora Serverless v2 capacity {s:?}: {why} (MIN-MAX in ACUs, e.g. \
+                 0.5-4: steps of 0.5, MIN from 0 (auto-pause) or 0.5, MAX from 1 to {}, MIN \
+                 at most MAX; or off)",
+                Self::MAX_ACUS
+            )
+        };
+        let (min, max) = s
+            .trim()
+            .split_once('-')
+            .ok_or_else(|| bad("expected MIN-MAX"))?;
+        let halves = |v: &str| -> Result<u16, String> {
+            let v = v.trim();
+            let n: f64 = v
+                .parse()
+                .ok()
+                .filter(|n: &f64| n.is_finite() && *n >= 0.0)
+                .ok_or_else(|| bad(&format!("{v:?} is not a number of ACUs")))?;
+            let h = n * 2.0;
+            if h.fract() != 0.0 {
+                return Err(bad(&format!("{v} is not a multiple of 0.5")));
+            }
+            if h > f64::from(2 * Self::MAX_ACUS) {
+                return Err(bad(&format!("{v} is above {} ACUs", Self::MAX_ACUS)));
+            }
+            Ok(h as u16)
+        };
+        let (min_halves, max_halves) = (halves(min)?, halves(max)?);
+        if max_halves < 2 {
+            return Err(bad("MAX must be at least 1 ACU"));
+        }
+        if min_halves > max_halves {
+            return Err(bad("MIN is above MAX"));
+        }
+        Ok(Self {
+            min_halves,
+            max_halves,
+        })
+    }
+}
+
+/// `--db-capacity MIN-MAX|off`: `None` is off (provisioned instances).
+pub fn parse_capacity(s: &str) -> Result<Option<Capacity>, String> {
+    match s.trim() {
+        "off" => Ok(None),
+        other => other.parse().map(Some),
+    }
+}
+
+/// The flag, checked as it is read and kept as given.
+pub fn check_capacity(s: &str) -> Result<String, String> {
+    parse_capacity(s).map(|_| s.trim().to_owned())
+}
+
+/// How state and the VPC tag record it.
+pub fn capacity_str(c: Option<Capacity>) -> String {
+    c.map_or_else(|| "off".to_owned(), |c| c.to_string())
 }
 
 impl Default for Database {
@@ -360,6 +544,7 @@ impl Default for Database {
             instance_class: "db.r6g.large".into(),
             readers: 2,
             backup_days: 7,
+            capacity: Some(Capacity::DEFAULT),
         }
     }
 }
@@ -369,8 +554,12 @@ impl fmt::Display for Database {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "version={} class={} readers={} backup-days={}",
-            self.engine_version, self.instance_class, self.readers, self.backup_days
+            "version={} class={} readers={} backup-days={} capacity={}",
+            self.engine_version,
+            self.instance_class,
+            self.readers,
+            self.backup_days,
+            capacity_str(self.capacity)
         )
     }
 }
@@ -380,7 +569,12 @@ impl FromStr for Database {
     /// `key=value` pairs separated by spaces or commas; missing keys keep
     /// their defaults. Also what the flags are checked through.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let mut d = Self::default();
+        // A record without `capacity` predates Serverless v2 in payops,
+        // which refused db.serverless then: its instances are provisioned.
+        let mut d = Self {
+            capacity: None,
+            ..Self::default()
+        };
         for part in s.split([' ', ',']).filter(|p| !p.is_empty()) {
             let (key, value) = part
                 .split_once('=')
@@ -390,6 +584,7 @@ impl FromStr for Database {
                 "class" => d.instance_class = parse_instance_class(value)?,
                 "readers" => d.readers = parse_readers(value)?,
                 "backup-days" => d.backup_days = parse_backup_days(value)?,
+                "capacity" => d.capacity = parse_capacity(value)?,
                 other => return Err(format!("unknown database setting {other:?}")),
             }
         }
@@ -417,20 +612,11 @@ pub fn parse_engine_version(s: &str) -> Result<String, String> {
     }
 }
 
-/// A provisioned class: `db.r6g.large`, `db.t4g.medium`.
-///
-/// `db.serverless` is refused: AWS creates a Serverless v2 instance only in a
-/// cluster with a `ServerlessV2ScalingConfiguration` (min/max ACUs), which
-/// payops does not set yet; CreateDBInstance would fail after the cluster,
-/// its key and its network were made.
+/// A class: `db.r6g.large`, `db.t4g.medium`, or `db.serverless`, which
+/// [`Database::check`] accepts only with a capacity.
 pub fn parse_instance_class(s: &str) -> Result<String, String> {
-    if s == "db.serverless" {
-        return Err(
-            "db.serverless (Aurora Serverless v2) needs a scaling configuration \
-             (min/max ACUs) that payops does not set yet: use a provisioned class such as \
-             db.t4g.medium (cheapest) or db.r6g.large"
-                .into(),
-        );
+    if s == SERVERLESS_CLASS {
+        return Ok(s.to_owned());
     }
     let parts: Vec<&str> = s.split('.').collect();
     let ok = parts.first() == Some(&"db")
@@ -751,17 +937,116 @@ mod tests {
     use super::*;
 
     #[test]
-    fn serverless_is_refused_until_payops_sets_its_scaling() {
+    fn serverless_needs_a_capacity_and_provisioned_classes_do_not() {
         assert_eq!(
             parse_instance_class("db.r6g.large").as_deref(),
             Ok("db.r6g.large")
         );
-        let err = parse_instance_class("db.serverless").unwrap_err();
+        assert!(parse_instance_class("db.large").is_err());
+        let mut d = Database {
+            instance_class: SERVERLESS_CLASS.into(),
+            capacity: None,
+            ..Database::default()
+        };
+        let err = d.check().unwrap_err();
         assert!(
-            err.contains("Serverless v2") && err.contains("db.t4g.medium"),
+            err.contains("Serverless v2") && err.contains("--db-capacity"),
             "{err}"
         );
-        assert!(parse_instance_class("db.large").is_err());
+        d.capacity = Some("0.5-4".parse().unwrap());
+        assert_eq!(d.check(), Ok(()));
+        assert_eq!(d.effective_class(), SERVERLESS_CLASS);
+        // A capacity makes every instance db.serverless whatever the class.
+        d.instance_class = "db.r6g.large".into();
+        assert_eq!(d.effective_class(), SERVERLESS_CLASS);
+        d.capacity = None;
+        assert_eq!(d.effective_class(), "db.r6g.large");
+    }
+
+    #[test]
+    fn capacity_follows_aws_bounds_and_half_acu_steps() {
+        for (text, min, max) in [
+            ("0.5-4", 0.5, 4.0),
+            ("0-1", 0.0, 1.0),
+            ("1-256", 1.0, 256.0),
+            (" 2.5 - 2.5 ", 2.5, 2.5),
+            ("8-8", 8.0, 8.0),
+        ] {
+            let c: Capacity = text.parse().unwrap();
+            assert_eq!((c.min(), c.max()), (min, max), "{text}");
+            assert!(c.matches(Some(min), Some(max)));
+        }
+        for (bad, why) in [
+            ("0.25-4", "multiple of 0.5"),
+            ("0.5-4.2", "multiple of 0.5"),
+            ("4-2", "MIN is above MAX"),
+            ("0-0.5", "at least 1 ACU"),
+            ("0.5-257", "above 256"),
+            ("0.5-256.5", "above 256"),
+            ("4", "expected MIN-MAX"),
+            ("x-4", "not a number"),
+            ("-1-4", "not a number"),
+            ("0.5-inf", "not a number"),
+        ] {
+            let err = bad.parse::<Capacity>().unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+        assert_eq!(parse_capacity("off"), Ok(None));
+        assert_eq!(check_capacity(" 0.5-4 ").as_deref(), Ok("0.5-4"));
+        assert!(check_capacity("on").is_err());
+    }
+
+    #[test]
+    fn capacity_is_checked_against_the_engine_version() {
+        let pausing: Capacity = "0-4".parse().unwrap();
+        for ok in ["16.3", "16.6", "15.7", "14.12", "13.15", "17.1"] {
+            assert_eq!(pausing.check_engine(ok), Ok(()), "{ok}");
+        }
+        for old in ["16.2", "15.6", "14.11", "13.14"] {
+            let err = pausing.check_engine(old).unwrap_err();
+            assert!(
+                err.contains("0 ACUs") && err.contains("0.5"),
+                "{old}: {err}"
+            );
+        }
+        let big: Capacity = "0.5-256".parse().unwrap();
+        assert_eq!(big.check_engine("16.1"), Ok(()));
+        assert_eq!(big.check_engine("13.13"), Ok(()));
+        let err = big.check_engine("15.4").unwrap_err();
+        assert!(err.contains("128 ACUs"), "{err}");
+        let ok: Capacity = "0.5-128".parse().unwrap();
+        assert_eq!(ok.check_engine("15.4"), Ok(()));
+        // The default works with the default engine.
+        assert_eq!(Database::default().check(), Ok(()));
+    }
+
+    #[test]
+    fn the_record_keeps_the_capacity_and_an_old_record_is_provisioned() {
+        let d = Database::default();
+        assert_eq!(d.capacity, Some(Capacity::DEFAULT));
+        assert_eq!(
+            d.to_string(),
+            "version=16.6 class=db.r6g.large readers=2 backup-days=7 capacity=0.5-4"
+        );
+        assert_eq!(d.to_string().parse::<Database>(), Ok(d.clone()));
+        let off = Database {
+            capacity: None,
+            ..d
+        };
+        assert_eq!(off.to_string().parse::<Database>(), Ok(off.clone()));
+        // What payops recorded before Serverless v2: provisioned instances.
+        let old: Database = "version=16.6 class=db.r6g.large readers=2 backup-days=7"
+            .parse()
+            .unwrap();
+        assert_eq!(old.capacity, None);
+        // The VPC tag (spaces become commas on the way back).
+        let tagged: Database = "version=16.6,class=db.r6g.large,readers=2,capacity=0-8"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            tagged.capacity.map(|c| c.to_string()).as_deref(),
+            Some("0-8")
+        );
     }
 
     #[test]

@@ -678,3 +678,210 @@ async fn a_second_create_of_a_cluster_is_refused_as_already_existing() {
         "{err:?}"
     );
 }
+
+/// The cluster's Serverless v2 range (`0.5-8`) and its instances' classes.
+async fn capacity_and_classes(aws: &Aws, env: &str) -> (Option<String>, Vec<String>) {
+    let cluster_id = format!("payops-{env}-aurora");
+    let clusters = aws
+        .c
+        .rds
+        .describe_db_clusters()
+        .db_cluster_identifier(&cluster_id)
+        .send()
+        .await
+        .expect("rds:DescribeDBClusters");
+    let range = clusters.db_clusters()[0]
+        .serverless_v2_scaling_configuration()
+        .map(|c| {
+            format!(
+                "{}-{}",
+                c.min_capacity().unwrap_or(-1.0),
+                c.max_capacity().unwrap_or(-1.0)
+            )
+        });
+    let instances = aws
+        .c
+        .rds
+        .describe_db_instances()
+        .send()
+        .await
+        .expect("rds:DescribeDBInstances");
+    let classes = instances
+        .db_instances()
+        .iter()
+        .filter(|i| i.db_cluster_identifier() == Some(cluster_id.as_str()))
+        .map(|i| i.db_instance_class().unwrap_or_default().to_owned())
+        .collect();
+    (range, classes)
+}
+
+/// `plan --output json` with shape flags: each step's action and changes.
+fn plan_with(env: &TestEnv, flags: &[&str]) -> serde_json::Value {
+    let mut args = vec!["--output", "json"];
+    args.extend_from_slice(flags);
+    let run = env.run_env("plan", &args);
+    run.assert_success();
+    run.json()
+}
+
+#[track_caller]
+fn changes_of(plan: &serde_json::Value, step: &str) -> String {
+    let steps = plan["steps"].as_array().expect("steps[]");
+    let s = steps
+        .iter()
+        .find(|s| s["step"] == step)
+        .unwrap_or_else(|| panic!("no {step} in {plan:#}"));
+    format!("{} {}", s["action"], s["changes"])
+}
+
+#[track_caller]
+fn position(plan: &serde_json::Value, step: &str) -> usize {
+    plan["steps"]
+        .as_array()
+        .expect("steps[]")
+        .iter()
+        .position(|s| s["step"] == step)
+        .unwrap_or_else(|| panic!("no {step} in {plan:#}"))
+}
+
+/// Issue 19: Serverless v2 beside provisioned classes. The emulators accept
+/// a db.serverless instance in a cluster without a range (AWS does not: the
+/// unit tests of aurora_instance.rs hold its answer), so what is checked
+/// here is the order and the convergence: the range is set on the cluster
+/// before the instances change class, `plan` says both first, a later `up`
+/// without flags keeps the choice, and drift of the range is put back.
+#[tokio::test]
+#[ignore = "needs an emulator: PAYOPS_TEST_ENDPOINT"]
+async fn switching_between_provisioned_and_serverless_v2_converges_and_plan_says_so_first() {
+    let env = TestEnv::new();
+    let aws = Aws::connect().await;
+    let name = env.name.clone();
+    let acu_alarm = format!("payops-{name}-aurora-acu-utilization");
+    let alarm_exists = |aws: &Aws| {
+        let aws = aws.c.cloudwatch.clone();
+        let alarm = acu_alarm.clone();
+        async move {
+            !aws.describe_alarms()
+                .alarm_names(alarm)
+                .send()
+                .await
+                .expect("cloudwatch:DescribeAlarms")
+                .metric_alarms()
+                .is_empty()
+        }
+    };
+
+    // Provisioned: no range, the provisioned class, no ACU alarm.
+    env.up_json(&["--db-readers", "1", "--db-capacity", "off"]);
+    let (range, classes) = capacity_and_classes(&aws, &name).await;
+    assert_eq!(range, None);
+    assert_eq!(classes, ["db.r6g.large", "db.r6g.large"]);
+    assert!(!alarm_exists(&aws).await);
+
+    // plan says what the switch will do before `up` does it: the cluster's
+    // range first (its step comes before the instances'), then each class.
+    let plan = plan_with(&env, &["--db-capacity", "0.5-8"]);
+    let cluster = changes_of(&plan, "aurora-cluster");
+    assert!(
+        cluster.contains("set the Serverless v2 capacity to 0.5-8 ACUs"),
+        "{cluster}"
+    );
+    for slot in ["aurora-instance:1", "aurora-instance:2"] {
+        let changes = changes_of(&plan, slot);
+        assert!(
+            changes.contains("change the instance class from db.r6g.large to db.serverless"),
+            "{slot}: {changes}"
+        );
+        assert!(position(&plan, "aurora-cluster") < position(&plan, slot));
+    }
+    assert!(
+        changes_of(&plan, "alarm:aurora-acu-utilization").contains("create"),
+        "{plan:#}"
+    );
+    // plan changed nothing.
+    assert_eq!(capacity_and_classes(&aws, &name).await.0, None);
+
+    env.up_json(&["--db-capacity", "0.5-8"]);
+    let (range, classes) = capacity_and_classes(&aws, &name).await;
+    assert_eq!(range.as_deref(), Some("0.5-8"));
+    assert_eq!(classes, ["db.serverless", "db.serverless"]);
+    assert!(alarm_exists(&aws).await);
+    // A later up without flags keeps the choice (state and the VPC tag).
+    let (_, again) = env.up_json(&[]);
+    assert_no_mutation(&again, "up after the switch to Serverless v2");
+
+    // Drift of the range is put back, and plan names it.
+    aws.c
+        .rds
+        .modify_db_cluster()
+        .db_cluster_identifier(format!("payops-{name}-aurora"))
+        .serverless_v2_scaling_configuration(
+            aws_sdk_rds::types::ServerlessV2ScalingConfiguration::builder()
+                .min_capacity(1.0)
+                .max_capacity(16.0)
+                .build(),
+        )
+        .apply_immediately(true)
+        .send()
+        .await
+        .expect("rds:ModifyDBCluster");
+    let plan = env.plan_json();
+    let cluster = changes_of(&plan, "aurora-cluster");
+    assert!(
+        cluster.contains("change the Serverless v2 capacity from 1-16 to 0.5-8 ACUs"),
+        "{cluster}"
+    );
+    env.up_json(&[]);
+    assert_eq!(
+        capacity_and_classes(&aws, &name).await.0.as_deref(),
+        Some("0.5-8")
+    );
+
+    // And back to provisioned: the instances change class; the ACU alarm
+    // goes (provisioned instances publish no ACUs); the range on the
+    // cluster is left, harmless without db.serverless instances.
+    env.up_json(&[
+        "--db-capacity",
+        "off",
+        "--db-instance-class",
+        "db.t4g.medium",
+    ]);
+    let (_, classes) = capacity_and_classes(&aws, &name).await;
+    assert_eq!(classes, ["db.t4g.medium", "db.t4g.medium"]);
+    assert!(!alarm_exists(&aws).await);
+    let (_, again) = env.up_json(&[]);
+    assert_no_mutation(&again, "up after the switch back to provisioned");
+}
+
+/// `db.serverless` without a range is refused before any call that makes
+/// anything: a clear error, a non-zero exit, nothing created.
+#[tokio::test]
+#[ignore = "needs an emulator: PAYOPS_TEST_ENDPOINT"]
+async fn db_serverless_without_a_capacity_is_refused_and_nothing_is_made() {
+    let env = TestEnv::new();
+    let aws = Aws::connect().await;
+    let run = env.run_env(
+        "up",
+        &[
+            "--db-instance-class",
+            "db.serverless",
+            "--db-capacity",
+            "off",
+        ],
+    );
+    assert_ne!(run.code(), Some(0), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("db.serverless (Aurora Serverless v2) needs a capacity range")
+            && run.stderr.contains("--db-capacity"),
+        "{}",
+        run.stderr
+    );
+    let left = remaining(&aws, &env.name).await;
+    assert!(left.is_empty(), "made although refused: {left:#?}");
+    // A range below what any version allows is refused the same way.
+    let run = env.run_env("up", &["--db-capacity", "0.25-4"]);
+    assert_ne!(run.code(), Some(0));
+    assert!(run.stderr.contains("multiple of 0.5"), "{}", run.stderr);
+    assert!(remaining(&aws, &env.name).await.is_empty());
+}

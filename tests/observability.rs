@@ -21,7 +21,7 @@ use common::{
 };
 
 /// Every alarm: (slug, output key, topic output, shift gate, treat missing data).
-const ALARMS: [(&str, &str, &str, bool, &str); 14] = [
+const ALARMS: [(&str, &str, &str, bool, &str); 15] = [
     (
         "api-p99-latency",
         "ApiP99LatencyAlarmName",
@@ -63,6 +63,14 @@ const ALARMS: [(&str, &str, &str, bool, &str); 14] = [
         "SystemErrorsTopicArn",
         false,
         "breaching",
+    ),
+    // A new env runs Aurora Serverless v2 (--db-capacity 0.5-4).
+    (
+        "aurora-acu-utilization",
+        "AuroraAcuUtilizationAlarmName",
+        "SystemErrorsTopicArn",
+        false,
+        "notBreaching",
     ),
     (
         "transactions-table-throttles",
@@ -286,6 +294,17 @@ async fn up_builds_a_dashboard_of_the_envs_real_resources() {
         "{body:#}"
     );
     assert!(has_run(json!({"stat": "p99", "label": "p99"})), "{body:#}");
+    // A new env runs Aurora Serverless v2: its capacity and ACU utilization.
+    for metric in ["ServerlessDatabaseCapacity", "ACUUtilization"] {
+        assert!(
+            has_run(json!([
+                metric,
+                "DBClusterIdentifier",
+                format!("payops-{name}-aurora")
+            ])),
+            "{metric}: {body:#}"
+        );
+    }
     // Ownership marker: dashboards cannot be tagged.
     let marker = body["widgets"][0]["properties"]["markdown"]
         .as_str()

@@ -19,12 +19,14 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 use async_trait::async_trait;
-use aws_sdk_rds::types::{CloudwatchLogsExportConfiguration, DbCluster};
+use aws_sdk_rds::types::{
+    CloudwatchLogsExportConfiguration, DbCluster, ServerlessV2ScalingConfiguration,
+};
 use serde_json::Value;
 
 use crate::aws::{AwsError, OpResult, Poll, absent_on, poll_until, required, wait_until_gone};
 use crate::engine::{Record, StepCx};
-use crate::spec::DbSecret;
+use crate::spec::{Capacity, DbSecret};
 use crate::tags::{self, FINAL_SNAPSHOT as FINAL_SNAPSHOT_TAG, TagMap};
 
 use crate::resources::context::Context;
@@ -60,6 +62,13 @@ pub enum Fix {
         from: String,
         to: String,
     },
+    /// The Serverless v2 range differs (or is not set): ModifyDBCluster,
+    /// on its own so that `plan` names it, before any instance becomes
+    /// db.serverless (their steps come after this one).
+    Capacity {
+        from: Option<String>,
+        to: Capacity,
+    },
     Tags(TagMap),
     /// The generated secret does not name the cluster's endpoint yet.
     SecretHost,
@@ -70,6 +79,16 @@ impl fmt::Display for Fix {
         match self {
             Self::Modify(fields) => write!(f, "update {}", fields.join(", ")),
             Self::EngineVersion { from, to } => write!(f, "upgrade the engine from {from} to {to}"),
+            Self::Capacity { from: None, to } => {
+                write!(f, "set the Serverless v2 capacity to {to} ACUs")
+            }
+            Self::Capacity {
+                from: Some(from),
+                to,
+            } => write!(
+                f,
+                "change the Serverless v2 capacity from {from} to {to} ACUs"
+            ),
             Self::Tags(t) => f.write_str(&describe_tag_fix(t)),
             Self::SecretHost => f.write_str("write the cluster endpoint into the master secret"),
         }
@@ -84,6 +103,10 @@ struct Desired {
     deletion_protection: Option<bool>,
     backup_days: i32,
     engine_version: String,
+    /// `None`: provisioned; a range the cluster already has stays (it is
+    /// harmless without db.serverless instances, and keeps a switch back
+    /// cheap).
+    capacity: Option<Capacity>,
 }
 
 fn desired(cx: &Context, step: &StepCx<'_>) -> Result<Desired, AwsError> {
@@ -95,7 +118,35 @@ fn desired(cx: &Context, step: &StepCx<'_>) -> Result<Desired, AwsError> {
         deletion_protection: cx.spec.protect,
         backup_days: i32::from(cx.spec.database.backup_days),
         engine_version: cx.spec.database.engine_version.clone(),
+        capacity: cx.spec.database.capacity,
     })
+}
+
+/// The cluster's Serverless v2 range as AWS answers it (`0.5-4`), if any.
+fn current_capacity(c: &DbCluster) -> Option<String> {
+    let info = c.serverless_v2_scaling_configuration()?;
+    match (info.min_capacity(), info.max_capacity()) {
+        (Some(min), Some(max)) => Some(format!("{min}-{max}")),
+        _ => None,
+    }
+}
+
+/// The capacity fix, if the cluster's range is not the wanted one.
+fn capacity_drift(c: &DbCluster, wanted: Option<Capacity>) -> Option<Fix> {
+    let to = wanted?;
+    let info = c.serverless_v2_scaling_configuration();
+    let same = info.is_some_and(|i| to.matches(i.min_capacity(), i.max_capacity()));
+    (!same).then(|| Fix::Capacity {
+        from: current_capacity(c),
+        to,
+    })
+}
+
+fn scaling(c: Capacity) -> ServerlessV2ScalingConfiguration {
+    ServerlessV2ScalingConfiguration::builder()
+        .min_capacity(c.min())
+        .max_capacity(c.max())
+        .build()
 }
 
 /// `16.10` is newer than `16.6`: versions compare number by number.
@@ -350,6 +401,9 @@ impl Resource for AuroraCluster {
             .enable_iam_database_authentication(true)
             .deletion_protection(d.deletion_protection.unwrap_or(false))
             .copy_tags_to_snapshot(true)
+            // Before any db.serverless instance: AWS refuses one in a
+            // cluster without it (InvalidDBClusterStateFault).
+            .set_serverless_v2_scaling_configuration(d.capacity.map(scaling))
             .set_tags(Some(rds::rds_tags(&tags)))
             .send()
             .await
@@ -386,6 +440,7 @@ impl Resource for AuroraCluster {
         if let Some((from, to)) = upgrade {
             fixes.push(Fix::EngineVersion { from, to });
         }
+        fixes.extend(capacity_drift(&found.cluster, d.capacity));
         let missing = cx.tagger.missing(step.id().as_str(), &found.tags);
         if !missing.is_empty() {
             fixes.push(Fix::Tags(missing));
@@ -444,6 +499,18 @@ impl Resource for AuroraCluster {
                     .engine_version(&to)
                     .allow_major_version_upgrade(major(&from) != major(&to))
                     .db_cluster_parameter_group_name(desired(cx, step)?.parameter_group)
+                    .send()
+                    .await
+                    .op("rds:ModifyDBCluster")?;
+                *found = self.wait_available(cx, step).await?;
+            }
+            Fix::Capacity { to, .. } => {
+                cx.clients
+                    .rds
+                    .modify_db_cluster()
+                    .db_cluster_identifier(&found.id)
+                    .apply_immediately(true)
+                    .serverless_v2_scaling_configuration(scaling(to))
                     .send()
                     .await
                     .op("rds:ModifyDBCluster")?;
@@ -569,7 +636,8 @@ mod tests {
     use aws_sdk_rds::operation::describe_db_clusters::{
         DescribeDBClustersError, DescribeDbClustersOutput,
     };
-    use aws_sdk_rds::types::VpcSecurityGroupMembership;
+    use aws_sdk_rds::operation::modify_db_cluster::ModifyDbClusterOutput;
+    use aws_sdk_rds::types::{ServerlessV2ScalingConfigurationInfo, VpcSecurityGroupMembership};
     use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueOutput;
     use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 
@@ -618,6 +686,12 @@ mod tests {
             .vpc_security_groups(
                 VpcSecurityGroupMembership::builder()
                     .vpc_security_group_id("sg-db")
+                    .build(),
+            )
+            .serverless_v2_scaling_configuration(
+                ServerlessV2ScalingConfigurationInfo::builder()
+                    .min_capacity(0.5)
+                    .max_capacity(4.0)
                     .build(),
             )
             .set_tag_list(Some(rds::rds_tags(&testing::our_tags(STEP))))
@@ -692,6 +766,9 @@ mod tests {
                     && r.db_cluster_parameter_group_name() == Some("payops-pr1-aurora-pg16")
                     && r.vpc_security_group_ids() == ["sg-db"]
                     && r.engine() == Some("aurora-postgresql")
+                    && r.serverless_v2_scaling_configuration().is_some_and(|c| {
+                        c.min_capacity() == Some(0.5) && c.max_capacity() == Some(4.0)
+                    })
             })
             .then_output(|| {
                 CreateDbClusterOutput::builder()
@@ -798,6 +875,95 @@ mod tests {
         }
     }
 
+    fn with_capacity(mut c: DbCluster, range: Option<(f64, f64)>) -> DbCluster {
+        c.serverless_v2_scaling_configuration = range.map(|(min, max)| {
+            ServerlessV2ScalingConfigurationInfo::builder()
+                .min_capacity(min)
+                .max_capacity(max)
+                .build()
+        });
+        c
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drifted_or_missing_serverless_range_is_set_by_modify_db_cluster_alone() {
+        for (now, shown) in [
+            (
+                Some((0.5, 16.0)),
+                "change the Serverless v2 capacity from 0.5-16 to 0-8 ACUs",
+            ),
+            // A provisioned env switched to Serverless v2: the range comes
+            // first, the instances' class after (their steps follow this one).
+            (None, "set the Serverless v2 capacity to 0-8 ACUs"),
+        ] {
+            let describe = mock!(Client::describe_db_clusters)
+                .sequence()
+                .output(move || described(with_capacity(cluster(false, "available"), now)))
+                .output(|| described(with_capacity(cluster(false, "available"), Some((0.0, 8.0)))))
+                .repeatedly()
+                .build();
+            let modify = mock!(Client::modify_db_cluster)
+                .match_requests(|r| {
+                    r.serverless_v2_scaling_configuration().is_some_and(|c| {
+                        c.min_capacity() == Some(0.0) && c.max_capacity() == Some(8.0)
+                    }) && r.apply_immediately() == Some(true)
+                        // Nothing else rides along.
+                        && r.backup_retention_period().is_none()
+                        && r.vpc_security_group_ids().is_empty()
+                })
+                .then_output(|| ModifyDbClusterOutput::builder().build());
+            let secret = secret_value(Some(ENDPOINT));
+            let mut cx = cx_with(&[&describe, &modify], &[&secret], false);
+            cx.spec.database.capacity = Some("0-8".parse().unwrap());
+            let applied = testing::ensure(&cx, STEP, AuroraCluster, &inputs())
+                .await
+                .unwrap();
+            assert_eq!(modify.num_calls(), 1, "{shown}");
+            assert!(
+                applied.notes.iter().any(|n| n.contains(shown)),
+                "{:?}",
+                applied.notes
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_provisioned_env_leaves_a_range_the_cluster_has_alone() {
+        let describe = mock!(Client::describe_db_clusters)
+            .then_output(|| described(cluster(false, "available")));
+        let secret = secret_value(Some(ENDPOINT));
+        let mut cx = cx_with(&[&describe], &[&secret], false);
+        cx.spec.database.capacity = None;
+        let applied = testing::ensure(&cx, STEP, AuroraCluster, &inputs())
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Unchanged);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_provisioned_env_creates_its_cluster_without_a_range() {
+        let describe = mock!(Client::describe_db_clusters)
+            .sequence()
+            .error(not_found)
+            .output(|| described(with_capacity(cluster(false, "available"), None)))
+            .repeatedly()
+            .build();
+        let create = mock!(Client::create_db_cluster)
+            .match_requests(|r| r.serverless_v2_scaling_configuration().is_none())
+            .then_output(|| {
+                CreateDbClusterOutput::builder()
+                    .db_cluster(cluster(false, "creating"))
+                    .build()
+            });
+        let secret = secret_value(Some(ENDPOINT));
+        let mut cx = cx_with(&[&describe, &create], &[&secret], false);
+        cx.spec.database.capacity = None;
+        testing::ensure(&cx, STEP, AuroraCluster, &inputs())
+            .await
+            .unwrap();
+        assert_eq!(create.num_calls(), 1);
+    }
+
     #[tokio::test]
     async fn protection_follows_the_protect_flag_and_is_otherwise_left_alone() {
         let unprotected = cluster(false, "available");
@@ -808,6 +974,7 @@ mod tests {
             deletion_protection: cx.spec.protect,
             backup_days: 7,
             engine_version: "16.6".into(),
+            capacity: None,
         };
         assert!(drift(&unprotected, &d(&cx)).0.is_empty());
         cx.spec.protect = Some(true);

@@ -166,7 +166,7 @@ impl Resource for AuroraInstance {
             .db_instance_identifier(&id)
             .db_cluster_identifier(cx.names.db_cluster())
             .engine(DB_ENGINE)
-            .db_instance_class(&cx.spec.database.instance_class)
+            .db_instance_class(cx.spec.database.effective_class())
             .availability_zone(&azs[self.slot % AZ_COUNT])
             .promotion_tier(Self::promotion_tier(self.slot))
             .publicly_accessible(false)
@@ -183,6 +183,20 @@ impl Resource for AuroraInstance {
                 }
             }
             Err(e) if e.is_code(&["DBInstanceAlreadyExists", "DBInstanceAlreadyExistsFault"]) => {}
+            // The cluster's step sets the range before any instance is made,
+            // so only a range removed behind payops' back gets here.
+            Err(e)
+                if e.is_code(&["InvalidDBClusterStateFault"])
+                    && e.to_string()
+                        .contains("Serverless v2 scaling configuration") =>
+            {
+                return Err(AwsError::Conflict(format!(
+                    "{e}: cluster {} has no Serverless v2 capacity range, so AWS refuses \
+                     db.serverless instances; run `payops up` again (the cluster's step sets \
+                     --db-capacity first) or choose --db-capacity off",
+                    cx.names.db_cluster()
+                )));
+            }
             Err(e) => return Err(e),
         }
         step.progress(format!("waiting for {id} (about 10 minutes on AWS)"));
@@ -196,11 +210,14 @@ impl Resource for AuroraInstance {
         found: &FoundInstance,
     ) -> Result<Vec<Fix>, AwsError> {
         let mut fixes = Vec::new();
+        // Provisioned <-> Serverless v2 is a class change like any other;
+        // the cluster's step (before this one) has set its range by now.
         let class = found.instance.db_instance_class().unwrap_or_default();
-        if class != cx.spec.database.instance_class {
+        let wanted = cx.spec.database.effective_class();
+        if class != wanted {
             fixes.push(Fix::Class {
                 from: class.to_owned(),
-                to: cx.spec.database.instance_class.clone(),
+                to: wanted.to_owned(),
             });
         }
         let tier = Self::promotion_tier(self.slot);
@@ -310,10 +327,13 @@ mod tests {
     use aws_sdk_ec2::operation::describe_availability_zones::DescribeAvailabilityZonesOutput;
     use aws_sdk_ec2::types::AvailabilityZone;
     use aws_sdk_rds::Client;
-    use aws_sdk_rds::operation::create_db_instance::CreateDBInstanceError;
+    use aws_sdk_rds::operation::create_db_instance::{
+        CreateDBInstanceError, CreateDbInstanceOutput,
+    };
     use aws_sdk_rds::operation::describe_db_instances::{
         DescribeDBInstancesError, DescribeDbInstancesOutput,
     };
+    use aws_sdk_rds::operation::modify_db_instance::ModifyDbInstanceOutput;
     use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 
     use super::*;
@@ -329,7 +349,7 @@ mod tests {
             .db_instance_arn(ARN)
             .db_cluster_identifier("payops-pr1-aurora")
             .db_instance_status("available")
-            .db_instance_class("db.r6g.large")
+            .db_instance_class("db.serverless")
             .promotion_tier(0)
             .set_tag_list(Some(rds::rds_tags(&tags)))
             .build()
@@ -390,5 +410,97 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("not tagged"), "{err}");
         assert_eq!(create.num_calls(), 1);
+    }
+
+    fn described(i: DbInstance) -> DescribeDbInstancesOutput {
+        DescribeDbInstancesOutput::builder().db_instances(i).build()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn switching_between_provisioned_and_serverless_changes_the_class_in_place() {
+        for (now, capacity, wanted) in [
+            ("db.r6g.large", Some("0.5-4"), "db.serverless"),
+            ("db.serverless", None, "db.r6g.large"),
+        ] {
+            let describe = mock!(Client::describe_db_instances)
+                .sequence()
+                .output(move || {
+                    let mut i = instance(testing::our_tags(STEP));
+                    i.db_instance_class = Some(now.into());
+                    described(i)
+                })
+                .output(move || {
+                    let mut i = instance(testing::our_tags(STEP));
+                    i.db_instance_class = Some(wanted.into());
+                    described(i)
+                })
+                .repeatedly()
+                .build();
+            let modify = mock!(Client::modify_db_instance)
+                .match_requests(move |r| {
+                    r.db_instance_class() == Some(wanted) && r.apply_immediately() == Some(true)
+                })
+                .then_output(|| ModifyDbInstanceOutput::builder().build());
+            let mut cx = cx_with(&[&describe, &modify]);
+            cx.spec.database.capacity = capacity.map(|c| c.parse().unwrap());
+            let applied = testing::ensure(&cx, STEP, AuroraInstance::new(0), &[])
+                .await
+                .unwrap();
+            assert_eq!(modify.num_calls(), 1, "{now} -> {wanted}");
+            let shown = format!("change the instance class from {now} to {wanted}");
+            assert!(
+                applied.notes.iter().any(|n| n.contains(&shown)),
+                "{:?}",
+                applied.notes
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn instances_are_created_serverless_with_a_capacity() {
+        let describe = mock!(Client::describe_db_instances)
+            .sequence()
+            .error(|| DescribeDBInstancesError::generic(testing::error_meta("DBInstanceNotFound")))
+            .output(|| described(instance(testing::our_tags(STEP))))
+            .repeatedly()
+            .build();
+        let create = mock!(Client::create_db_instance)
+            .match_requests(|r| r.db_instance_class() == Some("db.serverless"))
+            .then_output(|| CreateDbInstanceOutput::builder().build());
+        let cx = cx_with(&[&describe, &create]);
+        testing::ensure(&cx, STEP, AuroraInstance::new(0), &[])
+            .await
+            .unwrap();
+        assert_eq!(create.num_calls(), 1);
+    }
+
+    /// AWS's answer to a db.serverless instance in a cluster without a
+    /// range (cloudposse/terraform-aws-rds-cluster#181); emulators accept it.
+    #[tokio::test(start_paused = true)]
+    async fn aws_refusing_serverless_without_a_range_says_why_and_what_to_do() {
+        let describe = mock!(Client::describe_db_instances).then_error(|| {
+            DescribeDBInstancesError::generic(testing::error_meta("DBInstanceNotFound"))
+        });
+        let create = mock!(Client::create_db_instance).then_error(|| {
+            CreateDBInstanceError::generic(
+                aws_sdk_rds::error::ErrorMetadata::builder()
+                    .code("InvalidDBClusterStateFault")
+                    .message(
+                        "Set the Serverless v2 scaling configuration on the parent DB cluster \
+                         before creating a Serverless v2 DB instance.",
+                    )
+                    .build(),
+            )
+        });
+        let cx = cx_with(&[&describe, &create]);
+        let err = testing::ensure(&cx, STEP, AuroraInstance::new(0), &[])
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("payops-pr1-aurora has no Serverless v2 capacity range")
+                && err.contains("--db-capacity"),
+            "{err}"
+        );
     }
 }

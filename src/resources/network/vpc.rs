@@ -391,7 +391,7 @@ mod tests {
             (CONCURRENCY_TAG, "validation=5 fraud=5 transaction=10"),
             (
                 DATABASE_TAG,
-                "version=16.6 class=db.r6g.large readers=2 backup-days=7",
+                "version=16.6 class=db.r6g.large readers=2 backup-days=7 capacity=0.5-4",
             ),
             (DB_SECRET_TAG, "generated"),
             (API_ACCESS_TAG, "iam"),

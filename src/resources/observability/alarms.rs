@@ -78,6 +78,7 @@ pub enum Alarm {
     TransactionThrottles,
     AuroraCpu,
     AuroraReplicaLag,
+    AuroraAcuUtilization,
     TransactionsTableThrottles,
     FraudRulesTableThrottles,
     Alb5xx,
@@ -264,13 +265,14 @@ fn sum_of(metrics: Vec<MetricId>, period: i32) -> Watch {
 }
 
 impl Alarm {
-    pub const ALL: [Alarm; 14] = [
+    pub const ALL: [Alarm; 15] = [
         Self::ApiP99Latency,
         Self::Api5xxRate,
         Self::TransactionErrors,
         Self::TransactionThrottles,
         Self::AuroraCpu,
         Self::AuroraReplicaLag,
+        Self::AuroraAcuUtilization,
         Self::TransactionsTableThrottles,
         Self::FraudRulesTableThrottles,
         Self::Alb5xx,
@@ -289,6 +291,7 @@ impl Alarm {
             Self::TransactionThrottles => "transaction-throttles",
             Self::AuroraCpu => "aurora-cpu",
             Self::AuroraReplicaLag => "aurora-replica-lag",
+            Self::AuroraAcuUtilization => "aurora-acu-utilization",
             Self::TransactionsTableThrottles => "transactions-table-throttles",
             Self::FraudRulesTableThrottles => "fraud-rules-table-throttles",
             Self::Alb5xx => "alb-5xx",
@@ -331,6 +334,7 @@ impl Alarm {
             | Self::TransactionThrottles => Topic::FailedTransactions,
             Self::AuroraCpu
             | Self::AuroraReplicaLag
+            | Self::AuroraAcuUtilization
             | Self::TransactionsTableThrottles
             | Self::FraudRulesTableThrottles
             | Self::Alb5xx
@@ -366,6 +370,8 @@ impl Alarm {
     pub fn wanted(self, cx: &Context) -> bool {
         match self {
             Self::AuroraReplicaLag => cx.spec.database.readers > 0,
+            // Provisioned instances publish no ACU metrics.
+            Self::AuroraAcuUtilization => cx.spec.database.capacity.is_some(),
             // The queues exist only with the event backbone (`--events`).
             Self::ProcessingDlqNotEmpty
             | Self::AnalyticsDlqNotEmpty
@@ -508,6 +514,33 @@ impl Alarm {
                     evaluation_periods: 5,
                     datapoints_to_alarm: 5,
                     missing: Missing::Breaching,
+                },
+            ),
+            // ACUUtilization is capacity as a share of the range's maximum:
+            // near 100% for long, the database is at its ceiling and
+            // queries queue (raise --db-capacity's MAX or tune). The cluster
+            // series (no Role) is the one AWS documents for both roles;
+            // readers of promotion tier 0-1 follow the writer's capacity, so
+            // it tracks the writer. A paused instance (MIN 0) reports
+            // nothing, which is not a ceiling (notBreaching).
+            Self::AuroraAcuUtilization => (
+                "Aurora Serverless v2 above 90% of its maximum capacity for 15 minutes",
+                single(
+                    MetricId::new(
+                        "AWS/RDS",
+                        "ACUUtilization",
+                        &[("DBClusterIdentifier", &cluster)],
+                    ),
+                    Statistic::Maximum,
+                    300,
+                ),
+                Rule {
+                    comparison: Above,
+                    threshold: 90.0,
+                    period: 300,
+                    evaluation_periods: 3,
+                    datapoints_to_alarm: 3,
+                    missing: Missing::NotBreaching,
                 },
             ),
             // DynamoDB publishes ThrottledRequests per table and operation
@@ -1962,6 +1995,36 @@ mod tests {
         assert_eq!(unwanted, ["aurora-replica-lag"]);
         let one = with_readers(cx(), 1);
         assert!(Alarm::ALL.iter().all(|a| a.wanted(&one)));
+    }
+
+    #[test]
+    fn the_acu_alarm_is_wanted_only_with_serverless_v2_and_watches_the_clusters_ceiling() {
+        let mut provisioned = cx();
+        provisioned.spec.database.capacity = None;
+        let unwanted: Vec<&str> = Alarm::ALL
+            .iter()
+            .filter(|a| !a.wanted(&provisioned))
+            .map(|a| a.slug())
+            .collect();
+        assert_eq!(unwanted, ["aurora-acu-utilization"]);
+        assert!(Alarm::AuroraAcuUtilization.wanted(&cx()));
+        let def = definition(Alarm::AuroraAcuUtilization);
+        let Watch::Metric {
+            metric, statistic, ..
+        } = &def.watch
+        else {
+            panic!("a metric alarm");
+        };
+        assert_eq!(metric.name, "ACUUtilization");
+        assert_eq!(
+            metric.dimensions,
+            [("DBClusterIdentifier".into(), "payops-pr1-aurora".into())]
+        );
+        assert_eq!(*statistic, Some(Statistic::Maximum));
+        assert_eq!(def.threshold, 90.0);
+        assert_eq!(def.treat_missing_data.as_deref(), Some("notBreaching"));
+        assert_eq!(Alarm::AuroraAcuUtilization.topic(), Topic::SystemErrors);
+        assert!(!Alarm::AuroraAcuUtilization.shift_gate());
     }
 
     #[test]

@@ -365,6 +365,42 @@ pub fn body(
         "Maximum",
         by_role("AuroraReplicaLag", &["READER"]),
     );
+    // Serverless v2 only (provisioned instances publish no ACU metrics): the
+    // capacity each instance holds (cluster series: the average of the
+    // instances, and the busiest), and its share of the range's maximum.
+    if let Some(capacity) = cx.spec.database.capacity {
+        let cluster_dims = [("DBClusterIdentifier", cluster.as_str())];
+        l.graph(
+            6,
+            &format!("Aurora Serverless v2 capacity (ACUs, range {capacity})"),
+            "Maximum",
+            vec![
+                metric(
+                    RDS,
+                    "ServerlessDatabaseCapacity",
+                    &cluster_dims,
+                    json!({"label": "busiest instance", "stat": "Maximum"}),
+                ),
+                metric(
+                    RDS,
+                    "ServerlessDatabaseCapacity",
+                    &cluster_dims,
+                    json!({"label": "average", "stat": "Average"}),
+                ),
+            ],
+        );
+        l.graph(
+            6,
+            "Aurora ACU utilization (% of max)",
+            "Maximum",
+            vec![metric(
+                RDS,
+                "ACUUtilization",
+                &cluster_dims,
+                json!({"label": "cluster"}),
+            )],
+        );
+    }
 
     // DynamoDB: capacity per table; throttles and latency are published per
     // table and operation only, so a search per table gathers every operation.
@@ -813,6 +849,30 @@ mod tests {
     fn missing() -> Rule {
         mock!(Client::get_dashboard)
             .then_error(|| GetDashboardError::generic(testing::error_meta("ResourceNotFound")))
+    }
+
+    #[test]
+    fn serverless_v2_adds_the_capacity_graphs_and_provisioned_has_none() {
+        let body = our_body();
+        let capacity = lines(&body, "Aurora Serverless v2 capacity (ACUs, range 0.5-4)");
+        assert_eq!(
+            capacity[0],
+            json!(["AWS/RDS", "ServerlessDatabaseCapacity", "DBClusterIdentifier",
+                   "payops-pr1-aurora", {"label": "busiest instance", "stat": "Maximum"}])
+        );
+        let utilization = lines(&body, "Aurora ACU utilization (% of max)");
+        assert_eq!(utilization[0][1], "ACUUtilization");
+
+        let mut cx = testing::context(testing::clients());
+        cx.spec.database.capacity = None;
+        let provisioned = super::body(&cx, ALB, BLUE, GREEN).unwrap();
+        let mut all = Vec::new();
+        strings(&provisioned, &mut all);
+        assert!(
+            !all.iter()
+                .any(|s| s == "ServerlessDatabaseCapacity" || s == "ACUUtilization"),
+            "provisioned instances publish no ACU metrics"
+        );
     }
 
     #[test]

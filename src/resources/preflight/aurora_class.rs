@@ -7,6 +7,12 @@
 //! Asked by engine and class only, not version: which zones have a class is
 //! a matter of hardware, and the answer stays a page or two (one option per
 //! engine version).
+//!
+//! With `--db-capacity` the class is `db.serverless`, and the range must be
+//! one the engine version can have: DescribeDBEngineVersions answers its
+//! ServerlessV2FeaturesSupport (MinCapacity 0 where it can auto-pause, else
+//! 0.5; MaxCapacity 256 or 128), the authority over the documented table
+//! the settings already checked.
 
 use std::collections::BTreeSet;
 
@@ -14,7 +20,7 @@ use crate::aws::OpResult;
 use crate::resources::context::Context;
 use crate::resources::model::DB_ENGINE;
 use crate::resources::zones;
-use crate::spec::AZ_COUNT;
+use crate::spec::{AZ_COUNT, Capacity};
 
 use super::Check;
 
@@ -61,8 +67,74 @@ async fn orderable_zones(cx: &Context, class: &str) -> Result<Option<BTreeSet<St
     Ok(found.then_some(zones))
 }
 
+/// The range AWS allows for the env's engine version, `None` when it does
+/// not say (an emulator, or a version it does not list).
+async fn capacity_bounds(cx: &Context) -> Result<Option<(f64, f64)>, Check> {
+    let out = cx
+        .clients
+        .rds
+        .describe_db_engine_versions()
+        .engine(DB_ENGINE)
+        .engine_version(&cx.spec.database.engine_version)
+        .send()
+        .await
+        .op("rds:DescribeDBEngineVersions")
+        .map_err(|e| Check::not_checked(NAME, &e))?;
+    Ok(out
+        .db_engine_versions()
+        .iter()
+        .filter(|v| v.engine_version() == Some(cx.spec.database.engine_version.as_str()))
+        .find_map(|v| v.serverless_v2_features_support())
+        .and_then(|f| Some((f.min_capacity()?, f.max_capacity()?))))
+}
+
+/// The Serverless v2 range against what the engine version allows.
+async fn check_capacity(cx: &Context, capacity: Capacity) -> Option<Check> {
+    let version = &cx.spec.database.engine_version;
+    let (min, max) = match capacity_bounds(cx).await {
+        Ok(Some(bounds)) => bounds,
+        Ok(None) => return None,
+        Err(not_checked) => return Some(not_checked),
+    };
+    if capacity.min() < min {
+        return Some(Check::problem(
+            NAME,
+            format!(
+                "Serverless v2 capacity {capacity}: aurora-postgresql {version} scales down to \
+                 {min} ACUs at the least (0 needs a version with auto-pause)"
+            ),
+            format!(
+                "a --db-capacity minimum of {min} or more (db_capacity in payops.toml), or a newer \
+                 --db-version"
+            ),
+        ));
+    }
+    if capacity.max() > max {
+        return Some(Check::problem(
+            NAME,
+            format!(
+                "Serverless v2 capacity {capacity}: aurora-postgresql {version} scales up to \
+                 {max} ACUs at most"
+            ),
+            format!(
+                "a --db-capacity maximum of {max} or less (db_capacity in payops.toml), or a newer \
+                 --db-version"
+            ),
+        ));
+    }
+    None
+}
+
 pub async fn check(cx: &Context) -> Check {
-    let class = &cx.spec.database.instance_class;
+    let class = cx.spec.database.effective_class();
+    let remedy = if cx.spec.database.capacity.is_some() {
+        "Aurora Serverless v2 (--db-capacity) is not offered there: --db-capacity off with a \
+         provisioned --db-instance-class, or another --region"
+    } else {
+        "choose a --db-instance-class (db_instance_class in payops.toml) that every zone offers, \
+         e.g. db.r6g.large or db.t4g.medium, --db-capacity MIN-MAX (Serverless v2), or another \
+         --region"
+    };
     let zones = match cx.zones().await {
         Ok(zones) => zones,
         // The zone check says why.
@@ -76,8 +148,7 @@ pub async fn check(cx: &Context) -> Check {
             return Check::problem(
                 NAME,
                 format!("{class} is not offered for {DB_ENGINE} in {}", cx.region),
-                "choose another --db-instance-class (db_instance_class in payops.toml), e.g. \
-                 db.r6g.large or db.t4g.medium, or another --region",
+                remedy,
             );
         }
         Err(not_checked) => return not_checked,
@@ -88,9 +159,20 @@ pub async fn check(cx: &Context) -> Check {
         .cloned()
         .collect();
     if missing.is_empty() {
+        if let Some(capacity) = cx.spec.database.capacity
+            && let Some(problem) = check_capacity(cx, capacity).await
+        {
+            return problem;
+        }
+        let range = cx
+            .spec
+            .database
+            .capacity
+            .map(|c| format!(", {c} ACUs"))
+            .unwrap_or_default();
         return Check::ok(
             NAME,
-            format!("{class} orderable in {}", zones::describe(used)),
+            format!("{class} orderable in {}{range}", zones::describe(used)),
         );
     }
     Check::problem(
@@ -101,8 +183,7 @@ pub async fn check(cx: &Context) -> Check {
             zones::describe(&missing),
             zones::describe(used)
         ),
-        "choose a --db-instance-class (db_instance_class in payops.toml) that every zone offers, \
-         or another --region",
+        remedy,
     )
 }
 
@@ -111,8 +192,11 @@ mod tests {
     use aws_sdk_ec2::operation::describe_availability_zones::DescribeAvailabilityZonesOutput;
     use aws_sdk_ec2::types::AvailabilityZone as Ec2Zone;
     use aws_sdk_rds::Client;
+    use aws_sdk_rds::operation::describe_db_engine_versions::DescribeDbEngineVersionsOutput;
     use aws_sdk_rds::operation::describe_orderable_db_instance_options::DescribeOrderableDbInstanceOptionsOutput;
-    use aws_sdk_rds::types::{AvailabilityZone, OrderableDbInstanceOption};
+    use aws_sdk_rds::types::{
+        AvailabilityZone, DbEngineVersion, OrderableDbInstanceOption, ServerlessV2FeaturesSupport,
+    };
     use aws_smithy_mocks::{RuleMode, mock, mock_client};
 
     use super::*;
@@ -160,6 +244,7 @@ mod tests {
         clients.rds = mock_client!(aws_sdk_rds, RuleMode::MatchAny, [rds]);
         let mut cx = testing::context(clients);
         cx.spec.database.readers = readers;
+        cx.spec.database.capacity = None;
         cx
     }
 
@@ -207,5 +292,97 @@ mod tests {
             c.detail,
             "db.r6g.large is not offered for aurora-postgresql in us-east-1"
         );
+    }
+
+    fn serverless_context(rds: &[&aws_smithy_mocks::Rule], capacity: &str) -> Context {
+        let ec2 = us_east_1();
+        let mut clients = testing::clients();
+        clients.ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&ec2]);
+        clients.rds = mock_client!(aws_sdk_rds, RuleMode::MatchAny, rds);
+        let mut cx = testing::context(clients);
+        cx.spec.database.capacity = Some(capacity.parse().unwrap());
+        cx
+    }
+
+    fn serverless_orderable() -> aws_smithy_mocks::Rule {
+        mock!(Client::describe_orderable_db_instance_options)
+            .match_requests(|r| r.db_instance_class() == Some("db.serverless"))
+            .then_output(|| {
+                let mut o = option("16.6", &["us-east-1b", "us-east-1c", "us-east-1d"]);
+                o.db_instance_class = Some("db.serverless".into());
+                DescribeOrderableDbInstanceOptionsOutput::builder()
+                    .orderable_db_instance_options(o)
+                    .build()
+            })
+    }
+
+    /// DescribeDBEngineVersions for 16.6 with its Serverless v2 bounds.
+    fn engine_bounds(min: f64, max: f64) -> aws_smithy_mocks::Rule {
+        mock!(Client::describe_db_engine_versions)
+            .match_requests(|r| {
+                r.engine() == Some("aurora-postgresql") && r.engine_version() == Some("16.6")
+            })
+            .then_output(move || {
+                DescribeDbEngineVersionsOutput::builder()
+                    .db_engine_versions(
+                        DbEngineVersion::builder()
+                            .engine("aurora-postgresql")
+                            .engine_version("16.6")
+                            .serverless_v2_features_support(
+                                ServerlessV2FeaturesSupport::builder()
+                                    .min_capacity(min)
+                                    .max_capacity(max)
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                    .build()
+            })
+    }
+
+    #[tokio::test]
+    async fn with_a_capacity_db_serverless_and_the_engine_bounds_are_checked() {
+        let orderable = serverless_orderable();
+        let bounds = engine_bounds(0.0, 256.0);
+        let c = check(&serverless_context(&[&orderable, &bounds], "0-8")).await;
+        assert_eq!(c.status, Status::Ok, "{}", c.detail);
+        assert!(
+            c.detail.starts_with("db.serverless orderable in") && c.detail.ends_with(", 0-8 ACUs"),
+            "{}",
+            c.detail
+        );
+
+        // A version without auto-pause and with the old ceiling.
+        let bounds = engine_bounds(0.5, 128.0);
+        let c = check(&serverless_context(&[&orderable, &bounds], "0-8")).await;
+        assert_eq!(c.status, Status::Problem);
+        assert!(c.detail.contains("scales down to 0.5 ACUs"), "{}", c.detail);
+        assert!(c.remedy.unwrap().contains("--db-capacity minimum of 0.5"));
+        let c = check(&serverless_context(&[&orderable, &bounds], "0.5-200")).await;
+        assert_eq!(c.status, Status::Problem);
+        assert!(c.detail.contains("up to 128 ACUs"), "{}", c.detail);
+    }
+
+    #[tokio::test]
+    async fn a_region_without_serverless_v2_says_to_turn_it_off() {
+        let rds = mock!(Client::describe_orderable_db_instance_options)
+            .then_output(|| DescribeOrderableDbInstanceOptionsOutput::builder().build());
+        let c = check(&serverless_context(&[&rds], "0.5-4")).await;
+        assert_eq!(c.status, Status::Problem);
+        assert_eq!(
+            c.detail,
+            "db.serverless is not offered for aurora-postgresql in us-east-1"
+        );
+        assert!(c.remedy.unwrap().contains("--db-capacity off"));
+    }
+
+    #[tokio::test]
+    async fn an_engine_answer_without_serverless_bounds_is_not_a_problem() {
+        // Emulators answer without ServerlessV2FeaturesSupport.
+        let orderable = serverless_orderable();
+        let versions = mock!(Client::describe_db_engine_versions)
+            .then_output(|| DescribeDbEngineVersionsOutput::builder().build());
+        let c = check(&serverless_context(&[&orderable, &versions], "0.5-4")).await;
+        assert_eq!(c.status, Status::Ok, "{}", c.detail);
     }
 }
