@@ -23,8 +23,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::{Value, json};
 
 use common::{
-    Aws, TestEnv, assert_no_mutation, assert_payops_tags, error_code, outcomes, remaining,
-    statuses,
+    Aws, TestEnv, assert_no_mutation, assert_payops_tags, error_code, outcomes, remaining, statuses,
 };
 
 /// Each rule: (step, rule name suffix, on the env's bus, target output,
@@ -118,7 +117,10 @@ fn eventbridge_statement(policy: &Value) -> &Value {
 fn strings(v: &Value) -> Vec<String> {
     match v {
         Value::String(s) => vec![s.clone()],
-        Value::Array(a) => a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect(),
+        Value::Array(a) => a
+            .iter()
+            .filter_map(|s| s.as_str().map(str::to_owned))
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -181,7 +183,11 @@ async fn up_builds_an_encrypted_bus_and_rules_whose_targets_retry_and_dead_lette
             .send()
             .await
             .unwrap_or_else(|e| panic!("events:DescribeRule {rule_name}: {e:?}"));
-        assert_eq!(rule.state().map(|s| s.as_str()), Some("ENABLED"), "{rule_name}");
+        assert_eq!(
+            rule.state().map(|s| s.as_str()),
+            Some("ENABLED"),
+            "{rule_name}"
+        );
         let pattern: Value = serde_json::from_str(rule.event_pattern().unwrap()).unwrap();
         let rule_arn = rule.arn().expect("a rule ARN").to_owned();
         let tags = aws
@@ -213,8 +219,16 @@ async fn up_builds_an_encrypted_bus_and_rules_whose_targets_retry_and_dead_lette
         assert_eq!(t.id(), id);
         assert_eq!(t.arn(), output(&outputs, target), "{rule_name}");
         let retry = t.retry_policy().expect("a retry policy");
-        assert_eq!(retry.maximum_event_age_in_seconds(), Some(age), "{rule_name}");
-        assert_eq!(retry.maximum_retry_attempts(), Some(attempts), "{rule_name}");
+        assert_eq!(
+            retry.maximum_event_age_in_seconds(),
+            Some(age),
+            "{rule_name}"
+        );
+        assert_eq!(
+            retry.maximum_retry_attempts(),
+            Some(attempts),
+            "{rule_name}"
+        );
         assert_eq!(t.dead_letter_config().and_then(|d| d.arn()), Some(dlq));
 
         match suffix {
@@ -235,7 +249,10 @@ async fn up_builds_an_encrypted_bus_and_rules_whose_targets_retry_and_dead_lette
             let policy = queue_policy(&aws, output(&outputs, target)).await;
             let s = eventbridge_statement(&policy);
             assert_eq!(s["Action"], "sqs:SendMessage");
-            assert_eq!(strings(&s["Condition"]["ArnEquals"]["aws:SourceArn"]), [rule_arn.clone()]);
+            assert_eq!(
+                strings(&s["Condition"]["ArnEquals"]["aws:SourceArn"]),
+                [rule_arn.clone()]
+            );
         } else {
             let attrs = aws
                 .c
@@ -249,13 +266,17 @@ async fn up_builds_an_encrypted_bus_and_rules_whose_targets_retry_and_dead_lette
                 serde_json::from_str(&attrs.attributes().unwrap()["Policy"]).unwrap();
             let s = eventbridge_statement(&policy);
             assert_eq!(s["Action"], "sns:Publish");
-            assert_eq!(strings(&s["Condition"]["ArnEquals"]["aws:SourceArn"]), [rule_arn.clone()]);
+            assert_eq!(
+                strings(&s["Condition"]["ArnEquals"]["aws:SourceArn"]),
+                [rule_arn.clone()]
+            );
         }
     }
 
     // The DLQ takes what the bus and each rule cannot deliver.
     let policy = queue_policy(&aws, dlq).await;
-    let senders = strings(&eventbridge_statement(&policy)["Condition"]["ArnEquals"]["aws:SourceArn"]);
+    let senders =
+        strings(&eventbridge_statement(&policy)["Condition"]["ArnEquals"]["aws:SourceArn"]);
     assert_eq!(senders.len(), 4, "{senders:?}");
     assert!(senders.contains(&bus_arn), "{senders:?}");
 
@@ -313,7 +334,11 @@ async fn up_builds_an_encrypted_bus_and_rules_whose_targets_retry_and_dead_lette
             .send()
             .await
             .expect("sqs:ReceiveMessage");
-        bodies.extend(got.messages().iter().filter_map(|m| m.body().map(str::to_owned)));
+        bodies.extend(
+            got.messages()
+                .iter()
+                .filter_map(|m| m.body().map(str::to_owned)),
+        );
         if !bodies.is_empty() {
             break;
         }
@@ -383,12 +408,15 @@ async fn a_rule_changed_out_of_band_is_drift_that_up_repairs_then_changes_nothin
     for step in ["event-rule:payment-succeeded", "event-rule:payment-failed"] {
         assert_eq!(rows[step], "drifted", "status of {step}: {status:#}");
     }
-    assert_eq!(rows["event-rule:db-failover"], "converged", "{status:#}");
-    assert_eq!(rows["event-bus:payments"], "converged", "{status:#}");
+    assert_eq!(rows["event-rule:db-failover"], "in sync", "{status:#}");
+    assert_eq!(rows["event-bus:payments"], "in sync", "{status:#}");
 
     let (_, report) = env.up_json(&[]);
     let steps = outcomes(&report);
-    assert_eq!(steps["event-rule:payment-succeeded"], "updated", "{steps:?}");
+    assert_eq!(
+        steps["event-rule:payment-succeeded"], "updated",
+        "{steps:?}"
+    );
     assert_eq!(steps["event-rule:payment-failed"], "updated", "{steps:?}");
     let targets = aws
         .c
@@ -433,14 +461,29 @@ async fn events_off_removes_the_rules_and_the_bus_and_down_leaves_nothing() {
 
     let (_, report) = env.up_json(&["--events", "off"]);
     let steps = outcomes(&report);
+    // `up` walks forward: the bus goes first and takes its rules along
+    // (targets first); the failover rule, on the default bus, goes itself.
     for step in [
-        "event-rule:payment-succeeded",
-        "event-rule:payment-failed",
         "event-rule:db-failover",
         "event-bus:payments",
         "sqs-queue:payments-events-dlq",
     ] {
         assert_eq!(steps[step], "deleted", "{step}: {steps:?}");
+    }
+    for suffix in ["payment-succeeded", "payment-failed"] {
+        let rule = aws
+            .c
+            .events
+            .describe_rule()
+            .name(format!("payops-{name}-{suffix}"))
+            .event_bus_name(&bus)
+            .send()
+            .await;
+        assert_eq!(
+            rule.as_ref().err().and_then(error_code),
+            Some("ResourceNotFoundException"),
+            "{rule:?}"
+        );
     }
     let gone = aws.c.events.describe_event_bus().name(&bus).send().await;
     assert_eq!(
@@ -469,7 +512,11 @@ async fn events_off_removes_the_rules_and_the_bus_and_down_leaves_nothing() {
     let down = env.down_json();
     down.assert_success();
     let steps = outcomes(&down.json());
-    for step in ["event-rule:payment-succeeded", "event-rule:db-failover", "event-bus:payments"] {
+    for step in [
+        "event-rule:payment-succeeded",
+        "event-rule:db-failover",
+        "event-bus:payments",
+    ] {
         assert_eq!(steps[step], "deleted", "{step}: {steps:?}");
     }
     let left = remaining(&aws, &name).await;

@@ -252,6 +252,16 @@ impl Resource for EventBus {
         _step: &StepCx<'_>,
         bus: FoundBus,
     ) -> Result<Vec<String>, AwsError> {
+        // AWS refuses DeleteEventBus while rules remain on the bus. `down`
+        // deletes the env's rules first (they depend on the bus), but `up`
+        // with `--events off` walks the graph forward and reaches the bus
+        // before its rules; a rule added out of band would block both. The
+        // bus is ours, so what is on it goes with it, targets first.
+        let mut notes = Vec::new();
+        for rule in events::rule_names(cx, &bus.name).await? {
+            events::delete_rule(cx, &bus.name, &rule).await?;
+            notes.push(format!("deleted rule {rule} (on the bus)"));
+        }
         let result = cx
             .clients
             .events
@@ -261,7 +271,10 @@ impl Resource for EventBus {
             .await
             .op("events:DeleteEventBus");
         absent_on(result, &events::NOT_FOUND)?;
-        Ok(Vec::new())
+        if !notes.is_empty() {
+            notes.push(format!("deleted {}", bus.name));
+        }
+        Ok(notes)
     }
 }
 
@@ -272,10 +285,14 @@ mod tests {
     use aws_sdk_eventbridge::operation::delete_event_bus::{
         DeleteEventBusError, DeleteEventBusOutput,
     };
+    use aws_sdk_eventbridge::operation::delete_rule::DeleteRuleOutput;
     use aws_sdk_eventbridge::operation::describe_event_bus::{
         DescribeEventBusError, DescribeEventBusOutput,
     };
+    use aws_sdk_eventbridge::operation::list_rules::ListRulesOutput;
     use aws_sdk_eventbridge::operation::list_tags_for_resource::ListTagsForResourceOutput;
+    use aws_sdk_eventbridge::operation::list_targets_by_rule::ListTargetsByRuleOutput;
+    use aws_sdk_eventbridge::operation::remove_targets::RemoveTargetsOutput;
     use aws_sdk_eventbridge::operation::update_event_bus::UpdateEventBusOutput;
     use aws_sdk_eventbridge::types::Tag;
     use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
@@ -334,6 +351,12 @@ mod tests {
                     ))
                     .build()
             })
+    }
+
+    fn no_rules() -> Rule {
+        mock!(Client::list_rules)
+            .match_requests(|r| r.event_bus_name() == Some(NAME))
+            .then_output(|| ListRulesOutput::builder().build())
     }
 
     #[tokio::test]
@@ -430,7 +453,8 @@ mod tests {
         let delete = mock!(Client::delete_event_bus)
             .match_requests(|r| r.name() == Some(NAME))
             .then_output(|| DeleteEventBusOutput::builder().build());
-        let cx = cx_with(&[&get, &tags, &delete]);
+        let rules = no_rules();
+        let cx = cx_with(&[&get, &tags, &rules, &delete]);
         let removed = testing::destroy(&cx, STEP, EventBus).await.unwrap();
         assert!(matches!(removed, Removed::Deleted { .. }));
         assert_eq!(delete.num_calls(), 1);
@@ -438,7 +462,7 @@ mod tests {
         let gone = mock!(Client::delete_event_bus).then_error(|| {
             DeleteEventBusError::generic(testing::error_meta("ResourceNotFoundException"))
         });
-        let cx = cx_with(&[&get, &tags, &gone]);
+        let cx = cx_with(&[&get, &tags, &rules, &gone]);
         let removed = testing::destroy(&cx, STEP, EventBus).await.unwrap();
         assert!(matches!(removed, Removed::Deleted { .. }));
 
@@ -453,12 +477,57 @@ mod tests {
         let tags = tagged(testing::our_tags(STEP));
         let delete =
             mock!(Client::delete_event_bus).then_output(|| DeleteEventBusOutput::builder().build());
-        let mut cx = cx_with(&[&get, &tags, &delete]);
+        // `up` walks forward: the bus goes before its rule steps, so it
+        // takes the rules on it along, targets first (AWS refuses to delete
+        // a bus with rules, and a rule with targets).
+        let rules = mock!(Client::list_rules)
+            .match_requests(|r| r.event_bus_name() == Some(NAME))
+            .then_output(|| {
+                ListRulesOutput::builder()
+                    .rules(
+                        aws_sdk_eventbridge::types::Rule::builder()
+                            .name("payops-pr1-payment-succeeded")
+                            .build(),
+                    )
+                    .build()
+            });
+        let targets = mock!(Client::list_targets_by_rule).then_output(|| {
+            ListTargetsByRuleOutput::builder()
+                .targets(
+                    aws_sdk_eventbridge::types::Target::builder()
+                        .id("analytics-queue")
+                        .arn("arn:aws:sqs:us-east-1:123456789012:q")
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+        });
+        let remove = mock!(Client::remove_targets)
+            .match_requests(|r| {
+                r.rule() == Some("payops-pr1-payment-succeeded") && r.ids() == ["analytics-queue"]
+            })
+            .then_output(|| RemoveTargetsOutput::builder().failed_entry_count(0).build());
+        let delete_rule = mock!(Client::delete_rule)
+            .match_requests(|r| {
+                r.name() == Some("payops-pr1-payment-succeeded") && r.event_bus_name() == Some(NAME)
+            })
+            .then_output(|| DeleteRuleOutput::builder().build());
+        let mut cx = cx_with(&[
+            &get,
+            &tags,
+            &rules,
+            &targets,
+            &remove,
+            &delete_rule,
+            &delete,
+        ]);
         cx.spec.events = false;
         let applied = testing::ensure(&cx, STEP, EventBus, &inputs())
             .await
             .unwrap();
         assert_eq!(applied.change, Change::Deleted);
+        assert_eq!(remove.num_calls(), 1);
+        assert_eq!(delete_rule.num_calls(), 1);
         assert_eq!(delete.num_calls(), 1);
     }
 }

@@ -251,65 +251,6 @@ impl RoutingRule {
             }
         }
     }
-
-    async fn remove_targets(
-        &self,
-        cx: &Context,
-        name: &str,
-        ids: Vec<String>,
-    ) -> Result<(), AwsError> {
-        const OP: &str = "events:RemoveTargets";
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let out = cx
-            .clients
-            .events
-            .remove_targets()
-            .rule(name)
-            .event_bus_name(self.bus(cx))
-            .set_ids(Some(ids))
-            .send()
-            .await
-            .op(OP);
-        // The rule gone meanwhile: its targets went with it.
-        let Some(out) = absent_on(out, &events::NOT_FOUND)? else {
-            return Ok(());
-        };
-        failed_entries(
-            OP,
-            out.failed_entry_count(),
-            out.failed_entries()
-                .iter()
-                .map(|e| (e.target_id(), e.error_code(), e.error_message())),
-        )
-    }
-}
-
-/// PutTargets and RemoveTargets answer 200 even when entries failed.
-fn failed_entries<'a>(
-    op: &'static str,
-    count: i32,
-    entries: impl Iterator<Item = (Option<&'a str>, Option<&'a str>, Option<&'a str>)>,
-) -> Result<(), AwsError> {
-    if count == 0 {
-        return Ok(());
-    }
-    let what: Vec<String> = entries
-        .map(|(id, code, message)| {
-            format!(
-                "{}: {} {}",
-                id.unwrap_or("?"),
-                code.unwrap_or_default(),
-                message.unwrap_or_default()
-            )
-        })
-        .collect();
-    Err(AwsError::Api {
-        op,
-        code: None,
-        message: format!("{count} entries failed: {}", what.join("; ")),
-    })
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -555,7 +496,7 @@ impl Resource for RoutingRule {
                     .send()
                     .await
                     .op(OP)?;
-                failed_entries(
+                events::failed_entries(
                     OP,
                     out.failed_entry_count(),
                     out.failed_entries()
@@ -566,7 +507,7 @@ impl Resource for RoutingRule {
                 rule.targets.push(want);
             }
             Fix::RemoveTargets { ids } => {
-                self.remove_targets(cx, &rule.name, ids.clone()).await?;
+                events::remove_targets(cx, &self.bus(cx), &rule.name, ids.clone()).await?;
                 rule.targets.retain(|t| !ids.contains(&t.id));
             }
         }
@@ -585,25 +526,9 @@ impl Resource for RoutingRule {
         _step: &StepCx<'_>,
         rule: FoundRule,
     ) -> Result<Vec<String>, AwsError> {
-        // AWS refuses to delete a rule that has targets: remove them all
-        // first (what `find` saw may be stale: list again).
-        let ids = self
-            .targets(cx, &rule.name)
-            .await?
-            .into_iter()
-            .map(|t| t.id)
-            .collect();
-        self.remove_targets(cx, &rule.name, ids).await?;
-        let result = cx
-            .clients
-            .events
-            .delete_rule()
-            .name(&rule.name)
-            .event_bus_name(self.bus(cx))
-            .send()
-            .await
-            .op("events:DeleteRule");
-        absent_on(result, &events::NOT_FOUND)?;
+        // Targets first (AWS refuses DeleteRule while a rule has any),
+        // listed again: what `find` saw may be stale.
+        events::delete_rule(cx, &self.bus(cx), &rule.name).await?;
         Ok(Vec::new())
     }
 }
