@@ -251,7 +251,7 @@ async fn up_builds_an_encrypted_bus_and_rules_whose_targets_retry_and_dead_lette
             assert_eq!(s["Action"], "sqs:SendMessage");
             assert_eq!(
                 strings(&s["Condition"]["ArnEquals"]["aws:SourceArn"]),
-                [rule_arn.clone()]
+                std::slice::from_ref(&rule_arn)
             );
         } else {
             let attrs = aws
@@ -268,7 +268,7 @@ async fn up_builds_an_encrypted_bus_and_rules_whose_targets_retry_and_dead_lette
             assert_eq!(s["Action"], "sns:Publish");
             assert_eq!(
                 strings(&s["Condition"]["ArnEquals"]["aws:SourceArn"]),
-                [rule_arn.clone()]
+                std::slice::from_ref(&rule_arn)
             );
         }
     }
