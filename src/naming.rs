@@ -256,6 +256,17 @@ impl Names {
         self.resource(name)
     }
 
+    /// The env's custom event bus: `payops-<env>-payments` (EventBridge: at
+    /// most 256 of `.-_/` letters and digits, never `default`).
+    pub fn event_bus(&self) -> String {
+        self.resource("payments")
+    }
+
+    /// An EventBridge rule: `payops-<env>-<rule>` (at most 64 characters).
+    pub fn event_rule(&self, rule: EventRule) -> String {
+        self.resource(rule.suffix())
+    }
+
     /// `payops-<env>-<region>-<name>`. IAM is global: a role name without
     /// the region would be shared by the env of the same name in another
     /// region of the account (a DR twin), whose `up` would rewrite its
@@ -436,6 +447,12 @@ impl Names {
             (NameKind::LogGroup, self.log_group("vpc-flow-logs")),
             (NameKind::SqsQueue, self.queue("payments-processing-dlq")),
             (NameKind::SqsQueue, self.queue("payments-analytics-dlq")),
+            (NameKind::SqsQueue, self.queue("payments-events-dlq")),
+            (
+                NameKind::EventRule,
+                self.event_rule(EventRule::PaymentSucceeded),
+            ),
+            (NameKind::EventRule, self.event_rule(EventRule::DbFailover)),
             (NameKind::IamRole, self.role("secret-rotation")),
             (NameKind::Dashboard, self.dashboard()),
         ];
@@ -443,6 +460,41 @@ impl Names {
             all.push((NameKind::KmsAlias, self.kms_alias(purpose)));
         }
         all
+    }
+}
+
+/// The env's EventBridge rules. Their names and ARNs follow from the env, so
+/// the policies that let a rule deliver (queue, topic and key policies) can
+/// name it before it exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventRule {
+    /// Payment succeeded (env bus) -> the analytics queue.
+    PaymentSucceeded,
+    /// Payment failed (env bus) -> the failed-transactions topic.
+    PaymentFailed,
+    /// Failover/failure of the env's Aurora cluster (default bus: AWS service
+    /// events reach only that one) -> the system-errors topic.
+    DbFailover,
+}
+
+impl EventRule {
+    pub const ALL: [Self; 3] = [
+        Self::PaymentSucceeded,
+        Self::PaymentFailed,
+        Self::DbFailover,
+    ];
+
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Self::PaymentSucceeded => "payment-succeeded",
+            Self::PaymentFailed => "payment-failed",
+            Self::DbFailover => "db-failover",
+        }
+    }
+
+    /// Whether the rule is on the account's default bus (else the env's).
+    pub fn on_default_bus(self) -> bool {
+        matches!(self, Self::DbFailover)
     }
 }
 
@@ -460,6 +512,7 @@ pub enum NameKind {
     LogGroup,
     KmsAlias,
     SqsQueue,
+    EventRule,
     Dashboard,
 }
 
@@ -537,6 +590,17 @@ impl NameKind {
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
                 {
                     return fail("letters, digits, hyphens and underscores only");
+                }
+            }
+            Self::EventRule => {
+                if !(1..=64).contains(&len) {
+                    return fail("must be 1-64 characters");
+                }
+                if !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                {
+                    return fail("letters, digits, '.', '-' and '_' only");
                 }
             }
             Self::KmsAlias => {
@@ -623,6 +687,9 @@ mod tests {
         assert!(NameKind::SqsQueue.check(&"a".repeat(81)).is_err());
         assert!(NameKind::SqsQueue.check("payops-x.fifo").is_err());
         assert!(NameKind::SqsQueue.check(&"a".repeat(80)).is_ok());
+        assert!(NameKind::EventRule.check(&"a".repeat(65)).is_err());
+        assert!(NameKind::EventRule.check("payops/x").is_err());
+        assert!(NameKind::EventRule.check(&"a.b_c-".repeat(10)).is_ok());
         assert!(NameKind::LoadBalancer.check("internal-x").is_err());
     }
 

@@ -139,6 +139,22 @@ impl Context {
         )
     }
 
+    /// The env's custom event bus's ARN (it follows from the name).
+    pub fn event_bus_arn(&self) -> String {
+        self.arn("events", &format!("event-bus/{}", self.names.event_bus()))
+    }
+
+    /// An env rule's ARN: `rule/<name>` on the default bus,
+    /// `rule/<bus>/<name>` on a custom one.
+    pub fn event_rule_arn(&self, rule: crate::naming::EventRule) -> String {
+        let name = self.names.event_rule(rule);
+        if rule.on_default_bus() {
+            self.arn("events", &format!("rule/{name}"))
+        } else {
+            self.arn("events", &format!("rule/{}/{name}", self.names.event_bus()))
+        }
+    }
+
     pub fn account_root_arn(&self) -> String {
         format!("arn:{}:iam::{}:root", self.partition(), self.account_id)
     }

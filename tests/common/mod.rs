@@ -36,7 +36,7 @@ pub const TAG_CREATED_AT: &str = "payops:created-at";
 
 pub const KEY_PURPOSES: [&str; 5] = ["database", "dynamodb", "s3", "logs", "events"];
 /// Steps of one env (`payops graph` lists them).
-pub const STEP_COUNT: usize = 103;
+pub const STEP_COUNT: usize = 108;
 /// Steps with nothing to manage unless asked: `status` shows them "not
 /// wanted", and they count as no resource of the env. The alert emails
 /// (none given), and the Aurora instance slots beyond the default 2 readers
@@ -1252,6 +1252,7 @@ pub async fn remaining(aws: &Aws, env: &str) -> Vec<String> {
     }
     left.extend(compute_remaining(aws, env).await);
     left.extend(database_remaining(aws, env).await);
+    left.extend(events_remaining(aws, env).await);
 
     for arn in tagged_arns(aws, env).await {
         if !gone_for_good(aws, &arn).await {
@@ -1260,6 +1261,59 @@ pub async fn remaining(aws: &Aws, env: &str) -> Vec<String> {
     }
     left.sort();
     left.dedup();
+    left
+}
+
+/// What is left of the env's event backbone: queues, the bus, and rules on
+/// the bus or the default bus, by name (neither emulator's tagging API lists
+/// them all).
+pub async fn events_remaining(aws: &Aws, env: &str) -> Vec<String> {
+    let mut left = Vec::new();
+    let prefix = format!("payops-{env}-");
+    let queues = aws
+        .c
+        .sqs
+        .list_queues()
+        .queue_name_prefix(&prefix)
+        .send()
+        .await
+        .expect("sqs:ListQueues");
+    for url in queues.queue_urls() {
+        left.push(format!("sqs queue {url}"));
+    }
+    let buses = aws
+        .c
+        .events
+        .list_event_buses()
+        .name_prefix(&prefix)
+        .send()
+        .await
+        .expect("events:ListEventBuses");
+    for b in buses.event_buses() {
+        left.push(format!("event bus {}", b.name().unwrap_or("?")));
+        let rules = aws
+            .c
+            .events
+            .list_rules()
+            .event_bus_name(b.name().unwrap_or_default())
+            .send()
+            .await
+            .expect("events:ListRules");
+        for r in rules.rules() {
+            left.push(format!("event rule {}", r.arn().unwrap_or("?")));
+        }
+    }
+    let rules = aws
+        .c
+        .events
+        .list_rules()
+        .name_prefix(&prefix)
+        .send()
+        .await
+        .expect("events:ListRules");
+    for r in rules.rules() {
+        left.push(format!("event rule {}", r.arn().unwrap_or("?")));
+    }
     left
 }
 

@@ -541,3 +541,106 @@ def secretsmanager():
 
     LOG.info("payops ext: serving secretsmanager from LocalStack's provider with RotateSecret fixed")
     return Service.for_provider(SecretsmanagerProvider(), dispatch_table_factory=MotoFallbackDispatcher)
+
+
+@aws_provider(api="events", name="payops")
+def events():
+    """LocalStack's own EventBridge provider with a bus's key and dead-letter
+    queue kept, and UpdateEventBus.
+
+    In 4.14.0 CreateEventBus drops ``KmsKeyIdentifier`` and
+    ``DeadLetterConfig`` (DescribeEventBus answers neither) and UpdateEventBus
+    is not implemented. payops encrypts the env's bus with the env's events
+    key and gives it a dead-letter queue: it would see drift on every ``up``
+    and fail repairing it. Ours records both settings per bus, answers them
+    as AWS does, and lets UpdateEventBus set them (and the description), each
+    call setting all of them as on AWS (one left out is reset). Nothing is
+    encrypted: the settings are only remembered.
+    """
+    from localstack.aws.api import RequestContext, handler
+    from localstack.services.events.provider import EventsProvider
+    from localstack.services.events.utils import extract_event_bus_name
+
+    class PayopsEventsProvider(EventsProvider):
+        def __init__(self):
+            super().__init__()
+            # (account, region, bus name) -> the settings AWS would answer.
+            self._payops_bus_settings: dict[tuple[str, str, str], dict] = {}
+
+        def _payops_key(self, context: RequestContext, name) -> tuple[str, str, str]:
+            return (context.account_id, context.region, extract_event_bus_name(name))
+
+        def _payops_remember(self, context, name, kms_key_identifier, dead_letter_config):
+            settings = {}
+            if kms_key_identifier:
+                settings["KmsKeyIdentifier"] = kms_key_identifier
+            if dead_letter_config:
+                settings["DeadLetterConfig"] = dead_letter_config
+            self._payops_bus_settings[self._payops_key(context, name)] = settings
+
+        @handler("CreateEventBus")
+        def create_event_bus(
+            self,
+            context: RequestContext,
+            name,
+            event_source_name=None,
+            description=None,
+            kms_key_identifier=None,
+            dead_letter_config=None,
+            log_config=None,
+            tags=None,
+            **kwargs,
+        ):
+            response = super().create_event_bus(
+                context,
+                name,
+                event_source_name=event_source_name,
+                description=description,
+                kms_key_identifier=kms_key_identifier,
+                dead_letter_config=dead_letter_config,
+                log_config=log_config,
+                tags=tags,
+                **kwargs,
+            )
+            self._payops_remember(context, name, kms_key_identifier, dead_letter_config)
+            return response
+
+        @handler("DescribeEventBus")
+        def describe_event_bus(self, context: RequestContext, name=None, **kwargs):
+            response = super().describe_event_bus(context, name, **kwargs)
+            response.update(self._payops_bus_settings.get(self._payops_key(context, name or "default"), {}))
+            return response
+
+        @handler("UpdateEventBus")
+        def update_event_bus(
+            self,
+            context: RequestContext,
+            name=None,
+            kms_key_identifier=None,
+            description=None,
+            dead_letter_config=None,
+            log_config=None,
+            **kwargs,
+        ):
+            name = name or "default"
+            store = self.get_store(context.region, context.account_id)
+            event_bus = self.get_event_bus(extract_event_bus_name(name), store)
+            event_bus.description = description
+            self._payops_remember(context, name, kms_key_identifier, dead_letter_config)
+            response = {"Arn": event_bus.arn, "Name": event_bus.name}
+            if description:
+                response["Description"] = description
+            response.update(self._payops_bus_settings[self._payops_key(context, name)])
+            return response
+
+        @handler("DeleteEventBus")
+        def delete_event_bus(self, context: RequestContext, name, **kwargs):
+            result = super().delete_event_bus(context, name, **kwargs)
+            self._payops_bus_settings.pop(self._payops_key(context, name), None)
+            return result
+
+    LOG.info(
+        "payops ext: serving events from LocalStack's provider with bus keys and dead-letter "
+        "queues kept and UpdateEventBus"
+    )
+    return Service.for_provider(PayopsEventsProvider())

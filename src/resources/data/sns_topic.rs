@@ -16,6 +16,7 @@ use async_trait::async_trait;
 
 use crate::aws::{AwsError, OpResult, absent_on, policy, required};
 use crate::engine::{Record, StepCx};
+use crate::naming::EventRule;
 use crate::tags::TagMap;
 
 use crate::resources::context::Context;
@@ -44,6 +45,8 @@ pub struct Topic {
     name: &'static str,
     /// Prefix of the output keys (`FailedTransactionsTopicArn`, ...).
     outputs: &'static str,
+    /// The env's EventBridge rule that publishes to the topic.
+    event_rule: EventRule,
 }
 
 impl Topic {
@@ -51,6 +54,7 @@ impl Topic {
         Self {
             name: "failed-transactions",
             outputs: "FailedTransactions",
+            event_rule: EventRule::PaymentFailed,
         }
     }
 
@@ -58,6 +62,7 @@ impl Topic {
         Self {
             name: "system-errors",
             outputs: "SystemErrors",
+            event_rule: EventRule::DbFailover,
         }
     }
 }
@@ -90,8 +95,13 @@ impl fmt::Display for Fix {
 
 /// The account administers and publishes; CloudWatch may publish only for
 /// this account's alarms (the conditions stop a confused deputy: another
-/// account's alarm naming our topic).
-pub fn topic_policy(cx: &Context, topic_arn: &str) -> String {
+/// account's alarm naming our topic); EventBridge only for the env's rule
+/// that targets the topic (EventBridge user guide, eb-use-resource-based:
+/// an SNS target needs sns:Publish for events.amazonaws.com, best scoped by
+/// aws:SourceArn to the rule). The rule's ARN follows from its name, so the
+/// statement is there whether or not the env has its event backbone: it
+/// grants nothing while no such rule exists.
+pub fn topic_policy(cx: &Context, topic_arn: &str, rule: EventRule) -> String {
     let alarms = format!(
         "arn:{}:cloudwatch:{}:{}:alarm:*",
         cx.partition(),
@@ -118,6 +128,14 @@ pub fn topic_policy(cx: &Context, topic_arn: &str) -> String {
                     "StringEquals": {"aws:SourceAccount": cx.account_id},
                     "ArnLike": {"aws:SourceArn": alarms}
                 }
+            },
+            {
+                "Sid": "EnvEventRulePublishes",
+                "Effect": "Allow",
+                "Principal": {"Service": "events.amazonaws.com"},
+                "Action": "sns:Publish",
+                "Resource": topic_arn,
+                "Condition": {"ArnEquals": {"aws:SourceArn": cx.event_rule_arn(rule)}}
             }
         ]
     })
@@ -191,7 +209,10 @@ impl Resource for Topic {
         let tags = cx.tagger.for_create(step.id().as_str());
         let attributes = HashMap::from([
             (KMS_ATTRIBUTE.to_owned(), key_arn.to_owned()),
-            (POLICY_ATTRIBUTE.to_owned(), topic_policy(cx, &expected)),
+            (
+                POLICY_ATTRIBUTE.to_owned(),
+                topic_policy(cx, &expected, self.event_rule),
+            ),
         ]);
         // Tags in the request also guard a race: if a same-named topic
         // appeared since `find`, SNS refuses tags that differ from its own
@@ -239,7 +260,7 @@ impl Resource for Topic {
                 key_arn: key_arn.to_owned(),
             });
         }
-        let want = topic_policy(cx, &topic.arn);
+        let want = topic_policy(cx, &topic.arn, self.event_rule);
         let policy_ok = topic
             .attributes
             .get(POLICY_ATTRIBUTE)
@@ -274,7 +295,7 @@ impl Resource for Topic {
                 self.set_attribute(cx, topic, KMS_ATTRIBUTE, key_arn).await
             }
             Fix::Policy => {
-                let policy = topic_policy(cx, &topic.arn);
+                let policy = topic_policy(cx, &topic.arn, self.event_rule);
                 self.set_attribute(cx, topic, POLICY_ATTRIBUTE, policy)
                     .await
             }
@@ -385,9 +406,11 @@ mod tests {
     /// Our policy as SNS might echo it: keys reordered, arrays reordered.
     fn echoed_policy() -> String {
         let cx = testing::context(testing::clients());
-        let mut v: Value = serde_json::from_str(&topic_policy(&cx, ARN)).unwrap();
+        let mut v: Value =
+            serde_json::from_str(&topic_policy(&cx, ARN, EventRule::PaymentFailed)).unwrap();
         v["Statement"].as_array_mut().unwrap().reverse();
-        v["Statement"][1]["Action"]
+        // The account's statement, now last, lists its actions reordered.
+        v["Statement"][2]["Action"]
             .as_array_mut()
             .unwrap()
             .reverse();
@@ -518,7 +541,10 @@ mod tests {
             .match_requests(|r| {
                 let cx = testing::context(testing::clients());
                 r.attribute_name() == Some("Policy")
-                    && policy::same(r.attribute_value().unwrap(), &topic_policy(&cx, ARN))
+                    && policy::same(
+                        r.attribute_value().unwrap(),
+                        &topic_policy(&cx, ARN, EventRule::PaymentFailed),
+                    )
             })
             .then_output(|| SetTopicAttributesOutput::builder().build());
         let cx = cx_with(&[&get, &tags, &tag, &set_kms, &set_policy]);
@@ -535,8 +561,12 @@ mod tests {
     fn alarm_source_arns_use_the_region_partition() {
         let mut cx = testing::context(testing::clients());
         cx.region = "cn-north-1".into();
-        let policy: Value =
-            serde_json::from_str(&topic_policy(&cx, "arn:aws-cn:sns:cn-north-1:1:t")).unwrap();
+        let policy: Value = serde_json::from_str(&topic_policy(
+            &cx,
+            "arn:aws-cn:sns:cn-north-1:1:t",
+            EventRule::DbFailover,
+        ))
+        .unwrap();
         let cloudwatch = &policy["Statement"][1];
         assert_eq!(
             cloudwatch["Condition"]["ArnLike"]["aws:SourceArn"],
@@ -545,6 +575,27 @@ mod tests {
         assert_eq!(
             policy["Statement"][0]["Principal"]["AWS"],
             "arn:aws-cn:iam::123456789012:root"
+        );
+        // The database failover rule is on the default bus: its ARN has no
+        // bus segment.
+        assert_eq!(
+            policy["Statement"][2]["Condition"]["ArnEquals"]["aws:SourceArn"],
+            "arn:aws-cn:events:cn-north-1:123456789012:rule/payops-pr1-db-failover"
+        );
+    }
+
+    #[test]
+    fn only_the_env_rule_that_targets_the_topic_may_publish_through_eventbridge() {
+        let cx = testing::context(testing::clients());
+        let policy: Value =
+            serde_json::from_str(&topic_policy(&cx, ARN, EventRule::PaymentFailed)).unwrap();
+        let events = &policy["Statement"][2];
+        assert_eq!(events["Principal"]["Service"], "events.amazonaws.com");
+        assert_eq!(events["Action"], "sns:Publish");
+        assert_eq!(events["Resource"], ARN);
+        assert_eq!(
+            events["Condition"]["ArnEquals"]["aws:SourceArn"],
+            "arn:aws:events:us-east-1:123456789012:rule/payops-pr1-payments/payops-pr1-payment-failed"
         );
     }
 

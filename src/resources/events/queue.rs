@@ -1,6 +1,7 @@
 //! The event backbone's SQS queues: `payments-processing` and
 //! `payments-analytics`, each with its own dead-letter queue
-//! (`...-dlq`), all standard queues encrypted with the env's events key
+//! (`...-dlq`), and `payments-events-dlq` for what EventBridge cannot
+//! deliver, all standard queues encrypted with the env's events key
 //! (SSE-KMS, customer managed: producers that are AWS services, such as
 //! EventBridge, can be let in through its key policy, which `alias/aws/sqs`
 //! never allows), TLS-only, used only by the env's account, tagged at
@@ -35,7 +36,7 @@ use serde_json::{Value, json};
 
 use crate::aws::{AwsError, Budget, OpResult, absent_on, policy, required, retry_on_codes};
 use crate::engine::{Record, StepCx};
-use crate::naming::NameKind;
+use crate::naming::{EventRule, NameKind};
 use crate::tags::{TagMap, describe_tag_fix};
 
 use crate::resources::context::Context;
@@ -95,6 +96,23 @@ struct DeadLetter {
     arn_output: &'static str,
 }
 
+/// A producer that is EventBridge, by what sends: the env's bus (events it
+/// cannot decrypt go to the bus's dead-letter queue) or one of its rules.
+#[derive(Clone, Copy)]
+enum Sender {
+    Bus,
+    Rule(EventRule),
+}
+
+impl Sender {
+    fn arn(self, cx: &Context) -> String {
+        match self {
+            Self::Bus => cx.event_bus_arn(),
+            Self::Rule(rule) => cx.event_rule_arn(rule),
+        }
+    }
+}
+
 pub struct Queue {
     /// The name's suffix (`payops-<env>-<name>`), also the step id's.
     name: &'static str,
@@ -103,6 +121,8 @@ pub struct Queue {
     outputs: &'static str,
     /// `None`: this is a dead-letter queue.
     dead_letter: Option<DeadLetter>,
+    /// What of EventBridge may send here (the queue policy names each).
+    senders: &'static [Sender],
 }
 
 impl Queue {
@@ -114,6 +134,7 @@ impl Queue {
                 step: "sqs-queue:payments-processing-dlq",
                 arn_output: "PaymentsProcessingDlqArn",
             }),
+            senders: &[],
         }
     }
 
@@ -122,6 +143,7 @@ impl Queue {
             name: "payments-processing-dlq",
             outputs: "PaymentsProcessingDlq",
             dead_letter: None,
+            senders: &[],
         }
     }
 
@@ -133,6 +155,8 @@ impl Queue {
                 step: "sqs-queue:payments-analytics-dlq",
                 arn_output: "PaymentsAnalyticsDlqArn",
             }),
+            // The payment-succeeded rule's target.
+            senders: &[Sender::Rule(EventRule::PaymentSucceeded)],
         }
     }
 
@@ -141,6 +165,26 @@ impl Queue {
             name: "payments-analytics-dlq",
             outputs: "PaymentsAnalyticsDlq",
             dead_letter: None,
+            senders: &[],
+        }
+    }
+
+    /// Where EventBridge puts what it could not deliver: each rule's
+    /// targets' dead-letter queue, and the bus's (events it cannot decrypt,
+    /// e.g. the key disabled or its policy broken, are lost without one:
+    /// EventBridge user guide, eb-encryption-event-bus-dlq). A standard
+    /// queue, as EventBridge requires of a DLQ (eb-rule-dlq); kept 14 days.
+    pub fn payments_events_dlq() -> Self {
+        Self {
+            name: "payments-events-dlq",
+            outputs: "PaymentsEventsDlq",
+            dead_letter: None,
+            senders: &[
+                Sender::Bus,
+                Sender::Rule(EventRule::PaymentSucceeded),
+                Sender::Rule(EventRule::PaymentFailed),
+                Sender::Rule(EventRule::DbFailover),
+            ],
         }
     }
 
@@ -169,8 +213,11 @@ impl Queue {
         arn: &str,
     ) -> Result<BTreeMap<&'static str, String>, AwsError> {
         let key = step.output(KEY_INPUT.0, KEY_INPUT.1)?;
-        let mut attrs =
-            BTreeMap::from([(KMS_KEY, key.to_owned()), (POLICY, queue_policy(cx, arn))]);
+        let senders: Vec<String> = self.senders.iter().map(|s| s.arn(cx)).collect();
+        let mut attrs = BTreeMap::from([
+            (KMS_KEY, key.to_owned()),
+            (POLICY, queue_policy(cx, arn, &senders)),
+        ]);
         match self.dead_letter {
             Some(dlq) => {
                 let dlq_arn = step.output(dlq.step, dlq.arn_output)?;
@@ -188,10 +235,13 @@ impl Queue {
 
 /// TLS only, and only this account's principals: a Deny on plain HTTP for
 /// everyone, an Allow for the account (its IAM policies then decide who).
-/// Producers that are services (EventBridge rules) get their own statements
-/// when they are added.
-pub fn queue_policy(cx: &Context, queue_arn: &str) -> String {
-    json!({
+/// EventBridge is a service principal, outside the account: it may send
+/// only on behalf of the env's rules and bus that use the queue (`senders`,
+/// their ARNs), the least a target or a dead-letter queue needs
+/// (EventBridge user guide, eb-use-resource-based and eb-rule-dlq:
+/// sqs:SendMessage with aws:SourceArn of the rule).
+pub fn queue_policy(cx: &Context, queue_arn: &str, senders: &[String]) -> String {
+    let mut policy = json!({
         "Version": "2012-10-17",
         "Statement": [
             {
@@ -210,8 +260,21 @@ pub fn queue_policy(cx: &Context, queue_arn: &str) -> String {
                 "Resource": queue_arn
             }
         ]
-    })
-    .to_string()
+    });
+    if !senders.is_empty() {
+        policy["Statement"]
+            .as_array_mut()
+            .expect("statements are a list")
+            .push(json!({
+                "Sid": "EnvEventBridgeSends",
+                "Effect": "Allow",
+                "Principal": {"Service": "events.amazonaws.com"},
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+                "Condition": {"ArnEquals": {"aws:SourceArn": senders}}
+            }));
+    }
+    policy.to_string()
 }
 
 pub fn redrive_policy(dlq_arn: &str) -> String {
@@ -549,7 +612,7 @@ mod tests {
     /// policy with maxReceiveCount as a string, the policy reformatted.
     fn attributes(overrides: &[(&str, &str)]) -> Rule {
         let cx = testing::context(testing::clients());
-        let mut policy: Value = serde_json::from_str(&queue_policy(&cx, ARN)).unwrap();
+        let mut policy: Value = serde_json::from_str(&queue_policy(&cx, ARN, &[])).unwrap();
         policy["Statement"].as_array_mut().unwrap().reverse();
         let mut attrs: BTreeMap<String, String> = BTreeMap::from([
             ("QueueArn".into(), ARN.into()),
@@ -846,6 +909,43 @@ mod tests {
             .unwrap();
         assert_eq!(applied.change, Change::Deleted);
         assert_eq!(delete.num_calls(), 1);
+    }
+
+    #[test]
+    fn eventbridge_may_send_only_for_the_envs_rules_and_bus_that_use_the_queue() {
+        let cx = testing::context(testing::clients());
+        let senders = |q: Queue| -> Vec<String> { q.senders.iter().map(|s| s.arn(&cx)).collect() };
+        let rule = |r: &str| format!("arn:aws:events:us-east-1:123456789012:rule/{r}");
+        assert_eq!(
+            senders(Queue::payments_analytics()),
+            [rule("payops-pr1-payments/payops-pr1-payment-succeeded")]
+        );
+        assert_eq!(
+            senders(Queue::payments_events_dlq()),
+            [
+                "arn:aws:events:us-east-1:123456789012:event-bus/payops-pr1-payments".to_owned(),
+                rule("payops-pr1-payments/payops-pr1-payment-succeeded"),
+                rule("payops-pr1-payments/payops-pr1-payment-failed"),
+                rule("payops-pr1-db-failover"),
+            ]
+        );
+        // The processing queue and its DLQ: no service producer at all.
+        assert!(senders(Queue::payments_processing()).is_empty());
+        let policy: Value = serde_json::from_str(&queue_policy(&cx, ARN, &[])).unwrap();
+        assert_eq!(policy["Statement"].as_array().unwrap().len(), 2);
+
+        let sent = senders(Queue::payments_analytics());
+        let policy: Value = serde_json::from_str(&queue_policy(&cx, ARN, &sent)).unwrap();
+        let events = &policy["Statement"][2];
+        assert_eq!(events["Principal"]["Service"], "events.amazonaws.com");
+        assert_eq!(events["Action"], "sqs:SendMessage");
+        assert_eq!(events["Resource"], ARN);
+        assert_eq!(
+            events["Condition"]["ArnEquals"]["aws:SourceArn"],
+            json!(sent)
+        );
+        // The TLS-only deny still comes first and covers EventBridge too.
+        assert_eq!(policy["Statement"][0]["Effect"], "Deny");
     }
 
     #[test]

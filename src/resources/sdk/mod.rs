@@ -7,6 +7,7 @@ pub mod cloudwatch;
 pub mod dynamodb;
 pub mod ec2;
 pub mod elb;
+pub mod events;
 pub mod iam;
 pub mod kms;
 pub mod logs;

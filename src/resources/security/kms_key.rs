@@ -161,24 +161,68 @@ pub fn key_policy(cx: &Context, purpose: &str) -> Value {
             }
         }));
     }
-    if purpose == "events" {
+    if purpose == "logs" {
         statements.push(json!({
-            // The event backbone's queues (and, later, its bus) are
-            // encrypted with this key. IAM principals of the account are
-            // served by the first statement; EventBridge is a service
-            // principal and needs the key policy itself: it generates a data
-            // key to send to an SSE-KMS queue (rule targets, dead-letter
-            // queues) and to encrypt a bus, decrypts for pattern matching,
-            // and describes the key to check it is symmetric. Without this
-            // the only symptom is FailedInvocations (SQS developer guide,
-            // sqs-key-management; EventBridge user guide,
-            // eb-encryption-key-policy: condition on aws:SourceAccount).
-            "Sid": "EventBridgeUsesTheKeyForThisAccount",
+            // EventBridge rules (payment failed, database failover) publish
+            // to the env's encrypted alarm topics: the publisher of an
+            // SSE-KMS topic needs a data key of the topic's key, and
+            // EventBridge is a service principal, so only the key policy can
+            // grant it; without it the only symptom is FailedInvocations
+            // (SNS developer guide, sns-key-management; cdk#10996).
+            "Sid": "EventBridgePublishesToEncryptedTopics",
             "Effect": "Allow",
             "Principal": { "Service": "events.amazonaws.com" },
-            "Action": ["kms:GenerateDataKey", "kms:Decrypt", "kms:DescribeKey"],
+            "Action": ["kms:GenerateDataKey*", "kms:Decrypt"],
             "Resource": "*",
             "Condition": { "StringEquals": { "aws:SourceAccount": cx.account_id } }
+        }));
+    }
+    if purpose == "events" {
+        let bus = cx.event_bus_arn();
+        statements.push(json!({
+            // The env's custom bus is encrypted with this key: EventBridge
+            // generates data keys for its events, patterns and targets and
+            // decrypts them to match, always with the bus's ARN as
+            // encryption context, so the grant is for that bus only
+            // (EventBridge user guide, eb-encryption-key-policy).
+            "Sid": "EventBridgeEncryptsTheEnvsBus",
+            "Effect": "Allow",
+            "Principal": { "Service": "events.amazonaws.com" },
+            "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
+            "Resource": "*",
+            "Condition": { "StringEquals": {
+                "aws:SourceArn": bus,
+                "kms:EncryptionContext:aws:events:event-bus:arn": bus
+            } }
+        }));
+        statements.push(json!({
+            // EventBridge checks that the bus key is symmetric. DescribeKey
+            // carries no encryption context, so it is scoped to the account.
+            "Sid": "EventBridgeDescribesTheKey",
+            "Effect": "Allow",
+            "Principal": { "Service": "events.amazonaws.com" },
+            "Action": "kms:DescribeKey",
+            "Resource": "*",
+            "Condition": { "StringEquals": { "aws:SourceAccount": cx.account_id } }
+        }));
+        statements.push(json!({
+            // Rule targets and dead-letter queues are SSE-KMS queues of this
+            // key: SQS asks KMS for a data key on behalf of the producer,
+            // EventBridge, with the queue's ARN as encryption context; an
+            // AWS managed key (alias/aws/sqs) could never allow this, and the
+            // only symptom would be FailedInvocations (SQS developer guide,
+            // sqs-key-management).
+            "Sid": "EventBridgeSendsToThisEnvsQueues",
+            "Effect": "Allow",
+            "Principal": { "Service": "events.amazonaws.com" },
+            "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
+            "Resource": "*",
+            "Condition": {
+                "StringEquals": { "aws:SourceAccount": cx.account_id },
+                "ArnLike": {
+                    "kms:EncryptionContext:aws:sqs:arn": cx.arn("sqs", &cx.names.queue("*"))
+                }
+            }
         }));
     }
     json!({ "Version": "2012-10-17", "Statement": statements })
@@ -1450,8 +1494,9 @@ mod tests {
                 assert_ne!(s["Action"], "*", "{purpose}: {s}");
             }
             let expected = match purpose {
-                "logs" => 3,
-                "s3" | "events" => 2,
+                "logs" => 4,
+                "events" => 4,
+                "s3" => 2,
                 _ => 1,
             };
             assert_eq!(statements.len(), expected, "{purpose}");
@@ -1491,15 +1536,46 @@ mod tests {
             delivery["Condition"]["ArnLike"]["aws:SourceArn"],
             "arn:aws:logs:us-east-1:123456789012:*"
         );
-        let events = key_policy(&cx, "events");
-        let eventbridge = &events["Statement"][1];
-        assert_eq!(eventbridge["Principal"]["Service"], "events.amazonaws.com");
+        // EventBridge publishes to the encrypted topics of the logs key.
+        assert_eq!(s[3]["Principal"]["Service"], "events.amazonaws.com");
         assert_eq!(
-            eventbridge["Action"],
-            json!(["kms:GenerateDataKey", "kms:Decrypt", "kms:DescribeKey"])
+            s[3]["Condition"]["StringEquals"]["aws:SourceAccount"],
+            ACCOUNT
+        );
+        let events = key_policy(&cx, "events");
+        let s = &events["Statement"];
+        // The bus: only with its own ARN as source and encryption context.
+        let bus = "arn:aws:events:us-east-1:123456789012:event-bus/payops-pr1-payments";
+        assert_eq!(s[1]["Principal"]["Service"], "events.amazonaws.com");
+        assert_eq!(
+            s[1]["Action"],
+            json!(["kms:GenerateDataKey", "kms:Decrypt"])
+        );
+        assert_eq!(s[1]["Condition"]["StringEquals"]["aws:SourceArn"], bus);
+        assert_eq!(
+            s[1]["Condition"]["StringEquals"]["kms:EncryptionContext:aws:events:event-bus:arn"],
+            bus
+        );
+        // DescribeKey has no encryption context: a condition on one would
+        // never match, so it is scoped to the account.
+        assert_eq!(s[2]["Action"], "kms:DescribeKey");
+        assert!(
+            s[2]["Condition"]["StringEquals"]
+                .get("kms:EncryptionContext:aws:events:event-bus:arn")
+                .is_none()
+        );
+        // Queues: SQS asks for the producer's data key with the queue's ARN
+        // as encryption context; only this env's queues.
+        assert_eq!(
+            s[3]["Action"],
+            json!(["kms:GenerateDataKey", "kms:Decrypt"])
         );
         assert_eq!(
-            eventbridge["Condition"]["StringEquals"]["aws:SourceAccount"],
+            s[3]["Condition"]["ArnLike"]["kms:EncryptionContext:aws:sqs:arn"],
+            "arn:aws:sqs:us-east-1:123456789012:payops-pr1-*"
+        );
+        assert_eq!(
+            s[3]["Condition"]["StringEquals"]["aws:SourceAccount"],
             ACCOUNT
         );
     }
