@@ -323,6 +323,22 @@ pub fn policies(
                     ]
                 }),
             ));
+            // Payment events go to the env's bus only, and only while the env
+            // has one. The bus's key needs no grant here: EventBridge, not
+            // the producer, encrypts with it (its key policy names the bus).
+            if cx.spec.events {
+                policies.push((
+                    "events".to_owned(),
+                    json!({
+                        "Version": "2012-10-17",
+                        "Statement": [statement(
+                            "PublishPaymentEvents",
+                            &["events:PutEvents"],
+                            json!(cx.event_bus_arn()),
+                        )]
+                    }),
+                ));
+            }
         }
     }
     Ok(policies)
@@ -473,6 +489,47 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn only_transaction_processing_may_put_events_and_only_on_the_envs_bus() {
+        let puts = |docs: &[(String, Value)]| -> Vec<Value> {
+            statements(docs)
+                .into_iter()
+                .filter(|s| {
+                    strings(&s["Action"])
+                        .iter()
+                        .any(|a| a.starts_with("events:"))
+                })
+                .collect()
+        };
+        let transaction = puts(&documents(Function::Transaction));
+        assert_eq!(transaction.len(), 1, "{transaction:?}");
+        assert_eq!(strings(&transaction[0]["Action"]), ["events:PutEvents"]);
+        assert_eq!(
+            strings(&transaction[0]["Resource"]),
+            [format!(
+                "arn:aws:events:us-east-1:{ACCT}:event-bus/payops-pr1-payments"
+            )]
+        );
+        for f in [Function::Validation, Function::Fraud, Function::Rotation] {
+            assert!(puts(&documents(f)).is_empty(), "{f:?}");
+        }
+        // Without the event backbone there is no bus to publish to.
+        let mut cx = testing::context(testing::clients());
+        cx.spec.events = false;
+        let events = testing::Events::default();
+        let id = crate::engine::StepId::from(Function::Transaction.role_step());
+        let step = testing::step_cx(
+            &id,
+            inputs(Function::Transaction)
+                .into_iter()
+                .map(|(k, r)| (crate::engine::StepId::from(k), r))
+                .collect(),
+            &events,
+        );
+        let off = policies(Function::Transaction, &cx, &step).unwrap();
+        assert!(puts(&off).is_empty());
     }
 
     #[test]
