@@ -8,7 +8,7 @@ use console::style;
 use serde::Serialize;
 
 use crate::aws::ApiCalls;
-use crate::engine::{CriticalPath, Outcome, StepReport, WalkReport};
+use crate::engine::{CriticalPath, Outcome, StepCalls, StepReport, WalkReport};
 
 use super::progress::step_line;
 
@@ -55,6 +55,8 @@ pub struct RunReport<'a> {
     pub steps: &'a [StepReport],
     pub critical_path: &'a CriticalPath,
     pub api_calls: &'a ApiCalls,
+    /// The calls the steps made (each step's are in its `calls`).
+    pub step_calls: StepCallTotals,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outputs_file: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -93,11 +95,41 @@ impl<'a> RunReport<'a> {
             steps: &walk.steps,
             critical_path: &walk.critical_path,
             api_calls,
+            step_calls: StepCallTotals::of(&walk.steps),
             outputs_file: None,
             outputs: None,
             leftovers: None,
             notes: Vec::new(),
         }
+    }
+}
+
+/// The calls of a walk's steps added up, and the reads per step that ran:
+/// the figure a converged `up` keeps low (issue 21).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct StepCallTotals {
+    /// Steps whose calls were counted (those that ran).
+    pub steps: u64,
+    pub read: u64,
+    pub mutating: u64,
+    /// `read / steps`, rounded to two decimals (0 when no step ran).
+    pub read_per_step: f64,
+}
+
+impl StepCallTotals {
+    pub fn of(steps: &[StepReport]) -> Self {
+        let mut totals = Self::default();
+        for calls in steps.iter().filter_map(|s| s.calls) {
+            let StepCalls { read, mutating } = calls;
+            totals.steps += 1;
+            totals.read += read;
+            totals.mutating += mutating;
+        }
+        if totals.steps > 0 {
+            totals.read_per_step =
+                (totals.read as f64 / totals.steps as f64 * 100.0).round() / 100.0;
+        }
+        totals
     }
 }
 
@@ -166,6 +198,14 @@ pub fn run_text(report: &RunReport<'_>, walk: &WalkReport) -> String {
         "API calls:     {} ({} mutating, {} read; {} retried, {} answered with an error such as not found)",
         calls.total, calls.mutating, calls.read, calls.retries, calls.errors
     );
+    let per_step = report.step_calls;
+    if per_step.steps > 0 {
+        let _ = writeln!(
+            out,
+            "in steps:      {} read, {} mutating over {} steps ({:.2} reads per step)",
+            per_step.read, per_step.mutating, per_step.steps, per_step.read_per_step
+        );
+    }
     if let Some(file) = &report.outputs_file {
         let n = report.outputs.map_or(0, BTreeMap::len);
         let _ = writeln!(out, "outputs:       {file} ({n} values)");
