@@ -68,7 +68,7 @@ impl Clients {
             rds: client!(aws_sdk_rds),
             secrets: client!(aws_sdk_secretsmanager),
             wafv2: client!(aws_sdk_wafv2),
-            counter: counter.clone(),
+            counter: counter.attached(),
         }
     }
 }

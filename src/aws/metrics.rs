@@ -36,6 +36,9 @@ pub struct ApiCounter {
     /// Bumped when a step's mutating call starts and when it ends: a read
     /// made while it stayed the same saw no change of ours (see `RunCache`).
     generation: Arc<AtomicU64>,
+    /// Whether this counter is the interceptor of the clients it came with
+    /// (see `tracks_changes`).
+    attached: bool,
 }
 
 impl std::fmt::Debug for ApiCounter {
@@ -69,6 +72,27 @@ impl ApiCounter {
     /// Changes whenever a mutating call of a step starts or ends.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::SeqCst)
+    }
+
+    /// This counter, known to be installed on every client it is handed
+    /// out with (`Clients::new`).
+    pub fn attached(&self) -> Self {
+        Self {
+            attached: true,
+            ..self.clone()
+        }
+    }
+
+    /// Whether every mutating call shows in `generation`: only then may
+    /// what was read be reused (clients built by hand, like test mocks,
+    /// do not count their calls here).
+    pub fn tracks_changes(&self) -> bool {
+        self.attached
+    }
+
+    /// A step changed something: what was read before may be out of date.
+    pub fn note_change(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Calls made so far inside each step (cumulative over the process:
@@ -143,7 +167,7 @@ impl Intercept for ApiCounter {
         // Only a step's own changes invalidate what steps cached: the state
         // file written between steps changes nothing they read.
         if operation_name(cfg).is_some_and(|op| !is_read_only(op)) && current_step().is_some() {
-            self.generation.fetch_add(1, Ordering::SeqCst);
+            self.note_change();
         }
         Ok(())
     }
@@ -175,7 +199,7 @@ impl Intercept for ApiCounter {
         if let (Some(op), Some(step)) = (operation_name(cfg), current_step()) {
             let mutating = !is_read_only(op);
             if mutating {
-                self.generation.fetch_add(1, Ordering::SeqCst);
+                self.note_change();
             }
             let mut per_step = self.per_step.lock().expect("counter lock");
             let calls = per_step.entry(step).or_default();

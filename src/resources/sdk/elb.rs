@@ -17,6 +17,9 @@ pub fn tag_list(tags: &TagMap) -> Vec<Tag> {
 
 /// The tags of one load balancer, target group or listener.
 pub async fn tags_of(cx: &Context, arn: &str) -> Result<TagMap, AwsError> {
+    if let Some(tags) = cx.listed_tags(arn).await {
+        return Ok(tags);
+    }
     let out = cx
         .clients
         .elb

@@ -896,6 +896,10 @@ mod tests {
     fn context(kms: &[&Rule], tagging: &[&Rule]) -> Context {
         let mut clients = testing::clients();
         clients.kms = mock_client!(aws_sdk_kms, RuleMode::MatchAny, kms);
+        let listing = testing::no_tagging_listing();
+        let tagging: Vec<&Rule> = std::iter::once(&listing)
+            .chain(tagging.iter().copied())
+            .collect();
         clients.tagging = mock_client!(aws_sdk_resourcegroupstagging, RuleMode::MatchAny, tagging);
         testing::context(clients)
     }
@@ -1299,7 +1303,7 @@ mod tests {
         clients.tagging = mock_client!(
             aws_sdk_resourcegroupstagging,
             RuleMode::MatchAny,
-            [&no_more_tagged]
+            [&testing::no_tagging_listing(), &no_more_tagged]
         );
         clients.rds = mock_client!(aws_sdk_rds, RuleMode::MatchAny, [&snapshots_of_the_cluster]);
         (
