@@ -110,8 +110,9 @@ struct Memo {
 
 /// What [`Context::listed_tags`] lists (tagging API resource types).
 const LISTED_SERVICES: [&str; 10] = [
-    "cloudwatch:alarm",
-    "logs:log-group",
+    // By service: moto does not match `cloudwatch:alarm` or `logs:log-group`.
+    "cloudwatch",
+    "logs",
     "elasticloadbalancing",
     "kms:key",
     "s3",
@@ -285,6 +286,11 @@ impl Context {
     /// once and trusted only while no step of this run has made a change
     /// (a run that changes things reads tags as before).
     pub async fn listed_tags(&self, arn: &str) -> Option<TagMap> {
+        self.listing().await?.tags.get(arn).cloned()
+    }
+
+    /// The env's listing, taken on first use, if it may be trusted now.
+    async fn listing(&self) -> Option<&Listing> {
         let counter = &self.clients.counter;
         if !counter.tracks_changes() {
             return None;
@@ -308,10 +314,25 @@ impl Context {
             })
             .await
             .as_ref()?;
-        if listing.generation != counter.generation() {
-            return None;
-        }
-        listing.tags.get(arn).cloned()
+        (listing.generation == counter.generation()).then_some(listing)
+    }
+
+    /// The ARNs of the env's listing whose ARN and tags satisfy `wanted`, or
+    /// None when there is no listing to trust (as [`Context::listed_tags`]):
+    /// the same answer as asking the tagging API for them now.
+    pub async fn listed_where(
+        &self,
+        wanted: impl Fn(&str, &TagMap) -> bool,
+    ) -> Option<Vec<String>> {
+        let listing = self.listing().await?;
+        Some(
+            listing
+                .tags
+                .iter()
+                .filter(|(arn, tags)| wanted(arn, tags))
+                .map(|(arn, _)| arn.clone())
+                .collect(),
+        )
     }
 
     async fn list_env_tags(&self) -> Result<BTreeMap<String, TagMap>, AwsError> {

@@ -50,6 +50,31 @@ pub async fn add_tags(cx: &Context, arn: &str, tags: &TagMap) -> Result<(), AwsE
 
 /// The load balancer named `name`, if any (ownership not checked).
 pub async fn load_balancer(cx: &Context, name: &str) -> Result<Option<LoadBalancer>, AwsError> {
+    // Both of the env's in one read its steps share; when one is missing
+    // the batch is refused (LoadBalancerNotFound) and each is read alone.
+    let ours = [cx.names.load_balancer("alb"), cx.names.load_balancer("nlb")];
+    // (Only where reads are shared at all: alone, a batch is no gain.)
+    if cx.clients.counter.tracks_changes() && ours.iter().any(|n| n == name) {
+        let both = cx
+            .shared_read("elbv2:DescribeLoadBalancers", || async {
+                let out = cx
+                    .clients
+                    .elb
+                    .describe_load_balancers()
+                    .set_names(Some(ours.to_vec()))
+                    .send()
+                    .await
+                    .op("elbv2:DescribeLoadBalancers");
+                Ok(absent_on(out, &["LoadBalancerNotFound"])?.map(|o| o.load_balancers().to_vec()))
+            })
+            .await?;
+        if let Some(lbs) = both.as_ref() {
+            return Ok(lbs
+                .iter()
+                .find(|lb| lb.load_balancer_name() == Some(name))
+                .cloned());
+        }
+    }
     let out = cx
         .clients
         .elb
