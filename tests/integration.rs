@@ -1616,16 +1616,15 @@ async fn the_same_env_in_two_regions_keeps_each_its_own() {
     assert!(left.is_empty(), "left in {REGION}: {left:#?}");
 }
 
-/// A converged `up` reports each step's calls, and reads little: what a
-/// step already read is shared within the run (issue 21). The bound is on
-/// moto, whose answers (page sizes, the tagging API's coverage) the figure
-/// in docs/architecture.md was taken on; the target is 2 reads per step,
-/// 2.21 is where it stands (ssm-parameters' 30 pages and the REST API's 15
-/// reads are most of the rest).
+/// A converged `up` reports each step's calls, and reads at most 2 calls
+/// per step on average: what a step already read is shared within the run
+/// (issue 21). The bound holds on moto, whose answers (page sizes, the
+/// tagging API's coverage) the figure in docs/architecture.md was taken
+/// on; LocalStack's differ, so there only the accounting is checked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs an AWS emulator: make test-integration"]
-async fn a_converged_up_reads_little_per_step_and_says_so_per_step() {
-    const MAX_READS_PER_STEP: f64 = 2.25;
+async fn a_converged_up_reads_at_most_2_calls_per_step_and_says_so_per_step() {
+    const MAX_READS_PER_STEP: f64 = 2.0;
     let env = TestEnv::new();
     env.up_json(&[]);
     let (_, again) = env.up_json(&[]);
@@ -1653,6 +1652,7 @@ async fn a_converged_up_reads_little_per_step_and_says_so_per_step() {
         again["api_calls"]
     );
     if emulator() == Emulator::Moto {
+        // A count, not a time: the same run makes the same reads.
         let per_step = read as f64 / STEP_COUNT as f64;
         let worst: Vec<String> = {
             let mut by_reads: Vec<(u64, &str)> = steps

@@ -109,7 +109,8 @@ struct Memo {
 }
 
 /// What [`Context::listed_tags`] lists (tagging API resource types).
-const LISTED_SERVICES: [&str; 10] = [
+const LISTED_SERVICES: [&str; 11] = [
+    "acm",
     // By service: moto does not match `cloudwatch:alarm` or `logs:log-group`.
     "cloudwatch",
     "logs",

@@ -7,6 +7,7 @@ use crate::aws::{AwsError, OpResult, absent_on};
 use crate::tags::{self, TagMap};
 
 use crate::resources::context::Context;
+use crate::resources::model::{BLUE, GREEN};
 
 /// Tags as ELB takes them.
 pub fn tag_list(tags: &TagMap) -> Vec<Tag> {
@@ -93,6 +94,29 @@ pub async fn load_balancer(cx: &Context, name: &str) -> Result<Option<LoadBalanc
 
 /// The target group named `name`, if any (ownership not checked).
 pub async fn target_group(cx: &Context, name: &str) -> Result<Option<TargetGroup>, AwsError> {
+    // The env's three in one read, as for load balancers.
+    let ours = [BLUE, GREEN, "alb"].map(|t| cx.names.target_group(t));
+    if cx.clients.counter.tracks_changes() && ours.iter().any(|n| n == name) {
+        let all = cx
+            .shared_read("elbv2:DescribeTargetGroups", || async {
+                let out = cx
+                    .clients
+                    .elb
+                    .describe_target_groups()
+                    .set_names(Some(ours.to_vec()))
+                    .send()
+                    .await
+                    .op("elbv2:DescribeTargetGroups");
+                Ok(absent_on(out, &["TargetGroupNotFound"])?.map(|o| o.target_groups().to_vec()))
+            })
+            .await?;
+        if let Some(tgs) = all.as_ref() {
+            return Ok(tgs
+                .iter()
+                .find(|tg| tg.target_group_name() == Some(name))
+                .cloned());
+        }
+    }
     let out = cx
         .clients
         .elb
