@@ -355,3 +355,79 @@ pub fn plan_text(steps: &[StepReport]) -> String {
     );
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::engine::{Outcome, Record, StepCalls, StepId};
+
+    fn step(id: &str, outcome: Outcome, calls: Option<StepCalls>) -> StepReport {
+        StepReport {
+            id: StepId::from(id),
+            kind: "test:kind",
+            outcome,
+            started: calls.map(|_| Duration::from_millis(5)),
+            duration: Duration::from_millis(20),
+            record: calls.map(|_| Record::default().resource("vpc", "vpc-1")),
+            notes: Vec::new(),
+            calls,
+        }
+    }
+
+    /// The shape scripts read: each step's fields as before, plus its
+    /// `calls`, and `step_calls` beside `api_calls`.
+    #[test]
+    fn the_json_report_carries_each_steps_calls_and_their_sum() {
+        let walk = WalkReport {
+            steps: vec![
+                step(
+                    "vpc",
+                    Outcome::Unchanged,
+                    Some(StepCalls {
+                        read: 3,
+                        mutating: 0,
+                    }),
+                ),
+                step(
+                    "subnets:public",
+                    Outcome::Created,
+                    Some(StepCalls {
+                        read: 1,
+                        mutating: 4,
+                    }),
+                ),
+                step(
+                    "ssm-parameters",
+                    Outcome::Skipped {
+                        because: vec![StepId::from("subnets:public")],
+                    },
+                    None,
+                ),
+            ],
+            wall: Duration::from_millis(40),
+            critical_path: CriticalPath::default(),
+            cancelled: false,
+        };
+        let api_calls = ApiCalls::default();
+        let report = RunReport::new(
+            "up",
+            "pr1",
+            ("us-east-1", "123456789012"),
+            RunResult::of(&walk),
+            &walk,
+            &api_calls,
+        );
+        assert_eq!(
+            report.step_calls,
+            StepCallTotals {
+                steps: 2,
+                read: 4,
+                mutating: 4,
+                read_per_step: 2.0
+            }
+        );
+        insta::assert_json_snapshot!("run_report", report);
+    }
+}

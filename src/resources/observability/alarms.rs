@@ -1122,7 +1122,7 @@ impl Resource for AlarmStep {
         let out = cx
             .shared_read("cloudwatch:DescribeAlarms", || env_alarms(cx))
             .await?;
-        if out.composite_alarms().iter().any(|a| *a == name) {
+        if out.composite_alarms().contains(&name) {
             return Err(AwsError::Conflict(format!(
                 "a composite alarm named {name} exists: payops needs that name for a metric alarm"
             )));
