@@ -26,6 +26,8 @@ pub struct Clients {
     pub rds: aws_sdk_rds::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
     pub wafv2: aws_sdk_wafv2::Client,
+    /// What every client above counts into.
+    pub counter: ApiCounter,
 }
 
 impl Clients {
@@ -68,6 +70,7 @@ impl Clients {
             rds: client!(aws_sdk_rds),
             secrets: client!(aws_sdk_secretsmanager),
             wafv2: client!(aws_sdk_wafv2),
+            counter: counter.attached(),
         }
     }
 }

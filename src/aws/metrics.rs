@@ -3,6 +3,7 @@
 //! figures the summary and benchmarks print.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use aws_smithy_runtime_api::box_error::BoxError;
@@ -14,6 +15,8 @@ use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use serde::Serialize;
+
+use crate::engine::{StepCalls, StepId, current_step};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct OpCount {
@@ -28,6 +31,14 @@ pub struct OpCount {
 #[derive(Clone, Default)]
 pub struct ApiCounter {
     counts: Arc<Mutex<BTreeMap<(String, String), OpCount>>>,
+    /// Calls made inside a step of a walk (see `engine::current_step`), by step.
+    per_step: Arc<Mutex<BTreeMap<StepId, StepCalls>>>,
+    /// Bumped when a step's mutating call starts and when it ends: a read
+    /// made while it stayed the same saw no change of ours (see `RunCache`).
+    generation: Arc<AtomicU64>,
+    /// Whether this counter is the interceptor of the clients it came with
+    /// (see `tracks_changes`).
+    attached: bool,
 }
 
 impl std::fmt::Debug for ApiCounter {
@@ -56,6 +67,38 @@ impl ApiCounter {
                 .entry((md.service().to_owned(), md.name().to_owned()))
                 .or_default());
         }
+    }
+
+    /// Changes whenever a mutating call of a step starts or ends.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// This counter, known to be installed on every client it is handed
+    /// out with (`Clients::new`).
+    pub fn attached(&self) -> Self {
+        Self {
+            attached: true,
+            ..self.clone()
+        }
+    }
+
+    /// Whether every mutating call shows in `generation`: only then may
+    /// what was read be reused (clients built by hand, like test mocks,
+    /// do not count their calls here).
+    pub fn tracks_changes(&self) -> bool {
+        self.attached
+    }
+
+    /// A step changed something: what was read before may be out of date.
+    pub fn note_change(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Calls made so far inside each step (cumulative over the process:
+    /// a caller wanting one walk's figures subtracts the counts before it).
+    pub fn per_step(&self) -> BTreeMap<StepId, StepCalls> {
+        self.per_step.lock().expect("counter lock").clone()
     }
 
     pub fn snapshot(&self) -> ApiCalls {
@@ -107,9 +150,26 @@ impl ApiCalls {
     }
 }
 
+fn operation_name(cfg: &ConfigBag) -> Option<&str> {
+    cfg.load::<Metadata>().map(Metadata::name)
+}
+
 impl Intercept for ApiCounter {
     fn name(&self) -> &'static str {
         "payops::ApiCounter"
+    }
+
+    fn read_before_execution(
+        &self,
+        _context: &aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef<'_>,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        // Only a step's own changes invalidate what steps cached: the state
+        // file written between steps changes nothing they read.
+        if operation_name(cfg).is_some_and(|op| !is_read_only(op)) && current_step().is_some() {
+            self.note_change();
+        }
+        Ok(())
     }
 
     fn read_before_attempt(
@@ -136,6 +196,19 @@ impl Intercept for ApiCounter {
             c.calls += 1;
             c.errors += u64::from(failed);
         });
+        if let (Some(op), Some(step)) = (operation_name(cfg), current_step()) {
+            let mutating = !is_read_only(op);
+            if mutating {
+                self.note_change();
+            }
+            let mut per_step = self.per_step.lock().expect("counter lock");
+            let calls = per_step.entry(step).or_default();
+            if mutating {
+                calls.mutating += 1;
+            } else {
+                calls.read += 1;
+            }
+        }
         Ok(())
     }
 }

@@ -43,6 +43,7 @@ struct StatusDoc<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     traffic: Option<Traffic>,
     api_calls: ApiCalls,
+    step_calls: summary::StepCallTotals,
 }
 
 /// One word for the whole env.
@@ -92,6 +93,7 @@ pub async fn status(settings: &Settings, printer: Printer, args: StatusArgs) -> 
         steps: summary::status_rows(&walk.steps),
         traffic,
         api_calls: session.aws.counter.snapshot(),
+        step_calls: summary::StepCallTotals::of(&walk.steps),
     };
     if printer.json_mode() {
         printer.json(&doc)?;
@@ -156,7 +158,11 @@ pub async fn plan(settings: &Settings, printer: Printer, args: ShapeArgs) -> Res
                 },
             })
             .collect();
-        printer.json(&serde_json::json!({ "env": args.env.env.as_str(), "steps": items }))?;
+        printer.json(&serde_json::json!({
+            "env": args.env.env.as_str(),
+            "steps": items,
+            "step_calls": summary::StepCallTotals::of(&walk.steps),
+        }))?;
     } else {
         printer.data(&summary::plan_text(&walk.steps))?;
     }

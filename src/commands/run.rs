@@ -289,7 +289,9 @@ pub async fn walk_env(
     let progress = Progress::new(printer, operation != Operation::Observe);
     let cancel = Arc::new(CancelFlag::new());
     let watcher = tokio::spawn(watch_interrupts(cancel.clone(), printer));
-    let report = walk(
+    let counter = &cx.clients.counter;
+    let before = counter.per_step();
+    let mut report = walk(
         graph,
         cx,
         WalkOptions {
@@ -306,6 +308,16 @@ pub async fn walk_env(
     .await;
     watcher.abort();
     progress.clear();
+    // This walk's calls: the counter counts over the whole process (`down`
+    // walks the same steps twice).
+    let after = counter.per_step();
+    for step in &mut report.steps {
+        if step.started.is_some() {
+            let now = after.get(&step.id).copied().unwrap_or_default();
+            let was = before.get(&step.id).copied().unwrap_or_default();
+            step.calls = Some(now - was);
+        }
+    }
     report
 }
 

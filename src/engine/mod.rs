@@ -12,9 +12,9 @@ mod tests;
 
 pub use cancel::CancelFlag;
 pub use graph::{Direction, Graph, GraphError};
-pub use report::{CriticalPath, Outcome, StepReport, WalkReport};
+pub use report::{CriticalPath, Outcome, StepCalls, StepReport, WalkReport};
 pub use step::{
     Applied, Change, Dependency, MissingInput, Observation, Record, Removed, Step, StepCx,
-    StepError, StepEvents, StepId,
+    StepError, StepEvents, StepId, current_step, in_step,
 };
 pub use walk::{Operation, WalkObserver, WalkOptions, error_chain, walk};

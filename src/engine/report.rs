@@ -90,6 +90,28 @@ pub struct StepReport {
     pub record: Option<Record>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// The calls the step made, filled in by the caller that counts them
+    /// (None: not counted, or the step never ran).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calls: Option<StepCalls>,
+}
+
+/// How many calls to the outside world a step made, split by whether they
+/// only read (the engine knows no more of them than this).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct StepCalls {
+    pub read: u64,
+    pub mutating: u64,
+}
+
+impl std::ops::Sub for StepCalls {
+    type Output = Self;
+    fn sub(self, rhs: Self) -> Self {
+        Self {
+            read: self.read.saturating_sub(rhs.read),
+            mutating: self.mutating.saturating_sub(rhs.mutating),
+        }
+    }
 }
 
 impl StepReport {

@@ -55,6 +55,22 @@ impl PartialEq<str> for StepId {
     }
 }
 
+tokio::task_local! {
+    /// The step whose operation the current future runs (set by the walk).
+    static CURRENT_STEP: StepId;
+}
+
+/// The step the caller runs inside of, if any: lets call accounting outside
+/// the engine attribute work to a step without the step passing its id.
+pub fn current_step() -> Option<StepId> {
+    CURRENT_STEP.try_with(StepId::clone).ok()
+}
+
+/// Runs `future` as the work of step `id` (see [`current_step`]).
+pub async fn in_step<F: std::future::Future>(id: StepId, future: F) -> F::Output {
+    CURRENT_STEP.scope(id, future).await
+}
+
 /// An edge of the graph: this step needs `on` to exist first. The reason is
 /// part of the contract: edges without one drift into folklore.
 #[derive(Clone, Debug)]

@@ -19,7 +19,7 @@ use tracing::Instrument;
 use super::cancel::CancelFlag;
 use super::graph::{Direction, Graph};
 use super::report::{CriticalPath, Outcome, StepReport, WalkReport};
-use super::step::{Observation, Record, Removed, StepCx, StepError, StepEvents, StepId};
+use super::step::{Observation, Record, Removed, StepCx, StepError, StepEvents, StepId, in_step};
 
 /// Which operation a walk applies to every step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,7 +115,12 @@ pub async fn walk<C: ?Sized + Sync>(
             running.push(
                 async move {
                     let started = t0.elapsed();
-                    let result = run_operation(step, cx, &step_cx, operation).await;
+                    // Scoped to the step, so whoever counts calls knows whose they are.
+                    let result = in_step(
+                        step.id().clone(),
+                        run_operation(step, cx, &step_cx, operation),
+                    )
+                    .await;
                     Finished {
                         index: i,
                         started,
@@ -158,6 +163,7 @@ pub async fn walk<C: ?Sized + Sync>(
             duration: finished.duration,
             record,
             notes,
+            calls: None,
         };
         observer.step_finished(&report).await;
         reports[i] = Some(report);
@@ -194,6 +200,7 @@ pub async fn walk<C: ?Sized + Sync>(
                 duration: Duration::ZERO,
                 record: None,
                 notes: Vec::new(),
+                calls: None,
             })
         })
         .collect();
@@ -241,6 +248,7 @@ async fn release_successors<C: ?Sized + Sync>(
                 duration: Duration::ZERO,
                 record: None,
                 notes: Vec::new(),
+                calls: None,
             };
             observer.step_finished(&report).await;
             reports[s] = Some(report);

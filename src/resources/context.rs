@@ -1,8 +1,13 @@
 //! What every resource step sees: the env's names, tags and desired shape,
 //! the SDK clients, and the account it runs in.
 
+use std::any::Any;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use aws_sdk_resourcegroupstagging::types::TagFilter;
 use tokio::sync::OnceCell;
 
 use crate::aws::{AwsError, Budget, Clients, OpResult};
@@ -90,6 +95,41 @@ pub struct Context {
     /// reservations (preflight's answer, set before any step runs).
     pub auto_reservations_fit: bool,
     azs: OnceCell<(Vec<Zone>, Vec<String>)>,
+    /// The env's resources and their tags as the tagging API listed them,
+    /// once per run (see [`Context::listed_tags`]).
+    listing: OnceCell<Option<Listing>>,
+    /// Reads several steps share (see [`Context::shared_read`]), by key.
+    memos: Mutex<HashMap<&'static str, Arc<OnceCell<Memo>>>>,
+}
+
+/// One shared read's answer, and the counter's generation when it started.
+struct Memo {
+    generation: u64,
+    value: Arc<dyn Any + Send + Sync>,
+}
+
+/// What [`Context::listed_tags`] lists (tagging API resource types).
+const LISTED_SERVICES: [&str; 11] = [
+    "acm",
+    // By service: moto does not match `cloudwatch:alarm` or `logs:log-group`.
+    "cloudwatch",
+    "logs",
+    "elasticloadbalancing",
+    "kms:key",
+    "s3",
+    "sqs",
+    "dynamodb:table",
+    "sns",
+    "rds",
+    "wafv2",
+];
+
+/// One listing of the env's tagged resources, and when it was taken.
+struct Listing {
+    /// The counter's generation when the listing started: it is good only
+    /// while no step has changed anything since.
+    generation: u64,
+    tags: Arc<BTreeMap<String, TagMap>>,
 }
 
 impl Context {
@@ -111,6 +151,8 @@ impl Context {
             budgets: Budgets::default(),
             auto_reservations_fit: true,
             azs: OnceCell::new(),
+            listing: OnceCell::new(),
+            memos: Mutex::new(HashMap::new()),
         }
     }
 
@@ -205,6 +247,144 @@ impl Context {
             .await
     }
 
+    /// `read`'s answer, shared by every step of the run that asks for `key`
+    /// (one describe of all the env's security groups rather than one per
+    /// step): read at most once while no step changes anything. A step's
+    /// change (a mutating call) makes the next ask read again, and an
+    /// answer whose read began before a change the caller may depend on is
+    /// never handed out: the caller then reads for itself.
+    pub async fn shared_read<T, F, Fut>(
+        &self,
+        key: &'static str,
+        read: F,
+    ) -> Result<Arc<T>, AwsError>
+    where
+        T: Any + Send + Sync,
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, AwsError>>,
+    {
+        let counter = &self.clients.counter;
+        if !counter.tracks_changes() {
+            return Ok(Arc::new(read().await?));
+        }
+        let asked_at = counter.generation();
+        let cell = {
+            let mut memos = self.memos.lock().expect("memo lock");
+            let cell = memos.entry(key).or_default();
+            if cell.get().is_some_and(|m| m.generation != asked_at) {
+                *cell = Arc::default();
+            }
+            cell.clone()
+        };
+        let memo = cell
+            .get_or_try_init(|| async {
+                let generation = counter.generation();
+                let value: Arc<dyn Any + Send + Sync> = Arc::new(read().await?);
+                Ok::<_, AwsError>(Memo { generation, value })
+            })
+            .await?;
+        if memo.generation == asked_at
+            && let Ok(value) = memo.value.clone().downcast::<T>()
+        {
+            return Ok(value);
+        }
+        Ok(Arc::new(read().await?))
+    }
+
+    /// The tags of `arn` if the env's tagging-API listing has it: one
+    /// listing (a page per 100 resources) per run stands in for a tag read
+    /// per resource, which is most of what a converged `up`, `status` or
+    /// `plan` reads.
+    ///
+    /// Only ever a positive answer. `None` (not listed, the listing failed
+    /// or is out of date) sends the caller to the service's own tag read:
+    /// the tagging API is eventually consistent, so a resource tagged a
+    /// moment ago may be missing from it, and the listing is taken at most
+    /// once and trusted only while no step of this run has made a change
+    /// (a run that changes things reads tags as before).
+    pub async fn listed_tags(&self, arn: &str) -> Option<TagMap> {
+        self.listing().await?.tags.get(arn).cloned()
+    }
+
+    /// The env's listing, taken on first use, if it may be trusted now.
+    async fn listing(&self) -> Option<&Listing> {
+        let counter = &self.clients.counter;
+        if !counter.tracks_changes() {
+            return None;
+        }
+        let listing = self
+            .listing
+            .get_or_init(|| async {
+                let generation = counter.generation();
+                match self.list_env_tags().await {
+                    Ok(tags) => Some(Listing {
+                        generation,
+                        tags: Arc::new(tags),
+                    }),
+                    Err(e) => {
+                        tracing::debug!(
+                            "no tagging-API listing of the env, reading tags one by one: {e}"
+                        );
+                        None
+                    }
+                }
+            })
+            .await
+            .as_ref()?;
+        (listing.generation == counter.generation()).then_some(listing)
+    }
+
+    /// The ARNs of the env's listing whose ARN and tags satisfy `wanted`, or
+    /// None when there is no listing to trust (as [`Context::listed_tags`]):
+    /// the same answer as asking the tagging API for them now.
+    pub async fn listed_where(
+        &self,
+        wanted: impl Fn(&str, &TagMap) -> bool,
+    ) -> Option<Vec<String>> {
+        let listing = self.listing().await?;
+        Some(
+            listing
+                .tags
+                .iter()
+                .filter(|(arn, tags)| wanted(arn, tags))
+                .map(|(arn, _)| arn.clone())
+                .collect(),
+        )
+    }
+
+    async fn list_env_tags(&self) -> Result<BTreeMap<String, TagMap>, AwsError> {
+        let pages: Vec<_> = self
+            .clients
+            .tagging
+            .get_resources()
+            .tag_filters(
+                TagFilter::builder()
+                    .key(tags::ENV)
+                    .values(self.env().as_str())
+                    .build(),
+            )
+            // The services whose tag reads look here (`sdk::*::tags_of`):
+            // not SSM's parameters, most of an env and read otherwise.
+            .set_resource_type_filters(Some(
+                LISTED_SERVICES.iter().map(|s| (*s).to_owned()).collect(),
+            ))
+            .resources_per_page(100)
+            .into_paginator()
+            .send()
+            .collect()
+            .await;
+        let mut all = BTreeMap::new();
+        for page in pages {
+            for mapping in page.op("tagging:GetResources")?.resource_tag_mapping_list() {
+                if let Some(arn) = mapping.resource_arn() {
+                    let tags = tags::to_map(mapping.tags(), |t| (Some(t.key()), Some(t.value())));
+                    all.insert(arn.to_owned(), tags);
+                }
+            }
+        }
+        Ok(all)
+    }
+
     pub fn is_ours(&self, tags: &TagMap) -> bool {
         tags::ownership(tags, self.env()) == Ownership::Ours
     }
@@ -243,5 +423,95 @@ impl Context {
                 ),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_resourcegroupstagging::operation::get_resources::GetResourcesOutput;
+    use aws_sdk_resourcegroupstagging::types::{ResourceTagMapping, Tag};
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+
+    use crate::resources::testing;
+
+    const ALARM: &str = "arn:aws:cloudwatch:us-east-1:123456789012:alarm:payops-pr1-x";
+
+    #[tokio::test]
+    async fn one_listing_serves_every_tag_lookup_until_a_step_changes_something() {
+        let listing = mock!(aws_sdk_resourcegroupstagging::Client::get_resources)
+            .match_requests(|r| {
+                r.tag_filters()
+                    .iter()
+                    .any(|f| f.key() == Some("payops:env") && f.values() == ["pr1"])
+            })
+            .then_output(|| {
+                GetResourcesOutput::builder()
+                    .resource_tag_mapping_list(
+                        ResourceTagMapping::builder()
+                            .resource_arn(ALARM)
+                            .tags(
+                                Tag::builder()
+                                    .key("payops:env")
+                                    .value("pr1")
+                                    .build()
+                                    .unwrap(),
+                            )
+                            .build(),
+                    )
+                    .build()
+            });
+        let mut clients = testing::clients();
+        clients.tagging = mock_client!(
+            aws_sdk_resourcegroupstagging,
+            RuleMode::MatchAny,
+            [&listing]
+        );
+        // As if the counter saw every call (mocks do not count theirs).
+        clients.counter = clients.counter.attached();
+        let cx = testing::context(clients);
+        let tags = cx.listed_tags(ALARM).await.expect("listed");
+        assert_eq!(tags["payops:env"], "pr1");
+        // Not listed: the caller reads the service's own tags.
+        assert_eq!(cx.listed_tags(&format!("{ALARM}-other")).await, None);
+        assert_eq!(listing.num_calls(), 1, "listed once per run");
+        // After a change, the listing is never trusted again (nor retaken).
+        cx.clients.counter.note_change();
+        assert_eq!(cx.listed_tags(ALARM).await, None);
+        assert_eq!(listing.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_shared_read_is_read_once_until_a_step_changes_something() {
+        let mut clients = testing::clients();
+        clients.counter = clients.counter.attached();
+        let cx = testing::context(clients);
+        let reads = std::sync::atomic::AtomicUsize::new(0);
+        let read = || async {
+            Ok::<_, crate::aws::AwsError>(reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst))
+        };
+        assert_eq!(*cx.shared_read("k", read).await.unwrap(), 0);
+        assert_eq!(*cx.shared_read("k", read).await.unwrap(), 0, "shared");
+        cx.clients.counter.note_change();
+        assert_eq!(*cx.shared_read("k", read).await.unwrap(), 1, "read again");
+        assert_eq!(*cx.shared_read("k", read).await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn without_a_counter_that_sees_every_change_nothing_is_reused() {
+        let cx = testing::context(testing::clients());
+        let reads = std::sync::atomic::AtomicUsize::new(0);
+        let read = || async {
+            Ok::<_, crate::aws::AwsError>(reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst))
+        };
+        assert_eq!(*cx.shared_read("k", read).await.unwrap(), 0);
+        assert_eq!(*cx.shared_read("k", read).await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_refused_listing_sends_every_lookup_to_the_service() {
+        let mut clients = testing::clients();
+        clients.counter = clients.counter.attached();
+        let cx = testing::context(clients);
+        assert_eq!(cx.listed_tags(ALARM).await, None);
     }
 }

@@ -8,7 +8,7 @@ use console::style;
 use serde::Serialize;
 
 use crate::aws::ApiCalls;
-use crate::engine::{CriticalPath, Outcome, StepReport, WalkReport};
+use crate::engine::{CriticalPath, Outcome, StepCalls, StepReport, WalkReport};
 
 use super::progress::step_line;
 
@@ -55,6 +55,8 @@ pub struct RunReport<'a> {
     pub steps: &'a [StepReport],
     pub critical_path: &'a CriticalPath,
     pub api_calls: &'a ApiCalls,
+    /// The calls the steps made (each step's are in its `calls`).
+    pub step_calls: StepCallTotals,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outputs_file: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -93,11 +95,41 @@ impl<'a> RunReport<'a> {
             steps: &walk.steps,
             critical_path: &walk.critical_path,
             api_calls,
+            step_calls: StepCallTotals::of(&walk.steps),
             outputs_file: None,
             outputs: None,
             leftovers: None,
             notes: Vec::new(),
         }
+    }
+}
+
+/// The calls of a walk's steps added up, and the reads per step that ran:
+/// the figure a converged `up` keeps low (issue 21).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct StepCallTotals {
+    /// Steps whose calls were counted (those that ran).
+    pub steps: u64,
+    pub read: u64,
+    pub mutating: u64,
+    /// `read / steps`, rounded to two decimals (0 when no step ran).
+    pub read_per_step: f64,
+}
+
+impl StepCallTotals {
+    pub fn of(steps: &[StepReport]) -> Self {
+        let mut totals = Self::default();
+        for calls in steps.iter().filter_map(|s| s.calls) {
+            let StepCalls { read, mutating } = calls;
+            totals.steps += 1;
+            totals.read += read;
+            totals.mutating += mutating;
+        }
+        if totals.steps > 0 {
+            totals.read_per_step =
+                (totals.read as f64 / totals.steps as f64 * 100.0).round() / 100.0;
+        }
+        totals
     }
 }
 
@@ -166,6 +198,14 @@ pub fn run_text(report: &RunReport<'_>, walk: &WalkReport) -> String {
         "API calls:     {} ({} mutating, {} read; {} retried, {} answered with an error such as not found)",
         calls.total, calls.mutating, calls.read, calls.retries, calls.errors
     );
+    let per_step = report.step_calls;
+    if per_step.steps > 0 {
+        let _ = writeln!(
+            out,
+            "in steps:      {} read, {} mutating over {} steps ({:.2} reads per step)",
+            per_step.read, per_step.mutating, per_step.steps, per_step.read_per_step
+        );
+    }
     if let Some(file) = &report.outputs_file {
         let n = report.outputs.map_or(0, BTreeMap::len);
         let _ = writeln!(out, "outputs:       {file} ({n} values)");
@@ -314,4 +354,80 @@ pub fn plan_text(steps: &[StepReport]) -> String {
         }
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::engine::{Outcome, Record, StepCalls, StepId};
+
+    fn step(id: &str, outcome: Outcome, calls: Option<StepCalls>) -> StepReport {
+        StepReport {
+            id: StepId::from(id),
+            kind: "test:kind",
+            outcome,
+            started: calls.map(|_| Duration::from_millis(5)),
+            duration: Duration::from_millis(20),
+            record: calls.map(|_| Record::default().resource("vpc", "vpc-1")),
+            notes: Vec::new(),
+            calls,
+        }
+    }
+
+    /// The shape scripts read: each step's fields as before, plus its
+    /// `calls`, and `step_calls` beside `api_calls`.
+    #[test]
+    fn the_json_report_carries_each_steps_calls_and_their_sum() {
+        let walk = WalkReport {
+            steps: vec![
+                step(
+                    "vpc",
+                    Outcome::Unchanged,
+                    Some(StepCalls {
+                        read: 3,
+                        mutating: 0,
+                    }),
+                ),
+                step(
+                    "subnets:public",
+                    Outcome::Created,
+                    Some(StepCalls {
+                        read: 1,
+                        mutating: 4,
+                    }),
+                ),
+                step(
+                    "ssm-parameters",
+                    Outcome::Skipped {
+                        because: vec![StepId::from("subnets:public")],
+                    },
+                    None,
+                ),
+            ],
+            wall: Duration::from_millis(40),
+            critical_path: CriticalPath::default(),
+            cancelled: false,
+        };
+        let api_calls = ApiCalls::default();
+        let report = RunReport::new(
+            "up",
+            "pr1",
+            ("us-east-1", "123456789012"),
+            RunResult::of(&walk),
+            &walk,
+            &api_calls,
+        );
+        assert_eq!(
+            report.step_calls,
+            StepCallTotals {
+                steps: 2,
+                read: 4,
+                mutating: 4,
+                read_per_step: 2.0
+            }
+        );
+        insta::assert_json_snapshot!("run_report", report);
+    }
 }

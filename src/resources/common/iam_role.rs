@@ -320,7 +320,13 @@ async fn get_role(
         return Ok(None);
     };
     let role = required(out.role(), "iam:GetRole", "Role")?.clone();
-    let tags = iam::role_tags(cx, name).await?;
+    // GetRole returns all of a role's tags (up to IAM's 50; Terraform's
+    // aws_iam_role reads them there too); ListRoleTags only when the field
+    // is absent: a role without tags, or an emulator that leaves it out.
+    let tags = match role.tags.as_deref() {
+        Some(list) if !list.is_empty() => tags::to_map(list, |t| (Some(t.key()), Some(t.value()))),
+        _ => iam::role_tags(cx, name).await?,
+    };
     Ok(Some((role, tags)))
 }
 

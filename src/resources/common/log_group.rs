@@ -33,6 +33,8 @@ pub const RETENTION_DAYS: [i32; 22] = [
     3288, 3653,
 ];
 
+type GroupDescription = aws_sdk_cloudwatchlogs::types::LogGroup;
+
 pub struct LogGroup {
     name: GroupName,
     retention_days: i32,
@@ -150,6 +152,48 @@ fn bare_arn(arn: &str) -> &str {
 
 impl LogGroup {
     async fn get(&self, cx: &Context, name: &str) -> Result<Option<FoundLogGroup>, AwsError> {
+        let Some(group) = Self::describe_group(cx, name).await? else {
+            return Ok(None);
+        };
+        self.found(cx, name, &group).await
+    }
+
+    /// The group named `name`: the env's own groups (`/payops/<env>/...`)
+    /// from one listing their steps share, any other by its own prefix.
+    async fn describe_group(
+        cx: &Context,
+        name: &str,
+    ) -> Result<Option<GroupDescription>, AwsError> {
+        let env_prefix = cx.names.log_group("");
+        if cx.clients.counter.tracks_changes() && name.starts_with(&env_prefix) {
+            let all = cx
+                .shared_read("logs:DescribeLogGroups (env)", || async {
+                    let pages: Vec<_> = cx
+                        .clients
+                        .logs
+                        .describe_log_groups()
+                        .log_group_name_prefix(&env_prefix)
+                        .into_paginator()
+                        .send()
+                        .collect()
+                        .await;
+                    let mut all = Vec::new();
+                    for page in pages {
+                        all.extend(
+                            page.op("logs:DescribeLogGroups")?
+                                .log_groups()
+                                .iter()
+                                .cloned(),
+                        );
+                    }
+                    Ok(all)
+                })
+                .await?;
+            return Ok(all
+                .iter()
+                .find(|g| g.log_group_name() == Some(name))
+                .cloned());
+        }
         let mut pages = cx
             .clients
             .logs
@@ -157,7 +201,7 @@ impl LogGroup {
             .log_group_name_prefix(name)
             .into_paginator()
             .send();
-        let group = loop {
+        loop {
             let Some(page) = pages.next().await else {
                 return Ok(None);
             };
@@ -168,9 +212,17 @@ impl LogGroup {
                 .iter()
                 .find(|g| g.log_group_name() == Some(name))
             {
-                break g.clone();
+                return Ok(Some(g.clone()));
             }
-        };
+        }
+    }
+
+    async fn found(
+        &self,
+        cx: &Context,
+        name: &str,
+        group: &GroupDescription,
+    ) -> Result<Option<FoundLogGroup>, AwsError> {
         let arn = group
             .log_group_arn()
             .or(group.arn().map(bare_arn))

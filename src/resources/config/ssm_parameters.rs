@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use async_trait::async_trait;
-use aws_sdk_ssm::types::{Parameter, ParameterType, ResourceTypeForTagging, Tag};
+use aws_sdk_ssm::types::{
+    Parameter, ParameterStringFilter, ParameterType, ResourceTypeForTagging, Tag,
+};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 
 use crate::aws::{AwsError, OpResult, absent_on};
@@ -119,9 +121,62 @@ impl Parameters {
         }))
     }
 
+    /// The parameters under the env's path that carry every tag `step` gives
+    /// what it creates, with those tags: one DescribeParameters filter per
+    /// tag (filters AND), so a converged env's tags cost a page per 50
+    /// parameters instead of a ListTagsForResource each (SSM has no batch
+    /// tag read). `payops:created-at` is only kept, never compared, so it is
+    /// not filtered on; the tags returned carry a placeholder for it.
+    async fn fully_tagged(cx: &Context, step: &str) -> Result<BTreeMap<String, TagMap>, AwsError> {
+        let mut wanted = cx.tagger.for_create(step);
+        wanted.remove(tags::CREATED_AT);
+        let path = cx.names.parameter_path();
+        let filter = |key: &str, option: &str, value: &str| {
+            ParameterStringFilter::builder()
+                .key(key)
+                .option(option)
+                .values(value)
+                .build()
+                .ok()
+        };
+        // A Path filter names a hierarchy, without its trailing slash.
+        let filters: Vec<ParameterStringFilter> =
+            std::iter::once(filter("Path", "Recursive", path.trim_end_matches('/')))
+                .chain(
+                    wanted
+                        .iter()
+                        .map(|(k, v)| filter(&format!("tag:{k}"), "Equals", v)),
+                )
+                .flatten()
+                .collect();
+        let pages: Vec<_> = cx
+            .clients
+            .ssm
+            .describe_parameters()
+            .set_parameter_filters(Some(filters))
+            .max_results(50)
+            .into_paginator()
+            .send()
+            .collect()
+            .await;
+        let mut tags = wanted;
+        tags.insert(tags::CREATED_AT.to_owned(), "(kept, not read)".to_owned());
+        let mut found = BTreeMap::new();
+        for page in pages {
+            for p in page.op("ssm:DescribeParameters")?.parameters() {
+                if let Some(name) = p.name() {
+                    found.insert(name.to_owned(), tags.clone());
+                }
+            }
+        }
+        Ok(found)
+    }
+
     /// Every parameter under the env's path, ours or not (SecureString
-    /// values are never read).
-    async fn read(cx: &Context) -> Result<ParamSet, AwsError> {
+    /// values are never read). Tags are read one parameter at a time only
+    /// for those that lack some of `step`'s (someone else's, or drifted).
+    async fn read(cx: &Context, step: &str) -> Result<ParamSet, AwsError> {
+        let tagged = Self::fully_tagged(cx, step).await?;
         let pages: Vec<_> = cx
             .clients
             .ssm
@@ -142,11 +197,15 @@ impl Parameters {
                     .cloned(),
             );
         }
+        let tagged = &tagged;
         let params: Vec<(String, Param)> = stream::iter(found)
             .map(|p| async move {
                 let name = p.name().unwrap_or_default().to_owned();
                 let kind = p.r#type().cloned().unwrap_or(ParameterType::String);
-                let tags = Self::tags_of(cx, &name).await?;
+                let tags = match tagged.get(&name) {
+                    Some(tags) => tags.clone(),
+                    None => Self::tags_of(cx, &name).await?,
+                };
                 let value = (kind != ParameterType::SecureString)
                     .then(|| p.value().unwrap_or_default().to_owned());
                 Ok::<_, AwsError>((name, Param { kind, value, tags }))
@@ -189,8 +248,8 @@ impl Resource for Parameters {
         &["ParameterAlreadyExists"]
     }
 
-    async fn find(&self, cx: &Context, _step: &StepCx<'_>) -> Result<Vec<ParamSet>, AwsError> {
-        let set = Self::read(cx).await?;
+    async fn find(&self, cx: &Context, step: &StepCx<'_>) -> Result<Vec<ParamSet>, AwsError> {
+        let set = Self::read(cx, step.id().as_str()).await?;
         // Someone else's parameters under our path do not make the step
         // present (nor a leftover after `down`).
         Ok(if set.params.values().any(|p| cx.is_ours(&p.tags)) {
@@ -206,8 +265,8 @@ impl Resource for Parameters {
 
     /// Nothing to create up front: `diff` lists every parameter to write,
     /// and refuses to overwrite someone else's that has a name we need.
-    async fn create(&self, cx: &Context, _step: &StepCx<'_>) -> Result<ParamSet, AwsError> {
-        Self::read(cx).await
+    async fn create(&self, cx: &Context, step: &StepCx<'_>) -> Result<ParamSet, AwsError> {
+        Self::read(cx, step.id().as_str()).await
     }
 
     async fn diff(
@@ -391,6 +450,7 @@ impl Resource for Parameters {
 mod tests {
     use aws_sdk_ssm::Client;
     use aws_sdk_ssm::operation::{
+        describe_parameters::DescribeParametersOutput,
         get_parameters_by_path::GetParametersByPathOutput,
         list_tags_for_resource::ListTagsForResourceOutput, put_parameter::PutParameterOutput,
     };
@@ -399,6 +459,7 @@ mod tests {
     use super::*;
     use crate::engine::{Change, Observation};
     use crate::resources::testing;
+    use aws_sdk_ssm::types::ParameterMetadata;
 
     fn inputs() -> Vec<(&'static str, Record)> {
         vec![
@@ -418,6 +479,13 @@ mod tests {
             .into_iter()
             .map(|(k, v)| Tag::builder().key(k).value(v).build().unwrap())
             .collect()
+    }
+
+    /// DescribeParameters finding no parameter with all our tags: every
+    /// parameter's tags are then read one by one.
+    fn none_fully_tagged() -> aws_smithy_mocks::Rule {
+        mock!(Client::describe_parameters)
+            .then_output(|| DescribeParametersOutput::builder().build())
     }
 
     fn param(name: &str, kind: ParameterType, value: &str) -> Parameter {
@@ -444,7 +512,12 @@ mod tests {
             })
             .then_output(|| PutParameterOutput::builder().version(1).build());
         let mut clients = testing::clients();
-        clients.ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&empty, &plain, &secret]);
+        let described = none_fully_tagged();
+        clients.ssm = mock_client!(
+            aws_sdk_ssm,
+            RuleMode::MatchAny,
+            [&empty, &plain, &secret, &described]
+        );
         let cx = testing::context(clients);
         let applied = testing::ensure(&cx, "ssm-parameters", Parameters, &inputs())
             .await
@@ -483,7 +556,8 @@ mod tests {
                 .build()
         });
         let mut clients = testing::clients();
-        clients.ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&found, &tags]);
+        let described = none_fully_tagged();
+        clients.ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&found, &tags, &described]);
         let cx = testing::context(clients);
         let observed = testing::observe(&cx, "ssm-parameters", Parameters, &inputs())
             .await
@@ -492,6 +566,81 @@ mod tests {
             panic!("{observed:?}")
         };
         assert_eq!(drift, ["update /payops/pr1/VpcId"]);
+    }
+
+    /// A converged env: DescribeParameters, filtered on the path and on each
+    /// of our tags, vouches for the parameters that carry them all; only one
+    /// that lacks some (here a removed cost tag) has its tags read, and the
+    /// tag it lacks is drift.
+    #[tokio::test]
+    async fn tags_are_read_one_by_one_only_for_parameters_lacking_some() {
+        let found = mock!(Client::get_parameters_by_path).then_output(|| {
+            GetParametersByPathOutput::builder()
+                .parameters(param("/payops/pr1/VpcId", ParameterType::String, "vpc-1"))
+                .parameters(param(
+                    "/payops/pr1/LogsKmsKeyArn",
+                    ParameterType::String,
+                    "arn:aws:kms:us-east-1:123456789012:key/k",
+                ))
+                .parameters(param(
+                    "/payops/pr1/secure/PanHashKey",
+                    ParameterType::SecureString,
+                    "AQICAH-ciphertext",
+                ))
+                .build()
+        });
+        let described = mock!(Client::describe_parameters)
+            .match_requests(|r| {
+                let filters = r.parameter_filters();
+                let has = |key: &str, option: &str, value: &str| {
+                    filters.iter().any(|f| {
+                        f.key() == key && f.option() == Some(option) && f.values() == [value]
+                    })
+                };
+                has("Path", "Recursive", "/payops/pr1")
+                    && has("tag:payops:env", "Equals", "pr1")
+                    && has("tag:payops:managed-by", "Equals", "payops")
+                    && has("tag:payops:step", "Equals", "ssm-parameters")
+                    && has("tag:CostCenter", "Equals", "payments")
+                    && !filters.iter().any(|f| f.key() == "tag:payops:created-at")
+            })
+            .then_output(|| {
+                DescribeParametersOutput::builder()
+                    .parameters(
+                        ParameterMetadata::builder()
+                            .name("/payops/pr1/LogsKmsKeyArn")
+                            .build(),
+                    )
+                    .parameters(
+                        ParameterMetadata::builder()
+                            .name("/payops/pr1/secure/PanHashKey")
+                            .build(),
+                    )
+                    .build()
+            });
+        let tags = mock!(Client::list_tags_for_resource)
+            .match_requests(|r| r.resource_id() == Some("/payops/pr1/VpcId"))
+            .then_output(|| {
+                ListTagsForResourceOutput::builder()
+                    .set_tag_list(Some(
+                        our_tags()
+                            .into_iter()
+                            .filter(|t| t.key() != "CostCenter")
+                            .collect(),
+                    ))
+                    .build()
+            });
+        let mut clients = testing::clients();
+        clients.ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&found, &described, &tags]);
+        let cx = testing::context(clients);
+        let observed = testing::observe(&cx, "ssm-parameters", Parameters, &inputs())
+            .await
+            .unwrap();
+        let Observation::Present { drift, .. } = observed else {
+            panic!("{observed:?}")
+        };
+        assert_eq!(drift, ["/payops/pr1/VpcId: add tags CostCenter"]);
+        assert_eq!(tags.num_calls(), 1, "only VpcId's tags are read");
     }
 
     /// Nothing under the path at the first looks (find, then create's
@@ -533,7 +682,7 @@ mod tests {
         clients.ssm = mock_client!(
             aws_sdk_ssm,
             RuleMode::MatchAny,
-            [&read, &tags, &conflict, &put]
+            [&read, &tags, &conflict, &put, &none_fully_tagged()]
         );
         let cx = testing::context(clients);
         let applied = testing::ensure(&cx, "ssm-parameters", Parameters, &inputs())
@@ -576,7 +725,12 @@ mod tests {
         let no_tags = mock!(Client::list_tags_for_resource)
             .then_output(|| ListTagsForResourceOutput::builder().build());
         let mut clients = testing::clients();
-        clients.ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&found, &no_tags]);
+        let described = none_fully_tagged();
+        clients.ssm = mock_client!(
+            aws_sdk_ssm,
+            RuleMode::MatchAny,
+            [&found, &no_tags, &described]
+        );
         let cx = testing::context(clients);
         let err = testing::ensure(&cx, "ssm-parameters", Parameters, &inputs())
             .await
@@ -596,7 +750,12 @@ mod tests {
             .then_output(|| ListTagsForResourceOutput::builder().build());
         let mut clients = testing::clients();
         // No DeleteParameters rule: deleting it would fail the test.
-        clients.ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&found, &no_tags]);
+        let described = none_fully_tagged();
+        clients.ssm = mock_client!(
+            aws_sdk_ssm,
+            RuleMode::MatchAny,
+            [&found, &no_tags, &described]
+        );
         let cx = testing::context(clients);
         assert_eq!(
             testing::observe(&cx, "ssm-parameters", Parameters, &inputs())

@@ -140,19 +140,21 @@ impl SelfSignedCertificate {
             return Ok(None);
         };
         let detail = required(out.certificate(), "acm:DescribeCertificate", "Certificate")?;
-        let tags = cx
-            .clients
-            .acm
-            .list_tags_for_certificate()
-            .certificate_arn(arn)
-            .send()
-            .await
-            .op("acm:ListTagsForCertificate")?;
-        let tags: TagMap = tags
-            .tags()
-            .iter()
-            .map(|t| (t.key().to_owned(), t.value().unwrap_or_default().to_owned()))
-            .collect();
+        let tags: TagMap = match cx.listed_tags(arn).await {
+            Some(tags) => tags,
+            None => cx
+                .clients
+                .acm
+                .list_tags_for_certificate()
+                .certificate_arn(arn)
+                .send()
+                .await
+                .op("acm:ListTagsForCertificate")?
+                .tags()
+                .iter()
+                .map(|t| (t.key().to_owned(), t.value().unwrap_or_default().to_owned()))
+                .collect(),
+        };
         cx.check_ours(format!("ACM certificate {arn}"), &tags)?;
         if detail.r#type() != Some(&CertificateType::Imported) {
             return Err(AwsError::Conflict(format!(

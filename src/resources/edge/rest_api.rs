@@ -129,6 +129,46 @@ struct Actual {
     extra_methods: Vec<(String, String)>,
 }
 
+/// Whether a method (GetMethod's answer, or one GetResources embeds: the
+/// same fields) is as `m` wants it.
+macro_rules! method_matches {
+    ($method:expr, $m:expr, $auth:expr, $validator:expr) => {
+        $method.authorization_type() == Some($auth.kind)
+            && $method.api_key_required().unwrap_or(false) == $auth.api_key_required
+            && $validator.is_some()
+            && $method.request_validator_id() == $validator
+            && map($method.request_models())
+                == BTreeMap::from([(JSON.to_owned(), $m.model.to_owned())])
+            && map($method.request_parameters())
+                == BTreeMap::from([(REQUIRED_HEADER.to_owned(), true)])
+    };
+}
+
+/// Whether an integration (GetIntegration's answer, or the one an embedded
+/// method carries) is as `m` wants it.
+macro_rules! integration_matches {
+    ($i:expr, $m:expr, $cx:expr) => {{
+        let i = &$i;
+        let base = i.r#type() == Some(&integration_type(&$m.integration))
+            && i.http_method() == Some("POST")
+            && i.uri() == Some($m.integration.uri(&$cx.region, $cx.partition()).as_str());
+        match &$m.integration {
+            Integration::Lambda { .. } => base,
+            Integration::VpcLink {
+                connection_id,
+                skip_tls_verification,
+                ..
+            } => {
+                base && i.connection_type() == Some(&ConnectionType::VpcLink)
+                    && i.connection_id() == Some(connection_id.as_str())
+                    && i.tls_config()
+                        .is_some_and(|t| t.insecure_skip_verification())
+                        == *skip_tls_verification
+            }
+        }
+    }};
+}
+
 fn integration_type(i: &Integration) -> IntegrationType {
     match i {
         Integration::Lambda { .. } => IntegrationType::AwsProxy,
@@ -220,11 +260,16 @@ impl RestApi {
         let pages: Vec<_> = gw
             .get_resources()
             .rest_api_id(id)
+            // Each method with its integration in the same answer, rather
+            // than a GetMethod and a GetIntegration per method.
+            .embed("methods")
             .into_paginator()
             .send()
             .collect()
             .await;
         let mut methods_of: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut embedded: BTreeMap<(String, String), aws_sdk_apigateway::types::Method> =
+            BTreeMap::new();
         for page in pages {
             for r in page.op("apigateway:GetResources")?.items() {
                 let (Some(rid), Some(path)) = (r.id(), r.path()) else {
@@ -234,6 +279,9 @@ impl RestApi {
                     actual.root = Some(rid.to_owned());
                 } else {
                     actual.resources.insert(path.to_owned(), rid.to_owned());
+                }
+                for (verb, method) in r.resource_methods().into_iter().flatten() {
+                    embedded.insert((path.to_owned(), verb.clone()), method.clone());
                 }
                 methods_of.insert(
                     path.to_owned(),
@@ -291,6 +339,22 @@ impl RestApi {
             let Some(rid) = actual.resources.get(m.path) else {
                 continue;
             };
+            let validator = actual.validator.as_ref().map(|v| v.0.as_str());
+            // Embedded only with its integration: without one (not embedded,
+            // or an emulator that leaves it out) the method is read alone.
+            if let Some((method, integration)) = embedded
+                .get(&(m.path.to_owned(), m.http_method.to_owned()))
+                .and_then(|e| Some((e, e.method_integration()?)))
+            {
+                let state = (
+                    method_matches!(method, m, def.authorization, validator),
+                    integration_matches!(integration, m, cx),
+                );
+                actual
+                    .methods
+                    .insert((m.path.to_owned(), m.http_method.to_owned()), state);
+                continue;
+            }
             let state = self
                 .method_state(
                     cx,
@@ -332,14 +396,7 @@ impl RestApi {
         let Some(method) = absent_on(got, &["NotFoundException"])? else {
             return Ok(None);
         };
-        let method_ok = method.authorization_type() == Some(auth.kind)
-            && method.api_key_required().unwrap_or(false) == auth.api_key_required
-            && validator.is_some()
-            && method.request_validator_id() == validator
-            && map(method.request_models())
-                == BTreeMap::from([(JSON.to_owned(), m.model.to_owned())])
-            && map(method.request_parameters())
-                == BTreeMap::from([(REQUIRED_HEADER.to_owned(), true)]);
+        let method_ok = method_matches!(method, m, auth, validator);
         let got = gw
             .get_integration()
             .rest_api_id(api)
@@ -350,25 +407,7 @@ impl RestApi {
             .op("apigateway:GetIntegration");
         let integration_ok = match absent_on(got, &["NotFoundException"])? {
             None => false,
-            Some(i) => {
-                let base = i.r#type() == Some(&integration_type(&m.integration))
-                    && i.http_method() == Some("POST")
-                    && i.uri() == Some(m.integration.uri(&cx.region, cx.partition()).as_str());
-                match &m.integration {
-                    Integration::Lambda { .. } => base,
-                    Integration::VpcLink {
-                        connection_id,
-                        skip_tls_verification,
-                        ..
-                    } => {
-                        base && i.connection_type() == Some(&ConnectionType::VpcLink)
-                            && i.connection_id() == Some(connection_id.as_str())
-                            && i.tls_config()
-                                .is_some_and(|t| t.insecure_skip_verification())
-                                == *skip_tls_verification
-                    }
-                }
-            }
+            Some(i) => integration_matches!(i, m, cx),
         };
         Ok(Some((method_ok, integration_ok)))
     }

@@ -273,29 +273,31 @@ impl Resource for NatGateway {
     }
 
     async fn find(&self, cx: &Context, step: &StepCx<'_>) -> Result<Vec<NatSet>, AwsError> {
-        let owned = ec2::owned_by(cx, step.id().as_str());
+        // The env's addresses and gateways in reads the AZs' steps share;
+        // each keeps its own below.
+        let owned = ec2::env_owned(cx);
         let mut live = owned.clone();
         // Deleted and failed NAT gateways stay visible for about an hour.
         live.push(ec2::filter("state", ["pending", "available"]));
         let (addresses, nats) = tokio::try_join!(
-            async {
+            cx.shared_read("ec2:DescribeAddresses", || async {
                 cx.clients
                     .ec2
                     .describe_addresses()
-                    .set_filters(Some(owned))
+                    .set_filters(Some(owned.clone()))
                     .send()
                     .await
                     .op("ec2:DescribeAddresses")
-            },
-            async {
+            }),
+            cx.shared_read("ec2:DescribeNatGateways (live)", || async {
                 cx.clients
                     .ec2
                     .describe_nat_gateways()
-                    .set_filter(Some(live))
+                    .set_filter(Some(live.clone()))
                     .send()
                     .await
                     .op("ec2:DescribeNatGateways")
-            },
+            }),
         )?;
         let set = NatSet {
             eips: addresses

@@ -548,7 +548,7 @@ mod tests {
             .match_requests(|r| {
                 r.filters()
                     .iter()
-                    .any(|f| f.name() == Some("tag:payops:step"))
+                    .any(|f| f.name() == Some("tag:payops:env"))
             })
             .then_output(|| DescribeRouteTablesOutput::builder().build());
         let not_elsewhere = mock!(Client::describe_route_tables)
@@ -727,7 +727,7 @@ mod tests {
             .match_requests(|r| {
                 r.filters()
                     .iter()
-                    .any(|f| f.name() == Some("tag:payops:step"))
+                    .any(|f| f.name() == Some("tag:payops:env"))
             })
             .sequence()
             .output(move || {
@@ -784,7 +784,7 @@ mod tests {
             .match_requests(|r| {
                 r.filters()
                     .iter()
-                    .any(|f| f.name() == Some("tag:payops:step"))
+                    .any(|f| f.name() == Some("tag:payops:env"))
             })
             .then_output(|| {
                 DescribeRouteTablesOutput::builder()

@@ -140,14 +140,18 @@ impl Resource for Subnets {
     }
 
     async fn find(&self, cx: &Context, step: &StepCx<'_>) -> Result<Vec<SubnetSet>, AwsError> {
+        // All the env's subnets in one read the three tiers share.
         let out = cx
-            .clients
-            .ec2
-            .describe_subnets()
-            .set_filters(Some(ec2::owned_by(cx, step.id().as_str())))
-            .send()
-            .await
-            .op("ec2:DescribeSubnets")?;
+            .shared_read("ec2:DescribeSubnets", || async {
+                cx.clients
+                    .ec2
+                    .describe_subnets()
+                    .set_filters(Some(ec2::env_owned(cx)))
+                    .send()
+                    .await
+                    .op("ec2:DescribeSubnets")
+            })
+            .await?;
         let subnets: Vec<FoundSubnet> = out
             .subnets()
             .iter()

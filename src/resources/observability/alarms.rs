@@ -1173,22 +1173,11 @@ impl Resource for AlarmStep {
 
     async fn find(&self, cx: &Context, _step: &StepCx<'_>) -> Result<Vec<FoundAlarm>, AwsError> {
         let name = self.alarm.name(cx);
+        // All of the env's alarms in one read its alarm steps share.
         let out = cx
-            .clients
-            .cloudwatch
-            .describe_alarms()
-            .alarm_names(&name)
-            // Without AlarmTypes, DescribeAlarms lists metric alarms only.
-            .alarm_types(AlarmType::MetricAlarm)
-            .alarm_types(AlarmType::CompositeAlarm)
-            .send()
-            .await
-            .op("cloudwatch:DescribeAlarms")?;
-        if out
-            .composite_alarms()
-            .iter()
-            .any(|a| a.alarm_name() == Some(name.as_str()))
-        {
+            .shared_read("cloudwatch:DescribeAlarms", || env_alarms(cx))
+            .await?;
+        if out.composite_alarms().contains(&name) {
             return Err(AwsError::Conflict(format!(
                 "a composite alarm named {name} exists: payops needs that name for a metric alarm"
             )));
@@ -1327,6 +1316,49 @@ impl Resource for AlarmStep {
             .op("cloudwatch:DeleteAlarms");
         absent_on(deleted, &NOT_FOUND)?;
         Ok(Vec::new())
+    }
+}
+
+/// Every alarm whose name has the env's prefix, metric and composite
+/// (without AlarmTypes, DescribeAlarms lists metric alarms only).
+async fn env_alarms(cx: &Context) -> Result<EnvAlarms, AwsError> {
+    let pages: Vec<_> = cx
+        .clients
+        .cloudwatch
+        .describe_alarms()
+        .alarm_name_prefix(cx.names.resource(""))
+        .alarm_types(AlarmType::MetricAlarm)
+        .alarm_types(AlarmType::CompositeAlarm)
+        .into_paginator()
+        .send()
+        .collect()
+        .await;
+    let mut all = EnvAlarms::default();
+    for page in pages {
+        let page = page.op("cloudwatch:DescribeAlarms")?;
+        all.metric.extend(page.metric_alarms().iter().cloned());
+        all.composite.extend(
+            page.composite_alarms()
+                .iter()
+                .filter_map(|a| a.alarm_name().map(str::to_owned)),
+        );
+    }
+    Ok(all)
+}
+
+#[derive(Default)]
+struct EnvAlarms {
+    metric: Vec<aws_sdk_cloudwatch::types::MetricAlarm>,
+    composite: Vec<String>,
+}
+
+impl EnvAlarms {
+    fn composite_alarms(&self) -> &[String] {
+        &self.composite
+    }
+
+    fn metric_alarms(&self) -> &[aws_sdk_cloudwatch::types::MetricAlarm] {
+        &self.metric
     }
 }
 

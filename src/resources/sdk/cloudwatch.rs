@@ -14,6 +14,9 @@ pub fn tags(tags: &TagMap) -> Vec<Tag> {
 }
 
 pub async fn tags_of(cx: &Context, arn: &str) -> Result<TagMap, AwsError> {
+    if let Some(tags) = cx.listed_tags(arn).await {
+        return Ok(tags);
+    }
     let out = cx
         .clients
         .cloudwatch

@@ -6,6 +6,9 @@ use crate::tags::{self, TagMap};
 use crate::resources::context::Context;
 
 pub async fn tags_of(cx: &Context, arn: &str) -> Result<TagMap, AwsError> {
+    if let Some(tags) = cx.listed_tags(arn).await {
+        return Ok(tags);
+    }
     let mut tags = TagMap::new();
     let mut token: Option<String> = None;
     loop {

@@ -22,6 +22,14 @@ pub fn owned_by(cx: &Context, step: &str) -> Vec<Filter> {
     ]
 }
 
+/// What any step of the env owns: [`owned_by`] without the step.
+pub fn env_owned(cx: &Context) -> Vec<Filter> {
+    vec![
+        tag_filter(tags::MANAGED_BY, tags::MANAGER),
+        tag_filter(tags::ENV, cx.env().as_str()),
+    ]
+}
+
 /// The same test as [`owned_by`], on tags already read: emulators ignore
 /// some tag filters (moto on DescribeNatGateways), so every find checks again.
 pub fn is_owned_by(cx: &Context, step: &str, tags: &TagMap) -> bool {
@@ -130,14 +138,20 @@ where
 macro_rules! find_owned {
     ($cx:expr, $step:expr, $describe:ident, $op:literal, $items:ident, $found:expr) => {{
         let step_id = $step.id().as_str();
+        // One describe of everything of this type the env owns, shared by
+        // its steps (four security groups, four route tables, ...); each
+        // step keeps its own below.
         let out = $cx
-            .clients
-            .ec2
-            .$describe()
-            .set_filters(Some($crate::resources::sdk::ec2::owned_by($cx, step_id)))
-            .send()
-            .await
-            .op($op)?;
+            .shared_read($op, || async {
+                $cx.clients
+                    .ec2
+                    .$describe()
+                    .set_filters(Some($crate::resources::sdk::ec2::env_owned($cx)))
+                    .send()
+                    .await
+                    .op($op)
+            })
+            .await?;
         Ok::<Vec<_>, $crate::aws::AwsError>(
             out.$items()
                 .iter()

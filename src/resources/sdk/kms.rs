@@ -15,6 +15,14 @@ pub fn tags(tags: &TagMap) -> Vec<Tag> {
 }
 
 pub async fn tags_of(cx: &Context, key_id: &str) -> Result<TagMap, AwsError> {
+    let arn = if key_id.starts_with("arn:") {
+        key_id.to_owned()
+    } else {
+        cx.arn("kms", &format!("key/{key_id}"))
+    };
+    if let Some(tags) = cx.listed_tags(&arn).await {
+        return Ok(tags);
+    }
     // A key holds at most 50 tags, and a page of ListResourceTags holds 50.
     let out = cx
         .clients

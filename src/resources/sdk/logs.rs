@@ -6,6 +6,10 @@ use crate::tags::TagMap;
 use crate::resources::context::Context;
 
 pub async fn tags_of(cx: &Context, arn: &str) -> Result<TagMap, AwsError> {
+    // The tagging API names a log group without DescribeLogGroups' `:*`.
+    if let Some(tags) = cx.listed_tags(arn.trim_end_matches(":*")).await {
+        return Ok(tags);
+    }
     let out = cx
         .clients
         .logs

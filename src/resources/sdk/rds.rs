@@ -20,6 +20,9 @@ pub fn tag_map(tags: &[Tag]) -> TagMap {
 /// Tags of a resource RDS names by ARN (subnet and parameter groups do not
 /// return theirs in Describe*).
 pub async fn list_tags(cx: &Context, arn: &str) -> Result<TagMap, AwsError> {
+    if let Some(tags) = cx.listed_tags(arn).await {
+        return Ok(tags);
+    }
     let out = cx
         .clients
         .rds

@@ -16,6 +16,10 @@ pub fn tags(op: &'static str, tags: &TagMap) -> Result<Vec<Tag>, AwsError> {
 
 /// The bucket's tags; a bucket without any answers NoSuchTagSet.
 pub async fn bucket_tags(cx: &Context, name: &str) -> Result<Option<TagMap>, AwsError> {
+    let arn = format!("arn:{}:s3:::{name}", cx.partition());
+    if let Some(tags) = cx.listed_tags(&arn).await {
+        return Ok(Some(tags));
+    }
     let result = cx
         .clients
         .s3

@@ -24,6 +24,9 @@ pub fn tags(op: &'static str, tags: &TagMap) -> Result<Vec<Tag>, AwsError> {
 }
 
 pub async fn tags_of(cx: &Context, topic_arn: &str) -> Result<TagMap, AwsError> {
+    if let Some(tags) = cx.listed_tags(topic_arn).await {
+        return Ok(tags);
+    }
     let out = cx
         .clients
         .sns

@@ -43,6 +43,12 @@ pub async fn queue_url(cx: &Context, name: &str) -> Result<Option<String>, AwsEr
 }
 
 pub async fn tags_of(cx: &Context, queue_url: &str) -> Result<TagMap, AwsError> {
+    // A queue URL ends with the account and the queue's name.
+    if let Some(name) = queue_url.rsplit('/').next()
+        && let Some(tags) = cx.listed_tags(&cx.arn("sqs", name)).await
+    {
+        return Ok(tags);
+    }
     let out = cx
         .clients
         .sqs

@@ -45,6 +45,9 @@ pub fn tag_list(op: &'static str, tags: &TagMap) -> Result<Vec<Tag>, AwsError> {
 
 /// The tags of a web ACL; `None` when it is gone.
 pub async fn tags_of(cx: &Context, arn: &str) -> Result<Option<TagMap>, AwsError> {
+    if let Some(tags) = cx.listed_tags(arn).await {
+        return Ok(Some(tags));
+    }
     let out = cx
         .clients
         .wafv2

@@ -347,6 +347,18 @@ async fn resolve_alias(cx: &Context, alias: &str) -> Result<Option<KeyInfo>, Aws
 
 /// ARNs of the keys tagged as this env's `step`, whatever their state.
 async fn tagged_keys(cx: &Context, step: &str) -> Result<Vec<String>, AwsError> {
+    // The env's listing, when there is one to trust, is this same query.
+    if let Some(arns) = cx
+        .listed_where(|arn, t| {
+            arn.contains(":kms:")
+                && arn.contains(":key/")
+                && t.get(tags::MANAGED_BY).map(String::as_str) == Some(tags::MANAGER)
+                && t.get(tags::STEP).map(String::as_str) == Some(step)
+        })
+        .await
+    {
+        return Ok(arns);
+    }
     let filter = |k: &str, v: &str| TagFilter::builder().key(k).values(v).build();
     let mut arns = Vec::new();
     let mut token: Option<String> = None;
@@ -940,6 +952,10 @@ mod tests {
     fn context(kms: &[&Rule], tagging: &[&Rule]) -> Context {
         let mut clients = testing::clients();
         clients.kms = mock_client!(aws_sdk_kms, RuleMode::MatchAny, kms);
+        let listing = testing::no_tagging_listing();
+        let tagging: Vec<&Rule> = std::iter::once(&listing)
+            .chain(tagging.iter().copied())
+            .collect();
         clients.tagging = mock_client!(aws_sdk_resourcegroupstagging, RuleMode::MatchAny, tagging);
         testing::context(clients)
     }
@@ -1343,7 +1359,7 @@ mod tests {
         clients.tagging = mock_client!(
             aws_sdk_resourcegroupstagging,
             RuleMode::MatchAny,
-            [&no_more_tagged]
+            [&testing::no_tagging_listing(), &no_more_tagged]
         );
         clients.rds = mock_client!(aws_sdk_rds, RuleMode::MatchAny, [&snapshots_of_the_cluster]);
         (

@@ -33,7 +33,14 @@ pub fn clients() -> Clients {
         sns: mock_client!(aws_sdk_sns, RuleMode::MatchAny, none),
         sqs: mock_client!(aws_sdk_sqs, RuleMode::MatchAny, none),
         ssm: mock_client!(aws_sdk_ssm, RuleMode::MatchAny, none),
-        tagging: mock_client!(aws_sdk_resourcegroupstagging, RuleMode::MatchAny, none),
+        // Steps look their tags up in one listing of the env first
+        // (`Context::listed_tags`); refused here, so every test sees the
+        // tag reads it mocks.
+        tagging: mock_client!(
+            aws_sdk_resourcegroupstagging,
+            RuleMode::MatchAny,
+            [&no_tagging_listing()]
+        ),
         lambda: mock_client!(aws_sdk_lambda, RuleMode::MatchAny, none),
         elb: mock_client!(aws_sdk_elasticloadbalancingv2, RuleMode::MatchAny, none),
         apigateway: mock_client!(aws_sdk_apigateway, RuleMode::MatchAny, none),
@@ -42,7 +49,22 @@ pub fn clients() -> Clients {
         rds: mock_client!(aws_sdk_rds, RuleMode::MatchAny, none),
         secrets: mock_client!(aws_sdk_secretsmanager, RuleMode::MatchAny, none),
         wafv2: mock_client!(aws_sdk_wafv2, RuleMode::MatchAny, none),
+        counter: crate::aws::ApiCounter::new(),
     }
+}
+
+/// The tagging API refusing the env's listing (`Context::listed_tags`).
+pub fn no_tagging_listing() -> Rule {
+    aws_smithy_mocks::mock!(aws_sdk_resourcegroupstagging::Client::get_resources)
+        // Only the env listing: a test's own GetResources rules answer the rest.
+        .match_requests(|r| {
+            r.tag_filters().len() == 1 && r.tag_filters()[0].key() == Some(crate::tags::ENV)
+        })
+        .then_error(|| {
+            aws_sdk_resourcegroupstagging::operation::get_resources::GetResourcesError::generic(
+                error_meta("AccessDeniedException"),
+            )
+        })
 }
 
 pub fn context(clients: Clients) -> Context {
