@@ -128,6 +128,7 @@ def main() -> None:
         shared.patch_apigateway_connection_id()
         shared.patch_rds_automated_snapshots()
         shared.patch_rds_cluster_already_exists()
+        shared.patch_rds_engine_versions()
         shared.patch_logs_query_definitions()
         shared.patch_apigateway_tags()
         shared.patch_elbv2_private_link_enforcement()

@@ -28,6 +28,12 @@ RDS (moto 5.1/5.2):
     where AWS answers DBClusterAlreadyExistsFault: a retried create whose
     first answer was lost met the snapshot error, not the conflict payops
     looks again on.
+    DescribeDBEngineVersions is missing: moto answers 500, which the SDK
+    retries as a transient error for the better part of a minute, so every
+    `up` waited ~45 s in preflight. Served for aurora-postgresql with
+    ServerlessV2FeaturesSupport as AWS documents it per version (0 ACU from
+    13.15, 14.12, 15.7, 16.3; up to 256 from 13.13, 14.10, 15.5, 16.1;
+    otherwise 0.5 and 128).
 
 ELBv2 (moto 5.1/5.2):
     ``EnforceSecurityGroupInboundRulesOnPrivateLinkTraffic`` is ignored by
@@ -499,3 +505,55 @@ def patch_logs_query_definitions() -> None:
     LogsResponse.describe_query_definitions = describe_query_definitions
     LogsResponse.delete_query_definition = delete_query_definition
     LogsBackend._payops_query_definitions = True
+
+
+# aurora-postgresql versions the emulators answer DescribeDBEngineVersions for.
+AURORA_POSTGRESQL_VERSIONS = [
+    "13.12", "13.15", "13.18", "14.9", "14.12", "14.15", "15.4", "15.7", "15.10",
+    "16.1", "16.3", "16.6", "17.4",
+]
+
+
+def _version_at_least(version, floors):
+    major, _, minor = version.partition(".")
+    for floor in floors:
+        f_major, _, f_minor = floor.partition(".")
+        if major == f_major:
+            return int(minor or 0) >= int(f_minor)
+    return int(major) > max(int(f.split(".")[0]) for f in floors)
+
+
+def patch_rds_engine_versions() -> None:
+    """DescribeDBEngineVersions for aurora-postgresql (see the module docstring)."""
+    from moto.core.responses import ActionResult
+    from moto.rds.responses import RDSResponse
+
+    if getattr(RDSResponse, "_payops_engine_versions", False):
+        return
+
+    def describe_db_engine_versions(self):
+        engine = self.params.get("Engine")
+        wanted = self.params.get("EngineVersion")
+        versions = []
+        if engine in (None, "aurora-postgresql"):
+            for version in AURORA_POSTGRESQL_VERSIONS:
+                if wanted and version != wanted:
+                    continue
+                pauses = _version_at_least(version, ["13.15", "14.12", "15.7", "16.3"])
+                wide = _version_at_least(version, ["13.13", "14.10", "15.5", "16.1"])
+                versions.append({
+                    "Engine": "aurora-postgresql",
+                    "EngineVersion": version,
+                    "DBParameterGroupFamily": f"aurora-postgresql{version.split('.')[0]}",
+                    "DBEngineDescription": "Aurora (PostgreSQL)",
+                    "Status": "available",
+                    "SupportsReadReplica": True,
+                    "ServerlessV2FeaturesSupport": {
+                        "MinCapacity": 0.0 if pauses else 0.5,
+                        "MaxCapacity": 256.0 if wide else 128.0,
+                    },
+                })
+        return ActionResult({"DBEngineVersions": versions})
+
+    RDSResponse.describe_db_engine_versions = describe_db_engine_versions
+    RDSResponse._payops_engine_versions = True

@@ -101,11 +101,13 @@ def rds():
     from .moto_patches import (
         patch_rds_automated_snapshots,
         patch_rds_cluster_already_exists,
+        patch_rds_engine_versions,
         patch_rds_orderable_zones,
     )
 
     patch_rds_automated_snapshots()
     patch_rds_cluster_already_exists()
+    patch_rds_engine_versions()
     patch_rds_orderable_zones()
     # ManageMasterUserPassword makes moto create the secret in moto's
     # secretsmanager backend. LocalStack's secretsmanager provider patches
