@@ -90,7 +90,7 @@ impl Query {
         match self {
             Self::FailedPayments => concat!(
                 "fields @timestamp, @log, message, reason, error, requestId\n",
-                "| filter message like /rejected|failed/\n",
+                "| filter message like /rejected|failed|not published/\n",
                 "| stats count(*) as payments by message, reason, error\n",
                 "| sort payments desc",
             ),
