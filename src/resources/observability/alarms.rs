@@ -1124,35 +1124,22 @@ impl fmt::Display for Fix {
 /// Alarms of this env still there (the final sweep): named `payops-<env>-...`
 /// and tagged for the env (the prefix alone also matches env `<env>-2`'s).
 pub async fn leftovers(cx: &Context) -> Result<Vec<String>, AwsError> {
-    let pages: Vec<_> = cx
-        .clients
-        .cloudwatch
-        .describe_alarms()
-        .alarm_name_prefix(cx.names.resource(""))
-        .alarm_types(AlarmType::MetricAlarm)
-        .alarm_types(AlarmType::CompositeAlarm)
-        .into_paginator()
-        .send()
-        .collect()
-        .await;
+    let all = env_alarms(cx).await?;
+    let named = all
+        .metric
+        .iter()
+        .map(|a| (a.alarm_name(), a.alarm_arn()))
+        .chain(
+            all.composite
+                .iter()
+                .map(|(name, arn)| (Some(name.as_str()), arn.as_deref())),
+        );
     let mut left = Vec::new();
-    for page in pages {
-        let page = page.op("cloudwatch:DescribeAlarms")?;
-        let all = page
-            .metric_alarms()
-            .iter()
-            .map(|a| (a.alarm_name(), a.alarm_arn()))
-            .chain(
-                page.composite_alarms()
-                    .iter()
-                    .map(|a| (a.alarm_name(), a.alarm_arn())),
-            );
-        for (name, arn) in all {
-            if let (Some(name), Some(arn)) = (name, arn)
-                && cx.is_ours(&cloudwatch::tags_of(cx, arn).await?)
-            {
-                left.push(format!("cloudwatch alarm {name}"));
-            }
+    for (name, arn) in named {
+        if let (Some(name), Some(arn)) = (name, arn)
+            && cx.is_ours(&cloudwatch::tags_of(cx, arn).await?)
+        {
+            left.push(format!("cloudwatch alarm {name}"));
         }
     }
     Ok(left)
@@ -1177,7 +1164,7 @@ impl Resource for AlarmStep {
         let out = cx
             .shared_read("cloudwatch:DescribeAlarms", || env_alarms(cx))
             .await?;
-        if out.composite_alarms().contains(&name) {
+        if out.has_composite(&name) {
             return Err(AwsError::Conflict(format!(
                 "a composite alarm named {name} exists: payops needs that name for a metric alarm"
             )));
@@ -1338,9 +1325,9 @@ async fn env_alarms(cx: &Context) -> Result<EnvAlarms, AwsError> {
         let page = page.op("cloudwatch:DescribeAlarms")?;
         all.metric.extend(page.metric_alarms().iter().cloned());
         all.composite.extend(
-            page.composite_alarms()
-                .iter()
-                .filter_map(|a| a.alarm_name().map(str::to_owned)),
+            page.composite_alarms().iter().filter_map(|a| {
+                Some((a.alarm_name()?.to_owned(), a.alarm_arn().map(str::to_owned)))
+            }),
         );
     }
     Ok(all)
@@ -1349,12 +1336,13 @@ async fn env_alarms(cx: &Context) -> Result<EnvAlarms, AwsError> {
 #[derive(Default)]
 struct EnvAlarms {
     metric: Vec<aws_sdk_cloudwatch::types::MetricAlarm>,
-    composite: Vec<String>,
+    /// (name, ARN) of each composite alarm.
+    composite: Vec<(String, Option<String>)>,
 }
 
 impl EnvAlarms {
-    fn composite_alarms(&self) -> &[String] {
-        &self.composite
+    fn has_composite(&self, name: &str) -> bool {
+        self.composite.iter().any(|(n, _)| n == name)
     }
 
     fn metric_alarms(&self) -> &[aws_sdk_cloudwatch::types::MetricAlarm] {
