@@ -152,8 +152,8 @@ def publish_event(events: Any, cfg: dict[str, str], detail_type: str, detail: di
         out = events.put_events(Entries=[entry])
         # PutEvents answers 200 with per-entry failures (throttling, an
         # internal error): FailedEntryCount, not an exception.
-        failed = out.get("Entries") or [{}]
-        error = failed[0].get("ErrorCode") if out.get("FailedEntryCount") else None
+        entries = out.get("Entries") or [{}]
+        error = (entries[0].get("ErrorCode") or "FailedEntry") if out.get("FailedEntryCount") else None
     except (BotoCoreError, ClientError) as e:
         error = e.response.get("Error", {}).get("Code", "error") if isinstance(e, ClientError) else type(e).__name__
     if error is None:
