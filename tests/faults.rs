@@ -251,3 +251,106 @@ async fn a_third_env_on_a_5_eip_account_is_refused_with_per_az_nat_and_fits_with
         assert!(left.is_empty(), "left behind by down: {left:#?}");
     }
 }
+
+/// The rule a retried CreateLoadBalancer relies on (its first answer lost,
+/// the balancer made): AWS returns the existing balancer when the settings
+/// are the same, so a name never holds two. moto checked duplicates by a
+/// random ARN and made a second NLB that `down` then left behind; the
+/// project's emulator patch (`patch_elbv2_load_balancer_idempotency`) makes
+/// both emulators answer as AWS does, and this keeps it so.
+#[tokio::test]
+#[ignore = "needs an AWS emulator: make test-integration"]
+async fn a_second_create_of_a_load_balancer_returns_the_same_one() {
+    if common::acceptance() {
+        return; // an AWS rule, not the emulator's: nothing to check on AWS itself
+    }
+    let aws = Aws::connect().await;
+    let ec2 = &aws.c.ec2;
+    let vpc = ec2
+        .create_vpc()
+        .cidr_block("10.91.0.0/16")
+        .send()
+        .await
+        .expect("ec2:CreateVpc");
+    let vpc_id = vpc
+        .vpc()
+        .and_then(|v| v.vpc_id())
+        .expect("a VPC id")
+        .to_owned();
+    let zones = ec2
+        .describe_availability_zones()
+        .send()
+        .await
+        .expect("ec2:DescribeAvailabilityZones");
+    let mut subnets = Vec::new();
+    for (i, zone) in zones.availability_zones().iter().take(2).enumerate() {
+        let subnet = ec2
+            .create_subnet()
+            .vpc_id(&vpc_id)
+            .cidr_block(format!("10.91.{i}.0/24"))
+            .availability_zone(zone.zone_name().unwrap_or_default())
+            .send()
+            .await
+            .expect("ec2:CreateSubnet");
+        subnets.push(
+            subnet
+                .subnet()
+                .and_then(|s| s.subnet_id())
+                .expect("a subnet id")
+                .to_owned(),
+        );
+    }
+    let name = format!("rule-{}", std::process::id());
+    let create = || {
+        aws.c
+            .elb
+            .create_load_balancer()
+            .name(&name)
+            .r#type(aws_sdk_elasticloadbalancingv2::types::LoadBalancerTypeEnum::Network)
+            .scheme(aws_sdk_elasticloadbalancingv2::types::LoadBalancerSchemeEnum::Internal)
+            .set_subnets(Some(subnets.clone()))
+            .send()
+    };
+    let arn = |out: aws_sdk_elasticloadbalancingv2::operation::create_load_balancer::CreateLoadBalancerOutput| {
+        out.load_balancers()[0].load_balancer_arn().expect("an ARN").to_owned()
+    };
+    let first = arn(create().await.expect("elbv2:CreateLoadBalancer"));
+    let second = create().await.map(arn);
+    let listed = aws
+        .c
+        .elb
+        .describe_load_balancers()
+        .names(&name)
+        .send()
+        .await
+        .map(|out| out.load_balancers().len());
+    let _ = aws
+        .c
+        .elb
+        .delete_load_balancer()
+        .load_balancer_arn(&first)
+        .send()
+        .await;
+    if let Ok(ref other) = second {
+        let _ = aws
+            .c
+            .elb
+            .delete_load_balancer()
+            .load_balancer_arn(other)
+            .send()
+            .await;
+    }
+    for subnet in &subnets {
+        let _ = ec2.delete_subnet().subnet_id(subnet).send().await;
+    }
+    let _ = ec2.delete_vpc().vpc_id(&vpc_id).send().await;
+    assert_eq!(
+        second.expect("a second, identical CreateLoadBalancer succeeds"),
+        first
+    );
+    assert_eq!(
+        listed.expect("elbv2:DescribeLoadBalancers"),
+        1,
+        "one balancer of the name"
+    );
+}

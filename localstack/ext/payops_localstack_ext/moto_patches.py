@@ -418,6 +418,41 @@ def patch_elbv2_listener_idempotency() -> None:
     ELBv2Backend._payops_listener_idempotency = True
 
 
+def patch_elbv2_load_balancer_idempotency() -> None:
+    """ELBv2 (moto 5.x): CreateLoadBalancer is idempotent by name.
+
+    AWS: "This operation is idempotent, which means that it completes at most
+    one time. If you attempt to create multiple load balancers with the same
+    settings, each call succeeds" (the existing balancer is returned), and a
+    name already taken with other settings is ``DuplicateLoadBalancerName``.
+    moto checks for a duplicate by ARN, whose id part is random, so a retried
+    CreateLoadBalancer whose first answer was lost made a second balancer of
+    the same name, which AWS never does (seen as an NLB left behind by
+    ``down`` in the fault suite).
+    """
+    from moto.elbv2.exceptions import DuplicateLoadBalancerName
+    from moto.elbv2.models import ELBv2Backend
+
+    if getattr(ELBv2Backend, "_payops_load_balancer_idempotency", False):
+        return
+    original = ELBv2Backend.create_load_balancer
+
+    def create_load_balancer(self, name, *args, **kwargs):
+        for balancer in self.load_balancers.values():
+            if balancer.name != name:
+                continue
+            scheme = kwargs.get("scheme") or "internet-facing"
+            kind = kwargs.get("loadbalancer_type") or "application"
+            same = balancer.type == kind and (balancer.scheme or "internet-facing") == scheme
+            if not same:
+                raise DuplicateLoadBalancerName()
+            return balancer
+        return original(self, name, *args, **kwargs)
+
+    ELBv2Backend.create_load_balancer = create_load_balancer
+    ELBv2Backend._payops_load_balancer_idempotency = True
+
+
 def patch_rds_orderable_zones() -> None:
     """RDS (moto 5.x): orderable instance options name the region's zones.
 

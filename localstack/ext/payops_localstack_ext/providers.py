@@ -207,10 +207,15 @@ def _patch_moto_rds_master_secret_kms() -> None:
 
 @aws_provider(api="elbv2", name=PROVIDER_NAME)
 def elbv2():
-    from .moto_patches import patch_elbv2_listener_idempotency, patch_elbv2_private_link_enforcement
+    from .moto_patches import (
+        patch_elbv2_listener_idempotency,
+        patch_elbv2_load_balancer_idempotency,
+        patch_elbv2_private_link_enforcement,
+    )
 
     patch_elbv2_private_link_enforcement()
     patch_elbv2_listener_idempotency()
+    patch_elbv2_load_balancer_idempotency()
     return moto_service("elbv2")
 
 

@@ -232,7 +232,7 @@ impl Resource for LoadBalancer {
         }
     }
 
-    /// CreateLoadBalancer meets the load balancer its lost first attempt made (AWS answers it only when the settings differ; emulators always) (see the trait).
+    /// CreateLoadBalancer meets the load balancer its lost first attempt made (AWS answers it only when the settings differ, and returns the balancer when they are the same) (see the trait).
     fn already_exists(&self) -> &'static [&'static str] {
         &["DuplicateLoadBalancerName"]
     }

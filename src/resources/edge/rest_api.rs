@@ -123,6 +123,9 @@ struct Actual {
     models: BTreeMap<String, Value>,
     /// (id, validates body, validates parameters)
     validator: Option<(String, bool, bool)>,
+    /// Other validators of payops' name: a retried CreateRequestValidator
+    /// whose first answer was lost makes a second (names are not unique).
+    extra_validators: Vec<String>,
     /// (path, method) present with the right settings / integration
     methods: BTreeMap<(String, String), (bool, bool)>,
     /// (path, method) that exist but are not in the definition
@@ -304,24 +307,7 @@ impl RestApi {
                 actual.models.insert(name.to_owned(), schema);
             }
         }
-        let validators = gw
-            .get_request_validators()
-            .rest_api_id(id)
-            .limit(500)
-            .send()
-            .await
-            .op("apigateway:GetRequestValidators")?;
-        actual.validator = validators
-            .items()
-            .iter()
-            .find(|v| v.name() == Some(VALIDATOR))
-            .and_then(|v| {
-                Some((
-                    v.id()?.to_owned(),
-                    v.validate_request_body(),
-                    v.validate_request_parameters(),
-                ))
-            });
+        (actual.validator, actual.extra_validators) = Self::validators(cx, id).await?;
         let wanted: BTreeSet<(String, String)> = def
             .methods
             .iter()
@@ -430,6 +416,12 @@ impl RestApi {
             Some((_, true, true)) => {}
             Some(_) => changes.push(format!("validate bodies and parameters ({VALIDATOR})")),
         }
+        if !actual.extra_validators.is_empty() {
+            changes.push(format!(
+                "delete {} duplicate request validator(s) {VALIDATOR}",
+                actual.extra_validators.len()
+            ));
+        }
         for path in def.paths() {
             if !actual.resources.contains_key(&path) {
                 changes.push(format!("create resource {path}"));
@@ -466,6 +458,40 @@ impl RestApi {
             }
         }
         changes
+    }
+
+    /// payops' request validator and the other validators of its name. Of
+    /// several (a retried create whose first answer was lost), the lowest id
+    /// is the one kept, so every run picks the same one.
+    async fn validators(
+        cx: &Context,
+        id: &str,
+    ) -> Result<(Option<(String, bool, bool)>, Vec<String>), AwsError> {
+        let validators = cx
+            .clients
+            .apigateway
+            .get_request_validators()
+            .rest_api_id(id)
+            .limit(500)
+            .send()
+            .await
+            .op("apigateway:GetRequestValidators")?;
+        let mut ours: Vec<(String, bool, bool)> = validators
+            .items()
+            .iter()
+            .filter(|v| v.name() == Some(VALIDATOR))
+            .filter_map(|v| {
+                Some((
+                    v.id()?.to_owned(),
+                    v.validate_request_body(),
+                    v.validate_request_parameters(),
+                ))
+            })
+            .collect();
+        ours.sort();
+        let mut ours = ours.into_iter();
+        let kept = ours.next();
+        Ok((kept, ours.map(|(vid, ..)| vid).collect()))
     }
 
     /// Brings the API's definition to `def`; every operation is idempotent.
@@ -508,7 +534,14 @@ impl RestApi {
                     .send()
                     .await
                     .op("apigateway:CreateRequestValidator")?;
-                required(out.id(), "apigateway:CreateRequestValidator", "id")?.to_owned()
+                required(out.id(), "apigateway:CreateRequestValidator", "id")?;
+                // The SDK may have retried a create that AWS applied: look
+                // again, so that the methods point at the validator every
+                // later run keeps, and the others go below.
+                let (kept, extra) = Self::validators(cx, id).await?;
+                actual.extra_validators = extra;
+                let kept = kept.map(|(vid, ..)| vid);
+                required(kept.as_deref(), "apigateway:GetRequestValidators", "id")?.to_owned()
             }
             Some((vid, body, params)) => {
                 if !(*body && *params) {
@@ -641,6 +674,17 @@ impl RestApi {
                 }
                 put.send().await.op("apigateway:PutIntegration")?;
             }
+        }
+        // Last, once no method points at them any more.
+        for vid in &actual.extra_validators {
+            let deleted = gw
+                .delete_request_validator()
+                .rest_api_id(id)
+                .request_validator_id(vid)
+                .send()
+                .await
+                .op("apigateway:DeleteRequestValidator");
+            absent_on(deleted, &["NotFoundException"])?;
         }
         Ok(())
     }
@@ -1205,6 +1249,22 @@ mod tests {
         format!("r{}", path.replace('/', "-"))
     }
 
+    /// Validators of payops' name, checking bodies and parameters.
+    fn validators(ids: &[&str]) -> GetRequestValidatorsOutput {
+        let mut out = GetRequestValidatorsOutput::builder();
+        for id in ids {
+            out = out.items(
+                RequestValidator::builder()
+                    .id(*id)
+                    .name(VALIDATOR)
+                    .validate_request_body(true)
+                    .validate_request_parameters(true)
+                    .build(),
+            );
+        }
+        out.build()
+    }
+
     fn account() -> Rule {
         mock!(Client::get_account).then_output(|| {
             GetAccountOutput::builder()
@@ -1279,18 +1339,7 @@ mod tests {
                 }
                 out.build()
             }),
-            mock!(Client::get_request_validators).then_output(|| {
-                GetRequestValidatorsOutput::builder()
-                    .items(
-                        RequestValidator::builder()
-                            .id("val-1")
-                            .name(VALIDATOR)
-                            .validate_request_body(true)
-                            .validate_request_parameters(true)
-                            .build(),
-                    )
-                    .build()
-            }),
+            mock!(Client::get_request_validators).then_output(|| validators(&["val-1"])),
             mock!(Client::get_method).then_compute_output(move |r| {
                 let m = methods
                     .iter()
@@ -1488,6 +1537,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_second_validator_a_retried_create_made_is_deleted_and_the_methods_stay() {
+        // CreateRequestValidator has no token and names are not unique: a
+        // retry whose first answer was lost leaves two. The methods point at
+        // the lowest id, which every run keeps; the other goes.
+        let two =
+            mock!(Client::get_request_validators).then_output(|| validators(&["val-2", "val-1"]));
+        let delete = mock!(Client::delete_request_validator)
+            .match_requests(|r| r.request_validator_id() == Some("val-2"))
+            .then_output(|| {
+                aws_sdk_apigateway::operation::delete_request_validator::DeleteRequestValidatorOutput::builder().build()
+            });
+        let rules = in_sync("current");
+        let (listing, acct) = (apis(testing::our_tags(STEP)), account());
+        let mut api: Vec<&Rule> = vec![&two, &delete, &listing, &acct];
+        api.extend(rules.iter());
+        let perms = permissions();
+        let cx = context(&api, &[&perms]);
+        let applied = testing::ensure(&cx, STEP, RestApi, &inputs())
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Updated, "{:?}", applied.notes);
+        assert_eq!(
+            applied.notes,
+            vec![format!(
+                "delete 1 duplicate request validator(s) {VALIDATOR}"
+            )]
+        );
+        assert_eq!(delete.num_calls(), 1);
+    }
+
+    #[tokio::test]
     async fn an_api_with_our_name_but_not_our_tags_is_refused() {
         let listing = apis(TagMap::new());
         let cx = context(&[&listing], &[]);
@@ -1517,8 +1597,13 @@ mod tests {
         });
         let no_models =
             mock!(Client::get_models).then_output(|| GetModelsOutput::builder().build());
+        // None at the comparison and before the create, then the one it made.
         let no_validators = mock!(Client::get_request_validators)
-            .then_output(|| GetRequestValidatorsOutput::builder().build());
+            .sequence()
+            .output(|| GetRequestValidatorsOutput::builder().build())
+            .times(2)
+            .output(|| validators(&["val-1"]))
+            .build();
         let model = mock!(Client::create_model)
             .match_requests(|r| r.content_type() == Some(JSON) && r.schema().is_some())
             .then_output(|| CreateModelOutput::builder().build());
