@@ -18,7 +18,7 @@ TEST_PORT_moto ?= 5155
 TEST_PORT_localstack ?= 4666
 
 .PHONY: build demo demo-down test lint test-unit test-handlers test-integration emulator-start emulator-stop \
-        emulator-install bench bench-engine bench-emulator bench-fleet bench-faults test-aws clean-emulators
+        emulator-install bench bench-engine bench-emulator bench-fleet bench-faults bench-timing test-aws clean-emulators
 
 # Building with --tests gives the binary the same dependency features as the
 # test build, so `make test` and `make demo` share one compilation.
@@ -70,6 +70,11 @@ bench-emulator: build
 N ?= 4
 bench-fleet: build
 	scripts/bench-fleet $(EMULATOR) $(N)
+
+# up and down of the full env at AWS's pace (scaled: BENCH_SCALE, default
+# 0.05), against the critical path of the graph under the same durations.
+bench-timing: build
+	scripts/bench-timing $(if $(filter command line,$(origin EMULATOR)),$(EMULATOR),moto)
 
 # up / up again / down through the fault proxy, per seed (SEEDS="1 2 3"),
 # on EMULATOR (default moto here); see scripts/bench-faults for the knobs.

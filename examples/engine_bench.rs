@@ -6,20 +6,27 @@
 //! `layered` a wide synthetic graph that stresses the scheduler.
 //!
 //!     cargo run --example engine_bench      (or: make bench-engine)
+//!
+//! `-- --critical-path SCALE` prints instead, as JSON, the critical path and
+//! the sum of the real env's graph for `up` and `down` under the same
+//! durations times SCALE: what scripts/bench-timing compares its runs with.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use payops::engine::{
-    Applied, CancelFlag, Change, Dependency, Graph, Observation, Operation, Record, Removed, Step,
-    StepCx, StepError, StepEvents, StepId, StepReport, WalkObserver, WalkOptions, walk,
+    Applied, CancelFlag, Change, Dependency, Direction, Graph, Observation, Operation, Record,
+    Removed, Step, StepCx, StepError, StepEvents, StepId, StepReport, WalkObserver, WalkOptions,
+    walk,
 };
 
 struct Sleep {
     id: StepId,
     deps: Vec<Dependency>,
     work: Duration,
+    /// The work of `destroy`, when it differs.
+    undo: Duration,
 }
 
 #[async_trait]
@@ -42,7 +49,7 @@ impl Step<()> for Sleep {
         Ok(Applied::new(Change::Created, Record::default()))
     }
     async fn destroy(&self, _: &(), _: &StepCx<'_>) -> Result<Removed, StepError> {
-        tokio::time::sleep(self.work).await;
+        tokio::time::sleep(self.undo).await;
         Ok(Removed::AlreadyAbsent)
     }
 }
@@ -65,50 +72,120 @@ fn step(id: &str, deps: &[&str], ms: u64) -> Box<dyn Step<()>> {
         id: id.into(),
         deps: deps.iter().map(|d| Dependency::on(*d, "bench")).collect(),
         work: Duration::from_millis(ms),
+        undo: Duration::from_millis(ms),
     })
 }
 
-/// Typical real-AWS durations of one step's work, by step kind, in seconds:
+/// Typical real-AWS durations of a step's work, by step kind, in seconds:
 /// what the step waits for (a NAT gateway becoming available, an Aurora
 /// instance, a load balancer leaving `provisioning`), plus its few API calls.
-/// Not measured here: the figures AWS documents or payops' own progress
-/// messages state ("about 10 minutes" for an Aurora instance, "3-4 minutes"
-/// for its cluster). Every kind not listed is a handful of API calls: 1 s.
-const AWS_SECONDS: &[(&str, u64)] = &[
-    ("rds:db-instance", 600),
-    ("apigateway:vpc-link", 300),
-    ("rds:db-cluster", 240),
-    ("elbv2:network-load-balancer", 180),
-    ("elbv2:application-load-balancer", 180),
-    ("ec2:nat-gateway", 120),
-    ("lambda:function", 45),
-    ("dynamodb:table", 20),
-    // ~120 PutParameter calls at Parameter Store's standard throughput.
-    ("ssm:parameters", 12),
-    ("s3:bucket", 3),
-];
-
-fn aws_seconds(kind: &str) -> u64 {
-    AWS_SECONDS
-        .iter()
-        .find(|(k, _)| *k == kind)
-        .map_or(1, |(_, s)| *s)
+/// Not measured here: the figures AWS documents, in the table that the fault
+/// proxy's timing mode reads too (its `about` says where each comes from).
+struct Durations {
+    default_seconds: f64,
+    /// kind -> (up, down)
+    by_kind: BTreeMap<String, (f64, f64)>,
 }
 
-/// The real env's graph (the registry payops walks, default spec), each step
-/// sleeping its kind's real-AWS duration scaled from seconds to milliseconds.
+impl Durations {
+    fn load() -> Self {
+        let table: serde_json::Value =
+            serde_json::from_str(include_str!("../scripts/aws-durations.json"))
+                .expect("scripts/aws-durations.json is JSON");
+        let seconds = |v: &serde_json::Value| v.as_f64().expect("seconds");
+        let mut by_kind = BTreeMap::new();
+        for row in table["steps"].as_array().expect("steps") {
+            for kind in row["kinds"].as_array().expect("kinds") {
+                let kind = kind.as_str().expect("a kind").to_owned();
+                by_kind.insert(kind, (seconds(&row["up"]), seconds(&row["down"])));
+            }
+        }
+        Self {
+            default_seconds: seconds(&table["default_seconds"]),
+            by_kind,
+        }
+    }
+
+    fn of(&self, kind: &str, operation: Operation) -> f64 {
+        let (up, down) = self
+            .by_kind
+            .get(kind)
+            .copied()
+            .unwrap_or((self.default_seconds, self.default_seconds));
+        match operation {
+            Operation::Destroy => down,
+            _ => up,
+        }
+    }
+}
+
+/// The real env's graph (the registry payops walks, default spec).
+fn registry() -> Graph<payops::resources::Context> {
+    payops::resources::graph(&payops::spec::EnvSpec::default()).expect("the registry")
+}
+
+/// The real env's graph, each step sleeping its kind's real-AWS duration
+/// scaled from seconds to milliseconds.
 fn real_env() -> Vec<Box<dyn Step<()>>> {
-    let graph = payops::resources::graph(&payops::spec::EnvSpec::default()).expect("the registry");
-    graph
+    let durations = Durations::load();
+    let ms = |s: f64| Duration::from_secs_f64(s / 1e3);
+    registry()
         .steps()
         .map(|s| {
             Box::new(Sleep {
                 id: s.id().clone(),
                 deps: s.dependencies().to_vec(),
-                work: Duration::from_millis(aws_seconds(s.kind())),
+                work: ms(durations.of(s.kind(), Operation::Ensure)),
+                undo: ms(durations.of(s.kind(), Operation::Destroy)),
             }) as Box<dyn Step<()>>
         })
         .collect()
+}
+
+/// The longest chain of the registry's graph for `operation` and the sum of
+/// all its steps, in seconds times `scale`, computed from the graph (no walk).
+fn critical_path(operation: Operation, scale: f64) -> serde_json::Value {
+    let graph = registry();
+    let durations = Durations::load();
+    let direction = match operation {
+        Operation::Destroy => Direction::Reverse,
+        _ => Direction::Forward,
+    };
+    let mut order = graph.topological_order();
+    if direction == Direction::Reverse {
+        order.reverse();
+    }
+    let mut finish = vec![0.0_f64; graph.len()];
+    let mut via: Vec<Option<usize>> = vec![None; graph.len()];
+    for &i in &order {
+        let before = graph
+            .predecessors(i, direction)
+            .iter()
+            .copied()
+            .max_by(|a, b| finish[*a].total_cmp(&finish[*b]));
+        via[i] = before;
+        finish[i] =
+            before.map_or(0.0, |p| finish[p]) + durations.of(graph.step(i).kind(), operation);
+    }
+    let last = (0..graph.len())
+        .max_by(|a, b| finish[*a].total_cmp(&finish[*b]))
+        .expect("steps");
+    let mut path = vec![graph.step(last).id().to_string()];
+    let mut at = last;
+    while let Some(p) = via[at] {
+        path.push(graph.step(p).id().to_string());
+        at = p;
+    }
+    path.reverse();
+    let sum: f64 = graph
+        .steps()
+        .map(|s| durations.of(s.kind(), operation))
+        .sum();
+    serde_json::json!({
+        "critical_path_s": finish[last] * scale,
+        "sum_s": sum * scale,
+        "path": path,
+    })
 }
 
 /// A wide layered graph: 20 layers of 25 steps, each depending on 3 steps of
@@ -131,7 +208,12 @@ fn layered() -> Vec<Box<dyn Step<()>>> {
     s
 }
 
-async fn measure(name: &str, make: fn() -> Vec<Box<dyn Step<()>>>, parallelism: usize) {
+async fn measure(
+    name: &str,
+    make: fn() -> Vec<Box<dyn Step<()>>>,
+    operation: Operation,
+    parallelism: usize,
+) {
     let graph = Graph::new(make()).expect("valid graph");
     let cancel = CancelFlag::new();
     let previous = BTreeMap::new();
@@ -139,7 +221,7 @@ async fn measure(name: &str, make: fn() -> Vec<Box<dyn Step<()>>>, parallelism: 
         &graph,
         &(),
         WalkOptions {
-            operation: Operation::Ensure,
+            operation,
             parallelism,
             previous: &previous,
             cancel: &cancel,
@@ -147,7 +229,7 @@ async fn measure(name: &str, make: fn() -> Vec<Box<dyn Step<()>>>, parallelism: 
         &Quiet,
     )
     .await;
-    if parallelism == 8 && name == "real-env" {
+    if parallelism == 8 && name.starts_with("real-env") {
         let path: Vec<&str> = report
             .critical_path
             .steps
@@ -172,14 +254,29 @@ async fn measure(name: &str, make: fn() -> Vec<Box<dyn Step<()>>>, parallelism: 
 
 #[tokio::main]
 async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, scale] = args.as_slice()
+        && flag == "--critical-path"
+    {
+        let scale: f64 = scale.parse().expect("--critical-path SCALE: a number");
+        let out = serde_json::json!({
+            "up": critical_path(Operation::Ensure, scale),
+            "down": critical_path(Operation::Destroy, scale),
+        });
+        println!("{out}");
+        return;
+    }
     println!(
         "{:<10} {:>5} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "graph", "steps", "par", "sum ms", "crit ms", "wall ms", "wall/crit", "speed-up"
     );
     for p in [1, 2, 4, 8, 16, 64] {
-        measure("real-env", real_env, p).await;
+        measure("real-env", real_env, Operation::Ensure, p).await;
+    }
+    for p in [1, 8, 64] {
+        measure("real-down", real_env, Operation::Destroy, p).await;
     }
     for p in [1, 8, 64, 512] {
-        measure("layered", layered, p).await;
+        measure("layered", layered, Operation::Ensure, p).await;
     }
 }

@@ -28,6 +28,16 @@ demo never runs through the proxy):
                             Lambda refuses a VPC config with a subnet in that
                             zone (AWS: use1-az3), as AWS answers it
 
+AWS's pace, for the realistic-timing benchmark (scripts/bench-timing):
+  --durations FILE --scale S
+                            a mutating call that matches a row of FILE
+                            (scripts/aws-durations.json: CreateDBInstance,
+                            CreateNatGateway, ...) is applied at once but
+                            answered only after the row's real seconds times
+                            S (0.05: a minute of AWS is 3 s here), so each
+                            step takes as long, relative to the others, as it
+                            does on AWS
+
 Prints `http://127.0.0.1:PORT` on stdout once listening. A retry of a call
 that was just faulted is always forwarded cleanly, so every call succeeds
 within the SDK's attempts and only the "applied twice" effect remains.
@@ -42,6 +52,7 @@ import re
 import signal
 import sys
 import threading
+import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -106,6 +117,14 @@ class State:
         self.faulted = set()  # fingerprints of calls just faulted: their retry goes through
         self.counts = {"throttled": 0, "lost": 0, "mutating": 0, "forwarded": 0}
         self.log = open(args.log, "a", buffering=1) if args.log else None
+        self.slow = load_durations(args.durations, args.scale) if args.durations else []
+
+    def delay(self, call):
+        """Seconds to hold the answer to `call` ("service Operation")."""
+        for pattern, seconds in self.slow:
+            if pattern.fullmatch(call):
+                return seconds
+        return 0.0
 
     def decide(self, fingerprint):
         with self.lock:
@@ -128,6 +147,19 @@ class State:
         if self.log:
             with self.lock:
                 self.log.write(line + "\n")
+
+
+def load_durations(path, scale):
+    """[(pattern of "service Operation", scaled seconds per call)] of a table."""
+    with open(path) as f:
+        table = json.load(f)
+    rows = []
+    for row in table["steps"]:
+        calls = row.get("calls", 1)
+        for way in ("up", "down"):
+            if row.get(f"{way}_call"):
+                rows.append((re.compile(row[f"{way}_call"]), row[way] * scale / calls))
+    return rows
 
 
 def ec2_error(code, message):
@@ -192,6 +224,9 @@ class Handler(BaseHTTPRequestHandler):
         status, out_headers, out_body = self._forward(body, headers)
         if mutating:
             self.state.record(f"mutating {service} {operation} ({status})")
+            held = self.state.delay(f"{service} {operation}") if status < 300 else 0.0
+            if held:
+                time.sleep(held)
         if fault == "lost":
             self.state.record(f"lost {service} {operation} (applied: {status})")
             self._send(503, {"Content-Type": "text/plain"}, "Service Unavailable (payops fault proxy)")
@@ -287,6 +322,9 @@ def main():
                    help="an Elastic IP quota of N, enforced on AllocateAddress")
     p.add_argument("--lambda-unsupported-zone",
                    help="a zone ID where Lambda refuses VPC subnets (AWS: use1-az3)")
+    p.add_argument("--durations", help="hold answers to AWS's pace: a table like scripts/aws-durations.json")
+    p.add_argument("--scale", type=float, default=0.05,
+                   help="seconds here per second on AWS (with --durations)")
     args = p.parse_args()
     Handler.state = State(args)
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
