@@ -135,6 +135,19 @@ pub fn absent_on<T>(result: Result<T, AwsError>, codes: &[&str]) -> Result<Optio
     }
 }
 
+/// The SDK's builders fail only when a required field is missing: a bug
+/// here, reported like an API error so it names the call it was for.
+pub fn built<T>(
+    op: &'static str,
+    result: Result<T, aws_smithy_types::error::operation::BuildError>,
+) -> Result<T, AwsError> {
+    result.map_err(|e| AwsError::Api {
+        op,
+        code: None,
+        message: format!("building the request: {e}"),
+    })
+}
+
 /// Unwraps an optional response field or says which one was missing.
 pub fn required<T>(value: Option<T>, op: &'static str, field: &'static str) -> Result<T, AwsError> {
     value.ok_or(AwsError::Incomplete { op, field })

@@ -10,7 +10,7 @@ pub mod policy;
 pub mod wait;
 
 pub use clients::Clients;
-pub use errors::{AwsError, OpResult, absent_on, required};
+pub use errors::{AwsError, OpResult, absent_on, built, required};
 pub use metrics::{ApiCalls, ApiCounter};
 pub use wait::{
     Budget, Poll, poll_until, retry_attempts, retry_on_codes, retry_while, wait_until_gone, waited,

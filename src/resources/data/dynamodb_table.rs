@@ -13,7 +13,6 @@ use std::fmt;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::client::Waiters;
-use aws_sdk_dynamodb::error::BuildError;
 use aws_sdk_dynamodb::operation::update_table::builders::UpdateTableFluentBuilder;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, CreateGlobalSecondaryIndexAction, GlobalSecondaryIndex,
@@ -24,7 +23,8 @@ use aws_sdk_dynamodb::types::{
 };
 
 use crate::aws::{
-    AwsError, Budget, OpResult, Poll, absent_on, poll_until, required, retry_on_codes, waited,
+    AwsError, Budget, OpResult, Poll, absent_on, built, poll_until, required, retry_on_codes,
+    waited,
 };
 use crate::engine::{Record, StepCx};
 use crate::tags::{self, TagMap};
@@ -189,16 +189,6 @@ impl fmt::Display for Fix {
             ),
         }
     }
-}
-
-/// The SDK's builders fail only when a required field is missing: a bug here,
-/// reported like an API error so it names the call it was for.
-fn built<T>(op: &'static str, result: Result<T, BuildError>) -> Result<T, AwsError> {
-    result.map_err(|e| AwsError::Api {
-        op,
-        code: None,
-        message: format!("building the request: {e}"),
-    })
 }
 
 fn key_elements(

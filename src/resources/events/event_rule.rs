@@ -37,7 +37,7 @@ use async_trait::async_trait;
 use aws_sdk_eventbridge::types::{DeadLetterConfig, RetryPolicy, RuleState, Target};
 use serde_json::{Value, json};
 
-use crate::aws::{AwsError, OpResult, absent_on};
+use crate::aws::{AwsError, OpResult, absent_on, built};
 use crate::engine::{Record, StepCx};
 use crate::naming::{EventRule, NameKind, Names};
 use crate::spec::Database;
@@ -296,11 +296,7 @@ impl FoundTarget {
                     .build(),
             );
         }
-        b.build().map_err(|e| AwsError::Api {
-            op: "events:PutTargets",
-            code: None,
-            message: format!("building the request: {e}"),
-        })
+        built("events:PutTargets", b.build())
     }
 }
 

@@ -3,7 +3,7 @@
 
 use aws_sdk_eventbridge::types::Tag;
 
-use crate::aws::{AwsError, OpResult, absent_on};
+use crate::aws::{AwsError, OpResult, absent_on, built};
 use crate::tags::{self, TagMap};
 
 use crate::resources::context::Context;
@@ -15,17 +15,7 @@ pub const ALREADY_EXISTS: [&str; 1] = ["ResourceAlreadyExistsException"];
 
 pub fn tags(op: &'static str, tags: &TagMap) -> Result<Vec<Tag>, AwsError> {
     tags.iter()
-        .map(|(k, v)| {
-            Tag::builder()
-                .key(k)
-                .value(v)
-                .build()
-                .map_err(|e| AwsError::Api {
-                    op,
-                    code: None,
-                    message: format!("building the request: {e}"),
-                })
-        })
+        .map(|(k, v)| built(op, Tag::builder().key(k).value(v).build()))
         .collect()
 }
 

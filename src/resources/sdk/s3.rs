@@ -1,6 +1,5 @@
 //! S3: tags in its shape, and a bucket's tags.
 
-use aws_sdk_s3::error::BuildError;
 use aws_sdk_s3::types::Tag;
 
 use crate::aws::{AwsError, OpResult};
@@ -40,12 +39,4 @@ pub async fn bucket_tags(cx: &Context, name: &str) -> Result<Option<TagMap>, Aws
     }
 }
 
-/// The SDK's builders fail only when a required field is missing: a bug here,
-/// reported like an API error so it names the call it was for.
-pub fn built<T>(op: &'static str, result: Result<T, BuildError>) -> Result<T, AwsError> {
-    result.map_err(|e| AwsError::Api {
-        op,
-        code: None,
-        message: format!("building the request: {e}"),
-    })
-}
+pub use crate::aws::built;

@@ -2,24 +2,14 @@
 
 use aws_sdk_sns::types::Tag;
 
-use crate::aws::{AwsError, OpResult};
+use crate::aws::{AwsError, OpResult, built};
 use crate::tags::{self, TagMap};
 
 use crate::resources::context::Context;
 
 pub fn tags(op: &'static str, tags: &TagMap) -> Result<Vec<Tag>, AwsError> {
     tags.iter()
-        .map(|(k, v)| {
-            Tag::builder()
-                .key(k)
-                .value(v)
-                .build()
-                .map_err(|e| AwsError::Api {
-                    op,
-                    code: None,
-                    message: format!("building the request: {e}"),
-                })
-        })
+        .map(|(k, v)| built(op, Tag::builder().key(k).value(v).build()))
         .collect()
 }
 

@@ -8,7 +8,6 @@
 //! reference, UpdateWebACL; terraform-provider-aws `internal/service/wafv2/
 //! web_acl.go` re-reads and retries): [`with_lock`] does the same.
 
-use aws_sdk_wafv2::error::BuildError;
 use aws_sdk_wafv2::types::{Scope, Tag, WebAcl};
 
 use crate::aws::{AwsError, OpResult, absent_on};
@@ -27,15 +26,7 @@ pub const STALE_LOCK: &str = "WAFOptimisticLockException";
 /// means someone else wrote in between, which does not go on for long.
 const LOCK_ATTEMPTS: u32 = 5;
 
-/// The SDK's builders fail only when a required field is missing: a bug
-/// here, reported like an API error so it names the call it was for.
-pub fn built<T>(op: &'static str, result: Result<T, BuildError>) -> Result<T, AwsError> {
-    result.map_err(|e| AwsError::Api {
-        op,
-        code: None,
-        message: format!("building the request: {e}"),
-    })
-}
+pub use crate::aws::built;
 
 pub fn tag_list(op: &'static str, tags: &TagMap) -> Result<Vec<Tag>, AwsError> {
     tags.iter()
