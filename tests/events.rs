@@ -639,8 +639,24 @@ async fn the_queue_consumer_reads_the_processing_queue_reporting_partial_batch_f
         m.uuid().unwrap()
     );
 
+    // Out of band: smaller batches, no partial failures, disabled. Status
+    // shows it, up repairs it, and a second up changes nothing (below).
+    aws.c
+        .lambda
+        .update_event_source_mapping()
+        .uuid(m.uuid().unwrap())
+        .batch_size(1)
+        .set_function_response_types(Some(Vec::new()))
+        .enabled(false)
+        .send()
+        .await
+        .expect("lambda:UpdateEventSourceMapping");
     // A poison message (the consumer reports it failed, so it is never
     // deleted) leaves the queue for its DLQ after maxReceiveCount receives.
+    // Received by hand while the mapping is disabled: moto hands each sent
+    // message to the mapping at once, and without Docker its invocation
+    // "succeeds" and deletes the message whatever the handler would report
+    // (the handler's batchItemFailures are covered by lambda/tests).
     aws.c
         .sqs
         .send_message()
@@ -679,18 +695,6 @@ async fn the_queue_consumer_reads_the_processing_queue_reporting_partial_batch_f
         "the poison message is in the DLQ"
     );
 
-    // Out of band: smaller batches, no partial failures, disabled. Status
-    // shows it, up repairs it, and a second up changes nothing.
-    aws.c
-        .lambda
-        .update_event_source_mapping()
-        .uuid(m.uuid().unwrap())
-        .batch_size(1)
-        .set_function_response_types(Some(Vec::new()))
-        .enabled(false)
-        .send()
-        .await
-        .expect("lambda:UpdateEventSourceMapping");
     let step = "event-source-mapping:payments-processing";
     let status = env.status_json();
     assert_eq!(statuses(&status)[step], "drifted", "{status:#}");
