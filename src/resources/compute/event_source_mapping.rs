@@ -44,7 +44,7 @@ use crate::engine::{Record, StepCx};
 
 use crate::resources::context::Context;
 use crate::resources::model::{Function, QUEUE_CONSUMER_BATCH_WINDOW_S};
-use crate::resources::resource::Resource;
+use crate::resources::resource::{Resource, recorded_first};
 use crate::resources::sdk::iam::{retry_while_propagating, role_not_yet_usable};
 
 /// Named after the queue it reads (the function is the queue consumer).
@@ -215,7 +215,7 @@ impl Resource for QueueConsumerMapping {
         Function::QueueConsumer.wanted(cx)
     }
 
-    async fn find(&self, cx: &Context, _step: &StepCx<'_>) -> Result<Vec<FoundMapping>, AwsError> {
+    async fn find(&self, cx: &Context, step: &StepCx<'_>) -> Result<Vec<FoundMapping>, AwsError> {
         // Listed by queue, then kept for the env's function: by function
         // name, Lambda answers ResourceNotFoundException once the function
         // is gone, while a mapping outlives its function (DeleteFunction
@@ -247,7 +247,27 @@ impl Resource for QueueConsumerMapping {
                     .filter_map(FoundMapping::from),
             );
         }
+        recorded_first(
+            &mut found,
+            step.previous_resource("event-source-mapping"),
+            |m| &m.uuid,
+        );
         Ok(found)
+    }
+
+    /// AWS refuses a second mapping of the same queue and function
+    /// (ResourceConflictException, which `ensure` meets as "already
+    /// exists"), but the emulators accept it, so a create retried after a
+    /// lost answer leaves two there: look again right after creating.
+    fn create_may_duplicate(&self) -> bool {
+        true
+    }
+
+    /// The recorded one (listed first), or the first right after a create:
+    /// the mappings are interchangeable, and the extra's messages go back to
+    /// the queue for the one kept.
+    fn keep_of_duplicates(&self, found: &[FoundMapping]) -> Option<usize> {
+        (!found.is_empty()).then_some(0)
     }
 
     fn describe(&self, found: &FoundMapping) -> String {
@@ -721,6 +741,29 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(removed, Removed::AlreadyAbsent), "{removed:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_extra_mapping_an_emulator_let_a_retried_create_make_is_removed() {
+        let mut extra = mapping(FUNCTION_ARN, "Enabled", 10, true);
+        extra.uuid = Some("extra-uuid".to_owned());
+        let list = listed(vec![mapping(FUNCTION_ARN, "Enabled", 10, true), extra]);
+        let delete = mock!(Client::delete_event_source_mapping)
+            .match_requests(|r| r.uuid() == Some("extra-uuid"))
+            .then_output(|| DeleteEventSourceMappingOutput::builder().build());
+        let get = mock!(Client::get_event_source_mapping)
+            .match_requests(|r| r.uuid() == Some("extra-uuid"))
+            .then_error(|| {
+                GetEventSourceMappingError::generic(testing::error_meta(
+                    "ResourceNotFoundException",
+                ))
+            });
+        let cx = cx_with(&[&list, &delete, &get]);
+        let applied = testing::ensure(&cx, STEP, QueueConsumerMapping, &inputs())
+            .await
+            .unwrap();
+        assert_eq!(delete.num_calls(), 1);
+        assert_eq!(applied.record.outputs["QueueConsumerMappingUuid"], UUID);
     }
 
     #[test]
