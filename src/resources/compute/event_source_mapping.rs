@@ -8,9 +8,12 @@
 //! A mapping is found by queue and function (ListEventSourceMappings of the
 //! queue, kept for the env's function): Lambda allows one mapping per SQS
 //! queue and function, and both are the env's own (their tags are checked by
-//! their steps), so a mapping between the two is the env's. It is tagged at creation (Lambda accepts
-//! Tags on CreateEventSourceMapping since 2024), but not found by tag: older
-//! mappings and the emulators have none.
+//! their steps), so a mapping between the two is the env's. It is tagged at
+//! creation (Lambda accepts Tags on CreateEventSourceMapping, and
+//! ListTags/TagResource take a mapping's ARN: Lambda developer guide,
+//! tags-esm; the caller needs lambda:TagResource for it), but not found by
+//! tag: mappings made before have none, and moto's tagging API does not list
+//! them.
 //!
 //! Real-AWS rules encoded here (emulators ignore them):
 //! - CreateEventSourceMapping refuses a queue whose visibility timeout is
