@@ -23,7 +23,8 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::{Value, json};
 
 use common::{
-    Aws, TestEnv, assert_no_mutation, assert_payops_tags, error_code, outcomes, remaining, statuses,
+    Aws, QUEUE_CONSUMER, TestEnv, assert_no_mutation, assert_payops_tags, error_code, outcomes,
+    remaining, statuses,
 };
 
 /// Each rule: (step, rule name suffix, on the env's bus, target output,
@@ -530,4 +531,198 @@ async fn events_off_removes_the_rules_and_the_bus_and_down_leaves_nothing() {
         .await
         .expect("events:ListEventBuses");
     assert!(buses.event_buses().is_empty(), "{buses:?}");
+}
+
+// ===================================================================== 4
+
+/// The consumer's mappings of the processing queue, as Lambda lists them.
+async fn consumer_mappings(
+    aws: &Aws,
+    queue_arn: &str,
+) -> Vec<aws_sdk_lambda::types::EventSourceMappingConfiguration> {
+    aws.c
+        .lambda
+        .list_event_source_mappings()
+        .event_source_arn(queue_arn)
+        .send()
+        .await
+        .expect("lambda:ListEventSourceMappings")
+        .event_source_mappings()
+        .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs an AWS emulator: make test-integration"]
+async fn the_queue_consumer_reads_the_processing_queue_reporting_partial_batch_failures() {
+    let mut env = TestEnv::new();
+    let aws = Aws::connect().await;
+    env.up_json(&[]);
+    let outputs = env.outputs();
+    let name = env.name.clone();
+    let queue_arn = output(&outputs, "PaymentsProcessingQueueArn").to_owned();
+    let consumer = format!("payops-{name}-{QUEUE_CONSUMER}");
+
+    // The consumer: in the VPC, traced, with its own role, its timeout
+    // within the queue's visibility timeout (Lambda refuses the mapping
+    // otherwise).
+    let config = aws
+        .c
+        .lambda
+        .get_function_configuration()
+        .function_name(&consumer)
+        .send()
+        .await
+        .expect("lambda:GetFunctionConfiguration");
+    assert_eq!(
+        config.handler(),
+        Some("payment_queue_consumer.handler"),
+        "{config:?}"
+    );
+    assert!(
+        config
+            .vpc_config()
+            .is_some_and(|v| !v.subnet_ids().is_empty()),
+        "{config:?}"
+    );
+    assert_eq!(
+        config
+            .tracing_config()
+            .and_then(|t| t.mode())
+            .map(|m| m.as_str()),
+        Some("Active")
+    );
+    assert!(
+        config
+            .role()
+            .is_some_and(|r| r.ends_with(&format!("-{QUEUE_CONSUMER}"))),
+        "{config:?}"
+    );
+    let queue_url = output(&outputs, "PaymentsProcessingQueueUrl").to_owned();
+    let visibility: i32 = aws
+        .c
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(QueueAttributeName::VisibilityTimeout)
+        .send()
+        .await
+        .expect("sqs:GetQueueAttributes")
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::VisibilityTimeout))
+        .and_then(|v| v.parse().ok())
+        .expect("a visibility timeout");
+    assert!(
+        visibility >= 6 * config.timeout().unwrap_or(i32::MAX),
+        "visibility {visibility} s for a function timeout of {:?} s",
+        config.timeout()
+    );
+
+    // The mapping: one, to the consumer, reporting partial batch failures.
+    let mappings = consumer_mappings(&aws, &queue_arn).await;
+    assert_eq!(mappings.len(), 1, "{mappings:#?}");
+    let m = &mappings[0];
+    assert!(
+        m.function_arn()
+            .is_some_and(|f| f.ends_with(&format!(":function:{consumer}"))),
+        "{m:?}"
+    );
+    assert_eq!(
+        m.function_response_types()
+            .iter()
+            .map(|t| t.as_str())
+            .collect::<Vec<_>>(),
+        ["ReportBatchItemFailures"]
+    );
+    assert_eq!(m.batch_size(), Some(10));
+    assert_eq!(
+        output(&outputs, "QueueConsumerMappingUuid"),
+        m.uuid().unwrap()
+    );
+
+    // Out of band: smaller batches, no partial failures, disabled. Status
+    // shows it, up repairs it, and a second up changes nothing (below).
+    aws.c
+        .lambda
+        .update_event_source_mapping()
+        .uuid(m.uuid().unwrap())
+        .batch_size(1)
+        .set_function_response_types(Some(Vec::new()))
+        .enabled(false)
+        .send()
+        .await
+        .expect("lambda:UpdateEventSourceMapping");
+    // A poison message (the consumer reports it failed, so it is never
+    // deleted) leaves the queue for its DLQ after maxReceiveCount receives.
+    // Received by hand while the mapping is disabled: moto hands each sent
+    // message to the mapping at once, and without Docker its invocation
+    // "succeeds" and deletes the message whatever the handler would report
+    // (the handler's batchItemFailures are covered by lambda/tests).
+    aws.c
+        .sqs
+        .send_message()
+        .queue_url(&queue_url)
+        .message_body("not json {")
+        .send()
+        .await
+        .expect("sqs:SendMessage");
+    for _ in 0..6 {
+        aws.c
+            .sqs
+            .receive_message()
+            .queue_url(&queue_url)
+            .visibility_timeout(0)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .expect("sqs:ReceiveMessage");
+    }
+    let dlq_url = output(&outputs, "PaymentsProcessingDlqUrl");
+    let dead = aws
+        .c
+        .sqs
+        .receive_message()
+        .queue_url(dlq_url)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .expect("sqs:ReceiveMessage");
+    assert_eq!(
+        dead.messages()
+            .iter()
+            .filter_map(|m| m.body())
+            .collect::<Vec<_>>(),
+        ["not json {"],
+        "the poison message is in the DLQ"
+    );
+
+    let step = "event-source-mapping:payments-processing";
+    let status = env.status_json();
+    assert_eq!(statuses(&status)[step], "drifted", "{status:#}");
+    let (_, report) = env.up_json(&[]);
+    assert_eq!(outcomes(&report)[step], "updated", "{report:#}");
+    let m = &consumer_mappings(&aws, &queue_arn).await[0];
+    assert_eq!(m.batch_size(), Some(10));
+    assert_eq!(m.function_response_types().len(), 1, "{m:?}");
+    let (_, again) = env.up_json(&[]);
+    assert_no_mutation(&again, "up after repairing the mapping");
+
+    // Without the backbone, the mapping goes with the consumer.
+    let (_, report) = env.up_json(&["--events", "off"]);
+    let steps = outcomes(&report);
+    for step in [step, "lambda-function:payment-queue-consumer"] {
+        assert_eq!(steps[step], "deleted", "{step}: {steps:?}");
+    }
+    assert!(consumer_mappings(&aws, &queue_arn).await.is_empty());
+
+    // Back on, then down: the mapping goes before the function and nothing
+    // is left.
+    env.up_json(&["--events", "on"]);
+    assert_eq!(consumer_mappings(&aws, &queue_arn).await.len(), 1);
+    let down = env.down_json();
+    down.assert_success();
+    let steps = outcomes(&down.json());
+    assert_eq!(steps[step], "deleted", "{steps:?}");
+    assert!(consumer_mappings(&aws, &queue_arn).await.is_empty());
+    let left = remaining(&aws, &name).await;
+    assert!(left.is_empty(), "left behind by down: {left:#?}");
 }

@@ -17,10 +17,10 @@ use aws_sdk_s3::types::{BucketVersioningStatus, ServerSideEncryption, Transition
 use serde_json::Value;
 
 use common::{
-    AZ_LABELS, Aws, Ec2Inventory, Emulator, FUNCTIONS, KEY_PURPOSES, NOT_WANTED_BY_DEFAULT, REGION,
-    STEP_COUNT, TIERS, Tags, TestEnv, actions, assert_no_mutation, assert_payops_tags,
-    ec2_inventory, ec2_tags, emulator, enabled_keys_of, filter, kms_aliases, not_equal_to,
-    outcomes, remaining, statuses,
+    AZ_LABELS, Aws, Ec2Inventory, Emulator, FUNCTIONS, KEY_PURPOSES, NOT_WANTED_BY_DEFAULT,
+    QUEUE_CONSUMER, REGION, STEP_COUNT, TIERS, Tags, TestEnv, actions, assert_no_mutation,
+    assert_payops_tags, ec2_inventory, ec2_tags, emulator, enabled_keys_of, filter, kms_aliases,
+    not_equal_to, outcomes, remaining, statuses,
 };
 
 /// Outputs other teams rely on; the flat outputs file must have all of them.
@@ -1514,7 +1514,7 @@ async fn regional_parts(
     env: &str,
 ) -> (BTreeMap<String, bool>, bool, BTreeMap<String, String>) {
     let mut roles = BTreeMap::new();
-    for purpose in ["flow-logs", "secret-rotation"]
+    for purpose in ["flow-logs", "secret-rotation", QUEUE_CONSUMER]
         .into_iter()
         .chain(FUNCTIONS)
     {
@@ -1535,7 +1535,10 @@ async fn regional_parts(
         .await
         .is_ok();
     let mut functions = BTreeMap::new();
-    for f in FUNCTIONS.into_iter().chain(["secret-rotation"]) {
+    for f in FUNCTIONS
+        .into_iter()
+        .chain(["secret-rotation", QUEUE_CONSUMER])
+    {
         let name = format!("payops-{env}-{f}");
         if let Ok(out) = aws
             .c
@@ -1582,7 +1585,7 @@ async fn the_same_env_in_two_regions_keeps_each_its_own() {
     // The east functions run with the east roles, not the twin's.
     assert_eq!(
         east_functions.len(),
-        FUNCTIONS.len() + 1,
+        FUNCTIONS.len() + 2,
         "{east_functions:?}"
     );
     for (function, role) in &east_functions {

@@ -21,7 +21,7 @@ use common::{
 };
 
 /// Every alarm: (slug, output key, topic output, shift gate, treat missing data).
-const ALARMS: [(&str, &str, &str, bool, &str); 15] = [
+const ALARMS: [(&str, &str, &str, bool, &str); 17] = [
     (
         "api-p99-latency",
         "ApiP99LatencyAlarmName",
@@ -124,6 +124,20 @@ const ALARMS: [(&str, &str, &str, bool, &str); 15] = [
     (
         "payment-events-failed",
         "PaymentEventsFailedAlarmName",
+        "SystemErrorsTopicArn",
+        false,
+        "notBreaching",
+    ),
+    (
+        "payments-events-dlq-not-empty",
+        "PaymentsEventsDlqNotEmptyAlarmName",
+        "SystemErrorsTopicArn",
+        false,
+        "notBreaching",
+    ),
+    (
+        "queue-consumer-errors",
+        "QueueConsumerErrorsAlarmName",
         "SystemErrorsTopicArn",
         false,
         "notBreaching",

@@ -38,14 +38,35 @@ pub enum Function {
     Transaction,
     /// Secrets Manager's rotation function for the Aurora master secret.
     Rotation,
+    /// Settles payments from the processing queue (through an event source
+    /// mapping); part of the event backbone, so only with `--events on`.
+    QueueConsumer,
 }
 
+/// The queue consumer's function timeout, in seconds. Lambda refuses an
+/// event source mapping whose queue's visibility timeout is below the
+/// function's ("Queue visibility timeout: 60 seconds is less than Function
+/// timeout: 120 seconds"), and AWS advises six times the function timeout
+/// plus the batching window, so the processing queue's visibility timeout is
+/// derived from this one number.
+pub const QUEUE_CONSUMER_TIMEOUT_S: i32 = 30;
+/// The queue consumer's reserved executions (see `reserved_concurrency`).
+pub const QUEUE_CONSUMER_RESERVED: u32 = 5;
+/// The consumer mapping's batching window, in seconds (see the mapping).
+pub const QUEUE_CONSUMER_BATCH_WINDOW_S: i32 = 0;
+/// The processing queue's visibility timeout: AWS's advice of six function
+/// timeouts plus the batching window.
+pub const PROCESSING_VISIBILITY_TIMEOUT_S: i32 =
+    6 * QUEUE_CONSUMER_TIMEOUT_S + QUEUE_CONSUMER_BATCH_WINDOW_S;
+const _: () = assert!(PROCESSING_VISIBILITY_TIMEOUT_S >= QUEUE_CONSUMER_TIMEOUT_S);
+
 impl Function {
-    pub const ALL: [Function; 4] = [
+    pub const ALL: [Function; 5] = [
         Self::Validation,
         Self::Fraud,
         Self::Transaction,
         Self::Rotation,
+        Self::QueueConsumer,
     ];
 
     /// Names the function, its role and its log group: `payment-validation`.
@@ -55,6 +76,7 @@ impl Function {
             Self::Fraud => "fraud-detection",
             Self::Transaction => "transaction-processing",
             Self::Rotation => "secret-rotation",
+            Self::QueueConsumer => "payment-queue-consumer",
         }
     }
 
@@ -77,6 +99,7 @@ impl Function {
             Self::Fraud => "Fraud",
             Self::Transaction => "Transaction",
             Self::Rotation => "Rotation",
+            Self::QueueConsumer => "QueueConsumer",
         }
     }
 
@@ -86,6 +109,15 @@ impl Function {
 
     pub fn name(self, cx: &Context) -> String {
         cx.names.function(self.slug())
+    }
+
+    /// Whether the env's spec wants this function (and its role and log
+    /// group): the queue consumer only with the event backbone.
+    pub fn wanted(self, cx: &Context) -> bool {
+        match self {
+            Self::QueueConsumer => cx.spec.events,
+            _ => true,
+        }
     }
 
     /// The security group of its network interfaces in the private subnets,
@@ -120,6 +152,13 @@ impl Function {
             Self::Validation => Some(c.validation),
             Self::Fraud => Some(c.fraud),
             Self::Transaction => Some(c.transaction),
+            // Not one of the spec's numbers (those size the request path):
+            // the least AWS advises for a function behind an SQS mapping,
+            // whose pollers start at five concurrent batches (fewer
+            // throttles them, and throttled batches count as receives
+            // towards the DLQ). It also caps how fast a backlog is written
+            // into the transactions table.
+            Self::QueueConsumer => Some(QUEUE_CONSUMER_RESERVED),
             Self::Rotation => None,
         }
     }

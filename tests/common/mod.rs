@@ -36,7 +36,7 @@ pub const TAG_CREATED_AT: &str = "payops:created-at";
 
 pub const KEY_PURPOSES: [&str; 5] = ["database", "dynamodb", "s3", "logs", "events"];
 /// Steps of one env (`payops graph` lists them).
-pub const STEP_COUNT: usize = 108;
+pub const STEP_COUNT: usize = 114;
 /// Steps with nothing to manage unless asked: `status` shows them "not
 /// wanted", and they count as no resource of the env. The alert emails
 /// (none given), and the Aurora instance slots beyond the default 2 readers
@@ -57,6 +57,9 @@ pub const FUNCTIONS: [&str; 3] = [
     "fraud-detection",
     "transaction-processing",
 ];
+/// The processing queue's consumer (`payops-<env>-payment-queue-consumer`):
+/// a function of the event backbone, not of the request path.
+pub const QUEUE_CONSUMER: &str = "payment-queue-consumer";
 pub const AZ_LABELS: [&str; 3] = ["a", "b", "c"];
 pub const TIERS: [&str; 3] = ["public", "private", "database"];
 
@@ -1313,6 +1316,39 @@ pub async fn events_remaining(aws: &Aws, env: &str) -> Vec<String> {
         .expect("events:ListRules");
     for r in rules.rules() {
         left.push(format!("event rule {}", r.arn().unwrap_or("?")));
+    }
+    // The consumer's mapping, by its queue (a mapping outlives both its
+    // function and its queue), and the consumer itself.
+    let mappings = aws
+        .c
+        .lambda
+        .list_event_source_mappings()
+        .event_source_arn(format!(
+            "arn:aws:sqs:{}:{}:payops-{env}-payments-processing",
+            aws.region, aws.account
+        ))
+        .send()
+        .await
+        .expect("lambda:ListEventSourceMappings");
+    for m in mappings.event_source_mappings() {
+        left.push(format!(
+            "event source mapping {} ({})",
+            m.uuid().unwrap_or("?"),
+            m.state().unwrap_or("?")
+        ));
+    }
+    let function = format!("payops-{env}-{QUEUE_CONSUMER}");
+    match aws
+        .c
+        .lambda
+        .get_function()
+        .function_name(&function)
+        .send()
+        .await
+    {
+        Ok(_) => left.push(format!("lambda function {function}")),
+        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => {}
+        Err(e) => panic!("lambda:GetFunction {function}: {e:?}"),
     }
     left
 }

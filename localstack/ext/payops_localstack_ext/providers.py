@@ -91,7 +91,49 @@ def lambda_():
 
     default_user_config.setdefault("lambda", {})["use_docker"] = False
     patch_lambda_logging_and_tracing()
+    _patch_moto_lambda_native_sqs_sources()
     return moto_service("lambda")
+
+
+def _patch_moto_lambda_native_sqs_sources() -> None:
+    """moto's CreateEventSourceMapping looks the queue up in moto's own SQS,
+    but here SQS is LocalStack's native provider: every queue of the env is
+    "Invalid EventSourceArn". Accept an SQS ARN that LocalStack's store
+    knows. The mapping is then recorded like any other (List/Get/Update/
+    DeleteEventSourceMapping serve it) but never polls: LocalStack runs no
+    function code offline anyway, and the handler's batch reporting is
+    tested in lambda/tests."""
+    from moto.awslambda.models import EventSourceMapping, LambdaBackend
+    from moto.core.exceptions import RESTError
+
+    original = LambdaBackend.create_event_source_mapping
+    if getattr(original, "_payops_native_sqs", False):
+        return
+
+    def create_event_source_mapping(self, spec):
+        try:
+            return original(self, spec)
+        except RESTError as e:
+            arn = spec.get("EventSourceArn") or ""
+            if "Invalid EventSourceArn" not in str(getattr(e, "message", e)) or not arn.startswith("arn:aws:sqs:"):
+                raise
+            from localstack.services.sqs.models import sqs_stores
+
+            _, _, _, region, account, name = arn.split(":", 5)
+            if name not in sqs_stores[account][region].queues:
+                raise
+            func = self._lambdas.get_function_by_name_or_arn_with_qualifier(spec["FunctionName"])
+            # AWS allows one mapping per queue and function.
+            for esm in self._event_source_mappings.values():
+                if esm.event_source_arn == arn and esm.function_arn == func.function_arn:
+                    raise RESTError("ResourceConflictException", "The resource already exists.") from None
+            spec.update({"FunctionArn": func.function_arn, "RegionName": self.region_name, "AccountId": self.account_id})
+            esm = EventSourceMapping(spec)
+            self._event_source_mappings[esm.uuid] = esm
+            return esm
+
+    create_event_source_mapping._payops_native_sqs = True
+    LambdaBackend.create_event_source_mapping = create_event_source_mapping
 
 
 @aws_provider(api="rds", name=PROVIDER_NAME)

@@ -36,6 +36,8 @@ pub struct Role {
     description: String,
     output_prefix: String,
     policies: InlinePolicies,
+    /// Whether the env's spec wants the role (see [`Self::wanted_when`]).
+    wanted: fn(&Context) -> bool,
 }
 
 impl Role {
@@ -54,7 +56,15 @@ impl Role {
             description: description.into(),
             output_prefix: output_prefix.into(),
             policies: Box::new(|_, _| Ok(Vec::new())),
+            wanted: |_| true,
         }
+    }
+
+    /// A role only some env shapes want (e.g. an optional function's): `up`
+    /// removes it when `wanted` says no.
+    pub fn wanted_when(mut self, wanted: fn(&Context) -> bool) -> Self {
+        self.wanted = wanted;
+        self
     }
 
     pub fn with_policies(
@@ -382,6 +392,10 @@ impl Resource for Role {
 
     fn kind(&self) -> &'static str {
         "iam:role"
+    }
+
+    fn wanted(&self, cx: &Context) -> bool {
+        (self.wanted)(cx)
     }
 
     /// CreateRole meets the role its lost first attempt made (see the trait).

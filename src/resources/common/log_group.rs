@@ -39,6 +39,8 @@ pub struct LogGroup {
     name: GroupName,
     retention_days: i32,
     output_prefix: String,
+    /// Whether the env's spec wants the group (see [`Self::wanted_when`]).
+    wanted: fn(&Context) -> bool,
 }
 
 enum GroupName {
@@ -61,7 +63,15 @@ impl LogGroup {
             name: GroupName::Env(name_suffix.into()),
             retention_days,
             output_prefix: output_prefix.into(),
+            wanted: |_| true,
         }
+    }
+
+    /// A group only some env shapes want (e.g. an optional function's):
+    /// `up` removes it when `wanted` says no.
+    pub fn wanted_when(mut self, wanted: fn(&Context) -> bool) -> Self {
+        self.wanted = wanted;
+        self
     }
 
     /// A group an AWS service would create unencrypted and never expiring
@@ -77,6 +87,7 @@ impl LogGroup {
     ) -> Self {
         Self {
             name: GroupName::Service(name),
+            wanted: |_| true,
             retention_days,
             output_prefix: output_prefix.into(),
         }
@@ -253,6 +264,10 @@ impl Resource for LogGroup {
 
     fn kind(&self) -> &'static str {
         "logs:log-group"
+    }
+
+    fn wanted(&self, cx: &Context) -> bool {
+        (self.wanted)(cx)
     }
 
     async fn find(&self, cx: &Context, _step: &StepCx<'_>) -> Result<Vec<FoundLogGroup>, AwsError> {

@@ -26,15 +26,28 @@ pub fn role(function: Function) -> Role {
         Function::Fraud => "payops fraud detection Lambda",
         Function::Transaction => "payops transaction processing Lambda",
         Function::Rotation => "payops Aurora master secret rotation Lambda",
+        Function::QueueConsumer => "payops payment queue consumer Lambda",
     };
-    Role::new(
+    let role = Role::new(
         function.slug(),
         "lambda.amazonaws.com",
         description,
         function.output_prefix(),
     )
-    .with_policies(move |cx, step| policies(function, cx, step))
+    .with_policies(move |cx, step| policies(function, cx, step));
+    match function {
+        Function::QueueConsumer => role.wanted_when(|cx| Function::QueueConsumer.wanted(cx)),
+        _ => role,
+    }
 }
+
+/// The queue the consumer reads, and the key it is encrypted with (the
+/// events domain's outputs).
+pub const CONSUMER_QUEUE_INPUT: (&str, &str) = (
+    "sqs-queue:payments-processing",
+    "PaymentsProcessingQueueArn",
+);
+pub const EVENTS_KEY_INPUT: (&str, &str) = ("kms-key:events", "EventsKmsKeyArn");
 
 fn statement(sid: &str, actions: &[&str], resources: Value) -> Value {
     json!({ "Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources })
@@ -101,6 +114,7 @@ pub fn parameters(function: Function) -> &'static [&'static str] {
             "MaxPaymentAmount",
             "AllowedCurrencies",
         ],
+        Function::QueueConsumer => &["TransactionsTableName"],
         Function::Rotation => &[],
     }
 }
@@ -181,10 +195,12 @@ pub fn policies(
                     .collect::<Vec<_>>()
             ),
         ));
-        // Versions published before the handlers read by name page the whole
-        // path, and the blue alias may still serve one until a release is
-        // promoted. GetParametersByPath is authorised on the path itself,
-        // not on the parameters under it.
+    }
+    // Versions published before the handlers read by name page the whole
+    // path, and the blue alias may still serve one until a release is
+    // promoted. GetParametersByPath is authorised on the path itself, not on
+    // the parameters under it. The queue consumer came after: it never did.
+    if !matches!(function, Function::Rotation | Function::QueueConsumer) {
         statements.push(statement(
             "ReadConfigurationOfOlderVersions",
             &["ssm:GetParametersByPath"],
@@ -197,6 +213,61 @@ pub fn policies(
     let region = cx.region.as_str();
     match function {
         Function::Validation => {}
+        Function::QueueConsumer => {
+            let queue = output(step, CONSUMER_QUEUE_INPUT.0, CONSUMER_QUEUE_INPUT.1)?;
+            let queue_key = output(step, EVENTS_KEY_INPUT.0, EVENTS_KEY_INPUT.1)?;
+            let table = output(step, "dynamodb-table:transactions", "TransactionsTableArn")?;
+            let table_key = output(step, "kms-key:dynamodb", "DynamoDbKmsKeyArn")?;
+            policies.push((
+                "queue".to_owned(),
+                json!({
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        // What Lambda's poller calls with the function's
+                        // role, and AWS checks before it creates the
+                        // mapping (InvalidParameterValueException "The
+                        // provided execution role does not have permissions
+                        // to call ReceiveMessage on SQS"): on this queue only.
+                        statement(
+                            "ConsumeTheProcessingQueue",
+                            &[
+                                "sqs:ReceiveMessage",
+                                "sqs:DeleteMessage",
+                                "sqs:GetQueueAttributes",
+                                "sqs:ChangeMessageVisibility",
+                            ],
+                            json!(queue),
+                        ),
+                        // SSE-KMS: SQS decrypts what it hands over with the
+                        // receiver's permission on the queue's key.
+                        kms_via("QueueKey", &["kms:Decrypt"], queue_key, &["sqs"], region),
+                    ]
+                }),
+            ));
+            policies.push((
+                "data".to_owned(),
+                json!({
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        // GetItem reads the claim that says which item holds
+                        // the transaction; UpdateItem settles it, on a
+                        // condition, so nothing else is written.
+                        statement(
+                            "SettleTransactions",
+                            &["dynamodb:GetItem", "dynamodb:UpdateItem"],
+                            json!(table),
+                        ),
+                        kms_via(
+                            "TableKey",
+                            &["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"],
+                            table_key,
+                            &["dynamodb"],
+                            region,
+                        ),
+                    ]
+                }),
+            ));
+        }
         Function::Rotation => {
             let key = output(step, "kms-key:logs", "LogsKmsKeyArn")?;
             // Secret ARNs end in `-` and 6 random characters, unknown before
@@ -388,6 +459,12 @@ mod tests {
             ("kms-key:dynamodb", "DynamoDbKmsKeyArn", "k-ddb".to_owned()),
             ("kms-key:s3", "S3KmsKeyArn", "k-s3".to_owned()),
             ("kms-key:logs", "LogsKmsKeyArn", "k-logs".to_owned()),
+            ("kms-key:events", "EventsKmsKeyArn", "k-events".to_owned()),
+            (
+                "sqs-queue:payments-processing",
+                "PaymentsProcessingQueueArn",
+                format!("arn:aws:sqs:us-east-1:{ACCT}:payops-pr1-payments-processing"),
+            ),
         ] {
             v.push((step.to_owned(), Record::default().output(key, value)));
         }
@@ -605,6 +682,10 @@ mod tests {
                 Function::Transaction,
                 include_str!("../../../lambda/transaction_processing.py"),
             ),
+            (
+                Function::QueueConsumer,
+                include_str!("../../../lambda/payment_queue_consumer.py"),
+            ),
         ] {
             let asked = names_in_handler(source, library);
             let allowed: BTreeSet<String> = parameters(function)
@@ -628,9 +709,68 @@ mod tests {
             }
         }
         // Only transaction processing may read the card-hashing key.
-        for f in [Function::Validation, Function::Fraud] {
+        for f in [
+            Function::Validation,
+            Function::Fraud,
+            Function::QueueConsumer,
+        ] {
             assert!(!parameters(f).iter().any(|n| n.starts_with("secure/")));
         }
+    }
+
+    #[test]
+    fn the_queue_consumer_may_consume_only_the_processing_queue_and_settle_transactions() {
+        let all = statements(&documents(Function::QueueConsumer));
+        let by_sid = |sid: &str| -> Value {
+            all.iter()
+                .find(|s| s["Sid"] == sid)
+                .unwrap_or_else(|| panic!("no {sid} in {all:?}"))
+                .clone()
+        };
+        // What Lambda validates at CreateEventSourceMapping, on one queue.
+        let consume = by_sid("ConsumeTheProcessingQueue");
+        let mut actions = strings(&consume["Action"]);
+        actions.sort();
+        assert_eq!(
+            actions,
+            [
+                "sqs:ChangeMessageVisibility",
+                "sqs:DeleteMessage",
+                "sqs:GetQueueAttributes",
+                "sqs:ReceiveMessage"
+            ]
+        );
+        assert_eq!(
+            strings(&consume["Resource"]),
+            [format!(
+                "arn:aws:sqs:us-east-1:{ACCT}:payops-pr1-payments-processing"
+            )]
+        );
+        // SSE-KMS: decrypt only, with the queue's key, through SQS only.
+        let key = by_sid("QueueKey");
+        assert_eq!(strings(&key["Action"]), ["kms:Decrypt"]);
+        assert_eq!(strings(&key["Resource"]), ["k-events"]);
+        assert_eq!(
+            key["Condition"]["StringEquals"]["kms:ViaService"],
+            json!(["sqs.us-east-1.amazonaws.com"])
+        );
+        let settle = by_sid("SettleTransactions");
+        assert_eq!(
+            strings(&settle["Action"]),
+            ["dynamodb:GetItem", "dynamodb:UpdateItem"]
+        );
+        let actions: Vec<String> = all.iter().flat_map(|s| strings(&s["Action"])).collect();
+        for never in [
+            "sqs:SendMessage",
+            "dynamodb:PutItem",
+            "dynamodb:DeleteItem",
+            "ssm:GetParametersByPath",
+            "events:PutEvents",
+        ] {
+            assert!(!actions.contains(&never.to_owned()), "{never}");
+        }
+        // It runs in the VPC: Lambda manages its interfaces with this role.
+        assert!(!eni_actions(&documents(Function::QueueConsumer)).is_empty());
     }
 
     #[test]

@@ -32,6 +32,11 @@ pub const ROTATION: (&str, &str) = (
     include_str!("../../../lambda/secret_rotation.py"),
 );
 
+pub const QUEUE_CONSUMER: (&str, &str) = (
+    "payment_queue_consumer",
+    include_str!("../../../lambda/payment_queue_consumer.py"),
+);
+
 /// A function's deployment package.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Package {

@@ -33,7 +33,7 @@ use crate::tags::TagMap;
 use crate::resources::common::log_group::LogGroup;
 use crate::resources::compute::lambda_code::{self, Package};
 use crate::resources::context::Context;
-use crate::resources::model::{BLUE, Function, GREEN};
+use crate::resources::model::{BLUE, Function, GREEN, QUEUE_CONSUMER_TIMEOUT_S};
 use crate::resources::resource::Resource;
 use crate::resources::sdk::iam::{retry_while_propagating, role_not_yet_usable};
 use crate::resources::traffic;
@@ -66,6 +66,7 @@ impl Build for Function {
             Self::Fraud => lambda_code::FRAUD,
             Self::Transaction => lambda_code::TRANSACTION,
             Self::Rotation => lambda_code::ROTATION,
+            Self::QueueConsumer => lambda_code::QUEUE_CONSUMER,
         }
     }
 
@@ -75,12 +76,13 @@ impl Build for Function {
             Self::Fraud => "payops: scores payments for fraud (POST /payments/fraud-check)",
             Self::Transaction => "payops: records payments once each (POST /payments via the ALB)",
             Self::Rotation => "payops: rotates the Aurora master password (Secrets Manager)",
+            Self::QueueConsumer => "payops: settles payments from the processing queue (SQS)",
         }
     }
 
     fn memory_mb(self) -> i32 {
         match self {
-            Self::Validation | Self::Rotation => 256,
+            Self::Validation | Self::Rotation | Self::QueueConsumer => 256,
             Self::Fraud | Self::Transaction => 512,
         }
     }
@@ -92,6 +94,9 @@ impl Build for Function {
             Self::Validation => 10,
             Self::Fraud | Self::Transaction => 20,
             Self::Rotation => 300,
+            // At most the processing queue's visibility timeout / 6 (the
+            // model derives one from the other).
+            Self::QueueConsumer => QUEUE_CONSUMER_TIMEOUT_S,
         }
     }
 }
@@ -100,11 +105,15 @@ impl Build for Function {
 /// `log-group:<slug>`), created before the function so that its retention
 /// and key are payops', not Lambda's defaults.
 pub fn log_group(f: Function) -> LogGroup {
-    LogGroup::new(
+    let group = LogGroup::new(
         format!("lambda/{}", f.slug()),
         LOG_RETENTION_DAYS,
         f.output_prefix(),
-    )
+    );
+    match f {
+        Function::QueueConsumer => group.wanted_when(|cx| Function::QueueConsumer.wanted(cx)),
+        _ => group,
+    }
 }
 
 pub struct LambdaFunction {
@@ -626,6 +635,10 @@ impl Resource for LambdaFunction {
 
     fn kind(&self) -> &'static str {
         "lambda:function"
+    }
+
+    fn wanted(&self, cx: &Context) -> bool {
+        self.function.wanted(cx)
     }
 
     /// CreateFunction, CreateAlias and AddPermission meet what their lost

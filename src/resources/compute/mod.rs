@@ -1,6 +1,7 @@
 //! Compute: the payment functions (code shipped in the binary), their roles
 //! and log groups, and the wait for their network interfaces on teardown.
 
+pub mod event_source_mapping;
 pub mod function_roles;
 pub mod lambda_code;
 pub mod lambda_enis;
@@ -85,6 +86,29 @@ pub fn register(r: &mut Registry) {
         ],
     );
     r.add(
+        Function::QueueConsumer.role_step(),
+        function_roles::role(Function::QueueConsumer),
+        vec![
+            own_log_group(Function::QueueConsumer),
+            dep(
+                function_roles::CONSUMER_QUEUE_INPUT.0,
+                "the role may consume the processing queue only (its ARN is in the policy)",
+            ),
+            dep(
+                function_roles::EVENTS_KEY_INPUT.0,
+                "the role may decrypt the queue's messages with the events key, through SQS only",
+            ),
+            dep(
+                "dynamodb-table:transactions",
+                "the role may settle transactions (the table's ARN is in the policy)",
+            ),
+            dep(
+                "kms-key:dynamodb",
+                "the role may use the tables' key, through DynamoDB only",
+            ),
+        ],
+    );
+    r.add(
         Function::Rotation.role_step(),
         function_roles::role(Function::Rotation),
         vec![
@@ -165,4 +189,25 @@ pub fn register(r: &mut Registry) {
         ));
         r.add(f.step_id(), lambda_function::LambdaFunction::new(f), deps);
     }
+    r.add(
+        event_source_mapping::STEP,
+        event_source_mapping::QueueConsumerMapping,
+        vec![
+            dep(
+                Function::QueueConsumer.step_id(),
+                "the mapping invokes this function (and down deletes the mapping before the \
+                 function, so Lambda stops polling for it first)",
+            ),
+            dep(
+                event_source_mapping::QUEUE_INPUT.0,
+                "the mapping reads this queue, whose visibility timeout Lambda checks against \
+                 the function's timeout (and down deletes the mapping before the queue)",
+            ),
+            dep(
+                Function::QueueConsumer.role_step(),
+                "Lambda checks at creation that the function's role may receive from the \
+                 queue: its policy must be in place first",
+            ),
+        ],
+    );
 }

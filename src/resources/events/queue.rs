@@ -40,22 +40,22 @@ use crate::naming::{EventRule, NameKind};
 use crate::tags::{TagMap, describe_tag_fix};
 
 use crate::resources::context::Context;
+use crate::resources::model::{PROCESSING_VISIBILITY_TIMEOUT_S, QUEUE_CONSUMER_TIMEOUT_S};
 use crate::resources::resource::Resource;
 use crate::resources::sdk::sqs;
 
 pub const KEY_INPUT: (&str, &str) = ("kms-key:events", "EventsKmsKeyArn");
 
-/// The longest timeout a consumer function of these queues may have. The
-/// consumers come later; 30 s is room for a few DynamoDB/Aurora writes per
-/// batch, and the queue's visibility timeout follows from it.
-pub const CONSUMER_TIMEOUT_S: i64 = 30;
+/// The longest timeout a consumer function of these queues may have: the
+/// queue consumer's (30 s, room for a batch of settlements), from the shared
+/// model, so that the two cannot drift apart.
+pub const CONSUMER_TIMEOUT_S: i64 = QUEUE_CONSUMER_TIMEOUT_S as i64;
 /// AWS advises a visibility timeout of at least six times the consumer's
-/// function timeout (plus its batching window, which will be 0): a message a
-/// throttled or retried invocation holds must not reappear while it is still
-/// being processed. Lambda refuses an event source mapping whose queue's
-/// timeout is below the function's (Lambda developer guide,
-/// services-sqs-configure).
-pub const VISIBILITY_TIMEOUT_S: i64 = 6 * CONSUMER_TIMEOUT_S;
+/// function timeout plus its batching window (0): a message a throttled or
+/// retried invocation holds must not reappear while it is still being
+/// processed. Lambda refuses an event source mapping whose queue's timeout
+/// is below the function's (Lambda developer guide, services-sqs-configure).
+pub const VISIBILITY_TIMEOUT_S: i64 = PROCESSING_VISIBILITY_TIMEOUT_S as i64;
 /// Payments are processed within minutes; four days covers a long weekend of
 /// a broken consumer (SQS's default, and its maximum is 14 days).
 pub const RETENTION_S: i64 = 4 * 24 * 3600;

@@ -87,6 +87,8 @@ pub enum Alarm {
     AnalyticsDlqNotEmpty,
     ProcessingOldestMessage,
     PaymentEventsFailed,
+    EventsDlqNotEmpty,
+    QueueConsumerErrors,
 }
 
 /// What missing data means to an alarm (PutMetricAlarm's TreatMissingData).
@@ -265,7 +267,7 @@ fn sum_of(metrics: Vec<MetricId>, period: i32) -> Watch {
 }
 
 impl Alarm {
-    pub const ALL: [Alarm; 15] = [
+    pub const ALL: [Alarm; 17] = [
         Self::ApiP99Latency,
         Self::Api5xxRate,
         Self::TransactionErrors,
@@ -281,6 +283,8 @@ impl Alarm {
         Self::AnalyticsDlqNotEmpty,
         Self::ProcessingOldestMessage,
         Self::PaymentEventsFailed,
+        Self::EventsDlqNotEmpty,
+        Self::QueueConsumerErrors,
     ];
 
     pub fn slug(self) -> &'static str {
@@ -300,6 +304,8 @@ impl Alarm {
             Self::AnalyticsDlqNotEmpty => "payments-analytics-dlq-not-empty",
             Self::ProcessingOldestMessage => "payments-processing-oldest-message",
             Self::PaymentEventsFailed => "payment-events-failed",
+            Self::EventsDlqNotEmpty => "payments-events-dlq-not-empty",
+            Self::QueueConsumerErrors => "queue-consumer-errors",
         }
     }
 
@@ -342,7 +348,9 @@ impl Alarm {
             | Self::ProcessingDlqNotEmpty
             | Self::AnalyticsDlqNotEmpty
             | Self::ProcessingOldestMessage
-            | Self::PaymentEventsFailed => Topic::SystemErrors,
+            | Self::PaymentEventsFailed
+            | Self::EventsDlqNotEmpty
+            | Self::QueueConsumerErrors => Topic::SystemErrors,
         }
     }
 
@@ -376,7 +384,9 @@ impl Alarm {
             Self::ProcessingDlqNotEmpty
             | Self::AnalyticsDlqNotEmpty
             | Self::ProcessingOldestMessage
-            | Self::PaymentEventsFailed => cx.spec.events,
+            | Self::PaymentEventsFailed
+            | Self::EventsDlqNotEmpty
+            | Self::QueueConsumerErrors => cx.spec.events,
             _ => true,
         }
     }
@@ -639,18 +649,28 @@ impl Alarm {
             // few. SQS publishes queue metrics every minute while a queue is
             // active, and a queue holding messages is active: missing data
             // means an empty, idle queue (notBreaching).
-            Self::ProcessingDlqNotEmpty | Self::AnalyticsDlqNotEmpty => {
-                let dlq = cx.names.queue(if self == Self::ProcessingDlqNotEmpty {
-                    "payments-processing-dlq"
-                } else {
-                    "payments-analytics-dlq"
-                });
+            // The events DLQ holds what EventBridge could not deliver to a
+            // rule's target (or the bus could not decrypt): an event lost
+            // to its consumers, which retries cannot bring back.
+            Self::ProcessingDlqNotEmpty | Self::AnalyticsDlqNotEmpty | Self::EventsDlqNotEmpty => {
+                let (dlq, what) = match self {
+                    Self::ProcessingDlqNotEmpty => (
+                        "payments-processing-dlq",
+                        "the payments-processing dead-letter queue holds a message",
+                    ),
+                    Self::AnalyticsDlqNotEmpty => (
+                        "payments-analytics-dlq",
+                        "the payments-analytics dead-letter queue holds a message",
+                    ),
+                    _ => (
+                        "payments-events-dlq",
+                        "the payment events dead-letter queue holds an event EventBridge could \
+                         not deliver",
+                    ),
+                };
+                let dlq = cx.names.queue(dlq);
                 (
-                    if self == Self::ProcessingDlqNotEmpty {
-                        "the payments-processing dead-letter queue holds a message"
-                    } else {
-                        "the payments-analytics dead-letter queue holds a message"
-                    },
+                    what,
                     single(
                         MetricId::new(
                             "AWS/SQS",
@@ -717,6 +737,23 @@ impl Alarm {
                 ),
                 Rule::at_least_once_in_a_minute(),
             ),
+            // Lambda counts as Errors only an invocation that failed as a
+            // whole (an exception, a timeout, the configuration unreadable):
+            // the batch comes back entire. A message the consumer could not
+            // settle is reported in batchItemFailures instead and ends in
+            // the processing DLQ (its own alarm). No invocations, no errors.
+            Self::QueueConsumerErrors => {
+                let consumer = Function::QueueConsumer.name(cx);
+                (
+                    "the payment queue consumer failed a whole batch at least once in a minute",
+                    single(
+                        MetricId::new("AWS/Lambda", "Errors", &[("FunctionName", &consumer)]),
+                        Statistic::Sum,
+                        60,
+                    ),
+                    Rule::at_least_once_in_a_minute(),
+                )
+            }
         };
         debug_assert!(match &watch {
             Watch::Metric { period, .. } => *period == rule.period,
@@ -2062,8 +2099,52 @@ mod tests {
                 "payments-processing-dlq-not-empty",
                 "payments-analytics-dlq-not-empty",
                 "payments-processing-oldest-message",
-                "payment-events-failed"
+                "payment-events-failed",
+                "payments-events-dlq-not-empty",
+                "queue-consumer-errors"
             ]
+        );
+    }
+
+    #[test]
+    fn the_events_dlq_and_the_consumers_whole_batch_failures_are_alarmed() {
+        let c = cx();
+        let Watch::Metric {
+            metric, statistic, ..
+        } = Alarm::EventsDlqNotEmpty
+            .definition(&c, "t", None)
+            .unwrap()
+            .watch
+        else {
+            panic!("a single metric");
+        };
+        assert_eq!(metric.namespace, "AWS/SQS");
+        assert_eq!(metric.name, "ApproximateNumberOfMessagesVisible");
+        assert_eq!(
+            metric.dimensions,
+            [(
+                "QueueName".to_owned(),
+                "payops-pr1-payments-events-dlq".to_owned()
+            )]
+        );
+        assert_eq!(statistic, Some(Statistic::Maximum));
+        let Watch::Metric { metric, .. } = Alarm::QueueConsumerErrors
+            .definition(&c, "t", None)
+            .unwrap()
+            .watch
+        else {
+            panic!("a single metric");
+        };
+        assert_eq!(
+            (metric.namespace.as_str(), metric.name.as_str()),
+            ("AWS/Lambda", "Errors")
+        );
+        assert_eq!(
+            metric.dimensions,
+            [(
+                "FunctionName".to_owned(),
+                "payops-pr1-payment-queue-consumer".to_owned()
+            )]
         );
     }
 

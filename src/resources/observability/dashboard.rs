@@ -29,6 +29,7 @@ use serde_json::{Value, json};
 
 use crate::aws::{AwsError, OpResult, absent_on};
 use crate::engine::{Record, StepCx};
+use crate::naming::EventRule;
 use crate::tags::{self, TagMap};
 
 use crate::resources::context::Context;
@@ -213,6 +214,7 @@ pub fn body(
     let api_dims = [("ApiName", api.as_str()), ("Stage", monitoring::API_STAGE)];
     let functions: Vec<(&str, String)> = Function::ALL
         .iter()
+        .filter(|f| f.wanted(cx))
         .map(|f| (f.slug(), f.name(cx)))
         .collect();
     let cluster = monitoring::aurora_cluster(cx);
@@ -480,6 +482,66 @@ pub fn body(
         "Sum",
         vec![json!([{ "expression": waf("AllowedRequests"), "id": "wafallowed" }])],
     );
+
+    // The event backbone, when the env has it: what waits in the queues,
+    // what no consumer could handle (the dead-letter queues, each alarmed),
+    // and what EventBridge could not deliver to a rule's target.
+    if cx.spec.events {
+        const SQS: &str = "AWS/SQS";
+        let queues = |names: &[&str], metric_name: &str| -> Vec<Value> {
+            names
+                .iter()
+                .map(|q| {
+                    metric(
+                        SQS,
+                        metric_name,
+                        &[("QueueName", &cx.names.queue(q))],
+                        json!({"label": q}),
+                    )
+                })
+                .collect()
+        };
+        let main = ["payments-processing", "payments-analytics"];
+        l.graph(
+            8,
+            "SQS queue depth (visible messages)",
+            "Maximum",
+            queues(&main, "ApproximateNumberOfMessagesVisible"),
+        );
+        l.graph(
+            8,
+            "SQS oldest message age (s)",
+            "Maximum",
+            queues(&main, "ApproximateAgeOfOldestMessage"),
+        );
+        l.graph(
+            8,
+            "SQS dead-letter queues (messages)",
+            "Maximum",
+            queues(
+                &[
+                    "payments-processing-dlq",
+                    "payments-analytics-dlq",
+                    "payments-events-dlq",
+                ],
+                "ApproximateNumberOfMessagesVisible",
+            ),
+        );
+        // EventBridge publishes rule metrics by RuleName (rule names are the
+        // env's own, on either bus).
+        let rules = EventRule::ALL
+            .iter()
+            .map(|r| {
+                metric(
+                    "AWS/Events",
+                    "FailedInvocations",
+                    &[("RuleName", &cx.names.event_rule(*r))],
+                    json!({"label": r.suffix()}),
+                )
+            })
+            .collect();
+        l.graph(12, "EventBridge failed invocations by rule", "Sum", rules);
+    }
 
     Ok(json!({ "start": "-PT3H", "widgets": l.widgets }))
 }

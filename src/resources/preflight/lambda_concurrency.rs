@@ -5,7 +5,7 @@
 use crate::aws::{AwsError, OpResult, absent_on};
 use crate::resources::compute::lambda_function::min_unreserved;
 use crate::resources::context::Context;
-use crate::resources::model::Function;
+use crate::resources::model::{Function, QUEUE_CONSUMER_RESERVED};
 use crate::spec::Reserve;
 
 use super::Check;
@@ -61,7 +61,13 @@ pub async fn check(cx: &Context) -> (Check, bool) {
             true,
         );
     }
-    let wanted = i64::from(c.validation + c.fraud + c.transaction);
+    // The queue consumer's fixed reservation comes with the event backbone.
+    let consumer = if cx.spec.events {
+        QUEUE_CONSUMER_RESERVED
+    } else {
+        0
+    };
+    let wanted = i64::from(c.validation + c.fraud + c.transaction + consumer);
     let settings = cx
         .clients
         .lambda
@@ -226,7 +232,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_rerun_counts_what_the_env_already_holds() {
-        // 20 reserved by this env: unreserved is 100, exactly AWS's minimum.
+        // Reserved by this env already: unreserved is 100, exactly AWS's
+        // minimum, so only what the env holds makes room.
         let settings = mock!(Client::get_account_settings).then_output(|| {
             GetAccountSettingsOutput::builder()
                 .account_limit(
@@ -247,7 +254,10 @@ mod tests {
         let rotation = no_functions();
         let (c, fits) = check(&cx(&[&settings, &held, &rotation], "7")).await;
         assert!(fits, "{}", c.detail);
-        assert!(c.numbers.contains(&("held_by_env", 21)));
+        // The three payment functions and the queue consumer hold 7 each;
+        // the consumer wants its fixed 5 (the event backbone is on).
+        assert!(c.numbers.contains(&("held_by_env", 28)));
+        assert!(c.numbers.contains(&("wanted", 3 * 7 + 5)));
     }
 
     #[tokio::test]
