@@ -228,13 +228,14 @@ pub fn policies(
                         // mapping (InvalidParameterValueException "The
                         // provided execution role does not have permissions
                         // to call ReceiveMessage on SQS"): on this queue only.
+                        // The three of AWS's AWSLambdaSQSQueueExecutionRole;
+                        // the handler itself makes no SQS call.
                         statement(
                             "ConsumeTheProcessingQueue",
                             &[
                                 "sqs:ReceiveMessage",
                                 "sqs:DeleteMessage",
                                 "sqs:GetQueueAttributes",
-                                "sqs:ChangeMessageVisibility",
                             ],
                             json!(queue),
                         ),
@@ -734,7 +735,6 @@ mod tests {
         assert_eq!(
             actions,
             [
-                "sqs:ChangeMessageVisibility",
                 "sqs:DeleteMessage",
                 "sqs:GetQueueAttributes",
                 "sqs:ReceiveMessage"
