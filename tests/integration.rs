@@ -682,18 +682,19 @@ async fn check_security_groups(aws: &Aws, env: &str, outputs: &BTreeMap<String, 
         BTreeSet::from([
             "security-group:alb",
             "security-group:database",
+            "security-group:db-proxy",
             "security-group:lambda",
             "security-group:nlb",
         ])
     );
-    let lambda = by_role["security-group:lambda"].group_id().expect("id");
+    let proxy = by_role["security-group:db-proxy"].group_id().expect("id");
     let db = by_role["security-group:database"];
     assert_eq!(
         db.group_id(),
         Some(output(outputs, "DatabaseSecurityGroupId"))
     );
-    // PostgreSQL from the functions, nothing else (the rotation function
-    // runs outside the VPC).
+    // PostgreSQL from the RDS Proxy, nothing else: the functions go through
+    // it (the rotation function runs outside the VPC).
     let mut peers = BTreeSet::new();
     for rule in db.ip_permissions() {
         assert_eq!(rule.ip_protocol(), Some("tcp"));
@@ -708,7 +709,7 @@ async fn check_security_groups(aws: &Aws, env: &str, outputs: &BTreeMap<String, 
                 .filter_map(|p| p.group_id()),
         );
     }
-    assert_eq!(peers, BTreeSet::from([lambda]), "database SG ingress peers");
+    assert_eq!(peers, BTreeSet::from([proxy]), "database SG ingress peers");
     assert!(
         db.ip_permissions_egress().is_empty(),
         "database SG should have no egress: {:?}",

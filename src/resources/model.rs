@@ -137,6 +137,8 @@ pub enum SgRole {
     Nlb,
     Lambda,
     Database,
+    /// The RDS Proxy: the functions reach the database only through it.
+    Proxy,
     /// Retired: the rotation function's group from when it ran in the VPC.
     /// Envs made by an older payops still have it (with the database group's
     /// ingress rule from it, and Lambda's interfaces while the function is
@@ -145,11 +147,12 @@ pub enum SgRole {
 }
 
 impl SgRole {
-    pub const ALL: [SgRole; 5] = [
+    pub const ALL: [SgRole; 6] = [
         Self::Alb,
         Self::Nlb,
         Self::Lambda,
         Self::Database,
+        Self::Proxy,
         Self::Rotation,
     ];
 
@@ -159,6 +162,7 @@ impl SgRole {
             Self::Nlb => "nlb",
             Self::Lambda => "lambda",
             Self::Database => "database",
+            Self::Proxy => "db-proxy",
             Self::Rotation => "rotation",
         }
     }
@@ -195,6 +199,7 @@ impl SgRole {
             Self::Nlb => "NlbSecurityGroupId",
             Self::Lambda => "LambdaSecurityGroupId",
             Self::Database => "DatabaseSecurityGroupId",
+            Self::Proxy => "DbProxySecurityGroupId",
             Self::Rotation => "RotationSecurityGroupId",
         }
     }

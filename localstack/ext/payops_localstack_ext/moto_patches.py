@@ -37,7 +37,8 @@ RDS (moto 5.1/5.2):
     RDS Proxy: ModifyDBProxy and Create/Describe/DeleteDBProxyEndpoint are
     missing, and DeleteDBProxy / RegisterDBProxyTargets /
     DescribeDBProxyTargets of an unknown proxy answer 500 (KeyError) instead
-    of DBProxyNotFoundFault (see ``patch_rds_proxy``).
+    of DBProxyNotFoundFault; ListTagsForResource refuses an endpoint's ARN
+    (see ``patch_rds_proxy``).
 
 ELBv2 (moto 5.1/5.2):
     ``EnforceSecurityGroupInboundRulesOnPrivateLinkTraffic`` is ignored by
@@ -693,6 +694,36 @@ def patch_rds_proxy() -> None:
         endpoint["Status"] = "deleting"
         return ActionResult({"DBProxyEndpoint": _public(endpoint)})
 
+    # Endpoints carry tags on AWS (ListTagsForResource by their ARN);
+    # moto's ARN pattern does not know `db-proxy-endpoint` and refuses it.
+    original_list_tags = RDSBackend.list_tags_for_resource
+    original_add_tags = RDSBackend.add_tags_to_resource
+
+    def endpoint_by_arn(backend, arn):
+        for e in endpoints(backend).values():
+            if e["DBProxyEndpointArn"] == arn:
+                return e
+        return None
+
+    def list_tags_for_resource(self, arn):
+        if ":db-proxy-endpoint:" in arn:
+            e = endpoint_by_arn(self, arn)
+            return list(e["_tags"]) if e else []
+        return original_list_tags(self, arn)
+
+    def add_tags_to_resource(self, arn, tags):
+        if ":db-proxy-endpoint:" in arn:
+            e = endpoint_by_arn(self, arn)
+            if e is None:
+                return []
+            merged = {t["Key"]: t["Value"] for t in e["_tags"]}
+            merged.update({t["Key"]: t["Value"] for t in tags})
+            e["_tags"] = [{"Key": k, "Value": v} for k, v in merged.items()]
+            return e["_tags"]
+        return original_add_tags(self, arn, tags)
+
+    RDSBackend.list_tags_for_resource = list_tags_for_resource
+    RDSBackend.add_tags_to_resource = add_tags_to_resource
     RDSBackend.delete_db_proxy = delete_db_proxy
     RDSBackend.register_db_proxy_targets = register_db_proxy_targets
     RDSBackend.describe_db_proxy_targets = describe_db_proxy_targets
