@@ -656,7 +656,7 @@ async fn check_security_groups(aws: &Aws, env: &str, outputs: &BTreeMap<String, 
         .iter()
         .filter(|g| g.group_name() != Some("default"))
         .collect();
-    assert_eq!(ours.len(), 4, "security groups besides the default one");
+    assert_eq!(ours.len(), 5, "security groups besides the default one");
     let mut by_role = BTreeMap::new();
     for g in &ours {
         let tags = ec2_tags(g.tags());
@@ -1277,7 +1277,7 @@ async fn a_killed_up_resumes_without_duplicates_or_orphans() {
         ("nat-gateway", 3),
         ("elastic-ip", 3),
         ("route-table", 5),
-        ("security-group", 4),
+        ("security-group", 5),
         ("vpc-endpoint", 2),
         ("flow-log", 1),
     ]);

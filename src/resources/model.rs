@@ -29,6 +29,11 @@ pub const DB_ENGINE: &str = "aurora-postgresql";
 /// The database created in the cluster, and the port it listens on.
 pub const DB_NAME: &str = "payments";
 pub const DB_PORT: i32 = 5432;
+/// The database user the payment functions connect as, through the RDS
+/// Proxy with IAM authentication (their `rds-db:connect` grants name it).
+/// Not the master user: the schema's migration gives it only what the
+/// functions read.
+pub const DB_APP_USER: &str = "payops_app";
 
 /// The env's Lambda functions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -722,6 +722,24 @@ def patch_rds_proxy() -> None:
             return e["_tags"]
         return original_add_tags(self, arn, tags)
 
+    # The Resource Groups Tagging API lists tagged proxy endpoints on AWS
+    # (resource type rds:db-proxy-endpoint); moto's listing leaves them out.
+    original_iter = getattr(RDSBackend, "iter_tagged_resources", None)
+
+    def iter_tagged_resources(self):
+        from moto.core.resource_tagging import TaggedResource
+
+        if original_iter is not None:
+            yield from original_iter(self)
+        for e in endpoints(self).values():
+            yield TaggedResource(
+                arn=e["DBProxyEndpointArn"],
+                tags={t["Key"]: t["Value"] for t in e["_tags"]},
+                resource_type="rds:db-proxy-endpoint",
+            )
+
+    if original_iter is not None:
+        RDSBackend.iter_tagged_resources = iter_tagged_resources
     RDSBackend.list_tags_for_resource = list_tags_for_resource
     RDSBackend.add_tags_to_resource = add_tags_to_resource
     RDSBackend.delete_db_proxy = delete_db_proxy

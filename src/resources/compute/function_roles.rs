@@ -13,7 +13,7 @@ use crate::engine::StepCx;
 
 use crate::resources::common::iam_role::Role;
 use crate::resources::context::Context;
-use crate::resources::model::{Function, SgRole};
+use crate::resources::model::{DB_APP_USER, Function, SgRole};
 
 /// The GSI fraud detection reads a customer's recent transactions through.
 pub const CUSTOMER_INDEX: &str = "customerId-timestamp-index";
@@ -196,7 +196,23 @@ pub fn policies(
     }
     let region = cx.region.as_str();
     match function {
-        Function::Validation => {}
+        Function::Validation => {
+            // Payment validation reads the customer (status, limits) through
+            // the RDS Proxy with IAM authentication: connect as the app user
+            // to that proxy only. The resource is the proxy's id (`prx-...`,
+            // the end of its ARN), not the cluster's resource id. In the
+            // runtime policy rather than a policy of its own: one fewer read
+            // on every converged `up`.
+            let proxy = output(step, "db-proxy", "DbProxyResourceId")?;
+            policies[1].1["Statement"]
+                .as_array_mut()
+                .expect("a statement list")
+                .push(statement(
+                    "ConnectThroughTheProxy",
+                    &["rds-db:connect"],
+                    json!(cx.arn("rds-db", &format!("dbuser:{proxy}/{DB_APP_USER}"))),
+                ));
+        }
         Function::Rotation => {
             let key = output(step, "kms-key:logs", "LogsKmsKeyArn")?;
             // Secret ARNs end in `-` and 6 random characters, unknown before
@@ -388,6 +404,7 @@ mod tests {
             ("kms-key:dynamodb", "DynamoDbKmsKeyArn", "k-ddb".to_owned()),
             ("kms-key:s3", "S3KmsKeyArn", "k-s3".to_owned()),
             ("kms-key:logs", "LogsKmsKeyArn", "k-logs".to_owned()),
+            ("db-proxy", "DbProxyResourceId", "prx-0abc".to_owned()),
         ] {
             v.push((step.to_owned(), Record::default().output(key, value)));
         }
@@ -542,6 +559,14 @@ mod tests {
         };
         let validation = all(Function::Validation);
         assert!(validation.contains("/payops/pr1/lambda/payment-validation:*"));
+        assert!(validation.contains("rds-db:connect"), "{validation}");
+        assert!(
+            validation.contains("arn:aws:rds-db:us-east-1:123456789012:dbuser:prx-0abc/payops_app"),
+            "{validation}"
+        );
+        for f in [Function::Fraud, Function::Transaction, Function::Rotation] {
+            assert!(!all(f).contains("rds-db:"), "{f:?} may connect to the database");
+        }
         for other in ["dynamodb:", "s3:", "sns:", "kms:", "fraud-detection"] {
             assert!(!validation.contains(other), "validation has {other}");
         }

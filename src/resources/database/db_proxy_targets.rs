@@ -39,6 +39,7 @@ use crate::engine::{Record, StepCx};
 use crate::resources::context::Context;
 use crate::resources::database::db_proxy;
 use crate::resources::resource::Resource;
+use crate::resources::sdk::rds;
 
 pub const STEP: &str = "db-proxy-targets";
 const TARGET_GROUP: &str = "default";
@@ -97,17 +98,39 @@ fn pool_drifted(pool: Option<&ConnectionPoolConfigurationInfo>) -> bool {
 }
 
 impl DbProxyTargets {
+    /// The env's proxy, ownership checked: by the ARN the proxy step handed
+    /// over (its tags usually come with the run's one tagging listing, so a
+    /// converged `up` reads no more than the target group and its targets),
+    /// else (a `down` without state) by describing it.
+    async fn proxy(&self, cx: &Context, step: &StepCx<'_>) -> Result<Option<String>, AwsError> {
+        let name = cx.names.db_proxy();
+        if let Some(arn) = step
+            .input(db_proxy::STEP)
+            .and_then(|r| r.outputs.get("DbProxyArn"))
+        {
+            let tags = absent_on(rds::list_tags(cx, arn).await, &GONE)?;
+            return match tags {
+                Some(tags) => {
+                    cx.check_ours(format!("RDS Proxy {name}"), &tags)?;
+                    Ok(Some(name))
+                }
+                None => Ok(None),
+            };
+        }
+        Ok(db_proxy::get(cx).await?.map(|p| p.name))
+    }
+
     /// The default target group of the env's proxy (ownership checked on the
     /// proxy), or None when there is no proxy.
-    async fn get(&self, cx: &Context) -> Result<Option<FoundTargets>, AwsError> {
-        let Some(proxy) = db_proxy::get(cx).await? else {
+    async fn get(&self, cx: &Context, step: &StepCx<'_>) -> Result<Option<FoundTargets>, AwsError> {
+        let Some(proxy) = self.proxy(cx, step).await? else {
             return Ok(None);
         };
         let groups = cx
             .clients
             .rds
             .describe_db_proxy_target_groups()
-            .db_proxy_name(&proxy.name)
+            .db_proxy_name(&proxy)
             .target_group_name(TARGET_GROUP)
             .send()
             .await
@@ -119,7 +142,7 @@ impl DbProxyTargets {
             .clients
             .rds
             .describe_db_proxy_targets()
-            .db_proxy_name(&proxy.name)
+            .db_proxy_name(&proxy)
             .target_group_name(TARGET_GROUP)
             .send()
             .await
@@ -128,7 +151,7 @@ impl DbProxyTargets {
             return Ok(None);
         };
         Ok(Some(FoundTargets {
-            proxy: proxy.name,
+            proxy,
             clusters: targets
                 .targets()
                 .iter()
@@ -200,9 +223,9 @@ impl Resource for DbProxyTargets {
 
     /// Found once a cluster is registered: before that, the step is missing
     /// (and `create` registers the env's cluster).
-    async fn find(&self, cx: &Context, _step: &StepCx<'_>) -> Result<Vec<FoundTargets>, AwsError> {
+    async fn find(&self, cx: &Context, step: &StepCx<'_>) -> Result<Vec<FoundTargets>, AwsError> {
         Ok(self
-            .get(cx)
+            .get(cx, step)
             .await?
             .filter(|t| !t.clusters.is_empty())
             .into_iter()
@@ -214,7 +237,7 @@ impl Resource for DbProxyTargets {
     }
 
     async fn create(&self, cx: &Context, step: &StepCx<'_>) -> Result<FoundTargets, AwsError> {
-        let Some(mut found) = self.get(cx).await? else {
+        let Some(mut found) = self.get(cx, step).await? else {
             // Only reachable if the proxy vanished after its step succeeded.
             return Err(AwsError::Conflict(format!(
                 "RDS Proxy {} was not found; run `payops up` again",
@@ -341,7 +364,6 @@ mod tests {
 
     use super::*;
     use crate::engine::{Change, Removed};
-    use crate::resources::sdk::rds;
     use crate::resources::testing;
 
     fn proxy_rules() -> Vec<Rule> {
@@ -419,6 +441,35 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(applied.change, Change::Unchanged);
+    }
+
+    #[tokio::test]
+    async fn with_the_proxys_arn_from_its_step_the_proxy_is_not_described_again() {
+        let g = groups(POOL);
+        let targets = mock!(Client::describe_db_proxy_targets).then_output(|| {
+            DescribeDbProxyTargetsOutput::builder()
+                .targets(tracked("payops-pr1-aurora"))
+                .build()
+        });
+        let base = proxy_rules();
+        let mut clients = testing::clients();
+        clients.rds = mock_client!(
+            aws_sdk_rds,
+            RuleMode::MatchAny,
+            [&base[0], &base[1], &g, &targets]
+        );
+        let cx = testing::context(clients);
+        let inputs = testing::outputs(&[(
+            db_proxy::STEP,
+            "DbProxyArn",
+            "arn:aws:rds:us-east-1:123456789012:db-proxy:prx-1",
+        )]);
+        let applied = testing::ensure(&cx, STEP, DbProxyTargets, &inputs)
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Unchanged);
+        assert_eq!(base[0].num_calls(), 0, "DescribeDBProxies");
+        assert_eq!(base[1].num_calls(), 1, "the ownership check");
     }
 
     #[tokio::test(start_paused = true)]
