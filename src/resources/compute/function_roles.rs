@@ -565,7 +565,10 @@ mod tests {
             "{validation}"
         );
         for f in [Function::Fraud, Function::Transaction, Function::Rotation] {
-            assert!(!all(f).contains("rds-db:"), "{f:?} may connect to the database");
+            assert!(
+                !all(f).contains("rds-db:"),
+                "{f:?} may connect to the database"
+            );
         }
         for other in ["dynamodb:", "s3:", "sns:", "kms:", "fraud-detection"] {
             assert!(!validation.contains(other), "validation has {other}");

@@ -695,8 +695,7 @@ mod tests {
         let cx = cx_with(&[&describe, &foreign]);
         let err = testing::ensure(&cx, STEP, DbProxy, &inputs(SUBNETS))
             .await
-            .err()
-            .expect("refused");
+            .expect_err("refused");
         assert!(err.to_string().contains("payops-pr1-db-proxy"), "{err}");
     }
 
@@ -708,8 +707,7 @@ mod tests {
         let cx = cx_with(&[&describe, &create]);
         let err = testing::ensure(&cx, STEP, DbProxy, &inputs("subnet-a"))
             .await
-            .err()
-            .expect("refused");
+            .expect_err("refused");
         assert!(err.to_string().contains("at least two subnets"), "{err}");
         assert_eq!(create.num_calls(), 0);
     }

@@ -442,8 +442,7 @@ mod tests {
         let cx = cx_with(&[&describe, &t]);
         let err = testing::ensure(&cx, STEP, DbProxyReadOnlyEndpoint, &inputs())
             .await
-            .err()
-            .expect("refused")
+            .expect_err("refused")
             .to_string();
         assert!(err.contains("someone-else"), "{err}");
     }
