@@ -396,6 +396,16 @@ impl Names {
         self.resource(&format!("aurora-pg{major}"))
     }
 
+    /// The RDS Proxy in front of the cluster: `payops-<env>-db-proxy`.
+    pub fn db_proxy(&self) -> String {
+        self.resource("db-proxy")
+    }
+
+    /// The proxy's read-only endpoint (the readers): `payops-<env>-db-proxy-ro`.
+    pub fn db_proxy_read_only(&self) -> String {
+        self.resource("db-proxy-ro")
+    }
+
     /// The master credentials' secret: `payops/<env>/db-master`.
     pub fn db_secret(&self) -> String {
         format!("payops/{}/db-master", self.env)
@@ -437,6 +447,9 @@ impl Names {
                 self.db_instance(usize::from(crate::spec::Database::MAX_READERS)),
             ),
             (NameKind::RdsIdentifier, self.db_parameter_group("16")),
+            (NameKind::RdsIdentifier, self.db_proxy()),
+            (NameKind::RdsIdentifier, self.db_proxy_read_only()),
+            (NameKind::IamRole, self.role("db-proxy")),
             (
                 NameKind::RdsIdentifier,
                 format!("{}-final-20261231235959", self.db_cluster()),

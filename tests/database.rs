@@ -174,8 +174,9 @@ async fn up_builds_the_database_with_its_credentials_and_rotation() {
     assert_eq!(azs.len(), 3, "{azs:?}");
     assert!(ours.iter().all(|i| i.publicly_accessible() == Some(false)));
 
-    // PostgreSQL reaches the database only from the functions (the rotation
-    // function runs outside the VPC: it calls only AWS APIs).
+    // PostgreSQL reaches the database only from the RDS Proxy, which the
+    // functions go through (the rotation function runs outside the VPC: it
+    // calls only AWS APIs).
     let sgs = aws
         .c
         .ec2
@@ -192,7 +193,7 @@ async fn up_builds_the_database_with_its_credentials_and_rotation() {
     }
     assert_eq!(
         peers,
-        BTreeSet::from([output(&outputs, "LambdaSecurityGroupId")])
+        BTreeSet::from([output(&outputs, "DbProxySecurityGroupId")])
     );
     assert!(!outputs.contains_key("RotationSecurityGroupId"));
 
@@ -457,7 +458,7 @@ async fn up_takes_an_older_envs_rotation_function_out_of_the_vpc_and_removes_its
     assert!(rotation_subnets(&aws, &env.name).await.is_empty());
     assert_eq!(
         database_peers(&aws, &db_sg).await,
-        BTreeSet::from([output(&outputs, "LambdaSecurityGroupId").to_owned()])
+        BTreeSet::from([output(&outputs, "DbProxySecurityGroupId").to_owned()])
     );
     assert!(group_exists(&aws, &old).await);
     assert!(rotation_role_manages_enis(&aws, &env.name).await);
@@ -497,8 +498,9 @@ async fn down_leaves_no_database_and_no_secret_name_reserved() {
     env.up_json(&["--db-readers", "1"]);
     assert_eq!(
         database_remaining(&aws, &env.name).await.len(),
-        // cluster, 2 instances, subnet group, parameter group, secret, rotation function
-        7
+        // cluster, 2 instances, subnet group, parameter group, secret, rotation
+        // function, proxy, its read-only endpoint
+        9
     );
     env.down().assert_success();
     let left = remaining(&aws, &env.name).await;
@@ -884,4 +886,160 @@ async fn db_serverless_without_a_capacity_is_refused_and_nothing_is_made() {
     assert_ne!(run.code(), Some(0));
     assert!(run.stderr.contains("multiple of 0.5"), "{}", run.stderr);
     assert!(remaining(&aws, &env.name).await.is_empty());
+}
+
+/// The RDS Proxy of issue 19: TLS required, IAM authentication for clients,
+/// the master secret as its credentials, its own security group between the
+/// functions' and the database's, the cluster as its target, a read-only
+/// endpoint; and `down` removes it all.
+#[tokio::test]
+#[ignore = "needs an emulator: PAYOPS_TEST_ENDPOINT"]
+async fn the_functions_reach_the_database_through_a_tls_iam_proxy_that_down_removes() {
+    let mut env = TestEnv::new();
+    let aws = Aws::connect().await;
+    let name = env.name.clone();
+    env.up_json(&["--db-readers", "1"]);
+    let outputs = env.outputs();
+    let rds = &aws.c.rds;
+    let proxy_name = format!("payops-{name}-db-proxy");
+    let proxies = rds
+        .describe_db_proxies()
+        .db_proxy_name(&proxy_name)
+        .send()
+        .await
+        .expect("rds:DescribeDBProxies");
+    let proxy = &proxies.db_proxies()[0];
+    assert_eq!(proxy.engine_family(), Some("POSTGRESQL"));
+    assert_eq!(proxy.require_tls(), Some(true));
+    assert_eq!(proxy.debug_logging(), Some(false));
+    let auth = proxy.auth();
+    assert_eq!(auth.len(), 1, "{auth:?}");
+    assert_eq!(
+        auth[0].iam_auth(),
+        Some(&aws_sdk_rds::types::IamAuthMode::Required)
+    );
+    assert_eq!(auth[0].secret_arn(), Some(output(&outputs, "DbSecretArn")));
+    assert_eq!(proxy.role_arn(), Some(output(&outputs, "DbProxyRoleArn")));
+    let proxy_sg = output(&outputs, "DbProxySecurityGroupId");
+    assert_eq!(proxy.vpc_security_group_ids(), [proxy_sg]);
+    let subnets: BTreeSet<&str> = output(&outputs, "DatabaseSubnetIds").split(',').collect();
+    let proxy_subnets: BTreeSet<&str> = proxy.vpc_subnet_ids().iter().map(String::as_str).collect();
+    assert_eq!(proxy_subnets, subnets);
+    assert_eq!(proxy.endpoint(), Some(output(&outputs, "DbProxyEndpoint")));
+    let listed = rds
+        .list_tags_for_resource()
+        .resource_name(output(&outputs, "DbProxyArn"))
+        .send()
+        .await
+        .expect("rds:ListTagsForResource");
+    let tags: common::Tags = listed
+        .tag_list()
+        .iter()
+        .filter_map(|t| Some((t.key()?.to_owned(), t.value()?.to_owned())))
+        .collect();
+    assert_payops_tags("the proxy", &tags, &name, "db-proxy");
+
+    // The cluster is the default target group's target.
+    let targets = rds
+        .describe_db_proxy_targets()
+        .db_proxy_name(&proxy_name)
+        .send()
+        .await
+        .expect("rds:DescribeDBProxyTargets");
+    let tracked: Vec<&str> = targets
+        .targets()
+        .iter()
+        .filter(|t| t.r#type() == Some(&aws_sdk_rds::types::TargetType::TrackedCluster))
+        .filter_map(|t| t.rds_resource_id())
+        .collect();
+    assert_eq!(tracked, [format!("payops-{name}-aurora")]);
+
+    // The readers' endpoint.
+    let endpoints = rds
+        .describe_db_proxy_endpoints()
+        .db_proxy_name(&proxy_name)
+        .send()
+        .await
+        .expect("rds:DescribeDBProxyEndpoints");
+    let ro: Vec<_> = endpoints
+        .db_proxy_endpoints()
+        .iter()
+        .filter(|e| e.is_default() != Some(true))
+        .collect();
+    assert_eq!(ro.len(), 1, "{ro:?}");
+    assert_eq!(
+        ro[0].target_role(),
+        Some(&aws_sdk_rds::types::DbProxyEndpointTargetRole::ReadOnly)
+    );
+    assert_eq!(
+        ro[0].endpoint(),
+        Some(output(&outputs, "DbProxyReadOnlyEndpoint"))
+    );
+
+    // functions -> proxy -> database, nothing else.
+    let groups = aws
+        .c
+        .ec2
+        .describe_security_groups()
+        .group_ids(proxy_sg)
+        .send()
+        .await
+        .expect("ec2:DescribeSecurityGroups");
+    let g = &groups.security_groups()[0];
+    let peers = |perms: &[aws_sdk_ec2::types::IpPermission]| -> BTreeSet<String> {
+        for p in perms {
+            assert_eq!((p.from_port(), p.to_port()), (Some(5432), Some(5432)));
+            assert!(p.ip_ranges().is_empty(), "no CIDR: {p:?}");
+        }
+        perms
+            .iter()
+            .flat_map(|p| p.user_id_group_pairs())
+            .filter_map(|g| g.group_id().map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(
+        peers(g.ip_permissions()),
+        BTreeSet::from([output(&outputs, "LambdaSecurityGroupId").to_owned()])
+    );
+    assert_eq!(
+        peers(g.ip_permissions_egress()),
+        BTreeSet::from([output(&outputs, "DatabaseSecurityGroupId").to_owned()])
+    );
+
+    // The role reads the master secret only.
+    let role = output(&outputs, "DbProxyRoleName");
+    let policy = aws
+        .c
+        .iam
+        .get_role_policy()
+        .role_name(role)
+        .policy_name("read-master-secret")
+        .send()
+        .await
+        .expect("iam:GetRolePolicy");
+    let doc = percent_encoding::percent_decode_str(policy.policy_document())
+        .decode_utf8_lossy()
+        .into_owned();
+    assert!(doc.contains(output(&outputs, "DbSecretArn")), "{doc}");
+    assert!(
+        doc.contains("secretsmanager.us-east-1.amazonaws.com"),
+        "{doc}"
+    );
+
+    env.down().assert_success();
+    match rds
+        .describe_db_proxies()
+        .db_proxy_name(&proxy_name)
+        .send()
+        .await
+    {
+        Err(e) => assert_eq!(
+            common::error_code(&e),
+            Some("DBProxyNotFoundFault"),
+            "{e:?}"
+        ),
+        Ok(out) => panic!("the proxy outlived down: {:?}", out.db_proxies()),
+    }
+    let left = remaining(&aws, &name).await;
+    assert!(left.is_empty(), "left behind by down: {left:#?}");
 }

@@ -656,7 +656,7 @@ async fn check_security_groups(aws: &Aws, env: &str, outputs: &BTreeMap<String, 
         .iter()
         .filter(|g| g.group_name() != Some("default"))
         .collect();
-    assert_eq!(ours.len(), 4, "security groups besides the default one");
+    assert_eq!(ours.len(), 5, "security groups besides the default one");
     let mut by_role = BTreeMap::new();
     for g in &ours {
         let tags = ec2_tags(g.tags());
@@ -682,18 +682,19 @@ async fn check_security_groups(aws: &Aws, env: &str, outputs: &BTreeMap<String, 
         BTreeSet::from([
             "security-group:alb",
             "security-group:database",
+            "security-group:db-proxy",
             "security-group:lambda",
             "security-group:nlb",
         ])
     );
-    let lambda = by_role["security-group:lambda"].group_id().expect("id");
+    let proxy = by_role["security-group:db-proxy"].group_id().expect("id");
     let db = by_role["security-group:database"];
     assert_eq!(
         db.group_id(),
         Some(output(outputs, "DatabaseSecurityGroupId"))
     );
-    // PostgreSQL from the functions, nothing else (the rotation function
-    // runs outside the VPC).
+    // PostgreSQL from the RDS Proxy, nothing else: the functions go through
+    // it (the rotation function runs outside the VPC).
     let mut peers = BTreeSet::new();
     for rule in db.ip_permissions() {
         assert_eq!(rule.ip_protocol(), Some("tcp"));
@@ -708,7 +709,7 @@ async fn check_security_groups(aws: &Aws, env: &str, outputs: &BTreeMap<String, 
                 .filter_map(|p| p.group_id()),
         );
     }
-    assert_eq!(peers, BTreeSet::from([lambda]), "database SG ingress peers");
+    assert_eq!(peers, BTreeSet::from([proxy]), "database SG ingress peers");
     assert!(
         db.ip_permissions_egress().is_empty(),
         "database SG should have no egress: {:?}",
@@ -1276,7 +1277,7 @@ async fn a_killed_up_resumes_without_duplicates_or_orphans() {
         ("nat-gateway", 3),
         ("elastic-ip", 3),
         ("route-table", 5),
-        ("security-group", 4),
+        ("security-group", 5),
         ("vpc-endpoint", 2),
         ("flow-log", 1),
     ]);

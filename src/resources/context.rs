@@ -50,6 +50,9 @@ pub struct Budgets {
     pub aurora: Budget,
     /// Aurora instances take ~10 minutes to create and 10-12 to delete.
     pub aurora_instance: Budget,
+    /// RDS Proxies take minutes to create and to delete (Terraform allows 30
+    /// and 60).
+    pub db_proxy: Budget,
 }
 
 impl Default for Budgets {
@@ -78,6 +81,11 @@ impl Default for Budgets {
                 first_delay: Duration::from_secs(5),
                 max_delay: Duration::from_secs(30),
                 ..Budget::new(Duration::from_secs(45 * 60))
+            },
+            db_proxy: Budget {
+                first_delay: Duration::from_secs(5),
+                max_delay: Duration::from_secs(30),
+                ..Budget::new(Duration::from_secs(60 * 60))
             },
         }
     }

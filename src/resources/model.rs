@@ -29,6 +29,11 @@ pub const DB_ENGINE: &str = "aurora-postgresql";
 /// The database created in the cluster, and the port it listens on.
 pub const DB_NAME: &str = "payments";
 pub const DB_PORT: i32 = 5432;
+/// The database user the payment functions connect as, through the RDS
+/// Proxy with IAM authentication (their `rds-db:connect` grants name it).
+/// Not the master user: the schema's migration gives it only what the
+/// functions read.
+pub const DB_APP_USER: &str = "payops_app";
 
 /// The env's Lambda functions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -176,6 +181,8 @@ pub enum SgRole {
     Nlb,
     Lambda,
     Database,
+    /// The RDS Proxy: the functions reach the database only through it.
+    Proxy,
     /// Retired: the rotation function's group from when it ran in the VPC.
     /// Envs made by an older payops still have it (with the database group's
     /// ingress rule from it, and Lambda's interfaces while the function is
@@ -184,11 +191,12 @@ pub enum SgRole {
 }
 
 impl SgRole {
-    pub const ALL: [SgRole; 5] = [
+    pub const ALL: [SgRole; 6] = [
         Self::Alb,
         Self::Nlb,
         Self::Lambda,
         Self::Database,
+        Self::Proxy,
         Self::Rotation,
     ];
 
@@ -198,6 +206,7 @@ impl SgRole {
             Self::Nlb => "nlb",
             Self::Lambda => "lambda",
             Self::Database => "database",
+            Self::Proxy => "db-proxy",
             Self::Rotation => "rotation",
         }
     }
@@ -234,6 +243,7 @@ impl SgRole {
             Self::Nlb => "NlbSecurityGroupId",
             Self::Lambda => "LambdaSecurityGroupId",
             Self::Database => "DatabaseSecurityGroupId",
+            Self::Proxy => "DbProxySecurityGroupId",
             Self::Rotation => "RotationSecurityGroupId",
         }
     }

@@ -36,7 +36,7 @@ pub const TAG_CREATED_AT: &str = "payops:created-at";
 
 pub const KEY_PURPOSES: [&str; 5] = ["database", "dynamodb", "s3", "logs", "events"];
 /// Steps of one env (`payops graph` lists them).
-pub const STEP_COUNT: usize = 114;
+pub const STEP_COUNT: usize = 119;
 /// Steps with nothing to manage unless asked: `status` shows them "not
 /// wanted", and they count as no resource of the env. The alert emails
 /// (none given), and the Aurora instance slots beyond the default 2 readers
@@ -1560,8 +1560,9 @@ async fn gone_for_good(aws: &Aws, arn: &str) -> bool {
     false
 }
 
-/// What is left of the env's database: cluster, instances, subnet and
-/// parameter groups, the generated secret, the rotation function. Looked up
+/// What is left of the env's database: cluster, instances, RDS Proxy and
+/// its read-only endpoint, subnet and parameter groups, the generated
+/// secret, the rotation function. Looked up
 /// by name (the emulators' tagging APIs miss several of these).
 pub async fn database_remaining(aws: &Aws, env: &str) -> Vec<String> {
     let mut left = Vec::new();
@@ -1588,6 +1589,31 @@ pub async fn database_remaining(aws: &Aws, env: &str) -> Vec<String> {
         if id.starts_with(&format!("{cluster}-")) {
             left.push(format!("aurora instance {id}"));
         }
+    }
+    let proxy = format!("payops-{env}-db-proxy");
+    match rds.describe_db_proxies().db_proxy_name(&proxy).send().await {
+        Ok(out) if !out.db_proxies().is_empty() => left.push(format!("rds proxy {proxy}")),
+        Ok(_) => {}
+        Err(e) if error_code(&e) == Some("DBProxyNotFoundFault") => {}
+        Err(e) => panic!("rds:DescribeDBProxies {proxy}: {e:?}"),
+    }
+    let endpoint = format!("payops-{env}-db-proxy-ro");
+    match rds
+        .describe_db_proxy_endpoints()
+        .db_proxy_endpoint_name(&endpoint)
+        .send()
+        .await
+    {
+        Ok(out) if !out.db_proxy_endpoints().is_empty() => {
+            left.push(format!("rds proxy endpoint {endpoint}"))
+        }
+        Ok(_) => {}
+        Err(e)
+            if matches!(
+                error_code(&e),
+                Some("DBProxyEndpointNotFoundFault" | "DBProxyNotFoundFault")
+            ) => {}
+        Err(e) => panic!("rds:DescribeDBProxyEndpoints {endpoint}: {e:?}"),
     }
     let group = format!("payops-{env}-db");
     match rds

@@ -34,6 +34,11 @@ RDS (moto 5.1/5.2):
     ServerlessV2FeaturesSupport as AWS documents it per version (0 ACU from
     13.15, 14.12, 15.7, 16.3; up to 256 from 13.13, 14.10, 15.5, 16.1;
     otherwise 0.5 and 128).
+    RDS Proxy: ModifyDBProxy and Create/Describe/DeleteDBProxyEndpoint are
+    missing, and DeleteDBProxy / RegisterDBProxyTargets /
+    DescribeDBProxyTargets of an unknown proxy answer 500 (KeyError) instead
+    of DBProxyNotFoundFault; ListTagsForResource refuses an endpoint's ARN
+    (see ``patch_rds_proxy``).
 
 ELBv2 (moto 5.1/5.2):
     ``EnforceSecurityGroupInboundRulesOnPrivateLinkTraffic`` is ignored by
@@ -592,3 +597,195 @@ def patch_rds_engine_versions() -> None:
 
     RDSResponse.describe_db_engine_versions = describe_db_engine_versions
     RDSResponse._payops_engine_versions = True
+
+
+def patch_rds_proxy() -> None:
+    """RDS Proxy (moto 5.1/5.2): what payops' proxy steps call and moto lacks.
+
+    moto serves Create/DescribeDBProxies, Register/Deregister/DescribeDBProxyTargets
+    and the target groups, but not ModifyDBProxy (drift of TLS, auth, idle
+    timeout, security groups) nor the extra endpoints
+    (Create/Describe/DeleteDBProxyEndpoint, the read-only endpoint); and
+    DeleteDBProxy, RegisterDBProxyTargets and DescribeDBProxyTargets of an
+    unknown proxy answer 500 (a KeyError), which the SDK retries as transient
+    instead of AWS's DBProxyNotFoundFault. Served here as the RDS API
+    reference documents them; DeleteDBProxy also deletes the proxy's
+    endpoints, as AWS does.
+    """
+    import datetime
+
+    from moto.core.responses import ActionResult
+    from moto.moto_api._internal import mock_random as random
+    from moto.rds.exceptions import DBProxyNotFoundFault, RDSClientError
+    from moto.rds.models import RDSBackend
+    from moto.rds.responses import RDSResponse
+
+    if getattr(RDSResponse, "_payops_proxy", False):
+        return
+
+    def proxy(backend, name):
+        if name not in backend.db_proxies:
+            raise DBProxyNotFoundFault(name)
+        return backend.db_proxies[name]
+
+    def endpoints(backend):
+        if not hasattr(backend, "_payops_proxy_endpoints"):
+            backend._payops_proxy_endpoints = {}
+        return backend._payops_proxy_endpoints
+
+    original_delete = RDSBackend.delete_db_proxy
+    original_register = RDSBackend.register_db_proxy_targets
+    original_targets = RDSBackend.describe_db_proxy_targets
+
+    def delete_db_proxy(self, proxy_name):
+        proxy(self, proxy_name)
+        store = endpoints(self)
+        for name in [n for n, e in store.items() if e["DBProxyName"] == proxy_name]:
+            del store[name]
+        return original_delete(self, proxy_name)
+
+    def register_db_proxy_targets(self, db_proxy_name, *args, **kwargs):
+        proxy(self, db_proxy_name)
+        return original_register(self, db_proxy_name, *args, **kwargs)
+
+    def describe_db_proxy_targets(self, proxy_name):
+        proxy(self, proxy_name)
+        return original_targets(self, proxy_name)
+
+    def modify_db_proxy(self):
+        p = proxy(self.backend, self.params.get("DBProxyName"))
+        if self.params.get("NewDBProxyName"):
+            raise RDSClientError("InvalidParameterValue", "renaming a proxy is not served")
+        if "RequireTLS" in self.params:
+            p.require_tls = self.params["RequireTLS"]
+        if "IdleClientTimeout" in self.params:
+            p.idle_client_timeout = int(self.params["IdleClientTimeout"])
+        if "DebugLogging" in self.params:
+            p.debug_logging = self.params["DebugLogging"]
+        if self.params.get("Auth"):
+            p.auth = self.params["Auth"]
+        if self.params.get("SecurityGroups"):
+            p.vpc_security_group_ids = list(self.params["SecurityGroups"])
+        if self.params.get("RoleArn"):
+            p.role_arn = self.params["RoleArn"]
+        return ActionResult({"DBProxy": p})
+
+    def create_db_proxy_endpoint(self):
+        backend = self.backend
+        p = proxy(backend, self.params.get("DBProxyName"))
+        name = self.params["DBProxyEndpointName"]
+        store = endpoints(backend)
+        if name in store:
+            raise RDSClientError(
+                "DBProxyEndpointAlreadyExistsFault",
+                f"The endpoint {name} already exists.",
+            )
+        suffix = random.get_random_string(length=17, lower_case=True)
+        endpoint = {
+            "DBProxyEndpointName": name,
+            "DBProxyEndpointArn": f"arn:aws:rds:{backend.region_name}:{backend.account_id}:db-proxy-endpoint:prx-endpoint-{suffix}",
+            "DBProxyName": p.db_proxy_name,
+            "Status": "available",
+            "VpcId": p.vpc_id,
+            "VpcSecurityGroupIds": list(self.params.get("VpcSecurityGroupIds") or p.vpc_security_group_ids),
+            "VpcSubnetIds": list(self.params.get("VpcSubnetIds") or []),
+            "Endpoint": f"{name}.endpoint.proxy-{p.url_identifier}.{backend.region_name}.rds.amazonaws.com",
+            "CreatedDate": datetime.datetime.now(datetime.timezone.utc),
+            "TargetRole": self.params.get("TargetRole", "READ_WRITE"),
+            "IsDefault": False,
+            "_tags": list(self.params.get("Tags") or []),
+        }
+        store[name] = endpoint
+        return ActionResult({"DBProxyEndpoint": _public(endpoint)})
+
+    def describe_db_proxy_endpoints(self):
+        backend = self.backend
+        proxy_name = self.params.get("DBProxyName")
+        name = self.params.get("DBProxyEndpointName")
+        if proxy_name:
+            proxy(backend, proxy_name)
+        store = endpoints(backend)
+        if name and name not in store:
+            raise RDSClientError(
+                "DBProxyEndpointNotFoundFault",
+                f"The endpoint {name} does not exist.",
+            )
+        found = [
+            _public(e)
+            for n, e in store.items()
+            if (not name or n == name) and (not proxy_name or e["DBProxyName"] == proxy_name)
+        ]
+        return ActionResult({"DBProxyEndpoints": found})
+
+    def delete_db_proxy_endpoint(self):
+        name = self.params.get("DBProxyEndpointName")
+        store = endpoints(self.backend)
+        if name not in store:
+            raise RDSClientError(
+                "DBProxyEndpointNotFoundFault",
+                f"The endpoint {name} does not exist.",
+            )
+        endpoint = store.pop(name)
+        endpoint["Status"] = "deleting"
+        return ActionResult({"DBProxyEndpoint": _public(endpoint)})
+
+    # Endpoints carry tags on AWS (ListTagsForResource by their ARN);
+    # moto's ARN pattern does not know `db-proxy-endpoint` and refuses it.
+    original_list_tags = RDSBackend.list_tags_for_resource
+    original_add_tags = RDSBackend.add_tags_to_resource
+
+    def endpoint_by_arn(backend, arn):
+        for e in endpoints(backend).values():
+            if e["DBProxyEndpointArn"] == arn:
+                return e
+        return None
+
+    def list_tags_for_resource(self, arn):
+        if ":db-proxy-endpoint:" in arn:
+            e = endpoint_by_arn(self, arn)
+            return list(e["_tags"]) if e else []
+        return original_list_tags(self, arn)
+
+    def add_tags_to_resource(self, arn, tags):
+        if ":db-proxy-endpoint:" in arn:
+            e = endpoint_by_arn(self, arn)
+            if e is None:
+                return []
+            merged = {t["Key"]: t["Value"] for t in e["_tags"]}
+            merged.update({t["Key"]: t["Value"] for t in tags})
+            e["_tags"] = [{"Key": k, "Value": v} for k, v in merged.items()]
+            return e["_tags"]
+        return original_add_tags(self, arn, tags)
+
+    # The Resource Groups Tagging API lists tagged proxy endpoints on AWS
+    # (resource type rds:db-proxy-endpoint); moto's listing leaves them out.
+    original_iter = getattr(RDSBackend, "iter_tagged_resources", None)
+
+    def iter_tagged_resources(self):
+        from moto.core.resource_tagging import TaggedResource
+
+        if original_iter is not None:
+            yield from original_iter(self)
+        for e in endpoints(self).values():
+            yield TaggedResource(
+                arn=e["DBProxyEndpointArn"],
+                tags={t["Key"]: t["Value"] for t in e["_tags"]},
+                resource_type="rds:db-proxy-endpoint",
+            )
+
+    if original_iter is not None:
+        RDSBackend.iter_tagged_resources = iter_tagged_resources
+    RDSBackend.list_tags_for_resource = list_tags_for_resource
+    RDSBackend.add_tags_to_resource = add_tags_to_resource
+    RDSBackend.delete_db_proxy = delete_db_proxy
+    RDSBackend.register_db_proxy_targets = register_db_proxy_targets
+    RDSBackend.describe_db_proxy_targets = describe_db_proxy_targets
+    RDSResponse.modify_db_proxy = modify_db_proxy
+    RDSResponse.create_db_proxy_endpoint = create_db_proxy_endpoint
+    RDSResponse.describe_db_proxy_endpoints = describe_db_proxy_endpoints
+    RDSResponse.delete_db_proxy_endpoint = delete_db_proxy_endpoint
+    RDSResponse._payops_proxy = True
+
+
+def _public(endpoint):
+    return {k: v for k, v in endpoint.items() if not k.startswith("_")}

@@ -145,12 +145,14 @@ def rds():
         patch_rds_cluster_already_exists,
         patch_rds_engine_versions,
         patch_rds_orderable_zones,
+        patch_rds_proxy,
     )
 
     patch_rds_automated_snapshots()
     patch_rds_cluster_already_exists()
     patch_rds_engine_versions()
     patch_rds_orderable_zones()
+    patch_rds_proxy()
     # ManageMasterUserPassword makes moto create the secret in moto's
     # secretsmanager backend. LocalStack's secretsmanager provider patches
     # moto's FakeSecret when its module is imported; a secret created before

@@ -13,7 +13,7 @@ use crate::engine::StepCx;
 
 use crate::resources::common::iam_role::Role;
 use crate::resources::context::Context;
-use crate::resources::model::{Function, SgRole};
+use crate::resources::model::{DB_APP_USER, Function, SgRole};
 
 /// The GSI fraud detection reads a customer's recent transactions through.
 pub const CUSTOMER_INDEX: &str = "customerId-timestamp-index";
@@ -212,7 +212,23 @@ pub fn policies(
     }
     let region = cx.region.as_str();
     match function {
-        Function::Validation => {}
+        Function::Validation => {
+            // Payment validation reads the customer (status, limits) through
+            // the RDS Proxy with IAM authentication: connect as the app user
+            // to that proxy only. The resource is the proxy's id (`prx-...`,
+            // the end of its ARN), not the cluster's resource id. In the
+            // runtime policy rather than a policy of its own: one fewer read
+            // on every converged `up`.
+            let proxy = output(step, "db-proxy", "DbProxyResourceId")?;
+            policies[1].1["Statement"]
+                .as_array_mut()
+                .expect("a statement list")
+                .push(statement(
+                    "ConnectThroughTheProxy",
+                    &["rds-db:connect"],
+                    json!(cx.arn("rds-db", &format!("dbuser:{proxy}/{DB_APP_USER}"))),
+                ));
+        }
         Function::QueueConsumer => {
             let queue = output(step, CONSUMER_QUEUE_INPUT.0, CONSUMER_QUEUE_INPUT.1)?;
             let queue_key = output(step, EVENTS_KEY_INPUT.0, EVENTS_KEY_INPUT.1)?;
@@ -466,6 +482,7 @@ mod tests {
                 "PaymentsProcessingQueueArn",
                 format!("arn:aws:sqs:us-east-1:{ACCT}:payops-pr1-payments-processing"),
             ),
+            ("db-proxy", "DbProxyResourceId", "prx-0abc".to_owned()),
         ] {
             v.push((step.to_owned(), Record::default().output(key, value)));
         }
@@ -620,6 +637,17 @@ mod tests {
         };
         let validation = all(Function::Validation);
         assert!(validation.contains("/payops/pr1/lambda/payment-validation:*"));
+        assert!(validation.contains("rds-db:connect"), "{validation}");
+        assert!(
+            validation.contains("arn:aws:rds-db:us-east-1:123456789012:dbuser:prx-0abc/payops_app"),
+            "{validation}"
+        );
+        for f in [Function::Fraud, Function::Transaction, Function::Rotation] {
+            assert!(
+                !all(f).contains("rds-db:"),
+                "{f:?} may connect to the database"
+            );
+        }
         for other in ["dynamodb:", "s3:", "sns:", "kms:", "fraud-detection"] {
             assert!(!validation.contains(other), "validation has {other}");
         }

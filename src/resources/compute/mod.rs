@@ -33,7 +33,14 @@ pub fn register(r: &mut Registry) {
     r.add(
         Function::Validation.role_step(),
         function_roles::role(Function::Validation),
-        vec![own_log_group(Function::Validation)],
+        vec![
+            own_log_group(Function::Validation),
+            dep(
+                "db-proxy",
+                "the role may connect to the database through the proxy only (its id is in \
+                 the rds-db:connect grant)",
+            ),
+        ],
     );
     r.add(
         Function::Fraud.role_step(),

@@ -1,9 +1,14 @@
 //! The customer database: Aurora PostgreSQL in the database subnets, its
-//! subnet and parameter groups, and its master secret and rotation.
+//! subnet and parameter groups, its master secret and rotation, and the RDS
+//! Proxy the functions reach it through.
 
 pub mod aurora_cluster;
 pub mod aurora_instance;
 pub mod db_parameter_group;
+pub mod db_proxy;
+pub mod db_proxy_endpoint;
+pub mod db_proxy_role;
+pub mod db_proxy_targets;
 pub mod db_secret;
 pub mod db_subnet_group;
 pub mod secret_rotation;
@@ -92,6 +97,87 @@ pub fn register(r: &mut Registry) {
             )],
         );
     }
+    register_proxy(r);
+}
+
+/// The RDS Proxy: its role, the proxy, its targets and its read-only
+/// endpoint. The proxy needs no cluster to exist (AWS creates one without
+/// targets), so it is made while the cluster and its instances are; only the
+/// registration of the cluster waits for it.
+fn register_proxy(r: &mut Registry) {
+    let proxy_group = SgRole::Proxy.step_id();
+    r.add(
+        db_proxy_role::STEP,
+        db_proxy_role::role(),
+        vec![
+            dep(
+                "secret:db-master",
+                "the role may read only the master secret (its ARN is in the policy)",
+            ),
+            dep(
+                "kms-key:logs",
+                "the role may decrypt with the secret's key, through Secrets Manager only",
+            ),
+        ],
+    );
+    r.add(
+        db_proxy::STEP,
+        db_proxy::DbProxy,
+        vec![
+            dep(
+                db_proxy_role::STEP,
+                "RDS reads the secret with this role (and on teardown the role outlives the \
+                 proxy)",
+            ),
+            dep(
+                "secret:db-master",
+                "the proxy logs in to the database with the master secret",
+            ),
+            dep(
+                "subnets:database",
+                "the proxy lives in the database subnets (at least two zones)",
+            ),
+            dep(
+                proxy_group.clone(),
+                "the proxy uses its own security group (deleted only once the proxy is gone)",
+            ),
+            dep(
+                "security-group-rules",
+                "only the functions may reach the proxy, and only the proxy the database",
+            ),
+        ],
+    );
+    r.add(
+        db_proxy_targets::STEP,
+        db_proxy_targets::DbProxyTargets,
+        vec![
+            dep(
+                db_proxy::STEP,
+                "the targets are the proxy's default target group's",
+            ),
+            dep(
+                "aurora-cluster",
+                "the cluster is the target (not its instances: RDS tracks them, so the \
+                 proxy's creation overlaps theirs); on teardown it is deregistered before \
+                 the cluster goes",
+            ),
+        ],
+    );
+    r.add(
+        db_proxy_endpoint::STEP,
+        db_proxy_endpoint::DbProxyReadOnlyEndpoint,
+        vec![
+            dep(
+                db_proxy::STEP,
+                "the endpoint is the proxy's (and on teardown goes before it)",
+            ),
+            dep(
+                "subnets:database",
+                "the endpoint lives in the database subnets, like the proxy",
+            ),
+            dep(proxy_group, "the endpoint uses the proxy's security group"),
+        ],
+    );
 }
 
 /// The rotation schedule ties the secret to the rotation function, so it is

@@ -24,6 +24,7 @@ fn description(role: SgRole) -> &'static str {
         SgRole::Nlb => "payops internal NLB: HTTPS from the API Gateway VPC link",
         SgRole::Lambda => "payops Lambda functions: HTTPS out, PostgreSQL to the database",
         SgRole::Database => "payops Aurora: PostgreSQL from the Lambda functions only",
+        SgRole::Proxy => "payops RDS Proxy: PostgreSQL from the Lambda functions, to Aurora only",
         // Retired: never created again (retired_security_group.rs removes it).
         SgRole::Rotation => "payops secret rotation Lambda (retired)",
     }

@@ -9,8 +9,15 @@
 //! | nlb      | out       | 443  | alb group       | the NLB forwards to the ALB |
 //! | alb      | in        | 443  | nlb group       | only the NLB may reach the ALB |
 //! | lambda   | out       | 443  | 0.0.0.0/0       | AWS APIs (SSM, SNS, X-Ray) through the NAT gateways |
-//! | lambda   | out       | 5432 | database group  | PostgreSQL |
-//! | database | in        | 5432 | lambda group    | PostgreSQL from the functions |
+//! | lambda   | out       | 5432 | db-proxy group  | PostgreSQL, through the RDS Proxy only |
+//! | db-proxy | in        | 5432 | lambda group    | PostgreSQL from the functions |
+//! | db-proxy | out       | 5432 | database group  | the proxy's pooled connections to Aurora |
+//! | database | in        | 5432 | db-proxy group  | PostgreSQL from the proxy only |
+//!
+//! The functions never reach the cluster directly: the proxy pools their
+//! connections (a Lambda burst would otherwise exhaust Aurora's
+//! max_connections), requires TLS and IAM authentication, and is the one
+//! peer the database group admits.
 //!
 //! The rotation function runs outside the VPC (it calls only the Secrets
 //! Manager and RDS APIs), so it has no group. Envs made before still have
@@ -171,13 +178,27 @@ impl SecurityGroupRules {
             tcp(Nlb, true, 443, group(Alb), "HTTPS to the internal ALB"),
             tcp(Alb, false, 443, group(Nlb), "HTTPS from the NLB only"),
             tcp(Lambda, true, 443, anywhere, "HTTPS to AWS APIs via NAT"),
-            tcp(Lambda, true, 5432, group(Database), "PostgreSQL to Aurora"),
             tcp(
-                Database,
+                Lambda,
+                true,
+                5432,
+                group(Proxy),
+                "PostgreSQL to the RDS Proxy",
+            ),
+            tcp(
+                Proxy,
                 false,
                 5432,
                 group(Lambda),
                 "PostgreSQL from the functions",
+            ),
+            tcp(Proxy, true, 5432, group(Database), "PostgreSQL to Aurora"),
+            tcp(
+                Database,
+                false,
+                5432,
+                group(Proxy),
+                "PostgreSQL from the RDS Proxy only",
             ),
         ]
         .into_iter()
@@ -428,9 +449,14 @@ mod tests {
             group(
                 SgRole::Lambda,
                 vec![],
-                vec![tcp(443, "0.0.0.0/0"), tcp(5432, "sg-database")],
+                vec![tcp(443, "0.0.0.0/0"), tcp(5432, "sg-db-proxy")],
             ),
-            group(SgRole::Database, vec![tcp(5432, "sg-lambda")], vec![]),
+            group(
+                SgRole::Proxy,
+                vec![tcp(5432, "sg-lambda")],
+                vec![tcp(5432, "sg-database")],
+            ),
+            group(SgRole::Database, vec![tcp(5432, "sg-db-proxy")], vec![]),
         ]
     }
 
@@ -443,7 +469,7 @@ mod tests {
             .collect();
         groups.push(group(
             SgRole::Database,
-            vec![tcp(5432, "sg-lambda"), tcp(5432, "sg-rotation")],
+            vec![tcp(5432, "sg-db-proxy"), tcp(5432, "sg-rotation")],
             vec![],
         ));
         groups.push(group(
@@ -495,12 +521,35 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(applied.change, Change::Updated);
-        assert_eq!(ingress.num_calls(), 3);
-        assert_eq!(egress.num_calls(), 3);
+        assert_eq!(ingress.num_calls(), 4);
+        assert_eq!(egress.num_calls(), 4);
         assert_eq!(
             revoke.num_calls(),
-            4,
+            5,
             "default egress revoked on every group"
+        );
+    }
+
+    #[test]
+    fn the_functions_reach_the_database_only_through_the_proxy() {
+        let groups: BTreeMap<SgRole, String> = SgRole::ALL
+            .into_iter()
+            .map(|r| (r, format!("sg-{}", r.as_str())))
+            .collect();
+        let cx = testing::context(testing::clients());
+        let rules: Vec<String> = SecurityGroupRules::desired(&cx, &groups)
+            .into_iter()
+            .filter(|(r, _)| r.from == Some(5432))
+            .map(|(r, _)| r.to_string())
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                "sg-lambda out tcp/5432 to sg-db-proxy",
+                "sg-db-proxy in tcp/5432 from sg-lambda",
+                "sg-db-proxy out tcp/5432 to sg-database",
+                "sg-database in tcp/5432 from sg-db-proxy",
+            ]
         );
     }
 
@@ -585,7 +634,7 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(removed, Removed::Deleted { .. }));
-        assert_eq!(ingress.num_calls() + egress.num_calls(), 6);
+        assert_eq!(ingress.num_calls() + egress.num_calls(), 8);
     }
 
     #[tokio::test]
