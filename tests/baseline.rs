@@ -123,7 +123,7 @@ async fn a_created_detector_outlives_envs_and_goes_with_baseline_down_only() {
     assert_eq!(item(&first)["action"], "created", "{first:#}");
     assert_eq!(item(&first)["owner"], "payops", "{first:#}");
     let id = item(&first)["id"].as_str().expect("an id").to_owned();
-    assert_eq!(detector_ids(&aws).await, [id.clone()]);
+    assert_eq!(detector_ids(&aws).await, std::slice::from_ref(&id));
     let got = aws
         .c
         .guardduty
@@ -157,10 +157,18 @@ async fn a_created_detector_outlives_envs_and_goes_with_baseline_down_only() {
         "{}",
         refused.describe()
     );
-    assert_eq!(detector_ids(&aws).await, [id.clone()], "refused: kept");
+    assert_eq!(
+        detector_ids(&aws).await,
+        std::slice::from_ref(&id),
+        "refused: kept"
+    );
 
     env.down().assert_success();
-    assert_eq!(detector_ids(&aws).await, [id.clone()], "env down keeps it");
+    assert_eq!(
+        detector_ids(&aws).await,
+        std::slice::from_ref(&id),
+        "env down keeps it"
+    );
 
     let (_, status) = baseline(&env, &["status"]);
     assert_eq!(item(&status)["owner"], "payops", "{status:#}");
@@ -184,7 +192,7 @@ async fn a_detector_made_outside_payops_is_adopted_and_survives_baseline_down() 
     }
     let plain = TestEnv::new();
     let account = Account::start(5);
-    let env = plain.with_var("AWS_ENDPOINT_URL", &account.url);
+    let mut env = plain.with_var("AWS_ENDPOINT_URL", &account.url);
     let aws = Aws::connect_to(&account.url).await;
     let theirs = aws
         .c
@@ -212,7 +220,7 @@ async fn a_detector_made_outside_payops_is_adopted_and_survives_baseline_down() 
     );
     assert_eq!(
         detector_ids(&aws).await,
-        [theirs.clone()],
+        std::slice::from_ref(&theirs),
         "no second detector"
     );
 
@@ -244,6 +252,7 @@ async fn a_detector_made_outside_payops_is_adopted_and_survives_baseline_down() 
         .detector_id(&theirs)
         .send()
         .await;
+    env.forget(); // no env was brought up
 }
 
 /// The AWS rule payops relies on to never make a second detector: one per
@@ -256,7 +265,6 @@ async fn a_second_detector_in_a_region_is_refused() {
     if common::acceptance() || !moto_only() {
         return;
     }
-    let plain = TestEnv::new();
     let account = Account::start(6);
     let aws = Aws::connect_to(&account.url).await;
     let create = || aws.c.guardduty.create_detector().enable(true).send();
