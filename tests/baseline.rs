@@ -6,7 +6,11 @@
 //! A detector is one per account and region, and the suite runs many tests
 //! at once on one emulator: each test here talks to its own moto account
 //! through the project's fault proxy (`--account-id`, no faults injected)
-//! and runs its steps in order inside one function.
+//! and runs its steps in order inside one function. On LocalStack they skip
+//! (the per-request account is moto's); LocalStack serves GuardDuty from its
+//! moto with the same patch (`patch_guardduty_one_detector`), checked by
+//! hand: `baseline up` twice (created, then 0 mutating calls), `status`,
+//! `baseline down`, and a second CreateDetector refused.
 //!
 //! ```sh
 //! PAYOPS_TEST_ENDPOINT=http://127.0.0.1:5199 PAYOPS_TEST_EMULATOR=moto \

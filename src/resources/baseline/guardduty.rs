@@ -45,6 +45,19 @@ const FEATURES: [(DetectorFeature, bool); 6] = [
     (DetectorFeature::RuntimeMonitoring, false),
 ];
 
+/// The EventBridge pattern of GuardDuty findings of severity HIGH or above
+/// (High 7.0-8.9, Critical 9.0-10.0). Severity is a number in the event:
+/// a string match never fires, so this is a numeric comparison. Findings
+/// reach only the region's default bus [EBR:events-ref-guardduty]. For the
+/// HIGH-severity rule of the baseline's next slice (issue 17).
+pub fn high_findings_pattern() -> serde_json::Value {
+    serde_json::json!({
+        "source": ["aws.guardduty"],
+        "detail-type": ["GuardDuty Finding"],
+        "detail": {"severity": [{"numeric": [">=", 7]}]}
+    })
+}
+
 const ALREADY_EXISTS: &str = "detector already exists";
 const NOT_OWNED: &str = "not owned by the current account";
 
@@ -565,6 +578,103 @@ mod tests {
             mock!(Client::get_detector).then_error(|| GetDetectorError::generic(bad_request(GONE)));
         let client = gd(&[&listed(&[ID]), &get]);
         assert_eq!(observe(&client).await.unwrap().state, "absent");
+    }
+
+    /// EventBridge's matching for what the pattern uses: exact values and
+    /// `{"numeric": [op, n]}` on a number (a string never matches numerically).
+    fn matches(pattern: &serde_json::Value, event: &serde_json::Value) -> bool {
+        use serde_json::Value;
+        match pattern {
+            Value::Object(fields) => fields
+                .iter()
+                .all(|(k, p)| event.get(k).is_some_and(|e| matches(p, e))),
+            Value::Array(allowed) => allowed.iter().any(|a| match a {
+                Value::Object(o) if o.contains_key("numeric") => {
+                    let rule = o["numeric"].as_array().unwrap();
+                    let (op, n) = (rule[0].as_str().unwrap(), rule[1].as_f64().unwrap());
+                    event.as_f64().is_some_and(|v| match op {
+                        ">=" => v >= n,
+                        ">" => v > n,
+                        "<" => v < n,
+                        "<=" => v <= n,
+                        "=" => v == n,
+                        _ => false,
+                    })
+                }
+                a => a == event,
+            }),
+            _ => false,
+        }
+    }
+
+    /// A GuardDuty finding as EventBridge delivers it (GuardDuty user guide,
+    /// guardduty_findings_eventbridge: the "GuardDuty Finding" event; fields
+    /// of the finding abridged).
+    fn finding_event(severity: f64, kind: &str) -> serde_json::Value {
+        serde_json::json!({
+            "version": "0",
+            "id": "c8c4daa7-a20c-2f03-0070-b7393dd542ad",
+            "detail-type": "GuardDuty Finding",
+            "source": "aws.guardduty",
+            "account": "123456789012",
+            "time": "2026-12-06T12:00:00Z",
+            "region": "us-east-1",
+            "resources": [],
+            "detail": {
+                "schemaVersion": "2.0",
+                "accountId": "123456789012",
+                "region": "us-east-1",
+                "partition": "aws",
+                "id": "16afba5c5c43e07c9e3e5e2e544e95df",
+                "arn": "arn:aws:guardduty:us-east-1:123456789012:detector/123456789012/finding/16afba5c5c43e07c9e3e5e2e544e95df",
+                "type": kind,
+                "resource": {"resourceType": "Instance"},
+                "service": {
+                    "serviceName": "guardduty",
+                    "detectorId": "123456789012",
+                    "action": {"actionType": "NETWORK_CONNECTION"},
+                    "count": 1
+                },
+                "severity": severity,
+                "createdAt": "2026-12-06T11:58:00.000Z",
+                "updatedAt": "2026-12-06T11:58:00.000Z",
+                "title": "Sample finding",
+                "description": "Sample finding"
+            }
+        })
+    }
+
+    #[test]
+    fn the_high_findings_pattern_takes_high_and_critical_and_nothing_below() {
+        let p = high_findings_pattern();
+        assert!(matches(
+            &p,
+            &finding_event(8.0, "Backdoor:EC2/C&CActivity.B!DNS")
+        ));
+        assert!(matches(
+            &p,
+            &finding_event(7.0, "CryptoCurrency:EC2/BitcoinTool.B!DNS")
+        ));
+        assert!(matches(
+            &p,
+            &finding_event(9.5, "AttackSequence:S3/CompromisedData")
+        ));
+        assert!(!matches(
+            &p,
+            &finding_event(5.0, "Recon:EC2/PortProbeUnprotectedPort")
+        ));
+        assert!(!matches(
+            &p,
+            &finding_event(6.9, "UnauthorizedAccess:EC2/SSHBruteForce")
+        ));
+        // A severity as a string (what a naive pattern expects) never matches.
+        let mut as_string = finding_event(8.0, "Backdoor:EC2/C&CActivity.B!DNS");
+        as_string["detail"]["severity"] = "8.0".into();
+        assert!(!matches(&p, &as_string));
+        // Another source with the same shape does not either.
+        let mut other = finding_event(8.0, "Backdoor:EC2/C&CActivity.B!DNS");
+        other["source"] = "payops.payments".into();
+        assert!(!matches(&p, &other));
     }
 
     #[tokio::test]
