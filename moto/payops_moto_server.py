@@ -138,6 +138,7 @@ def main() -> None:
         shared.patch_elbv2_load_balancer_idempotency()
         shared.patch_rds_orderable_zones()
         shared.patch_rds_proxy()
+        shared.patch_guardduty_one_detector()
         print("payops: moto patches applied (PAYOPS_MOTO_PATCHES=0 to disable)", file=sys.stderr, flush=True)
     from moto.server import main as moto_main
 

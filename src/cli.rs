@@ -15,7 +15,8 @@ Exit codes:
   2    bad input (flag, env name, missing --yes, unreadable state): nothing changed
   3    another payops holds the env's lock
   4    preflight refused (`up`, `preflight`): the account cannot hold the env as asked
-       (a quota, Lambda's concurrency pool, the region's zones, credentials); nothing changed
+       (a quota, Lambda's concurrency pool, the region's zones, credentials); nothing changed;
+       `baseline down`: envs still exist in the region
   130  interrupted: running steps finished and were recorded; run again to resume";
 
 #[derive(Debug, Parser)]
@@ -167,6 +168,41 @@ pub enum Command {
     /// Check that the account can hold the env as asked, without changing anything
     #[command(after_help = PREFLIGHT_HELP)]
     Preflight(ShapeArgs),
+
+    /// The account baseline: singletons every env of the account and region shares
+    /// (GuardDuty's detector), adopted when they exist, created when they do not
+    #[command(subcommand, after_help = BASELINE_HELP)]
+    Baseline(BaselineCommand),
+}
+
+const BASELINE_HELP: &str = "\
+What exists is adopted, never duplicated: payops creates an item only when the account has
+none, and tags only what it created (payops:scope=account-baseline). An adopted item is never
+changed without the operator's consent and never deleted. `down` of an env never touches the
+baseline; `baseline down` removes only what payops created, and is refused (exit 4) while any
+env exists in the region.
+
+Examples:
+  payops baseline up
+  payops baseline status --output json
+  payops baseline down --yes";
+
+#[derive(Debug, Subcommand)]
+pub enum BaselineCommand {
+    /// Adopt or create the baseline; safe to run again (a converged run changes nothing)
+    Up(BaselineUpArgs),
+    /// Show each baseline item: whether it exists, and whether payops created or adopted it
+    Status,
+    /// Remove what payops created of the baseline; refused while any env exists in the region
+    Down,
+}
+
+#[derive(Debug, Args)]
+pub struct BaselineUpArgs {
+    /// Re-enable an adopted GuardDuty detector that is suspended (payops otherwise leaves a
+    /// detector it did not create exactly as it is)
+    #[arg(long)]
+    pub enable_suspended_detector: bool,
 }
 
 const PREFLIGHT_HELP: &str = "\

@@ -108,6 +108,23 @@ fn down_without_yes_and_without_a_terminal_is_refused() {
 }
 
 #[test]
+fn baseline_down_without_yes_and_without_a_terminal_is_refused_before_any_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(dir.path(), &["baseline", "down"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("pass --yes"), "{}", stderr(&out));
+    // With --yes it gets as far as AWS (the dead endpoint): the refusal above
+    // came before any call.
+    let out = run(dir.path(), &["baseline", "down", "--yes"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot reach AWS"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn with_yes_down_does_try_to_reach_aws() {
     // The counterpart of the test above: proves the dead endpoint is what a
     // command that gets past input checks runs into.

@@ -26,6 +26,7 @@ pub struct Clients {
     pub rds: aws_sdk_rds::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
     pub wafv2: aws_sdk_wafv2::Client,
+    pub guardduty: aws_sdk_guardduty::Client,
     /// What every client above counts into.
     pub counter: ApiCounter,
 }
@@ -70,6 +71,7 @@ impl Clients {
             rds: client!(aws_sdk_rds),
             secrets: client!(aws_sdk_secretsmanager),
             wafv2: client!(aws_sdk_wafv2),
+            guardduty: client!(aws_sdk_guardduty),
             counter: counter.attached(),
         }
     }

@@ -14,6 +14,7 @@ use crate::cli::{DestroyAllArgs, Shape};
 use crate::duration::format_age;
 use crate::engine::{Outcome, error_chain};
 use crate::naming::EnvName;
+use crate::resources::baseline::{ItemReport, Owner, guardduty};
 use crate::resources::discovery;
 use crate::settings::{DEFAULT_PARALLELISM, Settings, Verbosity};
 use crate::state::LastRun;
@@ -184,6 +185,15 @@ pub async fn status(
     session: &Session,
 ) -> Result<ExitStatus> {
     let (rows, retained) = survey(settings, printer, session, |_| true, |_| true).await?;
+    // The account baseline beside the envs; a role that may not read it
+    // (or an emulator without GuardDuty) does not make status fail.
+    let baseline = match guardduty::observe(&session.aws.clients.guardduty).await {
+        Ok(item) => vec![item],
+        Err(e) => {
+            printer.warn(&format!("could not read the account baseline: {e}"));
+            Vec::new()
+        }
+    };
     if printer.json_mode() {
         #[derive(Serialize)]
         struct Doc<'a> {
@@ -191,6 +201,8 @@ pub async fn status(
             envs: Vec<EnvRow>,
             /// Kept on purpose by `down` (no env): never removed by payops.
             retained: &'a [discovery::Retained],
+            /// The account-and-region singletons (`payops baseline`).
+            baseline: &'a [ItemReport],
         }
         let envs = rows
             .iter()
@@ -204,6 +216,7 @@ pub async fn status(
             region: &settings.aws.region,
             envs,
             retained: &retained,
+            baseline: &baseline,
         })?;
     } else {
         let mut text = format!(
@@ -225,6 +238,19 @@ pub async fn status(
             ));
         }
         text.push_str(&format!("{} envs in {}\n", rows.len(), settings.aws.region));
+        for item in &baseline {
+            let owner = match item.owner {
+                Some(Owner::Payops) => "created by payops, ",
+                Some(Owner::Adopted) => "adopted, ",
+                None => "",
+            };
+            text.push_str(&format!(
+                "baseline: {} {} ({owner}{})\n",
+                item.item,
+                item.id.as_deref().unwrap_or("-"),
+                item.state
+            ));
+        }
         if !retained.is_empty() {
             text.push_str(
                 "\nkept by `down` (no env; payops never removes these, see docs/runbook.md):\n",

@@ -1,6 +1,7 @@
 //! The commands. They resolve settings, take locks, read and write state,
 //! run the engine and print; they make no AWS call themselves.
 
+mod baseline;
 mod down;
 mod fleet;
 mod graph;
@@ -75,6 +76,7 @@ pub async fn run(cli: Cli) -> Result<ExitStatus> {
         Command::Unlock(args) => unlock::unlock(&settings, printer, args).await,
         Command::Shift(args) => shift::shift(&settings, printer, args).await,
         Command::Preflight(args) => preflight::preflight(&settings, printer, args).await,
+        Command::Baseline(command) => baseline::baseline(&settings, printer, command).await,
     }
 }
 
@@ -91,7 +93,7 @@ pub fn exit_status_of(err: &anyhow::Error) -> ExitStatus {
                 StateError::Io { .. } | StateError::Backend { .. } => ExitStatus::Failure,
             };
         }
-        if cause.is::<PreflightRefused>() {
+        if cause.is::<PreflightRefused>() || cause.is::<baseline::BaselineInUse>() {
             return ExitStatus::Refused;
         }
         if cause.is::<UsageError>()

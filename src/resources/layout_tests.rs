@@ -22,7 +22,7 @@ const DOMAINS: [&str; 9] = [
 /// Folders that are not domains: step kinds several domains share, SDK
 /// helpers, cross-domain reads, and test scaffolding.
 const SHARED: [&str; 2] = ["common", "sdk"];
-const ABOVE_DOMAINS: [&str; 2] = ["inventory", "preflight"];
+const ABOVE_DOMAINS: [&str; 3] = ["baseline", "inventory", "preflight"];
 const TEST_SUPPORT: [&str; 1] = ["testing"];
 /// Re-exports of `inventory` at the top of `resources`.
 const INVENTORY_REEXPORTS: [&str; 2] = ["discovery", "sweep"];

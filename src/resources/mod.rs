@@ -13,6 +13,8 @@
 //! - the domains, in registry order: `security`, `network`, `data`,
 //!   `events`, `database`, `compute`, `edge`, `observability`, `config`. Each holds one
 //!   file per step kind and registers its own steps (`register`);
+//! - `baseline`: the account-and-region singletons every env shares
+//!   (GuardDuty's detector), adopted or created, outside any env's graph;
 //! - `inventory`: whole-account reads across domains (env discovery, the
 //!   final sweep);
 //! - `preflight`: what an env needs of the account (quotas, Lambda's
@@ -23,6 +25,7 @@
 //! domain's: what it needs of another domain's resources it reads through the
 //! step context's outputs (a guard test below enforces this).
 
+pub mod baseline;
 mod common;
 pub mod connect;
 pub mod context;

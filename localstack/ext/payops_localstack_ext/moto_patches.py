@@ -59,6 +59,13 @@ WAFv2 (moto 5.1/5.2):
     behind two ACLs at once (AWS keeps one per resource); a duplicate name
     answers ``WafV2DuplicateItem`` instead of AWS's
     ``WAFDuplicateItemException``.
+
+GuardDuty (moto 5.1/5.2):
+    CreateDetector makes a second detector in a region that has one, where
+    AWS (one per account and region) answers BadRequestException "The
+    request is rejected because a detector already exists for the current
+    account.". payops adopts an existing detector on that answer; without
+    the fix an emulator would let a baseline create a duplicate.
 """
 
 from __future__ import annotations
@@ -789,3 +796,34 @@ def patch_rds_proxy() -> None:
 
 def _public(endpoint):
     return {k: v for k, v in endpoint.items() if not k.startswith("_")}
+
+
+def patch_guardduty_one_detector() -> None:
+    """GuardDuty: one detector per account and region, as on AWS."""
+    from moto.guardduty.exceptions import GuardDutyException
+    from moto.guardduty.models import GuardDutyBackend
+
+    if getattr(GuardDutyBackend, "_payops_one_detector", False):
+        return
+
+    class DetectorAlreadyExists(GuardDutyException):
+        code = 400
+
+        def __init__(self) -> None:
+            super().__init__(
+                "BadRequestException",
+                "The request is rejected because a detector already exists for the current account.",
+            )
+
+        def get_headers(self, *args, **kwargs):
+            return [("X-Amzn-ErrorType", "BadRequestException")]
+
+    original_create = GuardDutyBackend.create_detector
+
+    def create_detector(self, *args, **kwargs):
+        if self.detectors:
+            raise DetectorAlreadyExists()
+        return original_create(self, *args, **kwargs)
+
+    GuardDutyBackend.create_detector = create_detector
+    GuardDutyBackend._payops_one_detector = True

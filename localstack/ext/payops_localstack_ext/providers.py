@@ -273,6 +273,9 @@ def wafv2():
 
 @aws_provider(api="guardduty", name=PROVIDER_NAME)
 def guardduty():
+    from .moto_patches import patch_guardduty_one_detector
+
+    patch_guardduty_one_detector()
     return moto_service("guardduty")
 
 

@@ -49,6 +49,7 @@ pub fn clients() -> Clients {
         rds: mock_client!(aws_sdk_rds, RuleMode::MatchAny, none),
         secrets: mock_client!(aws_sdk_secretsmanager, RuleMode::MatchAny, none),
         wafv2: mock_client!(aws_sdk_wafv2, RuleMode::MatchAny, none),
+        guardduty: mock_client!(aws_sdk_guardduty, RuleMode::MatchAny, none),
         counter: crate::aws::ApiCounter::new(),
     }
 }
