@@ -19,51 +19,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-
 use serde_json::Value;
 
-use common::{Aws, Run, TestEnv, endpoint};
+use common::{Aws, FaultProxy, Run, TestEnv};
 
-/// The fault proxy as an account of its own, stopped when dropped.
-struct Account {
-    child: Child,
-    url: String,
-}
-
-impl Account {
-    /// `prefix` keeps the tests of this file apart from each other (and
-    /// from tests/faults.rs's accounts); the pid, a rerun from an earlier one.
-    fn start(prefix: u8) -> Self {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fault-proxy.py");
-        let account = format!("{prefix}{:011}", std::process::id());
-        let mut child = Command::new("python3")
-            .arg(script)
-            .args(["--upstream", &endpoint(), "--port", "0"])
-            .args(["--throttle", "0", "--lost", "0", "--account-id", &account])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3 scripts/fault-proxy.py");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("the proxy's stdout"))
-            .read_line(&mut line)
-            .expect("the proxy's address");
-        assert!(line.starts_with("http://"), "fault proxy said {line:?}");
-        Self {
-            child,
-            url: line.trim().to_owned(),
-        }
-    }
-}
-
-impl Drop for Account {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The fault proxy as an account of its own (no faults), stopped when
+/// dropped. `prefix` keeps the tests of this file apart from each other (and
+/// from tests/faults.rs's accounts); the pid, a rerun from an earlier one.
+fn account(prefix: u8) -> FaultProxy {
+    let account = format!("{prefix}{:011}", std::process::id());
+    FaultProxy::start(&["--throttle", "0", "--lost", "0", "--account-id", &account])
 }
 
 fn moto_only() -> bool {
@@ -114,7 +79,7 @@ async fn a_created_detector_outlives_envs_and_goes_with_baseline_down_only() {
         return;
     }
     let plain = TestEnv::new();
-    let account = Account::start(4);
+    let account = account(4);
     let mut env = plain.with_var("AWS_ENDPOINT_URL", &account.url);
     let aws = Aws::connect_to(&account.url).await;
     assert_eq!(
@@ -195,7 +160,7 @@ async fn a_detector_made_outside_payops_is_adopted_and_survives_baseline_down() 
         return;
     }
     let plain = TestEnv::new();
-    let account = Account::start(5);
+    let account = account(5);
     let mut env = plain.with_var("AWS_ENDPOINT_URL", &account.url);
     let aws = Aws::connect_to(&account.url).await;
     let theirs = aws
@@ -269,7 +234,7 @@ async fn a_second_detector_in_a_region_is_refused() {
     if common::acceptance() || !moto_only() {
         return;
     }
-    let account = Account::start(6);
+    let account = account(6);
     let aws = Aws::connect_to(&account.url).await;
     let create = || aws.c.guardduty.create_detector().enable(true).send();
     let first = create().await.expect("guardduty:CreateDetector");

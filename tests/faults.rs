@@ -16,47 +16,34 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 
-use common::{Aws, FUNCTIONS, TestEnv, assert_no_mutation, endpoint, remaining};
+use common::{Aws, FUNCTIONS, FaultProxy, TestEnv, assert_no_mutation, remaining};
 
 /// Fixed, so a failure replays the same faults (`--seed` of the proxy; the
 /// calls it meets still vary with the order of concurrent steps).
 const SEED: &str = "7";
 
-/// The proxy, stopped when dropped.
+/// The proxy with a log of what it did, stopped when dropped.
 struct Proxy {
-    child: Child,
-    url: String,
+    inner: FaultProxy,
     log: PathBuf,
 }
 
 impl Proxy {
     fn start(dir: &Path, args: &[&str]) -> Self {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fault-proxy.py");
         let log = dir.join("faults.log");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .args(["--upstream", &endpoint(), "--port", "0", "--seed", SEED])
-            .args(args)
-            .arg("--log")
-            .arg(&log)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3 scripts/fault-proxy.py");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("the proxy's stdout"))
-            .read_line(&mut line)
-            .expect("the proxy's address");
-        assert!(line.starts_with("http://"), "fault proxy said {line:?}");
+        let log_arg = log.to_str().expect("a UTF-8 path");
+        let mut all = vec!["--seed", SEED, "--log", log_arg];
+        all.extend_from_slice(args);
         Self {
-            child,
-            url: line.trim().to_owned(),
+            inner: FaultProxy::start(&all),
             log,
         }
+    }
+
+    fn url(&self) -> &str {
+        &self.inner.url
     }
 
     /// (throttled, lost) so far.
@@ -76,19 +63,12 @@ impl Proxy {
     }
 }
 
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// `up`, a second `up` and `down` through the proxy with these fault shares.
 async fn converge_through(throttle: &str, lost: &str) {
     let aws = Aws::connect().await;
     let plain = TestEnv::new();
     let proxy = Proxy::start(plain.dir(), &["--throttle", throttle, "--lost", lost]);
-    let mut env = plain.with_var("AWS_ENDPOINT_URL", &proxy.url);
+    let mut env = plain.with_var("AWS_ENDPOINT_URL", proxy.url());
 
     // One run, whatever the faults.
     env.up_json(&["--nat", "single"]);
@@ -139,7 +119,7 @@ async fn a_new_accounts_lambda_limit_stops_up_before_any_change_and_none_goes_wi
             "10",
         ],
     );
-    let mut env = plain.with_var("AWS_ENDPOINT_URL", &proxy.url);
+    let mut env = plain.with_var("AWS_ENDPOINT_URL", proxy.url());
 
     // The default reservations (5 + 5 + 10) cannot fit in a limit of 10,
     // all of which AWS keeps unreserved: refused, exit 4, nothing changed.
@@ -203,7 +183,7 @@ async fn a_third_env_on_a_5_eip_account_is_refused_with_per_az_nat_and_fits_with
         ],
     );
     let strict = |env: TestEnv| {
-        env.with_var("AWS_ENDPOINT_URL", &proxy.url)
+        env.with_var("AWS_ENDPOINT_URL", proxy.url())
             // What the account says (EC2's vpc-max-elastic-ips), not the suite's override.
             .without_var("PAYOPS_QUOTA_ELASTIC_IPS")
     };
@@ -232,7 +212,7 @@ async fn a_third_env_on_a_5_eip_account_is_refused_with_per_az_nat_and_fits_with
 
     // One address more fits; the functions' subnets avoid use1-az3.
     c.up_json(&["--nat", "single"]);
-    let aws = Aws::connect_to(&proxy.url).await;
+    let aws = Aws::connect_to(proxy.url()).await;
     let sixth = aws
         .c
         .ec2

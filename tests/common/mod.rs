@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, Region};
@@ -1668,4 +1668,42 @@ pub async fn database_remaining(aws: &Aws, env: &str) -> Vec<String> {
         Err(e) => panic!("lambda:GetFunction {function}: {e:?}"),
     }
     left
+}
+
+/// The project's fault proxy (scripts/fault-proxy.py) in front of the
+/// emulator, with `args` (faults, a per-test account, ...); stopped when
+/// dropped.
+pub struct FaultProxy {
+    child: Child,
+    pub url: String,
+}
+
+impl FaultProxy {
+    pub fn start(args: &[&str]) -> Self {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fault-proxy.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .args(["--upstream", &endpoint(), "--port", "0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 scripts/fault-proxy.py");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("the proxy's stdout"))
+            .read_line(&mut line)
+            .expect("the proxy's address");
+        assert!(line.starts_with("http://"), "fault proxy said {line:?}");
+        Self {
+            child,
+            url: line.trim().to_owned(),
+        }
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
