@@ -125,6 +125,7 @@ def main() -> None:
         _patch_s3_xml_roots()
         shared = _shared_moto_patches()
         shared.patch_lambda_logging_and_tracing()
+        shared.patch_lambda_one_mapping_per_source()
         shared.patch_apigateway_connection_id()
         shared.patch_rds_automated_snapshots()
         shared.patch_rds_cluster_already_exists()

@@ -638,6 +638,25 @@ async fn the_queue_consumer_reads_the_processing_queue_reporting_partial_batch_f
         output(&outputs, "QueueConsumerMappingUuid"),
         m.uuid().unwrap()
     );
+    // The rule a retried create relies on (its first answer lost, the
+    // mapping made): AWS refuses a second mapping of the same queue and
+    // function with ResourceConflictException, on which the step looks again
+    // and adopts. The project's emulator patch
+    // (`patch_lambda_one_mapping_per_source`) makes both emulators answer so.
+    let again = aws
+        .c
+        .lambda
+        .create_event_source_mapping()
+        .function_name(&consumer)
+        .event_source_arn(&queue_arn)
+        .send()
+        .await;
+    assert_eq!(
+        again.as_ref().err().and_then(common::error_code),
+        Some("ResourceConflictException"),
+        "{again:?}"
+    );
+    assert_eq!(consumer_mappings(&aws, &queue_arn).await.len(), 1);
 
     // Out of band: smaller batches, no partial failures, disabled. Status
     // shows it, up repairs it, and a second up changes nothing (below).

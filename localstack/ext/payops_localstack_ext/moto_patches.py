@@ -465,6 +465,47 @@ def patch_elbv2_load_balancer_idempotency() -> None:
     ELBv2Backend._payops_load_balancer_idempotency = True
 
 
+def patch_lambda_one_mapping_per_source() -> None:
+    """Lambda (moto 5.x): one event source mapping per queue and function.
+
+    AWS refuses a second CreateEventSourceMapping of the same SQS queue and
+    function with ``ResourceConflictException`` (HTTP 409, "An event source
+    mapping with SQS arn ... already exists"). moto meant to (it looks the
+    function up under the literal key "func.function_arn", so never finds
+    it) and would have answered in XML, which a REST-JSON client cannot read:
+    a create retried after a lost answer made a second mapping instead.
+    """
+    from moto.awslambda.exceptions import LambdaClientError
+    from moto.awslambda.models import LambdaBackend
+
+    if getattr(LambdaBackend, "_payops_one_mapping", False):
+        return
+
+    class MappingExists(LambdaClientError):
+        code = 409
+
+        def __init__(self, message):
+            super().__init__("ResourceConflictException", message)
+
+    original = LambdaBackend.create_event_source_mapping
+
+    def create_event_source_mapping(self, spec):
+        source = spec.get("EventSourceArn") or ""
+        if source.startswith("arn:aws:sqs:") and spec.get("FunctionName"):
+            func = self._lambdas.get_function_by_name_or_arn_with_qualifier(spec["FunctionName"])
+            for esm in self._event_source_mappings.values():
+                if esm.event_source_arn == source and esm.function_arn == func.function_arn:
+                    raise MappingExists(
+                        f'An event source mapping with SQS arn (" {source} ") and function '
+                        f'(" {func.function_name} ") already exists. Please update or delete '
+                        f"the existing mapping with UUID {esm.uuid}"
+                    )
+        return original(self, spec)
+
+    LambdaBackend.create_event_source_mapping = create_event_source_mapping
+    LambdaBackend._payops_one_mapping = True
+
+
 def patch_rds_orderable_zones() -> None:
     """RDS (moto 5.x): orderable instance options name the region's zones.
 

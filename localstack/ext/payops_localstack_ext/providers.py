@@ -87,11 +87,13 @@ def lambda_():
     # once and Invoke returns a canned payload instead of running the code.
     from moto.core.config import default_user_config
 
-    from .moto_patches import patch_lambda_logging_and_tracing
+    from .moto_patches import patch_lambda_logging_and_tracing, patch_lambda_one_mapping_per_source
 
     default_user_config.setdefault("lambda", {})["use_docker"] = False
     patch_lambda_logging_and_tracing()
     _patch_moto_lambda_native_sqs_sources()
+    # After the line above, so the one-per-source check runs first.
+    patch_lambda_one_mapping_per_source()
     return moto_service("lambda")
 
 
@@ -123,10 +125,6 @@ def _patch_moto_lambda_native_sqs_sources() -> None:
             if name not in sqs_stores[account][region].queues:
                 raise
             func = self._lambdas.get_function_by_name_or_arn_with_qualifier(spec["FunctionName"])
-            # AWS allows one mapping per queue and function.
-            for esm in self._event_source_mappings.values():
-                if esm.event_source_arn == arn and esm.function_arn == func.function_arn:
-                    raise RESTError("ResourceConflictException", "The resource already exists.") from None
             spec.update({"FunctionArn": func.function_arn, "RegionName": self.region_name, "AccountId": self.account_id})
             esm = EventSourceMapping(spec)
             self._event_source_mappings[esm.uuid] = esm

@@ -260,8 +260,9 @@ impl Resource for QueueConsumerMapping {
 
     /// AWS refuses a second mapping of the same queue and function
     /// (ResourceConflictException, which `ensure` meets as "already
-    /// exists"), but the emulators accept it, so a create retried after a
-    /// lost answer leaves two there: look again right after creating.
+    /// exists"; the project's emulators are patched to answer so), but an
+    /// emulator without the patch accepts it, and a create retried after a
+    /// lost answer would leave two there: look again right after creating.
     fn create_may_duplicate(&self) -> bool {
         true
     }
