@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use common::{
     Aws, FUNCTIONS, REGION, STEP_COUNT, TestEnv, assert_no_mutation, assert_payops_tags,
-    compute_remaining, not_equal_to, outcomes, remaining,
+    compute_remaining, not_equal_to, outcomes, output, remaining, strings,
 };
 
 /// Outputs of the request path other teams read.
@@ -40,24 +40,6 @@ const OUTPUTS: [&str; 13] = [
     "WebAclArn",
     "WafLogBucketName",
 ];
-
-#[track_caller]
-fn output<'a>(outputs: &'a BTreeMap<String, String>, key: &str) -> &'a str {
-    outputs
-        .get(key)
-        .unwrap_or_else(|| panic!("outputs have no {key}: {outputs:?}"))
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    match v {
-        Value::String(s) => vec![s.clone()],
-        Value::Array(a) => a
-            .iter()
-            .filter_map(|s| s.as_str().map(str::to_owned))
-            .collect(),
-        _ => Vec::new(),
-    }
-}
 
 fn statements(policy: &Value) -> Vec<Value> {
     match &policy["Statement"] {

@@ -11,18 +11,13 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::{Aws, TestEnv, assert_no_mutation, assert_payops_tags, database_remaining, remaining};
+use common::{
+    Aws, TestEnv, assert_no_mutation, assert_payops_tags, database_remaining, output, remaining,
+};
 
 /// The characters a generated password must never contain (the same set as
 /// src/resources/db_secret.rs and lambda/secret_rotation.py).
 const EXCLUDED: &str = "\"'/@\\:?#[]%&+;=` ";
-
-#[track_caller]
-fn output<'a>(outputs: &'a BTreeMap<String, String>, key: &str) -> &'a str {
-    outputs
-        .get(key)
-        .unwrap_or_else(|| panic!("outputs have no {key}: {outputs:?}"))
-}
 
 /// The generated master password, read the way an operator would.
 async fn master_secret(aws: &Aws, arn: &str) -> serde_json::Value {

@@ -16,15 +16,13 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::{Value, json};
 
 use common::{
     Aws, QUEUE_CONSUMER, TestEnv, assert_no_mutation, assert_payops_tags, error_code, outcomes,
-    remaining, statuses,
+    output, remaining, statuses, strings,
 };
 
 /// Each rule: (step, rule name suffix, on the env's bus, target output,
@@ -58,13 +56,6 @@ const RULES: [(&str, &str, bool, &str, &str, i32, i32); 3] = [
         24,
     ),
 ];
-
-#[track_caller]
-fn output<'a>(outputs: &'a BTreeMap<String, String>, key: &str) -> &'a str {
-    outputs
-        .get(key)
-        .unwrap_or_else(|| panic!("no output {key} in {outputs:#?}"))
-}
 
 fn bus_of(env: &str, on_env_bus: bool) -> String {
     if on_env_bus {
@@ -112,18 +103,6 @@ fn eventbridge_statement(policy: &Value) -> &Value {
                 .find(|s| s["Principal"]["Service"] == "events.amazonaws.com")
         })
         .unwrap_or_else(|| panic!("no EventBridge statement in {policy:#}"))
-}
-
-/// A policy value that may be one string or a list, as a list.
-fn strings(v: &Value) -> Vec<String> {
-    match v {
-        Value::String(s) => vec![s.clone()],
-        Value::Array(a) => a
-            .iter()
-            .filter_map(|s| s.as_str().map(str::to_owned))
-            .collect(),
-        _ => Vec::new(),
-    }
 }
 
 // ===================================================================== 1

@@ -20,7 +20,7 @@ use common::{
     AZ_LABELS, Aws, Ec2Inventory, Emulator, FUNCTIONS, KEY_PURPOSES, NOT_WANTED_BY_DEFAULT,
     QUEUE_CONSUMER, REGION, STEP_COUNT, TIERS, Tags, TestEnv, actions, assert_no_mutation,
     assert_payops_tags, ec2_inventory, ec2_tags, emulator, enabled_keys_of, filter, kms_aliases,
-    not_equal_to, outcomes, remaining, statuses,
+    not_equal_to, outcomes, output, remaining, statuses,
 };
 
 /// Outputs other teams rely on; the flat outputs file must have all of them.
@@ -71,13 +71,6 @@ fn subnet_ids(outputs: &BTreeMap<String, String>, tier: &str) -> Vec<String> {
         "{key}: {value:?}"
     );
     ids
-}
-
-#[track_caller]
-fn output<'a>(outputs: &'a BTreeMap<String, String>, key: &str) -> &'a str {
-    outputs
-        .get(key)
-        .unwrap_or_else(|| panic!("outputs have no {key}: {outputs:?}"))
 }
 
 /// Parses a policy document (a string holding JSON).

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use common::{
     Aws, FUNCTIONS, REGION, Tags, TestEnv, assert_no_mutation, assert_payops_tags, error_code,
-    outcomes, remaining, saved_queries,
+    outcomes, output, remaining, saved_queries,
 };
 
 /// Every alarm: (slug, output key, topic output, shift gate, treat missing data).
@@ -143,13 +143,6 @@ const ALARMS: [(&str, &str, &str, bool, &str); 17] = [
         "notBreaching",
     ),
 ];
-
-#[track_caller]
-fn output<'a>(outputs: &'a BTreeMap<String, String>, key: &str) -> &'a str {
-    outputs
-        .get(key)
-        .unwrap_or_else(|| panic!("outputs have no {key}: {outputs:?}"))
-}
 
 /// Every string anywhere in a JSON value.
 fn strings(v: &Value, out: &mut Vec<String>) {

@@ -1338,18 +1338,7 @@ pub async fn events_remaining(aws: &Aws, env: &str) -> Vec<String> {
         ));
     }
     let function = format!("payops-{env}-{QUEUE_CONSUMER}");
-    match aws
-        .c
-        .lambda
-        .get_function()
-        .function_name(&function)
-        .send()
-        .await
-    {
-        Ok(_) => left.push(format!("lambda function {function}")),
-        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => {}
-        Err(e) => panic!("lambda:GetFunction {function}: {e:?}"),
-    }
+    function_left(aws, &function, &mut left).await;
     left
 }
 
@@ -1360,18 +1349,7 @@ pub async fn compute_remaining(aws: &Aws, env: &str) -> Vec<String> {
     let mut left = Vec::new();
     for f in FUNCTIONS {
         let name = format!("payops-{env}-{f}");
-        match aws
-            .c
-            .lambda
-            .get_function()
-            .function_name(&name)
-            .send()
-            .await
-        {
-            Ok(_) => left.push(format!("lambda function {name}")),
-            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => {}
-            Err(e) => panic!("lambda:GetFunction {name}: {e:?}"),
-        }
+        function_left(aws, &name, &mut left).await;
     }
     for lb in ["alb", "nlb"] {
         let name = format!("payops-{env}-{lb}");
@@ -1655,18 +1633,7 @@ pub async fn database_remaining(aws: &Aws, env: &str) -> Vec<String> {
         Err(e) => panic!("secretsmanager:DescribeSecret {secret}: {e:?}"),
     }
     let function = format!("payops-{env}-secret-rotation");
-    match aws
-        .c
-        .lambda
-        .get_function()
-        .function_name(&function)
-        .send()
-        .await
-    {
-        Ok(_) => left.push(format!("lambda function {function}")),
-        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => {}
-        Err(e) => panic!("lambda:GetFunction {function}: {e:?}"),
-    }
+    function_left(aws, &function, &mut left).await;
     left
 }
 
@@ -1705,5 +1672,34 @@ impl Drop for FaultProxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Adds the Lambda function `name` to `left` if it still exists.
+async fn function_left(aws: &Aws, name: &str, left: &mut Vec<String>) {
+    match aws.c.lambda.get_function().function_name(name).send().await {
+        Ok(_) => left.push(format!("lambda function {name}")),
+        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => {}
+        Err(e) => panic!("lambda:GetFunction {name}: {e:?}"),
+    }
+}
+
+/// The output `key`, or a panic naming what the outputs hold.
+#[track_caller]
+pub fn output<'a>(outputs: &'a BTreeMap<String, String>, key: &str) -> &'a str {
+    outputs
+        .get(key)
+        .unwrap_or_else(|| panic!("outputs have no {key}: {outputs:?}"))
+}
+
+/// A policy value that may be one string or a list, as a list.
+pub fn strings(v: &Value) -> Vec<String> {
+    match v {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(a) => a
+            .iter()
+            .filter_map(|s| s.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
     }
 }

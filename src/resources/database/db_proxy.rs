@@ -209,14 +209,18 @@ const NEVER_AVAILABLE: [&str; 5] = [
 ];
 
 fn availability(name: &str, found: FoundProxy) -> Result<Poll<FoundProxy>, AwsError> {
-    match found.proxy.status().map(DbProxyStatus::as_str) {
-        Some("available") => Ok(Poll::Ready(found)),
-        Some(s) if NEVER_AVAILABLE.contains(&s) => Err(AwsError::Conflict(format!(
-            "RDS Proxy {name} is {s}: it will not become available by itself (see \
-             `aws rds describe-db-proxies --db-proxy-name {name}`)"
-        ))),
-        other => Ok(Poll::Pending(other.unwrap_or("unknown").to_owned())),
-    }
+    let status = found
+        .proxy
+        .status()
+        .map(DbProxyStatus::as_str)
+        .map(str::to_owned);
+    rds::availability_among(
+        &format!("RDS Proxy {name}"),
+        status.as_deref(),
+        &NEVER_AVAILABLE,
+        &format!("see `aws rds describe-db-proxies --db-proxy-name {name}`"),
+        found,
+    )
 }
 
 /// Whether a CreateDBProxy error says the role is not usable by RDS yet.

@@ -63,6 +63,13 @@ fn security_group<'a>(step: &'a StepCx<'_>) -> Result<&'a str, AwsError> {
     Ok(step.output(&g.step_id(), g.output_key())?)
 }
 
+/// Statuses from which an endpoint does not become available by itself.
+const NEVER_AVAILABLE: [&str; 3] = [
+    "incompatible-network",
+    "insufficient-resource-limits",
+    "deleting",
+];
+
 fn status(e: &DbProxyEndpoint) -> &str {
     e.status()
         .map(DbProxyEndpointStatus::as_str)
@@ -125,16 +132,16 @@ impl DbProxyReadOnlyEndpoint {
                 let Some(f) = self.get(cx).await? else {
                     return Ok(Poll::Pending("not listed yet".to_owned()));
                 };
-                match status(&f.endpoint) {
-                    "available" => Ok(Poll::Ready(f)),
-                    s @ ("incompatible-network" | "insufficient-resource-limits" | "deleting") => {
-                        Err(AwsError::Conflict(format!(
-                            "RDS Proxy endpoint {name} is {s}: it will not become available by \
-                             itself"
-                        )))
-                    }
-                    s => Ok(Poll::Pending(s.to_owned())),
-                }
+                let status = status(&f.endpoint).to_owned();
+                rds::availability_among(
+                    &format!("RDS Proxy endpoint {name}"),
+                    Some(&status),
+                    &NEVER_AVAILABLE,
+                    &format!(
+                        "see `aws rds describe-db-proxy-endpoints --db-proxy-endpoint-name {name}`"
+                    ),
+                    f,
+                )
             },
         )
         .await

@@ -111,11 +111,29 @@ const NEVER_AVAILABLE: [&str; 10] = [
 /// `available` is ready, a status in [`NEVER_AVAILABLE`] ends the wait at once
 /// with AWS's status in the error, anything else is still pending.
 pub fn availability<T>(what: &str, status: Option<&str>, found: T) -> Result<Poll<T>, AwsError> {
+    availability_among(
+        what,
+        status,
+        &NEVER_AVAILABLE,
+        "see its events in the RDS console or `aws rds describe-events`",
+        found,
+    )
+}
+
+/// [`availability`] for a resource with statuses of its own (a proxy, a
+/// proxy endpoint): `never` are those it does not leave by itself, `hint`
+/// where the operator looks next.
+pub fn availability_among<T>(
+    what: &str,
+    status: Option<&str>,
+    never: &[&str],
+    hint: &str,
+    found: T,
+) -> Result<Poll<T>, AwsError> {
     match status {
         Some("available") => Ok(Poll::Ready(found)),
-        Some(s) if NEVER_AVAILABLE.contains(&s) => Err(AwsError::Conflict(format!(
-            "{what} is {s}: it will not become available by itself (see its events in the \
-             RDS console or `aws rds describe-events`)"
+        Some(s) if never.contains(&s) => Err(AwsError::Conflict(format!(
+            "{what} is {s}: it will not become available by itself ({hint})"
         ))),
         other => Ok(Poll::Pending(other.unwrap_or("unknown").to_owned())),
     }
