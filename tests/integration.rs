@@ -999,7 +999,7 @@ async fn check_parameters(aws: &Aws, env: &str, outputs: &BTreeMap<String, Strin
         &vpc_param,
         &tags_of(vpc_param.clone()).await,
         env,
-        "ssm-parameters",
+        "ssm-parameters:network",
     );
 
     let secret_param = format!("/payops/{env}/secure/PanHashKey");
@@ -1022,7 +1022,7 @@ async fn check_parameters(aws: &Aws, env: &str, outputs: &BTreeMap<String, Strin
         &secret_param,
         &tags_of(secret_param.clone()).await,
         env,
-        "ssm-parameters",
+        "ssm-parameters:security",
     );
     secret
 }
@@ -1219,6 +1219,107 @@ async fn up_without_the_state_file_finds_the_same_resources() {
         "VPCs tagged for the env: {:?}",
         inventory.vpcs
     );
+}
+
+/// Every parameter under the env's path: name -> (value, `payops:step`).
+/// SecureString values are decrypted, to compare them, never printed.
+async fn parameters_with_steps(aws: &Aws, env: &str) -> BTreeMap<String, (String, String)> {
+    use aws_sdk_ssm::types::ResourceTypeForTagging;
+    let ssm = &aws.c.ssm;
+    let pages: Vec<_> = ssm
+        .get_parameters_by_path()
+        .path(format!("/payops/{env}/"))
+        .recursive(true)
+        .with_decryption(true)
+        .into_paginator()
+        .send()
+        .collect()
+        .await;
+    let mut found = BTreeMap::new();
+    for page in pages {
+        for p in page.expect("ssm:GetParametersByPath").parameters() {
+            let name = p.name().unwrap().to_owned();
+            let tags = ssm
+                .list_tags_for_resource()
+                .resource_type(ResourceTypeForTagging::Parameter)
+                .resource_id(&name)
+                .send()
+                .await
+                .expect("ssm:ListTagsForResource");
+            let step = tags
+                .tag_list()
+                .iter()
+                .find(|t| t.key() == "payops:step")
+                .map(|t| t.value().to_owned())
+                .unwrap_or_default();
+            found.insert(name, (p.value().unwrap_or_default().to_owned(), step));
+        }
+    }
+    found
+}
+
+/// An env whose parameters an older payops published from its single
+/// `ssm-parameters` step: `up` hands each to its domain's step by its tags,
+/// values untouched (the PAN hash key is not regenerated), and removes an
+/// output no step produces any more; the next `up` changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs an AWS emulator: make test-integration"]
+async fn parameters_of_the_old_single_step_are_taken_over_and_its_leftovers_removed() {
+    use aws_sdk_ssm::types::{ParameterType, ResourceTypeForTagging, Tag};
+    let env = TestEnv::new();
+    let aws = Aws::connect().await;
+    env.up_json(&[]);
+    let ssm = &aws.c.ssm;
+    let old_step = |name: String| async move {
+        ssm.add_tags_to_resource()
+            .resource_type(ResourceTypeForTagging::Parameter)
+            .resource_id(name)
+            .tags(
+                Tag::builder()
+                    .key("payops:step")
+                    .value("ssm-parameters")
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .expect("ssm:AddTagsToResource");
+    };
+    let published = parameters_with_steps(&aws, &env.name).await;
+    assert!(published.len() > 50, "{} parameters", published.len());
+    for name in published.keys() {
+        old_step(name.clone()).await;
+    }
+    let stale = format!("/payops/{}/RetiredOutput", env.name);
+    let tag = |k: &str, v: &str| Tag::builder().key(k).value(v).build().unwrap();
+    ssm.put_parameter()
+        .name(&stale)
+        .value("from an older payops")
+        .r#type(ParameterType::String)
+        .tags(tag("payops:env", &env.name))
+        .tags(tag("payops:managed-by", "payops"))
+        .tags(tag("payops:step", "ssm-parameters"))
+        .send()
+        .await
+        .expect("ssm:PutParameter");
+
+    let (_, migrated) = env.up_json(&[]);
+    let after = parameters_with_steps(&aws, &env.name).await;
+    assert!(!after.contains_key(&stale), "{stale} was left");
+    assert_eq!(after.len(), published.len());
+    for (name, (value, step)) in &after {
+        let (before, _) = &published[name];
+        assert!(value == before, "{name} changed value");
+        assert!(
+            step.starts_with("ssm-parameters:"),
+            "{name} still tagged for {step:?}"
+        );
+    }
+    let steps = outcomes(&migrated);
+    assert_eq!(steps["ssm-parameters"], "deleted", "{steps:?}");
+
+    let (_, again) = env.up_json(&[]);
+    assert_no_mutation(&again, "up after the migration");
 }
 
 // ===================================================================== 5

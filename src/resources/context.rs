@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_resourcegroupstagging::types::TagFilter;
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, Semaphore};
 
 use crate::aws::{AwsError, Budget, Clients, OpResult};
 use crate::naming::{EnvName, Names};
@@ -106,9 +106,20 @@ pub struct Context {
     /// The env's resources and their tags as the tagging API listed them,
     /// once per run (see [`Context::listed_tags`]).
     listing: OnceCell<Option<Listing>>,
+    /// Writes to Parameter Store in flight at once, across every step of
+    /// the run (see [`SSM_WRITE_CONCURRENCY`]).
+    pub ssm_writes: Semaphore,
     /// Reads several steps share (see [`Context::shared_read`]), by key.
     memos: Mutex<HashMap<&'static str, Arc<OnceCell<Memo>>>>,
 }
+
+/// Parameter Store's standard throughput (40 transactions a second, shared
+/// by GetParameter, GetParameters and PutParameter across the account and
+/// region) also serves every function's cold start and the other envs'
+/// runs: a run keeps at most this many writes in flight (a PutParameter
+/// takes tens of milliseconds), and a throttled one is retried like any
+/// other call.
+pub const SSM_WRITE_CONCURRENCY: usize = 3;
 
 /// One shared read's answer, and the counter's generation when it started.
 struct Memo {
@@ -160,6 +171,7 @@ impl Context {
             auto_reservations_fit: true,
             azs: OnceCell::new(),
             listing: OnceCell::new(),
+            ssm_writes: Semaphore::new(SSM_WRITE_CONCURRENCY),
             memos: Mutex::new(HashMap::new()),
         }
     }

@@ -102,7 +102,7 @@ mod tests {
                 ..EnvSpec::default()
             };
             let g = graph(&spec).unwrap_or_else(|e| panic!("{nat:?}: {e}"));
-            assert_eq!(g.len(), 119);
+            assert_eq!(g.len(), 127);
         }
     }
 
@@ -160,14 +160,72 @@ mod tests {
                 .iter()
                 .all(|d| !d.contains("aurora"))
         );
-        // Published as configuration like every other output.
-        let ssm = deps("ssm-parameters");
+        // Published as configuration like every other output, by the
+        // observability domain's own step.
+        let ssm = deps("ssm-parameters:observability");
         for id in [
             "dashboard",
             "alarm:api-5xx-rate",
             "alert-emails:failed-transactions",
         ] {
             assert!(ssm.iter().any(|d| d == id), "{id}");
+        }
+    }
+
+    /// Each domain's outputs are published as soon as that domain is done:
+    /// no parameters step waits for another domain's steps (so none waits
+    /// for the slowest chain, the database's instances, unless it is the
+    /// database's own).
+    #[test]
+    fn each_domains_parameters_wait_only_for_that_domain() {
+        let r = registry(&EnvSpec::default());
+        let domain_of: std::collections::HashMap<String, &str> = r
+            .catalog()
+            .into_iter()
+            .map(|(id, _, domain)| (id.as_str().to_owned(), domain))
+            .collect();
+        let g = graph(&EnvSpec::default()).unwrap();
+        let publishers: Vec<_> = g
+            .steps()
+            .filter(|s| s.id().as_str().starts_with("ssm-parameters:"))
+            .collect();
+        assert_eq!(publishers.len(), 8, "one per domain");
+        for step in publishers {
+            let domain = step.id().as_str().trim_start_matches("ssm-parameters:");
+            for d in step.dependencies() {
+                assert_eq!(
+                    domain_of[d.on.as_str()],
+                    domain,
+                    "{} -> {}",
+                    step.id(),
+                    d.on
+                );
+            }
+        }
+    }
+
+    /// A function caches the configuration it read (a missing name too) for
+    /// the life of its container: whatever lets traffic reach a function
+    /// waits until the parameters it reads are published.
+    #[test]
+    fn traffic_reaches_the_functions_only_after_their_configuration_is_published() {
+        let g = graph(&EnvSpec::default()).unwrap();
+        for entry in [
+            "target-group:blue",
+            "target-group:green",
+            "rest-api:payments",
+            "event-source-mapping:payments-processing",
+        ] {
+            let step = g.steps().find(|s| s.id().as_str() == entry).unwrap();
+            for domain in model::FUNCTION_CONFIG_DOMAINS {
+                let publisher = model::parameters_step(domain);
+                assert!(
+                    step.dependencies()
+                        .iter()
+                        .any(|d| d.on.as_str() == publisher),
+                    "{entry} does not wait for {publisher}"
+                );
+            }
         }
     }
 

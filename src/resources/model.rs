@@ -35,6 +35,20 @@ pub const DB_PORT: i32 = 5432;
 /// functions read.
 pub const DB_APP_USER: &str = "payops_app";
 
+/// The step that publishes `domain`'s outputs as configuration parameters
+/// (registered by the config domain, one per domain).
+pub fn parameters_step(domain: &str) -> String {
+    format!("ssm-parameters:{domain}")
+}
+
+/// The domains whose parameters the functions read at run time (the tables,
+/// bucket, topic and keys of `lambda/*.py`'s `config(...)` calls, the bus,
+/// and the PAN hash key the security domain's step generates). A function
+/// caches what it read for the life of its container, a missing name
+/// included, so every step that lets traffic reach a function depends on
+/// these steps: its configuration is complete before the first request.
+pub const FUNCTION_CONFIG_DOMAINS: [&str; 3] = ["security", "data", "events"];
+
 /// The env's Lambda functions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Function {

@@ -5,11 +5,27 @@
 use crate::engine::{Dependency, Step, StepId};
 
 use super::context::Context;
+use super::model::{FUNCTION_CONFIG_DOMAINS, parameters_step};
 use super::resource::{Node, Resource};
 
 /// A dependency edge with the reason it exists.
 pub fn dep(on: impl Into<StepId>, reason: &'static str) -> Dependency {
     Dependency::on(on, reason)
+}
+
+/// Edges from a step that lets traffic reach the functions to the steps
+/// that publish what the functions read (see `FUNCTION_CONFIG_DOMAINS`).
+pub fn function_config_deps() -> Vec<Dependency> {
+    FUNCTION_CONFIG_DOMAINS
+        .iter()
+        .map(|domain| {
+            dep(
+                parameters_step(domain),
+                "the functions it sends traffic to read their configuration from these \
+                 parameters and cache it per container, so they are published first",
+            )
+        })
+        .collect()
 }
 
 /// Collects the steps in registry order (which is also the order of reports).
@@ -38,9 +54,17 @@ impl Registry {
         self.domains.push(self.domain);
     }
 
-    /// The ids registered so far.
-    pub fn ids(&self) -> Vec<StepId> {
-        self.steps.iter().map(|s| s.id().clone()).collect()
+    /// The ids registered so far, grouped by the domain that registered
+    /// them, domains in order of first registration.
+    pub fn ids_by_domain(&self) -> Vec<(&'static str, Vec<StepId>)> {
+        let mut groups: Vec<(&'static str, Vec<StepId>)> = Vec::new();
+        for (step, domain) in self.steps.iter().zip(&self.domains) {
+            match groups.iter_mut().find(|(d, _)| d == domain) {
+                Some((_, ids)) => ids.push(step.id().clone()),
+                None => groups.push((domain, vec![step.id().clone()])),
+            }
+        }
+        groups
     }
 
     /// (step id, kind, domain) of every step, in registry order: the step

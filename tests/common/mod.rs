@@ -36,18 +36,20 @@ pub const TAG_CREATED_AT: &str = "payops:created-at";
 
 pub const KEY_PURPOSES: [&str; 5] = ["database", "dynamodb", "s3", "logs", "events"];
 /// Steps of one env (`payops graph` lists them).
-pub const STEP_COUNT: usize = 119;
+pub const STEP_COUNT: usize = 127;
 /// Steps with nothing to manage unless asked: `status` shows them "not
 /// wanted", and they count as no resource of the env. The alert emails
 /// (none given), and the Aurora instance slots beyond the default 2 readers
 /// (payops registers slots for up to 4).
-pub const NOT_WANTED_BY_DEFAULT: [&str; 6] = [
+pub const NOT_WANTED_BY_DEFAULT: [&str; 7] = [
     "alert-emails:failed-transactions",
     "alert-emails:system-errors",
     "aurora-instance:4",
     "aurora-instance:5",
     // Retired: the rotation function's group, only in envs an older payops made.
     "security-group:rotation",
+    // Retired: the single parameters step, only in envs an older payops made.
+    "ssm-parameters",
     // Only with --api-auth api-key.
     "usage-plan:payments",
 ];

@@ -8,7 +8,7 @@ pub mod lambda_enis;
 pub mod lambda_function;
 
 use super::model::{Function, SgRole};
-use super::registry::{Registry, dep};
+use super::registry::{Registry, dep, function_config_deps};
 
 pub fn register(r: &mut Registry) {
     // Compute: the payment functions. Each gets a log group payops creates
@@ -215,6 +215,9 @@ pub fn register(r: &mut Registry) {
                 "Lambda checks at creation that the function's role may receive from the \
                  queue: its policy must be in place first",
             ),
-        ],
+        ]
+        .into_iter()
+        .chain(function_config_deps())
+        .collect(),
     );
 }

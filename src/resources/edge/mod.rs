@@ -21,7 +21,7 @@ use crate::spec::{Certificate, EnvSpec};
 
 use super::common::{log_group, s3_bucket};
 use super::model::Function;
-use super::registry::{Registry, dep};
+use super::registry::{Registry, dep, function_config_deps};
 use listener::ListenerKind;
 use load_balancer::LbKind;
 use target_group::TgKind;
@@ -67,14 +67,12 @@ pub fn register(r: &mut Registry, spec: &EnvSpec) {
         } else {
             "target-group:green"
         };
-        r.add(
-            id,
-            target_group::TargetGroup::new(kind),
-            vec![dep(
-                Function::Transaction.step_id(),
-                "the group's only target is the transaction function's alias of the same name",
-            )],
-        );
+        let mut deps = vec![dep(
+            Function::Transaction.step_id(),
+            "the group's only target is the transaction function's alias of the same name",
+        )];
+        deps.extend(function_config_deps());
+        r.add(id, target_group::TargetGroup::new(kind), deps);
     }
     let mut listener_deps = vec![
         dep("load-balancer:alb", "the listener belongs to the ALB"),
@@ -174,7 +172,10 @@ pub fn register(r: &mut Registry, spec: &EnvSpec) {
                 "log-group:api-access",
                 "stage v1 writes its access logs to this group",
             ),
-        ],
+        ]
+        .into_iter()
+        .chain(function_config_deps())
+        .collect(),
     );
     r.add(
         "usage-plan:payments",
