@@ -20,6 +20,7 @@ use payops::engine::{
     Removed, Step, StepCx, StepError, StepEvents, StepId, StepReport, WalkObserver, WalkOptions,
     walk,
 };
+use payops::resources::durations::typical_seconds;
 
 struct Sleep {
     id: StepId,
@@ -76,49 +77,6 @@ fn step(id: &str, deps: &[&str], ms: u64) -> Box<dyn Step<()>> {
     })
 }
 
-/// Typical real-AWS durations of a step's work, by step kind, in seconds:
-/// what the step waits for (a NAT gateway becoming available, an Aurora
-/// instance, a load balancer leaving `provisioning`), plus its few API calls.
-/// Not measured here: the figures AWS documents, in the table that the fault
-/// proxy's timing mode reads too (its `about` says where each comes from).
-struct Durations {
-    default_seconds: f64,
-    /// kind -> (up, down)
-    by_kind: BTreeMap<String, (f64, f64)>,
-}
-
-impl Durations {
-    fn load() -> Self {
-        let table: serde_json::Value =
-            serde_json::from_str(include_str!("../scripts/aws-durations.json"))
-                .expect("scripts/aws-durations.json is JSON");
-        let seconds = |v: &serde_json::Value| v.as_f64().expect("seconds");
-        let mut by_kind = BTreeMap::new();
-        for row in table["steps"].as_array().expect("steps") {
-            for kind in row["kinds"].as_array().expect("kinds") {
-                let kind = kind.as_str().expect("a kind").to_owned();
-                by_kind.insert(kind, (seconds(&row["up"]), seconds(&row["down"])));
-            }
-        }
-        Self {
-            default_seconds: seconds(&table["default_seconds"]),
-            by_kind,
-        }
-    }
-
-    fn of(&self, kind: &str, operation: Operation) -> f64 {
-        let (up, down) = self
-            .by_kind
-            .get(kind)
-            .copied()
-            .unwrap_or((self.default_seconds, self.default_seconds));
-        match operation {
-            Operation::Destroy => down,
-            _ => up,
-        }
-    }
-}
-
 /// The real env's graph (the registry payops walks, default spec).
 fn registry() -> Graph<payops::resources::Context> {
     payops::resources::graph(&payops::spec::EnvSpec::default()).expect("the registry")
@@ -127,7 +85,6 @@ fn registry() -> Graph<payops::resources::Context> {
 /// The real env's graph, each step sleeping its kind's real-AWS duration
 /// scaled from seconds to milliseconds.
 fn real_env() -> Vec<Box<dyn Step<()>>> {
-    let durations = Durations::load();
     let ms = |s: f64| Duration::from_secs_f64(s / 1e3);
     registry()
         .steps()
@@ -135,8 +92,8 @@ fn real_env() -> Vec<Box<dyn Step<()>>> {
             Box::new(Sleep {
                 id: s.id().clone(),
                 deps: s.dependencies().to_vec(),
-                work: ms(durations.of(s.kind(), Operation::Ensure)),
-                undo: ms(durations.of(s.kind(), Operation::Destroy)),
+                work: ms(typical_seconds(s.kind(), Operation::Ensure)),
+                undo: ms(typical_seconds(s.kind(), Operation::Destroy)),
             }) as Box<dyn Step<()>>
         })
         .collect()
@@ -146,7 +103,6 @@ fn real_env() -> Vec<Box<dyn Step<()>>> {
 /// all its steps, in seconds times `scale`, computed from the graph (no walk).
 fn critical_path(operation: Operation, scale: f64) -> serde_json::Value {
     let graph = registry();
-    let durations = Durations::load();
     let direction = match operation {
         Operation::Destroy => Direction::Reverse,
         _ => Direction::Forward,
@@ -165,7 +121,7 @@ fn critical_path(operation: Operation, scale: f64) -> serde_json::Value {
             .max_by(|a, b| finish[*a].total_cmp(&finish[*b]));
         via[i] = before;
         finish[i] =
-            before.map_or(0.0, |p| finish[p]) + durations.of(graph.step(i).kind(), operation);
+            before.map_or(0.0, |p| finish[p]) + typical_seconds(graph.step(i).kind(), operation);
     }
     let last = (0..graph.len())
         .max_by(|a, b| finish[*a].total_cmp(&finish[*b]))
@@ -179,7 +135,7 @@ fn critical_path(operation: Operation, scale: f64) -> serde_json::Value {
     path.reverse();
     let sum: f64 = graph
         .steps()
-        .map(|s| durations.of(s.kind(), operation))
+        .map(|s| typical_seconds(s.kind(), operation))
         .sum();
     serde_json::json!({
         "critical_path_s": finish[last] * scale,
@@ -225,6 +181,7 @@ async fn measure(
             parallelism,
             previous: &previous,
             cancel: &cancel,
+            weight: Some(&|kind| typical_seconds(kind, operation)),
         },
         &Quiet,
     )

@@ -31,7 +31,7 @@ demo never runs through the proxy):
 AWS's pace, for the realistic-timing benchmark (scripts/bench-timing):
   --durations FILE --scale S
                             a mutating call that matches a row of FILE
-                            (scripts/aws-durations.json: CreateDBInstance,
+                            (src/resources/aws-durations.json: CreateDBInstance,
                             CreateNatGateway, ...) is applied at once but
                             answered only after the row's real seconds times
                             S (0.05: a minute of AWS is 3 s here), so each
@@ -322,7 +322,7 @@ def main():
                    help="an Elastic IP quota of N, enforced on AllocateAddress")
     p.add_argument("--lambda-unsupported-zone",
                    help="a zone ID where Lambda refuses VPC subnets (AWS: use1-az3)")
-    p.add_argument("--durations", help="hold answers to AWS's pace: a table like scripts/aws-durations.json")
+    p.add_argument("--durations", help="hold answers to AWS's pace: a table like src/resources/aws-durations.json")
     p.add_argument("--scale", type=float, default=0.05,
                    help="seconds here per second on AWS (with --durations)")
     args = p.parse_args()

@@ -299,6 +299,7 @@ pub async fn walk_env(
             parallelism: settings.parallelism,
             previous,
             cancel: &cancel,
+            weight: Some(&|kind| resources::durations::typical_seconds(kind, operation)),
         },
         &Observer {
             progress: &progress,

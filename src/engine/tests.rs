@@ -31,6 +31,7 @@ impl Journal {
 
 struct Fake {
     id: StepId,
+    kind: &'static str,
     deps: Vec<Dependency>,
     work: Duration,
     fail: bool,
@@ -39,6 +40,7 @@ struct Fake {
 fn step(id: &str, deps: &[&str], work_ms: u64) -> Box<dyn Step<Journal>> {
     Box::new(Fake {
         id: id.into(),
+        kind: "test:fake",
         deps: deps.iter().map(|d| Dependency::on(*d, "test")).collect(),
         work: Duration::from_millis(work_ms),
         fail: false,
@@ -48,6 +50,7 @@ fn step(id: &str, deps: &[&str], work_ms: u64) -> Box<dyn Step<Journal>> {
 fn failing(id: &str, deps: &[&str]) -> Box<dyn Step<Journal>> {
     Box::new(Fake {
         id: id.into(),
+        kind: "test:fake",
         deps: deps.iter().map(|d| Dependency::on(*d, "test")).collect(),
         work: Duration::from_millis(1),
         fail: true,
@@ -83,7 +86,7 @@ impl Step<Journal> for Fake {
         &self.id
     }
     fn kind(&self) -> &'static str {
-        "test:fake"
+        self.kind
     }
     fn dependencies(&self) -> &[Dependency] {
         &self.deps
@@ -147,6 +150,7 @@ async fn run(
             parallelism,
             previous: &previous,
             cancel: &cancel,
+            weight: None,
         },
         &recorder,
     )
@@ -197,6 +201,87 @@ async fn a_step_waiting_on_dependencies_holds_no_slot() {
     .await;
     assert!(j.position("end y") < j.position("end slow"));
     assert_eq!(report.wall, Duration::from_millis(110));
+}
+
+/// More steps ready than slots: the head of the longest chain goes first,
+/// whatever the registry order, so a crowd of leaves does not delay it.
+#[tokio::test(start_paused = true)]
+async fn when_slots_are_short_the_longest_chain_starts_first() {
+    let mut steps: Vec<_> = (0..4)
+        .map(|i| step(&format!("alarm{i}"), &[], 100))
+        .collect();
+    steps.extend([
+        step("cluster", &[], 100),
+        step("instance", &["cluster"], 100),
+        step("parameters", &["instance"], 100),
+    ]);
+    let (report, j, _) = run(steps, Operation::Ensure, 1).await;
+    assert_eq!(j.events()[0], "start cluster");
+    // Registry order among equals: the alarms after the chain, in order.
+    assert!(j.position("start alarm0") < j.position("start alarm1"));
+    assert_eq!(report.wall, Duration::from_millis(700));
+
+    // Reversed for destroy: the chain's other end heads it then.
+    let mut steps: Vec<_> = (0..4)
+        .map(|i| step(&format!("alarm{i}"), &[], 100))
+        .collect();
+    steps.extend([
+        step("cluster", &[], 100),
+        step("instance", &["cluster"], 100),
+        step("parameters", &["instance"], 100),
+    ]);
+    let (_, j, _) = run(steps, Operation::Destroy, 1).await;
+    assert_eq!(j.events()[0], "start parameters");
+}
+
+/// Weighted by what a step's kind typically takes: one slow step heading
+/// a short chain goes before a longer chain of quick ones.
+#[tokio::test(start_paused = true)]
+async fn a_slow_step_outweighs_a_longer_chain_of_quick_ones() {
+    let mut cluster = Fake {
+        id: "cluster".into(),
+        kind: "test:slow",
+        deps: Vec::new(),
+        work: Duration::from_millis(10),
+        fail: false,
+    };
+    let steps = |cluster| {
+        vec![
+            step("a", &[], 10),
+            step("b", &["a"], 10),
+            step("c", &["b"], 10),
+            Box::new(cluster) as Box<dyn Step<Journal>>,
+        ]
+    };
+    let weigh = |kind: &'static str| if kind == "test:slow" { 600.0 } else { 1.0 };
+    let first = |steps, weight| async move {
+        let graph = Graph::new(steps).unwrap();
+        let journal = Journal::default();
+        let (cancel, previous) = (CancelFlag::new(), BTreeMap::new());
+        walk(
+            &graph,
+            &journal,
+            WalkOptions {
+                operation: Operation::Ensure,
+                parallelism: 1,
+                previous: &previous,
+                cancel: &cancel,
+                weight,
+            },
+            &Recorder::default(),
+        )
+        .await;
+        journal.events()[0].clone()
+    };
+    assert_eq!(first(steps(cluster), Some(&weigh)).await, "start cluster");
+    cluster = Fake {
+        id: "cluster".into(),
+        kind: "test:slow",
+        deps: Vec::new(),
+        work: Duration::from_millis(10),
+        fail: false,
+    };
+    assert_eq!(first(steps(cluster), None).await, "start a", "unit weights");
 }
 
 #[tokio::test(start_paused = true)]
@@ -357,6 +442,7 @@ async fn cancel_starts_nothing_new_and_lets_running_steps_finish() {
             parallelism: 8,
             previous: &previous,
             cancel: &cancel,
+            weight: None,
         },
         &recorder,
     );

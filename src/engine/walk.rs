@@ -3,11 +3,18 @@
 //! depends on it.
 //!
 //! Like Terraform's walker, a step waiting on dependencies holds no slot.
+//! Unlike it, when more steps are ready than slots are free, the one with
+//! the longest chain of steps still to run after it starts first (see
+//! [`Ready`]): slow waits (NAT gateways, load balancers) hold slots for
+//! minutes on AWS, and a step heading a long chain (the database's cluster,
+//! then its instances) must not queue behind a crowd of alarms that nothing
+//! waits for.
 //! Unlike it, all steps run as futures of one task (`FuturesUnordered`): the
 //! work is I/O-bound and this keeps borrowing simple and scheduling
 //! deterministic.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -54,6 +61,9 @@ pub struct WalkOptions<'a> {
     /// Records from the state file, handed to each step as a hint.
     pub previous: &'a BTreeMap<StepId, Record>,
     pub cancel: &'a CancelFlag,
+    /// How long a step of a kind typically takes, in any unit (the walk's
+    /// priority, see [`Ready`]); `None` weighs every step the same.
+    pub weight: Option<&'a (dyn Fn(&'static str) -> f64 + Sync)>,
 }
 
 struct Finished {
@@ -86,12 +96,15 @@ pub async fn walk<C: ?Sized + Sync>(
     let mut blocked_by: Vec<BTreeSet<StepId>> = vec![BTreeSet::new(); n];
     let mut reports: Vec<Option<StepReport>> = (0..n).map(|_| None).collect();
     let mut records: Vec<Option<Record>> = vec![None; n];
-    let mut ready: VecDeque<usize> = (0..n).filter(|&i| waiting_on[i] == 0).collect();
+    let mut ready = Ready::new(graph, direction, options.weight);
+    for i in (0..n).filter(|&i| waiting_on[i] == 0) {
+        ready.push(i);
+    }
     let mut running = FuturesUnordered::new();
 
     loop {
         while !options.cancel.is_cancelled() && running.len() < parallelism {
-            let Some(i) = ready.pop_front() else { break };
+            let Some(i) = ready.pop() else { break };
             let step = graph.step(i);
             // Forward walks hand a step its dependencies' fresh records;
             // destroy finds its resources itself.
@@ -213,6 +226,57 @@ pub async fn walk<C: ?Sized + Sync>(
     }
 }
 
+/// The steps ready to start, longest chain first: a step's height is the
+/// weight of the heaviest path from it to the end of the walk (in the
+/// walk's direction), itself included, each step weighing what its kind
+/// typically takes (or 1). Equal heights keep registry order, so a walk
+/// stays deterministic.
+struct Ready {
+    /// In thousandths of the weight's unit, to order them as integers.
+    height: Vec<u64>,
+    heap: BinaryHeap<(u64, Reverse<usize>)>,
+}
+
+impl Ready {
+    fn new<C: ?Sized + Sync>(
+        graph: &Graph<C>,
+        direction: Direction,
+        weight: Option<&(dyn Fn(&'static str) -> f64 + Sync)>,
+    ) -> Self {
+        let mut order = graph.topological_order();
+        if direction == Direction::Reverse {
+            order.reverse();
+        }
+        let own = |i: usize| {
+            let w = weight.map_or(1.0, |w| w(graph.step(i).kind()));
+            (w.max(0.0) * 1000.0) as u64
+        };
+        // Successors come later in `order`: fill heights from the end.
+        let mut height = vec![0; graph.len()];
+        for &i in order.iter().rev() {
+            height[i] = own(i)
+                + graph
+                    .successors(i, direction)
+                    .iter()
+                    .map(|&s| height[s])
+                    .max()
+                    .unwrap_or(0);
+        }
+        Self {
+            height,
+            heap: BinaryHeap::new(),
+        }
+    }
+
+    fn push(&mut self, i: usize) {
+        self.heap.push((self.height[i], Reverse(i)));
+    }
+
+    fn pop(&mut self) -> Option<usize> {
+        self.heap.pop().map(|(_, Reverse(i))| i)
+    }
+}
+
 /// Step `i` is done: count it off its successors, queue those now ready and
 /// skip (transitively) those that wait on a failure.
 #[allow(clippy::too_many_arguments)]
@@ -224,7 +288,7 @@ async fn release_successors<C: ?Sized + Sync>(
     waiting_on: &mut [usize],
     blocked_by: &mut [BTreeSet<StepId>],
     reports: &mut [Option<StepReport>],
-    ready: &mut VecDeque<usize>,
+    ready: &mut Ready,
     observer: &dyn WalkObserver,
 ) {
     let mut queue = VecDeque::from([(i, roots)]);
@@ -236,7 +300,7 @@ async fn release_successors<C: ?Sized + Sync>(
                 continue;
             }
             if blocked_by[s].is_empty() {
-                ready.push_back(s);
+                ready.push(s);
                 continue;
             }
             let because: Vec<StepId> = blocked_by[s].iter().cloned().collect();

@@ -29,6 +29,7 @@ pub mod baseline;
 mod common;
 pub mod connect;
 pub mod context;
+pub mod durations;
 pub mod inventory;
 mod model;
 pub mod preflight;
