@@ -268,20 +268,27 @@ pub(super) async fn names_tagged(cx: &Context, tags: &TagMap) -> Result<Vec<Stri
     Ok(names)
 }
 
-/// Deletes `names`, ten to a DeleteParameters call (its limit), within the
-/// run's write bound.
+/// Deletes `names`, ten to a DeleteParameters call (its limit), the calls
+/// as concurrent as the run's write bound lets them (`down` deletes the
+/// whole path in one step, ahead of every chain it walks).
 pub(super) async fn delete_names(cx: &Context, names: &[String]) -> Result<(), AwsError> {
-    for batch in names.chunks(10) {
-        let _write = cx.ssm_writes.acquire().await;
-        cx.clients
-            .ssm
-            .delete_parameters()
-            .set_names(Some(batch.to_vec()))
-            .send()
-            .await
-            .op("ssm:DeleteParameters")?;
-    }
-    Ok(())
+    let batches: Vec<Vec<String>> = names.chunks(10).map(<[String]>::to_vec).collect();
+    stream::iter(batches)
+        .map(|batch| async move {
+            let _write = cx.ssm_writes.acquire().await;
+            cx.clients
+                .ssm
+                .delete_parameters()
+                .set_names(Some(batch))
+                .send()
+                .await
+                .op("ssm:DeleteParameters")
+                .map(drop)
+        })
+        .buffer_unordered(crate::resources::context::SSM_WRITE_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await
+        .map(drop)
 }
 
 fn random_key() -> Result<String, AwsError> {
