@@ -95,9 +95,15 @@ fn manages_interfaces(function: Function, step: &StepCx<'_>) -> bool {
 /// by name under the env's path: what its handler passes to `lib.config`
 /// (a test checks the two agree).
 pub fn parameters(function: Function) -> &'static [&'static str] {
-    const PAYMENT_SETTINGS: [&str; 2] = ["MaxPaymentAmount", "AllowedCurrencies"];
     match function {
-        Function::Validation => &PAYMENT_SETTINGS,
+        // Where the customer database is: the proxy's endpoint and the
+        // database's name (absent in an env without it).
+        Function::Validation => &[
+            "MaxPaymentAmount",
+            "AllowedCurrencies",
+            "DbProxyEndpoint",
+            "AuroraDatabaseName",
+        ],
         Function::Fraud => &[
             "FraudRulesTableName",
             "TransactionsTableName",
