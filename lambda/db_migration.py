@@ -103,7 +103,10 @@ def migrate(conn) -> dict[str, Any]:
 
 def _grant_iam_login(conn) -> list[str]:
     """`rds_iam` lets the role log in with IAM tokens; it exists only on RDS
-    and Aurora, so a plain PostgreSQL (the tests') skips it and says so."""
+    and Aurora, so a plain PostgreSQL (the tests') skips it and says so.
+    A member of rds_iam can no longer log in with a password (Aurora allows
+    one method per user): right for a proxy with end-to-end IAM auth, wrong
+    for one that logs in with a payops_app secret (docs/architecture.md)."""
     if conn.run("SELECT 1 FROM pg_roles WHERE rolname = 'rds_iam'"):
         conn.run(f"GRANT rds_iam TO {db.APP_USER}")
         return []

@@ -12,8 +12,11 @@ customer it names, read from the env's database through its RDS Proxy (as
 - 503 `{"valid": false, "reason": "DATABASE_UNAVAILABLE", "detail": ...}`
   when the database cannot answer: never a 200 without the customer check.
 
-An env whose configuration has no `DbProxyEndpoint` (its database tier not
-deployed yet) is validated on the payment rules alone, and the answer says so
+The customer check starts once the env's configuration says where the
+database is (`DbProxyEndpoint`) and that its schema exists (`DbSchemaVersion`,
+published by the step that runs the migration). Before that, e.g. in an env
+whose database tier is not deployed or not migrated yet, a lookup could only
+fail: the payment rules alone decide, and the answer says so
 (`"customerChecked": false`, and a log line). It stores nothing and reads no
 secrets.
 """
@@ -35,7 +38,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request_id = getattr(context, "aws_request_id", None)
     try:
         body = lib.request_body(event)
-        cfg = lib.config(*lib.PAYMENT_SETTINGS, "DbProxyEndpoint", "AuroraDatabaseName")
+        cfg = lib.config(*lib.PAYMENT_SETTINGS, "DbProxyEndpoint", "AuroraDatabaseName", "DbSchemaVersion")
         payment = lib.validate_payment(body, cfg)
     except lib.PaymentError as e:
         lib.log("payment rejected", requestId=request_id, reason=e.reason)
@@ -43,7 +46,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
     target = database_target(cfg)
     if target is None:
-        lib.log("customer not checked: no database configured", requestId=request_id)
+        lib.log("customer not checked: no migrated database configured", requestId=request_id)
         checked = False
     else:
         try:
@@ -70,7 +73,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 def database_target(cfg: dict[str, str]) -> db.Target | None:
     host = cfg.get("DbProxyEndpoint", "").strip()
-    if not host:
+    if not host or not cfg.get("DbSchemaVersion", "").strip():
         return None
     return db.Target(
         host=host,

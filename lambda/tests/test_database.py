@@ -144,6 +144,7 @@ def config(database):
         ssm.put_parameter(Name=f"{ENV_PATH}AllowedCurrencies", Value="USD,EUR,JPY", Type="String")
         ssm.put_parameter(Name=f"{ENV_PATH}DbProxyEndpoint", Value="127.0.0.1", Type="String")
         ssm.put_parameter(Name=f"{ENV_PATH}AuroraDatabaseName", Value=database, Type="String")
+        ssm.put_parameter(Name=f"{ENV_PATH}DbSchemaVersion", Value="2", Type="String")
         yield ssm
 
 
@@ -282,9 +283,22 @@ def test_the_server_refuses_plaintext_as_the_proxy_does(pg, database):
         )
 
 
-def test_without_a_configured_database_the_customer_is_not_checked_and_the_answer_says_so(context):
+@pytest.mark.parametrize(
+    "parameters",
+    [
+        {},
+        # The proxy exists but no migration has recorded a schema yet.
+        {"DbProxyEndpoint": "proxy.example"},
+        {"DbProxyEndpoint": "", "DbSchemaVersion": "2"},
+    ],
+)
+def test_without_a_migrated_database_the_customer_is_not_checked_and_the_answer_says_so(context, parameters):
     with mock_aws():
-        boto3.client("ssm").put_parameter(Name=f"{ENV_PATH}AllowedCurrencies", Value="USD", Type="String")
+        ssm = boto3.client("ssm")
+        ssm.put_parameter(Name=f"{ENV_PATH}AllowedCurrencies", Value="USD", Type="String")
+        for name, value in parameters.items():
+            if value:
+                ssm.put_parameter(Name=f"{ENV_PATH}{name}", Value=value, Type="String")
         assert validate(context, customerId="nobody") == (
             200,
             {"valid": True, "transactionId": "tx-1", "customerChecked": False},
@@ -322,7 +336,9 @@ def test_validation_signs_tokens_with_the_rds_client_of_its_region(monkeypatch):
     clients = []
     monkeypatch.setenv("AWS_REGION", "eu-west-1")
     monkeypatch.setattr(boto3, "client", lambda service, **kw: clients.append((service, kw)) or stub)
-    target = payment_validation.database_target({"DbProxyEndpoint": "proxy.example", "AuroraDatabaseName": "payments"})
+    target = payment_validation.database_target(
+        {"DbProxyEndpoint": "proxy.example", "AuroraDatabaseName": "payments", "DbSchemaVersion": "2"}
+    )
     assert payment_validation.password_provider(target)() == "token-1"
     assert clients == [("rds", {"region_name": "eu-west-1"})]
     assert stub.calls[0]["DBUsername"] == "payops_app" and stub.calls[0]["Region"] == "eu-west-1"

@@ -92,7 +92,7 @@ def test_handler_answers_400_with_a_reason(ssm, context):
 
 def test_validation_never_reads_secrets(ssm, context):
     payment_validation.handler(event(payment()), context)
-    assert lib.names_read() == {*lib.PAYMENT_SETTINGS, "DbProxyEndpoint", "AuroraDatabaseName"}
+    assert lib.names_read() == {*lib.PAYMENT_SETTINGS, "DbProxyEndpoint", "AuroraDatabaseName", "DbSchemaVersion"}
 
 
 def test_the_card_number_is_never_logged(ssm, context, caplog):

@@ -96,13 +96,16 @@ fn manages_interfaces(function: Function, step: &StepCx<'_>) -> bool {
 /// (a test checks the two agree).
 pub fn parameters(function: Function) -> &'static [&'static str] {
     match function {
-        // Where the customer database is: the proxy's endpoint and the
-        // database's name (absent in an env without it).
+        // Where the customer database is (the proxy's endpoint, the
+        // database's name) and whether its schema exists (the version the
+        // migration step records): absent until then, when the handler
+        // checks the payment rules only.
         Function::Validation => &[
             "MaxPaymentAmount",
             "AllowedCurrencies",
             "DbProxyEndpoint",
             "AuroraDatabaseName",
+            "DbSchemaVersion",
         ],
         Function::Fraud => &[
             "FraudRulesTableName",
