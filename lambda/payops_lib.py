@@ -179,7 +179,7 @@ def response(status: int, body: dict[str, Any], alb: bool = False) -> dict[str, 
     return answer
 
 
-_REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 500: "Internal Server Error"}
+_REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 500: "Internal Server Error", 503: "Service Unavailable"}
 
 
 # ----------------------------------------------------------------- payment rules

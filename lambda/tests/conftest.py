@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+LAMBDA_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(LAMBDA_DIR))
+# The PostgreSQL driver the zips ship, the same files (scripts/vendor-db-driver).
+sys.path.insert(1, str(LAMBDA_DIR / "vendor"))
 
 ENV_PATH = "/payops/t1/"
 REGION = "us-east-1"
@@ -25,13 +28,16 @@ def aws_environment(monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     monkeypatch.setenv("PAYOPS_CONFIG_PATH", ENV_PATH)
     import fraud_detection
+    import payment_validation
     import payops_lib
 
     payops_lib.reset_config()
     fraud_detection.reset_cache()
+    payment_validation.reset_connection()
     yield
     payops_lib.reset_config()
     fraud_detection.reset_cache()
+    payment_validation.reset_connection()
 
 
 class Context:

@@ -78,7 +78,8 @@ def test_card_numbers_with_spaces_are_normalized():
 def test_handler_answers_200_for_a_valid_payment(ssm, context):
     answer = payment_validation.handler(event(payment()), context)
     assert answer["statusCode"] == 200
-    assert json.loads(answer["body"]) == {"valid": True, "transactionId": "tx-1"}
+    # No DbProxyEndpoint in this configuration: no customer check, and it says so.
+    assert json.loads(answer["body"]) == {"valid": True, "transactionId": "tx-1", "customerChecked": False}
 
 
 def test_handler_answers_400_with_a_reason(ssm, context):
@@ -91,7 +92,7 @@ def test_handler_answers_400_with_a_reason(ssm, context):
 
 def test_validation_never_reads_secrets(ssm, context):
     payment_validation.handler(event(payment()), context)
-    assert lib.names_read() == set(lib.PAYMENT_SETTINGS)
+    assert lib.names_read() == {*lib.PAYMENT_SETTINGS, "DbProxyEndpoint", "AuroraDatabaseName", "DbSchemaVersion"}
 
 
 def test_the_card_number_is_never_logged(ssm, context, caplog):

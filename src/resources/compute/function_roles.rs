@@ -95,9 +95,18 @@ fn manages_interfaces(function: Function, step: &StepCx<'_>) -> bool {
 /// by name under the env's path: what its handler passes to `lib.config`
 /// (a test checks the two agree).
 pub fn parameters(function: Function) -> &'static [&'static str] {
-    const PAYMENT_SETTINGS: [&str; 2] = ["MaxPaymentAmount", "AllowedCurrencies"];
     match function {
-        Function::Validation => &PAYMENT_SETTINGS,
+        // Where the customer database is (the proxy's endpoint, the
+        // database's name) and whether its schema exists (the version the
+        // migration step records): absent until then, when the handler
+        // checks the payment rules only.
+        Function::Validation => &[
+            "MaxPaymentAmount",
+            "AllowedCurrencies",
+            "DbProxyEndpoint",
+            "AuroraDatabaseName",
+            "DbSchemaVersion",
+        ],
         Function::Fraud => &[
             "FraudRulesTableName",
             "TransactionsTableName",

@@ -8,6 +8,8 @@
 
 use sha2::{Digest, Sha256};
 
+use super::vendored_driver;
+
 /// Modules every function imports.
 const SHARED: [(&str, &str); 1] = [(
     "payops_lib.py",
@@ -36,6 +38,21 @@ pub const QUEUE_CONSUMER: (&str, &str) = (
     "payment_queue_consumer",
     include_str!("../../../lambda/payment_queue_consumer.py"),
 );
+/// The customer database's schema migration. Shipped and tested with the
+/// others; the step that deploys and invokes it during `up` is still to come
+/// (issue 19).
+pub const DB_MIGRATION: (&str, &str) = (
+    "db_migration",
+    include_str!("../../../lambda/db_migration.py"),
+);
+
+/// The handler modules that connect to the database: their zips also carry
+/// `payops_db.py` and the vendored PostgreSQL driver (pg8000 and its pure
+/// Python dependencies, `lambda/requirements-db.lock`), about 1.3 MB that the
+/// other functions do without.
+const DATABASE_MODULES: [&str; 2] = [VALIDATION.0, DB_MIGRATION.0];
+const DATABASE_ACCESS: (&str, &str) =
+    ("payops_db.py", include_str!("../../../lambda/payops_db.py"));
 
 /// A function's deployment package.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,6 +69,10 @@ pub fn package((module, source): (&str, &str)) -> Package {
     let handler_file = format!("{module}.py");
     let mut files: Vec<(&str, &[u8])> = SHARED.iter().map(|(n, s)| (*n, s.as_bytes())).collect();
     files.push((&handler_file, source.as_bytes()));
+    if DATABASE_MODULES.contains(&module) {
+        files.push((DATABASE_ACCESS.0, DATABASE_ACCESS.1.as_bytes()));
+        files.extend(vendored_driver::FILES.iter().copied());
+    }
     let zip = stored_zip(&files);
     Package {
         sha256: aws_smithy_types::base64::encode(Sha256::digest(&zip)),
@@ -168,8 +189,66 @@ mod tests {
     }
 
     #[test]
+    fn database_functions_carry_the_driver_and_the_others_do_not() {
+        for f in [VALIDATION, DB_MIGRATION] {
+            let e = entries(&package(f).zip);
+            let names: Vec<&str> = e.iter().map(|(n, _, _)| n.as_str()).collect();
+            for needed in [
+                "payops_db.py",
+                "pg8000/native.py",
+                "scramp/core.py",
+                "asn1crypto/x509.py",
+                "dateutil/parser/_parser.py",
+                "six.py",
+            ] {
+                assert!(names.contains(&needed), "{}: {needed}", f.0);
+            }
+            // Importable as Lambda unpacks it: packages at the zip's root.
+            assert!(names.contains(&"pg8000/__init__.py"));
+            assert!(!names.iter().any(|n| n.contains("__pycache__")));
+        }
+        for f in [FRAUD, TRANSACTION, ROTATION, QUEUE_CONSUMER] {
+            let e = entries(&package(f).zip);
+            assert_eq!(e.len(), 2, "{}", f.0);
+        }
+    }
+
+    /// The list compiled into the binary is exactly what lambda/vendor holds,
+    /// so a re-vendored driver cannot ship half old, half new.
+    #[test]
+    fn the_vendored_list_matches_the_vendor_directory() {
+        fn walk(dir: &std::path::Path, root: &std::path::Path, out: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.file_name().is_some_and(|n| n == "__pycache__") {
+                    continue;
+                }
+                if path.is_dir() {
+                    walk(&path, root, out);
+                } else {
+                    let rel = path.strip_prefix(root).unwrap();
+                    out.push(rel.to_string_lossy().replace('\\', "/"));
+                }
+            }
+        }
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("lambda/vendor");
+        let mut on_disk = Vec::new();
+        walk(&root, &root, &mut on_disk);
+        on_disk.sort();
+        let listed: Vec<String> = vendored_driver::FILES
+            .iter()
+            .map(|(n, _)| (*n).to_owned())
+            .collect();
+        assert_eq!(listed, on_disk);
+        // Pinned in the lock: the versions the docs name.
+        for dist in ["pg8000-1.31.6.dist-info", "scramp-1.5.0.dist-info"] {
+            assert!(listed.iter().any(|n| n.starts_with(dist)), "{dist}");
+        }
+    }
+
+    #[test]
     fn the_same_sources_give_the_same_bytes_and_hash() {
-        for f in [VALIDATION, FRAUD, TRANSACTION] {
+        for f in [VALIDATION, FRAUD, TRANSACTION, DB_MIGRATION] {
             assert_eq!(package(f), package(f));
         }
         assert_ne!(package(VALIDATION).sha256, package(FRAUD).sha256);

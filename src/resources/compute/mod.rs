@@ -6,6 +6,8 @@ pub mod function_roles;
 pub mod lambda_code;
 pub mod lambda_enis;
 pub mod lambda_function;
+#[rustfmt::skip]
+mod vendored_driver;
 
 use super::model::{Function, SgRole};
 use super::registry::{Registry, dep, function_config_deps};
