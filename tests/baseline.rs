@@ -296,7 +296,12 @@ async fn the_first_env_creates_the_baseline_a_second_reuses_it_and_only_baseline
     );
 
     first.down().assert_success();
-    second.down().assert_success();
+    // The nightly sweep takes the other env, and nothing of the baseline.
+    first.run(&["destroy-all", "--yes"]).assert_success();
+    second.forget();
+    let left = first.run(&["--output", "json", "status"]);
+    left.assert_success();
+    assert_eq!(left.json()["envs"], serde_json::json!([]), "{}", left.describe());
     assert_eq!(detector_ids(&aws).await, detectors, "env down keeps it");
     assert!(topic_exists(&aws).await, "env down keeps the alerts topic");
 
