@@ -9,11 +9,10 @@
 //! through the project's fault proxy (`--account-id`, no faults injected)
 //! and runs its steps in order inside one function; the rest of the suite
 //! runs with `PAYOPS_NO_BASELINE=1` (tests/common). On LocalStack these
-//! skip (the per-request account is moto's); the pattern test runs on both.
-//! LocalStack serves GuardDuty from its moto with the same patches
-//! (`patch_guardduty_one_detector`, `patch_guardduty_publishing_destinations`),
-//! checked by hand: `baseline up` twice (created, then 0 mutating calls),
-//! `status`, `baseline down` (docs/runbook.md).
+//! skip (the per-request account is moto's); the pattern test runs on both,
+//! and LocalStack (GuardDuty from its moto with the same patches,
+//! `patch_guardduty_one_detector` and `patch_guardduty_publishing_destinations`)
+//! gets `on_localstack_the_baseline_converges_and_goes`.
 //!
 //! ```sh
 //! PAYOPS_TEST_ENDPOINT=http://127.0.0.1:5199 PAYOPS_TEST_EMULATOR=moto \
@@ -301,7 +300,12 @@ async fn the_first_env_creates_the_baseline_a_second_reuses_it_and_only_baseline
     second.forget();
     let left = first.run(&["--output", "json", "status"]);
     left.assert_success();
-    assert_eq!(left.json()["envs"], serde_json::json!([]), "{}", left.describe());
+    assert_eq!(
+        left.json()["envs"],
+        serde_json::json!([]),
+        "{}",
+        left.describe()
+    );
     assert_eq!(detector_ids(&aws).await, detectors, "env down keeps it");
     assert!(topic_exists(&aws).await, "env down keeps the alerts topic");
 
@@ -610,4 +614,49 @@ async fn a_second_detector_in_a_region_is_refused() {
         "{err:?}"
     );
     assert_eq!(listed, [first.detector_id().unwrap().to_owned()]);
+}
+
+/// LocalStack (its own S3, KMS, SNS and EventBridge; GuardDuty from its moto
+/// with the project's patches): `baseline up` creates all seven items, a
+/// second changes nothing, `status` sees them. LocalStack has one account
+/// here, shared with the suite's envs (which never touch the baseline), so
+/// `baseline down` would be refused while they run: the items go through
+/// the library's removal, which `baseline down` calls once no env is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs an AWS emulator: make test-integration"]
+async fn on_localstack_the_baseline_converges_and_goes() {
+    if common::emulator() != common::Emulator::LocalStack {
+        eprintln!("skipped: moto runs the fuller tests above, each in its own account");
+        return;
+    }
+    let env = TestEnv::new().without_var("PAYOPS_NO_BASELINE");
+    let aws = Aws::connect_to(&common::endpoint_url().expect("an emulator")).await;
+    let acct = payops::resources::baseline::Account {
+        clients: &aws.c,
+        id: aws.account.clone(),
+        region: aws.region.clone(),
+        now: "2026-12-06T00:00:00Z".into(),
+    };
+    let before = payops::resources::baseline::observe(&acct)
+        .await
+        .expect("observe");
+    assert!(
+        before.iter().all(|i| i.owner.is_none()),
+        "a clean account: {before:?}"
+    );
+    let (_, up) = baseline(&env, &["up"]);
+    assert!(all_are(&up["items"], "created", "payops"), "{up:#}");
+    let (_, again) = baseline(&env, &["up"]);
+    assert!(all_are(&again["items"], "in-sync", "payops"), "{again:#}");
+    assert_eq!(again["api_calls"]["mutating"], 0, "{again:#}");
+    let (_, status) = baseline(&env, &["status"]);
+    assert!(
+        all_are(&status["items"], "observed", "payops"),
+        "{status:#}"
+    );
+    let gone = payops::resources::baseline::destroy(&acct)
+        .await
+        .expect("destroy");
+    assert!(gone.iter().all(|i| i.action == "deleted"), "{gone:?}");
+    assert_eq!(detector_ids(&aws).await, Vec::<String>::new());
 }
