@@ -105,19 +105,32 @@ pub async fn ensure(acct: &Account<'_>, key_arn: &str) -> Result<(ItemReport, St
     let sns = &acct.clients.sns;
     let arn = acct.topic_arn();
     let desired_policy = topic_policy(acct).to_string();
-    let Some(found) = find(acct).await? else {
-        const OP: &str = "sns:CreateTopic";
-        let out = sns
-            .create_topic()
-            .name(super::ALERTS_TOPIC)
-            .attributes("KmsMasterKeyId", key_arn)
-            .attributes("Policy", &desired_policy)
-            .set_tags(Some(sns_tags(OP, &acct.tags())?))
-            .send()
-            .await
-            .op(OP)?;
-        let arn = out.topic_arn().map_or(arn, str::to_owned);
-        return Ok((ItemReport::ours(ITEM, &arn, "created"), arn));
+    let found = match find(acct).await? {
+        Some(found) => found,
+        None => {
+            const OP: &str = "sns:CreateTopic";
+            let created = sns
+                .create_topic()
+                .name(super::ALERTS_TOPIC)
+                .attributes("KmsMasterKeyId", key_arn)
+                .attributes("Policy", &desired_policy)
+                .set_tags(Some(sns_tags(OP, &acct.tags())?))
+                .send()
+                .await
+                .op(OP);
+            match created {
+                Ok(out) => {
+                    let arn = out.topic_arn().map_or(arn, str::to_owned);
+                    return Ok((ItemReport::ours(ITEM, &arn, "created"), arn));
+                }
+                // CreateTopic of a name that exists is idempotent only with
+                // the same attributes and tags ("Topic already exists with
+                // different tags"): another run (its own created-at) made it
+                // a moment ago; it is checked and reconciled as found.
+                Err(e) if e.is_code(&["InvalidParameter"]) => find(acct).await?.ok_or(e)?,
+                Err(e) => return Err(e),
+            }
+        }
     };
     check_ours(format!("SNS topic {arn}"), &found.tags)?;
     let mut fixed = Vec::new();
@@ -324,6 +337,40 @@ mod tests {
         let c = with_sns(&[&get, &tags, &set]);
         let (r, _) = ensure(&acct(&c), KEY).await.unwrap();
         assert_eq!((r.action, set.num_calls()), ("updated", 1));
+    }
+
+    #[tokio::test]
+    async fn a_create_that_meets_a_topic_another_run_just_made_reconciles_it() {
+        use aws_sdk_sns::operation::create_topic::CreateTopicError;
+        let c = testing::clients();
+        let policy = topic_policy(&acct(&c)).to_string();
+        let get = mock!(Client::get_topic_attributes)
+            .sequence()
+            .error(|| {
+                GetTopicAttributesError::generic(ErrorMetadata::builder().code("NotFound").build())
+            })
+            .output(move || {
+                GetTopicAttributesOutput::builder()
+                    .attributes("KmsMasterKeyId", KEY)
+                    .attributes("Policy", policy.clone())
+                    .build()
+            })
+            .build();
+        let create = mock!(Client::create_topic).then_error(|| {
+            CreateTopicError::generic(
+                ErrorMetadata::builder()
+                    .code("InvalidParameter")
+                    .message(
+                        "Invalid parameter: Tags Reason: Topic already exists with different tags",
+                    )
+                    .build(),
+            )
+        });
+        let [_, tags] = existing(KEY, true);
+        let c = with_sns(&[&get, &create, &tags]);
+        let (r, _) = ensure(&acct(&c), KEY).await.unwrap();
+        assert_eq!(r.action, "in-sync");
+        assert_eq!(create.num_calls(), 1);
     }
 
     #[tokio::test]
