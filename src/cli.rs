@@ -459,6 +459,12 @@ pub struct UpArgs {
         value_name = "FILE"
     )]
     pub outputs_file: Option<PathBuf>,
+
+    /// Leave the account baseline (GuardDuty, its HIGH-findings alerts and findings export)
+    /// alone: for accounts where another team or the organization manages it. Without it,
+    /// `up` adopts or creates the baseline before the env, as `payops baseline up` does
+    #[arg(long, env = "PAYOPS_NO_BASELINE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_baseline: bool,
 }
 
 #[derive(Debug, Args)]

@@ -65,6 +65,15 @@ impl EnvName {
         if name.ends_with('-') {
             return fail("it must not end with a hyphen".into());
         }
+        // The account baseline's resources are named `payops-baseline-...`
+        // (resources::baseline): no env may make the same names.
+        if name == "baseline" || name.starts_with("baseline-") {
+            return fail(
+                "names starting with \"baseline\" are reserved for the account baseline \
+                 (`payops baseline`)"
+                    .into(),
+            );
+        }
         if name.contains("--") {
             return fail(
                 "it must not contain two hyphens in a row (RDS identifiers cannot)".into(),

@@ -446,3 +446,19 @@ fn up_without_working_credentials_is_a_preflight_refusal() {
     assert!(text.contains("no usable AWS credentials"), "{text}");
     assert!(text.contains("AWS_PROFILE"), "{text}");
 }
+
+#[test]
+fn payops_no_baseline_takes_the_usual_spellings_of_yes_and_no() {
+    let dir = tempfile::tempdir().unwrap();
+    for value in ["1", "true", "yes", "0", "false"] {
+        let out = payops(dir.path())
+            .env("AWS_REGION", "us-east-1")
+            .env("PAYOPS_NO_BASELINE", value)
+            .args(["up", "--env", "pr1"])
+            .output()
+            .expect("runs");
+        // Parsed, so it got as far as AWS (the dead endpoint: exit 4).
+        assert_eq!(out.status.code(), Some(4), "{value}: {}", stderr(&out));
+        assert!(!stderr(&out).contains("invalid value"), "{}", stderr(&out));
+    }
+}

@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::aws::ApiCalls;
 use crate::cli::{BaselineCommand, BaselineUpArgs};
 use crate::naming::EnvName;
-use crate::resources::baseline::{ItemReport, guardduty};
+use crate::resources::baseline::{self, Account, Consent, ItemReport};
 use crate::resources::{discovery, now};
 use crate::settings::Settings;
 use crate::ui::Printer;
@@ -71,15 +71,25 @@ pub async fn baseline(
             )
         })?
         .to_owned();
-    let gd = &session.aws.clients.guardduty;
+    let acct = Account {
+        clients: &session.aws.clients,
+        id: account.clone(),
+        region: region.to_owned(),
+        now: now(),
+    };
     let (name, items) = match command {
         BaselineCommand::Up(BaselineUpArgs {
             enable_suspended_detector,
-        }) => (
-            "up",
-            vec![guardduty::ensure(gd, &now(), enable_suspended_detector).await?],
-        ),
-        BaselineCommand::Status => ("status", vec![guardduty::observe(gd).await?]),
+        }) => {
+            let consent = Consent {
+                enable_suspended_detector,
+            };
+            (
+                "up",
+                baseline::ensure(&acct, consent, &progress(printer)).await?,
+            )
+        }
+        BaselineCommand::Status => ("status", baseline::observe(&acct).await?),
         BaselineCommand::Down => {
             let envs = live_envs(&session).await?;
             if !envs.is_empty() {
@@ -93,12 +103,15 @@ pub async fn baseline(
                 printer.warn("aborted: nothing was changed");
                 return Ok(ExitStatus::Usage);
             }
-            ("down", vec![guardduty::destroy(gd).await?])
+            ("down", baseline::destroy(&acct).await?)
         }
     };
-    for item in &items {
-        for note in &item.notes {
-            printer.warn(&format!("{}: {note}", item.item));
+    if name != "up" {
+        // `up` told them as it went (`progress`).
+        for item in &items {
+            for note in &item.notes {
+                printer.warn(&format!("{}: {note}", item.item));
+            }
         }
     }
     let doc = Doc {
@@ -116,9 +129,50 @@ pub async fn baseline(
     Ok(ExitStatus::Success)
 }
 
+/// One line on stderr per baseline item as `up` settles it, and its notes.
+pub fn progress(printer: Printer) -> impl Fn(&ItemReport) + Send + Sync {
+    move |item: &ItemReport| {
+        printer.info(&format!(
+            "baseline {}: {}{}",
+            item.item,
+            item.action,
+            item.id
+                .as_deref()
+                .map(|id| format!(" ({id})"))
+                .unwrap_or_default()
+        ));
+        for note in &item.notes {
+            printer.warn(&format!("{}: {note}", item.item));
+        }
+    }
+}
+
+/// What an env's `up` runs before its walk: the baseline it needs, adopted
+/// or created, never changing an adopted item (no consent is implied).
+pub async fn ensure_for_env(
+    session: &Session,
+    printer: Printer,
+    account_id: &str,
+    region: &str,
+) -> Result<Vec<ItemReport>> {
+    let acct = Account {
+        clients: &session.aws.clients,
+        id: account_id.to_owned(),
+        region: region.to_owned(),
+        now: now(),
+    };
+    baseline::ensure(&acct, Consent::default(), &progress(printer))
+        .await
+        .context(
+            "the account baseline (GuardDuty, its alerts and findings export) could not be \
+             ensured, so the env was not touched; fix the cause, or pass --no-baseline \
+             (PAYOPS_NO_BASELINE=1) where the account's baseline is not payops' to manage",
+        )
+}
+
 fn text(doc: &Doc) -> String {
     let mut out = format!(
-        "{:<20} {:<34} {:<8} {:<10} ACTION\n",
+        "{:<20} {:<44} {:<8} {:<16} ACTION\n",
         "ITEM", "ID", "OWNER", "STATE"
     );
     for i in &doc.items {
@@ -128,7 +182,7 @@ fn text(doc: &Doc) -> String {
             None => "-",
         };
         out.push_str(&format!(
-            "{:<20} {:<34} {:<8} {:<10} {}\n",
+            "{:<20} {:<44} {:<8} {:<16} {}\n",
             i.item,
             i.id.as_deref().unwrap_or("-"),
             owner,
@@ -161,7 +215,9 @@ async fn live_envs(session: &Session) -> Result<Vec<String>> {
 fn confirm(region: &str, account: &str) -> Result<bool> {
     eprint!(
         "This removes what payops created of the account baseline of account {account} in \
-         {region} (GuardDuty's detector, with its findings). Adopted items stay.\n\
+         {region} (GuardDuty's detector, its findings export with the exported findings, the \
+         security alerts topic and rule, and their KMS keys, scheduled for deletion). Adopted \
+         items stay.\n\
          Type the region to confirm: "
     );
     std::io::stderr().flush()?;

@@ -14,7 +14,7 @@ use crate::cli::{DestroyAllArgs, Shape};
 use crate::duration::format_age;
 use crate::engine::{Outcome, error_chain};
 use crate::naming::EnvName;
-use crate::resources::baseline::{ItemReport, Owner, guardduty};
+use crate::resources::baseline::{self, Account, ItemReport, Owner};
 use crate::resources::discovery;
 use crate::settings::{DEFAULT_PARALLELISM, Settings, Verbosity};
 use crate::state::LastRun;
@@ -187,8 +187,20 @@ pub async fn status(
     let (rows, retained) = survey(settings, printer, session, |_| true, |_| true).await?;
     // The account baseline beside the envs; a role that may not read it
     // (or an emulator without GuardDuty) does not make status fail.
-    let baseline = match guardduty::observe(&session.aws.clients.guardduty).await {
-        Ok(item) => vec![item],
+    let observed = match session.aws.account().await {
+        Ok(account) => {
+            let acct = Account {
+                clients: &session.aws.clients,
+                id: account.to_owned(),
+                region: settings.aws.region.clone(),
+                now: String::new(),
+            };
+            baseline::observe(&acct).await.map_err(anyhow::Error::from)
+        }
+        Err(e) => Err(anyhow::Error::from(e)),
+    };
+    let baseline = match observed {
+        Ok(items) => items,
         Err(e) => {
             printer.warn(&format!("could not read the account baseline: {e}"));
             Vec::new()

@@ -67,6 +67,17 @@ async fn up_locked(
     }
     let cx = &opened.cx;
     let graph = resources::graph(&opened.spec)?;
+    // The account baseline the env relies on (threat detection, alerts,
+    // findings export), adopted or created before the env's first change,
+    // so that no env runs in an account without it and nobody needs a
+    // second command. Its failure stops `up` here, with nothing of the env
+    // changed.
+    let baseline = if args.no_baseline {
+        printer.info("account baseline: skipped (--no-baseline)");
+        None
+    } else {
+        Some(super::baseline::ensure_for_env(session, printer, &cx.account_id, &cx.region).await?)
+    };
 
     let mut state = opened
         .state
@@ -129,5 +140,6 @@ async fn up_locked(
     report.outputs = Some(&values);
     let trailer: String = notes.iter().map(|n| format!("note: {n}\n")).collect();
     report.notes = notes;
+    report.baseline = baseline.map(|items| serde_json::json!(items));
     finish(printer, &report, &walk, &trailer)
 }

@@ -68,6 +68,10 @@ pub struct RunReport<'a> {
     /// `--reserved-concurrency auto` reserving nothing in a small account).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// `up` only: the account baseline items it ensured before the env
+    /// (absent with `--no-baseline`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<serde_json::Value>,
 }
 
 fn ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -100,6 +104,7 @@ impl<'a> RunReport<'a> {
             outputs: None,
             leftovers: None,
             notes: Vec::new(),
+            baseline: None,
         }
     }
 }

@@ -340,6 +340,9 @@ impl TestEnv {
                 cmd.env_remove(var);
             }
             cmd.env_remove("PAYOPS_QUOTA_INTERNET_GATEWAYS");
+            // The operator's account keeps its own baseline (GuardDuty is
+            // billed): only tests/baseline.rs asks for it.
+            cmd.env("PAYOPS_NO_BASELINE", "1");
             for (k, v) in &self.vars {
                 cmd.env(k, v);
             }
@@ -362,7 +365,12 @@ impl TestEnv {
             // quotas of a new account (5 addresses) but enforces none.
             .env("PAYOPS_QUOTA_ELASTIC_IPS", "1000")
             .env("PAYOPS_QUOTA_VPCS", "1000")
-            .env("PAYOPS_QUOTA_INTERNET_GATEWAYS", "1000");
+            .env("PAYOPS_QUOTA_INTERNET_GATEWAYS", "1000")
+            // Many envs come up at once in one emulator account: the
+            // account baseline they would share is tested in
+            // tests/baseline.rs, each test in an account of its own
+            // (`without_var("PAYOPS_NO_BASELINE")`).
+            .env("PAYOPS_NO_BASELINE", "1");
         for var in [
             "AWS_PROFILE",
             "AWS_DEFAULT_PROFILE",

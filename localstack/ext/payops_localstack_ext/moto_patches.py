@@ -868,3 +868,138 @@ def patch_guardduty_one_detector() -> None:
 
     GuardDutyBackend.create_detector = create_detector
     GuardDutyBackend._payops_one_detector = True
+
+
+def patch_guardduty_publishing_destinations() -> None:
+    """GuardDuty's findings export (moto 5.2 has none of it): Create, List,
+    Describe, Update and DeletePublishingDestination, as the GuardDuty API
+    reference documents them. A destination belongs to its detector (a
+    detector that is not the account's answers BadRequestException, as
+    moto's own detector calls do) and goes with it. GuardDuty's check that it
+    may write to the bucket and use the key is not emulated (docs/runbook.md).
+    """
+    import json
+
+    from moto.guardduty import urls
+    from moto.guardduty.exceptions import GuardDutyException
+    from moto.guardduty.responses import GuardDutyResponse
+    from moto.moto_api._internal import mock_random as random
+
+    if getattr(GuardDutyResponse, "_payops_destinations", False):
+        return
+
+    class DestinationNotFound(GuardDutyException):
+        code = 400
+
+        def __init__(self) -> None:
+            super().__init__(
+                "BadRequestException",
+                "The request is rejected because the input destinationId is not owned by the current account.",
+            )
+
+        def get_headers(self, *args, **kwargs):
+            return [("X-Amzn-ErrorType", "BadRequestException")]
+
+    urls.url_paths["{0}/detector/(?P<detector_id>[^/]+)/publishingDestination$"] = GuardDutyResponse.dispatch
+    urls.url_paths[
+        "{0}/detector/(?P<detector_id>[^/]+)/publishingDestination/(?P<destination_id>[^/]+)$"
+    ] = GuardDutyResponse.dispatch
+
+    def destinations(backend, detector_id):
+        detector = backend.get_detector(detector_id)  # BadRequestException when not ours
+        if not hasattr(detector, "_payops_destinations"):
+            detector._payops_destinations = {}
+        return detector._payops_destinations
+
+    def destination(backend, detector_id, destination_id):
+        store = destinations(backend, detector_id)
+        if destination_id not in store:
+            raise DestinationNotFound()
+        return store[destination_id]
+
+    def ids(self):
+        parts = self.path.split("/")
+        i = parts.index("detector")
+        detector_id = parts[i + 1]
+        destination_id = parts[i + 3] if len(parts) > i + 3 else None
+        return detector_id, destination_id
+
+    def create_publishing_destination(self):
+        detector_id, _ = ids(self)
+        store = destinations(self.guardduty_backend, detector_id)
+        token = self._get_param("clientToken")
+        for dest_id, d in store.items():
+            if token and d.get("_token") == token:
+                return json.dumps({"destinationId": dest_id})
+        dest_id = random.get_random_hex(length=32)
+        store[dest_id] = {
+            "destinationId": dest_id,
+            "destinationType": self._get_param("destinationType") or "S3",
+            "status": "PUBLISHING",
+            "publishingFailureStartTimestamp": 0,
+            "destinationProperties": self._get_param("destinationProperties") or {},
+            "tags": self._get_param("tags") or {},
+            "_token": token,
+        }
+        return json.dumps({"destinationId": dest_id})
+
+    def list_publishing_destinations(self):
+        detector_id, _ = ids(self)
+        store = destinations(self.guardduty_backend, detector_id)
+        return json.dumps(
+            {
+                "destinations": [
+                    {k: d[k] for k in ("destinationId", "destinationType", "status")}
+                    for d in store.values()
+                ]
+            }
+        )
+
+    def describe_publishing_destination(self):
+        detector_id, destination_id = ids(self)
+        d = destination(self.guardduty_backend, detector_id, destination_id)
+        return json.dumps({k: v for k, v in d.items() if not k.startswith("_")})
+
+    def update_publishing_destination(self):
+        detector_id, destination_id = ids(self)
+        d = destination(self.guardduty_backend, detector_id, destination_id)
+        props = self._get_param("destinationProperties")
+        if props:
+            d["destinationProperties"] = props
+        return json.dumps({})
+
+    def delete_publishing_destination(self):
+        detector_id, destination_id = ids(self)
+        destination(self.guardduty_backend, detector_id, destination_id)
+        del destinations(self.guardduty_backend, detector_id)[destination_id]
+        return json.dumps({})
+
+    GuardDutyResponse.create_publishing_destination = create_publishing_destination
+    GuardDutyResponse.list_publishing_destinations = list_publishing_destinations
+    GuardDutyResponse.describe_publishing_destination = describe_publishing_destination
+    GuardDutyResponse.update_publishing_destination = update_publishing_destination
+    GuardDutyResponse.delete_publishing_destination = delete_publishing_destination
+    # Destinations live on their detector: DeleteDetector takes them along,
+    # as on AWS.
+    GuardDutyResponse._payops_destinations = True
+
+
+def patch_events_test_event_pattern() -> None:
+    """EventBridge TestEventPattern (moto 5.2 answers nothing): with moto's
+    own matcher, the one its rules deliver with, so a pattern tested here
+    behaves as the emulator's rules do. (LocalStack serves it natively.)"""
+    import json
+
+    from moto.events.models import EventPattern
+    from moto.events.responses import EventsHandler
+
+    if getattr(EventsHandler, "_payops_test_event_pattern", False):
+        return
+
+    def test_event_pattern(self):
+        pattern = EventPattern.load(self._get_param("EventPattern"))
+        event = json.loads(self._get_param("Event"))
+        return json.dumps({"Result": bool(pattern.matches_event(event))}), self.response_headers
+
+    EventsHandler.test_event_pattern = test_event_pattern
+    EventsHandler._payops_test_event_pattern = True

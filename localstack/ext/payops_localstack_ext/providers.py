@@ -271,9 +271,10 @@ def wafv2():
 
 @aws_provider(api="guardduty", name=PROVIDER_NAME)
 def guardduty():
-    from .moto_patches import patch_guardduty_one_detector
+    from .moto_patches import patch_guardduty_one_detector, patch_guardduty_publishing_destinations
 
     patch_guardduty_one_detector()
+    patch_guardduty_publishing_destinations()
     return moto_service("guardduty")
 
 

@@ -1,17 +1,32 @@
 //! The account baseline: what one account and region holds once, shared by
-//! every env there (GuardDuty's detector today; the Config recorder, X-Ray's
-//! encryption setting and API Gateway's logging role belong here too).
+//! every env there. Today: GuardDuty's detector, the security alerts for its
+//! HIGH findings (a KMS key, an SNS topic, an EventBridge rule) and the
+//! export of its findings (a KMS key, an S3 bucket, a publishing
+//! destination). The Config recorder, X-Ray's encryption setting and API
+//! Gateway's logging role belong here too (issue 17).
 //!
 //! These are not env steps: an env's graph owns what carries its
-//! `payops:env` tag and `down` removes all of it, while a singleton may
-//! predate payops (another team's) and must outlive every env. So each item
-//! is found from AWS alone, adopted when it exists, created only when it
-//! does not, and tagged only when payops created it: the tag is the record of
-//! ownership that survives a fresh machine (see docs/architecture.md).
+//! `payops:env` tag and `down` removes all of it, while the baseline must
+//! outlive every env (and its singletons may predate payops). So each item
+//! is found from AWS alone, by a name no env can make (env names cannot
+//! start with `baseline`, see `naming`) or, for the singletons, by asking
+//! the service, and tagged `payops:scope=account-baseline` when payops
+//! created it: that tag is the record of ownership, and it survives a fresh
+//! machine (see docs/architecture.md). Only the singletons (the detector and
+//! its publishing destination) are ever adopted; an item under one of
+//! payops' baseline names without payops' tags is refused, never used.
 
+pub mod alerts_topic;
+pub mod findings_bucket;
+pub mod findings_rule;
 pub mod guardduty;
+pub mod kms_key;
+pub mod publishing;
 
 use serde::Serialize;
+
+use crate::aws::{AwsError, Clients};
+use crate::tags::{self, TagMap};
 
 /// Who an existing baseline item belongs to, by its tags.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -43,10 +58,272 @@ pub struct ItemReport {
     /// What the item is doing: e.g. `enabled`, `suspended`, `absent`.
     pub state: String,
     /// What the command did: `created`, `adopted`, `updated`, `in-sync`,
-    /// `deleted`, `kept`, `absent`, `refused` or, for `status`, `observed`.
+    /// `deleted`, `kept`, `absent`, `not-needed`, `refused` or, for
+    /// `status`, `observed`.
     pub action: &'static str,
     /// Anything the operator should know (a suspended detector, a setting
     /// left as another team chose it).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+}
+
+impl ItemReport {
+    /// An item that does not exist.
+    pub fn absent(item: &'static str, action: &'static str) -> Self {
+        Self {
+            item,
+            id: None,
+            owner: None,
+            state: "absent".into(),
+            action,
+            notes: Vec::new(),
+        }
+    }
+
+    /// An item payops created (or found tagged as its own).
+    pub fn ours(item: &'static str, id: impl Into<String>, action: &'static str) -> Self {
+        Self {
+            item,
+            id: Some(id.into()),
+            owner: Some(Owner::Payops),
+            state: "present".into(),
+            action,
+            notes: Vec::new(),
+        }
+    }
+
+    fn with_note(mut self, note: impl Into<String>) -> Self {
+        self.notes.push(note.into());
+        self
+    }
+}
+
+/// Whether `tags` say payops created the item for the baseline.
+pub fn owner_of(tags: &TagMap) -> Owner {
+    if tags.get(tags::MANAGED_BY).map(String::as_str) == Some(tags::MANAGER)
+        && tags.get(SCOPE_TAG).map(String::as_str) == Some(SCOPE)
+        && !tags.contains_key(tags::ENV)
+    {
+        Owner::Payops
+    } else {
+        Owner::Adopted
+    }
+}
+
+/// Refuses an item found under one of payops' baseline names that payops
+/// did not create: it is not ours to use, change or delete.
+pub fn check_ours(what: impl std::fmt::Display, tags: &TagMap) -> Result<(), AwsError> {
+    match owner_of(tags) {
+        Owner::Payops => Ok(()),
+        Owner::Adopted => Err(AwsError::NotOurs {
+            what: what.to_string(),
+            owner: format!(
+                "it has no {SCOPE_TAG}={SCOPE} tag, so it is not the account baseline payops made"
+            ),
+        }),
+    }
+}
+
+/// Tags payops missing on a baseline item it owns (others' tags stay).
+pub fn missing_tags(acct: &Account<'_>, existing: &TagMap) -> TagMap {
+    let mut desired = acct.tags();
+    if let Some(at) = existing.get(tags::CREATED_AT) {
+        desired.insert(tags::CREATED_AT.into(), at.clone());
+    }
+    desired
+        .into_iter()
+        .filter(|(k, v)| existing.get(k) != Some(v))
+        .collect()
+}
+
+/// The account and region the baseline is for, and the clients to reach it.
+pub struct Account<'a> {
+    pub clients: &'a Clients,
+    pub id: String,
+    pub region: String,
+    /// `payops:created-at` of what this run creates.
+    pub now: String,
+}
+
+impl Account<'_> {
+    pub fn partition(&self) -> &'static str {
+        if self.region.starts_with("cn-") {
+            "aws-cn"
+        } else if self.region.starts_with("us-gov-") {
+            "aws-us-gov"
+        } else {
+            "aws"
+        }
+    }
+
+    /// `arn:<partition>:<service>:<region>:<account>:<resource>`.
+    pub fn arn(&self, service: &str, resource: &str) -> String {
+        format!(
+            "arn:{}:{service}:{}:{}:{resource}",
+            self.partition(),
+            self.region,
+            self.id
+        )
+    }
+
+    pub fn root_arn(&self) -> String {
+        format!("arn:{}:iam::{}:root", self.partition(), self.id)
+    }
+
+    /// The tags of a baseline item payops creates: ownership and scope, the
+    /// cost tag, and no `payops:env` (no env owns it).
+    pub fn tags(&self) -> TagMap {
+        TagMap::from([
+            (tags::MANAGED_BY.into(), tags::MANAGER.into()),
+            (SCOPE_TAG.into(), SCOPE.into()),
+            (tags::CREATED_AT.into(), self.now.clone()),
+            ("Project".into(), "payops".into()),
+            ("Environment".into(), "account-baseline".into()),
+        ])
+    }
+
+    pub fn detector_arn(&self, detector_id: &str) -> String {
+        self.arn("guardduty", &format!("detector/{detector_id}"))
+    }
+
+    pub fn topic_arn(&self) -> String {
+        self.arn("sns", ALERTS_TOPIC)
+    }
+
+    pub fn rule_arn(&self) -> String {
+        self.arn("events", &format!("rule/{HIGH_FINDINGS_RULE}"))
+    }
+
+    /// S3 names are global: account and region make it unique, and no env
+    /// name makes `payops-baseline-...` (see `naming`).
+    pub fn findings_bucket(&self) -> String {
+        format!("payops-baseline-findings-{}-{}", self.id, self.region)
+    }
+
+    pub fn findings_bucket_arn(&self) -> String {
+        format!("arn:{}:s3:::{}", self.partition(), self.findings_bucket())
+    }
+}
+
+/// The SNS topic the HIGH findings go to.
+pub const ALERTS_TOPIC: &str = "payops-baseline-security-alerts";
+/// The EventBridge rule (default bus) that sends them.
+pub const HIGH_FINDINGS_RULE: &str = "payops-baseline-guardduty-high";
+
+/// What `baseline up` (and an env's `up`) may change.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Consent {
+    /// Re-enable an adopted detector that is suspended.
+    pub enable_suspended_detector: bool,
+}
+
+/// Makes sure the baseline exists, in dependency order; each item's report
+/// as it went. `progress` hears of each item as it is done.
+pub async fn ensure(
+    acct: &Account<'_>,
+    consent: Consent,
+    progress: &(dyn Fn(&ItemReport) + Send + Sync),
+) -> Result<Vec<ItemReport>, AwsError> {
+    let mut done = Vec::new();
+    let mut push = |r: ItemReport| {
+        progress(&r);
+        done.push(r);
+    };
+    let gd = &acct.clients.guardduty;
+    let detector = guardduty::ensure(gd, &acct.now, consent.enable_suspended_detector).await?;
+    let detector_id = detector
+        .id
+        .clone()
+        .ok_or_else(|| AwsError::Conflict("GuardDuty's detector has no id after ensure".into()))?;
+    push(detector);
+
+    // Alerts: key, then the topic it encrypts, then the rule that publishes.
+    let (key, alerts_key) = kms_key::ensure(acct, &kms_key::ALERTS).await?;
+    push(key);
+    let (topic, topic_arn) = alerts_topic::ensure(acct, &alerts_key).await?;
+    push(topic);
+    push(findings_rule::ensure(acct, &topic_arn).await?);
+
+    // Export: a destination someone else made is adopted, and then payops'
+    // bucket and key are not needed.
+    let existing = publishing::find(gd, &detector_id).await?;
+    if let Some(theirs) = existing.as_ref().filter(|d| d.owner == Owner::Adopted) {
+        for item in [kms_key::FINDINGS.item, findings_bucket::ITEM] {
+            push(ItemReport::absent(item, "not-needed").with_note(
+                "GuardDuty already exports this detector's findings elsewhere (adopted)",
+            ));
+        }
+        push(publishing::adopted(theirs));
+        return Ok(done);
+    }
+    let findings = kms_key::Spec::findings(acct, &detector_id);
+    let (key, findings_key) = kms_key::ensure(acct, &findings).await?;
+    push(key);
+    push(findings_bucket::ensure(acct, &findings_key, &detector_id).await?);
+    push(publishing::ensure(acct, &detector_id, &findings_key, existing).await?);
+    Ok(done)
+}
+
+/// What `status` shows: reads only.
+pub async fn observe(acct: &Account<'_>) -> Result<Vec<ItemReport>, AwsError> {
+    let gd = &acct.clients.guardduty;
+    let detector = guardduty::observe(gd).await?;
+    let detector_id = detector.id.clone();
+    let mut items = vec![
+        detector,
+        kms_key::observe(acct, &kms_key::ALERTS).await?,
+        alerts_topic::observe(acct).await?,
+        findings_rule::observe(acct).await?,
+        kms_key::observe(acct, &kms_key::FINDINGS).await?,
+        findings_bucket::observe(acct).await?,
+    ];
+    items.push(match &detector_id {
+        Some(id) => publishing::observe(gd, id).await?,
+        None => ItemReport::absent(publishing::ITEM, "observed"),
+    });
+    Ok(items)
+}
+
+/// Removes what payops created, dependents first: the export (destination,
+/// bucket, key), the alerts (rule, topic, key), then the detector. Adopted
+/// items stay; the caller has made sure no env is left.
+pub async fn destroy(acct: &Account<'_>) -> Result<Vec<ItemReport>, AwsError> {
+    let gd = &acct.clients.guardduty;
+    let detector = guardduty::find(gd).await?;
+    let mut items = Vec::new();
+    items.push(match &detector {
+        Some(d) => publishing::destroy(gd, &d.id).await?,
+        None => ItemReport::absent(publishing::ITEM, "absent"),
+    });
+    items.push(findings_bucket::destroy(acct).await?);
+    items.push(kms_key::destroy(acct, &kms_key::FINDINGS).await?);
+    items.push(findings_rule::destroy(acct).await?);
+    items.push(alerts_topic::destroy(acct).await?);
+    items.push(kms_key::destroy(acct, &kms_key::ALERTS).await?);
+    items.push(guardduty::destroy(gd).await?);
+    Ok(items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_payops_scope_tags_without_an_env_make_an_item_ours() {
+        let ours = TagMap::from([
+            (tags::MANAGED_BY.into(), tags::MANAGER.into()),
+            (SCOPE_TAG.into(), SCOPE.into()),
+        ]);
+        assert_eq!(owner_of(&ours), Owner::Payops);
+        // An env's resource is never the baseline's.
+        let mut env = ours.clone();
+        env.insert(tags::ENV.into(), "pr1".into());
+        assert_eq!(owner_of(&env), Owner::Adopted);
+        // payops' managed-by alone (an env step's) is not enough.
+        let managed = TagMap::from([(tags::MANAGED_BY.into(), tags::MANAGER.into())]);
+        assert_eq!(owner_of(&managed), Owner::Adopted);
+        let err = check_ours("SNS topic t", &managed).unwrap_err();
+        assert!(matches!(err, AwsError::NotOurs { .. }), "{err}");
+        assert!(check_ours("SNS topic t", &ours).is_ok());
+    }
 }
