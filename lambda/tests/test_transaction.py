@@ -213,3 +213,85 @@ def test_without_a_bus_nothing_is_published(env, context):
             raise AssertionError("no bus configured: no PutEvents")
 
     assert tp.publish_event(Events(), {}, tp.SUCCEEDED, {"transactionId": "tx-1"}, "req-1") is False
+
+
+# ------------------------------------------------------- settlement requests
+
+
+@pytest.fixture
+def processing(env):
+    """The env's processing queue, as the queue consumer reads it."""
+    sqs = boto3.client("sqs")
+    queue = sqs.create_queue(QueueName="payops-t1-payments-processing")["QueueUrl"]
+    boto3.client("ssm").put_parameter(Name=f"{ENV_PATH}PaymentsProcessingQueueUrl", Value=queue, Type="String")
+
+    def requests():
+        out = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", [])
+        return [m["Body"] for m in out]
+
+    return {**env, "sqs": sqs, "queue": queue, "requests": requests}
+
+
+def test_a_processed_payment_asks_the_consumer_to_settle_it(processing, context):
+    import payment_queue_consumer as consumer
+
+    assert tp.handler(alb_event(payment()), context)["statusCode"] == 201
+    bodies = processing["requests"]()
+    assert bodies == [json.dumps({"transactionId": "tx-1"})]
+    # The consumer reads exactly what the producer sends.
+    assert consumer.settlement_request(bodies[0]) == "tx-1"
+    assert VISA[-4:] not in bodies[0]
+
+
+def test_a_failed_payment_is_not_settled(processing, context):
+    answer = tp.handler(alb_event(payment(transactionId="tx-bad", cardNumber="4111111111111112")), context)
+    assert answer["statusCode"] == 400
+    assert processing["requests"]() == []
+
+
+def test_a_retry_asks_again_while_unsettled_and_not_once_settled(processing, context):
+    import payment_queue_consumer as consumer
+
+    tp.handler(alb_event(payment()), context)
+    assert len(processing["requests"]()) == 1
+    # A retry while still PROCESSED asks again (the first send may have failed;
+    # settling twice is harmless).
+    assert tp.handler(alb_event(payment()), context)["statusCode"] == 200
+    assert processing["requests"]() == [json.dumps({"transactionId": "tx-1"})]
+    assert consumer.settle(processing["ddb"], TABLE, "tx-1") is True
+    assert tp.handler(alb_event(payment()), context)["statusCode"] == 200
+    assert processing["requests"]() == []
+
+
+def test_a_failed_send_is_logged_and_counted_and_the_payment_still_answered(processing, context, capsys, caplog):
+    caplog.set_level(logging.INFO, logger="payops")
+    processing["sqs"].delete_queue(QueueUrl=processing["queue"])
+    answer = tp.handler(alb_event(payment()), context)
+    assert answer["statusCode"] == 201
+    assert json.loads(answer["body"])["status"] == "PROCESSED"
+    assert "settlement request not queued" in "\n".join(r.getMessage() for r in caplog.records)
+    metrics = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert [(m["Env"], m.get("SettlementRequestsFailed")) for m in metrics] == [("t1", 1)]
+    directive = metrics[0]["_aws"]["CloudWatchMetrics"][0]
+    assert directive["Metrics"] == [{"Name": "SettlementRequestsFailed", "Unit": "Count"}]
+
+
+def test_a_send_error_of_any_kind_is_swallowed(context, capsys):
+    from botocore.exceptions import EndpointConnectionError
+
+    class Sqs:
+        def send_message(self, QueueUrl, MessageBody):
+            raise EndpointConnectionError(endpoint_url="https://sqs.us-east-1.amazonaws.com")
+
+    cfg = {"PaymentsProcessingQueueUrl": "https://sqs.us-east-1.amazonaws.com/1/q"}
+    assert tp.request_settlement(Sqs(), cfg, "tx-9", "req-9") is False
+    assert '"SettlementRequestsFailed": 1' in capsys.readouterr().out
+
+
+def test_without_a_processing_queue_nothing_is_sent(env, context):
+    class Sqs:
+        def send_message(self, QueueUrl, MessageBody):
+            raise AssertionError("no queue configured: no SendMessage")
+
+    assert tp.request_settlement(Sqs(), {}, "tx-1", "req-1") is False
+    assert tp.handler(alb_event(payment()), context)["statusCode"] == 201

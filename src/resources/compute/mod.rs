@@ -90,6 +90,16 @@ pub fn register(r: &mut Registry) {
                 "kms-key:logs",
                 "the topic and the card-hash SecureString are encrypted with the logs key",
             ),
+            dep(
+                function_roles::CONSUMER_QUEUE_INPUT.0,
+                "with the event backbone, the role may send settlement requests to the \
+                 processing queue only (its ARN is in the policy)",
+            ),
+            dep(
+                function_roles::EVENTS_KEY_INPUT.0,
+                "with the event backbone, the role may encrypt messages for the processing \
+                 queue with the events key, through SQS only",
+            ),
         ],
     );
     r.add(
