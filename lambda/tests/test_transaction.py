@@ -295,3 +295,84 @@ def test_without_a_processing_queue_nothing_is_sent(env, context):
 
     assert tp.request_settlement(Sqs(), {}, "tx-1", "req-1") is False
     assert tp.handler(alb_event(payment()), context)["statusCode"] == 201
+
+
+# ------------------------------------------------------------ transaction log
+
+STREAM = "payops-t1-transaction-log"
+LOG_BUCKET = "payops-t1-txlog"
+
+
+@pytest.fixture
+def transaction_log(env):
+    """The env's stream to its bucket (moto delivers each put straight to S3,
+    untransformed)."""
+    s3 = env["s3"]
+    s3.create_bucket(Bucket=LOG_BUCKET)
+    boto3.client("firehose").create_delivery_stream(
+        DeliveryStreamName=STREAM,
+        DeliveryStreamType="DirectPut",
+        ExtendedS3DestinationConfiguration={
+            "RoleARN": "arn:aws:iam::123456789012:role/payops-t1-us-east-1-transaction-log-delivery",
+            "BucketARN": f"arn:aws:s3:::{LOG_BUCKET}",
+            "Prefix": "transactions/",
+        },
+    )
+    boto3.client("ssm").put_parameter(Name=f"{ENV_PATH}TransactionLogStreamName", Value=STREAM, Type="String")
+
+    def logged():
+        out = []
+        for o in s3.list_objects_v2(Bucket=LOG_BUCKET).get("Contents", []):
+            body = s3.get_object(Bucket=LOG_BUCKET, Key=o["Key"])["Body"].read().decode()
+            out.extend(json.loads(line) for line in body.splitlines() if line)
+        return out
+
+    return {**env, "logged": logged}
+
+
+def test_each_outcome_goes_to_the_transaction_log_once_without_card_data(transaction_log, context):
+    assert tp.handler(alb_event(payment()), context)["statusCode"] == 201
+    assert tp.handler(alb_event(payment()), context)["statusCode"] == 200  # a retry: not logged again
+    assert tp.handler(alb_event(payment(transactionId="tx-bad", cardNumber="4111111111111112")), context)["statusCode"] == 400
+    logged = transaction_log["logged"]()
+    assert sorted((e["transactionId"], e["status"]) for e in logged) == [("tx-1", "PROCESSED"), ("tx-bad", "FAILED")]
+    text = json.dumps(logged)
+    assert VISA not in text and "4111111111111112" not in text and "cardHash" not in text
+
+
+def test_a_failed_put_is_logged_and_counted_and_the_payment_still_answered(transaction_log, context, capsys, caplog):
+    caplog.set_level(logging.INFO, logger="payops")
+    boto3.client("firehose").delete_delivery_stream(DeliveryStreamName=STREAM)
+    assert tp.handler(alb_event(payment()), context)["statusCode"] == 201
+    assert "transaction log record not put" in "\n".join(r.getMessage() for r in caplog.records)
+    metrics = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert [m.get("TransactionLogRecordsFailed") for m in metrics] == [1]
+
+
+def test_the_log_line_is_what_the_transform_reads(context):
+    import base64
+
+    import transaction_log_transform as transform
+
+    class Firehose:
+        def __init__(self):
+            self.records = []
+
+        def put_record(self, DeliveryStreamName, Record):
+            self.records.append(Record["Data"])
+
+    firehose = Firehose()
+    entry = tp.succeeded_event({"transactionId": "tx-7", "timestamp": "2026-12-06T12:00:00Z", "status": "PROCESSED", "amount": "9.99", "currency": "EUR"})
+    assert tp.log_transaction(firehose, {"TransactionLogStreamName": STREAM}, entry, "req-7") is True
+    event = {"records": [{"recordId": "r1", "data": base64.b64encode(firehose.records[0]).decode()}]}
+    out = transform.handler(event, context)["records"]
+    assert out[0]["result"] == transform.OK
+    assert json.loads(base64.b64decode(out[0]["data"]))["transactionId"] == "tx-7"
+
+
+def test_without_a_stream_nothing_is_put(context):
+    class Firehose:
+        def put_record(self, DeliveryStreamName, Record):
+            raise AssertionError("no stream configured: no PutRecord")
+
+    assert tp.log_transaction(Firehose(), {}, {"transactionId": "tx-1"}, "req-1") is False

@@ -27,6 +27,7 @@ pub fn role(function: Function) -> Role {
         Function::Transaction => "payops transaction processing Lambda",
         Function::Rotation => "payops Aurora master secret rotation Lambda",
         Function::QueueConsumer => "payops payment queue consumer Lambda",
+        Function::LogTransform => "payops transaction log transform Lambda (Firehose)",
     };
     let role = Role::new(
         function.slug(),
@@ -37,6 +38,7 @@ pub fn role(function: Function) -> Role {
     .with_policies(move |cx, step| policies(function, cx, step));
     match function {
         Function::QueueConsumer => role.wanted_when(|cx| Function::QueueConsumer.wanted(cx)),
+        Function::LogTransform => role.wanted_when(|cx| Function::LogTransform.wanted(cx)),
         _ => role,
     }
 }
@@ -111,12 +113,13 @@ pub fn parameters(function: Function) -> &'static [&'static str] {
             "S3KmsKeyArn",
             "EventBusName",
             "PaymentsProcessingQueueUrl",
+            "TransactionLogStreamName",
             "secure/PanHashKey",
             "MaxPaymentAmount",
             "AllowedCurrencies",
         ],
         Function::QueueConsumer => &["TransactionsTableName"],
-        Function::Rotation => &[],
+        Function::Rotation | Function::LogTransform => &[],
     }
 }
 
@@ -184,8 +187,9 @@ pub fn policies(
         );
     }
     // The payment functions read their configuration at cold start, each
-    // only the parameters it names; the rotation function reads none.
-    if function != Function::Rotation {
+    // only the parameters it names; the rotation and transform functions
+    // read none.
+    if !parameters(function).is_empty() {
         statements.push(statement(
             "ReadConfiguration",
             &["ssm:GetParameters"],
@@ -201,7 +205,10 @@ pub fn policies(
     // path, and the blue alias may still serve one until a release is
     // promoted. GetParametersByPath is authorised on the path itself, not on
     // the parameters under it. The queue consumer came after: it never did.
-    if !matches!(function, Function::Rotation | Function::QueueConsumer) {
+    if !matches!(
+        function,
+        Function::Rotation | Function::QueueConsumer | Function::LogTransform
+    ) {
         statements.push(statement(
             "ReadConfigurationOfOlderVersions",
             &["ssm:GetParametersByPath"],
@@ -286,6 +293,9 @@ pub fn policies(
                 }),
             ));
         }
+        // The transform only reads what Firehose hands it and answers: its
+        // logs and traces are all it writes.
+        Function::LogTransform => {}
         Function::Rotation => {
             let key = output(step, "kms-key:logs", "LogsKmsKeyArn")?;
             // Secret ARNs end in `-` and 6 random characters, unknown before
@@ -435,6 +445,17 @@ pub fn policies(
                                 json!(cx.event_bus_arn()),
                             ),
                             statement("RequestSettlements", &["sqs:SendMessage"], json!(queue)),
+                            // The transaction log's stream, by its
+                            // deterministic ARN (the stream needs nothing
+                            // from this role, nor this role from it).
+                            statement(
+                                "LogTransactions",
+                                &["firehose:PutRecord"],
+                                json!(cx.arn(
+                                    "firehose",
+                                    &format!("deliverystream/{}", cx.names.delivery_stream())
+                                )),
+                            ),
                             kms_via(
                                 "ProcessingQueueKey",
                                 &["kms:GenerateDataKey", "kms:Decrypt"],

@@ -37,6 +37,11 @@ pub const QUEUE_CONSUMER: (&str, &str) = (
     include_str!("../../../lambda/payment_queue_consumer.py"),
 );
 
+pub const LOG_TRANSFORM: (&str, &str) = (
+    "transaction_log_transform",
+    include_str!("../../../lambda/transaction_log_transform.py"),
+);
+
 /// A function's deployment package.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Package {

@@ -126,6 +126,11 @@ pub fn register(r: &mut Registry) {
         ],
     );
     r.add(
+        Function::LogTransform.role_step(),
+        function_roles::role(Function::LogTransform),
+        vec![own_log_group(Function::LogTransform)],
+    );
+    r.add(
         Function::Rotation.role_step(),
         function_roles::role(Function::Rotation),
         vec![

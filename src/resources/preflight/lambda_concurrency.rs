@@ -254,10 +254,11 @@ mod tests {
         let rotation = no_functions();
         let (c, fits) = check(&cx(&[&settings, &held, &rotation], "7")).await;
         assert!(fits, "{}", c.detail);
-        // The three payment functions and the queue consumer hold 7 each;
-        // the consumer wants its fixed 5 (the event backbone is on).
-        assert!(c.numbers.contains(&("held_by_env", 28)));
-        assert!(c.numbers.contains(&("wanted", 3 * 7 + 5)));
+        // The three payment functions, the queue consumer and the log
+        // transform hold 7 each; the consumer and the transform want their
+        // fixed 5 each (the event backbone is on).
+        assert!(c.numbers.contains(&("held_by_env", 35)));
+        assert!(c.numbers.contains(&("wanted", 3 * 7 + 5 + 5)));
     }
 
     #[tokio::test]
