@@ -793,9 +793,14 @@ async fn the_transaction_log_stream_delivers_to_its_bucket_and_goes_with_down() 
             .any(|p| p.parameter_value() == output(&outs, "LogTransformFunctionArn")),
         "{processor:?}"
     );
-    let sse = d.delivery_stream_encryption_configuration().unwrap();
-    assert_eq!(sse.key_type().unwrap().as_str(), "CUSTOMER_MANAGED_CMK");
-    assert_eq!(sse.key_arn(), Some(output(&outs, "EventsKmsKeyArn")));
+    // LocalStack 4.14 answers no encryption configuration (a gap: AWS always
+    // does); moto echoes what was asked.
+    if let Some(sse) = d.delivery_stream_encryption_configuration() {
+        assert_eq!(sse.key_type().unwrap().as_str(), "CUSTOMER_MANAGED_CMK");
+        assert_eq!(sse.key_arn(), Some(output(&outs, "EventsKmsKeyArn")));
+    } else {
+        assert_eq!(common::emulator(), common::Emulator::LocalStack);
+    }
 
     // A record through the stream, where the emulator delivers it.
     let line = json!({"transactionId": "tx-log-1", "status": "PROCESSED", "amount": "1.00"});

@@ -163,6 +163,11 @@ pub struct FoundStream {
     destination: Option<Destination>,
     /// (key type, key ARN) of the stream's encryption, when enabled.
     encryption: Option<(String, Option<String>)>,
+    /// Whether the answer had an encryption configuration at all. AWS
+    /// always sends one (Status DISABLED when off); LocalStack 4.14 sends
+    /// none and does not serve StartDeliveryStreamEncryption, so an absent
+    /// one is "cannot tell", not drift.
+    encryption_reported: bool,
     /// CREATING_FAILED, with Firehose's reason: only `down` can help.
     failed: Option<String>,
     tags: TagMap,
@@ -461,6 +466,7 @@ fn found_from(d: &DeliveryStreamDescription, tags: TagMap) -> FoundStream {
             let key_type = e.key_type()?.as_str().to_owned();
             (!off).then(|| (key_type, e.key_arn().map(str::to_owned)))
         }),
+        encryption_reported: d.delivery_stream_encryption_configuration().is_some(),
         failed: (d.delivery_stream_status() == &DeliveryStreamStatus::CreatingFailed)
             .then(|| failure(d)),
         tags,
@@ -584,7 +590,7 @@ impl Resource for DeliveryStream {
             KeyType::CustomerManagedCmk.as_str().to_owned(),
             Some(key.to_owned()),
         );
-        if stream.encryption.as_ref() != Some(&want) {
+        if stream.encryption_reported && stream.encryption.as_ref() != Some(&want) {
             fixes.push(Fix::Encryption);
         }
         Ok(fixes)

@@ -5,7 +5,7 @@
 use crate::aws::{AwsError, OpResult, absent_on};
 use crate::resources::compute::lambda_function::min_unreserved;
 use crate::resources::context::Context;
-use crate::resources::model::{Function, QUEUE_CONSUMER_RESERVED};
+use crate::resources::model::{Function, LOG_TRANSFORM_RESERVED, QUEUE_CONSUMER_RESERVED};
 use crate::spec::Reserve;
 
 use super::Check;
@@ -61,9 +61,10 @@ pub async fn check(cx: &Context) -> (Check, bool) {
             true,
         );
     }
-    // The queue consumer's fixed reservation comes with the event backbone.
+    // The queue consumer's and the log transform's fixed reservations come
+    // with the event backbone.
     let consumer = if cx.spec.events {
-        QUEUE_CONSUMER_RESERVED
+        QUEUE_CONSUMER_RESERVED + LOG_TRANSFORM_RESERVED
     } else {
         0
     };
