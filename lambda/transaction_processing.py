@@ -21,6 +21,22 @@ topic). The payment's answer never depends on the event: a publish that
 fails is logged and counted (metric `PaymentEventsFailed`, namespace
 `payops`, dimension `Env`, written as a CloudWatch embedded-metric log line
 so that counting it cannot fail too), never raised.
+
+A payment stored as PROCESSED also asks to be settled: one message
+`{"transactionId": ...}` on the env's processing queue (configuration
+`PaymentsProcessingQueueUrl`), the format the queue consumer
+(payment_queue_consumer.py) reads. It is sent for a duplicate too, while the
+stored transaction is still PROCESSED: settling is idempotent, so a client's
+retry repairs a send that failed the first time. Like the event, the send
+never changes the payment's answer: a failure is logged and counted
+(`SettlementRequestsFailed`).
+
+Each payment's outcome also goes to the transaction log: one record on the
+env's Firehose stream (configuration `TransactionLogStreamName`), which a
+transform function redacts and normalises and Firehose lands in S3. Put
+directly, not forwarded from the table's stream: this function already holds
+the record. A put that fails is logged and counted
+(`TransactionLogRecordsFailed`), never the payment's failure.
 """
 
 from __future__ import annotations
@@ -43,8 +59,15 @@ FAILED = "Payment Failed"
 METRICS_NAMESPACE = "payops"
 
 
-def _clients() -> tuple[Any, Any, Any, Any]:
-    return boto3.client("dynamodb"), boto3.client("s3"), boto3.client("sns"), boto3.client("events")
+def _clients() -> tuple[Any, Any, Any, Any, Any, Any]:
+    return (
+        boto3.client("dynamodb"),
+        boto3.client("s3"),
+        boto3.client("sns"),
+        boto3.client("events"),
+        boto3.client("sqs"),
+        boto3.client("firehose"),
+    )
 
 
 def audit_key(record: dict[str, Any]) -> str:
@@ -115,9 +138,12 @@ def publish_failure(sns: Any, topic: str, transaction_id: Any, reason: str) -> N
 
 
 def count_failed_event(env: str) -> None:
-    """One `PaymentEventsFailed` in an embedded-metric log line: CloudWatch
-    extracts the metric from the log, so counting needs no call that could
-    fail in turn."""
+    count_failure(env, "PaymentEventsFailed")
+
+
+def count_failure(env: str, metric: str) -> None:
+    """One `metric` in an embedded-metric log line: CloudWatch extracts the
+    metric from the log, so counting needs no call that could fail in turn."""
     line = {
         "_aws": {
             "Timestamp": int(time.time() * 1000),
@@ -125,12 +151,12 @@ def count_failed_event(env: str) -> None:
                 {
                     "Namespace": METRICS_NAMESPACE,
                     "Dimensions": [["Env"]],
-                    "Metrics": [{"Name": "PaymentEventsFailed", "Unit": "Count"}],
+                    "Metrics": [{"Name": metric, "Unit": "Count"}],
                 }
             ],
         },
         "Env": env,
-        "PaymentEventsFailed": 1,
+        metric: 1,
     }
     print(json.dumps(line), flush=True)
 
@@ -163,6 +189,42 @@ def publish_event(events: Any, cfg: dict[str, str], detail_type: str, detail: di
     return False
 
 
+def request_settlement(sqs: Any, cfg: dict[str, str], transaction_id: str, request_id: Any) -> bool:
+    """Asks the queue consumer to settle the payment; whether SQS took the
+    message. Never raises. Without `PaymentsProcessingQueueUrl` (the env
+    leaves the event backbone out) nobody settles payments."""
+    queue = cfg.get("PaymentsProcessingQueueUrl")
+    if not queue:
+        return False
+    try:
+        sqs.send_message(QueueUrl=queue, MessageBody=json.dumps({"transactionId": transaction_id}))
+        return True
+    except (BotoCoreError, ClientError) as e:
+        error = e.response.get("Error", {}).get("Code", "error") if isinstance(e, ClientError) else type(e).__name__
+    lib.log("settlement request not queued", requestId=request_id, transactionId=transaction_id, error=error)
+    count_failure(lib.env_name(), "SettlementRequestsFailed")
+    return False
+
+
+def log_transaction(firehose: Any, cfg: dict[str, str], entry: dict[str, Any], request_id: Any) -> bool:
+    """Puts the payment's outcome on the transaction log; whether Firehose
+    took it. Never raises. Without `TransactionLogStreamName` (no event
+    backbone) there is no log. No card data goes in (the transform drops it
+    again, should a field slip through)."""
+    stream = cfg.get("TransactionLogStreamName")
+    if not stream:
+        return False
+    line = json.dumps(lib.redact(entry), default=str, sort_keys=True) + "\n"
+    try:
+        firehose.put_record(DeliveryStreamName=stream, Record={"Data": line.encode()})
+        return True
+    except (BotoCoreError, ClientError) as e:
+        error = e.response.get("Error", {}).get("Code", "error") if isinstance(e, ClientError) else type(e).__name__
+    lib.log("transaction log record not put", requestId=request_id, transactionId=entry.get("transactionId"), error=error)
+    count_failure(lib.env_name(), "TransactionLogRecordsFailed")
+    return False
+
+
 def _public(record: dict[str, Any]) -> dict[str, Any]:
     keep = ("transactionId", "timestamp", "status", "amount", "currency", "cardLast4")
     return {k: record[k] for k in keep if k in record}
@@ -177,8 +239,8 @@ def succeeded_event(record: dict[str, Any]) -> dict[str, Any]:
     return {k: record[k] for k in keep if k in record}
 
 
-def process(body: dict[str, Any], cfg: dict[str, str], clients: tuple[Any, Any, Any, Any], request_id: Any) -> dict[str, Any]:
-    dynamodb, s3, sns, events = clients
+def process(body: dict[str, Any], cfg: dict[str, str], clients: tuple[Any, Any, Any, Any, Any, Any], request_id: Any) -> dict[str, Any]:
+    dynamodb, s3, sns, events, sqs, firehose = clients
     topic = cfg["FailedTransactionsTopicArn"]
     transaction_id = body.get("transactionId") if isinstance(body.get("transactionId"), str) else None
     try:
@@ -187,6 +249,8 @@ def process(body: dict[str, Any], cfg: dict[str, str], clients: tuple[Any, Any, 
         lib.log("payment failed validation", requestId=request_id, transactionId=transaction_id, reason=e.reason)
         publish_failure(sns, topic, transaction_id, e.reason)
         publish_event(events, cfg, FAILED, failed_event(transaction_id, e.reason), request_id)
+        if transaction_id is not None:
+            log_transaction(firehose, cfg, failed_event(transaction_id, e.reason), request_id)
         return lib.response(400, {"status": "FAILED", "reason": e.reason}, alb=True)
     card = payment.pop("cardNumber")
     record = {
@@ -214,7 +278,9 @@ def process(body: dict[str, Any], cfg: dict[str, str], clients: tuple[Any, Any, 
         code = e.response.get("Error", {}).get("Code", "error")
         lib.log("payment failed", requestId=request_id, transactionId=payment["transactionId"], error=code)
         publish_failure(sns, topic, payment["transactionId"], f"storage failed: {code}")
-        publish_event(events, cfg, FAILED, failed_event(payment["transactionId"], f"storage failed: {code}"), request_id)
+        failed = failed_event(payment["transactionId"], f"storage failed: {code}")
+        publish_event(events, cfg, FAILED, failed, request_id)
+        log_transaction(firehose, cfg, failed, request_id)
         return lib.response(500, {"status": "FAILED", "reason": "the payment could not be stored"}, alb=True)
     lib.log(
         "payment processed",
@@ -226,6 +292,9 @@ def process(body: dict[str, Any], cfg: dict[str, str], clients: tuple[Any, Any, 
     # A duplicate's event left with its first processing.
     if not duplicate:
         publish_event(events, cfg, SUCCEEDED, succeeded_event(stored), request_id)
+        log_transaction(firehose, cfg, succeeded_event(stored), request_id)
+    if stored.get("status") == "PROCESSED":
+        request_settlement(sqs, cfg, stored["transactionId"], request_id)
     status = 200 if duplicate else 201
     return lib.response(status, {**_public(stored), "duplicate": duplicate}, alb=True)
 
@@ -246,6 +315,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         "FailedTransactionsTopicArn",
         "S3KmsKeyArn",
         "EventBusName",
+        "PaymentsProcessingQueueUrl",
+        "TransactionLogStreamName",
         "secure/PanHashKey",
         *lib.PAYMENT_SETTINGS,
     )

@@ -265,6 +265,21 @@ impl Names {
         self.resource(name)
     }
 
+    /// The transaction log's bucket: like the audit bucket's name, with
+    /// account and region (S3 names are global).
+    pub fn transaction_log_bucket(&self) -> String {
+        format!(
+            "payops-{}-txlog-{}-{}",
+            self.env, self.account_id, self.region
+        )
+    }
+
+    /// The transaction log's Firehose stream: `payops-<env>-transaction-log`
+    /// (Firehose: 1-64 of letters, digits, `_.-`).
+    pub fn delivery_stream(&self) -> String {
+        self.resource("transaction-log")
+    }
+
     /// The env's custom event bus: `payops-<env>-payments` (EventBridge: at
     /// most 256 of `.-_/` letters and digits, never `default`).
     pub fn event_bus(&self) -> String {
@@ -476,6 +491,14 @@ impl Names {
             ),
             (NameKind::EventRule, self.event_rule(EventRule::DbFailover)),
             (NameKind::IamRole, self.role("secret-rotation")),
+            (NameKind::IamRole, self.role("transaction-log-transform")),
+            (NameKind::IamRole, self.role("transaction-log-delivery")),
+            (
+                NameKind::LambdaFunction,
+                self.function("transaction-log-transform"),
+            ),
+            (NameKind::S3Bucket, self.transaction_log_bucket()),
+            (NameKind::DeliveryStream, self.delivery_stream()),
             (NameKind::Dashboard, self.dashboard()),
         ];
         for purpose in KEY_PURPOSES {
@@ -536,6 +559,7 @@ pub enum NameKind {
     SqsQueue,
     EventRule,
     Dashboard,
+    DeliveryStream,
 }
 
 impl NameKind {
@@ -614,7 +638,7 @@ impl NameKind {
                     return fail("letters, digits, hyphens and underscores only");
                 }
             }
-            Self::EventRule => {
+            Self::EventRule | Self::DeliveryStream => {
                 if !(1..=64).contains(&len) {
                     return fail("must be 1-64 characters");
                 }

@@ -724,3 +724,147 @@ async fn the_queue_consumer_reads_the_processing_queue_reporting_partial_batch_f
     let left = remaining(&aws, &name).await;
     assert!(left.is_empty(), "left behind by down: {left:#?}");
 }
+
+// ===================================================================== 5
+
+/// The transaction log (issue 18, item 4): the stream exists with its
+/// settings, a record put through it lands in the bucket where the emulator
+/// delivers, a second `up` changes nothing and `down` leaves nothing.
+///
+/// Emulator gaps: neither runs the transform function here (Lambda needs
+/// Docker), so what lands is the record as put: moto writes each PutRecord
+/// straight to the destination bucket under the prefix (it does not expand
+/// `!{timestamp:...}` expressions, compress or buffer); LocalStack's
+/// delivery (checked when it serves Firehose) depends on its Lambda for the
+/// processor. The transform's contract is covered by lambda/tests, the
+/// stream's AWS rules (role propagation, CREATING/DELETING waits, version
+/// ids) by unit tests with AWS's answers.
+#[tokio::test]
+#[ignore = "needs an emulator: PAYOPS_TEST_ENDPOINT"]
+async fn the_transaction_log_stream_delivers_to_its_bucket_and_goes_with_down() {
+    let mut env = TestEnv::new();
+    let aws = Aws::connect().await;
+    let (_, report) = env.up_json(&[]);
+    let steps = outcomes(&report);
+    for step in [
+        "s3-bucket:transaction-log",
+        "iam-role:transaction-log-delivery",
+        "lambda-function:transaction-log-transform",
+        "firehose-stream:transaction-log",
+        "alarm:transaction-log-freshness",
+    ] {
+        assert_eq!(steps[step], "created", "{step}: {steps:?}");
+    }
+    let name = env.name.clone();
+    let outs = env.outputs();
+    let stream = output(&outs, "TransactionLogStreamName").to_owned();
+    assert_eq!(stream, format!("payops-{name}-transaction-log"));
+    let described = aws
+        .c
+        .firehose
+        .describe_delivery_stream()
+        .delivery_stream_name(&stream)
+        .send()
+        .await
+        .expect("firehose:DescribeDeliveryStream");
+    let d = described.delivery_stream_description().unwrap();
+    assert_eq!(d.delivery_stream_status().as_str(), "ACTIVE");
+    assert_eq!(d.delivery_stream_type().as_str(), "DirectPut");
+    let dest = d.destinations()[0]
+        .extended_s3_destination_description()
+        .expect("an extended S3 destination");
+    assert_eq!(dest.bucket_arn(), output(&outs, "TransactionLogBucketArn"));
+    assert_eq!(
+        dest.role_arn(),
+        output(&outs, "TransactionLogDeliveryRoleArn")
+    );
+    assert_eq!(dest.compression_format().as_str(), "GZIP");
+    assert!(dest.prefix().unwrap_or("").starts_with("transactions/"));
+    assert!(
+        dest.error_output_prefix()
+            .unwrap_or("")
+            .starts_with("errors/")
+    );
+    let processor = &dest.processing_configuration().unwrap().processors()[0];
+    assert!(
+        processor
+            .parameters()
+            .iter()
+            .any(|p| p.parameter_value() == output(&outs, "LogTransformFunctionArn")),
+        "{processor:?}"
+    );
+    // LocalStack 4.14 answers no encryption configuration (a gap: AWS always
+    // does); moto echoes what was asked.
+    if let Some(sse) = d.delivery_stream_encryption_configuration() {
+        assert_eq!(sse.key_type().unwrap().as_str(), "CUSTOMER_MANAGED_CMK");
+        assert_eq!(sse.key_arn(), Some(output(&outs, "EventsKmsKeyArn")));
+    } else {
+        assert_eq!(common::emulator(), common::Emulator::LocalStack);
+    }
+
+    // A record through the stream, where the emulator delivers it.
+    let line = json!({"transactionId": "tx-log-1", "status": "PROCESSED", "amount": "1.00"});
+    let put = aws
+        .c
+        .firehose
+        .put_record()
+        .delivery_stream_name(&stream)
+        .record(
+            aws_sdk_firehose::types::Record::builder()
+                .data(aws_smithy_types::Blob::new(format!("{line}\n")))
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await;
+    let bucket = output(&outs, "TransactionLogBucketName").to_owned();
+    if common::emulator() == common::Emulator::Moto {
+        put.expect("firehose:PutRecord");
+        let listed = aws
+            .c
+            .s3
+            .list_objects_v2()
+            .bucket(&bucket)
+            .prefix("transactions/")
+            .send()
+            .await
+            .expect("s3:ListObjectsV2");
+        let keys: Vec<&str> = listed.contents().iter().filter_map(|o| o.key()).collect();
+        assert_eq!(keys.len(), 1, "{keys:?}");
+        let body = aws
+            .c
+            .s3
+            .get_object()
+            .bucket(&bucket)
+            .key(keys[0])
+            .send()
+            .await
+            .expect("s3:GetObject")
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes();
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains("tx-log-1"), "{text}");
+    } else {
+        // LocalStack runs the processor's Lambda, which cannot start
+        // offline: the put may be refused; delivery is not checked there.
+        eprintln!("firehose:PutRecord on {:?}: {put:?}", common::emulator());
+    }
+
+    let (_, again) = env.up_json(&[]);
+    assert_no_mutation(&again, "second up with the transaction log");
+
+    let down = env.down_json();
+    down.assert_success();
+    let steps = outcomes(&down.json());
+    assert_eq!(
+        steps["firehose-stream:transaction-log"], "deleted",
+        "{steps:?}"
+    );
+    let left = common::transaction_log_remaining(&aws, &name).await;
+    assert!(left.is_empty(), "left behind by down: {left:#?}");
+    let left = remaining(&aws, &name).await;
+    assert!(left.is_empty(), "left behind by down: {left:#?}");
+}

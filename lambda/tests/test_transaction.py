@@ -213,3 +213,166 @@ def test_without_a_bus_nothing_is_published(env, context):
             raise AssertionError("no bus configured: no PutEvents")
 
     assert tp.publish_event(Events(), {}, tp.SUCCEEDED, {"transactionId": "tx-1"}, "req-1") is False
+
+
+# ------------------------------------------------------- settlement requests
+
+
+@pytest.fixture
+def processing(env):
+    """The env's processing queue, as the queue consumer reads it."""
+    sqs = boto3.client("sqs")
+    queue = sqs.create_queue(QueueName="payops-t1-payments-processing")["QueueUrl"]
+    boto3.client("ssm").put_parameter(Name=f"{ENV_PATH}PaymentsProcessingQueueUrl", Value=queue, Type="String")
+
+    def requests():
+        out = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", [])
+        return [m["Body"] for m in out]
+
+    return {**env, "sqs": sqs, "queue": queue, "requests": requests}
+
+
+def test_a_processed_payment_asks_the_consumer_to_settle_it(processing, context):
+    import payment_queue_consumer as consumer
+
+    assert tp.handler(alb_event(payment()), context)["statusCode"] == 201
+    bodies = processing["requests"]()
+    assert bodies == [json.dumps({"transactionId": "tx-1"})]
+    # The consumer reads exactly what the producer sends.
+    assert consumer.settlement_request(bodies[0]) == "tx-1"
+    assert VISA[-4:] not in bodies[0]
+
+
+def test_a_failed_payment_is_not_settled(processing, context):
+    answer = tp.handler(alb_event(payment(transactionId="tx-bad", cardNumber="4111111111111112")), context)
+    assert answer["statusCode"] == 400
+    assert processing["requests"]() == []
+
+
+def test_a_retry_asks_again_while_unsettled_and_not_once_settled(processing, context):
+    import payment_queue_consumer as consumer
+
+    tp.handler(alb_event(payment()), context)
+    assert len(processing["requests"]()) == 1
+    # A retry while still PROCESSED asks again (the first send may have failed;
+    # settling twice is harmless).
+    assert tp.handler(alb_event(payment()), context)["statusCode"] == 200
+    assert processing["requests"]() == [json.dumps({"transactionId": "tx-1"})]
+    assert consumer.settle(processing["ddb"], TABLE, "tx-1") is True
+    assert tp.handler(alb_event(payment()), context)["statusCode"] == 200
+    assert processing["requests"]() == []
+
+
+def test_a_failed_send_is_logged_and_counted_and_the_payment_still_answered(processing, context, capsys, caplog):
+    caplog.set_level(logging.INFO, logger="payops")
+    processing["sqs"].delete_queue(QueueUrl=processing["queue"])
+    answer = tp.handler(alb_event(payment()), context)
+    assert answer["statusCode"] == 201
+    assert json.loads(answer["body"])["status"] == "PROCESSED"
+    assert "settlement request not queued" in "\n".join(r.getMessage() for r in caplog.records)
+    metrics = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert [(m["Env"], m.get("SettlementRequestsFailed")) for m in metrics] == [("t1", 1)]
+    directive = metrics[0]["_aws"]["CloudWatchMetrics"][0]
+    assert directive["Metrics"] == [{"Name": "SettlementRequestsFailed", "Unit": "Count"}]
+
+
+def test_a_send_error_of_any_kind_is_swallowed(context, capsys):
+    from botocore.exceptions import EndpointConnectionError
+
+    class Sqs:
+        def send_message(self, QueueUrl, MessageBody):
+            raise EndpointConnectionError(endpoint_url="https://sqs.us-east-1.amazonaws.com")
+
+    cfg = {"PaymentsProcessingQueueUrl": "https://sqs.us-east-1.amazonaws.com/1/q"}
+    assert tp.request_settlement(Sqs(), cfg, "tx-9", "req-9") is False
+    assert '"SettlementRequestsFailed": 1' in capsys.readouterr().out
+
+
+def test_without_a_processing_queue_nothing_is_sent(env, context):
+    class Sqs:
+        def send_message(self, QueueUrl, MessageBody):
+            raise AssertionError("no queue configured: no SendMessage")
+
+    assert tp.request_settlement(Sqs(), {}, "tx-1", "req-1") is False
+    assert tp.handler(alb_event(payment()), context)["statusCode"] == 201
+
+
+# ------------------------------------------------------------ transaction log
+
+STREAM = "payops-t1-transaction-log"
+LOG_BUCKET = "payops-t1-txlog"
+
+
+@pytest.fixture
+def transaction_log(env):
+    """The env's stream to its bucket (moto delivers each put straight to S3,
+    untransformed)."""
+    s3 = env["s3"]
+    s3.create_bucket(Bucket=LOG_BUCKET)
+    boto3.client("firehose").create_delivery_stream(
+        DeliveryStreamName=STREAM,
+        DeliveryStreamType="DirectPut",
+        ExtendedS3DestinationConfiguration={
+            "RoleARN": "arn:aws:iam::123456789012:role/payops-t1-us-east-1-transaction-log-delivery",
+            "BucketARN": f"arn:aws:s3:::{LOG_BUCKET}",
+            "Prefix": "transactions/",
+        },
+    )
+    boto3.client("ssm").put_parameter(Name=f"{ENV_PATH}TransactionLogStreamName", Value=STREAM, Type="String")
+
+    def logged():
+        out = []
+        for o in s3.list_objects_v2(Bucket=LOG_BUCKET).get("Contents", []):
+            body = s3.get_object(Bucket=LOG_BUCKET, Key=o["Key"])["Body"].read().decode()
+            out.extend(json.loads(line) for line in body.splitlines() if line)
+        return out
+
+    return {**env, "logged": logged}
+
+
+def test_each_outcome_goes_to_the_transaction_log_once_without_card_data(transaction_log, context):
+    assert tp.handler(alb_event(payment()), context)["statusCode"] == 201
+    assert tp.handler(alb_event(payment()), context)["statusCode"] == 200  # a retry: not logged again
+    assert tp.handler(alb_event(payment(transactionId="tx-bad", cardNumber="4111111111111112")), context)["statusCode"] == 400
+    logged = transaction_log["logged"]()
+    assert sorted((e["transactionId"], e["status"]) for e in logged) == [("tx-1", "PROCESSED"), ("tx-bad", "FAILED")]
+    text = json.dumps(logged)
+    assert VISA not in text and "4111111111111112" not in text and "cardHash" not in text
+
+
+def test_a_failed_put_is_logged_and_counted_and_the_payment_still_answered(transaction_log, context, capsys, caplog):
+    caplog.set_level(logging.INFO, logger="payops")
+    boto3.client("firehose").delete_delivery_stream(DeliveryStreamName=STREAM)
+    assert tp.handler(alb_event(payment()), context)["statusCode"] == 201
+    assert "transaction log record not put" in "\n".join(r.getMessage() for r in caplog.records)
+    metrics = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert [m.get("TransactionLogRecordsFailed") for m in metrics] == [1]
+
+
+def test_the_log_line_is_what_the_transform_reads(context):
+    import base64
+
+    import transaction_log_transform as transform
+
+    class Firehose:
+        def __init__(self):
+            self.records = []
+
+        def put_record(self, DeliveryStreamName, Record):
+            self.records.append(Record["Data"])
+
+    firehose = Firehose()
+    entry = tp.succeeded_event({"transactionId": "tx-7", "timestamp": "2026-12-06T12:00:00Z", "status": "PROCESSED", "amount": "9.99", "currency": "EUR"})
+    assert tp.log_transaction(firehose, {"TransactionLogStreamName": STREAM}, entry, "req-7") is True
+    event = {"records": [{"recordId": "r1", "data": base64.b64encode(firehose.records[0]).decode()}]}
+    out = transform.handler(event, context)["records"]
+    assert out[0]["result"] == transform.OK
+    assert json.loads(base64.b64decode(out[0]["data"]))["transactionId"] == "tx-7"
+
+
+def test_without_a_stream_nothing_is_put(context):
+    class Firehose:
+        def put_record(self, DeliveryStreamName, Record):
+            raise AssertionError("no stream configured: no PutRecord")
+
+    assert tp.log_transaction(Firehose(), {}, {"transactionId": "tx-1"}, "req-1") is False

@@ -82,6 +82,8 @@ fn registry(spec: &EnvSpec) -> Registry {
     r.domain("events", events::register);
     r.domain("database", database::register);
     r.domain("compute", compute::register);
+    // The transaction log's stream needs its transform function.
+    r.domain("events", events::register_transaction_log);
     r.domain("database", database::register_rotation);
     r.domain("edge", |r| edge::register(r, spec));
     r.domain("observability", observability::register);
@@ -103,7 +105,7 @@ mod tests {
                 ..EnvSpec::default()
             };
             let g = graph(&spec).unwrap_or_else(|e| panic!("{nat:?}: {e}"));
-            assert_eq!(g.len(), 127);
+            assert_eq!(g.len(), 134);
         }
     }
 

@@ -60,7 +60,25 @@ pub enum Function {
     /// Settles payments from the processing queue (through an event source
     /// mapping); part of the event backbone, so only with `--events on`.
     QueueConsumer,
+    /// Firehose's transformation of the transaction log (redacts and
+    /// normalises records before they land in S3); part of the event
+    /// backbone.
+    LogTransform,
 }
+
+/// The transform function's reserved executions. Firehose invokes it
+/// synchronously, at most a few invocations at a time per stream; a cap
+/// keeps a burst of a busy stream from taking the payment functions' pool.
+pub const LOG_TRANSFORM_RESERVED: u32 = 5;
+/// The transform's function timeout, in seconds: Firehose allows at most
+/// 5 minutes (300 s) for a transform (Firehose developer guide,
+/// data-transformation), and a buffer of at most 1 MB of small records takes
+/// well under a second.
+pub const LOG_TRANSFORM_TIMEOUT_S: i32 = 60;
+const _: () = assert!(LOG_TRANSFORM_TIMEOUT_S <= 300);
+/// The transaction log stream's S3 buffer interval, in seconds (AWS's
+/// default; 0-900 allowed): its data-freshness alarm is derived from it.
+pub const DELIVERY_BUFFER_INTERVAL_S: i32 = 300;
 
 /// The queue consumer's function timeout, in seconds. Lambda refuses an
 /// event source mapping whose queue's visibility timeout is below the
@@ -80,12 +98,13 @@ pub const PROCESSING_VISIBILITY_TIMEOUT_S: i32 =
 const _: () = assert!(PROCESSING_VISIBILITY_TIMEOUT_S >= QUEUE_CONSUMER_TIMEOUT_S);
 
 impl Function {
-    pub const ALL: [Function; 5] = [
+    pub const ALL: [Function; 6] = [
         Self::Validation,
         Self::Fraud,
         Self::Transaction,
         Self::Rotation,
         Self::QueueConsumer,
+        Self::LogTransform,
     ];
 
     /// Names the function, its role and its log group: `payment-validation`.
@@ -96,6 +115,7 @@ impl Function {
             Self::Transaction => "transaction-processing",
             Self::Rotation => "secret-rotation",
             Self::QueueConsumer => "payment-queue-consumer",
+            Self::LogTransform => "transaction-log-transform",
         }
     }
 
@@ -119,6 +139,7 @@ impl Function {
             Self::Transaction => "Transaction",
             Self::Rotation => "Rotation",
             Self::QueueConsumer => "QueueConsumer",
+            Self::LogTransform => "LogTransform",
         }
     }
 
@@ -134,7 +155,7 @@ impl Function {
     /// group): the queue consumer only with the event backbone.
     pub fn wanted(self, cx: &Context) -> bool {
         match self {
-            Self::QueueConsumer => cx.spec.events,
+            Self::QueueConsumer | Self::LogTransform => cx.spec.events,
             _ => true,
         }
     }
@@ -147,7 +168,9 @@ impl Function {
     /// database subnets and a group in use for up to 45 minutes.
     pub fn security_group(self) -> Option<SgRole> {
         match self {
-            Self::Rotation => None,
+            // The transform makes no network call at all: Firehose hands it
+            // the records and takes its answer.
+            Self::Rotation | Self::LogTransform => None,
             _ => Some(SgRole::Lambda),
         }
     }
@@ -178,6 +201,7 @@ impl Function {
             // towards the DLQ). It also caps how fast a backlog is written
             // into the transactions table.
             Self::QueueConsumer => Some(QUEUE_CONSUMER_RESERVED),
+            Self::LogTransform => Some(LOG_TRANSFORM_RESERVED),
             Self::Rotation => None,
         }
     }

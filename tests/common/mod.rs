@@ -36,7 +36,7 @@ pub const TAG_CREATED_AT: &str = "payops:created-at";
 
 pub const KEY_PURPOSES: [&str; 5] = ["database", "dynamodb", "s3", "logs", "events"];
 /// Steps of one env (`payops graph` lists them).
-pub const STEP_COUNT: usize = 127;
+pub const STEP_COUNT: usize = 134;
 /// Steps with nothing to manage unless asked: `status` shows them "not
 /// wanted", and they count as no resource of the env. The alert emails
 /// (none given), and the Aurora instance slots beyond the default 2 readers
@@ -62,6 +62,8 @@ pub const FUNCTIONS: [&str; 3] = [
 /// The processing queue's consumer (`payops-<env>-payment-queue-consumer`):
 /// a function of the event backbone, not of the request path.
 pub const QUEUE_CONSUMER: &str = "payment-queue-consumer";
+/// Firehose's transform of the transaction log: the event backbone's too.
+pub const TRANSACTION_LOG_TRANSFORM: &str = "transaction-log-transform";
 pub const AZ_LABELS: [&str; 3] = ["a", "b", "c"];
 pub const TIERS: [&str; 3] = ["public", "private", "database"];
 
@@ -769,6 +771,10 @@ impl Aws {
     pub fn bucket_name(&self, env: &str) -> String {
         format!("payops-{env}-audit-{}-{}", self.account, self.region)
     }
+
+    pub fn transaction_log_bucket(&self, env: &str) -> String {
+        format!("payops-{env}-txlog-{}-{}", self.account, self.region)
+    }
 }
 
 /// The error code of an SDK error, if the service sent one.
@@ -1348,6 +1354,43 @@ pub async fn events_remaining(aws: &Aws, env: &str) -> Vec<String> {
         ));
     }
     let function = format!("payops-{env}-{QUEUE_CONSUMER}");
+    function_left(aws, &function, &mut left).await;
+    left.extend(transaction_log_remaining(aws, env).await);
+    left
+}
+
+/// The transaction log's stream, bucket, roles and transform function, by
+/// name.
+pub async fn transaction_log_remaining(aws: &Aws, env: &str) -> Vec<String> {
+    let mut left = Vec::new();
+    let stream = format!("payops-{env}-transaction-log");
+    match aws
+        .c
+        .firehose
+        .describe_delivery_stream()
+        .delivery_stream_name(&stream)
+        .send()
+        .await
+    {
+        Ok(_) => left.push(format!("firehose stream {stream}")),
+        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => {}
+        Err(e) => panic!("firehose:DescribeDeliveryStream {stream}: {e:?}"),
+    }
+    let bucket = aws.transaction_log_bucket(env);
+    match aws.c.s3.head_bucket().bucket(&bucket).send().await {
+        Ok(_) => left.push(format!("s3 bucket {bucket}")),
+        Err(SdkError::ServiceError(e)) if e.raw().status().as_u16() == 404 => {}
+        Err(e) => panic!("s3:HeadBucket {bucket}: {e:?}"),
+    }
+    for role in [TRANSACTION_LOG_TRANSFORM, "transaction-log-delivery"] {
+        let role = format!("payops-{env}-{}-{role}", aws.region);
+        match aws.c.iam.get_role().role_name(&role).send().await {
+            Ok(_) => left.push(format!("iam role {role}")),
+            Err(e) if error_code(&e) == Some("NoSuchEntity") => {}
+            Err(e) => panic!("iam:GetRole {role}: {e:?}"),
+        }
+    }
+    let function = format!("payops-{env}-{TRANSACTION_LOG_TRANSFORM}");
     function_left(aws, &function, &mut left).await;
     left
 }

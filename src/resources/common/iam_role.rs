@@ -38,6 +38,9 @@ pub struct Role {
     policies: InlinePolicies,
     /// Whether the env's spec wants the role (see [`Self::wanted_when`]).
     wanted: fn(&Context) -> bool,
+    /// The trust policy's confused-deputy condition key (see
+    /// [`Self::trusting_by_external_id`]).
+    account_condition: &'static str,
 }
 
 impl Role {
@@ -57,7 +60,18 @@ impl Role {
             output_prefix: output_prefix.into(),
             policies: Box::new(|_, _| Ok(Vec::new())),
             wanted: |_| true,
+            account_condition: "aws:SourceAccount",
         }
+    }
+
+    /// A role for a service that names the account as `sts:ExternalId` when
+    /// it assumes a role (Firehose does: its developer guide's trust policy,
+    /// controlling-access, "Allow Firehose to assume an IAM role", has
+    /// `"sts:ExternalId": "<account id>"`), in place of
+    /// `aws:SourceAccount`.
+    pub fn trusting_by_external_id(mut self) -> Self {
+        self.account_condition = "sts:ExternalId";
+        self
     }
 
     /// A role only some env shapes want (e.g. an optional function's): `up`
@@ -95,7 +109,7 @@ impl Role {
                 "Effect": "Allow",
                 "Principal": { "Service": self.service },
                 "Action": "sts:AssumeRole",
-                "Condition": { "StringEquals": { "aws:SourceAccount": cx.account_id } }
+                "Condition": { "StringEquals": { self.account_condition: cx.account_id } }
             }]
         })
     }

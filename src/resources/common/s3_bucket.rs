@@ -45,6 +45,8 @@ const GLACIER_AFTER_DAYS: i32 = 90;
 const EXPIRE_AFTER_DAYS: i32 = 2555;
 /// Access logs: the year PCI DSS asks for, plus a margin.
 const ALB_LOGS_EXPIRE_AFTER_DAYS: i32 = 400;
+/// The transaction log: a year of analytics, plus a margin.
+const TRANSACTION_LOG_EXPIRE_AFTER_DAYS: i32 = 400;
 /// The key prefix ALB access logs are written under (ELB appends
 /// `AWSLogs/<account>/elasticloadbalancing/...`).
 pub const ALB_LOG_PREFIX: &str = "alb";
@@ -67,6 +69,44 @@ enum Purpose {
     Audit,
     AlbLogs,
     WafLogs,
+    /// The transaction log Firehose writes (GZIP'd JSON lines).
+    TransactionLog,
+}
+
+/// Where the lifecycle moves objects: Glacier after 90 days (records kept
+/// for years, rarely read), or S3 Intelligent-Tiering from the first day
+/// (the transaction log: read by analytics now and then, with no pattern
+/// to plan a fixed transition on; Intelligent-Tiering moves each object
+/// between access tiers itself, without retrieval fees).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tier {
+    Glacier,
+    IntelligentTiering,
+}
+
+impl Tier {
+    fn days(self) -> i32 {
+        match self {
+            Self::Glacier => GLACIER_AFTER_DAYS,
+            Self::IntelligentTiering => 0,
+        }
+    }
+
+    fn class(self) -> TransitionStorageClass {
+        match self {
+            Self::Glacier => TransitionStorageClass::Glacier,
+            Self::IntelligentTiering => TransitionStorageClass::IntelligentTiering,
+        }
+    }
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Glacier => write!(f, "Glacier after {GLACIER_AFTER_DAYS} days"),
+            Self::IntelligentTiering => f.write_str("Intelligent-Tiering from day 0"),
+        }
+    }
 }
 
 pub struct Bucket {
@@ -97,11 +137,28 @@ impl Bucket {
         }
     }
 
+    /// `s3-bucket:transaction-log`: Firehose's transaction log, SSE-KMS
+    /// with the env's S3 key, Intelligent-Tiering; part of the event
+    /// backbone.
+    pub fn transaction_log() -> Self {
+        Self {
+            purpose: Purpose::TransactionLog,
+        }
+    }
+
+    fn tier(&self) -> Tier {
+        match self.purpose {
+            Purpose::TransactionLog => Tier::IntelligentTiering,
+            _ => Tier::Glacier,
+        }
+    }
+
     fn name(&self, cx: &Context) -> String {
         match self.purpose {
             Purpose::Audit => cx.names.audit_bucket(),
             Purpose::AlbLogs => cx.names.alb_logs_bucket(),
             Purpose::WafLogs => cx.names.waf_logs_bucket(),
+            Purpose::TransactionLog => cx.names.transaction_log_bucket(),
         }
     }
 
@@ -110,13 +167,17 @@ impl Bucket {
             Purpose::Audit => EXPIRE_AFTER_DAYS,
             // Logs of requests: the same year (and margin) as access logs.
             Purpose::AlbLogs | Purpose::WafLogs => ALB_LOGS_EXPIRE_AFTER_DAYS,
+            // Analytics data: the audit bucket holds the 7-year record.
+            Purpose::TransactionLog => TRANSACTION_LOG_EXPIRE_AFTER_DAYS,
         }
     }
 
     /// The KMS key to encrypt with, or None for SSE-S3.
     fn key_arn<'a>(&self, step: &'a StepCx<'_>) -> Result<Option<&'a str>, AwsError> {
         Ok(match self.purpose {
-            Purpose::Audit | Purpose::WafLogs => Some(step.output(KEY_INPUT.0, KEY_INPUT.1)?),
+            Purpose::Audit | Purpose::WafLogs | Purpose::TransactionLog => {
+                Some(step.output(KEY_INPUT.0, KEY_INPUT.1)?)
+            }
             Purpose::AlbLogs => None,
         })
     }
@@ -127,6 +188,9 @@ impl Bucket {
             (Purpose::Audit, None) => tls_only_policy(cx, name),
             (Purpose::AlbLogs, _) => alb_logs_policy(cx, name),
             (Purpose::WafLogs, _) => waf_logs_policy(cx, name),
+            // Its one writer, Firehose, writes with a role of this account
+            // (whose policy names this bucket): nothing to add to TLS-only.
+            (Purpose::TransactionLog, _) => tls_only_policy(cx, name),
         }
     }
 }
@@ -153,6 +217,7 @@ pub enum Fix {
     Policy,
     Lifecycle {
         expire_after_days: i32,
+        tier: Tier,
     },
 }
 
@@ -170,9 +235,12 @@ impl fmt::Display for Fix {
             ),
             Self::PublicAccessBlock => f.write_str("block all public access"),
             Self::Policy => f.write_str("set the TLS-only bucket policy"),
-            Self::Lifecycle { expire_after_days } => write!(
+            Self::Lifecycle {
+                expire_after_days,
+                tier,
+            } => write!(
                 f,
-                "set the retention lifecycle (Glacier after {GLACIER_AFTER_DAYS} days for objects \
+                "set the retention lifecycle ({tier} for objects \
                  of 128 KB or more, expire after {expire_after_days} days, noncurrent versions \
                  after {NONCURRENT_EXPIRE_DAYS} days, abort uploads after \
                  {ABORT_MULTIPART_DAYS} days)"
@@ -394,7 +462,12 @@ fn transition_minimum() -> TransitionDefaultMinimumObjectSize {
     TransitionDefaultMinimumObjectSize::AllStorageClasses128K
 }
 
+#[cfg(test)]
 fn lifecycle_rule(expire_after_days: i32) -> Result<LifecycleRule, AwsError> {
+    tiered_lifecycle_rule(expire_after_days, Tier::Glacier)
+}
+
+fn tiered_lifecycle_rule(expire_after_days: i32, tier: Tier) -> Result<LifecycleRule, AwsError> {
     const OP: &str = "s3:PutBucketLifecycleConfiguration";
     s3::built(
         OP,
@@ -404,8 +477,8 @@ fn lifecycle_rule(expire_after_days: i32) -> Result<LifecycleRule, AwsError> {
             .filter(LifecycleRuleFilter::builder().prefix("").build())
             .transitions(
                 Transition::builder()
-                    .days(GLACIER_AFTER_DAYS)
-                    .storage_class(TransitionStorageClass::Glacier)
+                    .days(tier.days())
+                    .storage_class(tier.class())
                     .build(),
             )
             .expiration(
@@ -431,8 +504,13 @@ fn lifecycle_rule(expire_after_days: i32) -> Result<LifecycleRule, AwsError> {
 /// field by field because AWS echoes an empty filter in several shapes.
 // Rules written by older tools carry the legacy top-level Prefix, which the
 // SDK marks deprecated but AWS still returns.
-#[allow(deprecated)]
+#[cfg(test)]
 fn lifecycle_in_sync(rules: &[LifecycleRule], expire_after_days: i32) -> bool {
+    tiered_lifecycle_in_sync(rules, expire_after_days, Tier::Glacier)
+}
+
+#[allow(deprecated)]
+fn tiered_lifecycle_in_sync(rules: &[LifecycleRule], expire_after_days: i32, tier: Tier) -> bool {
     let [rule] = rules else {
         return false;
     };
@@ -448,9 +526,9 @@ fn lifecycle_in_sync(rules: &[LifecycleRule], expire_after_days: i32) -> bool {
     };
     let transitions_ok = matches!(
         rule.transitions(),
-        [t] if t.days() == Some(GLACIER_AFTER_DAYS)
+        [t] if t.days() == Some(tier.days())
             && t.date().is_none()
-            && t.storage_class() == Some(&TransitionStorageClass::Glacier)
+            && t.storage_class() == Some(&tier.class())
     );
     let expiration_ok = rule.expiration().is_some_and(|e| {
         e.days() == Some(expire_after_days)
@@ -803,6 +881,12 @@ impl Resource for Bucket {
         "s3:bucket"
     }
 
+    /// The transaction log belongs to the event backbone (`--events off`
+    /// leaves it out); the other buckets are always wanted.
+    fn wanted(&self, cx: &Context) -> bool {
+        self.purpose != Purpose::TransactionLog || cx.spec.events
+    }
+
     /// CreateBucket outside us-east-1 meets the bucket its lost first attempt made (see the trait).
     fn already_exists(&self) -> &'static [&'static str] {
         &["BucketAlreadyOwnedByYou"]
@@ -915,11 +999,12 @@ impl Resource for Bucket {
         if !s.policy.as_deref().is_some_and(|p| policy::same(p, &want)) {
             fixes.push(Fix::Policy);
         }
-        if !lifecycle_in_sync(&s.lifecycle, self.expire_after_days())
+        if !tiered_lifecycle_in_sync(&s.lifecycle, self.expire_after_days(), self.tier())
             || s.transition_minimum != Some(transition_minimum())
         {
             fixes.push(Fix::Lifecycle {
                 expire_after_days: self.expire_after_days(),
+                tier: self.tier(),
             });
         }
         Ok(fixes)
@@ -1042,12 +1127,15 @@ impl Resource for Bucket {
                     .await
                     .op("s3:PutBucketPolicy")?;
             }
-            Fix::Lifecycle { expire_after_days } => {
+            Fix::Lifecycle {
+                expire_after_days,
+                tier,
+            } => {
                 const OP: &str = "s3:PutBucketLifecycleConfiguration";
                 let config = s3::built(
                     OP,
                     BucketLifecycleConfiguration::builder()
-                        .rules(lifecycle_rule(expire_after_days)?)
+                        .rules(tiered_lifecycle_rule(expire_after_days, tier)?)
                         .build(),
                 )?;
                 s3.put_bucket_lifecycle_configuration()
@@ -1068,6 +1156,7 @@ impl Resource for Bucket {
             Purpose::Audit => "Audit",
             Purpose::AlbLogs => "AlbLogs",
             Purpose::WafLogs => "WafLog",
+            Purpose::TransactionLog => "TransactionLog",
         };
         Record::default()
             .resource("bucket", &bucket.name)

@@ -27,6 +27,7 @@ pub fn role(function: Function) -> Role {
         Function::Transaction => "payops transaction processing Lambda",
         Function::Rotation => "payops Aurora master secret rotation Lambda",
         Function::QueueConsumer => "payops payment queue consumer Lambda",
+        Function::LogTransform => "payops transaction log transform Lambda (Firehose)",
     };
     let role = Role::new(
         function.slug(),
@@ -37,6 +38,7 @@ pub fn role(function: Function) -> Role {
     .with_policies(move |cx, step| policies(function, cx, step));
     match function {
         Function::QueueConsumer => role.wanted_when(|cx| Function::QueueConsumer.wanted(cx)),
+        Function::LogTransform => role.wanted_when(|cx| Function::LogTransform.wanted(cx)),
         _ => role,
     }
 }
@@ -119,12 +121,14 @@ pub fn parameters(function: Function) -> &'static [&'static str] {
             "FailedTransactionsTopicArn",
             "S3KmsKeyArn",
             "EventBusName",
+            "PaymentsProcessingQueueUrl",
+            "TransactionLogStreamName",
             "secure/PanHashKey",
             "MaxPaymentAmount",
             "AllowedCurrencies",
         ],
         Function::QueueConsumer => &["TransactionsTableName"],
-        Function::Rotation => &[],
+        Function::Rotation | Function::LogTransform => &[],
     }
 }
 
@@ -192,8 +196,9 @@ pub fn policies(
         );
     }
     // The payment functions read their configuration at cold start, each
-    // only the parameters it names; the rotation function reads none.
-    if function != Function::Rotation {
+    // only the parameters it names; the rotation and transform functions
+    // read none.
+    if !parameters(function).is_empty() {
         statements.push(statement(
             "ReadConfiguration",
             &["ssm:GetParameters"],
@@ -209,7 +214,10 @@ pub fn policies(
     // path, and the blue alias may still serve one until a release is
     // promoted. GetParametersByPath is authorised on the path itself, not on
     // the parameters under it. The queue consumer came after: it never did.
-    if !matches!(function, Function::Rotation | Function::QueueConsumer) {
+    if !matches!(
+        function,
+        Function::Rotation | Function::QueueConsumer | Function::LogTransform
+    ) {
         statements.push(statement(
             "ReadConfigurationOfOlderVersions",
             &["ssm:GetParametersByPath"],
@@ -294,6 +302,9 @@ pub fn policies(
                 }),
             ));
         }
+        // The transform only reads what Firehose hands it and answers: its
+        // logs and traces are all it writes.
+        Function::LogTransform => {}
         Function::Rotation => {
             let key = output(step, "kms-key:logs", "LogsKmsKeyArn")?;
             // Secret ARNs end in `-` and 6 random characters, unknown before
@@ -423,16 +434,45 @@ pub fn policies(
             // Payment events go to the env's bus only, and only while the env
             // has one. The bus's key needs no grant here: EventBridge, not
             // the producer, encrypts with it (its key policy names the bus).
+            // Processed payments ask the queue consumer to settle them: send
+            // to the processing queue only. SSE-KMS: SQS asks KMS for a data
+            // key (and checks it with Decrypt) with the producer's
+            // permissions on the queue's key, through SQS only (SQS
+            // developer guide, sqs-key-management). One policy for the
+            // backbone: each inline policy is one more read on every `up`.
             if cx.spec.events {
+                let queue = output(step, CONSUMER_QUEUE_INPUT.0, CONSUMER_QUEUE_INPUT.1)?;
+                let queue_key = output(step, EVENTS_KEY_INPUT.0, EVENTS_KEY_INPUT.1)?;
                 policies.push((
                     "events".to_owned(),
                     json!({
                         "Version": "2012-10-17",
-                        "Statement": [statement(
-                            "PublishPaymentEvents",
-                            &["events:PutEvents"],
-                            json!(cx.event_bus_arn()),
-                        )]
+                        "Statement": [
+                            statement(
+                                "PublishPaymentEvents",
+                                &["events:PutEvents"],
+                                json!(cx.event_bus_arn()),
+                            ),
+                            statement("RequestSettlements", &["sqs:SendMessage"], json!(queue)),
+                            // The transaction log's stream, by its
+                            // deterministic ARN (the stream needs nothing
+                            // from this role, nor this role from it).
+                            statement(
+                                "LogTransactions",
+                                &["firehose:PutRecord"],
+                                json!(cx.arn(
+                                    "firehose",
+                                    &format!("deliverystream/{}", cx.names.delivery_stream())
+                                )),
+                            ),
+                            kms_via(
+                                "ProcessingQueueKey",
+                                &["kms:GenerateDataKey", "kms:Decrypt"],
+                                queue_key,
+                                &["sqs"],
+                                region,
+                            ),
+                        ]
                     }),
                 ));
             }
@@ -443,7 +483,7 @@ pub fn policies(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
+    use std::collections::{BTreeMap, BTreeSet};
 
     use crate::engine::Record;
     use crate::resources::testing;
@@ -634,6 +674,60 @@ mod tests {
         );
         let off = policies(Function::Transaction, &cx, &step).unwrap();
         assert!(puts(&off).is_empty());
+    }
+
+    #[test]
+    fn transaction_processing_may_send_only_to_the_processing_queue_with_its_key_via_sqs() {
+        let all = statements(&documents(Function::Transaction));
+        let sends: Vec<&Value> = all
+            .iter()
+            .filter(|s| strings(&s["Action"]).iter().any(|a| a.starts_with("sqs:")))
+            .collect();
+        assert_eq!(sends.len(), 1, "{sends:?}");
+        assert_eq!(strings(&sends[0]["Action"]), ["sqs:SendMessage"]);
+        assert_eq!(
+            strings(&sends[0]["Resource"]),
+            [format!(
+                "arn:aws:sqs:us-east-1:{ACCT}:payops-pr1-payments-processing"
+            )]
+        );
+        // A producer of an SSE-KMS queue needs GenerateDataKey and Decrypt
+        // on the queue's key (SQS developer guide, sqs-key-management), and
+        // only through SQS.
+        let key = all
+            .iter()
+            .find(|s| s["Sid"] == "ProcessingQueueKey")
+            .expect("a grant on the queue's key");
+        assert_eq!(
+            strings(&key["Action"]),
+            ["kms:GenerateDataKey", "kms:Decrypt"]
+        );
+        assert_eq!(strings(&key["Resource"]), ["k-events"]);
+        assert_eq!(
+            key["Condition"]["StringEquals"]["kms:ViaService"],
+            json!(["sqs.us-east-1.amazonaws.com"])
+        );
+        for f in [Function::Validation, Function::Fraud, Function::Rotation] {
+            let text = serde_json::to_string(&statements(&documents(f))).unwrap();
+            assert!(
+                !text.contains("sqs:SendMessage") && !text.contains("k-events"),
+                "{f:?}"
+            );
+        }
+        // Without the event backbone: no queue, no grant (and its outputs,
+        // absent then, are not read).
+        let mut cx = testing::context(testing::clients());
+        cx.spec.events = false;
+        let events = testing::Events::default();
+        let id = crate::engine::StepId::from(Function::Transaction.role_step());
+        let without_backbone: BTreeMap<_, _> = inputs(Function::Transaction)
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with("sqs-queue:") && k != "kms-key:events")
+            .map(|(k, r)| (crate::engine::StepId::from(k), r))
+            .collect();
+        let step = testing::step_cx(&id, without_backbone, &events);
+        let off = policies(Function::Transaction, &cx, &step).unwrap();
+        assert!(!serde_json::to_string(&off).unwrap().contains("sqs:"));
     }
 
     #[test]

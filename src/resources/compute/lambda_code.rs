@@ -54,6 +54,11 @@ const DATABASE_MODULES: [&str; 2] = [VALIDATION.0, DB_MIGRATION.0];
 const DATABASE_ACCESS: (&str, &str) =
     ("payops_db.py", include_str!("../../../lambda/payops_db.py"));
 
+pub const LOG_TRANSFORM: (&str, &str) = (
+    "transaction_log_transform",
+    include_str!("../../../lambda/transaction_log_transform.py"),
+);
+
 /// A function's deployment package.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Package {

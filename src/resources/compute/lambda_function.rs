@@ -33,7 +33,9 @@ use crate::tags::TagMap;
 use crate::resources::common::log_group::LogGroup;
 use crate::resources::compute::lambda_code::{self, Package};
 use crate::resources::context::Context;
-use crate::resources::model::{BLUE, Function, GREEN, QUEUE_CONSUMER_TIMEOUT_S};
+use crate::resources::model::{
+    BLUE, Function, GREEN, LOG_TRANSFORM_TIMEOUT_S, QUEUE_CONSUMER_TIMEOUT_S,
+};
 use crate::resources::resource::Resource;
 use crate::resources::sdk::iam::{retry_while_propagating, role_not_yet_usable};
 use crate::resources::traffic;
@@ -67,6 +69,7 @@ impl Build for Function {
             Self::Transaction => lambda_code::TRANSACTION,
             Self::Rotation => lambda_code::ROTATION,
             Self::QueueConsumer => lambda_code::QUEUE_CONSUMER,
+            Self::LogTransform => lambda_code::LOG_TRANSFORM,
         }
     }
 
@@ -77,12 +80,13 @@ impl Build for Function {
             Self::Transaction => "payops: records payments once each (POST /payments via the ALB)",
             Self::Rotation => "payops: rotates the Aurora master password (Secrets Manager)",
             Self::QueueConsumer => "payops: settles payments from the processing queue (SQS)",
+            Self::LogTransform => "payops: redacts the transaction log for S3 (Firehose transform)",
         }
     }
 
     fn memory_mb(self) -> i32 {
         match self {
-            Self::Validation | Self::Rotation | Self::QueueConsumer => 256,
+            Self::Validation | Self::Rotation | Self::QueueConsumer | Self::LogTransform => 256,
             Self::Fraud | Self::Transaction => 512,
         }
     }
@@ -97,6 +101,10 @@ impl Build for Function {
             // At most the processing queue's visibility timeout / 6 (the
             // model derives one from the other).
             Self::QueueConsumer => QUEUE_CONSUMER_TIMEOUT_S,
+            // Firehose waits for the answer and allows at most 5 minutes
+            // (data-transformation); a buffer of at most 1 MB of small
+            // records takes well under a second.
+            Self::LogTransform => LOG_TRANSFORM_TIMEOUT_S,
         }
     }
 }
@@ -112,6 +120,7 @@ pub fn log_group(f: Function) -> LogGroup {
     );
     match f {
         Function::QueueConsumer => group.wanted_when(|cx| Function::QueueConsumer.wanted(cx)),
+        Function::LogTransform => group.wanted_when(|cx| Function::LogTransform.wanted(cx)),
         _ => group,
     }
 }

@@ -92,6 +92,16 @@ pub fn register(r: &mut Registry) {
                 "kms-key:logs",
                 "the topic and the card-hash SecureString are encrypted with the logs key",
             ),
+            dep(
+                function_roles::CONSUMER_QUEUE_INPUT.0,
+                "with the event backbone, the role may send settlement requests to the \
+                 processing queue only (its ARN is in the policy)",
+            ),
+            dep(
+                function_roles::EVENTS_KEY_INPUT.0,
+                "with the event backbone, the role may encrypt messages for the processing \
+                 queue with the events key, through SQS only",
+            ),
         ],
     );
     r.add(
@@ -116,6 +126,11 @@ pub fn register(r: &mut Registry) {
                 "the role may use the tables' key, through DynamoDB only",
             ),
         ],
+    );
+    r.add(
+        Function::LogTransform.role_step(),
+        function_roles::role(Function::LogTransform),
+        vec![own_log_group(Function::LogTransform)],
     );
     r.add(
         Function::Rotation.role_step(),

@@ -3,13 +3,17 @@
 //! that route payment and database events to the analytics queue and the
 //! alarm topics, with a dead-letter queue for what cannot be delivered.
 //! Optional per env (`--events off`): its steps stay in the graph and are
-//! simply not wanted then (`up` removes them).
+//! simply not wanted then (`up` removes them). The transaction log goes to
+//! S3 through a Firehose stream, part of the backbone too.
 
+pub mod delivery_role;
+pub mod delivery_stream;
 pub mod event_bus;
 pub mod event_rule;
 pub mod queue;
 
 use crate::naming::EventRule;
+use crate::resources::common::s3_bucket;
 
 use super::registry::{Registry, dep};
 
@@ -89,4 +93,65 @@ pub fn register(r: &mut Registry) {
         }
         r.add(rule.step_id(), rule, deps);
     }
+}
+
+/// The transaction log: its bucket, the role Firehose delivers with, and the
+/// stream (after compute: the stream runs the transform function).
+pub fn register_transaction_log(r: &mut Registry) {
+    use delivery_stream as ds;
+    r.add(
+        ds::BUCKET_INPUT.0,
+        s3_bucket::Bucket::transaction_log(),
+        vec![dep(
+            ds::OBJECT_KEY_INPUT.0,
+            "the bucket's default encryption is the env's S3 key",
+        )],
+    );
+    r.add(
+        delivery_role::STEP,
+        delivery_role::role(),
+        vec![
+            dep(
+                ds::BUCKET_INPUT.0,
+                "the role may write only under the stream's prefixes of this bucket (its ARN \
+                 is in the policy)",
+            ),
+            dep(
+                ds::OBJECT_KEY_INPUT.0,
+                "the role may use the S3 key through S3 for this bucket only",
+            ),
+            dep(
+                ds::TRANSFORM_INPUT.0,
+                "the role may invoke only the transform function (its ARN is in the policy)",
+            ),
+        ],
+    );
+    r.add(
+        ds::STEP,
+        ds::DeliveryStream,
+        vec![
+            dep(
+                ds::ROLE_INPUT.0,
+                "Firehose delivers with this role (and down deletes the stream before it)",
+            ),
+            dep(
+                ds::BUCKET_INPUT.0,
+                "the stream's destination (and down deletes the stream, waiting until it is \
+                 gone, before the bucket)",
+            ),
+            dep(
+                ds::TRANSFORM_INPUT.0,
+                "the stream's records pass through this function before they are stored",
+            ),
+            dep(
+                ds::OBJECT_KEY_INPUT.0,
+                "the stream writes objects encrypted with the S3 key",
+            ),
+            dep(
+                ds::STREAM_KEY_INPUT.0,
+                "the stream is encrypted at rest with the events key (Firehose takes a grant \
+                 on it)",
+            ),
+        ],
+    );
 }

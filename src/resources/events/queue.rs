@@ -234,7 +234,9 @@ impl Queue {
 }
 
 /// TLS only, and only this account's principals: a Deny on plain HTTP for
-/// everyone, an Allow for the account (its IAM policies then decide who).
+/// everyone, an Allow for the account (its IAM policies then decide who:
+/// for the processing queue, transaction processing's role, whose policy
+/// names this queue for sqs:SendMessage).
 /// EventBridge is a service principal, outside the account: it may send
 /// only on behalf of the env's rules and bus that use the queue (`senders`,
 /// their ARNs), the least a target or a dead-letter queue needs
@@ -933,6 +935,20 @@ mod tests {
         assert!(senders(Queue::payments_processing()).is_empty());
         let policy: Value = serde_json::from_str(&queue_policy(&cx, ARN, &[])).unwrap();
         assert_eq!(policy["Statement"].as_array().unwrap().len(), 2);
+        // Its producer, transaction processing, is a role of this account:
+        // the account's Allow lets its IAM grant (sqs:SendMessage on this
+        // queue) count, and only plain HTTP is denied, which boto3 never uses.
+        let account = &policy["Statement"][1];
+        assert_eq!(account["Effect"], "Allow");
+        assert_eq!(
+            account["Principal"]["AWS"],
+            "arn:aws:iam::123456789012:root"
+        );
+        assert_eq!(account["Resource"], ARN);
+        assert_eq!(
+            policy["Statement"][0]["Condition"],
+            json!({"Bool": {"aws:SecureTransport": "false"}})
+        );
 
         let sent = senders(Queue::payments_analytics());
         let policy: Value = serde_json::from_str(&queue_policy(&cx, ARN, &sent)).unwrap();

@@ -36,7 +36,7 @@ use crate::engine::{Record, StepCx};
 use crate::tags::TagMap;
 
 use crate::resources::context::Context;
-use crate::resources::model::{Function, SHIFT_GATE};
+use crate::resources::model::{DELIVERY_BUFFER_INTERVAL_S, Function, SHIFT_GATE};
 use crate::resources::observability::monitoring::{self, ALB_INPUT, DYNAMODB_OPERATIONS};
 use crate::resources::resource::Resource;
 use crate::resources::sdk::cloudwatch;
@@ -89,6 +89,7 @@ pub enum Alarm {
     PaymentEventsFailed,
     EventsDlqNotEmpty,
     QueueConsumerErrors,
+    TransactionLogFreshness,
 }
 
 /// What missing data means to an alarm (PutMetricAlarm's TreatMissingData).
@@ -267,7 +268,7 @@ fn sum_of(metrics: Vec<MetricId>, period: i32) -> Watch {
 }
 
 impl Alarm {
-    pub const ALL: [Alarm; 17] = [
+    pub const ALL: [Alarm; 18] = [
         Self::ApiP99Latency,
         Self::Api5xxRate,
         Self::TransactionErrors,
@@ -285,6 +286,7 @@ impl Alarm {
         Self::PaymentEventsFailed,
         Self::EventsDlqNotEmpty,
         Self::QueueConsumerErrors,
+        Self::TransactionLogFreshness,
     ];
 
     pub fn slug(self) -> &'static str {
@@ -306,6 +308,7 @@ impl Alarm {
             Self::PaymentEventsFailed => "payment-events-failed",
             Self::EventsDlqNotEmpty => "payments-events-dlq-not-empty",
             Self::QueueConsumerErrors => "queue-consumer-errors",
+            Self::TransactionLogFreshness => "transaction-log-freshness",
         }
     }
 
@@ -350,7 +353,8 @@ impl Alarm {
             | Self::ProcessingOldestMessage
             | Self::PaymentEventsFailed
             | Self::EventsDlqNotEmpty
-            | Self::QueueConsumerErrors => Topic::SystemErrors,
+            | Self::QueueConsumerErrors
+            | Self::TransactionLogFreshness => Topic::SystemErrors,
         }
     }
 
@@ -386,7 +390,8 @@ impl Alarm {
             | Self::ProcessingOldestMessage
             | Self::PaymentEventsFailed
             | Self::EventsDlqNotEmpty
-            | Self::QueueConsumerErrors => cx.spec.events,
+            | Self::QueueConsumerErrors
+            | Self::TransactionLogFreshness => cx.spec.events,
             _ => true,
         }
     }
@@ -752,6 +757,37 @@ impl Alarm {
                         60,
                     ),
                     Rule::at_least_once_in_a_minute(),
+                )
+            }
+            // The age of the oldest record not yet in S3. Firehose holds a
+            // record up to the S3 buffer interval (5 minutes) plus the
+            // transform's buffer (1 minute) by design; three intervals
+            // means delivery is failing (the role, the key, the bucket or
+            // the transform) and records are waiting on retries (Firehose
+            // keeps them 24 hours, then writes them to the error prefix).
+            // An idle stream publishes nothing (notBreaching).
+            Self::TransactionLogFreshness => {
+                let stream = cx.names.delivery_stream();
+                (
+                    "the oldest transaction log record not yet delivered to S3 is older than 15 \
+                     minutes for 15 minutes",
+                    single(
+                        MetricId::new(
+                            "AWS/Firehose",
+                            "DeliveryToS3.DataFreshness",
+                            &[("DeliveryStreamName", stream.as_str())],
+                        ),
+                        Statistic::Maximum,
+                        300,
+                    ),
+                    Rule {
+                        comparison: Above,
+                        threshold: f64::from(3 * DELIVERY_BUFFER_INTERVAL_S),
+                        period: 300,
+                        evaluation_periods: 3,
+                        datapoints_to_alarm: 3,
+                        missing: Missing::NotBreaching,
+                    },
                 )
             }
         };
@@ -2101,7 +2137,8 @@ mod tests {
                 "payments-processing-oldest-message",
                 "payment-events-failed",
                 "payments-events-dlq-not-empty",
-                "queue-consumer-errors"
+                "queue-consumer-errors",
+                "transaction-log-freshness"
             ]
         );
     }

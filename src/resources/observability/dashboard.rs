@@ -541,6 +541,43 @@ pub fn body(
             })
             .collect();
         l.graph(12, "EventBridge failed invocations by rule", "Sum", rules);
+        // The transaction log: how old the oldest undelivered record is
+        // (alarmed), what share of S3 deliveries and of transform
+        // invocations succeed (1 = all; below it, records wait on retries
+        // or go to the error prefix).
+        const FIREHOSE: &str = "AWS/Firehose";
+        let stream = cx.names.delivery_stream();
+        let dims = [("DeliveryStreamName", stream.as_str())];
+        l.graph(
+            12,
+            "Transaction log data freshness (s)",
+            "Maximum",
+            vec![metric(
+                FIREHOSE,
+                "DeliveryToS3.DataFreshness",
+                &dims,
+                json!({"label": "oldest record not in S3"}),
+            )],
+        );
+        l.graph(
+            12,
+            "Transaction log delivery and transform success",
+            "Average",
+            vec![
+                metric(
+                    FIREHOSE,
+                    "DeliveryToS3.Success",
+                    &dims,
+                    json!({"label": "delivery to S3"}),
+                ),
+                metric(
+                    FIREHOSE,
+                    "ExecuteProcessing.Success",
+                    &dims,
+                    json!({"label": "transform invocations"}),
+                ),
+            ],
+        );
     }
 
     Ok(json!({ "start": "-PT3H", "widgets": l.widgets }))

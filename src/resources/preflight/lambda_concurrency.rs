@@ -5,7 +5,7 @@
 use crate::aws::{AwsError, OpResult, absent_on};
 use crate::resources::compute::lambda_function::min_unreserved;
 use crate::resources::context::Context;
-use crate::resources::model::{Function, QUEUE_CONSUMER_RESERVED};
+use crate::resources::model::{Function, LOG_TRANSFORM_RESERVED, QUEUE_CONSUMER_RESERVED};
 use crate::spec::Reserve;
 
 use super::Check;
@@ -61,9 +61,10 @@ pub async fn check(cx: &Context) -> (Check, bool) {
             true,
         );
     }
-    // The queue consumer's fixed reservation comes with the event backbone.
+    // The queue consumer's and the log transform's fixed reservations come
+    // with the event backbone.
     let consumer = if cx.spec.events {
-        QUEUE_CONSUMER_RESERVED
+        QUEUE_CONSUMER_RESERVED + LOG_TRANSFORM_RESERVED
     } else {
         0
     };
@@ -254,10 +255,11 @@ mod tests {
         let rotation = no_functions();
         let (c, fits) = check(&cx(&[&settings, &held, &rotation], "7")).await;
         assert!(fits, "{}", c.detail);
-        // The three payment functions and the queue consumer hold 7 each;
-        // the consumer wants its fixed 5 (the event backbone is on).
-        assert!(c.numbers.contains(&("held_by_env", 28)));
-        assert!(c.numbers.contains(&("wanted", 3 * 7 + 5)));
+        // The three payment functions, the queue consumer and the log
+        // transform hold 7 each; the consumer and the transform want their
+        // fixed 5 each (the event backbone is on).
+        assert!(c.numbers.contains(&("held_by_env", 35)));
+        assert!(c.numbers.contains(&("wanted", 3 * 7 + 5 + 5)));
     }
 
     #[tokio::test]

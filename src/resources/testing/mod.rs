@@ -26,6 +26,7 @@ pub fn clients() -> Clients {
         kms: mock_client!(aws_sdk_kms, RuleMode::MatchAny, none),
         ec2: mock_client!(aws_sdk_ec2, RuleMode::MatchAny, none),
         events: mock_client!(aws_sdk_eventbridge, RuleMode::MatchAny, none),
+        firehose: mock_client!(aws_sdk_firehose, RuleMode::MatchAny, none),
         logs: mock_client!(aws_sdk_cloudwatchlogs, RuleMode::MatchAny, none),
         iam: mock_client!(aws_sdk_iam, RuleMode::MatchAny, none),
         s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, none),
