@@ -106,6 +106,39 @@ def _patch_s3_xml_roots() -> None:
     S3Serializer._serialized_result_to_response = serialized_result_to_response
 
 
+def _patch_ssm_describe_parameters_page_size() -> None:
+    """SSM (moto 5.2): DescribeParameters answers 10 parameters a page
+    whatever ``MaxResults`` says, where AWS takes 1-50 (payops asks for 50).
+    An env's ~150 parameters then cost 15 pages instead of 3, which is not
+    what a converged ``up`` costs on AWS (the read budget test counts it)."""
+    from moto.core.responses import ActionResult
+    from moto.ssm.exceptions import ValidationException
+    from moto.ssm.responses import SimpleSystemManagerResponse
+
+    def describe_parameters(self):
+        page_size = self._get_param("MaxResults") or 10
+        if not 1 <= int(page_size) <= 50:
+            raise ValidationException(
+                f"1 validation error detected: Value '{page_size}' at 'maxResults' failed to "
+                "satisfy constraint: Member must have value less than or equal to 50"
+            )
+        page_size = int(page_size)
+        token = self._get_param("NextToken")
+        if hasattr(token, "strip"):
+            token = token.strip()
+        start = int(token or "0")
+        result = self.ssm_backend.describe_parameters(
+            self._get_param("Filters"), self._get_param("ParameterFilters")
+        )
+        page = result[start : start + page_size]
+        response = {"Parameters": [p.describe_response_object(False) for p in page]}
+        if start + page_size < len(result):
+            response["NextToken"] = str(start + page_size)
+        return ActionResult(response)
+
+    SimpleSystemManagerResponse.describe_parameters = describe_parameters
+
+
 def _shared_moto_patches():
     """The fixes both emulators need, from the LocalStack extension's module
     (one copy; it imports only moto)."""
@@ -123,6 +156,7 @@ def main() -> None:
     if os.environ.get("PAYOPS_MOTO_PATCHES", "1") != "0":
         _patch_s3_bucket_policy_conditions()
         _patch_s3_xml_roots()
+        _patch_ssm_describe_parameters_page_size()
         shared = _shared_moto_patches()
         shared.patch_lambda_logging_and_tracing()
         shared.patch_lambda_one_mapping_per_source()
