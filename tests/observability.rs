@@ -21,7 +21,7 @@ use common::{
 };
 
 /// Every alarm: (slug, output key, topic output, shift gate, treat missing data).
-const ALARMS: [(&str, &str, &str, bool, &str); 17] = [
+const ALARMS: [(&str, &str, &str, bool, &str); 18] = [
     (
         "api-p99-latency",
         "ApiP99LatencyAlarmName",
@@ -138,6 +138,13 @@ const ALARMS: [(&str, &str, &str, bool, &str); 17] = [
     (
         "queue-consumer-errors",
         "QueueConsumerErrorsAlarmName",
+        "SystemErrorsTopicArn",
+        false,
+        "notBreaching",
+    ),
+    (
+        "transaction-log-freshness",
+        "TransactionLogFreshnessAlarmName",
         "SystemErrorsTopicArn",
         false,
         "notBreaching",
