@@ -151,6 +151,25 @@ struct Listing {
     tags: Arc<BTreeMap<String, TagMap>>,
 }
 
+/// `aws`, or the partition of `region` if it is a China or GovCloud one.
+pub fn partition(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
+    }
+}
+
+/// `arn:<partition>:<service>:<region>:<account>:<resource>`.
+pub fn arn(region: &str, account: &str, service: &str, resource: &str) -> String {
+    format!(
+        "arn:{}:{service}:{region}:{account}:{resource}",
+        partition(region)
+    )
+}
+
 impl Context {
     pub fn new(
         names: Names,
@@ -182,23 +201,12 @@ impl Context {
 
     /// `aws`, or the partition of China / GovCloud regions, for ARNs.
     pub fn partition(&self) -> &'static str {
-        if self.region.starts_with("cn-") {
-            "aws-cn"
-        } else if self.region.starts_with("us-gov-") {
-            "aws-us-gov"
-        } else {
-            "aws"
-        }
+        partition(&self.region)
     }
 
     /// `arn:<partition>:<service>:<region>:<account>:<resource>`.
     pub fn arn(&self, service: &str, resource: &str) -> String {
-        format!(
-            "arn:{}:{service}:{}:{}:{resource}",
-            self.partition(),
-            self.region,
-            self.account_id
-        )
+        arn(&self.region, &self.account_id, service, resource)
     }
 
     /// The env's custom event bus's ARN (it follows from the name).

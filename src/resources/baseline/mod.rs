@@ -147,23 +147,12 @@ pub struct Account<'a> {
 
 impl Account<'_> {
     pub fn partition(&self) -> &'static str {
-        if self.region.starts_with("cn-") {
-            "aws-cn"
-        } else if self.region.starts_with("us-gov-") {
-            "aws-us-gov"
-        } else {
-            "aws"
-        }
+        crate::resources::context::partition(&self.region)
     }
 
     /// `arn:<partition>:<service>:<region>:<account>:<resource>`.
     pub fn arn(&self, service: &str, resource: &str) -> String {
-        format!(
-            "arn:{}:{service}:{}:{}:{resource}",
-            self.partition(),
-            self.region,
-            self.id
-        )
+        crate::resources::context::arn(&self.region, &self.id, service, resource)
     }
 
     pub fn root_arn(&self) -> String {
