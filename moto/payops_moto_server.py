@@ -139,6 +139,77 @@ def _patch_ssm_describe_parameters_page_size() -> None:
     SimpleSystemManagerResponse.describe_parameters = describe_parameters
 
 
+def _patch_ssm_concurrent_deletes() -> None:
+    """SSM (moto 5.2): a parameter deleted while another request reads it.
+
+    moto's server answers requests on threads. DescribeParameters iterates
+    the live parameter dict and looks each one up again by name (for its
+    tags too); a DeleteParameters on another thread in between makes it fail
+    with "dictionary changed size during iteration" (500), an IndexError
+    (500), or InvalidResourceId (400, not retried): one env's ``down`` then
+    fails because another env is being deleted. Worse, the failed lookup goes
+    through a defaultdict and leaves an empty entry behind, on which every
+    later lookup of that name fails. AWS lists what exists when it answers.
+    The fix: iterate a snapshot, skip what went away meanwhile, and never
+    leave an empty entry behind."""
+    from moto.ssm.exceptions import InvalidResourceId
+    from moto.ssm.models import SimpleSystemManagerBackend
+
+    original_get = SimpleSystemManagerBackend.get_parameter
+    original_match = SimpleSystemManagerBackend._match_filters
+    original_describe = SimpleSystemManagerBackend.describe_parameters
+
+    def get_parameter(self, name):
+        try:
+            return original_get(self, name)
+        except IndexError:
+            # Deleted between moto's membership test and its lookup, which
+            # re-created the key with no versions: take that entry away.
+            key = self._strip_parameter_arn(name).split(":")[0]
+            if not dict.get(self._parameters, key, [None]):
+                dict.pop(self._parameters, key, None)
+            return None
+
+    def match_filters(self, parameter, filters=None):
+        if parameter is None:
+            return False
+        try:
+            return original_match(self, parameter, filters)
+        except InvalidResourceId:
+            return False  # deleted while the filters were being applied
+
+    def describe_parameters(self, filters, parameter_filters):
+        if filters and parameter_filters:
+            return original_describe(self, filters, parameter_filters)  # its ValidationException
+        self._validate_parameter_filters(parameter_filters, by_path=False)
+        result = []
+        for name in list(dict.keys(self._parameters)):  # a snapshot of the names
+            parameter = self.get_parameter(name)
+            if parameter is None or not self._match_filters(parameter, parameter_filters):
+                continue
+            if filters and not any(_legacy_filter_matches(parameter, f) for f in filters):
+                continue
+            result.append(parameter)
+        return result
+
+    SimpleSystemManagerBackend.get_parameter = get_parameter
+    SimpleSystemManagerBackend._match_filters = match_filters
+    SimpleSystemManagerBackend.describe_parameters = describe_parameters
+
+
+def _legacy_filter_matches(parameter, legacy_filter) -> bool:
+    """DescribeParameters' old ``Filters`` (Name prefix, Type, KeyId), as moto matches them."""
+    values = legacy_filter["Values"]
+    key = legacy_filter["Key"]
+    if key == "Name":
+        return any(parameter.name.startswith(v) for v in values)
+    if key == "Type":
+        return parameter.parameter_type in values
+    if key == "KeyId":
+        return bool(parameter.keyid) and parameter.keyid in values
+    return False
+
+
 def _shared_moto_patches():
     """The fixes both emulators need, from the LocalStack extension's module
     (one copy; it imports only moto)."""
@@ -157,6 +228,7 @@ def main() -> None:
         _patch_s3_bucket_policy_conditions()
         _patch_s3_xml_roots()
         _patch_ssm_describe_parameters_page_size()
+        _patch_ssm_concurrent_deletes()
         shared = _shared_moto_patches()
         shared.patch_lambda_logging_and_tracing()
         shared.patch_lambda_one_mapping_per_source()
