@@ -2,8 +2,8 @@
 #
 #   make demo     start an emulator, run `payops up --env demo` against it, print the outputs
 #   make test     everything CI checks: format, lints, unit + CLI tests, the Lambda handlers'
-#                 tests, integration tests on moto and on LocalStack (each started and
-#                 stopped by this target)
+#                 tests, integration tests on moto and on LocalStack at once (each started
+#                 and stopped by this target)
 #
 # The cargo target dir lives outside the checkout so CI runs and worktrees share it.
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/payops/target
@@ -31,9 +31,10 @@ demo: build
 demo-down: build
 	@scripts/demo-down $(EMULATOR) $(ENV)
 
-test: lint test-unit test-handlers
-	$(MAKE) test-integration EMULATOR=moto
-	$(MAKE) test-integration EMULATOR=localstack
+# The two emulators' suites run at once (scripts/test-emulators says why); each
+# line of their output is prefixed with its emulator.
+test: lint test-unit test-handlers build
+	scripts/test-emulators moto:$(TEST_PORT_moto) localstack:$(TEST_PORT_localstack)
 
 lint:
 	cargo fmt --all --check
