@@ -300,7 +300,11 @@ async fn the_first_env_creates_the_baseline_a_second_reuses_it_and_only_baseline
             .is_some_and(|r| r.ends_with(":role/payops-baseline-config-us-east-1")),
         "{recorder:?}"
     );
-    assert!(recorder.recording_group().is_some_and(|g| g.all_supported()));
+    assert!(
+        recorder
+            .recording_group()
+            .is_some_and(|g| g.all_supported())
+    );
     let status = aws
         .c
         .config
@@ -319,7 +323,11 @@ async fn the_first_env_creates_the_baseline_a_second_reuses_it_and_only_baseline
     let config_bucket = format!("payops-baseline-config-{}-{}", aws.account, aws.region);
     let channel = &channels.delivery_channels()[0];
     assert_eq!(channel.s3_bucket_name(), Some(config_bucket.as_str()));
-    assert!(channel.s3_kms_key_arn().is_some_and(|k| k.contains(":key/")));
+    assert!(
+        channel
+            .s3_kms_key_arn()
+            .is_some_and(|k| k.contains(":key/"))
+    );
     let versioning = aws
         .c
         .s3
@@ -550,7 +558,11 @@ async fn a_detector_and_export_made_outside_payops_are_adopted_and_survive_every
             && got.contains(&("config-recorder".into(), "kept".into(), "adopted".into())),
         "{got:?}"
     );
-    assert_eq!(recorder_names(&aws).await, ["security-team"], "theirs stays");
+    assert_eq!(
+        recorder_names(&aws).await,
+        ["security-team"],
+        "theirs stays"
+    );
     let status = aws
         .c
         .config

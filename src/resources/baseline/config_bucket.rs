@@ -17,8 +17,8 @@
 //!   and delete marker first (BucketNotEmpty otherwise).
 
 use aws_sdk_s3::types::{
-    AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, ExpirationStatus,
-    LifecycleRule, LifecycleRuleFilter, NoncurrentVersionExpiration,
+    AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, ExpirationStatus, LifecycleRule,
+    LifecycleRuleFilter, NoncurrentVersionExpiration,
 };
 use serde_json::{Value, json};
 
@@ -184,9 +184,15 @@ mod tests {
         assert_eq!(tls["Condition"]["Bool"]["aws:SecureTransport"], "false");
 
         let acl = by_sid("AWSConfigBucketPermissionsCheck");
-        assert_eq!((acl["Action"].as_str(), acl["Resource"].as_str()), (Some("s3:GetBucketAcl"), Some(bucket)));
+        assert_eq!(
+            (acl["Action"].as_str(), acl["Resource"].as_str()),
+            (Some("s3:GetBucketAcl"), Some(bucket))
+        );
         let list = by_sid("AWSConfigBucketExistenceCheck");
-        assert_eq!((list["Action"].as_str(), list["Resource"].as_str()), (Some("s3:ListBucket"), Some(bucket)));
+        assert_eq!(
+            (list["Action"].as_str(), list["Resource"].as_str()),
+            (Some("s3:ListBucket"), Some(bucket))
+        );
         let put = by_sid("AWSConfigBucketDelivery");
         assert_eq!(put["Action"], "s3:PutObject");
         assert_eq!(

@@ -124,7 +124,9 @@ pub async fn find(cfg: &Client) -> Result<Option<Recorder>, AwsError> {
     Ok(Some(Recorder {
         owner: owner_of(&name),
         role_arn: r.role_arn().map(str::to_owned),
-        all_supported: r.recording_group().is_some_and(RecordingGroup::all_supported),
+        all_supported: r
+            .recording_group()
+            .is_some_and(RecordingGroup::all_supported),
         recording,
         channel: channel(cfg).await?,
         name,
@@ -223,7 +225,8 @@ pub async fn ensure(
                 c.name
             )));
         }
-        Some(c) if c.bucket.as_deref() == Some(bucket) && c.key_arn.as_deref() == Some(key_arn) => {}
+        Some(c) if c.bucket.as_deref() == Some(bucket) && c.key_arn.as_deref() == Some(key_arn) => {
+        }
         _ => {
             let channel = DeliveryChannel::builder()
                 .name(NAME)
@@ -422,7 +425,8 @@ mod tests {
                     r.configuration_recorder().is_some_and(|c| {
                         c.name() == Some(NAME)
                             && c.role_arn() == Some(ROLE)
-                            && c.recording_group().is_some_and(RecordingGroup::all_supported)
+                            && c.recording_group()
+                                .is_some_and(RecordingGroup::all_supported)
                     })
                 })
                 .then_output(|| PutConfigurationRecorderOutput::builder().build()),
@@ -457,7 +461,9 @@ mod tests {
         let c = with_config(&[&recorders(None), &channels(None), &m[0], &m[1], &m[2]]);
         let existing = find(&c.config).await.unwrap();
         assert_eq!(existing, None);
-        let r = ensure(&acct(&c), ROLE, BUCKET, KEY, existing).await.unwrap();
+        let r = ensure(&acct(&c), ROLE, BUCKET, KEY, existing)
+            .await
+            .unwrap();
         assert_eq!((r.action, r.owner), ("created", Some(Owner::Payops)));
         assert_eq!(r.state, "recording");
         assert_eq!(calls(&m), [1, 1, 1, 0, 0, 0]);
@@ -475,7 +481,9 @@ mod tests {
             &m[2],
         ]);
         let existing = find(&c.config).await.unwrap();
-        let r = ensure(&acct(&c), ROLE, BUCKET, KEY, existing).await.unwrap();
+        let r = ensure(&acct(&c), ROLE, BUCKET, KEY, existing)
+            .await
+            .unwrap();
         assert_eq!(r.action, "in-sync");
         assert_eq!(calls(&m), [0; 6]);
     }
@@ -490,7 +498,9 @@ mod tests {
             &m[2],
         ]);
         let existing = find(&c.config).await.unwrap();
-        let r = ensure(&acct(&c), ROLE, BUCKET, KEY, existing).await.unwrap();
+        let r = ensure(&acct(&c), ROLE, BUCKET, KEY, existing)
+            .await
+            .unwrap();
         assert_eq!(r.action, "updated");
         assert_eq!(calls(&m), [0, 0, 1, 0, 0, 0]);
     }

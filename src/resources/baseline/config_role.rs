@@ -413,6 +413,9 @@ mod tests {
             "bucket-owner-full-control"
         );
         assert_eq!(s[2]["Resource"], key);
-        assert!(!p.to_string().contains("\"*\""), "no wildcard resource: {p:#}");
+        assert!(
+            !p.to_string().contains("\"*\""),
+            "no wildcard resource: {p:#}"
+        );
     }
 }

@@ -544,7 +544,10 @@ mod tests {
         assert_eq!(s.len(), 2, "{p:#}");
         let config = &s[1];
         assert_eq!(config["Principal"]["Service"], "config.amazonaws.com");
-        assert_eq!(config["Action"], json!(["kms:Decrypt", "kms:GenerateDataKey"]));
+        assert_eq!(
+            config["Action"],
+            json!(["kms:Decrypt", "kms:GenerateDataKey"])
+        );
         assert_eq!(
             config["Condition"]["StringEquals"]["aws:SourceAccount"],
             "123456789012"

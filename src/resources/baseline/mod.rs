@@ -265,9 +265,11 @@ pub async fn ensure(
     let recorder = config_recorder::find(&acct.clients.config).await?;
     if let Some(theirs) = recorder.as_ref().filter(|r| r.owner == Owner::Adopted) {
         for item in [kms_key::CONFIG.item, config_bucket::ITEM, config_role::ITEM] {
-            push(ItemReport::absent(item, "not-needed").with_note(
-                "the region already has another team's AWS Config recorder (adopted)",
-            ));
+            push(
+                ItemReport::absent(item, "not-needed").with_note(
+                    "the region already has another team's AWS Config recorder (adopted)",
+                ),
+            );
         }
         push(config_recorder::adopted(theirs));
         return Ok(done);
