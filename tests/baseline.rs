@@ -1,6 +1,7 @@
 //! The account baseline on an emulator: an env's `up` creates or adopts
-//! GuardDuty's detector, the HIGH-findings alerts (key, topic, rule) and the
-//! findings export (key, bucket, publishing destination); a second env
+//! GuardDuty's detector, the HIGH-findings alerts (key, topic, rule), the
+//! findings export (key, bucket, publishing destination) and AWS Config's
+//! recorder (key, versioned bucket, role, recorder + channel); a second env
 //! reuses them; a second `up` changes nothing; `baseline down` removes only
 //! what payops created, only once no env is left in the region.
 //!
@@ -42,7 +43,7 @@ fn moto_only() -> bool {
 }
 
 /// The baseline's items, in the order `baseline up` settles them.
-const ITEMS: [&str; 7] = [
+const ITEMS: [&str; 11] = [
     "guardduty-detector",
     "alerts-key",
     "alerts-topic",
@@ -50,7 +51,13 @@ const ITEMS: [&str; 7] = [
     "findings-key",
     "findings-bucket",
     "findings-export",
+    "config-key",
+    "config-bucket",
+    "config-role",
+    "config-recorder",
 ];
+/// payops' AWS Config recorder and delivery channel (both named so).
+const RECORDER: &str = "payops-baseline";
 const TOPIC: &str = "payops-baseline-security-alerts";
 const RULE: &str = "payops-baseline-guardduty-high";
 
@@ -107,6 +114,19 @@ async fn detector_ids(aws: &Aws) -> Vec<String> {
         .expect("guardduty:ListDetectors")
         .detector_ids()
         .to_vec()
+}
+
+async fn recorder_names(aws: &Aws) -> Vec<String> {
+    aws.c
+        .config
+        .describe_configuration_recorders()
+        .send()
+        .await
+        .expect("config:DescribeConfigurationRecorders")
+        .configuration_recorders()
+        .iter()
+        .filter_map(|r| r.name().map(str::to_owned))
+        .collect()
 }
 
 async fn topic_exists(aws: &Aws) -> bool {
@@ -262,6 +282,62 @@ async fn the_first_env_creates_the_baseline_a_second_reuses_it_and_only_baseline
         Some(90)
     );
 
+    // AWS Config: payops' recorder records every supported type with the
+    // baseline role, and delivers to the versioned, KMS-encrypted bucket.
+    let recorders = aws
+        .c
+        .config
+        .describe_configuration_recorders()
+        .send()
+        .await
+        .expect("config:DescribeConfigurationRecorders");
+    let recorder = &recorders.configuration_recorders()[0];
+    assert_eq!(recorders.configuration_recorders().len(), 1);
+    assert_eq!(recorder.name(), Some(RECORDER));
+    assert!(
+        recorder
+            .role_arn()
+            .is_some_and(|r| r.ends_with(":role/payops-baseline-config-us-east-1")),
+        "{recorder:?}"
+    );
+    assert!(
+        recorder
+            .recording_group()
+            .is_some_and(|g| g.all_supported())
+    );
+    let status = aws
+        .c
+        .config
+        .describe_configuration_recorder_status()
+        .send()
+        .await
+        .expect("config:DescribeConfigurationRecorderStatus");
+    assert!(status.configuration_recorders_status()[0].recording());
+    let channels = aws
+        .c
+        .config
+        .describe_delivery_channels()
+        .send()
+        .await
+        .expect("config:DescribeDeliveryChannels");
+    let config_bucket = format!("payops-baseline-config-{}-{}", aws.account, aws.region);
+    let channel = &channels.delivery_channels()[0];
+    assert_eq!(channel.s3_bucket_name(), Some(config_bucket.as_str()));
+    assert!(
+        channel
+            .s3_kms_key_arn()
+            .is_some_and(|k| k.contains(":key/"))
+    );
+    let versioning = aws
+        .c
+        .s3
+        .get_bucket_versioning()
+        .bucket(&config_bucket)
+        .send()
+        .await
+        .expect("s3:GetBucketVersioning");
+    assert_eq!(versioning.status().map(|s| s.as_str()), Some("Enabled"));
+
     // A second env in the account: the same baseline, nothing new.
     let (_, up) = second.up_json(&["--nat", "single"]);
     assert!(
@@ -320,11 +396,16 @@ async fn the_first_env_creates_the_baseline_a_second_reuses_it_and_only_baseline
     let order: Vec<String> = actions(&down["items"]).into_iter().map(|a| a.0).collect();
     let mut reversed = ITEMS.map(str::to_owned).to_vec();
     reversed.reverse();
-    // Dependents first: the export before its bucket and key, the rule
-    // before its topic, the topic before its key, the detector last.
+    // Dependents first: the recorder before its role, bucket and key, the
+    // export before its bucket and key, the rule before its topic, the
+    // topic before its key, the detector last.
     assert_eq!(
         order,
         [
+            "config-recorder",
+            "config-role",
+            "config-bucket",
+            "config-key",
             "findings-export",
             "findings-bucket",
             "findings-key",
@@ -342,6 +423,7 @@ async fn the_first_env_creates_the_baseline_a_second_reuses_it_and_only_baseline
     );
     assert_eq!(detector_ids(&aws).await, Vec::<String>::new());
     assert!(!topic_exists(&aws).await);
+    assert_eq!(recorder_names(&aws).await, Vec::<String>::new());
     // Gone already: nothing to do, not an error.
     let (_, again) = baseline(&first, &["down", "--yes"]);
     assert!(
@@ -401,6 +483,20 @@ async fn a_detector_and_export_made_outside_payops_are_adopted_and_survive_every
         .expect("an id")
         .to_owned();
 
+    // And their AWS Config recorder (one per region), not recording.
+    aws.c
+        .config
+        .put_configuration_recorder()
+        .configuration_recorder(
+            aws_sdk_config::types::ConfigurationRecorder::builder()
+                .name("security-team")
+                .role_arn(format!("arn:aws:iam::{}:role/their-config", aws.account))
+                .build(),
+        )
+        .send()
+        .await
+        .expect("config:PutConfigurationRecorder");
+
     let (_, up) = env.up_json(&["--nat", "single"]);
     let got = actions(&up["baseline"]);
     let by_item = |item: &str| {
@@ -434,6 +530,14 @@ async fn a_detector_and_export_made_outside_payops_are_adopted_and_survive_every
         "{got:?}"
     );
     assert_eq!(
+        by_item("config-recorder"),
+        Some(("adopted", "adopted")),
+        "{got:?}"
+    );
+    for item in ["config-key", "config-bucket", "config-role"] {
+        assert_eq!(by_item(item), Some(("not-needed", "-")), "{item}: {got:?}");
+    }
+    assert_eq!(
         by_item("high-findings-rule"),
         Some(("created", "payops")),
         "{got:?}"
@@ -450,9 +554,33 @@ async fn a_detector_and_export_made_outside_payops_are_adopted_and_survive_every
     assert!(
         got.contains(&("guardduty-detector".into(), "kept".into(), "adopted".into()))
             && got.contains(&("findings-export".into(), "kept".into(), "adopted".into()))
-            && got.contains(&("alerts-topic".into(), "deleted".into(), "payops".into())),
+            && got.contains(&("alerts-topic".into(), "deleted".into(), "payops".into()))
+            && got.contains(&("config-recorder".into(), "kept".into(), "adopted".into())),
         "{got:?}"
     );
+    assert_eq!(
+        recorder_names(&aws).await,
+        ["security-team"],
+        "theirs stays"
+    );
+    let status = aws
+        .c
+        .config
+        .describe_configuration_recorder_status()
+        .send()
+        .await
+        .expect("config:DescribeConfigurationRecorderStatus");
+    assert!(
+        !status.configuration_recorders_status()[0].recording(),
+        "never started by payops"
+    );
+    let _ = aws
+        .c
+        .config
+        .delete_configuration_recorder()
+        .configuration_recorder_name("security-team")
+        .send()
+        .await;
     let detector = aws
         .c
         .guardduty
@@ -617,7 +745,7 @@ async fn a_second_detector_in_a_region_is_refused() {
 }
 
 /// LocalStack (its own S3, KMS, SNS and EventBridge; GuardDuty from its moto
-/// with the project's patches): `baseline up` creates all seven items, a
+/// with the project's patches): `baseline up` creates all eleven items, a
 /// second changes nothing, `status` sees them. LocalStack has one account
 /// here, shared with the suite's envs (which never touch the baseline), so
 /// `baseline down` would be refused while they run: the items go through

@@ -28,6 +28,7 @@ pub struct Clients {
     pub secrets: aws_sdk_secretsmanager::Client,
     pub wafv2: aws_sdk_wafv2::Client,
     pub guardduty: aws_sdk_guardduty::Client,
+    pub config: aws_sdk_config::Client,
     /// What every client above counts into.
     pub counter: ApiCounter,
 }
@@ -74,6 +75,7 @@ impl Clients {
             secrets: client!(aws_sdk_secretsmanager),
             wafv2: client!(aws_sdk_wafv2),
             guardduty: client!(aws_sdk_guardduty),
+            config: client!(aws_sdk_config),
             counter: counter.attached(),
         }
     }

@@ -18,10 +18,10 @@
 
 use aws_sdk_s3::types::{
     AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, BucketLocationConstraint,
-    CreateBucketConfiguration, Delete, ExpirationStatus, LifecycleExpiration, LifecycleRule,
-    LifecycleRuleFilter, ObjectIdentifier, ObjectOwnership, PublicAccessBlockConfiguration,
-    ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration,
-    ServerSideEncryptionRule, Tagging,
+    BucketVersioningStatus, CreateBucketConfiguration, Delete, ExpirationStatus,
+    LifecycleExpiration, LifecycleRule, LifecycleRuleFilter, ObjectIdentifier, ObjectOwnership,
+    PublicAccessBlockConfiguration, ServerSideEncryption, ServerSideEncryptionByDefault,
+    ServerSideEncryptionConfiguration, ServerSideEncryptionRule, Tagging, VersioningConfiguration,
 };
 use serde_json::{Value, json};
 
@@ -151,12 +151,12 @@ fn public_access_blocked(c: Option<&PublicAccessBlockConfiguration>) -> bool {
 }
 
 /// The bucket's tags; `None` when there is no such bucket.
-async fn find(acct: &Account<'_>) -> Result<Option<TagMap>, AwsError> {
+async fn find(acct: &Account<'_>, name: &str) -> Result<Option<TagMap>, AwsError> {
     let got = acct
         .clients
         .s3
         .get_bucket_tagging()
-        .bucket(acct.findings_bucket())
+        .bucket(name)
         .expected_bucket_owner(&acct.id)
         .send()
         .await
@@ -171,7 +171,7 @@ async fn find(acct: &Account<'_>) -> Result<Option<TagMap>, AwsError> {
     }
 }
 
-async fn put_tags(acct: &Account<'_>, tags: &TagMap) -> Result<(), AwsError> {
+async fn put_tags(acct: &Account<'_>, name: &str, tags: &TagMap) -> Result<(), AwsError> {
     const OP: &str = "s3:PutBucketTagging";
     let tagging = built(
         OP,
@@ -182,7 +182,7 @@ async fn put_tags(acct: &Account<'_>, tags: &TagMap) -> Result<(), AwsError> {
     acct.clients
         .s3
         .put_bucket_tagging()
-        .bucket(acct.findings_bucket())
+        .bucket(name)
         .expected_bucket_owner(&acct.id)
         .tagging(tagging)
         .send()
@@ -198,20 +198,73 @@ pub async fn ensure(
     key_arn: &str,
     detector_id: &str,
 ) -> Result<ItemReport, AwsError> {
-    let name = acct.findings_bucket();
+    let shape = Shape {
+        item: ITEM,
+        name: acct.findings_bucket(),
+        policy: bucket_policy(acct, key_arn, detector_id).to_string(),
+        lifecycle: lifecycle()?,
+        lifecycle_in_sync,
+        versioned: false,
+    };
+    ensure_shape(acct, key_arn, &shape).await
+}
+
+/// What a baseline bucket must look like; the findings bucket and Config's
+/// snapshots bucket differ only in these.
+pub(super) struct Shape {
+    pub item: &'static str,
+    pub name: String,
+    pub policy: String,
+    pub lifecycle: BucketLifecycleConfiguration,
+    pub lifecycle_in_sync: fn(&[LifecycleRule]) -> bool,
+    pub versioned: bool,
+}
+
+/// Makes sure the bucket `shape` names exists like that, SSE-KMS with
+/// `key_arn`, public access blocked, tagged as the baseline's.
+pub(super) async fn ensure_shape(
+    acct: &Account<'_>,
+    key_arn: &str,
+    shape: &Shape,
+) -> Result<ItemReport, AwsError> {
+    let name = shape.name.clone();
     let s3 = &acct.clients.s3;
-    let existing = match find(acct).await? {
+    let existing = match find(acct, &name).await? {
         Some(tags) => {
             check_ours(format!("S3 bucket {name}"), &tags)?;
             Some(tags)
         }
         None => {
-            create(acct).await?;
+            create(acct, &name).await?;
             None
         }
     };
     let created = existing.is_none();
     let mut fixed = Vec::new();
+
+    if shape.versioned {
+        let v = s3
+            .get_bucket_versioning()
+            .bucket(&name)
+            .expected_bucket_owner(&acct.id)
+            .send()
+            .await
+            .op("s3:GetBucketVersioning")?;
+        if v.status() != Some(&BucketVersioningStatus::Enabled) {
+            s3.put_bucket_versioning()
+                .bucket(&name)
+                .expected_bucket_owner(&acct.id)
+                .versioning_configuration(
+                    VersioningConfiguration::builder()
+                        .status(BucketVersioningStatus::Enabled)
+                        .build(),
+                )
+                .send()
+                .await
+                .op("s3:PutBucketVersioning")?;
+            fixed.push("versioning");
+        }
+    }
 
     let pab = absent_on(
         s3.get_public_access_block()
@@ -289,7 +342,7 @@ pub async fn ensure(
         fixed.push("encryption");
     }
 
-    let desired = bucket_policy(acct, key_arn, detector_id).to_string();
+    let desired = shape.policy.clone();
     let current = absent_on(
         s3.get_bucket_policy()
             .bucket(&name)
@@ -323,7 +376,7 @@ pub async fn ensure(
             .op("s3:GetBucketLifecycleConfiguration"),
         &["NoSuchLifecycleConfiguration"],
     )?;
-    if !lifecycle_in_sync(
+    if !(shape.lifecycle_in_sync)(
         lifecycle_now
             .as_ref()
             .map(|o| o.rules())
@@ -332,7 +385,7 @@ pub async fn ensure(
         s3.put_bucket_lifecycle_configuration()
             .bucket(&name)
             .expected_bucket_owner(&acct.id)
-            .lifecycle_configuration(lifecycle()?)
+            .lifecycle_configuration(shape.lifecycle.clone())
             .send()
             .await
             .op("s3:PutBucketLifecycleConfiguration")?;
@@ -345,23 +398,23 @@ pub async fn ensure(
             // PutBucketTagging replaces the set: others' tags go with ours.
             let mut all = tags.clone();
             all.extend(missing);
-            put_tags(acct, &all).await?;
+            put_tags(acct, &name, &all).await?;
             fixed.push("tags");
         }
     }
+    let item = shape.item;
     Ok(if created {
-        ItemReport::ours(ITEM, &name, "created")
+        ItemReport::ours(item, &name, "created")
     } else if fixed.is_empty() {
-        ItemReport::ours(ITEM, &name, "in-sync")
+        ItemReport::ours(item, &name, "in-sync")
     } else {
-        ItemReport::ours(ITEM, &name, "updated")
+        ItemReport::ours(item, &name, "updated")
             .with_note(format!("put back: {}", fixed.join(", ")))
     })
 }
 
-async fn create(acct: &Account<'_>) -> Result<(), AwsError> {
+async fn create(acct: &Account<'_>, name: &str) -> Result<(), AwsError> {
     const OP: &str = "s3:CreateBucket";
-    let name = acct.findings_bucket();
     // us-east-1 is S3's default and refuses to be named as a constraint.
     let constraint =
         (acct.region != "us-east-1").then(|| BucketLocationConstraint::from(acct.region.as_str()));
@@ -369,7 +422,7 @@ async fn create(acct: &Account<'_>) -> Result<(), AwsError> {
         .clients
         .s3
         .create_bucket()
-        .bucket(&name)
+        .bucket(name)
         .create_bucket_configuration(
             CreateBucketConfiguration::builder()
                 .set_location_constraint(constraint)
@@ -384,7 +437,7 @@ async fn create(acct: &Account<'_>) -> Result<(), AwsError> {
         // Another run (a second env's `up`) made it a moment ago: ours only
         // if its tags say so.
         Err(e) if e.is_code(&["BucketAlreadyOwnedByYou"]) => {
-            let tags = find(acct).await?.unwrap_or_default();
+            let tags = find(acct, name).await?.unwrap_or_default();
             return check_ours(format!("S3 bucket {name}"), &tags);
         }
         Err(e) if e.is_code(&["BucketAlreadyExists"]) => {
@@ -395,29 +448,48 @@ async fn create(acct: &Account<'_>) -> Result<(), AwsError> {
         }
         Err(e) => return Err(e),
     }
-    put_tags(acct, &acct.tags()).await
+    put_tags(acct, name, &acct.tags()).await
 }
 
 pub async fn observe(acct: &Account<'_>) -> Result<ItemReport, AwsError> {
-    Ok(match find(acct).await? {
-        None => ItemReport::absent(ITEM, "observed"),
+    observe_named(acct, ITEM, &acct.findings_bucket()).await
+}
+
+pub(super) async fn observe_named(
+    acct: &Account<'_>,
+    item: &'static str,
+    name: &str,
+) -> Result<ItemReport, AwsError> {
+    Ok(match find(acct, name).await? {
+        None => ItemReport::absent(item, "observed"),
         Some(tags) => ItemReport {
             owner: Some(owner_of(&tags)),
-            ..ItemReport::ours(ITEM, acct.findings_bucket(), "observed")
+            ..ItemReport::ours(item, name, "observed")
         },
     })
 }
 
 /// Empties and deletes the bucket if payops created it.
 pub async fn destroy(acct: &Account<'_>) -> Result<ItemReport, AwsError> {
-    let name = acct.findings_bucket();
-    let Some(tags) = find(acct).await? else {
-        return Ok(ItemReport::absent(ITEM, "absent"));
+    destroy_named(acct, ITEM, &acct.findings_bucket(), "exported finding").await
+}
+
+/// Empties (every version) and deletes bucket `name` if payops created it;
+/// `what` names its objects in the report.
+pub(super) async fn destroy_named(
+    acct: &Account<'_>,
+    item: &'static str,
+    name: &str,
+    what: &str,
+) -> Result<ItemReport, AwsError> {
+    let name = name.to_owned();
+    let Some(tags) = find(acct, &name).await? else {
+        return Ok(ItemReport::absent(item, "absent"));
     };
     if owner_of(&tags) == Owner::Adopted {
         return Ok(ItemReport {
             owner: Some(Owner::Adopted),
-            ..ItemReport::ours(ITEM, &name, "kept")
+            ..ItemReport::ours(item, &name, "kept")
         }
         .with_note("not tagged as payops' baseline bucket: never deleted"));
     }
@@ -445,12 +517,10 @@ pub async fn destroy(acct: &Account<'_>) -> Result<ItemReport, AwsError> {
     )?;
     let report = ItemReport {
         state: "absent".into(),
-        ..ItemReport::ours(ITEM, &name, "deleted")
+        ..ItemReport::ours(item, &name, "deleted")
     };
     Ok(if deleted > 0 {
-        report.with_note(format!(
-            "{deleted} exported finding object(s) deleted with it"
-        ))
+        report.with_note(format!("{deleted} {what} object(s) deleted with it"))
     } else {
         report
     })

@@ -1,5 +1,6 @@
 //! The baseline's customer-managed KMS keys, one per purpose: the security
-//! alerts topic's, and the exported GuardDuty findings'.
+//! alerts topic's, the exported GuardDuty findings', and AWS Config's
+//! snapshots'.
 //!
 //! AWS rules encoded here:
 //! - A service principal can use a key only if its key policy says so (no
@@ -65,6 +66,15 @@ pub const FINDINGS: Spec = Spec {
     detector_id: None,
 };
 
+/// Config's snapshots key: the delivery channel encrypts what it writes to
+/// the snapshots bucket with it.
+pub const CONFIG: Spec = Spec {
+    item: "config-key",
+    alias: "alias/payops-baseline/config-snapshots",
+    description: "payops account baseline: AWS Config configuration snapshots and history",
+    detector_id: None,
+};
+
 impl Spec {
     /// The findings key as the detector `detector_id` needs it.
     pub fn findings(_acct: &Account<'_>, detector_id: &str) -> Self {
@@ -117,6 +127,21 @@ pub fn key_policy(acct: &Account<'_>, spec: &Spec) -> Value {
                 "aws:SourceAccount": acct.id,
                 "aws:SourceArn": acct.detector_arn(detector)
             } }
+        }));
+    }
+    if spec.item == CONFIG.item {
+        statements.push(json!({
+            // The recorder's role gets its use of the key from its own IAM
+            // policy (the account statement above delegates to IAM); Config
+            // itself also writes with the service principal (always with
+            // its service-linked role, and as a fallback), so it is named
+            // here, for this account only (CG:s3-kms-key-policy).
+            "Sid": "ConfigEncryptsSnapshots",
+            "Effect": "Allow",
+            "Principal": { "Service": "config.amazonaws.com" },
+            "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+            "Resource": "*",
+            "Condition": { "StringEquals": { "aws:SourceAccount": acct.id } }
         }));
     }
     json!({ "Version": "2012-10-17", "Statement": statements })
@@ -509,6 +534,25 @@ mod tests {
         );
         // Nothing for events, and no service gets kms:*.
         assert!(!p.to_string().contains("events.amazonaws.com"));
+    }
+
+    #[test]
+    fn the_config_key_lets_config_use_it_for_this_account_only() {
+        let c = testing::clients();
+        let p = key_policy(&acct(&c), &CONFIG);
+        let s = p["Statement"].as_array().unwrap();
+        assert_eq!(s.len(), 2, "{p:#}");
+        let config = &s[1];
+        assert_eq!(config["Principal"]["Service"], "config.amazonaws.com");
+        assert_eq!(
+            config["Action"],
+            json!(["kms:Decrypt", "kms:GenerateDataKey"])
+        );
+        assert_eq!(
+            config["Condition"]["StringEquals"]["aws:SourceAccount"],
+            "123456789012"
+        );
+        assert!(!p.to_string().contains("guardduty.amazonaws.com"));
     }
 
     #[tokio::test]

@@ -2,8 +2,10 @@
 //! every env there. Today: GuardDuty's detector, the security alerts for its
 //! HIGH findings (a KMS key, an SNS topic, an EventBridge rule) and the
 //! export of its findings (a KMS key, an S3 bucket, a publishing
-//! destination). The Config recorder, X-Ray's encryption setting and API
-//! Gateway's logging role belong here too (issue 17).
+//! destination), and AWS Config's recorder with its delivery channel (a KMS
+//! key, a versioned S3 bucket, an IAM role, the recorder). X-Ray's
+//! encryption setting and API Gateway's logging role belong here too
+//! (issue 17).
 //!
 //! These are not env steps: an env's graph owns what carries its
 //! `payops:env` tag and `down` removes all of it, while the baseline must
@@ -12,11 +14,16 @@
 //! start with `baseline`, see `naming`) or, for the singletons, by asking
 //! the service, and tagged `payops:scope=account-baseline` when payops
 //! created it: that tag is the record of ownership, and it survives a fresh
-//! machine (see docs/architecture.md). Only the singletons (the detector and
-//! its publishing destination) are ever adopted; an item under one of
+//! machine (see docs/architecture.md); Config's recorder and channel take no
+//! tags, so their name `payops-baseline` is that record. Only the singletons
+//! (the detector, its publishing destination, the Config recorder) are ever
+//! adopted; an item under one of
 //! payops' baseline names without payops' tags is refused, never used.
 
 pub mod alerts_topic;
+pub mod config_bucket;
+pub mod config_recorder;
+pub mod config_role;
 pub mod findings_bucket;
 pub mod findings_rule;
 pub mod guardduty;
@@ -243,13 +250,37 @@ pub async fn ensure(
             ));
         }
         push(publishing::adopted(theirs));
+    } else {
+        let findings = kms_key::Spec::findings(acct, &detector_id);
+        let (key, findings_key) = kms_key::ensure(acct, &findings).await?;
+        push(key);
+        push(findings_bucket::ensure(acct, &findings_key, &detector_id).await?);
+        push(publishing::ensure(acct, &detector_id, &findings_key, existing).await?);
+    }
+
+    // AWS Config: a recorder someone else made is adopted as it is, and then
+    // payops' key, bucket and role are not needed. Otherwise the key, the
+    // bucket it encrypts and the role come first: the recorder needs the
+    // role, its delivery channel the bucket (see config_recorder).
+    let recorder = config_recorder::find(&acct.clients.config).await?;
+    if let Some(theirs) = recorder.as_ref().filter(|r| r.owner == Owner::Adopted) {
+        for item in [kms_key::CONFIG.item, config_bucket::ITEM, config_role::ITEM] {
+            push(
+                ItemReport::absent(item, "not-needed").with_note(
+                    "the region already has another team's AWS Config recorder (adopted)",
+                ),
+            );
+        }
+        push(config_recorder::adopted(theirs));
         return Ok(done);
     }
-    let findings = kms_key::Spec::findings(acct, &detector_id);
-    let (key, findings_key) = kms_key::ensure(acct, &findings).await?;
+    let (key, config_key) = kms_key::ensure(acct, &kms_key::CONFIG).await?;
     push(key);
-    push(findings_bucket::ensure(acct, &findings_key, &detector_id).await?);
-    push(publishing::ensure(acct, &detector_id, &findings_key, existing).await?);
+    push(config_bucket::ensure(acct, &config_key).await?);
+    let (role, role_arn) = config_role::ensure(acct, &config_key).await?;
+    push(role);
+    let bucket = config_bucket::name(acct);
+    push(config_recorder::ensure(acct, &role_arn, &bucket, &config_key, recorder).await?);
     Ok(done)
 }
 
@@ -270,6 +301,10 @@ pub async fn observe(acct: &Account<'_>) -> Result<Vec<ItemReport>, AwsError> {
         Some(id) => publishing::observe(gd, id).await?,
         None => ItemReport::absent(publishing::ITEM, "observed"),
     });
+    items.push(kms_key::observe(acct, &kms_key::CONFIG).await?);
+    items.push(config_bucket::observe(acct).await?);
+    items.push(config_role::observe(acct).await?);
+    items.push(config_recorder::observe(&acct.clients.config).await?);
     Ok(items)
 }
 
@@ -280,6 +315,12 @@ pub async fn destroy(acct: &Account<'_>) -> Result<Vec<ItemReport>, AwsError> {
     let gd = &acct.clients.guardduty;
     let detector = guardduty::find(gd).await?;
     let mut items = Vec::new();
+    // Config first: the recorder stops and goes before the role it uses
+    // and the bucket and key it delivers with.
+    items.push(config_recorder::destroy(&acct.clients.config).await?);
+    items.push(config_role::destroy(acct).await?);
+    items.push(config_bucket::destroy(acct).await?);
+    items.push(kms_key::destroy(acct, &kms_key::CONFIG).await?);
     items.push(match &detector {
         Some(d) => publishing::destroy(gd, &d.id).await?,
         None => ItemReport::absent(publishing::ITEM, "absent"),

@@ -51,6 +51,7 @@ pub fn clients() -> Clients {
         secrets: mock_client!(aws_sdk_secretsmanager, RuleMode::MatchAny, none),
         wafv2: mock_client!(aws_sdk_wafv2, RuleMode::MatchAny, none),
         guardduty: mock_client!(aws_sdk_guardduty, RuleMode::MatchAny, none),
+        config: mock_client!(aws_sdk_config, RuleMode::MatchAny, none),
         counter: crate::aws::ApiCounter::new(),
     }
 }
