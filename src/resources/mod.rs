@@ -110,8 +110,9 @@ mod tests {
     }
 
     /// `--events off` leaves out the whole backbone, the transaction log
-    /// with it (its stream, bucket, error log, role, transform function and
-    /// alarms), and nothing else; on, the default spec wants every step but
+    /// with it (its stream, bucket, error log, role, transform function with
+    /// its role and log group, and alarms), the queue consumer likewise, and
+    /// nothing else; on, the default spec wants every step but
     /// those another shape option leaves out.
     #[test]
     fn the_event_backbone_off_leaves_out_exactly_its_steps() {
@@ -149,10 +150,14 @@ mod tests {
                 "event-rule:payment-succeeded",
                 "event-source-mapping:payments-processing",
                 "firehose-stream:transaction-log",
+                "iam-role:payment-queue-consumer",
                 "iam-role:transaction-log-delivery",
+                "iam-role:transaction-log-transform",
                 "lambda-function:payment-queue-consumer",
                 "lambda-function:transaction-log-transform",
+                "log-group:payment-queue-consumer",
                 "log-group:transaction-log-delivery",
+                "log-group:transaction-log-transform",
                 "s3-bucket:transaction-log",
                 "sqs-queue:payments-analytics",
                 "sqs-queue:payments-analytics-dlq",

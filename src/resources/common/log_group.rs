@@ -662,11 +662,7 @@ mod tests {
 
         // Made meanwhile by another run: the same stream, not an error.
         let exists = mock!(Client::create_log_stream).then_error(|| {
-            CreateLogStreamError::ResourceAlreadyExistsException(
-                aws_sdk_cloudwatchlogs::types::error::ResourceAlreadyExistsException::builder()
-                    .message("The specified log stream already exists")
-                    .build(),
-            )
+            CreateLogStreamError::generic(testing::error_meta("ResourceAlreadyExistsException"))
         });
         let cx = context(&[&rules[0], &rules[1], &only_longer, &exists]);
         let applied = testing::ensure(&cx, STEP, with_stream(), &kms_input())
