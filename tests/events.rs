@@ -1,7 +1,9 @@
 //! Integration tests of the event backbone's EventBridge part (issue 18): the
 //! env's encrypted bus, its routing rules with their targets' retry policies
 //! and dead-letter queue, the policies that let EventBridge deliver, drift on
-//! a rule repaired by `up`, `--events off`, and teardown, each checked
+//! a rule and on a queue's redrive policy repaired by `up`, `--events off`,
+//! the transaction log (its stream, error log and bucket), and teardown,
+//! each checked
 //! through the AWS SDK against a local emulator (see tests/common/mod.rs).
 //!
 //! ```sh
@@ -13,6 +15,8 @@
 //! or queue policies, so delivery to an SSE-KMS queue succeeds here whatever
 //! the policies say; moto has no UpdateEventBus (the bus's key drift is a
 //! unit test), and LocalStack's bus keeps its key only through our extension.
+//! moto's EventBridge does not deliver to SNS targets: a failed payment's
+//! event reaching its topic is shown on LocalStack only.
 
 mod common;
 
@@ -331,6 +335,112 @@ async fn up_builds_an_encrypted_bus_and_rules_whose_targets_retry_and_dead_lette
     .unwrap();
     assert_eq!(event["detail-type"], "Payment Succeeded");
     assert_eq!(event["detail"]["transactionId"], "txn-it-1");
+
+    // A payment-failed event reaches the failed-transactions topic, seen
+    // through a queue the test subscribes to it. LocalStack only: moto's
+    // EventBridge delivers to SQS, log group and bus targets, not to SNS
+    // (there the rule's target and the topic's policy are checked above,
+    // and the handler's publish by lambda/tests/test_transaction.py).
+    if common::emulator() == common::Emulator::LocalStack {
+        let topic = output(&outputs, "FailedTransactionsTopicArn");
+        let seen_url = aws
+            .c
+            .sqs
+            .create_queue()
+            .queue_name(format!("it-{name}-failed-seen"))
+            .send()
+            .await
+            .expect("sqs:CreateQueue")
+            .queue_url()
+            .unwrap()
+            .to_owned();
+        let seen_arn = aws
+            .c
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&seen_url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .expect("sqs:GetQueueAttributes")
+            .attributes()
+            .unwrap()[&QueueAttributeName::QueueArn]
+            .clone();
+        let subscription = aws
+            .c
+            .sns
+            .subscribe()
+            .topic_arn(topic)
+            .protocol("sqs")
+            .endpoint(&seen_arn)
+            .attributes("RawMessageDelivery", "true")
+            .return_subscription_arn(true)
+            .send()
+            .await
+            .expect("sns:Subscribe")
+            .subscription_arn()
+            .unwrap()
+            .to_owned();
+        let put = aws
+            .c
+            .events
+            .put_events()
+            .entries(
+                PutEventsRequestEntry::builder()
+                    .event_bus_name(&bus_name)
+                    .source("payops.payments")
+                    .detail_type("Payment Failed")
+                    .detail(r#"{"transactionId":"txn-it-2","reason":"CARD_DECLINED"}"#)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("events:PutEvents");
+        assert_eq!(put.failed_entry_count(), 0, "{put:?}");
+        let mut bodies = Vec::new();
+        for _ in 0..10 {
+            let got = aws
+                .c
+                .sqs
+                .receive_message()
+                .queue_url(&seen_url)
+                .wait_time_seconds(1)
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .expect("sqs:ReceiveMessage");
+            bodies.extend(
+                got.messages()
+                    .iter()
+                    .filter_map(|m| m.body().map(str::to_owned)),
+            );
+            if !bodies.is_empty() {
+                break;
+            }
+        }
+        aws.c
+            .sns
+            .unsubscribe()
+            .subscription_arn(&subscription)
+            .send()
+            .await
+            .expect("sns:Unsubscribe");
+        aws.c
+            .sqs
+            .delete_queue()
+            .queue_url(&seen_url)
+            .send()
+            .await
+            .expect("sqs:DeleteQueue");
+        let event: Value = serde_json::from_str(
+            bodies
+                .first()
+                .unwrap_or_else(|| panic!("no event reached the failed-transactions topic")),
+        )
+        .unwrap();
+        assert_eq!(event["detail-type"], "Payment Failed");
+        assert_eq!(event["detail"]["reason"], "CARD_DECLINED");
+    }
 }
 
 // ===================================================================== 2
@@ -348,9 +458,24 @@ async fn a_rule_changed_out_of_band_is_drift_that_up_repairs_then_changes_nothin
     let failed = format!("payops-{name}-payment-failed");
 
     // Out of band: the succeeded rule's target now goes elsewhere with no
-    // retry policy, an extra target appears, and the failed rule's pattern
-    // is widened to every payment event.
+    // retry policy, an extra target appears, the failed rule's pattern is
+    // widened to every payment event, and the processing queue's redrive
+    // policy lets a poison message be received 50 times before it is
+    // dead-lettered.
     let elsewhere = output(&outputs, "PaymentsProcessingQueueArn");
+    let processing = output(&outputs, "PaymentsProcessingQueueUrl");
+    let dlq_arn = output(&outputs, "PaymentsProcessingDlqArn");
+    aws.c
+        .sqs
+        .set_queue_attributes()
+        .queue_url(processing)
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 50}).to_string(),
+        )
+        .send()
+        .await
+        .expect("sqs:SetQueueAttributes");
     aws.c
         .events
         .put_targets()
@@ -385,9 +510,17 @@ async fn a_rule_changed_out_of_band_is_drift_that_up_repairs_then_changes_nothin
 
     let status = env.status_json();
     let rows = statuses(&status);
-    for step in ["event-rule:payment-succeeded", "event-rule:payment-failed"] {
+    for step in [
+        "event-rule:payment-succeeded",
+        "event-rule:payment-failed",
+        "sqs-queue:payments-processing",
+    ] {
         assert_eq!(rows[step], "drifted", "status of {step}: {status:#}");
     }
+    assert_eq!(
+        rows["sqs-queue:payments-analytics"], "in sync",
+        "{status:#}"
+    );
     assert_eq!(rows["event-rule:db-failover"], "in sync", "{status:#}");
     assert_eq!(rows["event-bus:payments"], "in sync", "{status:#}");
 
@@ -398,6 +531,28 @@ async fn a_rule_changed_out_of_band_is_drift_that_up_repairs_then_changes_nothin
         "{steps:?}"
     );
     assert_eq!(steps["event-rule:payment-failed"], "updated", "{steps:?}");
+    assert_eq!(
+        steps["sqs-queue:payments-processing"], "updated",
+        "{steps:?}"
+    );
+    let attrs = aws
+        .c
+        .sqs
+        .get_queue_attributes()
+        .queue_url(processing)
+        .attribute_names(QueueAttributeName::RedrivePolicy)
+        .send()
+        .await
+        .expect("sqs:GetQueueAttributes");
+    let redrive: Value =
+        serde_json::from_str(&attrs.attributes().unwrap()[&QueueAttributeName::RedrivePolicy])
+            .unwrap();
+    assert_eq!(redrive["deadLetterTargetArn"], dlq_arn, "{redrive}");
+    // SQS answers the count as a number or a string, per emulator.
+    assert_eq!(
+        redrive["maxReceiveCount"].to_string().trim_matches('"'),
+        "5"
+    );
     let targets = aws
         .c
         .events
@@ -447,9 +602,18 @@ async fn events_off_removes_the_rules_and_the_bus_and_down_leaves_nothing() {
         "event-rule:db-failover",
         "event-bus:payments",
         "sqs-queue:payments-events-dlq",
+        // The transaction log is part of the backbone.
+        "firehose-stream:transaction-log",
+        "s3-bucket:transaction-log",
+        "iam-role:transaction-log-delivery",
+        "lambda-function:transaction-log-transform",
+        "log-group:transaction-log-delivery",
+        "alarm:transaction-log-records-failed",
     ] {
         assert_eq!(steps[step], "deleted", "{step}: {steps:?}");
     }
+    let left = common::transaction_log_remaining(&aws, &name).await;
+    assert!(left.is_empty(), "left by --events off: {left:#?}");
     for suffix in ["payment-succeeded", "payment-failed"] {
         let rule = aws
             .c
@@ -748,10 +912,13 @@ async fn the_transaction_log_stream_delivers_to_its_bucket_and_goes_with_down() 
     let steps = outcomes(&report);
     for step in [
         "s3-bucket:transaction-log",
+        "log-group:transaction-log-delivery",
         "iam-role:transaction-log-delivery",
         "lambda-function:transaction-log-transform",
         "firehose-stream:transaction-log",
         "alarm:transaction-log-freshness",
+        "alarm:transaction-log-records-failed",
+        "alarm:settlement-requests-failed",
     ] {
         assert_eq!(steps[step], "created", "{step}: {steps:?}");
     }
@@ -793,6 +960,33 @@ async fn the_transaction_log_stream_delivers_to_its_bucket_and_goes_with_down() 
             .any(|p| p.parameter_value() == output(&outs, "LogTransformFunctionArn")),
         "{processor:?}"
     );
+    // Delivery and transform errors go to the env's log group, whose stream
+    // payops made (Firehose makes neither through the API).
+    let log_group = output(&outs, "TransactionLogDeliveryLogGroupName").to_owned();
+    assert_eq!(
+        log_group,
+        format!("/payops/{name}/firehose/transaction-log")
+    );
+    let logging = dest
+        .cloud_watch_logging_options()
+        .expect("CloudWatchLoggingOptions");
+    assert_eq!(logging.enabled(), Some(true), "{logging:?}");
+    assert_eq!(logging.log_group_name(), Some(log_group.as_str()));
+    assert_eq!(logging.log_stream_name(), Some("DestinationDelivery"));
+    let log_streams = || async {
+        aws.c
+            .logs
+            .describe_log_streams()
+            .log_group_name(&log_group)
+            .send()
+            .await
+            .expect("logs:DescribeLogStreams")
+            .log_streams()
+            .iter()
+            .filter_map(|s| s.log_stream_name().map(str::to_owned))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(log_streams().await, ["DestinationDelivery"]);
     // LocalStack 4.14 answers no encryption configuration (a gap: AWS always
     // does); moto echoes what was asked.
     if let Some(sse) = d.delivery_stream_encryption_configuration() {
@@ -855,6 +1049,23 @@ async fn the_transaction_log_stream_delivers_to_its_bucket_and_goes_with_down() 
 
     let (_, again) = env.up_json(&[]);
     assert_no_mutation(&again, "second up with the transaction log");
+
+    // The error log's stream deleted out of band: Firehose would log
+    // nothing, silently. `status` says so and `up` makes it again.
+    aws.c
+        .logs
+        .delete_log_stream()
+        .log_group_name(&log_group)
+        .log_stream_name("DestinationDelivery")
+        .send()
+        .await
+        .expect("logs:DeleteLogStream");
+    let step = "log-group:transaction-log-delivery";
+    let status = env.status_json();
+    assert_eq!(statuses(&status)[step], "drifted", "{status:#}");
+    let (_, report) = env.up_json(&[]);
+    assert_eq!(outcomes(&report)[step], "updated", "{report:#}");
+    assert_eq!(log_streams().await, ["DestinationDelivery"]);
 
     let down = env.down_json();
     down.assert_success();

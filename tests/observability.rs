@@ -21,7 +21,7 @@ use common::{
 };
 
 /// Every alarm: (slug, output key, topic output, shift gate, treat missing data).
-const ALARMS: [(&str, &str, &str, bool, &str); 18] = [
+const ALARMS: [(&str, &str, &str, bool, &str); 20] = [
     (
         "api-p99-latency",
         "ApiP99LatencyAlarmName",
@@ -145,6 +145,20 @@ const ALARMS: [(&str, &str, &str, bool, &str); 18] = [
     (
         "transaction-log-freshness",
         "TransactionLogFreshnessAlarmName",
+        "SystemErrorsTopicArn",
+        false,
+        "notBreaching",
+    ),
+    (
+        "settlement-requests-failed",
+        "SettlementRequestsFailedAlarmName",
+        "SystemErrorsTopicArn",
+        false,
+        "notBreaching",
+    ),
+    (
+        "transaction-log-records-failed",
+        "TransactionLogRecordsFailedAlarmName",
         "SystemErrorsTopicArn",
         false,
         "notBreaching",

@@ -282,6 +282,14 @@ pub trait Step<C: ?Sized + Sync>: Send + Sync {
 
     fn dependencies(&self) -> &[Dependency];
 
+    /// Whether the env's spec wants what this step makes (false: `up`
+    /// removes it). What `observe` and `ensure` decide by; listed on its own
+    /// so that a test can name the steps a shape option leaves out.
+    #[cfg_attr(not(test), allow(dead_code))]
+    fn wanted(&self, _cx: &C) -> bool {
+        true
+    }
+
     /// Find the resources (recorded id first, then deterministic name or
     /// ownership tags) and report how they differ from the desired shape.
     async fn observe(&self, cx: &C, step: &StepCx<'_>) -> Result<Observation, StepError>;

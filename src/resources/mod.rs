@@ -105,8 +105,67 @@ mod tests {
                 ..EnvSpec::default()
             };
             let g = graph(&spec).unwrap_or_else(|e| panic!("{nat:?}: {e}"));
-            assert_eq!(g.len(), 134);
+            assert_eq!(g.len(), 137);
         }
+    }
+
+    /// `--events off` leaves out the whole backbone, the transaction log
+    /// with it (its stream, bucket, error log, role, transform function with
+    /// its role and log group, and alarms), the queue consumer likewise, and
+    /// nothing else; on, the default spec wants every step but
+    /// those another shape option leaves out.
+    #[test]
+    fn the_event_backbone_off_leaves_out_exactly_its_steps() {
+        let unwanted = |events: bool| -> Vec<String> {
+            let mut cx = testing::context(testing::clients());
+            cx.spec.events = events;
+            registry(&cx.spec)
+                .into_steps()
+                .iter()
+                .filter(|s| !s.wanted(&cx))
+                .map(|s| s.id().to_string())
+                .collect()
+        };
+        let always = unwanted(true);
+        let mut off: Vec<String> = unwanted(false)
+            .into_iter()
+            .filter(|s| !always.contains(s))
+            .collect();
+        off.sort();
+        assert_eq!(
+            off,
+            [
+                "alarm:payment-events-failed",
+                "alarm:payments-analytics-dlq-not-empty",
+                "alarm:payments-events-dlq-not-empty",
+                "alarm:payments-processing-dlq-not-empty",
+                "alarm:payments-processing-oldest-message",
+                "alarm:queue-consumer-errors",
+                "alarm:settlement-requests-failed",
+                "alarm:transaction-log-freshness",
+                "alarm:transaction-log-records-failed",
+                "event-bus:payments",
+                "event-rule:db-failover",
+                "event-rule:payment-failed",
+                "event-rule:payment-succeeded",
+                "event-source-mapping:payments-processing",
+                "firehose-stream:transaction-log",
+                "iam-role:payment-queue-consumer",
+                "iam-role:transaction-log-delivery",
+                "iam-role:transaction-log-transform",
+                "lambda-function:payment-queue-consumer",
+                "lambda-function:transaction-log-transform",
+                "log-group:payment-queue-consumer",
+                "log-group:transaction-log-delivery",
+                "log-group:transaction-log-transform",
+                "s3-bucket:transaction-log",
+                "sqs-queue:payments-analytics",
+                "sqs-queue:payments-analytics-dlq",
+                "sqs-queue:payments-events-dlq",
+                "sqs-queue:payments-processing",
+                "sqs-queue:payments-processing-dlq",
+            ]
+        );
     }
 
     #[test]

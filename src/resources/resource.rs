@@ -250,6 +250,10 @@ impl<R: Resource> Step<Context> for Node<R> {
         &self.deps
     }
 
+    fn wanted(&self, cx: &Context) -> bool {
+        self.resource.wanted(cx)
+    }
+
     async fn observe(&self, cx: &Context, step: &StepCx<'_>) -> Result<Observation, StepError> {
         let r = &self.resource;
         let (found, extras) = self.find_one_and_extras(cx, step).await?;

@@ -41,6 +41,8 @@ pub struct LogGroup {
     output_prefix: String,
     /// Whether the env's spec wants the group (see [`Self::wanted_when`]).
     wanted: fn(&Context) -> bool,
+    /// A log stream the group must hold (see [`Self::with_stream`]).
+    stream: Option<&'static str>,
 }
 
 enum GroupName {
@@ -64,7 +66,18 @@ impl LogGroup {
             retention_days,
             output_prefix: output_prefix.into(),
             wanted: |_| true,
+            stream: None,
         }
+    }
+
+    /// A group whose writer names a log stream it does not create itself
+    /// (Firehose's CloudWatchLoggingOptions: given through the API, the
+    /// group and the stream must exist; only the console makes them). The
+    /// step keeps the stream there (a deleted one is drift, made again) and
+    /// outputs its name as `<output_prefix>LogStreamName`.
+    pub fn with_stream(mut self, stream: &'static str) -> Self {
+        self.stream = Some(stream);
+        self
     }
 
     /// A group only some env shapes want (e.g. an optional function's):
@@ -90,6 +103,7 @@ impl LogGroup {
             wanted: |_| true,
             retention_days,
             output_prefix: output_prefix.into(),
+            stream: None,
         }
     }
 
@@ -129,12 +143,15 @@ pub struct FoundLogGroup {
     retention: Option<i32>,
     kms_key: Option<String>,
     tags: TagMap,
+    /// The stream of [`LogGroup::with_stream`] is not in the group.
+    stream_missing: bool,
 }
 
 pub enum Fix {
     Retention { from: Option<i32>, to: i32 },
     KmsKey,
     Tags(TagMap),
+    Stream(&'static str),
 }
 
 impl fmt::Display for Fix {
@@ -151,6 +168,7 @@ impl fmt::Display for Fix {
             }
             Self::KmsKey => f.write_str("encrypt with the env's logs KMS key"),
             Self::Tags(t) => f.write_str(&describe_tag_fix(t)),
+            Self::Stream(s) => write!(f, "create the log stream {s}"),
         }
     }
 }
@@ -247,13 +265,39 @@ impl LogGroup {
         if !made_by_the_service {
             cx.check_ours(format!("log group {name}"), &tags)?;
         }
+        let stream_missing = match self.stream {
+            Some(stream) => !Self::has_stream(cx, name, stream).await?,
+            None => false,
+        };
         Ok(Some(FoundLogGroup {
             name: name.to_owned(),
             arn,
             retention: group.retention_in_days(),
             kms_key: group.kms_key_id().map(str::to_owned),
             tags,
+            stream_missing,
         }))
+    }
+
+    /// Whether the group holds a stream named exactly `stream` (the name
+    /// is a prefix to DescribeLogStreams, which may answer longer names).
+    async fn has_stream(cx: &Context, group: &str, stream: &str) -> Result<bool, AwsError> {
+        let listed = cx
+            .clients
+            .logs
+            .describe_log_streams()
+            .log_group_name(group)
+            .log_stream_name_prefix(stream)
+            .send()
+            .await
+            .op("logs:DescribeLogStreams");
+        let Some(listed) = absent_on(listed, &["ResourceNotFoundException"])? else {
+            return Ok(false);
+        };
+        Ok(listed
+            .log_streams()
+            .iter()
+            .any(|s| s.log_stream_name() == Some(stream)))
     }
 }
 
@@ -318,6 +362,8 @@ impl Resource for LogGroup {
             retention: None,
             kms_key: Some(kms_key),
             tags,
+            // Made by `fix`, right after.
+            stream_missing: self.stream.is_some(),
         })
     }
 
@@ -342,6 +388,9 @@ impl Resource for LogGroup {
         let missing = cx.tagger.missing(step.id().as_str(), &group.tags);
         if !missing.is_empty() {
             fixes.push(Fix::Tags(missing));
+        }
+        if let (Some(stream), true) = (self.stream, group.stream_missing) {
+            fixes.push(Fix::Stream(stream));
         }
         Ok(fixes)
     }
@@ -385,16 +434,36 @@ impl Resource for LogGroup {
                     .op("logs:TagResource")?;
                 group.tags.extend(tags);
             }
+            Fix::Stream(stream) => {
+                let created = logs
+                    .create_log_stream()
+                    .log_group_name(&group.name)
+                    .log_stream_name(stream)
+                    .send()
+                    .await
+                    .op("logs:CreateLogStream");
+                match created {
+                    Ok(_) => {}
+                    // Made meanwhile by another run: the same stream.
+                    Err(e) if e.is_code(&["ResourceAlreadyExistsException"]) => {}
+                    Err(e) => return Err(e),
+                }
+                group.stream_missing = false;
+            }
         }
         Ok(())
     }
 
     fn record(&self, _cx: &Context, group: &FoundLogGroup) -> Record {
         let p = &self.output_prefix;
-        Record::default()
+        let record = Record::default()
             .resource("log_group", &group.name)
             .output(format!("{p}LogGroupName"), &group.name)
-            .output(format!("{p}LogGroupArn"), &group.arn)
+            .output(format!("{p}LogGroupArn"), &group.arn);
+        match self.stream {
+            Some(stream) => record.output(format!("{p}LogStreamName"), stream),
+            None => record,
+        }
     }
 
     async fn delete(
@@ -519,6 +588,87 @@ mod tests {
         assert_eq!(applied.record.outputs["FlowLogsLogGroupName"], NAME);
         assert_eq!(applied.record.outputs["FlowLogsLogGroupArn"], ARN);
         assert_eq!((create.num_calls(), retention.num_calls()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_group_with_a_stream_makes_it_and_a_deleted_stream_is_drift_made_again() {
+        use aws_sdk_cloudwatchlogs::operation::create_log_stream::{
+            CreateLogStreamError, CreateLogStreamOutput,
+        };
+        use aws_sdk_cloudwatchlogs::operation::describe_log_streams::DescribeLogStreamsOutput;
+        use aws_sdk_cloudwatchlogs::types::LogStream;
+        let with_stream = || LogGroup::flow_logs().with_stream("DestinationDelivery");
+        let streams = |names: &'static [&'static str]| {
+            mock!(Client::describe_log_streams)
+                .match_requests(|r| {
+                    r.log_group_name() == Some(NAME)
+                        && r.log_stream_name_prefix() == Some("DestinationDelivery")
+                })
+                .then_output(move || {
+                    DescribeLogStreamsOutput::builder()
+                        .set_log_streams(Some(
+                            names
+                                .iter()
+                                .map(|n| LogStream::builder().log_stream_name(*n).build())
+                                .collect(),
+                        ))
+                        .build()
+                })
+        };
+        let create_stream = mock!(Client::create_log_stream)
+            .match_requests(|r| {
+                r.log_group_name() == Some(NAME)
+                    && r.log_stream_name() == Some("DestinationDelivery")
+            })
+            .then_output(|| CreateLogStreamOutput::builder().build());
+
+        // In sync: the stream is there (a longer name matching the prefix
+        // would not do), nothing is called that changes anything.
+        let present = streams(&["DestinationDelivery-old", "DestinationDelivery"]);
+        let cx = context(&[
+            &describe(vec![group(NAME, Some(30), Some(KEY))]),
+            &list_tags(our_tags()),
+            &present,
+        ]);
+        let applied = testing::ensure(&cx, STEP, with_stream(), &kms_input())
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Unchanged);
+        assert_eq!(
+            applied.record.outputs["FlowLogsLogStreamName"],
+            "DestinationDelivery"
+        );
+
+        // Deleted out of band: drift, and `up` makes it again.
+        let only_longer = streams(&["DestinationDelivery-old"]);
+        let rules = [
+            describe(vec![group(NAME, Some(30), Some(KEY))]),
+            list_tags(our_tags()),
+        ];
+        let cx = context(&[&rules[0], &rules[1], &only_longer]);
+        let observed = testing::observe(&cx, STEP, with_stream(), &kms_input())
+            .await
+            .unwrap();
+        let Observation::Present { drift, .. } = observed else {
+            panic!("expected present, got {observed:?}");
+        };
+        assert_eq!(drift, ["create the log stream DestinationDelivery"]);
+        let cx = context(&[&rules[0], &rules[1], &only_longer, &create_stream]);
+        let applied = testing::ensure(&cx, STEP, with_stream(), &kms_input())
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Updated);
+        assert_eq!(create_stream.num_calls(), 1);
+
+        // Made meanwhile by another run: the same stream, not an error.
+        let exists = mock!(Client::create_log_stream).then_error(|| {
+            CreateLogStreamError::generic(testing::error_meta("ResourceAlreadyExistsException"))
+        });
+        let cx = context(&[&rules[0], &rules[1], &only_longer, &exists]);
+        let applied = testing::ensure(&cx, STEP, with_stream(), &kms_input())
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Updated);
     }
 
     #[tokio::test]

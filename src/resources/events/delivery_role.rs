@@ -3,10 +3,12 @@
 //! allowed only what delivery to the env's transaction-log bucket needs:
 //! write and multipart upload under the stream's two prefixes, list and
 //! locate that bucket, use the S3 key only through S3 and only for that
-//! bucket, and invoke only the transform function (Firehose developer
-//! guide, controlling-access, "Grant Firehose access to an Amazon S3
-//! destination"). No logs permission: the stream does not log to
-//! CloudWatch Logs (its metrics and alarm watch delivery instead).
+//! bucket, invoke only the transform function, and write its error log to
+//! the one log stream the stream names (Firehose developer guide,
+//! controlling-access, "Grant Firehose access to an Amazon S3
+//! destination": `logs:PutLogEvents` on
+//! `log-group:<group>:log-stream:<stream>`). No key permission for the
+//! log: CloudWatch Logs encrypts the group with the logs key itself.
 
 use serde_json::{Value, json};
 
@@ -16,7 +18,10 @@ use crate::engine::StepCx;
 use crate::resources::common::iam_role::Role;
 use crate::resources::context::Context;
 
-use super::delivery_stream::{BUCKET_INPUT, OBJECT_KEY_INPUT, TRANSFORM_INPUT, WRITTEN_PREFIXES};
+use super::delivery_stream::{
+    BUCKET_INPUT, LOG_GROUP_ARN_OUTPUT, LOG_GROUP_INPUT, LOG_STREAM, OBJECT_KEY_INPUT,
+    TRANSFORM_INPUT, WRITTEN_PREFIXES,
+};
 
 pub const STEP: &str = "iam-role:transaction-log-delivery";
 
@@ -37,6 +42,7 @@ pub fn policies(cx: &Context, step: &StepCx<'_>) -> Result<Vec<(String, Value)>,
     let bucket = step.output(BUCKET_INPUT.0, BUCKET_INPUT.1)?;
     let key = step.output(OBJECT_KEY_INPUT.0, OBJECT_KEY_INPUT.1)?;
     let function = step.output(TRANSFORM_INPUT.0, TRANSFORM_INPUT.1)?;
+    let log_group = step.output(LOG_GROUP_INPUT.0, LOG_GROUP_ARN_OUTPUT)?;
     let objects: Vec<String> = WRITTEN_PREFIXES
         .iter()
         .map(|p| format!("{bucket}/{p}*"))
@@ -79,6 +85,15 @@ pub fn policies(cx: &Context, step: &StepCx<'_>) -> Result<Vec<(String, Value)>,
                     "Effect": "Allow",
                     "Action": ["lambda:InvokeFunction", "lambda:GetFunctionConfiguration"],
                     "Resource": [function.to_owned(), format!("{function}:*")]
+                },
+                {
+                    // Delivery and transform errors, to the one stream the
+                    // delivery stream names; the group and the stream are
+                    // payops' (Firehose creates neither through the API).
+                    "Sid": "LogErrorsToItsStreamOnly",
+                    "Effect": "Allow",
+                    "Action": "logs:PutLogEvents",
+                    "Resource": format!("{log_group}:log-stream:{LOG_STREAM}")
                 }
             ]
         }),
@@ -96,6 +111,8 @@ mod tests {
     const BUCKET: &str = "arn:aws:s3:::payops-pr1-txlog-123456789012-us-east-1";
     const FUNCTION: &str =
         "arn:aws:lambda:us-east-1:123456789012:function:payops-pr1-transaction-log-transform";
+    const LOG_GROUP: &str =
+        "arn:aws:logs:us-east-1:123456789012:log-group:/payops/pr1/firehose/transaction-log";
 
     fn document() -> Value {
         let cx = testing::context(testing::clients());
@@ -105,6 +122,7 @@ mod tests {
             (BUCKET_INPUT.0, BUCKET_INPUT.1, BUCKET),
             (OBJECT_KEY_INPUT.0, OBJECT_KEY_INPUT.1, "k-s3"),
             (TRANSFORM_INPUT.0, TRANSFORM_INPUT.1, FUNCTION),
+            (LOG_GROUP_INPUT.0, LOG_GROUP_ARN_OUTPUT, LOG_GROUP),
         ])
         .into_iter()
         .map(|(k, r)| (StepId::from(k), r))
@@ -138,7 +156,7 @@ mod tests {
         );
         assert_eq!(by_sid(&doc, "LocateTheBucket")["Resource"], BUCKET);
         // Nothing anywhere else: every resource is the bucket, its
-        // prefixes, the key or the function.
+        // prefixes, the key, the function or the error log's stream.
         for s in doc["Statement"].as_array().unwrap() {
             let resources = match &s["Resource"] {
                 Value::String(r) => vec![r.clone()],
@@ -146,9 +164,10 @@ mod tests {
                 _ => panic!("{s}"),
             };
             assert!(
-                resources
-                    .iter()
-                    .all(|r| r.starts_with(BUCKET) || r == "k-s3" || r.starts_with(FUNCTION)),
+                resources.iter().all(|r| r.starts_with(BUCKET)
+                    || r == "k-s3"
+                    || r.starts_with(FUNCTION)
+                    || r == &format!("{LOG_GROUP}:log-stream:DestinationDelivery")),
                 "{s}"
             );
         }
@@ -170,6 +189,13 @@ mod tests {
         assert_eq!(
             invoke["Resource"],
             json!([FUNCTION, format!("{FUNCTION}:*")])
+        );
+        // The error log: one action, one stream, not the group's others.
+        let log = by_sid(&doc, "LogErrorsToItsStreamOnly");
+        assert_eq!(log["Action"], "logs:PutLogEvents");
+        assert_eq!(
+            log["Resource"],
+            format!("{LOG_GROUP}:log-stream:DestinationDelivery")
         );
     }
 

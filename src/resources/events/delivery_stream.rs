@@ -45,6 +45,13 @@
 //!   (API_DeliveryStreamEncryptionConfigurationInput).
 //! - A Prefix with `!{timestamp:...}` expressions needs an ErrorOutputPrefix,
 //!   which should carry `!{firehose:error-output-type}` (s3-prefixes).
+//! - Error logging (CloudWatchLoggingOptions, on the S3 destination: it
+//!   covers delivery and the transform's invocation failures alike) names
+//!   a log group and a log stream that must exist: only the console makes
+//!   them, the API does not (Firehose then logs nothing, silently). The
+//!   group is its own step (`log-group:transaction-log-delivery`, which
+//!   keeps the stream there), and the delivery role may PutLogEvents only
+//!   to that stream (monitoring-with-cloudwatch-logs, controlling-access).
 //! - Transform: BufferSizeInMBs 0.2-3, BufferIntervalInSeconds 0-900; S3
 //!   buffering SizeInMBs 1-128, IntervalInSeconds 0-900 (checked when payops
 //!   is compiled, below).
@@ -56,7 +63,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_firehose::types::{
-    BufferingHints, CompressionFormat, DeliveryStreamDescription,
+    BufferingHints, CloudWatchLoggingOptions, CompressionFormat, DeliveryStreamDescription,
     DeliveryStreamEncryptionConfigurationInput, DeliveryStreamEncryptionStatus,
     DeliveryStreamStatus, DeliveryStreamType, EncryptionConfiguration,
     ExtendedS3DestinationConfiguration, ExtendedS3DestinationDescription,
@@ -88,6 +95,17 @@ pub const TRANSFORM_INPUT: (&str, &str) = (
 pub const OBJECT_KEY_INPUT: (&str, &str) = ("kms-key:s3", "S3KmsKeyArn");
 /// The stream's own encryption at rest.
 pub const STREAM_KEY_INPUT: (&str, &str) = ("kms-key:events", "EventsKmsKeyArn");
+/// Where Firehose logs what it could not deliver or transform: the group's
+/// name and the stream it holds (see [`LOG_STREAM`]).
+pub const LOG_GROUP_INPUT: (&str, &str) = (
+    "log-group:transaction-log-delivery",
+    "TransactionLogDeliveryLogGroupName",
+);
+/// The group's ARN, for the delivery role's policy.
+pub const LOG_GROUP_ARN_OUTPUT: &str = "TransactionLogDeliveryLogGroupArn";
+/// The stream Firehose writes its S3 delivery errors to (the name the
+/// console uses for it).
+pub const LOG_STREAM: &str = "DestinationDelivery";
 pub const NAME_OUTPUT: &str = "TransactionLogStreamName";
 pub const ARN_OUTPUT: &str = "TransactionLogStreamArn";
 
@@ -153,6 +171,8 @@ pub struct Destination {
     /// The Lambda processor's parameters payops sets, by name; `None`: no
     /// enabled Lambda processor.
     transform: Option<Vec<(String, String)>>,
+    /// (log group, log stream) of enabled error logging; `None`: off.
+    logging: Option<(String, String)>,
 }
 
 pub struct FoundStream {
@@ -214,6 +234,11 @@ impl DeliveryStream {
             transform: Some(transform_parameters(
                 step.output(TRANSFORM_INPUT.0, TRANSFORM_INPUT.1)?,
             )),
+            logging: Some((
+                step.output(LOG_GROUP_INPUT.0, LOG_GROUP_INPUT.1)?
+                    .to_owned(),
+                LOG_STREAM.to_owned(),
+            )),
         })
     }
 
@@ -243,6 +268,9 @@ impl DeliveryStream {
         }
         if found.transform != want.transform {
             what.push("ProcessingConfiguration");
+        }
+        if found.logging != want.logging {
+            what.push("CloudWatchLoggingOptions");
         }
         what
     }
@@ -317,6 +345,15 @@ fn observed_destination(d: &ExtendedS3DestinationDescription) -> Destination {
             .and_then(EncryptionConfiguration::kms_encryption_config)
             .map(|k| k.awskms_key_arn().to_owned()),
         transform,
+        logging: d
+            .cloud_watch_logging_options()
+            .filter(|l| l.enabled() == Some(true))
+            .map(|l| {
+                (
+                    l.log_group_name().unwrap_or_default().to_owned(),
+                    l.log_stream_name().unwrap_or_default().to_owned(),
+                )
+            }),
     }
 }
 
@@ -325,6 +362,7 @@ struct Parts {
     hints: BufferingHints,
     encryption: EncryptionConfiguration,
     processing: ProcessingConfiguration,
+    logging: CloudWatchLoggingOptions,
 }
 
 fn parts(op: &'static str, want: &Destination) -> Result<Parts, AwsError> {
@@ -354,6 +392,14 @@ fn parts(op: &'static str, want: &Destination) -> Result<Parts, AwsError> {
             .enabled(true)
             .processors(built(op, processor.build())?)
             .build(),
+        logging: match &want.logging {
+            Some((group, stream)) => CloudWatchLoggingOptions::builder()
+                .enabled(true)
+                .log_group_name(group)
+                .log_stream_name(stream)
+                .build(),
+            None => CloudWatchLoggingOptions::builder().enabled(false).build(),
+        },
     })
 }
 
@@ -531,6 +577,7 @@ impl Resource for DeliveryStream {
                 .compression_format(CompressionFormat::Gzip)
                 .encryption_configuration(p.encryption)
                 .processing_configuration(p.processing)
+                .cloud_watch_logging_options(p.logging)
                 .build(),
         )?;
         let tags = cx.tagger.for_create(step.id().as_str());
@@ -629,6 +676,7 @@ impl Resource for DeliveryStream {
                     .compression_format(CompressionFormat::Gzip)
                     .encryption_configuration(p.encryption)
                     .processing_configuration(p.processing)
+                    .cloud_watch_logging_options(p.logging)
                     .build();
                 let mut version = stream.version_id.clone();
                 let mut destination = stream.destination_id.clone();
@@ -765,6 +813,7 @@ mod tests {
         "arn:aws:lambda:us-east-1:123456789012:function:payops-pr1-transaction-log-transform";
     const S3_KEY: &str = "arn:aws:kms:us-east-1:123456789012:key/s3-key";
     const EVENTS_KEY: &str = "arn:aws:kms:us-east-1:123456789012:key/events-key";
+    const LOG_GROUP: &str = "/payops/pr1/firehose/transaction-log";
     /// What Firehose answers while IAM has not propagated a new role
     /// (terraform-provider-aws firehose/delivery_stream.go retries on it).
     const ROLE_NOT_YET: &str = "Firehose is unable to assume role \
@@ -778,6 +827,7 @@ mod tests {
             (TRANSFORM_INPUT.0, TRANSFORM_INPUT.1, FUNCTION),
             (OBJECT_KEY_INPUT.0, OBJECT_KEY_INPUT.1, S3_KEY),
             (STREAM_KEY_INPUT.0, STREAM_KEY_INPUT.1, EVENTS_KEY),
+            (LOG_GROUP_INPUT.0, LOG_GROUP_INPUT.1, LOG_GROUP),
         ])
     }
 
@@ -843,6 +893,13 @@ mod tests {
                             .build()
                             .unwrap(),
                     )
+                    .build(),
+            )
+            .cloud_watch_logging_options(
+                CloudWatchLoggingOptions::builder()
+                    .enabled(true)
+                    .log_group_name(LOG_GROUP)
+                    .log_stream_name(LOG_STREAM)
                     .build(),
             )
             .build()
@@ -1008,6 +1065,11 @@ mod tests {
                         .map(|k| k.awskms_key_arn())
                         == Some(S3_KEY)
                     && params.contains(&("LambdaArn".to_owned(), FUNCTION.to_owned()))
+                    && d.cloud_watch_logging_options().is_some_and(|l| {
+                        l.enabled() == Some(true)
+                            && l.log_group_name() == Some(LOG_GROUP)
+                            && l.log_stream_name() == Some(LOG_STREAM)
+                    })
                     && sse.key_type() == &KeyType::CustomerManagedCmk
                     && sse.key_arn() == Some(EVENTS_KEY)
                     && tags.get("payops:step").map(String::as_str) == Some(STEP)
@@ -1123,6 +1185,58 @@ mod tests {
         assert_eq!(applied.change, Change::Updated);
         assert_eq!(update.num_calls(), 2);
         assert_eq!(sse.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn error_logging_turned_off_out_of_band_is_drift_and_turned_back_on() {
+        let unlogged = || {
+            let mut out = description(
+                DeliveryStreamStatus::Active,
+                PREFIX,
+                Some(DeliveryStreamEncryptionStatus::Enabled),
+            );
+            let d = out.delivery_stream_description.as_mut().unwrap();
+            let dest = d.destinations[0]
+                .extended_s3_destination_description
+                .as_mut()
+                .unwrap();
+            dest.cloud_watch_logging_options = Some(
+                CloudWatchLoggingOptions::builder()
+                    .enabled(false)
+                    .log_group_name(LOG_GROUP)
+                    .log_stream_name(LOG_STREAM)
+                    .build(),
+            );
+            out
+        };
+        let describe = mock!(Client::describe_delivery_stream).then_output(unlogged);
+        let tags = tagged(testing::our_tags(STEP));
+        let cx = cx_with(&[&describe, &tags]);
+        let observed = testing::observe(&cx, STEP, DeliveryStream, &inputs())
+            .await
+            .unwrap();
+        let Observation::Present { drift, .. } = observed else {
+            panic!("expected present, got {observed:?}");
+        };
+        assert_eq!(drift, ["set CloudWatchLoggingOptions"]);
+        let update = mock!(Client::update_destination)
+            .match_requests(|r| {
+                r.current_delivery_stream_version_id() == Some("7")
+                    && r.extended_s3_destination_update()
+                        .and_then(|u| u.cloud_watch_logging_options())
+                        .is_some_and(|l| {
+                            l.enabled() == Some(true)
+                                && l.log_group_name() == Some(LOG_GROUP)
+                                && l.log_stream_name() == Some(LOG_STREAM)
+                        })
+            })
+            .then_output(|| UpdateDestinationOutput::builder().build());
+        let cx = cx_with(&[&describe, &tags, &update]);
+        let applied = testing::ensure(&cx, STEP, DeliveryStream, &inputs())
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Updated);
+        assert_eq!(update.num_calls(), 1);
     }
 
     #[tokio::test]

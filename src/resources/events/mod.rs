@@ -13,7 +13,7 @@ pub mod event_rule;
 pub mod queue;
 
 use crate::naming::EventRule;
-use crate::resources::common::s3_bucket;
+use crate::resources::common::{log_group, s3_bucket};
 
 use super::registry::{Registry, dep};
 
@@ -95,8 +95,9 @@ pub fn register(r: &mut Registry) {
     }
 }
 
-/// The transaction log: its bucket, the role Firehose delivers with, and the
-/// stream (after compute: the stream runs the transform function).
+/// The transaction log: its bucket, the log group Firehose writes its errors
+/// to, the role Firehose delivers with, and the stream (after compute: the
+/// stream runs the transform function).
 pub fn register_transaction_log(r: &mut Registry) {
     use delivery_stream as ds;
     r.add(
@@ -108,9 +109,26 @@ pub fn register_transaction_log(r: &mut Registry) {
         )],
     );
     r.add(
+        ds::LOG_GROUP_INPUT.0,
+        // A year, as the API's access log: delivery errors are part of the
+        // payment trail an audit asks for.
+        log_group::LogGroup::new("firehose/transaction-log", 365, "TransactionLogDelivery")
+            .with_stream(ds::LOG_STREAM)
+            .wanted_when(|cx| cx.spec.events),
+        vec![dep(
+            "kms-key:logs",
+            "the group is encrypted with the logs key, whose policy lets CloudWatch Logs use it",
+        )],
+    );
+    r.add(
         delivery_role::STEP,
         delivery_role::role(),
         vec![
+            dep(
+                ds::LOG_GROUP_INPUT.0,
+                "the role may write only to the error log's stream (the group's ARN is in the \
+                 policy)",
+            ),
             dep(
                 ds::BUCKET_INPUT.0,
                 "the role may write only under the stream's prefixes of this bucket (its ARN \
@@ -146,6 +164,11 @@ pub fn register_transaction_log(r: &mut Registry) {
             dep(
                 ds::OBJECT_KEY_INPUT.0,
                 "the stream writes objects encrypted with the S3 key",
+            ),
+            dep(
+                ds::LOG_GROUP_INPUT.0,
+                "the stream logs delivery and transform errors to this group's stream, which \
+                 must exist (Firehose makes neither through the API)",
             ),
             dep(
                 ds::STREAM_KEY_INPUT.0,

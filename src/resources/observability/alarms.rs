@@ -90,6 +90,8 @@ pub enum Alarm {
     EventsDlqNotEmpty,
     QueueConsumerErrors,
     TransactionLogFreshness,
+    SettlementRequestsFailed,
+    TransactionLogRecordsFailed,
 }
 
 /// What missing data means to an alarm (PutMetricAlarm's TreatMissingData).
@@ -268,7 +270,7 @@ fn sum_of(metrics: Vec<MetricId>, period: i32) -> Watch {
 }
 
 impl Alarm {
-    pub const ALL: [Alarm; 18] = [
+    pub const ALL: [Alarm; 20] = [
         Self::ApiP99Latency,
         Self::Api5xxRate,
         Self::TransactionErrors,
@@ -287,6 +289,8 @@ impl Alarm {
         Self::EventsDlqNotEmpty,
         Self::QueueConsumerErrors,
         Self::TransactionLogFreshness,
+        Self::SettlementRequestsFailed,
+        Self::TransactionLogRecordsFailed,
     ];
 
     pub fn slug(self) -> &'static str {
@@ -309,6 +313,8 @@ impl Alarm {
             Self::EventsDlqNotEmpty => "payments-events-dlq-not-empty",
             Self::QueueConsumerErrors => "queue-consumer-errors",
             Self::TransactionLogFreshness => "transaction-log-freshness",
+            Self::SettlementRequestsFailed => "settlement-requests-failed",
+            Self::TransactionLogRecordsFailed => "transaction-log-records-failed",
         }
     }
 
@@ -354,7 +360,9 @@ impl Alarm {
             | Self::PaymentEventsFailed
             | Self::EventsDlqNotEmpty
             | Self::QueueConsumerErrors
-            | Self::TransactionLogFreshness => Topic::SystemErrors,
+            | Self::TransactionLogFreshness
+            | Self::SettlementRequestsFailed
+            | Self::TransactionLogRecordsFailed => Topic::SystemErrors,
         }
     }
 
@@ -391,7 +399,9 @@ impl Alarm {
             | Self::PaymentEventsFailed
             | Self::EventsDlqNotEmpty
             | Self::QueueConsumerErrors
-            | Self::TransactionLogFreshness => cx.spec.events,
+            | Self::TransactionLogFreshness
+            | Self::SettlementRequestsFailed
+            | Self::TransactionLogRecordsFailed => cx.spec.events,
             _ => true,
         }
     }
@@ -735,6 +745,44 @@ impl Alarm {
                     MetricId::new(
                         PAYMENT_METRICS_NAMESPACE,
                         "PaymentEventsFailed",
+                        &[("Env", env.as_str())],
+                    ),
+                    Statistic::Sum,
+                    60,
+                ),
+                Rule::at_least_once_in_a_minute(),
+            ),
+            // A processed payment whose settlement request never reached
+            // the processing queue: nobody settles it until a client's
+            // retry sends it again (settling is idempotent). Counted like
+            // the events above; none counted, nothing to report.
+            Self::SettlementRequestsFailed => (
+                "a processed payment's settlement request could not be sent to the processing \
+                 queue at least once in a minute",
+                single(
+                    MetricId::new(
+                        PAYMENT_METRICS_NAMESPACE,
+                        "SettlementRequestsFailed",
+                        &[("Env", env.as_str())],
+                    ),
+                    Statistic::Sum,
+                    60,
+                ),
+                Rule::at_least_once_in_a_minute(),
+            ),
+            // A payment missing from the transaction log: Firehose refused
+            // the producer's PutRecord (throttled, the stream or its key
+            // unusable). Records the transform rejects are not counted here:
+            // Firehose keeps them under the error prefix and logs them to
+            // the stream's error log, and a stuck delivery sets off the
+            // freshness alarm. None counted, nothing lost.
+            Self::TransactionLogRecordsFailed => (
+                "a payment's record could not be put on the transaction log at least once in a \
+                 minute",
+                single(
+                    MetricId::new(
+                        PAYMENT_METRICS_NAMESPACE,
+                        "TransactionLogRecordsFailed",
                         &[("Env", env.as_str())],
                     ),
                     Statistic::Sum,
@@ -2138,7 +2186,9 @@ mod tests {
                 "payment-events-failed",
                 "payments-events-dlq-not-empty",
                 "queue-consumer-errors",
-                "transaction-log-freshness"
+                "transaction-log-freshness",
+                "settlement-requests-failed",
+                "transaction-log-records-failed"
             ]
         );
     }
@@ -2206,6 +2256,52 @@ mod tests {
         assert_eq!(metric.dimensions, [("Env".to_owned(), "pr1".to_owned())]);
         assert_eq!(statistic.as_ref(), Some(&Statistic::Sum));
         assert_eq!(Alarm::PaymentEventsFailed.topic(), Topic::SystemErrors);
+    }
+
+    #[test]
+    fn failed_settlement_requests_and_log_records_are_alarmed_on_the_names_the_handler_counts() {
+        let handler = include_str!("../../../lambda/transaction_processing.py");
+        for (alarm, name) in [
+            (Alarm::SettlementRequestsFailed, "SettlementRequestsFailed"),
+            (
+                Alarm::TransactionLogRecordsFailed,
+                "TransactionLogRecordsFailed",
+            ),
+        ] {
+            let d = alarm.definition(&cx(), SYSTEM, None).unwrap();
+            let Watch::Metric {
+                metric,
+                statistic,
+                period,
+                ..
+            } = &d.watch
+            else {
+                panic!("{d:?}");
+            };
+            assert_eq!(metric.namespace, PAYMENT_METRICS_NAMESPACE);
+            assert_eq!(metric.name, name);
+            // The very call that counts it, so a rename breaks this test.
+            assert!(
+                handler.contains(&format!("count_failure(lib.env_name(), \"{name}\")")),
+                "the handler no longer counts {name}"
+            );
+            assert_eq!(metric.dimensions, [("Env".to_owned(), "pr1".to_owned())]);
+            assert_eq!(
+                (
+                    statistic.as_ref(),
+                    *period,
+                    d.threshold,
+                    d.evaluation_periods
+                ),
+                (Some(&Statistic::Sum), 60, 1.0, 1)
+            );
+            assert_eq!(d.treat_missing_data.as_deref(), Some("notBreaching"));
+            assert_eq!(d.alarm_actions, [SYSTEM]);
+            assert_eq!(d.ok_actions, [SYSTEM]);
+            assert_eq!(alarm.topic(), Topic::SystemErrors);
+            assert!(!alarm.shift_gate());
+            assert!(validate(&d).is_ok());
+        }
     }
 
     #[test]

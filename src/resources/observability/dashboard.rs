@@ -578,6 +578,30 @@ pub fn body(
                 ),
             ],
         );
+        // What a payment could not hand on, counted by transaction
+        // processing itself (each alarmed): the event to the bus, the
+        // settlement request to the processing queue, the record to the
+        // transaction log. The payment was answered either way.
+        let env = cx.env();
+        let counted = [
+            ("PaymentEventsFailed", "events not on the bus"),
+            ("SettlementRequestsFailed", "settlement requests not queued"),
+            (
+                "TransactionLogRecordsFailed",
+                "records not on the transaction log",
+            ),
+        ]
+        .iter()
+        .map(|(name, label)| {
+            metric(
+                "payops",
+                name,
+                &[("Env", env.as_str())],
+                json!({"label": label}),
+            )
+        })
+        .collect();
+        l.graph(12, "Payment hand-offs that failed", "Sum", counted);
     }
 
     Ok(json!({ "start": "-PT3H", "widgets": l.widgets }))
