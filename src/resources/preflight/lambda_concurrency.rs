@@ -255,11 +255,12 @@ mod tests {
         let rotation = no_functions();
         let (c, fits) = check(&cx(&[&settings, &held, &rotation], "7")).await;
         assert!(fits, "{}", c.detail);
-        // The three payment functions, the queue consumer and the log
-        // transform hold 7 each; the consumer and the transform want their
-        // fixed 5 each (the event backbone is on).
-        assert!(c.numbers.contains(&("held_by_env", 35)));
-        assert!(c.numbers.contains(&("wanted", 3 * 7 + 5 + 5)));
+        // The three payment functions, the queue consumer, the log
+        // transform and the migration hold 7 each; the consumer and the
+        // transform want their fixed 5 each (the event backbone is on), the
+        // migration its 1.
+        assert!(c.numbers.contains(&("held_by_env", 42)));
+        assert!(c.numbers.contains(&("wanted", 3 * 7 + 5 + 5 + 1)));
     }
 
     #[tokio::test]
