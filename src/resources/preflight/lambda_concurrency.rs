@@ -5,7 +5,9 @@
 use crate::aws::{AwsError, OpResult, absent_on};
 use crate::resources::compute::lambda_function::min_unreserved;
 use crate::resources::context::Context;
-use crate::resources::model::{Function, LOG_TRANSFORM_RESERVED, QUEUE_CONSUMER_RESERVED};
+use crate::resources::model::{
+    Function, LOG_TRANSFORM_RESERVED, MIGRATION_RESERVED, QUEUE_CONSUMER_RESERVED,
+};
 use crate::spec::Reserve;
 
 use super::Check;
@@ -68,7 +70,9 @@ pub async fn check(cx: &Context) -> (Check, bool) {
     } else {
         0
     };
-    let wanted = i64::from(c.validation + c.fraud + c.transaction + consumer);
+    // The schema migration's one execution is always reserved (with the
+    // others), so it counts too.
+    let wanted = i64::from(c.validation + c.fraud + c.transaction + consumer + MIGRATION_RESERVED);
     let settings = cx
         .clients
         .lambda
