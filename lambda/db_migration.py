@@ -6,8 +6,8 @@ Run as the master user. A second run applies nothing; a database at an older
 version gets only what it lacks. Concurrent runs are serialised by an
 advisory lock, so two invocations cannot apply one migration twice.
 
-How it connects (production): through the env's RDS Proxy as the master user
-(`DbMasterUsername`, default `payops_admin`) with an IAM token and verified
+How it connects (production): through the env's RDS Proxy (the event says
+which, see `handler`) as the master user (default `payops_admin`) with an IAM token and verified
 TLS, like payment validation. The proxy holds the master secret and requires
 IAM auth from every client, so a password sent to it is refused; the
 cluster's own endpoint would need the RDS CA bundle (the proxy's certificate
@@ -125,16 +125,26 @@ def tls_context():
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    cfg = lib.config("DbProxyEndpoint", "AuroraDatabaseName", "DbMasterUsername")
-    host = cfg.get("DbProxyEndpoint", "").strip()
+    """Invoked by `payops up` (step `db-schema`) with where to connect:
+    `{"targetVersion", "host", "port", "database", "user"}`. The target comes
+    with the event, not from SSM: the parameters `up` publishes for the
+    database include the version this answers, so they come after it.
+    The answer carries `"migration": "payops"`, by which `up` tells it from
+    an emulator's canned answer."""
+    target_version = event.get("targetVersion")
+    if target_version is not None and target_version != LATEST:
+        # The deployed code and the payops that invoked it disagree: never
+        # migrate to a version the caller did not ask for.
+        raise ValueError(f"asked for schema version {target_version}, this code migrates to {LATEST}")
+    host = str(event.get("host") or "").strip()
     if not host:
         # Nothing to migrate against: say so rather than pretend success.
-        raise RuntimeError("DbProxyEndpoint is not configured: the env has no database proxy")
+        raise ValueError("no database host in the event: invoke with the proxy's endpoint")
     target = db.Target(
         host=host,
-        port=db.DEFAULT_PORT,
-        database=lib.setting(cfg, "AuroraDatabaseName", db.DEFAULT_DATABASE),
-        user=lib.setting(cfg, "DbMasterUsername", "payops_admin"),
+        port=int(event.get("port") or db.DEFAULT_PORT),
+        database=str(event.get("database") or db.DEFAULT_DATABASE),
+        user=str(event.get("user") or "payops_admin"),
     )
     # DDL may wait on locks longer than a lookup: a longer read timeout.
     conn = db.connect(target, password_provider(target), tls_context(), timeout=30.0)
@@ -142,5 +152,28 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         result = migrate(conn)
     finally:
         conn.close()
+    result["appLogin"] = check_app_login(target)
     lib.log("schema migrated", **result)
-    return result
+    return {"migration": "payops", **result}
+
+
+def check_app_login(admin: db.Target) -> dict[str, Any]:
+    """Whether payment validation's login works: `payops_app` through the
+    same proxy with its own IAM token, reading `customers`. `up` publishes
+    the schema version (which turns validation's lookup on) only when it
+    does: a proxy that holds no credentials for payops_app (its auth list
+    names only the master secret) would otherwise make every payment a 503.
+    The answer names only the error class or SQLSTATE."""
+    app = db.Target(host=admin.host, port=admin.port, database=admin.database, user=db.APP_USER)
+    try:
+        conn = db.connect(app, password_provider(app), tls_context())
+    except db.DatabaseUnavailable as e:
+        return {"ok": False, "reason": e.reason}
+    try:
+        conn.run("SELECT 1 FROM customers LIMIT 0")
+        return {"ok": True}
+    except Exception as e:  # noqa: BLE001 - reported, not raised: the schema itself is done
+        state = db.sqlstate(e) if isinstance(e, db.DatabaseError) else type(e).__name__
+        return {"ok": False, "reason": f"payops_app cannot read customers ({state})"}
+    finally:
+        conn.close()

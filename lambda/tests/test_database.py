@@ -148,17 +148,44 @@ def config(database):
         yield ssm
 
 
-def test_the_migration_function_connects_as_the_master_user_and_reports(pg, config, monkeypatch, context):
+def test_the_migration_function_connects_as_the_master_user_and_reports(pg, database, monkeypatch, context):
     used = []
-    monkeypatch.setattr(db, "DEFAULT_PORT", pg.port)
     monkeypatch.setattr(db_migration, "tls_context", lambda: tls(pg))
     monkeypatch.setattr(
         db_migration, "password_provider", lambda target: used.append(target) or (lambda: pg_server.ADMIN_PASSWORD)
     )
-    result = db_migration.handler({}, context)
+    # What the db-schema step of `payops up` sends.
+    event = {"targetVersion": 2, "host": "127.0.0.1", "port": pg.port, "database": database, "user": "payops_admin"}
+    result = db_migration.handler(event, context)
+    assert result["migration"] == "payops"
     assert result["schemaVersion"] == 2 and result["applied"] == [1, 2]
-    assert used[0].user == "payops_admin" and used[0].host == "127.0.0.1"
-    assert db_migration.handler({}, context)["applied"] == []
+    assert used[0].user == "payops_admin" and used[0].host == "127.0.0.1" and used[0].database == database
+    # payops_app has no login here (as through a proxy without credentials
+    # for it): reported, so `up` keeps the lookup off.
+    assert result["appLogin"]["ok"] is False
+    assert "28P01" in result["appLogin"]["reason"], result["appLogin"]
+    assert used[1].user == "payops_app"
+    # A second invocation (a second `up` whose tag was lost) is a no-op.
+    assert db_migration.handler(event, context)["applied"] == []
+
+
+def test_the_migration_reports_a_working_app_login(pg, database, monkeypatch, context):
+    monkeypatch.setattr(db_migration, "tls_context", lambda: tls(pg))
+    passwords = {"payops_admin": pg_server.ADMIN_PASSWORD, "payops_app": pg_server.APP_PASSWORD}
+    monkeypatch.setattr(db_migration, "password_provider", lambda target: lambda: passwords[target.user])
+    admin = connect(pg, database)
+    db_migration.migrate(admin)
+    admin.run(f"ALTER ROLE payops_app PASSWORD '{pg_server.APP_PASSWORD}'")
+    admin.close()
+    event = {"targetVersion": 2, "host": "127.0.0.1", "port": pg.port, "database": database, "user": "payops_admin"}
+    assert db_migration.handler(event, context)["appLogin"] == {"ok": True}
+
+
+def test_the_migration_function_refuses_a_target_it_does_not_migrate_to(context):
+    with pytest.raises(ValueError, match="asked for schema version 3"):
+        db_migration.handler({"targetVersion": 3, "host": "h"}, context)
+    with pytest.raises(ValueError, match="no database host"):
+        db_migration.handler({"targetVersion": 2}, context)
 
 
 # ----------------------------------------------------------------- customer lookup

@@ -64,7 +64,18 @@ pub enum Function {
     /// normalises records before they land in S3); part of the event
     /// backbone.
     LogTransform,
+    /// The customer database's schema migration, invoked by `up` (step
+    /// `db-schema`) and by nothing else.
+    Migration,
 }
+
+/// The migration's reserved executions: one. Migrations are serialised
+/// anyway (an advisory lock), and a cap of one keeps a stray invocation
+/// from ever holding more than one proxy connection as the master user.
+pub const MIGRATION_RESERVED: u32 = 1;
+/// The migration's function timeout, in seconds: DDL may wait for locks that
+/// a lookup never takes, and `up` waits for the answer (RequestResponse).
+pub const MIGRATION_TIMEOUT_S: i32 = 120;
 
 /// The transform function's reserved executions. Firehose invokes it
 /// synchronously, at most a few invocations at a time per stream; a cap
@@ -98,13 +109,14 @@ pub const PROCESSING_VISIBILITY_TIMEOUT_S: i32 =
 const _: () = assert!(PROCESSING_VISIBILITY_TIMEOUT_S >= QUEUE_CONSUMER_TIMEOUT_S);
 
 impl Function {
-    pub const ALL: [Function; 6] = [
+    pub const ALL: [Function; 7] = [
         Self::Validation,
         Self::Fraud,
         Self::Transaction,
         Self::Rotation,
         Self::QueueConsumer,
         Self::LogTransform,
+        Self::Migration,
     ];
 
     /// Names the function, its role and its log group: `payment-validation`.
@@ -116,6 +128,7 @@ impl Function {
             Self::Rotation => "secret-rotation",
             Self::QueueConsumer => "payment-queue-consumer",
             Self::LogTransform => "transaction-log-transform",
+            Self::Migration => "db-migration",
         }
     }
 
@@ -140,6 +153,7 @@ impl Function {
             Self::Rotation => "Rotation",
             Self::QueueConsumer => "QueueConsumer",
             Self::LogTransform => "LogTransform",
+            Self::Migration => "DbMigration",
         }
     }
 
@@ -202,6 +216,7 @@ impl Function {
             // into the transactions table.
             Self::QueueConsumer => Some(QUEUE_CONSUMER_RESERVED),
             Self::LogTransform => Some(LOG_TRANSFORM_RESERVED),
+            Self::Migration => Some(MIGRATION_RESERVED),
             Self::Rotation => None,
         }
     }

@@ -28,6 +28,7 @@ pub fn role(function: Function) -> Role {
         Function::Rotation => "payops Aurora master secret rotation Lambda",
         Function::QueueConsumer => "payops payment queue consumer Lambda",
         Function::LogTransform => "payops transaction log transform Lambda (Firehose)",
+        Function::Migration => "payops customer database schema migration Lambda",
     };
     let role = Role::new(
         function.slug(),
@@ -50,6 +51,8 @@ pub const CONSUMER_QUEUE_INPUT: (&str, &str) = (
     "PaymentsProcessingQueueArn",
 );
 pub const EVENTS_KEY_INPUT: (&str, &str) = ("kms-key:events", "EventsKmsKeyArn");
+/// The cluster's master user name, which the migration logs in as.
+pub const MASTER_USER_INPUT: (&str, &str) = ("aurora-cluster", "DbMasterUsername");
 
 fn statement(sid: &str, actions: &[&str], resources: Value) -> Value {
     json!({ "Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources })
@@ -128,7 +131,11 @@ pub fn parameters(function: Function) -> &'static [&'static str] {
             "AllowedCurrencies",
         ],
         Function::QueueConsumer => &["TransactionsTableName"],
-        Function::Rotation | Function::LogTransform => &[],
+        // The migration gets where to connect in its invocation (the
+        // `db-schema` step passes the proxy endpoint, database and user): the
+        // parameters step of the database domain publishes the schema version
+        // it answers, so reading them would need that step first (a cycle).
+        Function::Rotation | Function::LogTransform | Function::Migration => &[],
     }
 }
 
@@ -216,7 +223,7 @@ pub fn policies(
     // the parameters under it. The queue consumer came after: it never did.
     if !matches!(
         function,
-        Function::Rotation | Function::QueueConsumer | Function::LogTransform
+        Function::Rotation | Function::QueueConsumer | Function::LogTransform | Function::Migration
     ) {
         statements.push(statement(
             "ReadConfigurationOfOlderVersions",
@@ -305,6 +312,28 @@ pub fn policies(
         // The transform only reads what Firehose hands it and answers: its
         // logs and traces are all it writes.
         Function::LogTransform => {}
+        Function::Migration => {
+            // The migration logs in as the master user, through the proxy
+            // with an IAM token like the payment functions: the proxy
+            // requires IAM auth from every client and holds the master
+            // secret itself, so this role reads no secret at all. Only this
+            // proxy (its `prx-` id) and only these users: the master, and
+            // `payops_app` to check, once migrated, that validation's login
+            // works before `up` turns the lookup on.
+            let proxy = output(step, "db-proxy", "DbProxyResourceId")?;
+            let user = output(step, MASTER_USER_INPUT.0, MASTER_USER_INPUT.1)?;
+            policies[1].1["Statement"]
+                .as_array_mut()
+                .expect("a statement list")
+                .push(statement(
+                    "ConnectThroughTheProxy",
+                    &["rds-db:connect"],
+                    json!([
+                        cx.arn("rds-db", &format!("dbuser:{proxy}/{user}")),
+                        cx.arn("rds-db", &format!("dbuser:{proxy}/{DB_APP_USER}")),
+                    ]),
+                ));
+        }
         Function::Rotation => {
             let key = output(step, "kms-key:logs", "LogsKmsKeyArn")?;
             // Secret ARNs end in `-` and 6 random characters, unknown before
@@ -532,6 +561,11 @@ mod tests {
                 format!("arn:aws:sqs:us-east-1:{ACCT}:payops-pr1-payments-processing"),
             ),
             ("db-proxy", "DbProxyResourceId", "prx-0abc".to_owned()),
+            (
+                "aurora-cluster",
+                "DbMasterUsername",
+                "payops_admin".to_owned(),
+            ),
         ] {
             v.push((step.to_owned(), Record::default().output(key, value)));
         }
@@ -750,6 +784,29 @@ mod tests {
                 !all(f).contains("rds-db:"),
                 "{f:?} may connect to the database"
             );
+        }
+        // The migration: the master user through this proxy, nothing else
+        // of the database, and no secret, parameter or key.
+        let migration = all(Function::Migration);
+        assert!(
+            migration
+                .contains("arn:aws:rds-db:us-east-1:123456789012:dbuser:prx-0abc/payops_admin"),
+            "{migration}"
+        );
+        assert!(
+            migration.contains("arn:aws:rds-db:us-east-1:123456789012:dbuser:prx-0abc/payops_app"),
+            "{migration}"
+        );
+        for other in [
+            "secretsmanager:",
+            "ssm:",
+            "kms:",
+            "dynamodb:",
+            "s3:",
+            "sns:",
+            "rds:",
+        ] {
+            assert!(!migration.contains(other), "migration has {other}");
         }
         for other in ["dynamodb:", "s3:", "sns:", "kms:", "fraud-detection"] {
             assert!(!validation.contains(other), "validation has {other}");

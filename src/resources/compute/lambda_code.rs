@@ -38,9 +38,8 @@ pub const QUEUE_CONSUMER: (&str, &str) = (
     "payment_queue_consumer",
     include_str!("../../../lambda/payment_queue_consumer.py"),
 );
-/// The customer database's schema migration. Shipped and tested with the
-/// others; the step that deploys and invokes it during `up` is still to come
-/// (issue 19).
+/// The customer database's schema migration (function `db-migration`, which
+/// the `db-schema` step invokes during `up`).
 pub const DB_MIGRATION: (&str, &str) = (
     "db_migration",
     include_str!("../../../lambda/db_migration.py"),

@@ -34,7 +34,7 @@ use crate::resources::common::log_group::LogGroup;
 use crate::resources::compute::lambda_code::{self, Package};
 use crate::resources::context::Context;
 use crate::resources::model::{
-    BLUE, Function, GREEN, LOG_TRANSFORM_TIMEOUT_S, QUEUE_CONSUMER_TIMEOUT_S,
+    BLUE, Function, GREEN, LOG_TRANSFORM_TIMEOUT_S, MIGRATION_TIMEOUT_S, QUEUE_CONSUMER_TIMEOUT_S,
 };
 use crate::resources::resource::Resource;
 use crate::resources::sdk::iam::{retry_while_propagating, role_not_yet_usable};
@@ -70,6 +70,7 @@ impl Build for Function {
             Self::Rotation => lambda_code::ROTATION,
             Self::QueueConsumer => lambda_code::QUEUE_CONSUMER,
             Self::LogTransform => lambda_code::LOG_TRANSFORM,
+            Self::Migration => lambda_code::DB_MIGRATION,
         }
     }
 
@@ -81,12 +82,17 @@ impl Build for Function {
             Self::Rotation => "payops: rotates the Aurora master password (Secrets Manager)",
             Self::QueueConsumer => "payops: settles payments from the processing queue (SQS)",
             Self::LogTransform => "payops: redacts the transaction log for S3 (Firehose transform)",
+            Self::Migration => "payops: migrates the customer database's schema (invoked by up)",
         }
     }
 
     fn memory_mb(self) -> i32 {
         match self {
-            Self::Validation | Self::Rotation | Self::QueueConsumer | Self::LogTransform => 256,
+            Self::Validation
+            | Self::Rotation
+            | Self::QueueConsumer
+            | Self::LogTransform
+            | Self::Migration => 256,
             Self::Fraud | Self::Transaction => 512,
         }
     }
@@ -105,6 +111,7 @@ impl Build for Function {
             // (data-transformation); a buffer of at most 1 MB of small
             // records takes well under a second.
             Self::LogTransform => LOG_TRANSFORM_TIMEOUT_S,
+            Self::Migration => MIGRATION_TIMEOUT_S,
         }
     }
 }

@@ -128,6 +128,22 @@ pub fn register(r: &mut Registry) {
         ],
     );
     r.add(
+        Function::Migration.role_step(),
+        function_roles::role(Function::Migration),
+        vec![
+            own_log_group(Function::Migration),
+            dep(
+                "db-proxy",
+                "the role may connect to the database through the proxy only (its id is in \
+                 the rds-db:connect grant)",
+            ),
+            dep(
+                function_roles::MASTER_USER_INPUT.0,
+                "the migration logs in as the cluster's master user, whom the grant names",
+            ),
+        ],
+    );
+    r.add(
         Function::LogTransform.role_step(),
         function_roles::role(Function::LogTransform),
         vec![own_log_group(Function::LogTransform)],

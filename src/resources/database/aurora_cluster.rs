@@ -30,7 +30,7 @@ use crate::spec::{Capacity, DbSecret};
 use crate::tags::{self, FINAL_SNAPSHOT as FINAL_SNAPSHOT_TAG, TagMap};
 
 use crate::resources::context::Context;
-use crate::resources::database::db_secret::master_credentials;
+use crate::resources::database::db_secret::{MASTER_USERNAME, master_credentials};
 use crate::resources::model::{DB_ENGINE, DB_NAME, DB_PORT};
 use crate::resources::resource::Resource;
 use crate::resources::sdk::rds;
@@ -545,7 +545,18 @@ impl Resource for AuroraCluster {
                 c.reader_endpoint().unwrap_or_default(),
             )
             .output("AuroraPort", c.port().unwrap_or(DB_PORT).to_string())
-            .output("AuroraDatabaseName", DB_NAME);
+            .output("AuroraDatabaseName", DB_NAME)
+            // `cluster-...`: a replaced cluster gets a new one (the schema
+            // step migrates it again).
+            .output(
+                "AuroraClusterResourceId",
+                c.db_cluster_resource_id().unwrap_or_default(),
+            )
+            // What the migration logs in as (its `rds-db:connect` names it).
+            .output(
+                "DbMasterUsername",
+                c.master_username().unwrap_or(MASTER_USERNAME),
+            );
         if let DbSecret::Existing(arn) = &cx.spec.db_secret {
             r = r.output("DbSecretArn", arn);
         }

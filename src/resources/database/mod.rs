@@ -9,6 +9,7 @@ pub mod db_proxy;
 pub mod db_proxy_endpoint;
 pub mod db_proxy_role;
 pub mod db_proxy_targets;
+pub mod db_schema;
 pub mod db_secret;
 pub mod db_subnet_group;
 pub mod secret_rotation;
@@ -180,9 +181,35 @@ fn register_proxy(r: &mut Registry) {
     );
 }
 
-/// The rotation schedule ties the secret to the rotation function, so it is
-/// registered after compute (registry order is report order).
+/// The rotation schedule ties the secret to the rotation function, and the
+/// schema step invokes the migration function, so they are registered after
+/// compute (registry order is report order).
 pub fn register_rotation(r: &mut Registry) {
+    r.add(
+        db_schema::STEP,
+        db_schema::DbSchema,
+        vec![
+            dep(
+                Function::Migration.step_id(),
+                "the step invokes the migration function (active, with this payops' code) and \
+                 records the version in its tag",
+            ),
+            dep(
+                db_proxy_targets::STEP,
+                "the migration connects through the proxy, which reaches the database only \
+                 once the cluster is its registered target",
+            ),
+            dep(db_proxy::STEP, "the migration is told the proxy's endpoint"),
+            dep(
+                "aurora-cluster",
+                "the schema is the cluster's (its resource id, database and master user)",
+            ),
+            dep(
+                aurora_instance::AuroraInstance::step_id(0),
+                "the writer must be available for DDL",
+            ),
+        ],
+    );
     r.add(
         "secret-rotation:db-master",
         secret_rotation::SecretRotation,

@@ -5,7 +5,9 @@
 use crate::aws::{AwsError, OpResult, absent_on};
 use crate::resources::compute::lambda_function::min_unreserved;
 use crate::resources::context::Context;
-use crate::resources::model::{Function, LOG_TRANSFORM_RESERVED, QUEUE_CONSUMER_RESERVED};
+use crate::resources::model::{
+    Function, LOG_TRANSFORM_RESERVED, MIGRATION_RESERVED, QUEUE_CONSUMER_RESERVED,
+};
 use crate::spec::Reserve;
 
 use super::Check;
@@ -68,7 +70,9 @@ pub async fn check(cx: &Context) -> (Check, bool) {
     } else {
         0
     };
-    let wanted = i64::from(c.validation + c.fraud + c.transaction + consumer);
+    // The schema migration's one execution is always reserved (with the
+    // others), so it counts too.
+    let wanted = i64::from(c.validation + c.fraud + c.transaction + consumer + MIGRATION_RESERVED);
     let settings = cx
         .clients
         .lambda
@@ -255,11 +259,12 @@ mod tests {
         let rotation = no_functions();
         let (c, fits) = check(&cx(&[&settings, &held, &rotation], "7")).await;
         assert!(fits, "{}", c.detail);
-        // The three payment functions, the queue consumer and the log
-        // transform hold 7 each; the consumer and the transform want their
-        // fixed 5 each (the event backbone is on).
-        assert!(c.numbers.contains(&("held_by_env", 35)));
-        assert!(c.numbers.contains(&("wanted", 3 * 7 + 5 + 5)));
+        // The three payment functions, the queue consumer, the log
+        // transform and the migration hold 7 each; the consumer and the
+        // transform want their fixed 5 each (the event backbone is on), the
+        // migration its 1.
+        assert!(c.numbers.contains(&("held_by_env", 42)));
+        assert!(c.numbers.contains(&("wanted", 3 * 7 + 5 + 5 + 1)));
     }
 
     #[tokio::test]
