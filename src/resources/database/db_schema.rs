@@ -75,8 +75,6 @@ pub enum Schema {
 pub struct Found {
     function_arn: String,
     schema: Schema,
-    /// Why the schema is not verifiable, when this run found out.
-    why: Option<String>,
 }
 
 #[derive(Debug)]
@@ -271,7 +269,6 @@ async fn migrate(cx: &Context, step: &StepCx<'_>, arn: &str) -> Result<Found, Aw
     Ok(Found {
         function_arn: arn.to_owned(),
         schema,
-        why,
     })
 }
 
@@ -305,7 +302,6 @@ impl Resource for DbSchema {
         Ok(vec![Found {
             function_arn: arn,
             schema,
-            why: None,
         }])
     }
 
