@@ -228,15 +228,6 @@ mod tests {
 
     const KEY: &str = "arn:aws:kms:us-east-1:123456789012:key/k1";
 
-    fn acct(clients: &crate::aws::Clients) -> Account<'_> {
-        Account {
-            clients,
-            id: testing::ACCOUNT.into(),
-            region: testing::REGION.into(),
-            now: testing::NOW.into(),
-        }
-    }
-
     fn with_sns(rules: &[&Rule]) -> crate::aws::Clients {
         let mut c = testing::clients();
         c.sns = mock_client!(aws_sdk_sns, RuleMode::MatchAny, rules);
@@ -246,7 +237,7 @@ mod tests {
     #[test]
     fn only_events_from_the_baseline_rule_may_publish() {
         let c = testing::clients();
-        let p = topic_policy(&acct(&c));
+        let p = topic_policy(&testing::account(&c));
         let s = p["Statement"].as_array().unwrap();
         let publishers: Vec<&Value> = s
             .iter()
@@ -292,7 +283,7 @@ mod tests {
                     .build()
             });
         let c = with_sns(&[&missing, &create]);
-        let (r, arn) = ensure(&acct(&c), KEY).await.unwrap();
+        let (r, arn) = ensure(&testing::account(&c), KEY).await.unwrap();
         assert_eq!(r.action, "created");
         assert!(arn.ends_with(":payops-baseline-security-alerts"));
         assert_eq!(create.num_calls(), 1);
@@ -300,8 +291,12 @@ mod tests {
 
     fn existing(key: &'static str, ours: bool) -> [Rule; 2] {
         let c = testing::clients();
-        let policy = topic_policy(&acct(&c)).to_string();
-        let tags = if ours { acct(&c).tags() } else { TagMap::new() };
+        let policy = topic_policy(&testing::account(&c)).to_string();
+        let tags = if ours {
+            testing::account(&c).tags()
+        } else {
+            TagMap::new()
+        };
         [
             mock!(Client::get_topic_attributes).then_output(move || {
                 GetTopicAttributesOutput::builder()
@@ -330,12 +325,12 @@ mod tests {
             .then_output(|| SetTopicAttributesOutput::builder().build());
         let [get, tags] = existing(KEY, true);
         let c = with_sns(&[&get, &tags, &set]);
-        let (r, _) = ensure(&acct(&c), KEY).await.unwrap();
+        let (r, _) = ensure(&testing::account(&c), KEY).await.unwrap();
         assert_eq!((r.action, set.num_calls()), ("in-sync", 0));
 
         let [get, tags] = existing("alias/aws/sns", true);
         let c = with_sns(&[&get, &tags, &set]);
-        let (r, _) = ensure(&acct(&c), KEY).await.unwrap();
+        let (r, _) = ensure(&testing::account(&c), KEY).await.unwrap();
         assert_eq!((r.action, set.num_calls()), ("updated", 1));
     }
 
@@ -343,7 +338,7 @@ mod tests {
     async fn a_create_that_meets_a_topic_another_run_just_made_reconciles_it() {
         use aws_sdk_sns::operation::create_topic::CreateTopicError;
         let c = testing::clients();
-        let policy = topic_policy(&acct(&c)).to_string();
+        let policy = topic_policy(&testing::account(&c)).to_string();
         let get = mock!(Client::get_topic_attributes)
             .sequence()
             .error(|| {
@@ -368,7 +363,7 @@ mod tests {
         });
         let [_, tags] = existing(KEY, true);
         let c = with_sns(&[&get, &create, &tags]);
-        let (r, _) = ensure(&acct(&c), KEY).await.unwrap();
+        let (r, _) = ensure(&testing::account(&c), KEY).await.unwrap();
         assert_eq!(r.action, "in-sync");
         assert_eq!(create.num_calls(), 1);
     }
@@ -377,9 +372,9 @@ mod tests {
     async fn a_topic_of_that_name_payops_did_not_tag_is_refused_and_kept() {
         let [get, tags] = existing(KEY, false);
         let c = with_sns(&[&get, &tags]);
-        let err = ensure(&acct(&c), KEY).await.unwrap_err();
+        let err = ensure(&testing::account(&c), KEY).await.unwrap_err();
         assert!(matches!(err, AwsError::NotOurs { .. }), "{err}");
-        let r = destroy(&acct(&c)).await.unwrap();
+        let r = destroy(&testing::account(&c)).await.unwrap();
         assert_eq!((r.action, r.owner), ("kept", Some(Owner::Adopted)));
     }
 }

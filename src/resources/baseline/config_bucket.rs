@@ -162,19 +162,10 @@ mod tests {
     use super::*;
     use crate::resources::testing;
 
-    fn acct(clients: &crate::aws::Clients) -> Account<'_> {
-        Account {
-            clients,
-            id: testing::ACCOUNT.into(),
-            region: testing::REGION.into(),
-            now: testing::NOW.into(),
-        }
-    }
-
     #[test]
     fn config_may_check_the_bucket_and_write_only_under_its_prefix_for_this_account() {
         let c = testing::clients();
-        let p = bucket_policy(&acct(&c));
+        let p = bucket_policy(&testing::account(&c));
         let s = p["Statement"].as_array().unwrap();
         let by_sid = |sid: &str| s.iter().find(|st| st["Sid"] == sid).unwrap().clone();
         let bucket = "arn:aws:s3:::payops-baseline-config-123456789012-us-east-1";
@@ -234,7 +225,7 @@ mod tests {
     #[test]
     fn the_bucket_name_fits_s3_and_no_env_can_make_it() {
         let c = testing::clients();
-        let mut a = acct(&c);
+        let mut a = testing::account(&c);
         a.region = "ap-southeast-2".into();
         let n = name(&a);
         assert!(n.len() <= 63, "{n}");

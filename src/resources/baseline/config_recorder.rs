@@ -357,15 +357,6 @@ mod tests {
     const BUCKET: &str = "payops-baseline-config-123456789012-us-east-1";
     const KEY: &str = "arn:aws:kms:us-east-1:123456789012:key/k";
 
-    fn acct(clients: &crate::aws::Clients) -> Account<'_> {
-        Account {
-            clients,
-            id: testing::ACCOUNT.into(),
-            region: testing::REGION.into(),
-            now: testing::NOW.into(),
-        }
-    }
-
     fn with_config(rules: &[&Rule]) -> crate::aws::Clients {
         let mut c = testing::clients();
         c.config = mock_client!(aws_sdk_config, RuleMode::MatchAny, rules);
@@ -461,7 +452,7 @@ mod tests {
         let c = with_config(&[&recorders(None), &channels(None), &m[0], &m[1], &m[2]]);
         let existing = find(&c.config).await.unwrap();
         assert_eq!(existing, None);
-        let r = ensure(&acct(&c), ROLE, BUCKET, KEY, existing)
+        let r = ensure(&testing::account(&c), ROLE, BUCKET, KEY, existing)
             .await
             .unwrap();
         assert_eq!((r.action, r.owner), ("created", Some(Owner::Payops)));
@@ -481,7 +472,7 @@ mod tests {
             &m[2],
         ]);
         let existing = find(&c.config).await.unwrap();
-        let r = ensure(&acct(&c), ROLE, BUCKET, KEY, existing)
+        let r = ensure(&testing::account(&c), ROLE, BUCKET, KEY, existing)
             .await
             .unwrap();
         assert_eq!(r.action, "in-sync");
@@ -498,7 +489,7 @@ mod tests {
             &m[2],
         ]);
         let existing = find(&c.config).await.unwrap();
-        let r = ensure(&acct(&c), ROLE, BUCKET, KEY, existing)
+        let r = ensure(&testing::account(&c), ROLE, BUCKET, KEY, existing)
             .await
             .unwrap();
         assert_eq!(r.action, "updated");
@@ -542,7 +533,7 @@ mod tests {
                 key_arn: None,
             }),
         });
-        let err = ensure(&acct(&c), ROLE, BUCKET, KEY, existing)
+        let err = ensure(&testing::account(&c), ROLE, BUCKET, KEY, existing)
             .await
             .unwrap_err();
         assert!(matches!(err, AwsError::Conflict(_)), "{err}");
@@ -565,7 +556,9 @@ mod tests {
             .output(|| PutDeliveryChannelOutput::builder().build())
             .build();
         let c = with_config(&[&m[0], &put, &m[2]]);
-        let r = ensure(&acct(&c), ROLE, BUCKET, KEY, None).await.unwrap();
+        let r = ensure(&testing::account(&c), ROLE, BUCKET, KEY, None)
+            .await
+            .unwrap();
         assert_eq!(r.action, "created");
         assert_eq!(put.num_calls(), 2);
     }

@@ -294,7 +294,7 @@ mod tests {
     fn role(ours: bool) -> Rule {
         mock!(Client::get_role).then_output(move || {
             let c = testing::clients();
-            let a = acct(&c);
+            let a = testing::account(&c);
             let mut r = Role::builder()
                 .path("/")
                 .role_name(role_name(&a))
@@ -332,7 +332,7 @@ mod tests {
     #[tokio::test]
     async fn a_converged_role_takes_no_mutating_call() {
         let c = testing::clients();
-        let desired = delivery_policy(&acct(&c), KEY).to_string();
+        let desired = delivery_policy(&testing::account(&c), KEY).to_string();
         let attached = mock!(Client::list_attached_role_policies).then_output(|| {
             ListAttachedRolePoliciesOutput::builder()
                 .attached_policies(
@@ -353,7 +353,7 @@ mod tests {
         });
         let m = mutations();
         let c = with_iam(&[&role(true), &attached, &inline, &m[0], &m[1], &m[2]]);
-        let (r, arn) = ensure(&acct(&c), KEY).await.unwrap();
+        let (r, arn) = ensure(&testing::account(&c), KEY).await.unwrap();
         assert_eq!(r.action, "in-sync");
         assert!(arn.ends_with("role/payops-baseline-config-us-east-1"));
         let calls: Vec<usize> = m.iter().map(Rule::num_calls).collect();
@@ -364,27 +364,18 @@ mod tests {
     async fn a_role_of_that_name_payops_did_not_tag_is_refused_and_kept() {
         let m = mutations();
         let c = with_iam(&[&role(false), &m[0], &m[1], &m[2], &m[3]]);
-        let err = ensure(&acct(&c), KEY).await.unwrap_err();
+        let err = ensure(&testing::account(&c), KEY).await.unwrap_err();
         assert!(matches!(err, AwsError::NotOurs { .. }), "{err}");
-        let r = destroy(&acct(&c)).await.unwrap();
+        let r = destroy(&testing::account(&c)).await.unwrap();
         assert_eq!((r.action, r.owner), ("kept", Some(Owner::Adopted)));
         let calls: Vec<usize> = m.iter().map(Rule::num_calls).collect();
         assert_eq!(calls, [0, 0, 0, 0]);
     }
 
-    fn acct(clients: &crate::aws::Clients) -> Account<'_> {
-        Account {
-            clients,
-            id: testing::ACCOUNT.into(),
-            region: testing::REGION.into(),
-            now: testing::NOW.into(),
-        }
-    }
-
     #[test]
     fn only_this_accounts_config_may_assume_the_role() {
         let c = testing::clients();
-        let t = trust_policy(&acct(&c));
+        let t = trust_policy(&testing::account(&c));
         let st = &t["Statement"][0];
         assert_eq!(st["Principal"]["Service"], "config.amazonaws.com");
         assert_eq!(
@@ -392,7 +383,7 @@ mod tests {
             "123456789012"
         );
         assert_eq!(
-            managed_policy_arn(&acct(&c)),
+            managed_policy_arn(&testing::account(&c)),
             "arn:aws:iam::aws:policy/service-role/AWS_ConfigRole"
         );
     }
@@ -401,7 +392,7 @@ mod tests {
     fn the_role_may_deliver_only_under_configs_prefix_with_the_config_key() {
         let c = testing::clients();
         let key = "arn:aws:kms:us-east-1:123456789012:key/k";
-        let p = delivery_policy(&acct(&c), key);
+        let p = delivery_policy(&testing::account(&c), key);
         let s = p["Statement"].as_array().unwrap();
         assert_eq!(s.len(), 3);
         assert_eq!(

@@ -604,19 +604,10 @@ mod tests {
 
     const KEY: &str = "arn:aws:kms:us-east-1:123456789012:key/k1";
 
-    fn acct(clients: &crate::aws::Clients) -> Account<'_> {
-        Account {
-            clients,
-            id: testing::ACCOUNT.into(),
-            region: testing::REGION.into(),
-            now: testing::NOW.into(),
-        }
-    }
-
     #[test]
     fn guardduty_may_write_and_locate_only_for_this_detector_with_the_findings_key_over_tls() {
         let c = testing::clients();
-        let p = bucket_policy(&acct(&c), KEY, "d1");
+        let p = bucket_policy(&testing::account(&c), KEY, "d1");
         let s = p["Statement"].as_array().unwrap();
         let by_sid = |sid: &str| s.iter().find(|st| st["Sid"] == sid).unwrap().clone();
         let bucket = "arn:aws:s3:::payops-baseline-findings-123456789012-us-east-1";
@@ -684,7 +675,7 @@ mod tests {
     #[test]
     fn the_bucket_name_fits_s3_and_no_env_can_make_it() {
         let c = testing::clients();
-        let mut a = acct(&c);
+        let mut a = testing::account(&c);
         a.region = "ap-southeast-2".into();
         let name = a.findings_bucket();
         assert!(name.len() <= 63, "{name}");

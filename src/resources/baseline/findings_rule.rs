@@ -269,15 +269,6 @@ mod tests {
 
     const TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:payops-baseline-security-alerts";
 
-    fn acct(clients: &crate::aws::Clients) -> Account<'_> {
-        Account {
-            clients,
-            id: testing::ACCOUNT.into(),
-            region: testing::REGION.into(),
-            now: testing::NOW.into(),
-        }
-    }
-
     fn with_events(rules: &[&Rule]) -> crate::aws::Clients {
         let mut c = testing::clients();
         c.events = mock_client!(aws_sdk_eventbridge, RuleMode::MatchAny, rules);
@@ -324,7 +315,7 @@ mod tests {
                 let c = testing::clients();
                 ListTagsForResourceOutput::builder()
                     .set_tags(Some(
-                        acct(&c)
+                        testing::account(&c)
                             .tags()
                             .iter()
                             .map(|(k, v)| Tag::builder().key(k).value(v).build().unwrap())
@@ -359,7 +350,7 @@ mod tests {
         });
         let (put_rule, put_targets) = (put_rule(), put_targets());
         let c = with_events(&[&missing, &put_rule, &put_targets]);
-        let r = ensure(&acct(&c), TOPIC).await.unwrap();
+        let r = ensure(&testing::account(&c), TOPIC).await.unwrap();
         assert_eq!(r.action, "created");
         assert_eq!((put_rule.num_calls(), put_targets.num_calls()), (1, 1));
     }
@@ -371,7 +362,7 @@ mod tests {
         let [get, tags, targets] = existing(spelled.into(), 185);
         let (put_rule, put_targets) = (put_rule(), put_targets());
         let c = with_events(&[&get, &tags, &targets, &put_rule, &put_targets]);
-        let r = ensure(&acct(&c), TOPIC).await.unwrap();
+        let r = ensure(&testing::account(&c), TOPIC).await.unwrap();
         assert_eq!(r.action, "in-sync");
         assert_eq!((put_rule.num_calls(), put_targets.num_calls()), (0, 0));
     }
@@ -382,7 +373,7 @@ mod tests {
         let [get, tags, targets] = existing(wrong.into(), 0);
         let (put_rule, put_targets) = (put_rule(), put_targets());
         let c = with_events(&[&get, &tags, &targets, &put_rule, &put_targets]);
-        let r = ensure(&acct(&c), TOPIC).await.unwrap();
+        let r = ensure(&testing::account(&c), TOPIC).await.unwrap();
         assert_eq!(r.action, "updated");
         assert_eq!((put_rule.num_calls(), put_targets.num_calls()), (1, 1));
     }
@@ -395,7 +386,7 @@ mod tests {
             .then_output(|| RemoveTargetsOutput::builder().failed_entry_count(0).build());
         let delete = mock!(Client::delete_rule).then_output(|| DeleteRuleOutput::builder().build());
         let c = with_events(&[&get, &tags, &targets, &remove, &delete]);
-        let r = destroy(&acct(&c)).await.unwrap();
+        let r = destroy(&testing::account(&c)).await.unwrap();
         assert_eq!(r.action, "deleted");
         assert_eq!((remove.num_calls(), delete.num_calls()), (1, 1));
     }

@@ -419,15 +419,6 @@ mod tests {
 
     const KEY: &str = "1234abcd-12ab-34cd-56ef-1234567890ab";
 
-    fn acct(clients: &crate::aws::Clients) -> Account<'_> {
-        Account {
-            clients,
-            id: testing::ACCOUNT.into(),
-            region: testing::REGION.into(),
-            now: testing::NOW.into(),
-        }
-    }
-
     fn with_kms(rules: &[&Rule]) -> crate::aws::Clients {
         let mut c = testing::clients();
         c.kms = mock_client!(aws_sdk_kms, RuleMode::MatchAny, rules);
@@ -465,7 +456,7 @@ mod tests {
             let tag = |k: &str, v: &str| Tag::builder().tag_key(k).tag_value(v).build().unwrap();
             let mut out = ListResourceTagsOutput::builder().tags(tag("team", "security"));
             if ours {
-                for (k, v) in acct(&testing::clients()).tags() {
+                for (k, v) in testing::account(&testing::clients()).tags() {
                     out = out.tags(tag(&k, &v));
                 }
             }
@@ -489,7 +480,7 @@ mod tests {
     #[test]
     fn the_alerts_key_lets_only_the_baseline_rule_use_it_for_the_alerts_topic() {
         let c = testing::clients();
-        let p = key_policy(&acct(&c), &ALERTS);
+        let p = key_policy(&testing::account(&c), &ALERTS);
         let s = p["Statement"].as_array().unwrap();
         assert_eq!(s.len(), 2, "{p:#}");
         assert_eq!(s[0]["Principal"]["AWS"], "arn:aws:iam::123456789012:root");
@@ -517,7 +508,7 @@ mod tests {
     #[test]
     fn the_findings_key_lets_guardduty_generate_data_keys_for_this_detector_only() {
         let c = testing::clients();
-        let a = acct(&c);
+        let a = testing::account(&c);
         let p = key_policy(&a, &Spec::findings(&a, "d1"));
         let s = p["Statement"].as_array().unwrap();
         assert_eq!(s.len(), 2, "{p:#}");
@@ -539,7 +530,7 @@ mod tests {
     #[test]
     fn the_config_key_lets_config_use_it_for_this_account_only() {
         let c = testing::clients();
-        let p = key_policy(&acct(&c), &CONFIG);
+        let p = key_policy(&testing::account(&c), &CONFIG);
         let s = p["Statement"].as_array().unwrap();
         assert_eq!(s.len(), 2, "{p:#}");
         let config = &s[1];
@@ -589,7 +580,7 @@ mod tests {
             })
             .then_output(|| CreateAliasOutput::builder().build());
         let c = with_kms(&[&no_alias(), &create, &rotate, &alias]);
-        let (r, arn) = ensure(&acct(&c), &ALERTS).await.unwrap();
+        let (r, arn) = ensure(&testing::account(&c), &ALERTS).await.unwrap();
         assert_eq!((r.action, r.owner), ("created", Some(Owner::Payops)));
         assert!(arn.ends_with(KEY));
         assert_eq!((rotate.num_calls(), alias.num_calls()), (1, 1));
@@ -598,7 +589,7 @@ mod tests {
     #[tokio::test]
     async fn a_converged_key_takes_no_mutating_call() {
         let c = testing::clients();
-        let desired = key_policy(&acct(&c), &ALERTS).to_string();
+        let desired = key_policy(&testing::account(&c), &ALERTS).to_string();
         let [put, rotate, tag] = mutations();
         let c = with_kms(&[
             &described(KeyState::Enabled),
@@ -609,7 +600,7 @@ mod tests {
             &rotate,
             &tag,
         ]);
-        let (r, _) = ensure(&acct(&c), &ALERTS).await.unwrap();
+        let (r, _) = ensure(&testing::account(&c), &ALERTS).await.unwrap();
         assert_eq!(r.action, "in-sync");
         let calls = (put.num_calls(), rotate.num_calls(), tag.num_calls());
         assert_eq!(calls, (0, 0, 0));
@@ -625,7 +616,7 @@ mod tests {
             &tag,
         ]);
         // Not ours (no scope tag): refused before anything changes.
-        assert!(ensure(&acct(&c), &ALERTS).await.is_err());
+        assert!(ensure(&testing::account(&c), &ALERTS).await.is_err());
         assert_eq!(put.num_calls(), 0);
     }
 
@@ -650,7 +641,7 @@ mod tests {
             &rotate,
             &tag,
         ]);
-        let (r, _) = ensure(&acct(&c), &ALERTS).await.unwrap();
+        let (r, _) = ensure(&testing::account(&c), &ALERTS).await.unwrap();
         assert_eq!(r.action, "updated");
         let calls = (put.num_calls(), rotate.num_calls(), tag.num_calls());
         assert_eq!(calls, (1, 1, 0));
@@ -668,9 +659,9 @@ mod tests {
             &delete,
             &schedule,
         ]);
-        let err = ensure(&acct(&c), &ALERTS).await.unwrap_err();
+        let err = ensure(&testing::account(&c), &ALERTS).await.unwrap_err();
         assert!(matches!(err, AwsError::NotOurs { .. }), "{err}");
-        let r = destroy(&acct(&c), &ALERTS).await.unwrap();
+        let r = destroy(&testing::account(&c), &ALERTS).await.unwrap();
         assert_eq!((r.action, r.owner), ("kept", Some(Owner::Adopted)));
         assert_eq!((delete.num_calls(), schedule.num_calls()), (0, 0));
     }
@@ -722,7 +713,7 @@ mod tests {
             .match_requests(|r| r.key_id() == Some("loser"))
             .then_output(|| ScheduleKeyDeletionOutput::builder().build());
         let c = testing::clients();
-        let desired = key_policy(&acct(&c), &ALERTS).to_string();
+        let desired = key_policy(&testing::account(&c), &ALERTS).to_string();
         let c = with_kms(&[
             &describe,
             &create,
@@ -733,7 +724,7 @@ mod tests {
             &policy_now(desired),
             &rotation(true),
         ]);
-        let (r, arn) = ensure(&acct(&c), &ALERTS).await.unwrap();
+        let (r, arn) = ensure(&testing::account(&c), &ALERTS).await.unwrap();
         assert_eq!((r.action, r.id.as_deref()), ("in-sync", Some("winner")));
         assert!(arn.ends_with("winner"));
         assert_eq!(schedule.num_calls(), 1);
@@ -753,7 +744,7 @@ mod tests {
             &delete,
             &schedule,
         ]);
-        let r = destroy(&acct(&c), &FINDINGS).await.unwrap();
+        let r = destroy(&testing::account(&c), &FINDINGS).await.unwrap();
         assert_eq!(
             (r.action, r.state.as_str()),
             ("deleted", "pending-deletion")

@@ -228,15 +228,6 @@ mod tests {
     const KEY: &str = "arn:aws:kms:us-east-1:123456789012:key/k1";
     const OURS: &str = "arn:aws:s3:::payops-baseline-findings-123456789012-us-east-1";
 
-    fn acct(clients: &crate::aws::Clients) -> Account<'_> {
-        Account {
-            clients,
-            id: testing::ACCOUNT.into(),
-            region: testing::REGION.into(),
-            now: testing::NOW.into(),
-        }
-    }
-
     fn with_gd(rules: &[&Rule]) -> crate::aws::Clients {
         let mut c = testing::clients();
         c.guardduty = mock_client!(aws_sdk_guardduty, RuleMode::MatchAny, rules);
@@ -320,7 +311,9 @@ mod tests {
         let c = with_gd(&[&listed(&[]), &create]);
         let existing = find(&c.guardduty, DETECTOR).await.unwrap();
         assert_eq!(existing, None);
-        let r = ensure(&acct(&c), DETECTOR, KEY, existing).await.unwrap();
+        let r = ensure(&testing::account(&c), DETECTOR, KEY, existing)
+            .await
+            .unwrap();
         assert_eq!((r.action, r.id.as_deref()), ("created", Some("new")));
         assert_eq!(create.num_calls(), 1);
     }
@@ -337,7 +330,7 @@ mod tests {
         ]);
         let existing = find(&c.guardduty, DETECTOR).await.unwrap().unwrap();
         assert_eq!(existing.owner, Owner::Adopted);
-        let r = ensure(&acct(&c), DETECTOR, KEY, Some(existing))
+        let r = ensure(&testing::account(&c), DETECTOR, KEY, Some(existing))
             .await
             .unwrap();
         assert_eq!((r.action, r.owner), ("adopted", Some(Owner::Adopted)));
@@ -365,12 +358,12 @@ mod tests {
             (existing.id.as_str(), existing.owner),
             ("ours", Owner::Payops)
         );
-        let r = ensure(&acct(&c), DETECTOR, KEY, Some(existing.clone()))
+        let r = ensure(&testing::account(&c), DETECTOR, KEY, Some(existing.clone()))
             .await
             .unwrap();
         assert_eq!(r.action, "in-sync");
         let other_key = "arn:aws:kms:us-east-1:123456789012:key/rotated";
-        let r = ensure(&acct(&c), DETECTOR, other_key, Some(existing))
+        let r = ensure(&testing::account(&c), DETECTOR, other_key, Some(existing))
             .await
             .unwrap();
         assert_eq!(r.action, "updated");

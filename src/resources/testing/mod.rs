@@ -57,6 +57,17 @@ pub fn clients() -> Clients {
 }
 
 /// The tagging API refusing the env's listing (`Context::listed_tags`).
+/// The baseline's account (the test account and region, created now) over
+/// `clients`.
+pub fn account(clients: &Clients) -> crate::resources::baseline::Account<'_> {
+    crate::resources::baseline::Account {
+        clients,
+        id: ACCOUNT.into(),
+        region: REGION.into(),
+        now: NOW.into(),
+    }
+}
+
 pub fn no_tagging_listing() -> Rule {
     aws_smithy_mocks::mock!(aws_sdk_resourcegroupstagging::Client::get_resources)
         // Only the env listing: a test's own GetResources rules answer the rest.
