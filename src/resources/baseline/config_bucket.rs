@@ -16,15 +16,11 @@
 //! - The bucket is versioned, so deleting it means deleting every version
 //!   and delete marker first (BucketNotEmpty otherwise).
 
-use aws_sdk_s3::types::{
-    AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, ExpirationStatus, LifecycleRule,
-    LifecycleRuleFilter, NoncurrentVersionExpiration,
-};
 use serde_json::{Value, json};
 
-use crate::aws::{AwsError, built};
+use crate::aws::AwsError;
 
-use super::findings_bucket::{self, Shape};
+use super::findings_bucket::{self, Expires, Retention, Shape};
 use super::{Account, ItemReport};
 
 pub const ITEM: &str = "config-bucket";
@@ -34,7 +30,6 @@ pub const ITEM: &str = "config-bucket";
 /// decides what it still needs).
 pub const NONCURRENT_DAYS: i32 = 90;
 const LIFECYCLE_RULE_ID: &str = "payops-config-noncurrent-expiry";
-const ABORT_MULTIPART_DAYS: i32 = 7;
 
 /// The bucket's name: S3 names are global, so account and region make it
 /// unique, and no env name makes `payops-baseline-...` (see `naming`).
@@ -98,41 +93,10 @@ pub fn bucket_policy(acct: &Account<'_>) -> Value {
     })
 }
 
-fn lifecycle() -> Result<BucketLifecycleConfiguration, AwsError> {
-    const OP: &str = "s3:PutBucketLifecycleConfiguration";
-    let rule = built(
-        OP,
-        LifecycleRule::builder()
-            .id(LIFECYCLE_RULE_ID)
-            .status(ExpirationStatus::Enabled)
-            .filter(LifecycleRuleFilter::builder().prefix("").build())
-            .noncurrent_version_expiration(
-                NoncurrentVersionExpiration::builder()
-                    .noncurrent_days(NONCURRENT_DAYS)
-                    .build(),
-            )
-            .abort_incomplete_multipart_upload(
-                AbortIncompleteMultipartUpload::builder()
-                    .days_after_initiation(ABORT_MULTIPART_DAYS)
-                    .build(),
-            )
-            .build(),
-    )?;
-    built(
-        OP,
-        BucketLifecycleConfiguration::builder().rules(rule).build(),
-    )
-}
-
-fn lifecycle_in_sync(rules: &[LifecycleRule]) -> bool {
-    rules.iter().any(|r| {
-        r.id() == Some(LIFECYCLE_RULE_ID)
-            && r.status() == &ExpirationStatus::Enabled
-            && r.noncurrent_version_expiration()
-                .and_then(NoncurrentVersionExpiration::noncurrent_days)
-                == Some(NONCURRENT_DAYS)
-    })
-}
+const RETENTION: Retention = Retention {
+    rule_id: LIFECYCLE_RULE_ID,
+    expires: Expires::NoncurrentVersions(NONCURRENT_DAYS),
+};
 
 /// Makes sure the bucket exists, versioned, with its encryption, public
 /// access block, policy, lifecycle and tags.
@@ -141,8 +105,7 @@ pub async fn ensure(acct: &Account<'_>, key_arn: &str) -> Result<ItemReport, Aws
         item: ITEM,
         name: name(acct),
         policy: bucket_policy(acct).to_string(),
-        lifecycle: lifecycle()?,
-        lifecycle_in_sync,
+        retention: RETENTION,
         versioned: true,
     };
     findings_bucket::ensure_shape(acct, key_arn, &shape).await
@@ -159,6 +122,8 @@ pub async fn destroy(acct: &Account<'_>) -> Result<ItemReport, AwsError> {
 
 #[cfg(test)]
 mod tests {
+    use aws_sdk_s3::types::{ExpirationStatus, LifecycleRule};
+
     use super::*;
     use crate::resources::testing;
 
@@ -206,8 +171,8 @@ mod tests {
 
     #[test]
     fn old_versions_expire_and_current_snapshots_stay() {
-        let l = lifecycle().unwrap();
-        assert!(lifecycle_in_sync(l.rules()));
+        let l = findings_bucket::lifecycle(RETENTION).unwrap();
+        assert!(findings_bucket::lifecycle_in_sync(RETENTION, l.rules()));
         let r = &l.rules()[0];
         assert_eq!(
             r.noncurrent_version_expiration().unwrap().noncurrent_days(),
@@ -219,7 +184,7 @@ mod tests {
             .status(ExpirationStatus::Disabled)
             .build()
             .unwrap();
-        assert!(!lifecycle_in_sync(&[other]));
+        assert!(!findings_bucket::lifecycle_in_sync(RETENTION, &[other]));
     }
 
     #[test]

@@ -19,9 +19,10 @@
 use aws_sdk_s3::types::{
     AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, BucketLocationConstraint,
     BucketVersioningStatus, CreateBucketConfiguration, Delete, ExpirationStatus,
-    LifecycleExpiration, LifecycleRule, LifecycleRuleFilter, ObjectIdentifier, ObjectOwnership,
-    PublicAccessBlockConfiguration, ServerSideEncryption, ServerSideEncryptionByDefault,
-    ServerSideEncryptionConfiguration, ServerSideEncryptionRule, Tagging, VersioningConfiguration,
+    LifecycleExpiration, LifecycleRule, LifecycleRuleFilter, NoncurrentVersionExpiration,
+    ObjectIdentifier, ObjectOwnership, PublicAccessBlockConfiguration, ServerSideEncryption,
+    ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration, ServerSideEncryptionRule,
+    Tagging, VersioningConfiguration,
 };
 use serde_json::{Value, json};
 
@@ -35,7 +36,7 @@ pub const ITEM: &str = "findings-bucket";
 /// Findings older than this are deleted (issue 17: 90 days).
 pub const EXPIRE_AFTER_DAYS: i32 = 90;
 const LIFECYCLE_RULE_ID: &str = "payops-findings-expiry";
-/// Uploads GuardDuty abandoned are cleaned up after a week.
+/// Uploads a service abandoned are cleaned up after a week (both buckets).
 const ABORT_MULTIPART_DAYS: i32 = 7;
 
 /// The bucket policy GuardDuty's export needs, and no more.
@@ -97,37 +98,72 @@ pub fn bucket_policy(acct: &Account<'_>, key_arn: &str, detector_id: &str) -> Va
     })
 }
 
-fn lifecycle() -> Result<BucketLifecycleConfiguration, AwsError> {
+/// A baseline bucket's one lifecycle rule: what expires after how long.
+#[derive(Clone, Copy)]
+pub(super) struct Retention {
+    pub rule_id: &'static str,
+    pub expires: Expires,
+}
+
+#[derive(Clone, Copy)]
+pub(super) enum Expires {
+    /// Objects, this many days after they were written.
+    Objects(i32),
+    /// Only versions replaced or deleted, this many days after that.
+    NoncurrentVersions(i32),
+}
+
+const RETENTION: Retention = Retention {
+    rule_id: LIFECYCLE_RULE_ID,
+    expires: Expires::Objects(EXPIRE_AFTER_DAYS),
+};
+
+/// The lifecycle configuration of `retention`, which also cleans up
+/// abandoned multipart uploads.
+pub(super) fn lifecycle(retention: Retention) -> Result<BucketLifecycleConfiguration, AwsError> {
     const OP: &str = "s3:PutBucketLifecycleConfiguration";
-    let rule = built(
-        OP,
-        LifecycleRule::builder()
-            .id(LIFECYCLE_RULE_ID)
-            .status(ExpirationStatus::Enabled)
-            .filter(LifecycleRuleFilter::builder().prefix("").build())
-            .expiration(
-                LifecycleExpiration::builder()
-                    .days(EXPIRE_AFTER_DAYS)
-                    .build(),
-            )
-            .abort_incomplete_multipart_upload(
-                AbortIncompleteMultipartUpload::builder()
-                    .days_after_initiation(ABORT_MULTIPART_DAYS)
-                    .build(),
-            )
-            .build(),
-    )?;
+    let rule = LifecycleRule::builder()
+        .id(retention.rule_id)
+        .status(ExpirationStatus::Enabled)
+        .filter(LifecycleRuleFilter::builder().prefix("").build())
+        .abort_incomplete_multipart_upload(
+            AbortIncompleteMultipartUpload::builder()
+                .days_after_initiation(ABORT_MULTIPART_DAYS)
+                .build(),
+        );
+    let rule = match retention.expires {
+        Expires::Objects(days) => {
+            rule.expiration(LifecycleExpiration::builder().days(days).build())
+        }
+        Expires::NoncurrentVersions(days) => rule.noncurrent_version_expiration(
+            NoncurrentVersionExpiration::builder()
+                .noncurrent_days(days)
+                .build(),
+        ),
+    };
+    let rule = built(OP, rule.build())?;
     built(
         OP,
         BucketLifecycleConfiguration::builder().rules(rule).build(),
     )
 }
 
-fn lifecycle_in_sync(rules: &[LifecycleRule]) -> bool {
+/// Whether `rules` hold `retention`'s rule, enabled, expiring what it does
+/// when it does.
+pub(super) fn lifecycle_in_sync(retention: Retention, rules: &[LifecycleRule]) -> bool {
     rules.iter().any(|r| {
-        r.id() == Some(LIFECYCLE_RULE_ID)
+        r.id() == Some(retention.rule_id)
             && r.status() == &ExpirationStatus::Enabled
-            && r.expiration().and_then(LifecycleExpiration::days) == Some(EXPIRE_AFTER_DAYS)
+            && match retention.expires {
+                Expires::Objects(days) => {
+                    r.expiration().and_then(LifecycleExpiration::days) == Some(days)
+                }
+                Expires::NoncurrentVersions(days) => {
+                    r.noncurrent_version_expiration()
+                        .and_then(NoncurrentVersionExpiration::noncurrent_days)
+                        == Some(days)
+                }
+            }
     })
 }
 
@@ -202,8 +238,7 @@ pub async fn ensure(
         item: ITEM,
         name: acct.findings_bucket(),
         policy: bucket_policy(acct, key_arn, detector_id).to_string(),
-        lifecycle: lifecycle()?,
-        lifecycle_in_sync,
+        retention: RETENTION,
         versioned: false,
     };
     ensure_shape(acct, key_arn, &shape).await
@@ -215,8 +250,7 @@ pub(super) struct Shape {
     pub item: &'static str,
     pub name: String,
     pub policy: String,
-    pub lifecycle: BucketLifecycleConfiguration,
-    pub lifecycle_in_sync: fn(&[LifecycleRule]) -> bool,
+    pub retention: Retention,
     pub versioned: bool,
 }
 
@@ -376,7 +410,8 @@ pub(super) async fn ensure_shape(
             .op("s3:GetBucketLifecycleConfiguration"),
         &["NoSuchLifecycleConfiguration"],
     )?;
-    if !(shape.lifecycle_in_sync)(
+    if !lifecycle_in_sync(
+        shape.retention,
         lifecycle_now
             .as_ref()
             .map(|o| o.rules())
@@ -385,7 +420,7 @@ pub(super) async fn ensure_shape(
         s3.put_bucket_lifecycle_configuration()
             .bucket(&name)
             .expected_bucket_owner(&acct.id)
-            .lifecycle_configuration(shape.lifecycle.clone())
+            .lifecycle_configuration(lifecycle(shape.retention)?)
             .send()
             .await
             .op("s3:PutBucketLifecycleConfiguration")?;
@@ -660,8 +695,8 @@ mod tests {
 
     #[test]
     fn findings_expire_after_ninety_days() {
-        let l = lifecycle().unwrap();
-        assert!(lifecycle_in_sync(l.rules()));
+        let l = lifecycle(RETENTION).unwrap();
+        assert!(lifecycle_in_sync(RETENTION, l.rules()));
         assert_eq!(l.rules()[0].expiration().unwrap().days(), Some(90));
         let shorter = LifecycleRule::builder()
             .id(LIFECYCLE_RULE_ID)
@@ -669,7 +704,7 @@ mod tests {
             .expiration(LifecycleExpiration::builder().days(30).build())
             .build()
             .unwrap();
-        assert!(!lifecycle_in_sync(&[shorter]));
+        assert!(!lifecycle_in_sync(RETENTION, &[shorter]));
     }
 
     #[test]
