@@ -139,7 +139,7 @@ pub enum Command {
 
     /// Show what `up` would change, without changing anything
     #[command(after_help = "Example:\n  payops plan --env pr123")]
-    Plan(ShapeArgs),
+    Plan(PlanArgs),
 
     /// Print an env's outputs (the flat map written to cfn-outputs/flat-outputs.json)
     #[command(after_help = "Example:\n  payops outputs --env pr123 --output json")]
@@ -379,6 +379,17 @@ pub struct ShapeArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub target: ShapeArgs,
+
+    /// Leave the account baseline out of the plan, as `up --no-baseline` leaves it alone.
+    /// Without it, the plan also shows what `up` would do to the baseline first
+    #[arg(long, env = "PAYOPS_NO_BASELINE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_baseline: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct StatusArgs {
     /// One env to show step by step; without it, every env is listed
     #[arg(
@@ -460,8 +471,8 @@ pub struct UpArgs {
     )]
     pub outputs_file: Option<PathBuf>,
 
-    /// Leave the account baseline (GuardDuty, its HIGH-findings alerts and findings export)
-    /// alone: for accounts where another team or the organization manages it. Without it,
+    /// Leave the account baseline (GuardDuty, its HIGH-findings alerts and findings export,
+    /// AWS Config's recorder, X-Ray's encryption) alone: for accounts where another team or the organization manages it. Without it,
     /// `up` adopts or creates the baseline before the env, as `payops baseline up` does
     #[arg(long, env = "PAYOPS_NO_BASELINE", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_baseline: bool,

@@ -286,6 +286,14 @@ impl Names {
         self.resource("payments")
     }
 
+    /// The env's X-Ray sampling rule: `payops-<env>-payments`. X-Ray allows
+    /// 32 characters (RuleName: 1-32, API_SamplingRule; tfaws
+    /// xray/sampling_rule.go), exactly what the longest env name (16) makes;
+    /// a unit test holds the two together.
+    pub fn sampling_rule(&self) -> String {
+        self.resource("payments")
+    }
+
     /// An EventBridge rule: `payops-<env>-<rule>` (at most 64 characters).
     pub fn event_rule(&self, rule: EventRule) -> String {
         self.resource(rule.suffix())
@@ -500,6 +508,7 @@ impl Names {
             (NameKind::S3Bucket, self.transaction_log_bucket()),
             (NameKind::DeliveryStream, self.delivery_stream()),
             (NameKind::Dashboard, self.dashboard()),
+            (NameKind::SamplingRule, self.sampling_rule()),
         ];
         for purpose in KEY_PURPOSES {
             all.push((NameKind::KmsAlias, self.kms_alias(purpose)));
@@ -560,6 +569,7 @@ pub enum NameKind {
     EventRule,
     Dashboard,
     DeliveryStream,
+    SamplingRule,
 }
 
 impl NameKind {
@@ -647,6 +657,11 @@ impl NameKind {
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
                 {
                     return fail("letters, digits, '.', '-' and '_' only");
+                }
+            }
+            Self::SamplingRule => {
+                if !(1..=32).contains(&len) {
+                    return fail("must be 1-32 characters");
                 }
             }
             Self::KmsAlias => {
@@ -737,6 +752,16 @@ mod tests {
         assert!(NameKind::EventRule.check("payops/x").is_err());
         assert!(NameKind::EventRule.check(&"a.b_c-".repeat(10)).is_ok());
         assert!(NameKind::LoadBalancer.check("internal-x").is_err());
+        assert!(NameKind::SamplingRule.check(&"a".repeat(33)).is_err());
+        assert!(NameKind::SamplingRule.check(&"a".repeat(32)).is_ok());
+    }
+
+    #[test]
+    fn the_sampling_rule_name_is_exactly_x_rays_limit_at_the_longest_env_name() {
+        let env = EnvName::parse(&"a".repeat(MAX_ENV_LEN)).unwrap();
+        let rule = Names::new(env, "123456789012", "us-east-1").sampling_rule();
+        // A longer env name would need another rule name: it cannot grow.
+        assert_eq!(rule.len(), 32, "{rule}");
     }
 
     #[test]

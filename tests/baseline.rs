@@ -1,7 +1,9 @@
 //! The account baseline on an emulator: an env's `up` creates or adopts
 //! GuardDuty's detector, the HIGH-findings alerts (key, topic, rule), the
-//! findings export (key, bucket, publishing destination) and AWS Config's
-//! recorder (key, versioned bucket, role, recorder + channel); a second env
+//! findings export (key, bucket, publishing destination), AWS Config's
+//! recorder (key, versioned bucket, role, recorder + channel) and X-Ray's
+//! encryption setting (key, setting); `plan` shows what `up` would do to
+//! them first; a second env
 //! reuses them; a second `up` changes nothing; `baseline down` removes only
 //! what payops created, only once no env is left in the region.
 //!
@@ -43,7 +45,7 @@ fn moto_only() -> bool {
 }
 
 /// The baseline's items, in the order `baseline up` settles them.
-const ITEMS: [&str; 11] = [
+const ITEMS: [&str; 13] = [
     "guardduty-detector",
     "alerts-key",
     "alerts-topic",
@@ -55,6 +57,8 @@ const ITEMS: [&str; 11] = [
     "config-bucket",
     "config-role",
     "config-recorder",
+    "xray-key",
+    "xray-encryption",
 ];
 /// payops' AWS Config recorder and delivery channel (both named so).
 const RECORDER: &str = "payops-baseline";
@@ -129,6 +133,27 @@ async fn recorder_names(aws: &Aws) -> Vec<String> {
         .collect()
 }
 
+/// X-Ray's encryption setting: (type, key, status).
+async fn xray_encryption(aws: &Aws) -> (String, Option<String>, String) {
+    let out = aws
+        .c
+        .xray
+        .get_encryption_config()
+        .send()
+        .await
+        .expect("xray:GetEncryptionConfig");
+    let c = out.encryption_config().expect("a setting");
+    (
+        c.r#type()
+            .map(|t| t.as_str().to_owned())
+            .unwrap_or_default(),
+        c.key_id().map(str::to_owned),
+        c.status()
+            .map(|t| t.as_str().to_owned())
+            .unwrap_or_default(),
+    )
+}
+
 async fn topic_exists(aws: &Aws) -> bool {
     aws.c
         .sns
@@ -162,11 +187,41 @@ async fn the_first_env_creates_the_baseline_a_second_reuses_it_and_only_baseline
         "a fresh account"
     );
 
+    // `plan` shows the baseline `up` would make first, changing nothing.
+    let plan = first.plan_json();
+    let planned: Vec<(&str, &str)> = plan["baseline"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{plan:#}"))
+        .iter()
+        .map(|i| (i["item"].as_str().unwrap(), i["action"].as_str().unwrap()))
+        .collect();
+    assert_eq!(planned, ITEMS.map(|i| (i, "create")), "{plan:#}");
+    assert_eq!(
+        detector_ids(&aws).await,
+        Vec::<String>::new(),
+        "plan made one"
+    );
+    assert_eq!(xray_encryption(&aws).await.0, "NONE");
+
     let (_, up) = first.up_json(&["--nat", "single"]);
     assert!(
         all_are(&up["baseline"], "created", "payops"),
         "{:#}",
         up["baseline"]
+    );
+    // X-Ray encrypts with the baseline key, and `up` waited for ACTIVE.
+    let key = aws
+        .c
+        .kms
+        .describe_key()
+        .key_id("alias/payops-baseline/xray-traces")
+        .send()
+        .await
+        .expect("kms:DescribeKey");
+    let key_arn = key.key_metadata().and_then(|m| m.arn()).unwrap().to_owned();
+    assert_eq!(
+        xray_encryption(&aws).await,
+        ("KMS".into(), Some(key_arn.clone()), "ACTIVE".into())
     );
     let detectors = detector_ids(&aws).await;
     assert_eq!(detectors.len(), 1);
@@ -338,7 +393,17 @@ async fn the_first_env_creates_the_baseline_a_second_reuses_it_and_only_baseline
         .expect("s3:GetBucketVersioning");
     assert_eq!(versioning.status().map(|s| s.as_str()), Some("Enabled"));
 
-    // A second env in the account: the same baseline, nothing new.
+    // A second env in the account: the same baseline, nothing new (and
+    // nothing for `plan` to do to it).
+    let plan = second.plan_json();
+    assert!(
+        plan["baseline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["action"] == "in-sync"),
+        "{plan:#}"
+    );
     let (_, up) = second.up_json(&["--nat", "single"]);
     assert!(
         all_are(&up["baseline"], "in-sync", "payops"),
@@ -402,6 +467,8 @@ async fn the_first_env_creates_the_baseline_a_second_reuses_it_and_only_baseline
     assert_eq!(
         order,
         [
+            "xray-encryption",
+            "xray-key",
             "config-recorder",
             "config-role",
             "config-bucket",
@@ -424,6 +491,8 @@ async fn the_first_env_creates_the_baseline_a_second_reuses_it_and_only_baseline
     assert_eq!(detector_ids(&aws).await, Vec::<String>::new());
     assert!(!topic_exists(&aws).await);
     assert_eq!(recorder_names(&aws).await, Vec::<String>::new());
+    // X-Ray's default encryption back before its key was scheduled.
+    assert_eq!(xray_encryption(&aws).await.0, "NONE");
     // Gone already: nothing to do, not an error.
     let (_, again) = baseline(&first, &["down", "--yes"]);
     assert!(
@@ -497,6 +566,17 @@ async fn a_detector_and_export_made_outside_payops_are_adopted_and_survive_every
         .await
         .expect("config:PutConfigurationRecorder");
 
+    // And their X-Ray encryption, with a key of their central account.
+    let their_key = "arn:aws:kms:us-east-1:111122223333:key/their-traces";
+    aws.c
+        .xray
+        .put_encryption_config()
+        .r#type(aws_sdk_xray::types::EncryptionType::Kms)
+        .key_id(their_key)
+        .send()
+        .await
+        .expect("xray:PutEncryptionConfig");
+
     let (_, up) = env.up_json(&["--nat", "single"]);
     let got = actions(&up["baseline"]);
     let by_item = |item: &str| {
@@ -534,9 +614,14 @@ async fn a_detector_and_export_made_outside_payops_are_adopted_and_survive_every
         Some(("adopted", "adopted")),
         "{got:?}"
     );
-    for item in ["config-key", "config-bucket", "config-role"] {
+    for item in ["config-key", "config-bucket", "config-role", "xray-key"] {
         assert_eq!(by_item(item), Some(("not-needed", "-")), "{item}: {got:?}");
     }
+    assert_eq!(
+        by_item("xray-encryption"),
+        Some(("adopted", "adopted")),
+        "{got:?}"
+    );
     assert_eq!(
         by_item("high-findings-rule"),
         Some(("created", "payops")),
@@ -555,8 +640,14 @@ async fn a_detector_and_export_made_outside_payops_are_adopted_and_survive_every
         got.contains(&("guardduty-detector".into(), "kept".into(), "adopted".into()))
             && got.contains(&("findings-export".into(), "kept".into(), "adopted".into()))
             && got.contains(&("alerts-topic".into(), "deleted".into(), "payops".into()))
-            && got.contains(&("config-recorder".into(), "kept".into(), "adopted".into())),
+            && got.contains(&("config-recorder".into(), "kept".into(), "adopted".into()))
+            && got.contains(&("xray-encryption".into(), "kept".into(), "adopted".into())),
         "{got:?}"
+    );
+    assert_eq!(
+        xray_encryption(&aws).await.1.as_deref(),
+        Some(their_key),
+        "their setting is never changed or reverted"
     );
     assert_eq!(
         recorder_names(&aws).await,

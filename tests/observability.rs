@@ -16,8 +16,8 @@ use aws_sdk_cloudwatch::types::{MetricAlarm, Statistic};
 use serde_json::{Value, json};
 
 use common::{
-    Aws, FUNCTIONS, REGION, Tags, TestEnv, assert_no_mutation, assert_payops_tags, error_code,
-    outcomes, output, remaining, saved_queries,
+    Aws, FUNCTIONS, REGION, Tags, TestEnv, actions, assert_no_mutation, assert_payops_tags,
+    error_code, outcomes, output, remaining, sampling_rule, saved_queries,
 };
 
 /// Every alarm: (slug, output key, topic output, shift gate, treat missing data).
@@ -597,6 +597,45 @@ async fn down_leaves_no_alarm_dashboard_or_subscription() {
         }
     }
 
+    // Every request of the env's API stage traced, by a rule tagged as the
+    // env's; a rate someone lowered is drift that `plan` shows.
+    let rule = sampling_rule(&aws, &name).await.expect("the sampling rule");
+    assert_eq!(rule.fixed_rate(), 1.0);
+    assert_eq!(rule.service_name(), format!("payops-{name}-api/v1"));
+    assert_eq!(rule.service_type(), "AWS::ApiGateway::Stage");
+    let rule_tags = aws
+        .c
+        .xray
+        .list_tags_for_resource()
+        .resource_arn(rule.rule_arn().unwrap())
+        .send()
+        .await
+        .expect("xray:ListTagsForResource");
+    assert!(
+        rule_tags
+            .tags()
+            .iter()
+            .any(|t| t.key() == "payops:env" && t.value() == name),
+        "{rule_tags:?}"
+    );
+    aws.c
+        .xray
+        .update_sampling_rule()
+        .sampling_rule_update(
+            aws_sdk_xray::types::SamplingRuleUpdate::builder()
+                .rule_name(rule.rule_name().unwrap())
+                .fixed_rate(0.05)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("xray:UpdateSamplingRule");
+    let plan = env.plan_json();
+    // The suite runs with PAYOPS_NO_BASELINE=1: the plan leaves it out.
+    assert!(plan.get("baseline").is_none(), "{plan:#}");
+    let planned = actions(&plan);
+    assert_eq!(planned["xray-sampling-rule:payments"], "update", "{plan:#}");
+
     let down = env.down_json();
     down.assert_success();
     let steps = outcomes(&down.json());
@@ -605,6 +644,7 @@ async fn down_leaves_no_alarm_dashboard_or_subscription() {
         "alarm:api-p99-latency",
         "alarm:alb-5xx",
         "query-definition:failed-payments",
+        "xray-sampling-rule:payments",
     ] {
         assert_eq!(steps[step], "deleted", "{step}: {steps:?}");
     }

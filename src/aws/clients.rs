@@ -29,6 +29,7 @@ pub struct Clients {
     pub wafv2: aws_sdk_wafv2::Client,
     pub guardduty: aws_sdk_guardduty::Client,
     pub config: aws_sdk_config::Client,
+    pub xray: aws_sdk_xray::Client,
     /// What every client above counts into.
     pub counter: ApiCounter,
 }
@@ -76,6 +77,7 @@ impl Clients {
             wafv2: client!(aws_sdk_wafv2),
             guardduty: client!(aws_sdk_guardduty),
             config: client!(aws_sdk_config),
+            xray: client!(aws_sdk_xray),
             counter: counter.attached(),
         }
     }

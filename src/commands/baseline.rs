@@ -132,6 +132,10 @@ pub async fn baseline(
 /// One line on stderr per baseline item as `up` settles it, and its notes.
 pub fn progress(printer: Printer) -> impl Fn(&ItemReport) + Send + Sync {
     move |item: &ItemReport| {
+        if item.action == "waiting" {
+            printer.info(&format!("baseline {}: {}", item.item, item.state));
+            return;
+        }
         printer.info(&format!(
             "baseline {}: {}{}",
             item.item,
@@ -164,9 +168,10 @@ pub async fn ensure_for_env(
     baseline::ensure(&acct, Consent::default(), &progress(printer))
         .await
         .context(
-            "the account baseline (GuardDuty, its alerts and findings export) could not be \
-             ensured, so the env was not touched; fix the cause, or pass --no-baseline \
-             (PAYOPS_NO_BASELINE=1) where the account's baseline is not payops' to manage",
+            "the account baseline (GuardDuty, its alerts and findings export, AWS Config, \
+             X-Ray encryption) could not be ensured, so the env was not touched; fix the \
+             cause, or pass --no-baseline (PAYOPS_NO_BASELINE=1) where the account's baseline \
+             is not payops' to manage",
         )
 }
 
@@ -216,8 +221,9 @@ fn confirm(region: &str, account: &str) -> Result<bool> {
     eprint!(
         "This removes what payops created of the account baseline of account {account} in \
          {region} (GuardDuty's detector, its findings export with the exported findings, the \
-         security alerts topic and rule, and their KMS keys, scheduled for deletion). Adopted \
-         items stay.\n\
+         security alerts topic and rule, AWS Config's recorder with its bucket and role, X-Ray's \
+         encryption setting (back to its default), and their KMS keys, scheduled for \
+         deletion). Adopted items stay.\n\
          Type the region to confirm: "
     );
     std::io::stderr().flush()?;

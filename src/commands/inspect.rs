@@ -7,8 +7,10 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::aws::ApiCalls;
-use crate::cli::{EnvArgs, Shape, ShapeArgs, StatusArgs};
+use crate::cli::{EnvArgs, PlanArgs, Shape, StatusArgs};
 use crate::engine::{Outcome, WalkReport};
+use crate::resources::baseline::{self, Account, Planned};
+use crate::resources::now;
 use crate::resources::traffic::{self, Traffic};
 use crate::settings::Settings;
 use crate::state::LastRun;
@@ -138,9 +140,34 @@ struct PlanItem<'a> {
     error: Option<String>,
 }
 
-pub async fn plan(settings: &Settings, printer: Printer, args: ShapeArgs) -> Result<ExitStatus> {
+pub async fn plan(settings: &Settings, printer: Printer, args: PlanArgs) -> Result<ExitStatus> {
+    let PlanArgs {
+        target: args,
+        no_baseline,
+    } = args;
     let session = Session::new(settings).await?;
-    let (_, walk) = observe(settings, printer, &session, &args.env.env, &args.shape).await?;
+    let (opened, walk) = observe(settings, printer, &session, &args.env.env, &args.shape).await?;
+    // What `up` would do to the account baseline before the env (unless it
+    // is told to leave it alone): read only, like the rest of the plan.
+    let baseline = if no_baseline {
+        None
+    } else {
+        let acct = Account {
+            clients: &session.aws.clients,
+            id: opened.cx.account_id.clone(),
+            region: opened.cx.region.clone(),
+            now: now(),
+        };
+        match baseline::observe(&acct).await {
+            Ok(items) => Some(baseline::plan(&items)),
+            Err(e) => {
+                printer.warn(&format!(
+                    "could not read the account baseline (`up` ensures it first): {e}"
+                ));
+                None
+            }
+        }
+    };
     if printer.json_mode() {
         let items: Vec<PlanItem<'_>> = walk
             .steps
@@ -158,15 +185,43 @@ pub async fn plan(settings: &Settings, printer: Printer, args: ShapeArgs) -> Res
                 },
             })
             .collect();
-        printer.json(&serde_json::json!({
+        let mut doc = serde_json::json!({
             "env": args.env.env.as_str(),
             "steps": items,
             "step_calls": summary::StepCallTotals::of(&walk.steps),
-        }))?;
+        });
+        if let Some(items) = &baseline {
+            doc["baseline"] = serde_json::to_value(items)?;
+        }
+        printer.json(&doc)?;
     } else {
-        printer.data(&summary::plan_text(&walk.steps))?;
+        let mut text = String::new();
+        if let Some(items) = &baseline {
+            text.push_str(&baseline_plan_text(items));
+        }
+        text.push_str(&summary::plan_text(&walk.steps));
+        printer.data(&text)?;
     }
     Ok(exit(&walk))
+}
+
+/// The baseline's part of `plan`: one line per item, before the env's steps
+/// (`up` ensures the baseline first).
+fn baseline_plan_text(items: &[Planned]) -> String {
+    let mut out = String::from("account baseline (before the env):\n");
+    for p in items {
+        out.push_str(&format!(
+            "  {:<11} {:<20} {}{}\n",
+            p.action,
+            p.item,
+            p.id.as_deref().unwrap_or("-"),
+            p.why
+                .as_deref()
+                .map(|w| format!(" ({w})"))
+                .unwrap_or_default()
+        ));
+    }
+    out
 }
 
 /// The env's outputs as AWS has them now (not as the state file remembers).
@@ -198,4 +253,33 @@ pub async fn outputs(settings: &Settings, printer: Printer, args: EnvArgs) -> Re
         })?;
     }
     Ok(exit(&walk))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_baseline_part_of_a_plan_says_what_up_does_to_each_item_first() {
+        let text = baseline_plan_text(&[
+            Planned {
+                item: "guardduty-detector",
+                id: Some("d1".into()),
+                action: "adopt",
+                why: None,
+            },
+            Planned {
+                item: "xray-key",
+                id: None,
+                action: "not-needed",
+                why: Some("xray-encryption is adopted: payops makes none for it".into()),
+            },
+        ]);
+        assert_eq!(
+            text,
+            "account baseline (before the env):\n  \
+             adopt       guardduty-detector   d1\n  \
+             not-needed  xray-key             - (xray-encryption is adopted: payops makes none for it)\n"
+        );
+    }
 }

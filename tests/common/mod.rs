@@ -36,7 +36,7 @@ pub const TAG_CREATED_AT: &str = "payops:created-at";
 
 pub const KEY_PURPOSES: [&str; 5] = ["database", "dynamodb", "s3", "logs", "events"];
 /// Steps of one env (`payops graph` lists them).
-pub const STEP_COUNT: usize = 141;
+pub const STEP_COUNT: usize = 142;
 /// Steps with nothing to manage unless asked: `status` shows them "not
 /// wanted", and they count as no resource of the env. The alert emails
 /// (none given), and the Aurora instance slots beyond the default 2 readers
@@ -1144,11 +1144,32 @@ pub async fn saved_queries(aws: &Aws, env: &str) -> BTreeMap<String, (String, Ve
         .collect()
 }
 
+/// The env's X-Ray sampling rule (`payops-<env>-payments`), if any.
+pub async fn sampling_rule(aws: &Aws, env: &str) -> Option<aws_sdk_xray::types::SamplingRule> {
+    let name = format!("payops-{env}-payments");
+    let out = aws
+        .c
+        .xray
+        .get_sampling_rules()
+        .send()
+        .await
+        .expect("xray:GetSamplingRules");
+    out.sampling_rule_records()
+        .iter()
+        .filter_map(|r| r.sampling_rule())
+        .find(|r| r.rule_name() == Some(name.as_str()))
+        .cloned()
+}
+
 pub async fn remaining(aws: &Aws, env: &str) -> Vec<String> {
     let mut left = ec2_inventory(aws, env).await.all();
 
     for name in saved_queries(aws, env).await.keys() {
         left.push(format!("saved query {name}"));
+    }
+
+    if let Some(rule) = sampling_rule(aws, env).await {
+        left.push(format!("x-ray sampling rule {:?}", rule.rule_name()));
     }
 
     for (alias, key) in kms_aliases(aws, env).await {

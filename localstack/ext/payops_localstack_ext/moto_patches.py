@@ -60,6 +60,18 @@ WAFv2 (moto 5.1/5.2):
     answers ``WafV2DuplicateItem`` instead of AWS's
     ``WAFDuplicateItemException``.
 
+X-Ray (moto 5.1/5.2; LocalStack serves X-Ray from moto through our ext):
+    Only the trace APIs exist. Served here as AWS documents them: Get/Put
+    EncryptionConfig (one setting per account and region, ``Type: NONE`` at
+    first; a Put answers ``UPDATING``, as AWS does for minutes, and the next
+    Get still says so before it turns ``ACTIVE``, so the caller's wait is
+    exercised; the key is not checked against KMS, which AWS does);
+    Create/Get/Update/DeleteSamplingRule with X-Ray's ``Default`` rule always
+    present, RuleName 1-32 characters, Priority 1-9999, FixedRate 0-1, a
+    taken name (or an unknown or ``Default`` rule to update or delete)
+    answering InvalidRequestException; Tag/Untag/ListTagsForResource of the
+    rules (ResourceNotFoundException for an unknown ARN).
+
 GuardDuty (moto 5.1/5.2):
     CreateDetector makes a second detector in a region that has one, where
     AWS (one per account and region) answers BadRequestException "The
@@ -1003,3 +1015,179 @@ def patch_events_test_event_pattern() -> None:
 
     EventsHandler.test_event_pattern = test_event_pattern
     EventsHandler._payops_test_event_pattern = True
+
+
+def patch_xray_config() -> None:
+    """X-Ray's encryption setting, sampling rules and their tags (see the
+    module docstring)."""
+    import time
+
+    from moto.xray import urls
+    from moto.xray.responses import XRayResponse
+
+    if getattr(XRayResponse, "_payops_config", False):
+        return
+
+    for action in (
+        "EncryptionConfig",
+        "PutEncryptionConfig",
+        "CreateSamplingRule",
+        "GetSamplingRules",
+        "UpdateSamplingRule",
+        "DeleteSamplingRule",
+        "TagResource",
+        "UntagResource",
+        "ListTagsForResource",
+    ):
+        urls.url_paths["{0}/" + action + "$"] = XRayResponse.dispatch
+
+    def error(code, message, status=400):
+        return json.dumps({"__type": code, "message": message}), {"status": status}
+
+    def store(self):
+        backend = self.xray_backend
+        if "_payops" not in backend.__dict__:
+            default = {
+                "RuleName": "Default",
+                "RuleARN": f"arn:aws:xray:{self.region}:{self.current_account}:sampling-rule/Default",
+                "ResourceARN": "*",
+                "Priority": 10000,
+                "FixedRate": 0.05,
+                "ReservoirSize": 1,
+                "ServiceName": "*",
+                "ServiceType": "*",
+                "Host": "*",
+                "HTTPMethod": "*",
+                "URLPath": "*",
+                "Version": 1,
+                "Attributes": {},
+            }
+            backend.__dict__["_payops"] = {
+                "encryption": {"Type": "NONE", "Status": "ACTIVE"},
+                "rules": {"Default": {"SamplingRule": default, "CreatedAt": 0.0, "ModifiedAt": 0.0}},
+                "tags": {},
+            }
+        return backend._payops
+
+    # GetEncryptionConfig (POST /EncryptionConfig)
+    def encryption_config(self):
+        config = store(self)["encryption"]
+        answer = dict(config)
+        if config["Status"] == "UPDATING":
+            config["Status"] = "ACTIVE"
+        return json.dumps({"EncryptionConfig": answer})
+
+    def put_encryption_config(self):
+        kind = self._get_param("Type")
+        key = self._get_param("KeyId")
+        if kind not in ("NONE", "KMS"):
+            return error("InvalidRequestException", "Type must be NONE or KMS")
+        if kind == "KMS" and not key:
+            return error("InvalidRequestException", "KeyId is required with Type KMS")
+        config = {"Type": kind, "Status": "UPDATING"}
+        if kind == "KMS":
+            config["KeyId"] = key
+        store(self)["encryption"] = config
+        return json.dumps({"EncryptionConfig": dict(config)})
+
+    def find_rule(self, params):
+        rules = store(self)["rules"]
+        name = params.get("RuleName")
+        if not name and params.get("RuleARN"):
+            name = params["RuleARN"].rsplit("/", 1)[-1]
+        return name, rules.get(name)
+
+    def create_sampling_rule(self):
+        rule = dict(self._get_param("SamplingRule") or {})
+        name = rule.get("RuleName") or ""
+        required = ("ResourceARN", "Priority", "FixedRate", "ReservoirSize", "ServiceName",
+                    "ServiceType", "Host", "HTTPMethod", "URLPath", "Version")
+        missing = [f for f in required if rule.get(f) is None]
+        if missing:
+            return error("InvalidRequestException", f"missing {', '.join(missing)}")
+        if not 1 <= len(name) <= 32:
+            return error("InvalidRequestException", "RuleName must be 1-32 characters")
+        if not 1 <= rule["Priority"] <= 9999:
+            return error("InvalidRequestException", "Priority must be 1-9999")
+        if not 0 <= rule["FixedRate"] <= 1:
+            return error("InvalidRequestException", "FixedRate must be 0-1")
+        rules = store(self)["rules"]
+        if name in rules:
+            return error("InvalidRequestException", f"A rule named {name} already exists")
+        rule["RuleARN"] = f"arn:aws:xray:{self.region}:{self.current_account}:sampling-rule/{name}"
+        rule.setdefault("Attributes", {})
+        now = time.time()
+        record = {"SamplingRule": rule, "CreatedAt": now, "ModifiedAt": now}
+        rules[name] = record
+        tags = self._get_param("Tags") or []
+        store(self)["tags"][rule["RuleARN"]] = {t["Key"]: t["Value"] for t in tags}
+        return json.dumps({"SamplingRuleRecord": record})
+
+    def get_sampling_rules(self):
+        records = sorted(
+            store(self)["rules"].values(),
+            key=lambda r: (r["SamplingRule"]["Priority"], r["SamplingRule"]["RuleName"]),
+        )
+        return json.dumps({"SamplingRuleRecords": records})
+
+    def update_sampling_rule(self):
+        update = self._get_param("SamplingRuleUpdate") or {}
+        name, record = find_rule(self, update)
+        if record is None:
+            return error("InvalidRequestException", f"Sampling rule {name} does not exist")
+        if name == "Default" and set(update) - {"RuleName", "RuleARN", "FixedRate", "ReservoirSize"}:
+            return error("InvalidRequestException", "Invalid update request for default sampling rule")
+        for field, value in update.items():
+            if field not in ("RuleName", "RuleARN") and value is not None:
+                record["SamplingRule"][field] = value
+        record["ModifiedAt"] = time.time()
+        return json.dumps({"SamplingRuleRecord": record})
+
+    def delete_sampling_rule(self):
+        params = {"RuleName": self._get_param("RuleName"), "RuleARN": self._get_param("RuleARN")}
+        name, record = find_rule(self, params)
+        if record is None or name == "Default":
+            return error("InvalidRequestException", f"Sampling rule {name} cannot be deleted")
+        del store(self)["rules"][name]
+        store(self)["tags"].pop(record["SamplingRule"]["RuleARN"], None)
+        return json.dumps({"SamplingRuleRecord": record})
+
+    def tags_of(self):
+        arn = self._get_param("ResourceARN")
+        tags = store(self)["tags"]
+        if arn not in tags:
+            return arn, None
+        return arn, tags[arn]
+
+    def tag_resource(self):
+        arn, tags = tags_of(self)
+        if tags is None:
+            return error("ResourceNotFoundException", f"{arn} not found", 404)
+        for t in self._get_param("Tags") or []:
+            tags[t["Key"]] = t["Value"]
+        return json.dumps({})
+
+    def untag_resource(self):
+        arn, tags = tags_of(self)
+        if tags is None:
+            return error("ResourceNotFoundException", f"{arn} not found", 404)
+        for k in self._get_param("TagKeys") or []:
+            tags.pop(k, None)
+        return json.dumps({})
+
+    def list_tags_for_resource(self):
+        arn, tags = tags_of(self)
+        if tags is None:
+            return error("ResourceNotFoundException", f"{arn} not found", 404)
+        return json.dumps({"Tags": [{"Key": k, "Value": v} for k, v in tags.items()]})
+
+    XRayResponse.encryption_config = encryption_config
+    XRayResponse.put_encryption_config = put_encryption_config
+    XRayResponse.create_sampling_rule = create_sampling_rule
+    XRayResponse.get_sampling_rules = get_sampling_rules
+    XRayResponse.update_sampling_rule = update_sampling_rule
+    XRayResponse.delete_sampling_rule = delete_sampling_rule
+    XRayResponse.tag_resource = tag_resource
+    XRayResponse.untag_resource = untag_resource
+    XRayResponse.list_tags_for_resource = list_tags_for_resource
+    XRayResponse._payops_config = True

@@ -290,6 +290,9 @@ def apigatewayv2():
 
 @aws_provider(api="xray", name=PROVIDER_NAME)
 def xray():
+    from .moto_patches import patch_xray_config
+
+    patch_xray_config()
     return moto_service("xray")
 
 

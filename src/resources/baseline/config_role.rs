@@ -117,30 +117,8 @@ pub async fn ensure(acct: &Account<'_>, key_arn: &str) -> Result<(ItemReport, St
     let name = role_name(acct);
     let trust = trust_policy(acct).to_string();
     let mut fixed = Vec::new();
-    let (arn, created) = match find(acct).await? {
-        Some(role) => {
-            check_ours(format!("IAM role {name}"), &role.tags)?;
-            if !policy::same(&role.trust, &trust) {
-                iam.update_assume_role_policy()
-                    .role_name(&name)
-                    .policy_document(&trust)
-                    .send()
-                    .await
-                    .op("iam:UpdateAssumeRolePolicy")?;
-                fixed.push("trust");
-            }
-            let missing = missing_tags(acct, &role.tags);
-            if !missing.is_empty() {
-                iam.tag_role()
-                    .role_name(&name)
-                    .set_tags(Some(sdk::tags(&missing)))
-                    .send()
-                    .await
-                    .op("iam:TagRole")?;
-                fixed.push("tags");
-            }
-            (role.arn, false)
-        }
+    let (found, created) = match find(acct).await? {
+        Some(role) => (role, false),
         None => {
             let out = iam
                 .create_role()
@@ -150,10 +128,56 @@ pub async fn ensure(acct: &Account<'_>, key_arn: &str) -> Result<(ItemReport, St
                 .set_tags(Some(sdk::tags(&acct.tags())))
                 .send()
                 .await
-                .op("iam:CreateRole")?;
-            let role = required(out.role(), "iam:CreateRole", "Role")?;
-            (role.arn().to_owned(), true)
+                .op("iam:CreateRole");
+            match out {
+                Ok(out) => {
+                    let role = required(out.role(), "iam:CreateRole", "Role")?;
+                    let made = Found {
+                        arn: role.arn().to_owned(),
+                        trust: trust.clone(),
+                        tags: acct.tags(),
+                    };
+                    (made, true)
+                }
+                // CreateRole has no idempotency token: the SDK's retry of a
+                // call whose answer was lost (or a second env's `up` at the
+                // same moment) meets the role that call made, and IAM
+                // answers EntityAlreadyExists (CreateRole's documented
+                // error). Look again: it is used only if it carries the
+                // baseline's tags (checked below), as common/iam_role.rs does.
+                Err(e) if e.is_code(&["EntityAlreadyExists"]) => match find(acct).await? {
+                    Some(role) => (role, false),
+                    None => return Err(e),
+                },
+                Err(e) => return Err(e),
+            }
         }
+    };
+    let arn = if created {
+        found.arn
+    } else {
+        let role = found;
+        check_ours(format!("IAM role {name}"), &role.tags)?;
+        if !policy::same(&role.trust, &trust) {
+            iam.update_assume_role_policy()
+                .role_name(&name)
+                .policy_document(&trust)
+                .send()
+                .await
+                .op("iam:UpdateAssumeRolePolicy")?;
+            fixed.push("trust");
+        }
+        let missing = missing_tags(acct, &role.tags);
+        if !missing.is_empty() {
+            iam.tag_role()
+                .role_name(&name)
+                .set_tags(Some(sdk::tags(&missing)))
+                .send()
+                .await
+                .op("iam:TagRole")?;
+            fixed.push("tags");
+        }
+        role.arn
     };
 
     let attached = iam
@@ -292,30 +316,32 @@ mod tests {
     }
 
     fn role(ours: bool) -> Rule {
-        mock!(Client::get_role).then_output(move || {
-            let c = testing::clients();
-            let a = testing::account(&c);
-            let mut r = Role::builder()
-                .path("/")
-                .role_name(role_name(&a))
-                .role_id("AROAEXAMPLE")
-                .arn("arn:aws:iam::123456789012:role/payops-baseline-config-us-east-1")
-                .create_date(aws_smithy_types::DateTime::from_secs(0))
-                // IAM echoes the trust URL-encoded.
-                .assume_role_policy_document(
-                    percent_encoding::utf8_percent_encode(
-                        &trust_policy(&a).to_string(),
-                        percent_encoding::NON_ALPHANUMERIC,
-                    )
-                    .to_string(),
-                );
-            if ours {
-                for (k, v) in a.tags() {
-                    r = r.tags(Tag::builder().key(k).value(v).build().unwrap());
-                }
+        mock!(Client::get_role).then_output(move || role_output(ours))
+    }
+
+    fn role_output(ours: bool) -> GetRoleOutput {
+        let c = testing::clients();
+        let a = testing::account(&c);
+        let mut r = Role::builder()
+            .path("/")
+            .role_name(role_name(&a))
+            .role_id("AROAEXAMPLE")
+            .arn("arn:aws:iam::123456789012:role/payops-baseline-config-us-east-1")
+            .create_date(aws_smithy_types::DateTime::from_secs(0))
+            // IAM echoes the trust URL-encoded.
+            .assume_role_policy_document(
+                percent_encoding::utf8_percent_encode(
+                    &trust_policy(&a).to_string(),
+                    percent_encoding::NON_ALPHANUMERIC,
+                )
+                .to_string(),
+            );
+        if ours {
+            for (k, v) in a.tags() {
+                r = r.tags(Tag::builder().key(k).value(v).build().unwrap());
             }
-            GetRoleOutput::builder().role(r.build().unwrap()).build()
-        })
+        }
+        GetRoleOutput::builder().role(r.build().unwrap()).build()
     }
 
     fn mutations() -> [Rule; 4] {
@@ -370,6 +396,75 @@ mod tests {
         assert_eq!((r.action, r.owner), ("kept", Some(Owner::Adopted)));
         let calls: Vec<usize> = m.iter().map(Rule::num_calls).collect();
         assert_eq!(calls, [0, 0, 0, 0]);
+    }
+
+    /// CreateRole whose first answer was lost: the SDK's retry meets the
+    /// role the first attempt made.
+    fn create_conflict() -> Rule {
+        mock!(Client::create_role).then_error(|| {
+            aws_sdk_iam::operation::create_role::CreateRoleError::generic(testing::error_meta(
+                "EntityAlreadyExists",
+            ))
+        })
+    }
+
+    fn absent_then(ours: bool) -> Rule {
+        mock!(Client::get_role)
+            .sequence()
+            .error(|| {
+                aws_sdk_iam::operation::get_role::GetRoleError::generic(testing::error_meta(
+                    "NoSuchEntity",
+                ))
+            })
+            .output(move || role_output(ours))
+            .build()
+    }
+
+    #[tokio::test]
+    async fn a_lost_create_answer_finds_the_role_again_and_uses_it_only_if_ours() {
+        let c = testing::clients();
+        let desired = delivery_policy(&testing::account(&c), KEY).to_string();
+        let attached = mock!(Client::list_attached_role_policies).then_output(|| {
+            ListAttachedRolePoliciesOutput::builder()
+                .attached_policies(
+                    AttachedPolicy::builder()
+                        .policy_arn("arn:aws:iam::aws:policy/service-role/AWS_ConfigRole")
+                        .build(),
+                )
+                .build()
+        });
+        let inline = mock!(Client::get_role_policy).then_output(move || {
+            GetRolePolicyOutput::builder()
+                .role_name("r")
+                .policy_name(DELIVERY_POLICY)
+                .policy_document(desired.clone())
+                .build()
+                .unwrap()
+        });
+        let create = create_conflict();
+        let c = with_iam(&[&absent_then(true), &create, &attached, &inline]);
+        let (r, arn) = ensure(&testing::account(&c), KEY).await.unwrap();
+        assert_eq!(r.action, "in-sync");
+        assert!(arn.ends_with("role/payops-baseline-config-us-east-1"));
+        assert_eq!(create.num_calls(), 1);
+
+        // Someone else's role of that name: refused, not used.
+        let m = mutations();
+        let c = with_iam(&[&absent_then(false), &create, &m[0], &m[1], &m[2]]);
+        let err = ensure(&testing::account(&c), KEY).await.unwrap_err();
+        assert!(matches!(err, AwsError::NotOurs { .. }), "{err}");
+        let calls: Vec<usize> = m.iter().take(3).map(Rule::num_calls).collect();
+        assert_eq!(calls, [0, 0, 0]);
+
+        // Gone again (deleted in between): the conflict stands.
+        let gone = mock!(Client::get_role).then_error(|| {
+            aws_sdk_iam::operation::get_role::GetRoleError::generic(testing::error_meta(
+                "NoSuchEntity",
+            ))
+        });
+        let c = with_iam(&[&gone, &create]);
+        let err = ensure(&testing::account(&c), KEY).await.unwrap_err();
+        assert!(err.is_code(&["EntityAlreadyExists"]), "{err}");
     }
 
     #[test]

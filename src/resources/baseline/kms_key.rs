@@ -1,6 +1,6 @@
 //! The baseline's customer-managed KMS keys, one per purpose: the security
-//! alerts topic's, the exported GuardDuty findings', and AWS Config's
-//! snapshots'.
+//! alerts topic's, the exported GuardDuty findings', AWS Config's
+//! snapshots' and X-Ray's traces'.
 //!
 //! AWS rules encoded here:
 //! - A service principal can use a key only if its key policy says so (no
@@ -14,6 +14,17 @@
 //!   `aws:SourceAccount` and `aws:SourceArn` = the detector's ARN (GuardDuty
 //!   user guide, guardduty_exportfindings); the key must be symmetric and in
 //!   the bucket's region.
+//! - X-Ray names no service principal for a key policy: the principal that
+//!   calls PutEncryptionConfig lets X-Ray use the key through a grant
+//!   (`kms:CreateGrant`, `kms:DescribeKey`), and whoever reads traces needs
+//!   `kms:Decrypt`, all of it through X-Ray (X-Ray developer guide,
+//!   security_iam_service-with-iam, "User permissions for encryption"). So
+//!   the statement names X-Ray as `kms:ViaService`
+//!   `xray.<region>.amazonaws.com` and the account as `kms:CallerAccount`,
+//!   as AWS's own `aws/xray` key does; `aws:SourceArn` and
+//!   `aws:SourceAccount` are for service principals and X-Ray sets neither.
+//!   Symmetric keys only; if X-Ray loses the key it stops storing traces
+//!   (xray-console-encryption).
 //! - A key policy must let the account administer the key, or KMS refuses it
 //!   (and no IAM policy could ever grant access again).
 //! - A key cannot be deleted, only scheduled (7-30 days); its alias must be
@@ -72,6 +83,15 @@ pub const CONFIG: Spec = Spec {
     item: "config-key",
     alias: "alias/payops-baseline/config-snapshots",
     description: "payops account baseline: AWS Config configuration snapshots and history",
+    detector_id: None,
+};
+
+/// X-Ray's traces key: the region's encryption setting names it (see
+/// `xray_encryption`).
+pub const XRAY: Spec = Spec {
+    item: "xray-key",
+    alias: "alias/payops-baseline/xray-traces",
+    description: "payops account baseline: X-Ray traces (encryption setting of the region)",
     detector_id: None,
 };
 
@@ -144,18 +164,36 @@ pub fn key_policy(acct: &Account<'_>, spec: &Spec) -> Value {
             "Condition": { "StringEquals": { "aws:SourceAccount": acct.id } }
         }));
     }
+    if spec.item == XRAY.item {
+        statements.push(json!({
+            // X-Ray encrypts with a grant that the principal configuring it
+            // creates through X-Ray, and decrypts for readers through X-Ray:
+            // this account's principals, only by way of X-Ray in this region.
+            "Sid": "XRayEncryptsTraces",
+            "Effect": "Allow",
+            "Principal": { "AWS": "*" },
+            "Action": ["kms:CreateGrant", "kms:DescribeKey", "kms:Decrypt"],
+            "Resource": "*",
+            "Condition": { "StringEquals": {
+                "kms:CallerAccount": acct.id,
+                "kms:ViaService": format!("xray.{}.amazonaws.com", acct.region)
+            } }
+        }));
+    }
     json!({ "Version": "2012-10-17", "Statement": statements })
 }
 
-/// The key an alias names, with its tags.
-struct Found {
-    id: String,
-    arn: String,
-    enabled: bool,
-    tags: TagMap,
+/// The key an alias (or any key id or ARN) names, with its tags.
+pub(super) struct Found {
+    pub id: String,
+    pub arn: String,
+    pub enabled: bool,
+    pub tags: TagMap,
 }
 
-async fn find(acct: &Account<'_>, alias: &str) -> Result<Option<Found>, AwsError> {
+/// The key `alias` names: an alias, a key id or a key ARN, as DescribeKey
+/// takes them.
+pub(super) async fn find(acct: &Account<'_>, alias: &str) -> Result<Option<Found>, AwsError> {
     let kms = &acct.clients.kms;
     let described = kms
         .describe_key()
@@ -544,6 +582,27 @@ mod tests {
             "123456789012"
         );
         assert!(!p.to_string().contains("guardduty.amazonaws.com"));
+    }
+
+    #[test]
+    fn the_xray_key_lets_this_accounts_principals_use_it_only_through_xray() {
+        let c = testing::clients();
+        let p = key_policy(&testing::account(&c), &XRAY);
+        let s = p["Statement"].as_array().unwrap();
+        assert_eq!(s.len(), 2, "{p:#}");
+        let xray = &s[1];
+        // What X-Ray's guide asks of the key: a grant by the configuring
+        // principal, and Decrypt for readers.
+        assert_eq!(
+            xray["Action"],
+            json!(["kms:CreateGrant", "kms:DescribeKey", "kms:Decrypt"])
+        );
+        let cond = &xray["Condition"]["StringEquals"];
+        assert_eq!(cond["kms:ViaService"], "xray.us-east-1.amazonaws.com");
+        assert_eq!(cond["kms:CallerAccount"], "123456789012");
+        // No service may use it directly, and no other purpose's statement.
+        assert!(!p.to_string().contains("\"Service\""), "{p:#}");
+        assert_ne!(XRAY.alias, ALERTS.alias);
     }
 
     #[tokio::test]

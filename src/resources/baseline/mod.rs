@@ -2,10 +2,10 @@
 //! every env there. Today: GuardDuty's detector, the security alerts for its
 //! HIGH findings (a KMS key, an SNS topic, an EventBridge rule) and the
 //! export of its findings (a KMS key, an S3 bucket, a publishing
-//! destination), and AWS Config's recorder with its delivery channel (a KMS
-//! key, a versioned S3 bucket, an IAM role, the recorder). X-Ray's
-//! encryption setting and API Gateway's logging role belong here too
-//! (issue 17).
+//! destination), AWS Config's recorder with its delivery channel (a KMS
+//! key, a versioned S3 bucket, an IAM role, the recorder), and X-Ray's
+//! encryption setting (a KMS key, the setting). API Gateway's logging role
+//! belongs here too (issue 17).
 //!
 //! These are not env steps: an env's graph owns what carries its
 //! `payops:env` tag and `down` removes all of it, while the baseline must
@@ -15,9 +15,10 @@
 //! the service, and tagged `payops:scope=account-baseline` when payops
 //! created it: that tag is the record of ownership, and it survives a fresh
 //! machine (see docs/architecture.md); Config's recorder and channel take no
-//! tags, so their name `payops-baseline` is that record. Only the singletons
-//! (the detector, its publishing destination, the Config recorder) are ever
-//! adopted; an item under one of
+//! tags, so their name `payops-baseline` is that record, and X-Ray's
+//! encryption setting has neither, so the tags of the key it names are.
+//! Only the singletons (the detector, its publishing destination, the
+//! Config recorder, X-Ray's encryption setting) are ever adopted; an item under one of
 //! payops' baseline names without payops' tags is refused, never used.
 
 pub mod alerts_topic;
@@ -29,6 +30,7 @@ pub mod findings_rule;
 pub mod guardduty;
 pub mod kms_key;
 pub mod publishing;
+pub mod xray_encryption;
 
 use serde::Serialize;
 
@@ -66,7 +68,8 @@ pub struct ItemReport {
     pub state: String,
     /// What the command did: `created`, `adopted`, `updated`, `in-sync`,
     /// `deleted`, `kept`, `absent`, `not-needed`, `refused` or, for
-    /// `status`, `observed`.
+    /// `status`, `observed`; `waiting` only in progress, while AWS settles
+    /// (then `state` says what it waits for).
     pub action: &'static str,
     /// Anything the operator should know (a suspended detector, a setting
     /// left as another team chose it).
@@ -95,6 +98,18 @@ impl ItemReport {
             owner: Some(Owner::Payops),
             state: "present".into(),
             action,
+            notes: Vec::new(),
+        }
+    }
+
+    /// A progress line while `item` waits on AWS (never in a report).
+    pub fn waiting(item: &'static str, what: String) -> Self {
+        Self {
+            item,
+            id: None,
+            owner: Some(Owner::Payops),
+            state: what,
+            action: "waiting",
             notes: Vec::new(),
         }
     }
@@ -272,15 +287,33 @@ pub async fn ensure(
             );
         }
         push(config_recorder::adopted(theirs));
-        return Ok(done);
+    } else {
+        let (key, config_key) = kms_key::ensure(acct, &kms_key::CONFIG).await?;
+        push(key);
+        push(config_bucket::ensure(acct, &config_key).await?);
+        let (role, role_arn) = config_role::ensure(acct, &config_key).await?;
+        push(role);
+        let bucket = config_bucket::name(acct);
+        push(config_recorder::ensure(acct, &role_arn, &bucket, &config_key, recorder).await?);
     }
-    let (key, config_key) = kms_key::ensure(acct, &kms_key::CONFIG).await?;
-    push(key);
-    push(config_bucket::ensure(acct, &config_key).await?);
-    let (role, role_arn) = config_role::ensure(acct, &config_key).await?;
-    push(role);
-    let bucket = config_bucket::name(acct);
-    push(config_recorder::ensure(acct, &role_arn, &bucket, &config_key, recorder).await?);
+
+    // X-Ray: a setting with someone else's key is adopted as it is, and then
+    // payops' key is not needed. Otherwise the key first: the setting names
+    // it, and X-Ray checks it may use it.
+    let setting = xray_encryption::find(acct).await?;
+    if setting.owner == Some(Owner::Adopted) {
+        push(
+            ItemReport::absent(kms_key::XRAY.item, "not-needed").with_note(
+                "X-Ray already encrypts this region's traces with another key (adopted)",
+            ),
+        );
+        push(xray_encryption::adopted(&setting));
+    } else {
+        let (key, xray_key) = kms_key::ensure(acct, &kms_key::XRAY).await?;
+        push(key);
+        let waiting = |what: String| progress(&ItemReport::waiting(xray_encryption::ITEM, what));
+        push(xray_encryption::ensure(acct, &xray_key, setting, &waiting).await?);
+    }
     Ok(done)
 }
 
@@ -305,17 +338,104 @@ pub async fn observe(acct: &Account<'_>) -> Result<Vec<ItemReport>, AwsError> {
     items.push(config_bucket::observe(acct).await?);
     items.push(config_role::observe(acct).await?);
     items.push(config_recorder::observe(&acct.clients.config).await?);
+    items.push(kms_key::observe(acct, &kms_key::XRAY).await?);
+    items.push(xray_encryption::observe(acct).await?);
     Ok(items)
 }
 
-/// Removes what payops created, dependents first: the export (destination,
-/// bucket, key), the alerts (rule, topic, key), then the detector. Adopted
+/// What `up` would do to one baseline item, from what `observe` saw: for
+/// `payops plan`, which changes nothing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Planned {
+    pub item: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `create`, `adopt`, `in-sync`, `not-needed` or `refused`.
+    pub action: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+}
+
+/// The singletons `up` adopts as it finds them; any other item found under
+/// payops' names without its tags is refused.
+const ADOPTABLE: [&str; 4] = [
+    guardduty::ITEM,
+    publishing::ITEM,
+    config_recorder::ITEM,
+    xray_encryption::ITEM,
+];
+
+/// What `up` would do to each item `observe` reported. An adopted
+/// singleton makes the items payops would have made for it not needed (the
+/// findings export's key and bucket; the recorder's key, bucket and role;
+/// X-Ray's key). Items of payops' own are `in-sync` as far as a read of
+/// their existence and owner goes: `up` also puts back settings that
+/// drifted, which `plan` does not compare.
+pub fn plan(observed: &[ItemReport]) -> Vec<Planned> {
+    let adopted = |item: &str| {
+        observed
+            .iter()
+            .any(|r| r.item == item && r.owner == Some(Owner::Adopted))
+    };
+    let served_by = |item: &str| -> Option<&'static str> {
+        [
+            (kms_key::FINDINGS.item, publishing::ITEM),
+            (findings_bucket::ITEM, publishing::ITEM),
+            (kms_key::CONFIG.item, config_recorder::ITEM),
+            (config_bucket::ITEM, config_recorder::ITEM),
+            (config_role::ITEM, config_recorder::ITEM),
+            (kms_key::XRAY.item, xray_encryption::ITEM),
+        ]
+        .into_iter()
+        .find(|(dependent, singleton)| *dependent == item && adopted(singleton))
+        .map(|(_, singleton)| singleton)
+    };
+    observed
+        .iter()
+        .map(|r| {
+            let (action, why) = match (r.owner, served_by(r.item)) {
+                (_, Some(singleton)) => (
+                    "not-needed",
+                    Some(format!("{singleton} is adopted: payops makes none for it")),
+                ),
+                (None, None) => ("create", None),
+                (Some(Owner::Payops), None) => ("in-sync", None),
+                (Some(Owner::Adopted), None) if ADOPTABLE.contains(&r.item) => {
+                    ("adopt", r.notes.first().cloned())
+                }
+                (Some(Owner::Adopted), None) => (
+                    "refused",
+                    Some(format!(
+                        "found under payops' baseline name without its {SCOPE_TAG}={SCOPE} tag: \
+                         `up` refuses to use it"
+                    )),
+                ),
+            };
+            Planned {
+                item: r.item,
+                id: r.id.clone(),
+                action,
+                why,
+            }
+        })
+        .collect()
+}
+
+/// Removes what payops created, dependents first: X-Ray's setting (back to
+/// its default encryption) and key, Config's recorder, role, bucket and key,
+/// the export (destination, bucket, key), the alerts (rule, topic, key),
+/// then the detector. Adopted
 /// items stay; the caller has made sure no env is left.
 pub async fn destroy(acct: &Account<'_>) -> Result<Vec<ItemReport>, AwsError> {
     let gd = &acct.clients.guardduty;
     let detector = guardduty::find(gd).await?;
     let mut items = Vec::new();
-    // Config first: the recorder stops and goes before the role it uses
+    // X-Ray first: its default encryption back (if it names payops' key)
+    // before the key it names is scheduled for deletion.
+    let quiet = |_: String| {};
+    items.push(xray_encryption::destroy(acct, &quiet).await?);
+    items.push(kms_key::destroy(acct, &kms_key::XRAY).await?);
+    // Then Config: the recorder stops and goes before the role it uses
     // and the bucket and key it delivers with.
     items.push(config_recorder::destroy(&acct.clients.config).await?);
     items.push(config_role::destroy(acct).await?);
@@ -337,6 +457,48 @@ pub async fn destroy(acct: &Account<'_>) -> Result<Vec<ItemReport>, AwsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plan_creates_what_is_missing_adopts_singletons_and_refuses_squatters() {
+        let adopted = |item| ItemReport {
+            owner: Some(Owner::Adopted),
+            ..ItemReport::ours(item, "theirs", "observed")
+        };
+        let observed = vec![
+            adopted(guardduty::ITEM),
+            ItemReport::ours(kms_key::ALERTS.item, "k", "observed"),
+            ItemReport::absent(alerts_topic::ITEM, "observed"),
+            adopted(findings_rule::ITEM),
+            adopted(config_recorder::ITEM),
+            ItemReport::absent(kms_key::CONFIG.item, "observed"),
+            ItemReport::absent(config_role::ITEM, "observed"),
+            ItemReport::absent(kms_key::XRAY.item, "observed"),
+            ItemReport::absent(xray_encryption::ITEM, "observed"),
+        ];
+        let actions: Vec<(&str, &str)> =
+            plan(&observed).iter().map(|p| (p.item, p.action)).collect();
+        assert_eq!(
+            actions,
+            [
+                (guardduty::ITEM, "adopt"),
+                (kms_key::ALERTS.item, "in-sync"),
+                (alerts_topic::ITEM, "create"),
+                // A rule of payops' name someone else made: `up` refuses it.
+                (findings_rule::ITEM, "refused"),
+                (config_recorder::ITEM, "adopt"),
+                (kms_key::CONFIG.item, "not-needed"),
+                (config_role::ITEM, "not-needed"),
+                (kms_key::XRAY.item, "create"),
+                (xray_encryption::ITEM, "create"),
+            ]
+        );
+        // X-Ray with another team's key: payops' key is not needed.
+        let p = plan(&[
+            ItemReport::absent(kms_key::XRAY.item, "observed"),
+            adopted(xray_encryption::ITEM),
+        ]);
+        assert_eq!((p[0].action, p[1].action), ("not-needed", "adopt"));
+    }
 
     #[test]
     fn only_payops_scope_tags_without_an_env_make_an_item_ours() {

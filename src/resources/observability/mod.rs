@@ -1,10 +1,12 @@
-//! Observability: the dashboard, the alarms and who hears of them.
+//! Observability: the dashboard, the alarms and who hears of them, the
+//! saved queries, and the X-Ray sampling rule that traces every payment.
 
 pub mod alarms;
 pub mod alert_subscriptions;
 pub mod dashboard;
 pub mod monitoring;
 pub mod query_definitions;
+pub mod sampling_rule;
 
 use super::registry::{Registry, dep};
 
@@ -54,6 +56,11 @@ pub fn register(r: &mut Registry) {
             )],
         );
     }
+    // Every request of the payments API's stage traced. No edge: the rule
+    // matches the stage by its deterministic service name
+    // (`payops-<env>-api/v1`), and a rule for a stage not there yet matches
+    // nothing.
+    r.add(sampling_rule::STEP, sampling_rule::SamplingRule, vec![]);
     // Saved Logs Insights queries for security analysis, each after the log
     // groups it names.
     for query in query_definitions::Query::ALL {

@@ -18,3 +18,4 @@ pub mod sns;
 pub mod sqs;
 pub mod tagging;
 pub mod wafv2;
+pub mod xray;

@@ -52,6 +52,7 @@ pub fn clients() -> Clients {
         wafv2: mock_client!(aws_sdk_wafv2, RuleMode::MatchAny, none),
         guardduty: mock_client!(aws_sdk_guardduty, RuleMode::MatchAny, none),
         config: mock_client!(aws_sdk_config, RuleMode::MatchAny, none),
+        xray: mock_client!(aws_sdk_xray, RuleMode::MatchAny, none),
         counter: crate::aws::ApiCounter::new(),
     }
 }
