@@ -36,6 +36,7 @@ import base64
 import json
 import os
 import re
+import time
 from typing import Any
 
 import scramp
@@ -284,6 +285,16 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return {"migration": "payops", **result}
 
 
+#: How long the app-login check keeps trying a login the database refused,
+#: and how often: right after the password was set (or the proxy's auth list
+#: changed) the proxy may still log in with what it read before. Well inside
+#: the function's 120 s.
+APP_LOGIN_PATIENCE_S = 30.0
+APP_LOGIN_RETRY_S = 5.0
+#: invalid_password, invalid_authorization_specification
+_REFUSED = ("(28P01)", "(28000)")
+
+
 def check_app_login(admin: db.Target) -> dict[str, Any]:
     """Whether payment validation's login works: `payops_app` through the
     same proxy with its own IAM token (the proxy logs in with payops_app's
@@ -293,10 +304,15 @@ def check_app_login(admin: db.Target) -> dict[str, Any]:
     otherwise make every payment a 503. The answer names only the error
     class or SQLSTATE."""
     app = db.Target(host=admin.host, port=admin.port, database=admin.database, user=db.APP_USER)
-    try:
-        conn = db.connect(app, password_provider(app), tls_context())
-    except db.DatabaseUnavailable as e:
-        return {"ok": False, "reason": e.reason}
+    deadline = time.monotonic() + APP_LOGIN_PATIENCE_S
+    while True:
+        try:
+            conn = db.connect(app, password_provider(app), tls_context())
+            break
+        except db.DatabaseUnavailable as e:
+            if not e.reason.endswith(_REFUSED) or time.monotonic() + APP_LOGIN_RETRY_S > deadline:
+                return {"ok": False, "reason": e.reason}
+        time.sleep(APP_LOGIN_RETRY_S)
     try:
         conn.run("SELECT 1 FROM customers LIMIT 0")
         return {"ok": True}

@@ -150,6 +150,7 @@ def config(database):
 
 
 def test_the_migration_function_connects_as_the_master_user_and_reports(pg, database, monkeypatch, context):
+    monkeypatch.setattr(db_migration, "APP_LOGIN_PATIENCE_S", 0)
     used = []
     monkeypatch.setattr(db_migration, "tls_context", lambda: tls(pg))
     monkeypatch.setattr(
@@ -180,6 +181,28 @@ def test_the_migration_reports_a_working_app_login(pg, database, monkeypatch, co
     admin.close()
     event = {"targetVersion": db_migration.LATEST, "host": "127.0.0.1", "port": pg.port, "database": database, "user": "payops_admin"}
     assert db_migration.handler(event, context)["appLogin"] == {"ok": True}
+
+
+def test_the_app_login_check_waits_a_moment_for_a_proxy_still_on_the_old_password(pg, database, monkeypatch):
+    # The proxy may log in with what it read before the password was set:
+    # refused at first, then accepted.
+    admin = connect(pg, database)
+    db_migration.migrate(admin)
+    admin.run(f"ALTER ROLE payops_app PASSWORD '{pg_server.APP_PASSWORD}'")
+    admin.close()
+    tries = iter(["the-old-password", pg_server.APP_PASSWORD])
+    monkeypatch.setattr(db_migration, "tls_context", lambda: tls(pg))
+    monkeypatch.setattr(db_migration, "password_provider", lambda target: lambda: next(tries))
+    slept = []
+    monkeypatch.setattr(db_migration.time, "sleep", slept.append)
+    target = db.Target(host="127.0.0.1", port=pg.port, database=database, user="payops_admin")
+    assert db_migration.check_app_login(target) == {"ok": True}
+    assert slept == [db_migration.APP_LOGIN_RETRY_S]
+    # An unreachable database is not waited for.
+    monkeypatch.setattr(db_migration, "password_provider", lambda target: lambda: "x")
+    closed = db.Target(host="127.0.0.1", port=pg_server.free_port(), database=database, user="payops_admin")
+    assert db_migration.check_app_login(closed)["reason"].startswith("database unreachable")
+    assert slept == [db_migration.APP_LOGIN_RETRY_S]
 
 
 def test_the_migration_function_refuses_a_target_it_does_not_migrate_to(context):
