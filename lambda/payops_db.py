@@ -35,7 +35,7 @@ DEFAULT_PORT = 5432
 #: not hang until the function's own timeout.
 CONNECT_TIMEOUT = 3.0
 #: The schema version this code reads (db_migration.MIGRATIONS' last).
-REQUIRED_SCHEMA_VERSION = 2
+REQUIRED_SCHEMA_VERSION = 3
 
 PasswordProvider = Callable[[], str]
 

@@ -443,6 +443,12 @@ impl Names {
         format!("payops/{}/db-master", self.env)
     }
 
+    /// The application user's secret, which the RDS Proxy logs in as
+    /// `payops_app` with: `payops/<env>/db-app`.
+    pub fn db_app_secret(&self) -> String {
+        format!("payops/{}/db-app", self.env)
+    }
+
     /// Every derived name with the AWS rule it must satisfy, so one test can
     /// prove the env-name rule is strict enough.
     pub fn all(&self) -> Vec<(NameKind, String)> {

@@ -493,9 +493,9 @@ async fn down_leaves_no_database_and_no_secret_name_reserved() {
     env.up_json(&["--db-readers", "1"]);
     assert_eq!(
         database_remaining(&aws, &env.name).await.len(),
-        // cluster, 2 instances, subnet group, parameter group, secret, rotation
-        // function, proxy, its read-only endpoint
-        9
+        // cluster, 2 instances, subnet group, parameter group, the master and
+        // payops_app secrets, rotation function, proxy, its read-only endpoint
+        10
     );
     env.down().assert_success();
     let left = remaining(&aws, &env.name).await;
@@ -884,9 +884,10 @@ async fn db_serverless_without_a_capacity_is_refused_and_nothing_is_made() {
 }
 
 /// The RDS Proxy of issue 19: TLS required, IAM authentication for clients,
-/// the master secret as its credentials, its own security group between the
-/// functions' and the database's, the cluster as its target, a read-only
-/// endpoint; and `down` removes it all.
+/// the master and payops_app secrets as its credentials (one per database
+/// user), its own security group between the functions' (and the schema
+/// migration's own) and the database's, the cluster as its target, a
+/// read-only endpoint; and `down` removes it all, the app secret included.
 #[tokio::test]
 #[ignore = "needs an emulator: PAYOPS_TEST_ENDPOINT"]
 async fn the_functions_reach_the_database_through_a_tls_iam_proxy_that_down_removes() {
@@ -908,12 +909,58 @@ async fn the_functions_reach_the_database_through_a_tls_iam_proxy_that_down_remo
     assert_eq!(proxy.require_tls(), Some(true));
     assert_eq!(proxy.debug_logging(), Some(false));
     let auth = proxy.auth();
-    assert_eq!(auth.len(), 1, "{auth:?}");
+    assert_eq!(auth.len(), 2, "{auth:?}");
+    for a in auth {
+        assert_eq!(
+            a.iam_auth(),
+            Some(&aws_sdk_rds::types::IamAuthMode::Required),
+            "{a:?}"
+        );
+    }
+    let app_secret = output(&outputs, "DbAppSecretArn");
+    let secrets: BTreeSet<&str> = auth.iter().filter_map(|a| a.secret_arn()).collect();
     assert_eq!(
-        auth[0].iam_auth(),
-        Some(&aws_sdk_rds::types::IamAuthMode::Required)
+        secrets,
+        BTreeSet::from([output(&outputs, "DbSecretArn"), app_secret])
     );
-    assert_eq!(auth[0].secret_arn(), Some(output(&outputs, "DbSecretArn")));
+    // payops_app's secret: what the proxy reads (username and password),
+    // the env's logs/secrets key, our tags; its password in nothing payops
+    // wrote.
+    let described = aws
+        .c
+        .secrets
+        .describe_secret()
+        .secret_id(app_secret)
+        .send()
+        .await
+        .expect("secretsmanager:DescribeSecret");
+    assert_eq!(
+        described.name(),
+        Some(format!("payops/{name}/db-app").as_str())
+    );
+    let key = described.kms_key_id().unwrap_or_default();
+    let logs_key = output(&outputs, "LogsKmsKeyArn");
+    assert!(
+        key == logs_key || logs_key.ends_with(&format!("/{key}")),
+        "{key} vs {logs_key}"
+    );
+    let secret_tags: common::Tags = described
+        .tags()
+        .iter()
+        .map(|t| (t.key().unwrap().to_owned(), t.value().unwrap().to_owned()))
+        .collect();
+    assert_payops_tags("app secret", &secret_tags, &name, "secret:db-app");
+    let value = master_secret(&aws, app_secret).await;
+    assert_eq!(value["username"], "payops_app");
+    let password = value["password"].as_str().expect("a password").to_owned();
+    assert_eq!(password.len(), 32);
+    let outputs_text = std::fs::read_to_string(env.outputs_file()).unwrap();
+    for (what, text) in [("state", env.state_text()), ("outputs", outputs_text)] {
+        assert!(
+            !text.contains(&password),
+            "the app password is in the {what}"
+        );
+    }
     assert_eq!(proxy.role_arn(), Some(output(&outputs, "DbProxyRoleArn")));
     let proxy_sg = output(&outputs, "DbProxySecurityGroupId");
     assert_eq!(proxy.vpc_security_group_ids(), [proxy_sg]);
@@ -992,23 +1039,42 @@ async fn the_functions_reach_the_database_through_a_tls_iam_proxy_that_down_remo
             .filter_map(|g| g.group_id().map(str::to_owned))
             .collect()
     };
+    let migration_sg = output(&outputs, "DbMigrationSecurityGroupId");
     assert_eq!(
         peers(g.ip_permissions()),
-        BTreeSet::from([output(&outputs, "LambdaSecurityGroupId").to_owned()])
+        BTreeSet::from([
+            output(&outputs, "LambdaSecurityGroupId").to_owned(),
+            migration_sg.to_owned()
+        ])
     );
     assert_eq!(
         peers(g.ip_permissions_egress()),
         BTreeSet::from([output(&outputs, "DatabaseSecurityGroupId").to_owned()])
     );
 
-    // The role reads the master secret only.
+    // The migration function runs in its own group, which reaches the
+    // proxy and HTTPS only.
+    let function = aws
+        .c
+        .lambda
+        .get_function_configuration()
+        .function_name(format!("payops-{name}-db-migration"))
+        .send()
+        .await
+        .expect("lambda:GetFunctionConfiguration");
+    assert_eq!(
+        function.vpc_config().map(|v| v.security_group_ids()),
+        Some(&[migration_sg.to_owned()][..])
+    );
+
+    // The role reads the two secrets only.
     let role = output(&outputs, "DbProxyRoleName");
     let policy = aws
         .c
         .iam
         .get_role_policy()
         .role_name(role)
-        .policy_name("read-master-secret")
+        .policy_name("read-db-secrets")
         .send()
         .await
         .expect("iam:GetRolePolicy");
@@ -1016,6 +1082,7 @@ async fn the_functions_reach_the_database_through_a_tls_iam_proxy_that_down_remo
         .decode_utf8_lossy()
         .into_owned();
     assert!(doc.contains(output(&outputs, "DbSecretArn")), "{doc}");
+    assert!(doc.contains(app_secret), "{doc}");
     assert!(
         doc.contains("secretsmanager.us-east-1.amazonaws.com"),
         "{doc}"
@@ -1034,6 +1101,22 @@ async fn the_functions_reach_the_database_through_a_tls_iam_proxy_that_down_remo
             "{e:?}"
         ),
         Ok(out) => panic!("the proxy outlived down: {:?}", out.db_proxies()),
+    }
+    // payops_app's secret is gone, without a recovery window.
+    match aws
+        .c
+        .secrets
+        .describe_secret()
+        .secret_id(app_secret)
+        .send()
+        .await
+    {
+        Err(e) => assert_eq!(
+            common::error_code(&e),
+            Some("ResourceNotFoundException"),
+            "{e:?}"
+        ),
+        Ok(out) => panic!("the app secret outlived down: {:?}", out.deleted_date()),
     }
     let left = remaining(&aws, &name).await;
     assert!(left.is_empty(), "left behind by down: {left:#?}");

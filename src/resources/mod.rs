@@ -105,7 +105,7 @@ mod tests {
                 ..EnvSpec::default()
             };
             let g = graph(&spec).unwrap_or_else(|e| panic!("{nat:?}: {e}"));
-            assert_eq!(g.len(), 142);
+            assert_eq!(g.len(), 144);
         }
     }
 

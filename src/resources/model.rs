@@ -185,6 +185,10 @@ impl Function {
             // The transform makes no network call at all: Firehose hands it
             // the records and takes its answer.
             Self::Rotation | Self::LogTransform => None,
+            // The migration logs in as the master user and reads
+            // payops_app's secret: its own group, so that the proxy's
+            // ingress names it apart and nothing else shares its egress.
+            Self::Migration => Some(SgRole::Migration),
             _ => Some(SgRole::Lambda),
         }
     }
@@ -236,6 +240,10 @@ pub enum SgRole {
     Database,
     /// The RDS Proxy: the functions reach the database only through it.
     Proxy,
+    /// The schema migration function's own group: the proxy and Secrets
+    /// Manager (through the NAT gateways), nothing the payment functions
+    /// reach, and a peer the proxy group admits by name.
+    Migration,
     /// Retired: the rotation function's group from when it ran in the VPC.
     /// Envs made by an older payops still have it (with the database group's
     /// ingress rule from it, and Lambda's interfaces while the function is
@@ -244,12 +252,13 @@ pub enum SgRole {
 }
 
 impl SgRole {
-    pub const ALL: [SgRole; 6] = [
+    pub const ALL: [SgRole; 7] = [
         Self::Alb,
         Self::Nlb,
         Self::Lambda,
         Self::Database,
         Self::Proxy,
+        Self::Migration,
         Self::Rotation,
     ];
 
@@ -260,6 +269,7 @@ impl SgRole {
             Self::Lambda => "lambda",
             Self::Database => "database",
             Self::Proxy => "db-proxy",
+            Self::Migration => "db-migration",
             Self::Rotation => "rotation",
         }
     }
@@ -297,6 +307,7 @@ impl SgRole {
             Self::Lambda => "LambdaSecurityGroupId",
             Self::Database => "DatabaseSecurityGroupId",
             Self::Proxy => "DbProxySecurityGroupId",
+            Self::Migration => "DbMigrationSecurityGroupId",
             Self::Rotation => "RotationSecurityGroupId",
         }
     }

@@ -36,7 +36,7 @@ pub const TAG_CREATED_AT: &str = "payops:created-at";
 
 pub const KEY_PURPOSES: [&str; 5] = ["database", "dynamodb", "s3", "logs", "events"];
 /// Steps of one env (`payops graph` lists them).
-pub const STEP_COUNT: usize = 142;
+pub const STEP_COUNT: usize = 144;
 /// Steps with nothing to manage unless asked: `status` shows them "not
 /// wanted", and they count as no resource of the env. The alert emails
 /// (none given), and the Aurora instance slots beyond the default 2 readers
@@ -1692,19 +1692,23 @@ pub async fn database_remaining(aws: &Aws, env: &str) -> Vec<String> {
             left.push(format!("db cluster parameter group {name}"));
         }
     }
-    let secret = format!("payops/{env}/db-master");
-    match aws
-        .c
-        .secrets
-        .describe_secret()
-        .secret_id(&secret)
-        .send()
-        .await
-    {
-        Ok(out) if out.deleted_date().is_none() => left.push(format!("secret {secret}")),
-        Ok(_) => {}
-        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => {}
-        Err(e) => panic!("secretsmanager:DescribeSecret {secret}: {e:?}"),
+    for secret in [
+        format!("payops/{env}/db-master"),
+        format!("payops/{env}/db-app"),
+    ] {
+        match aws
+            .c
+            .secrets
+            .describe_secret()
+            .secret_id(&secret)
+            .send()
+            .await
+        {
+            Ok(out) if out.deleted_date().is_none() => left.push(format!("secret {secret}")),
+            Ok(_) => {}
+            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => {}
+            Err(e) => panic!("secretsmanager:DescribeSecret {secret}: {e:?}"),
+        }
     }
     let function = format!("payops-{env}-secret-rotation");
     function_left(aws, &function, &mut left).await;

@@ -53,6 +53,8 @@ pub const CONSUMER_QUEUE_INPUT: (&str, &str) = (
 pub const EVENTS_KEY_INPUT: (&str, &str) = ("kms-key:events", "EventsKmsKeyArn");
 /// The cluster's master user name, which the migration logs in as.
 pub const MASTER_USER_INPUT: (&str, &str) = ("aurora-cluster", "DbMasterUsername");
+/// payops_app's secret, whose password the migration sets.
+pub const APP_SECRET_INPUT: (&str, &str) = ("secret:db-app", "DbAppSecretArn");
 
 fn statement(sid: &str, actions: &[&str], resources: Value) -> Value {
     json!({ "Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources })
@@ -316,12 +318,37 @@ pub fn policies(
             // The migration logs in as the master user, through the proxy
             // with an IAM token like the payment functions: the proxy
             // requires IAM auth from every client and holds the master
-            // secret itself, so this role reads no secret at all. Only this
-            // proxy (its `prx-` id) and only these users: the master, and
-            // `payops_app` to check, once migrated, that validation's login
-            // works before `up` turns the lookup on.
+            // secret itself, so this role never reads the master secret.
+            // Only this proxy (its `prx-` id) and only these users: the
+            // master, and `payops_app` to check, once migrated, that
+            // validation's login works before `up` turns the lookup on.
             let proxy = output(step, "db-proxy", "DbProxyResourceId")?;
             let user = output(step, MASTER_USER_INPUT.0, MASTER_USER_INPUT.1)?;
+            // It sets payops_app's password from payops_app's secret (the
+            // one the proxy logs in with): that secret only, its key only
+            // through Secrets Manager.
+            let app_secret = output(step, APP_SECRET_INPUT.0, APP_SECRET_INPUT.1)?;
+            let key = output(step, "kms-key:logs", "LogsKmsKeyArn")?;
+            policies.push((
+                "app-secret".to_owned(),
+                json!({
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        statement(
+                            "ReadPayopsAppsSecret",
+                            &["secretsmanager:GetSecretValue"],
+                            json!(app_secret),
+                        ),
+                        kms_via(
+                            "SecretKey",
+                            &["kms:Decrypt"],
+                            key,
+                            &["secretsmanager"],
+                            region,
+                        ),
+                    ]
+                }),
+            ));
             policies[1].1["Statement"]
                 .as_array_mut()
                 .expect("a statement list")
@@ -566,6 +593,11 @@ mod tests {
                 "DbMasterUsername",
                 "payops_admin".to_owned(),
             ),
+            (
+                APP_SECRET_INPUT.0,
+                APP_SECRET_INPUT.1,
+                format!("arn:aws:secretsmanager:us-east-1:{ACCT}:secret:payops/pr1/db-app-GhIjKl"),
+            ),
         ] {
             v.push((step.to_owned(), Record::default().output(key, value)));
         }
@@ -786,8 +818,39 @@ mod tests {
             );
         }
         // The migration: the master user through this proxy, nothing else
-        // of the database, and no secret, parameter or key.
+        // of the database, payops_app's secret (never the master's) and its
+        // key through Secrets Manager, no parameter.
         let migration = all(Function::Migration);
+        let reads: Vec<Value> = statements(&documents(Function::Migration))
+            .into_iter()
+            .filter(|s| {
+                strings(&s["Action"])
+                    .iter()
+                    .any(|a| a.starts_with("secretsmanager:"))
+            })
+            .collect();
+        assert_eq!(reads.len(), 1, "{reads:?}");
+        assert_eq!(
+            strings(&reads[0]["Action"]),
+            ["secretsmanager:GetSecretValue"]
+        );
+        assert_eq!(
+            strings(&reads[0]["Resource"]),
+            [format!(
+                "arn:aws:secretsmanager:us-east-1:{ACCT}:secret:payops/pr1/db-app-GhIjKl"
+            )]
+        );
+        assert!(!migration.contains("db-master"), "{migration}");
+        let key = statements(&documents(Function::Migration))
+            .into_iter()
+            .find(|s| s["Sid"] == "SecretKey")
+            .expect("the secret's key");
+        assert_eq!(strings(&key["Action"]), ["kms:Decrypt"]);
+        assert_eq!(strings(&key["Resource"]), ["k-logs"]);
+        assert_eq!(
+            key["Condition"]["StringEquals"]["kms:ViaService"],
+            json!(["secretsmanager.us-east-1.amazonaws.com"])
+        );
         assert!(
             migration
                 .contains("arn:aws:rds-db:us-east-1:123456789012:dbuser:prx-0abc/payops_admin"),
@@ -797,15 +860,7 @@ mod tests {
             migration.contains("arn:aws:rds-db:us-east-1:123456789012:dbuser:prx-0abc/payops_app"),
             "{migration}"
         );
-        for other in [
-            "secretsmanager:",
-            "ssm:",
-            "kms:",
-            "dynamodb:",
-            "s3:",
-            "sns:",
-            "rds:",
-        ] {
+        for other in ["ssm:", "kms:Encrypt", "dynamodb:", "s3:", "sns:", "rds:"] {
             assert!(!migration.contains(other), "migration has {other}");
         }
         for other in ["dynamodb:", "s3:", "sns:", "kms:", "fraud-detection"] {

@@ -333,26 +333,37 @@ mod tests {
             .filter_map(|f| f.security_group())
             .collect();
         used.dedup();
-        assert_eq!(used, [SgRole::Lambda]);
+        used.sort();
+        used.dedup();
+        assert_eq!(used, [SgRole::Lambda, SgRole::Migration]);
         // And the rotation function's, from before it left the VPC.
-        assert_eq!(SgRole::of_functions(), [SgRole::Lambda, SgRole::Rotation]);
+        assert_eq!(
+            SgRole::of_functions(),
+            [SgRole::Lambda, SgRole::Migration, SgRole::Rotation]
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn teardown_waits_for_the_interfaces_of_every_function_group() {
         // An env made by an older payops: the rotation function had its own
         // group, and Lambda still holds an interface there after the Lambda
-        // group's are gone.
+        // and migration groups' are gone.
         let groups = mock!(Client::describe_security_groups)
             .match_requests(|r| {
                 r.filters().iter().any(|f| {
                     f.name() == Some("tag:payops:step")
-                        && f.values() == ["security-group:lambda", "security-group:rotation"]
+                        && f.values()
+                            == [
+                                "security-group:lambda",
+                                "security-group:db-migration",
+                                "security-group:rotation",
+                            ]
                 })
             })
             .then_output(|| {
                 DescribeSecurityGroupsOutput::builder()
                     .security_groups(sg("sg-lambda", SgRole::Lambda))
+                    .security_groups(sg("sg-migration", SgRole::Migration))
                     .security_groups(sg("sg-rotation", SgRole::Rotation))
                     // Another env's group, which a lax filter let through.
                     .security_groups(
@@ -371,11 +382,12 @@ mod tests {
         let eni = mock!(Client::describe_network_interfaces)
             .match_requests(|r| {
                 r.filters().iter().any(|f| {
-                    f.name() == Some("group-id") && f.values() == ["sg-lambda", "sg-rotation"]
+                    f.name() == Some("group-id")
+                        && f.values() == ["sg-lambda", "sg-migration", "sg-rotation"]
                 })
             })
             .sequence()
-            .output(|| enis(&["eni-lambda", "eni-rotation"]))
+            .output(|| enis(&["eni-lambda", "eni-migration", "eni-rotation"]))
             .output(|| enis(&["eni-rotation"]))
             .output(|| enis(&[]))
             .build();
@@ -385,7 +397,9 @@ mod tests {
             panic!("expected the wait to be reported");
         };
         assert!(
-            notes[0].contains("released 2 network interface(s) in sg-lambda, sg-rotation"),
+            notes[0].contains(
+                "released 3 network interface(s) in sg-lambda, sg-migration, sg-rotation"
+            ),
             "{notes:?}"
         );
         assert_eq!(

@@ -141,6 +141,15 @@ pub fn register(r: &mut Registry) {
                 function_roles::MASTER_USER_INPUT.0,
                 "the migration logs in as the cluster's master user, whom the grant names",
             ),
+            dep(
+                function_roles::APP_SECRET_INPUT.0,
+                "the role may read payops_app's secret only (its ARN is in the policy)",
+            ),
+            dep(
+                "kms-key:logs",
+                "the role may decrypt payops_app's secret with its key, through Secrets \
+                 Manager only",
+            ),
         ],
     );
     r.add(

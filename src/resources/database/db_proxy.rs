@@ -9,11 +9,16 @@
 //! - Clients authenticate with IAM only (`IAMAuth=REQUIRED`: an
 //!   `rds-db:connect` grant on the proxy, no password) over TLS
 //!   (`RequireTLS`; AWS's IAM authentication needs TLS anyway). The proxy
-//!   logs in to the database with the master secret (`AuthScheme=SECRETS`),
-//!   reading only its AWSCURRENT version, so a single-user rotation of that
-//!   secret carries over to the proxy (AWS: alternating-users rotation
-//!   would break it). `ClientPasswordAuthType` is SCRAM-SHA-256, the
-//!   PostgreSQL method Aurora PostgreSQL defaults to (MD5 is legacy).
+//!   logs in to the database with a password from Secrets Manager
+//!   (`AuthScheme=SECRETS`), and it needs one secret per database user it
+//!   logs in as (RDS User Guide, rds-proxy-secrets-arns): the auth list
+//!   holds the master secret (the migration logs in as the master user) and
+//!   `payops/<env>/db-app` (payment validation logs in as `payops_app`),
+//!   both with IAM required. It reads only their AWSCURRENT versions, so a
+//!   single-user rotation of the master secret carries over to the proxy
+//!   (AWS: alternating-users rotation would break it).
+//!   `ClientPasswordAuthType` is SCRAM-SHA-256, the PostgreSQL method
+//!   Aurora PostgreSQL defaults to (MD5 is legacy).
 //! - In the database subnets (no internet route; AWS requires at least two
 //!   in different zones, and the database subnets are one per zone), with
 //!   its own security group.
@@ -22,7 +27,9 @@
 //!   the proxy should not hold those for AWS's default 30 minutes.
 //! - Debug logging off: it would log SQL text, card data included.
 //!
-//! Drift put back by ModifyDBProxy: TLS, authentication, idle timeout,
+//! Drift put back by ModifyDBProxy (whose `Auth` replaces the whole list):
+//! TLS, the auth list (an env made before the app secret gains it),
+//! authentication settings, idle timeout,
 //! security groups, role, debug logging. The subnets cannot change in place
 //! (payops then says so rather than replace the proxy on its own).
 //!
@@ -91,7 +98,8 @@ impl fmt::Display for Fix {
 
 /// What the proxy should be, from the step's inputs.
 struct Desired {
-    secret: String,
+    /// The master secret, then payops_app's.
+    secrets: [String; 2],
     role: String,
     security_group: String,
     subnets: BTreeSet<String>,
@@ -100,7 +108,10 @@ struct Desired {
 fn desired(cx: &Context, step: &StepCx<'_>) -> Result<Desired, AwsError> {
     let proxy_sg = SgRole::Proxy;
     Ok(Desired {
-        secret: db_proxy_role::secret_arn(cx, step)?.to_owned(),
+        secrets: [
+            db_proxy_role::secret_arn(cx, step)?.to_owned(),
+            db_proxy_role::app_secret_arn(step)?.to_owned(),
+        ],
         role: step.output(ROLE_INPUT.0, ROLE_INPUT.1)?.to_owned(),
         security_group: step
             .output(&proxy_sg.step_id(), proxy_sg.output_key())?
@@ -127,15 +138,32 @@ fn check_subnets(subnets: &BTreeSet<String>) -> Result<(), AwsError> {
     Ok(())
 }
 
-/// The one authentication entry: the master secret, IAM required of clients.
-fn auth(secret: &str) -> UserAuthConfig {
-    UserAuthConfig::builder()
-        .description("payops: the Aurora master secret; clients use IAM authentication")
-        .auth_scheme(AuthScheme::Secrets)
-        .secret_arn(secret)
-        .iam_auth(IamAuthMode::Required)
-        .client_password_auth_type(ClientPasswordAuthType::PostgresScramSha256)
-        .build()
+/// The auth list: one entry per database user the proxy logs in as, each
+/// with IAM required of clients.
+fn auth(secrets: &[String; 2]) -> Vec<UserAuthConfig> {
+    let [master, app] = secrets;
+    [
+        (
+            master,
+            "payops: the Aurora master user (the schema migration); clients use IAM \
+             authentication",
+        ),
+        (
+            app,
+            "payops: payops_app (payment validation); clients use IAM authentication",
+        ),
+    ]
+    .into_iter()
+    .map(|(secret, description)| {
+        UserAuthConfig::builder()
+            .description(description)
+            .auth_scheme(AuthScheme::Secrets)
+            .secret_arn(secret)
+            .iam_auth(IamAuthMode::Required)
+            .client_password_auth_type(ClientPasswordAuthType::PostgresScramSha256)
+            .build()
+    })
+    .collect()
 }
 
 /// The settings that differ from `d` (ModifyDBProxy puts them all back).
@@ -144,18 +172,19 @@ fn drift(p: &SdkProxy, d: &Desired) -> Vec<&'static str> {
     if p.require_tls() != Some(true) {
         fields.push("TLS required");
     }
-    let auth_ok = match p.auth() {
-        [a] => {
-            a.auth_scheme() == Some(&AuthScheme::Secrets)
-                && a.secret_arn() == Some(d.secret.as_str())
-                && a.iam_auth() == Some(&IamAuthMode::Required)
-                && a.client_password_auth_type()
-                    == Some(&ClientPasswordAuthType::PostgresScramSha256)
-        }
-        _ => false,
-    };
-    if !auth_ok {
-        fields.push("authentication");
+    // The list's order means nothing to RDS: compared as a set of secrets.
+    let secrets: BTreeSet<&str> = p.auth().iter().filter_map(|a| a.secret_arn()).collect();
+    let wanted: BTreeSet<&str> = d.secrets.iter().map(String::as_str).collect();
+    if secrets != wanted || p.auth().len() != wanted.len() {
+        fields.push("auth list (the master and payops_app secrets)");
+    }
+    let settings_ok = p.auth().iter().all(|a| {
+        a.auth_scheme() == Some(&AuthScheme::Secrets)
+            && a.iam_auth() == Some(&IamAuthMode::Required)
+            && a.client_password_auth_type() == Some(&ClientPasswordAuthType::PostgresScramSha256)
+    });
+    if !settings_ok {
+        fields.push("authentication (IAM required, SCRAM)");
     }
     if p.idle_client_timeout() != Some(IDLE_CLIENT_TIMEOUT) {
         fields.push("idle client timeout");
@@ -343,7 +372,7 @@ impl Resource for DbProxy {
                     .create_db_proxy()
                     .db_proxy_name(&name)
                     .engine_family(EngineFamily::Postgresql)
-                    .auth(auth(&d.secret))
+                    .set_auth(Some(auth(&d.secrets)))
                     .role_arn(&d.role)
                     .set_vpc_subnet_ids(Some(d.subnets.iter().cloned().collect()))
                     .vpc_security_group_ids(&d.security_group)
@@ -413,7 +442,7 @@ impl Resource for DbProxy {
                     .rds
                     .modify_db_proxy()
                     .db_proxy_name(&found.name)
-                    .auth(auth(&d.secret))
+                    .set_auth(Some(auth(&d.secrets)))
                     .require_tls(true)
                     .idle_client_timeout(IDLE_CLIENT_TIMEOUT)
                     .debug_logging(false)
@@ -513,11 +542,27 @@ mod tests {
     const ARN: &str = "arn:aws:rds:us-east-1:123456789012:db-proxy:prx-0123456789abcdef0";
     const SECRET: &str =
         "arn:aws:secretsmanager:us-east-1:123456789012:secret:payops/pr1/db-master-AbCdEf";
+    const APP_SECRET: &str =
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:payops/pr1/db-app-GhIjKl";
     const ROLE: &str = "arn:aws:iam::123456789012:role/payops-pr1-us-east-1-db-proxy";
+
+    fn entry(secret: &str) -> UserAuthConfigInfo {
+        UserAuthConfigInfo::builder()
+            .auth_scheme(AuthScheme::Secrets)
+            .secret_arn(secret)
+            .iam_auth(IamAuthMode::Required)
+            .client_password_auth_type(ClientPasswordAuthType::PostgresScramSha256)
+            .build()
+    }
 
     fn inputs(subnets: &str) -> Vec<(&'static str, Record)> {
         testing::outputs(&[
             ("secret:db-master", "DbSecretArn", SECRET),
+            (
+                db_proxy_role::APP_SECRET_INPUT.0,
+                db_proxy_role::APP_SECRET_INPUT.1,
+                APP_SECRET,
+            ),
             (ROLE_INPUT.0, ROLE_INPUT.1, ROLE),
             (
                 "security-group:db-proxy",
@@ -539,14 +584,9 @@ mod tests {
             .vpc_subnet_ids("subnet-b")
             .vpc_subnet_ids("subnet-c")
             .vpc_security_group_ids("sg-proxy")
-            .auth(
-                UserAuthConfigInfo::builder()
-                    .auth_scheme(AuthScheme::Secrets)
-                    .secret_arn(SECRET)
-                    .iam_auth(IamAuthMode::Required)
-                    .client_password_auth_type(ClientPasswordAuthType::PostgresScramSha256)
-                    .build(),
-            )
+            // AWS may list the entries in any order.
+            .auth(entry(APP_SECRET))
+            .auth(entry(SECRET))
             .role_arn(ROLE)
             .require_tls(true)
             .idle_client_timeout(IDLE_CLIENT_TIMEOUT)
@@ -605,15 +645,18 @@ mod tests {
             .build();
         let create = mock!(Client::create_db_proxy)
             .match_requests(|r| {
-                let a = &r.auth()[0];
+                // One entry per database user (RDS User Guide,
+                // rds-proxy-secrets-arns), each with IAM required of clients.
+                let secrets: Vec<_> = r.auth().iter().filter_map(|a| a.secret_arn()).collect();
                 r.require_tls() == Some(true)
                     && r.engine_family() == Some(&aws_sdk_rds::types::EngineFamily::Postgresql)
-                    && r.auth().len() == 1
-                    && a.iam_auth() == Some(&IamAuthMode::Required)
-                    && a.auth_scheme() == Some(&AuthScheme::Secrets)
-                    && a.secret_arn() == Some(SECRET)
-                    && a.client_password_auth_type()
-                        == Some(&ClientPasswordAuthType::PostgresScramSha256)
+                    && secrets == [SECRET, APP_SECRET]
+                    && r.auth().iter().all(|a| {
+                        a.iam_auth() == Some(&IamAuthMode::Required)
+                            && a.auth_scheme() == Some(&AuthScheme::Secrets)
+                            && a.client_password_auth_type()
+                                == Some(&ClientPasswordAuthType::PostgresScramSha256)
+                    })
                     && r.role_arn() == Some(ROLE)
                     && r.vpc_subnet_ids().len() == 3
                     && r.vpc_security_group_ids() == ["sg-proxy"]
@@ -729,6 +772,7 @@ mod tests {
                     .secret_arn(SECRET)
                     .iam_auth(IamAuthMode::Disabled)
                     .build(),
+                entry(APP_SECRET),
             ]);
             p
         };
@@ -744,7 +788,10 @@ mod tests {
                 r.require_tls() == Some(true)
                     && r.idle_client_timeout() == Some(IDLE_CLIENT_TIMEOUT)
                     && r.security_groups() == ["sg-proxy"]
-                    && r.auth()[0].iam_auth() == Some(&IamAuthMode::Required)
+                    && r.auth().len() == 2
+                    && r.auth()
+                        .iter()
+                        .all(|a| a.iam_auth() == Some(&IamAuthMode::Required))
             })
             .then_output(|| ModifyDbProxyOutput::builder().build());
         let t = tags(STEP);
@@ -757,7 +804,56 @@ mod tests {
         };
         assert_eq!(
             drift,
-            ["update TLS required, authentication, idle client timeout, security groups"]
+            [
+                "update TLS required, authentication (IAM required, SCRAM), idle client \
+                 timeout, security groups"
+            ]
+        );
+        let applied = testing::ensure(&cx, STEP, DbProxy, &inputs(SUBNETS))
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Updated);
+        assert_eq!(modify.num_calls(), 1);
+    }
+
+    /// An env made before payops_app had a secret: its proxy's auth list
+    /// holds the master secret only. `plan` says so; `up` puts the whole list
+    /// back (ModifyDBProxy's Auth replaces it), the master entry kept.
+    #[tokio::test(start_paused = true)]
+    async fn an_auth_list_without_the_app_secret_is_drift_and_gets_both_entries() {
+        let older = || {
+            let mut p = proxy(DbProxyStatus::Available);
+            p.auth = Some(vec![entry(SECRET)]);
+            p
+        };
+        let describe = mock!(Client::describe_db_proxies)
+            .sequence()
+            .output(move || described(older()))
+            .times(2)
+            .output(|| described(proxy(DbProxyStatus::Available)))
+            .repeatedly()
+            .build();
+        let modify = mock!(Client::modify_db_proxy)
+            .match_requests(|r| {
+                let secrets: BTreeSet<_> = r.auth().iter().filter_map(|a| a.secret_arn()).collect();
+                secrets == BTreeSet::from([SECRET, APP_SECRET])
+                    && r.auth().iter().all(|a| {
+                        a.iam_auth() == Some(&IamAuthMode::Required)
+                            && a.auth_scheme() == Some(&AuthScheme::Secrets)
+                    })
+            })
+            .then_output(|| ModifyDbProxyOutput::builder().build());
+        let t = tags(STEP);
+        let cx = cx_with(&[&describe, &modify, &t]);
+        let obs = testing::observe(&cx, STEP, DbProxy, &inputs(SUBNETS))
+            .await
+            .unwrap();
+        let crate::engine::Observation::Present { drift, .. } = obs else {
+            panic!("present")
+        };
+        assert_eq!(
+            drift,
+            ["update auth list (the master and payops_app secrets)"]
         );
         let applied = testing::ensure(&cx, STEP, DbProxy, &inputs(SUBNETS))
             .await

@@ -1,15 +1,18 @@
 //! The RDS Proxy's role (`iam-role:db-proxy`): RDS assumes it to read the
-//! database credentials the proxy logs in with. It may read the master
-//! secret, that one secret by ARN, and decrypt with the secret's key only
-//! through Secrets Manager (RDS User Guide, "Setting up AWS Identity and
-//! Access Management (IAM) policies" for RDS Proxy).
+//! database credentials the proxy logs in with, one secret per database user
+//! (RDS User Guide, rds-proxy-secrets-arns): the master secret and
+//! `payops_app`'s. It may read exactly those two secrets, by ARN, and
+//! decrypt with their key only through Secrets Manager (RDS User Guide,
+//! "Setting up AWS Identity and Access Management (IAM) policies" for RDS
+//! Proxy: `kms:ViaService` `secretsmanager.<region>.amazonaws.com`).
 //!
-//! The generated master secret is encrypted with the env's logs/secrets key
+//! The generated secrets are encrypted with the env's logs/secrets key
 //! (`kms-key:logs`, see db_secret.rs), not the database key (which encrypts
 //! the cluster's storage): the proxy never touches storage, so it gets no
-//! grant on the database key. An operator's secret (`--db-secret-arn`) is
-//! encrypted with a key payops does not know: the role then names no key,
-//! and that key's policy must let the role decrypt (docs/resources.md).
+//! grant on the database key. An operator's master secret
+//! (`--db-secret-arn`) is encrypted with a key payops does not know: the
+//! role names only the logs key (for the app secret), and the operator's
+//! key policy must let the role decrypt (docs/resources.md).
 
 use serde_json::{Value, json};
 
@@ -24,13 +27,17 @@ pub const STEP: &str = "iam-role:db-proxy";
 /// The role's outputs are `DbProxyRoleArn` and `DbProxyRoleName`.
 pub const OUTPUT_PREFIX: &str = "DbProxy";
 const SECRET_INPUT: (&str, &str) = ("secret:db-master", "DbSecretArn");
+/// payops_app's secret (always payops', even with `--db-secret-arn`).
+pub const APP_SECRET_INPUT: (&str, &str) = ("secret:db-app", "DbAppSecretArn");
+/// The one inline policy.
+pub const POLICY: &str = "read-db-secrets";
 const KEY_INPUT: (&str, &str) = ("kms-key:logs", "LogsKmsKeyArn");
 
 pub fn role() -> Role {
     Role::new(
         "db-proxy",
         "rds.amazonaws.com",
-        "Lets this payops env's RDS Proxy read the Aurora master secret",
+        "Lets this payops env's RDS Proxy read the Aurora master and payops_app secrets",
         OUTPUT_PREFIX,
     )
     .with_policies(policies)
@@ -44,16 +51,23 @@ pub fn secret_arn<'a>(cx: &'a Context, step: &'a StepCx<'_>) -> Result<&'a str, 
     })
 }
 
+/// payops_app's secret, the proxy's second credential.
+pub fn app_secret_arn<'a>(step: &'a StepCx<'_>) -> Result<&'a str, AwsError> {
+    Ok(step.output(APP_SECRET_INPUT.0, APP_SECRET_INPUT.1)?)
+}
+
 fn policies(cx: &Context, step: &StepCx<'_>) -> Result<Vec<(String, Value)>, AwsError> {
-    let mut statements = vec![json!({
-        "Sid": "ReadTheMasterSecret",
-        "Effect": "Allow",
-        "Action": ["secretsmanager:GetSecretValue"],
-        "Resource": secret_arn(cx, step)?,
-    })];
-    if cx.spec.db_secret == DbSecret::Generated {
-        statements.push(json!({
-            "Sid": "DecryptTheSecretThroughSecretsManager",
+    let statements = vec![
+        json!({
+            "Sid": "ReadTheDatabaseSecrets",
+            "Effect": "Allow",
+            "Action": ["secretsmanager:GetSecretValue"],
+            "Resource": [secret_arn(cx, step)?, app_secret_arn(step)?],
+        }),
+        // Both generated secrets use the logs/secrets key; an operator's
+        // master secret uses a key its own policy must open (see above).
+        json!({
+            "Sid": "DecryptTheSecretsThroughSecretsManager",
             "Effect": "Allow",
             "Action": ["kms:Decrypt"],
             "Resource": step.output(KEY_INPUT.0, KEY_INPUT.1)?,
@@ -62,10 +76,10 @@ fn policies(cx: &Context, step: &StepCx<'_>) -> Result<Vec<(String, Value)>, Aws
                     "kms:ViaService": format!("secretsmanager.{}.amazonaws.com", cx.region)
                 }
             }
-        }));
-    }
+        }),
+    ];
     Ok(vec![(
-        "read-master-secret".to_owned(),
+        POLICY.to_owned(),
         json!({ "Version": "2012-10-17", "Statement": statements }),
     )])
 }
@@ -78,6 +92,8 @@ mod tests {
 
     const SECRET: &str =
         "arn:aws:secretsmanager:us-east-1:123456789012:secret:payops/pr1/db-master-AbCdEf";
+    const APP_SECRET: &str =
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:payops/pr1/db-app-GhIjKl";
     const KEY: &str = "arn:aws:kms:us-east-1:123456789012:key/logs";
 
     fn policy_of(cx: &Context) -> Value {
@@ -85,6 +101,7 @@ mod tests {
         let events = testing::Events::default();
         let inputs = testing::outputs(&[
             (SECRET_INPUT.0, SECRET_INPUT.1, SECRET),
+            (APP_SECRET_INPUT.0, APP_SECRET_INPUT.1, APP_SECRET),
             (KEY_INPUT.0, KEY_INPUT.1, KEY),
         ])
         .into_iter()
@@ -93,11 +110,15 @@ mod tests {
         let step = testing::step_cx(&id, inputs, &events);
         let mut all = policies(cx, &step).unwrap();
         assert_eq!(all.len(), 1);
-        all.pop().unwrap().1
+        let (name, doc) = all.pop().unwrap();
+        assert_eq!(name, POLICY);
+        doc
     }
 
+    /// RDS User Guide, rds-proxy-iam-setup: GetSecretValue on each secret
+    /// the proxy uses, kms:Decrypt on their key via Secrets Manager.
     #[test]
-    fn the_proxy_may_read_only_the_master_secret_and_decrypt_only_through_secrets_manager() {
+    fn the_proxy_may_read_exactly_the_two_secrets_and_decrypt_only_through_secrets_manager() {
         let cx = testing::context(testing::clients());
         let doc = policy_of(&cx);
         let statements = doc["Statement"].as_array().unwrap();
@@ -106,7 +127,7 @@ mod tests {
             statements[0]["Action"],
             json!(["secretsmanager:GetSecretValue"])
         );
-        assert_eq!(statements[0]["Resource"], SECRET);
+        assert_eq!(statements[0]["Resource"], json!([SECRET, APP_SECRET]));
         assert_eq!(statements[1]["Action"], json!(["kms:Decrypt"]));
         assert_eq!(statements[1]["Resource"], KEY);
         assert_eq!(
@@ -130,13 +151,15 @@ mod tests {
     }
 
     #[test]
-    fn an_operators_secret_is_named_and_no_key_is_guessed() {
+    fn an_operators_master_secret_is_named_beside_the_app_secret_and_no_other_key_is_guessed() {
         let mut cx = testing::context(testing::clients());
         let theirs = "arn:aws:secretsmanager:us-east-1:123456789012:secret:theirs-XyZ123";
         cx.spec.db_secret = DbSecret::Existing(theirs.into());
         let doc = policy_of(&cx);
         let statements = doc["Statement"].as_array().unwrap();
-        assert_eq!(statements.len(), 1);
-        assert_eq!(statements[0]["Resource"], theirs);
+        assert_eq!(statements[0]["Resource"], json!([theirs, APP_SECRET]));
+        // Only the app secret's key: the operator's is theirs to open.
+        assert_eq!(statements[1]["Resource"], KEY);
+        assert_eq!(statements.len(), 2);
     }
 }

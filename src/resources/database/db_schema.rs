@@ -4,12 +4,24 @@
 //!
 //! The version is kept where it cannot drift from the function: a tag on
 //! the migration function, `payops:db-schema-version` =
-//! `<version>@<cluster resource id>`. A converged `up` reads that tag
-//! (ListTags: a read) and invokes nothing; a new version in the shipped code
-//! (the constant below, kept equal to the handler's `LATEST` by a test) or a
-//! replaced cluster (a new resource id, an empty database) makes it invoke
-//! again. The migration is idempotent anyway (it applies only what
-//! `schema_version` lacks), so a lost tag costs one no-op invocation.
+//! `<version>@<cluster resource id>/<app secret version>`. A converged `up`
+//! reads that tag (ListTags: a read) and invokes nothing; a new version in
+//! the shipped code (the constant below, kept equal to the handler's
+//! `LATEST` by a test), a replaced cluster (a new resource id, an empty
+//! database) or a new AWSCURRENT version of payops_app's secret (re-keyed
+//! by an operator, or a secret made anew) makes it invoke again. The
+//! migration is idempotent anyway (it applies only what `schema_version`
+//! lacks, and sets payops_app's password only from a secret version the
+//! database has not recorded), so a lost tag costs one no-op invocation.
+//!
+//! payops_app's password: the proxy logs in as payops_app with the secret
+//! `payops/<env>/db-app` (RDS Proxy needs one secret per database user), so
+//! the database must hold that password. The migration is told the secret's
+//! ARN, reads it (its role may read that secret only), sets the password as
+//! a SCRAM verifier computed in the function (the password itself never
+//! reaches the server, its logs or pg_stat_statements) and takes payops_app
+//! out of `rds_iam` (on Aurora a member of rds_iam cannot log in with a
+//! password, and the proxy logs in with the password).
 //!
 //! Published as `DbSchemaVersion` (the database domain's parameters step),
 //! which is what turns payment validation's customer lookup on: only a
@@ -35,13 +47,14 @@ use crate::aws::{AwsError, OpResult, absent_on};
 use crate::engine::{Record, StepCx};
 
 use crate::resources::context::Context;
+use crate::resources::database::db_secret;
 use crate::resources::model::{DB_PORT, Function};
 use crate::resources::resource::Resource;
 
 pub const STEP: &str = "db-schema";
 /// The schema version the shipped migration brings a database to (the
 /// handler's `LATEST`; `the_target_version_is_the_handlers_latest` checks).
-pub const LATEST: u32 = 2;
+pub const LATEST: u32 = 3;
 /// The migration function's tag that records what it last did.
 pub const TAG: &str = "payops:db-schema-version";
 /// Marks an answer that did not come from the migration's code.
@@ -50,26 +63,46 @@ const UNVERIFIED: &str = "unverified:";
 const NO_APP_LOGIN: &str = "no-app-login:";
 
 const PROXY_INPUT: (&str, &str) = ("db-proxy", "DbProxyEndpoint");
+const APP_SECRET_INPUT: (&str, &str) = (db_secret::APP_STEP, "DbAppSecretArn");
 const CLUSTER_INPUT: &str = "aurora-cluster";
 const NOT_FOUND: &str = "ResourceNotFoundException";
 
 pub struct DbSchema;
 
+/// What a migration did: the schema version, the cluster (its resource
+/// id) and the version of payops_app's secret whose password it set (empty
+/// where the secret's versions are unknown, and in tags an older payops
+/// wrote).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Migrated {
+    pub version: u32,
+    pub cluster: String,
+    pub secret: String,
+}
+
 /// What the migration function's tag says.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Schema {
-    /// The migration answered this version for this cluster, and that
-    /// `payops_app` could log in through the proxy and read `customers`.
-    Verified { version: u32, cluster: String },
-    /// Migrated, but `payops_app` could not log in through the proxy (e.g.
-    /// the proxy holds no credentials for it): the lookup stays off, since
-    /// it would answer 503 for every payment.
-    NoAppLogin { version: u32, cluster: String },
+    /// The migration answered this, and `payops_app` could log in through
+    /// the proxy and read `customers`.
+    Verified(Migrated),
+    /// Migrated, but `payops_app` could not log in through the proxy: the
+    /// lookup stays off, since it would answer 503 for every payment.
+    NoAppLogin(Migrated),
     /// The invocation answered without running the migration (an
     /// emulator): nothing is known about the database.
-    Unverifiable { version: u32, cluster: String },
+    Unverifiable(Migrated),
     /// Never migrated (or the tag is unreadable).
     Unknown,
+}
+
+impl Schema {
+    fn migrated(&self) -> Option<&Migrated> {
+        match self {
+            Self::Verified(m) | Self::NoAppLogin(m) | Self::Unverifiable(m) => Some(m),
+            Self::Unknown => None,
+        }
+    }
 }
 
 pub struct Found {
@@ -79,16 +112,29 @@ pub struct Found {
 
 #[derive(Debug)]
 pub enum Fix {
-    Migrate { from: Schema },
+    Migrate {
+        from: Schema,
+    },
+    /// The schema is current, but payops_app's secret has a version the
+    /// database was not given.
+    AppPassword,
 }
 
 impl fmt::Display for Fix {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Migrate {
-                from: Schema::Verified { version, .. },
-            } => write!(f, "migrate the schema from version {version} to {LATEST}"),
+                from: Schema::Verified(m),
+            } => write!(
+                f,
+                "migrate the schema from version {} to {LATEST}",
+                m.version
+            ),
             Self::Migrate { .. } => write!(f, "migrate the schema to version {LATEST}"),
+            Self::AppPassword => f.write_str(
+                "set payops_app's password from its secret's current version (the proxy logs \
+                 in with it)",
+            ),
         }
     }
 }
@@ -97,6 +143,8 @@ fn parse_tag(value: Option<&str>) -> Schema {
     let Some(value) = value else {
         return Schema::Unknown;
     };
+    // Secret version ids are UUIDs (AWS: 32-64 characters of letters,
+    // digits and hyphens), cluster resource ids and ARNs have no `/`.
     let (kind, rest) = if let Some(rest) = value.strip_prefix(UNVERIFIED) {
         (UNVERIFIED, rest)
     } else if let Some(rest) = value.strip_prefix(NO_APP_LOGIN) {
@@ -110,54 +158,41 @@ fn parse_tag(value: Option<&str>) -> Schema {
     let Ok(version) = version.parse() else {
         return Schema::Unknown;
     };
-    let cluster = cluster.to_owned();
+    let (cluster, secret) = cluster.split_once('/').unwrap_or((cluster, ""));
+    let m = Migrated {
+        version,
+        cluster: cluster.to_owned(),
+        secret: secret.to_owned(),
+    };
     match kind {
-        UNVERIFIED => Schema::Unverifiable { version, cluster },
-        NO_APP_LOGIN => Schema::NoAppLogin { version, cluster },
-        _ => Schema::Verified { version, cluster },
+        UNVERIFIED => Schema::Unverifiable(m),
+        NO_APP_LOGIN => Schema::NoAppLogin(m),
+        _ => Schema::Verified(m),
     }
 }
 
 fn tag_value(schema: &Schema) -> Option<String> {
-    match schema {
-        Schema::Verified { version, cluster } => Some(format!("{version}@{cluster}")),
-        Schema::Unverifiable { version, cluster } => {
-            Some(format!("{UNVERIFIED}{version}@{cluster}"))
-        }
-        Schema::NoAppLogin { version, cluster } => {
-            Some(format!("{NO_APP_LOGIN}{version}@{cluster}"))
-        }
-        Schema::Unknown => None,
-    }
-}
-
-/// Whether `schema` is what the shipped code wants for `cluster`.
-fn current(schema: &Schema, cluster: &str) -> bool {
-    match schema {
-        Schema::Verified {
-            version,
-            cluster: c,
-        }
-        | Schema::Unverifiable {
-            version,
-            cluster: c,
-        }
-        | Schema::NoAppLogin {
-            version,
-            cluster: c,
-        } => *version == LATEST && c == cluster,
-        Schema::Unknown => false,
-    }
+    let kind = match schema {
+        Schema::Verified(_) => "",
+        Schema::Unverifiable(_) => UNVERIFIED,
+        Schema::NoAppLogin(_) => NO_APP_LOGIN,
+        Schema::Unknown => return None,
+    };
+    let m = schema.migrated()?;
+    Some(format!("{kind}{}@{}/{}", m.version, m.cluster, m.secret))
 }
 
 /// What the migration's answer says. `function_error` is Lambda's
 /// `FunctionError` (the handler raised: the database refused, a migration
 /// failed): a failure with the handler's message. A successful answer that is
-/// not the migration's JSON did not come from its code.
+/// not the migration's JSON did not come from its code. `secret` is the app
+/// secret's version the step saw; the answer's own (the version the
+/// migration read and set) wins.
 pub fn interpret(
     function_error: Option<&str>,
     payload: &[u8],
     cluster: &str,
+    secret: &str,
 ) -> Result<(Schema, Option<String>), AwsError> {
     let text = String::from_utf8_lossy(payload);
     let short: String = text.chars().take(300).collect();
@@ -173,19 +208,21 @@ pub fn interpret(
         .filter(|a| a["migration"] == "payops")
         .and_then(|a| a["schemaVersion"].as_u64());
     let app_login = answer.as_ref().map(|a| &a["appLogin"]);
+    let migrated = Migrated {
+        version: LATEST,
+        cluster: cluster.to_owned(),
+        secret: answer
+            .as_ref()
+            .and_then(|a| a["appPassword"]["secretVersion"].as_str())
+            .unwrap_or(secret)
+            .to_owned(),
+    };
     match version {
-        Some(v) if v == u64::from(LATEST) && app_login.is_some_and(|l| l["ok"] == true) => Ok((
-            Schema::Verified {
-                version: LATEST,
-                cluster: cluster.to_owned(),
-            },
-            None,
-        )),
+        Some(v) if v == u64::from(LATEST) && app_login.is_some_and(|l| l["ok"] == true) => {
+            Ok((Schema::Verified(migrated), None))
+        }
         Some(v) if v == u64::from(LATEST) => Ok((
-            Schema::NoAppLogin {
-                version: LATEST,
-                cluster: cluster.to_owned(),
-            },
+            Schema::NoAppLogin(migrated),
             Some(format!(
                 "schema at version {LATEST}, but payops_app could not log in through the proxy \
                  ({}): DbSchemaVersion is not published, so the customer lookup stays off \
@@ -201,10 +238,7 @@ pub fn interpret(
              converged)"
         ))),
         None => Ok((
-            Schema::Unverifiable {
-                version: LATEST,
-                cluster: cluster.to_owned(),
-            },
+            Schema::Unverifiable(migrated),
             Some(format!(
                 "schema not verifiable: the migration function answered {short:?} without \
                  running the migration (an emulator's canned answer); DbSchemaVersion is not \
@@ -219,6 +253,13 @@ fn function_arn(cx: &Context) -> String {
         "lambda",
         &format!("function:{}", Function::Migration.name(cx)),
     )
+}
+
+/// The version of payops_app's secret the step sees (AWSCURRENT), or ""
+/// where Secrets Manager did not say.
+fn secret_version<'a>(step: &'a StepCx<'_>) -> &'a str {
+    step.input_resource(db_secret::APP_STEP, db_secret::VERSION_RESOURCE)
+        .unwrap_or_default()
 }
 
 /// The cluster the schema is in: its resource id (`cluster-...`), which a
@@ -240,6 +281,8 @@ async fn migrate(cx: &Context, step: &StepCx<'_>, arn: &str) -> Result<Found, Aw
         "port": DB_PORT,
         "database": step.output(CLUSTER_INPUT, "AuroraDatabaseName")?,
         "user": step.output(CLUSTER_INPUT, "DbMasterUsername")?,
+        // Only the ARN: the function reads the password itself.
+        "appSecretArn": step.output(APP_SECRET_INPUT.0, APP_SECRET_INPUT.1)?,
     });
     step.progress(format!("invoking the schema migration (version {LATEST})"));
     let out = cx
@@ -253,7 +296,12 @@ async fn migrate(cx: &Context, step: &StepCx<'_>, arn: &str) -> Result<Found, Aw
         .await
         .op("lambda:Invoke")?;
     let payload = out.payload().map(Blob::as_ref).unwrap_or_default();
-    let (schema, why) = interpret(out.function_error(), payload, &cluster)?;
+    let (schema, why) = interpret(
+        out.function_error(),
+        payload,
+        &cluster,
+        secret_version(step),
+    )?;
     if let Some(why) = &why {
         step.progress(why);
     }
@@ -307,10 +355,10 @@ impl Resource for DbSchema {
 
     fn describe(&self, found: &Found) -> String {
         match &found.schema {
-            Schema::Verified { version, .. } => format!("schema version {version}"),
-            Schema::Unverifiable { .. } => "schema (not verifiable)".to_owned(),
-            Schema::NoAppLogin { version, .. } => {
-                format!("schema version {version} (payops_app cannot log in)")
+            Schema::Verified(m) => format!("schema version {}", m.version),
+            Schema::Unverifiable(_) => "schema (not verifiable)".to_owned(),
+            Schema::NoAppLogin(m) => {
+                format!("schema version {} (payops_app cannot log in)", m.version)
             }
             Schema::Unknown => "schema (unknown)".to_owned(),
         }
@@ -326,12 +374,20 @@ impl Resource for DbSchema {
         step: &StepCx<'_>,
         found: &Found,
     ) -> Result<Vec<Fix>, AwsError> {
-        if current(&found.schema, &cluster_id(step)?) {
-            return Ok(Vec::new());
+        let cluster = cluster_id(step)?;
+        let Some(m) = found
+            .schema
+            .migrated()
+            .filter(|m| m.version == LATEST && m.cluster == cluster)
+        else {
+            return Ok(vec![Fix::Migrate {
+                from: found.schema.clone(),
+            }]);
+        };
+        if m.secret != secret_version(step) {
+            return Ok(vec![Fix::AppPassword]);
         }
-        Ok(vec![Fix::Migrate {
-            from: found.schema.clone(),
-        }])
+        Ok(Vec::new())
     }
 
     async fn fix(
@@ -351,10 +407,10 @@ impl Resource for DbSchema {
     /// tag instead of invoking, must publish the same value.
     fn record(&self, _cx: &Context, found: &Found) -> Record {
         match &found.schema {
-            Schema::Verified { version, .. } => Record::default()
-                .output("DbSchemaVersion", version.to_string())
+            Schema::Verified(m) => Record::default()
+                .output("DbSchemaVersion", m.version.to_string())
                 .output("DbSchemaStatus", "verified"),
-            Schema::NoAppLogin { .. } => Record::default().output("DbSchemaStatus", "no-app-login"),
+            Schema::NoAppLogin(_) => Record::default().output("DbSchemaStatus", "no-app-login"),
             _ => Record::default().output("DbSchemaStatus", "not-verifiable"),
         }
     }
@@ -386,6 +442,10 @@ mod tests {
     use crate::resources::testing;
 
     const CLUSTER: &str = "cluster-ABCDEFGHIJKL";
+    const APP_SECRET: &str =
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:payops/pr1/db-app-GhIjKl";
+    /// The app secret's AWSCURRENT version, as its step records it.
+    const SECRET_VERSION: &str = "a1b2c3d4-5678-90ab-cdef-EXAMPLE11111";
 
     fn inputs() -> Vec<(&'static str, Record)> {
         testing::outputs(&[
@@ -398,6 +458,14 @@ mod tests {
             (CLUSTER_INPUT, "AuroraDatabaseName", "payments"),
             (CLUSTER_INPUT, "DbMasterUsername", "payops_admin"),
         ])
+        .into_iter()
+        .chain([(
+            db_secret::APP_STEP,
+            Record::default()
+                .output(APP_SECRET_INPUT.1, APP_SECRET)
+                .resource(db_secret::VERSION_RESOURCE, SECRET_VERSION),
+        )])
+        .collect()
     }
 
     fn tags(value: Option<&'static str>) -> Rule {
@@ -426,6 +494,9 @@ mod tests {
                     && event["user"] == "payops_admin"
                     && event["database"] == "payments"
                     && event["host"] == "p.proxy-x.us-east-1.rds.amazonaws.com"
+                    && event["appSecretArn"] == APP_SECRET
+                    // The ARN only: the function reads the password itself.
+                    && !event.to_string().contains("password")
             })
             .then_output(move || {
                 InvokeOutput::builder()
@@ -448,10 +519,10 @@ mod tests {
     async fn a_first_up_migrates_and_records_the_version_it_answered() {
         let list = tags(None);
         let invoke = answered(
-            r#"{"migration": "payops", "schemaVersion": 2, "applied": [1, 2], "notes": [], "appLogin": {"ok": true}}"#,
+            r#"{"migration": "payops", "schemaVersion": 3, "applied": [1, 2, 3], "notes": [], "appLogin": {"ok": true}}"#,
             None,
         );
-        let tag = tagging("2@cluster-ABCDEFGHIJKL");
+        let tag = tagging("3@cluster-ABCDEFGHIJKL/a1b2c3d4-5678-90ab-cdef-EXAMPLE11111");
         let cx = cx_with(&[&list, &invoke, &tag]);
         let applied = testing::ensure(&cx, STEP, DbSchema, &inputs())
             .await
@@ -459,12 +530,14 @@ mod tests {
         assert_eq!(applied.change, Change::Created);
         assert_eq!(invoke.num_calls(), 1);
         assert_eq!(tag.num_calls(), 1);
-        assert_eq!(applied.record.outputs["DbSchemaVersion"], "2");
+        assert_eq!(applied.record.outputs["DbSchemaVersion"], "3");
     }
 
     #[tokio::test]
     async fn a_current_schema_is_read_from_the_tag_and_nothing_is_invoked() {
-        let list = tags(Some("2@cluster-ABCDEFGHIJKL"));
+        let list = tags(Some(
+            "3@cluster-ABCDEFGHIJKL/a1b2c3d4-5678-90ab-cdef-EXAMPLE11111",
+        ));
         let invoke = answered("{}", None);
         let tag = tagging("never");
         let cx = cx_with(&[&list, &invoke, &tag]);
@@ -473,18 +546,22 @@ mod tests {
             .unwrap();
         assert_eq!(applied.change, Change::Unchanged);
         assert_eq!((invoke.num_calls(), tag.num_calls()), (0, 0));
-        assert_eq!(applied.record.outputs["DbSchemaVersion"], "2");
+        assert_eq!(applied.record.outputs["DbSchemaVersion"], "3");
     }
 
     #[tokio::test]
     async fn an_older_version_or_a_replaced_cluster_is_migrated_again() {
-        for old in ["1@cluster-ABCDEFGHIJKL", "2@cluster-REPLACED0000"] {
+        for old in [
+            // An older payops' tag: version 2, no secret version.
+            "2@cluster-ABCDEFGHIJKL",
+            "3@cluster-REPLACED0000/a1b2c3d4-5678-90ab-cdef-EXAMPLE11111",
+        ] {
             let list = tags(Some(old));
             let invoke = answered(
-                r#"{"migration": "payops", "schemaVersion": 2, "applied": [2], "notes": [], "appLogin": {"ok": true}}"#,
+                r#"{"migration": "payops", "schemaVersion": 3, "applied": [3], "notes": [], "appLogin": {"ok": true}}"#,
                 None,
             );
-            let tag = tagging("2@cluster-ABCDEFGHIJKL");
+            let tag = tagging("3@cluster-ABCDEFGHIJKL/a1b2c3d4-5678-90ab-cdef-EXAMPLE11111");
             let cx = cx_with(&[&list, &invoke, &tag]);
             let obs = testing::observe(&cx, STEP, DbSchema, &inputs())
                 .await
@@ -506,7 +583,7 @@ mod tests {
         // moto with Docker off answers every Invoke with this body.
         let list = tags(None);
         let invoke = answered("Simple Lambda happy path OK", None);
-        let tag = tagging("unverified:2@cluster-ABCDEFGHIJKL");
+        let tag = tagging("unverified:3@cluster-ABCDEFGHIJKL/a1b2c3d4-5678-90ab-cdef-EXAMPLE11111");
         let cx = cx_with(&[&list, &invoke, &tag]);
         let applied = testing::ensure(&cx, STEP, DbSchema, &inputs())
             .await
@@ -514,13 +591,15 @@ mod tests {
         assert!(!applied.record.outputs.contains_key("DbSchemaVersion"));
         let first = applied.record.outputs["DbSchemaStatus"].clone();
         assert_eq!(first, "not-verifiable");
-        let (_, why) = interpret(None, b"Simple Lambda happy path OK", "cluster-A").unwrap();
+        let (_, why) = interpret(None, b"Simple Lambda happy path OK", "cluster-A", "v").unwrap();
         let why = why.expect("a reason");
         assert!(why.starts_with("schema not verifiable"), "{why}");
         assert!(why.contains("Simple Lambda happy path OK"), "{why}");
         // And a second run reads the tag instead of invoking again, and
         // records the same outputs (the parameters step publishes them).
-        let list = tags(Some("unverified:2@cluster-ABCDEFGHIJKL"));
+        let list = tags(Some(
+            "unverified:3@cluster-ABCDEFGHIJKL/a1b2c3d4-5678-90ab-cdef-EXAMPLE11111",
+        ));
         let invoke = answered("{}", None);
         let cx = cx_with(&[&list, &invoke]);
         let applied = testing::ensure(&cx, STEP, DbSchema, &inputs())
@@ -553,23 +632,26 @@ mod tests {
     async fn a_schema_payops_app_cannot_log_in_to_is_recorded_but_never_published() {
         let list = tags(None);
         let invoke = answered(
-            r#"{"migration": "payops", "schemaVersion": 2, "applied": [1, 2], "notes": [],
+            r#"{"migration": "payops", "schemaVersion": 3, "applied": [1, 2, 3], "notes": [],
                 "appLogin": {"ok": false, "reason": "database refused the connection (28000)"}}"#,
             None,
         );
-        let tag = tagging("no-app-login:2@cluster-ABCDEFGHIJKL");
+        let tag =
+            tagging("no-app-login:3@cluster-ABCDEFGHIJKL/a1b2c3d4-5678-90ab-cdef-EXAMPLE11111");
         let cx = cx_with(&[&list, &invoke, &tag]);
         let applied = testing::ensure(&cx, STEP, DbSchema, &inputs())
             .await
             .unwrap();
         assert!(!applied.record.outputs.contains_key("DbSchemaVersion"));
         assert_eq!(applied.record.outputs["DbSchemaStatus"], "no-app-login");
-        let answer = br#"{"migration": "payops", "schemaVersion": 2,
+        let answer = br#"{"migration": "payops", "schemaVersion": 3,
             "appLogin": {"ok": false, "reason": "database refused the connection (28000)"}}"#;
-        let (_, why) = interpret(None, answer, "cluster-A").unwrap();
+        let (_, why) = interpret(None, answer, "cluster-A", "v").unwrap();
         assert!(why.is_some_and(|w| w.contains("(28000)")));
         // Converged: a second run does not invoke again, and records the same.
-        let list = tags(Some("no-app-login:2@cluster-ABCDEFGHIJKL"));
+        let list = tags(Some(
+            "no-app-login:3@cluster-ABCDEFGHIJKL/a1b2c3d4-5678-90ab-cdef-EXAMPLE11111",
+        ));
         let invoke = answered("{}", None);
         let cx = cx_with(&[&list, &invoke]);
         let applied = testing::ensure(&cx, STEP, DbSchema, &inputs())
@@ -585,10 +667,55 @@ mod tests {
             None,
             br#"{"migration": "payops", "schemaVersion": 1}"#,
             CLUSTER,
+            SECRET_VERSION,
         )
         .expect_err("refused")
         .to_string();
-        assert!(err.contains("answered version 1, not 2"), "{err}");
+        assert!(err.contains("answered version 1, not 3"), "{err}");
+    }
+
+    /// An operator re-keyed payops_app's secret (put-secret-value), or it
+    /// was made anew: the proxy now logs in with a password the database
+    /// was never given. `plan` says so; `up` invokes the migration, which
+    /// sets it, and records the version it answered.
+    #[tokio::test]
+    async fn a_new_version_of_the_app_secret_has_the_migration_set_the_password() {
+        let list = tags(Some("3@cluster-ABCDEFGHIJKL/an-older-version"));
+        let invoke = answered(
+            r#"{"migration": "payops", "schemaVersion": 3, "applied": [], "notes": [],
+                "appPassword": {"set": true, "secretVersion": "a1b2c3d4-5678-90ab-cdef-EXAMPLE11111"},
+                "appLogin": {"ok": true}}"#,
+            None,
+        );
+        let tag = tagging("3@cluster-ABCDEFGHIJKL/a1b2c3d4-5678-90ab-cdef-EXAMPLE11111");
+        let cx = cx_with(&[&list, &invoke, &tag]);
+        let obs = testing::observe(&cx, STEP, DbSchema, &inputs())
+            .await
+            .unwrap();
+        let crate::engine::Observation::Present { drift, .. } = obs else {
+            panic!("present")
+        };
+        assert_eq!(drift.len(), 1, "{drift:?}");
+        assert!(drift[0].contains("payops_app's password"), "{drift:?}");
+        let applied = testing::ensure(&cx, STEP, DbSchema, &inputs())
+            .await
+            .unwrap();
+        assert_eq!(applied.change, Change::Updated);
+        assert_eq!((invoke.num_calls(), tag.num_calls()), (1, 1));
+        assert_eq!(applied.record.outputs["DbSchemaVersion"], "3");
+    }
+
+    /// The version recorded is the one the migration read and set, not the
+    /// one the step saw before invoking (a re-key in between is caught by
+    /// the next `up`).
+    #[test]
+    fn the_recorded_secret_version_is_the_one_the_migration_answered() {
+        let answer = br#"{"migration": "payops", "schemaVersion": 3, "appLogin": {"ok": true},
+            "appPassword": {"set": false, "secretVersion": "newer"}}"#;
+        let (schema, _) = interpret(None, answer, CLUSTER, "seen").unwrap();
+        assert_eq!(schema.migrated().unwrap().secret, "newer");
+        let (schema, _) = interpret(None, b"canned", CLUSTER, "seen").unwrap();
+        assert_eq!(schema.migrated().unwrap().secret, "seen");
     }
 
     #[tokio::test]
@@ -620,22 +747,27 @@ mod tests {
 
     #[test]
     fn tags_round_trip() {
+        let m = |secret: &str| Migrated {
+            version: 3,
+            cluster: CLUSTER.into(),
+            secret: secret.into(),
+        };
         for s in [
-            Schema::Verified {
-                version: 2,
-                cluster: CLUSTER.into(),
-            },
-            Schema::Unverifiable {
-                version: 2,
-                cluster: CLUSTER.into(),
-            },
-            Schema::NoAppLogin {
-                version: 2,
-                cluster: CLUSTER.into(),
-            },
+            Schema::Verified(m(SECRET_VERSION)),
+            Schema::Unverifiable(m(SECRET_VERSION)),
+            Schema::NoAppLogin(m("")),
         ] {
             assert_eq!(parse_tag(tag_value(&s).as_deref()), s);
         }
+        // An older payops' tag has no secret version.
+        assert_eq!(
+            parse_tag(Some("2@cluster-ABCDEFGHIJKL")),
+            Schema::Verified(Migrated {
+                version: 2,
+                cluster: CLUSTER.into(),
+                secret: String::new(),
+            })
+        );
         assert_eq!(parse_tag(Some("garbage")), Schema::Unknown);
     }
 }

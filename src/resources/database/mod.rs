@@ -36,11 +36,19 @@ pub fn register(r: &mut Registry) {
         vec![],
     );
     r.add(
-        "secret:db-master",
-        db_secret::GeneratedSecret,
+        db_secret::MASTER_STEP,
+        db_secret::GeneratedSecret::master(),
         vec![dep(
             "kms-key:logs",
             "the secret is encrypted with the logs/secrets key",
+        )],
+    );
+    r.add(
+        db_secret::APP_STEP,
+        db_secret::GeneratedSecret::app(),
+        vec![dep(
+            "kms-key:logs",
+            "the secret is encrypted with the logs/secrets key, like the master's",
         )],
     );
     r.add(
@@ -120,11 +128,15 @@ fn register_proxy(r: &mut Registry) {
         vec![
             dep(
                 "secret:db-master",
-                "the role may read only the master secret (its ARN is in the policy)",
+                "the role may read the master secret (its ARN is in the policy)",
+            ),
+            dep(
+                db_secret::APP_STEP,
+                "the role may read payops_app's secret (its ARN is in the policy)",
             ),
             dep(
                 "kms-key:logs",
-                "the role may decrypt with the secret's key, through Secrets Manager only",
+                "the role may decrypt with the secrets' key, through Secrets Manager only",
             ),
         ],
     );
@@ -140,6 +152,11 @@ fn register_proxy(r: &mut Registry) {
             dep(
                 "secret:db-master",
                 "the proxy logs in to the database with the master secret",
+            ),
+            dep(
+                db_secret::APP_STEP,
+                "the proxy logs in as payops_app with its secret (one secret per database \
+                 user); on teardown the secret outlives the proxy",
             ),
             dep(
                 "subnets:database",
@@ -207,6 +224,11 @@ pub fn register_rotation(r: &mut Registry) {
                  once the cluster is its registered target",
             ),
             dep(db_proxy::STEP, "the migration is told the proxy's endpoint"),
+            dep(
+                db_secret::APP_STEP,
+                "the migration sets payops_app's password from this secret (told its ARN), and \
+                 the tag records which version it set",
+            ),
             dep(
                 "aurora-cluster",
                 "the schema is the cluster's (its resource id, database and master user)",

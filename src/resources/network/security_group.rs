@@ -25,6 +25,9 @@ fn description(role: SgRole) -> &'static str {
         SgRole::Lambda => "payops Lambda functions: HTTPS out, PostgreSQL to the database",
         SgRole::Database => "payops Aurora: PostgreSQL from the Lambda functions only",
         SgRole::Proxy => "payops RDS Proxy: PostgreSQL from the Lambda functions, to Aurora only",
+        SgRole::Migration => {
+            "payops schema migration Lambda: PostgreSQL to the RDS Proxy, HTTPS to Secrets Manager"
+        }
         // Retired: never created again (retired_security_group.rs removes it).
         SgRole::Rotation => "payops secret rotation Lambda (retired)",
     }

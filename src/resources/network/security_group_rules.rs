@@ -10,9 +10,18 @@
 //! | alb      | in        | 443  | nlb group       | only the NLB may reach the ALB |
 //! | lambda   | out       | 443  | 0.0.0.0/0       | AWS APIs (SSM, SNS, X-Ray) through the NAT gateways |
 //! | lambda   | out       | 5432 | db-proxy group  | PostgreSQL, through the RDS Proxy only |
+//! | db-migration | out   | 443  | 0.0.0.0/0       | Secrets Manager (payops_app's secret) through the NAT gateways |
+//! | db-migration | out   | 5432 | db-proxy group  | PostgreSQL, through the RDS Proxy only |
 //! | db-proxy | in        | 5432 | lambda group    | PostgreSQL from the functions |
+//! | db-proxy | in        | 5432 | db-migration group | PostgreSQL from the schema migration |
 //! | db-proxy | out       | 5432 | database group  | the proxy's pooled connections to Aurora |
 //! | database | in        | 5432 | db-proxy group  | PostgreSQL from the proxy only |
+//!
+//! The schema migration has a group of its own: it logs in as the master
+//! user and reads payops_app's secret, so it shares no egress with the
+//! payment functions, and its only other peer is Secrets Manager's public
+//! endpoint (no interface endpoint in the VPC: HTTPS out through NAT, as
+//! the functions' AWS calls; minting IAM tokens is local signing).
 //!
 //! The functions never reach the cluster directly: the proxy pools their
 //! connections (a Lambda burst would otherwise exhaust Aurora's
@@ -191,6 +200,27 @@ impl SecurityGroupRules {
                 5432,
                 group(Lambda),
                 "PostgreSQL from the functions",
+            ),
+            tcp(
+                Migration,
+                true,
+                443,
+                Some(Peer::Cidr("0.0.0.0/0".into())),
+                "HTTPS to Secrets Manager via NAT",
+            ),
+            tcp(
+                Migration,
+                true,
+                5432,
+                group(Proxy),
+                "PostgreSQL to the RDS Proxy",
+            ),
+            tcp(
+                Proxy,
+                false,
+                5432,
+                group(Migration),
+                "PostgreSQL from the schema migration",
             ),
             tcp(Proxy, true, 5432, group(Database), "PostgreSQL to Aurora"),
             tcp(
@@ -453,8 +483,13 @@ mod tests {
             ),
             group(
                 SgRole::Proxy,
-                vec![tcp(5432, "sg-lambda")],
+                vec![tcp(5432, "sg-lambda"), tcp(5432, "sg-db-migration")],
                 vec![tcp(5432, "sg-database")],
+            ),
+            group(
+                SgRole::Migration,
+                vec![],
+                vec![tcp(443, "0.0.0.0/0"), tcp(5432, "sg-db-proxy")],
             ),
             group(SgRole::Database, vec![tcp(5432, "sg-db-proxy")], vec![]),
         ]
@@ -521,11 +556,11 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(applied.change, Change::Updated);
-        assert_eq!(ingress.num_calls(), 4);
-        assert_eq!(egress.num_calls(), 4);
+        assert_eq!(ingress.num_calls(), 5);
+        assert_eq!(egress.num_calls(), 6);
         assert_eq!(
             revoke.num_calls(),
-            5,
+            6,
             "default egress revoked on every group"
         );
     }
@@ -547,8 +582,34 @@ mod tests {
             [
                 "sg-lambda out tcp/5432 to sg-db-proxy",
                 "sg-db-proxy in tcp/5432 from sg-lambda",
+                "sg-db-migration out tcp/5432 to sg-db-proxy",
+                "sg-db-proxy in tcp/5432 from sg-db-migration",
                 "sg-db-proxy out tcp/5432 to sg-database",
                 "sg-database in tcp/5432 from sg-db-proxy",
+            ]
+        );
+    }
+
+    /// The migration's group: the proxy, and HTTPS for Secrets Manager
+    /// (payops_app's secret), nothing else; the proxy admits it by name.
+    #[test]
+    fn the_migration_has_its_own_group_to_the_proxy_and_https_only() {
+        let groups: BTreeMap<SgRole, String> = SgRole::ALL
+            .into_iter()
+            .map(|r| (r, format!("sg-{}", r.as_str())))
+            .collect();
+        let cx = testing::context(testing::clients());
+        let rules: Vec<String> = SecurityGroupRules::desired(&cx, &groups)
+            .into_iter()
+            .map(|(r, _)| r.to_string())
+            .filter(|r| r.contains("sg-db-migration"))
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                "sg-db-migration out tcp/443 to 0.0.0.0/0",
+                "sg-db-migration out tcp/5432 to sg-db-proxy",
+                "sg-db-proxy in tcp/5432 from sg-db-migration",
             ]
         );
     }
@@ -634,7 +695,7 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(removed, Removed::Deleted { .. }));
-        assert_eq!(ingress.num_calls() + egress.num_calls(), 8);
+        assert_eq!(ingress.num_calls() + egress.num_calls(), 11);
     }
 
     #[tokio::test]
