@@ -665,9 +665,16 @@ impl Step<Context> for ConfigRules {
 
     async fn ensure(&self, cx: &Context, step: &StepCx<'_>) -> Result<Applied, StepError> {
         let mut found = find(cx).await?;
+        // Nothing found, nothing recorded: what `observe` (not wanted)
+        // reports too, so the compliance parameters agree with `status`.
         let no_recorder = |found: &BTreeMap<String, Found>, mut notes: Vec<String>| -> Applied {
             notes.push(NO_RECORDER_NOTE.to_owned());
-            Applied::new(Change::Unchanged, record(found, "no-recorder")).with_notes(notes)
+            let record = if found.is_empty() {
+                Record::default()
+            } else {
+                record(found, "no-recorder")
+            };
+            Applied::new(Change::Unchanged, record).with_notes(notes)
         };
         if recorder(cx).await?.is_none() {
             return Ok(no_recorder(&found, Vec::new()));
@@ -872,7 +879,9 @@ mod tests {
         let applied = run!(cx, ensure).unwrap();
         assert_eq!(applied.change, Change::Unchanged);
         assert_eq!(applied.notes, [NO_RECORDER_NOTE]);
-        assert_eq!(applied.record.outputs["ConfigRulesStatus"], "no-recorder");
+        // Nothing recorded: `status` shows the step not wanted, and no
+        // output is published for it.
+        assert_eq!(applied.record, Record::default());
         assert!(rules.lock().unwrap().is_empty());
         assert_eq!(fake[1].num_calls(), 0, "no PutConfigRule");
         let observed = run!(cx, observe).unwrap();
