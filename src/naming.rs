@@ -299,6 +299,19 @@ impl Names {
         self.resource(rule.suffix())
     }
 
+    /// The env's rule on AWS Config's compliance changes:
+    /// `payops-<env>-compliance-change`, on the default bus (AWS service
+    /// events reach only that one).
+    pub fn compliance_rule(&self) -> String {
+        self.resource("compliance-change")
+    }
+
+    /// An env's AWS Config rule: `payops-<env>-<check>` (Config: at most 128
+    /// characters).
+    pub fn config_rule(&self, check: &str) -> String {
+        self.resource(check)
+    }
+
     /// `payops-<env>-<region>-<name>`. IAM is global: a role name without
     /// the region would be shared by the env of the same name in another
     /// region of the account (a DR twin), whose `up` would rewrite its
@@ -504,6 +517,16 @@ impl Names {
                 self.event_rule(EventRule::PaymentSucceeded),
             ),
             (NameKind::EventRule, self.event_rule(EventRule::DbFailover)),
+            (NameKind::EventRule, self.compliance_rule()),
+            (NameKind::IamRole, self.role("config-remediation")),
+            (
+                NameKind::LambdaFunction,
+                self.function("config-remediation"),
+            ),
+            (
+                NameKind::ConfigRule,
+                self.config_rule("s3-bucket-level-public-access-prohibited"),
+            ),
             (NameKind::IamRole, self.role("secret-rotation")),
             (NameKind::IamRole, self.role("transaction-log-transform")),
             (NameKind::IamRole, self.role("transaction-log-delivery")),
@@ -576,6 +599,7 @@ pub enum NameKind {
     Dashboard,
     DeliveryStream,
     SamplingRule,
+    ConfigRule,
 }
 
 impl NameKind {
@@ -670,6 +694,13 @@ impl NameKind {
                     return fail("must be 1-32 characters");
                 }
             }
+            // PutConfigRule: ConfigRuleName is 1-128 characters
+            // [CA:API_ConfigRule].
+            Self::ConfigRule => {
+                if !(1..=128).contains(&len) {
+                    return fail("must be 1-128 characters");
+                }
+            }
             Self::KmsAlias => {
                 if !name.starts_with("alias/") || name.starts_with("alias/aws/") {
                     return fail("must start with alias/ and not alias/aws/");
@@ -757,6 +788,8 @@ mod tests {
         assert!(NameKind::EventRule.check(&"a".repeat(65)).is_err());
         assert!(NameKind::EventRule.check("payops/x").is_err());
         assert!(NameKind::EventRule.check(&"a.b_c-".repeat(10)).is_ok());
+        assert!(NameKind::ConfigRule.check(&"a".repeat(129)).is_err());
+        assert!(NameKind::ConfigRule.check(&"a".repeat(128)).is_ok());
         assert!(NameKind::LoadBalancer.check("internal-x").is_err());
         assert!(NameKind::SamplingRule.check(&"a".repeat(33)).is_err());
         assert!(NameKind::SamplingRule.check(&"a".repeat(32)).is_ok());

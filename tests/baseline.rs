@@ -154,6 +154,32 @@ async fn xray_encryption(aws: &Aws) -> (String, Option<String>, String) {
     )
 }
 
+/// The env's AWS Config rules (`payops-<env>-<check>`) that exist.
+const CONFIG_CHECKS: [&str; 5] = [
+    "encrypted-volumes",
+    "rds-storage-encrypted",
+    "vpc-flow-logs-enabled",
+    "s3-bucket-ssl-requests-only",
+    "s3-bucket-level-public-access-prohibited",
+];
+
+async fn env_config_rules(aws: &Aws, env: &str) -> Vec<aws_sdk_config::types::ConfigRule> {
+    let mut found = Vec::new();
+    for check in CONFIG_CHECKS {
+        if let Ok(out) = aws
+            .c
+            .config
+            .describe_config_rules()
+            .config_rule_names(format!("payops-{env}-{check}"))
+            .send()
+            .await
+        {
+            found.extend(out.config_rules().iter().cloned());
+        }
+    }
+    found
+}
+
 async fn topic_exists(aws: &Aws) -> bool {
     aws.c
         .sns
@@ -393,6 +419,64 @@ async fn the_first_env_creates_the_baseline_a_second_reuses_it_and_only_baseline
         .expect("s3:GetBucketVersioning");
     assert_eq!(versioning.status().map(|s| s.as_str()), Some("Enabled"));
 
+    // The env's compliance (a recorder is there): its AWS Config rules,
+    // scoped to its tag, and the route of their NON_COMPLIANT results to the
+    // remediation function and the system-errors topic.
+    let rules = env_config_rules(&aws, &first.name).await;
+    assert_eq!(rules.len(), CONFIG_CHECKS.len(), "{rules:?}");
+    for rule in &rules {
+        let name = rule.config_rule_name().unwrap();
+        let tags = aws
+            .c
+            .config
+            .list_tags_for_resource()
+            .resource_arn(rule.config_rule_arn().unwrap())
+            .send()
+            .await
+            .expect("config:ListTagsForResource");
+        assert!(
+            tags.tags()
+                .iter()
+                .any(|t| t.key() == Some("payops:env") && t.value() == Some(first.name.as_str())),
+            "{name}: {tags:?}"
+        );
+        if !name.ends_with("vpc-flow-logs-enabled") {
+            let scope = rule.scope().expect("scoped to the env's tag");
+            assert_eq!(scope.tag_value(), Some(first.name.as_str()), "{name}");
+        }
+    }
+    let route = format!("payops-{}-compliance-change", first.name);
+    let targets = aws
+        .c
+        .events
+        .list_targets_by_rule()
+        .rule(&route)
+        .send()
+        .await
+        .expect("events:ListTargetsByRule");
+    let arns: Vec<&str> = targets.targets().iter().map(|t| t.arn()).collect();
+    assert_eq!(arns.len(), 2, "{arns:?}");
+    assert!(arns[0].ends_with(&format!(
+        ":function:payops-{}-config-remediation",
+        first.name
+    )));
+    assert!(arns[1].ends_with(&format!(":payops-{}-system-errors", first.name)));
+    let function_policy = aws
+        .c
+        .lambda
+        .get_policy()
+        .function_name(format!("payops-{}-config-remediation", first.name))
+        .send()
+        .await
+        .expect("lambda:GetPolicy");
+    assert!(
+        function_policy
+            .policy()
+            .unwrap_or_default()
+            .contains(&format!("rule/{route}")),
+        "{function_policy:?}"
+    );
+
     // A second env in the account: the same baseline, nothing new (and
     // nothing for `plan` to do to it).
     let plan = second.plan_json();
@@ -436,6 +520,11 @@ async fn the_first_env_creates_the_baseline_a_second_reuses_it_and_only_baseline
     );
 
     first.down().assert_success();
+    assert_eq!(
+        env_config_rules(&aws, &first.name).await.len(),
+        0,
+        "down removes the env's Config rules"
+    );
     // The nightly sweep takes the other env, and nothing of the baseline.
     first.run(&["destroy-all", "--yes"]).assert_success();
     second.forget();
@@ -797,6 +886,118 @@ async fn eventbridge_matches_high_findings_and_not_medium_ones() {
     );
 }
 
+/// AWS's sample "Config Rules Compliance Change" event (EventBridge events
+/// reference, "AWS Config events"), for `rule` turning `compliance`.
+fn compliance_event(rule: &str, compliance: &str) -> Value {
+    serde_json::json!({
+        "version": "0",
+        "id": "01234567-0123-0123-0123-012345678901",
+        "detail-type": "Config Rules Compliance Change",
+        "source": "aws.config",
+        "account": "123456789012",
+        "time": "2026-12-06T10:12:00Z",
+        "region": "us-east-1",
+        "resources": [],
+        "detail": {
+            "resourceId": "vpc-0abc",
+            "awsRegion": "us-east-1",
+            "awsAccountId": "123456789012",
+            "configRuleName": rule,
+            "recordVersion": "1.0",
+            "configRuleARN": "arn:aws:config:us-east-1:123456789012:config-rule/config-rule-ab12cd",
+            "messageType": "ComplianceChangeNotification",
+            "newEvaluationResult": {
+                "evaluationResultIdentifier": {
+                    "evaluationResultQualifier": {
+                        "configRuleName": rule,
+                        "resourceType": "AWS::EC2::VPC",
+                        "resourceId": "vpc-0abc"
+                    },
+                    "orderingTimestamp": "2026-12-06T10:11:54.468Z"
+                },
+                "complianceType": compliance,
+                "resultRecordedTime": "2026-12-06T10:11:55.585Z",
+                "configRuleInvokedTime": "2026-12-06T10:11:55.321Z",
+                "annotation": "No flow log is enabled for the VPC."
+            },
+            "oldEvaluationResult": {
+                "evaluationResultIdentifier": {
+                    "evaluationResultQualifier": {
+                        "configRuleName": rule,
+                        "resourceType": "AWS::EC2::VPC",
+                        "resourceId": "vpc-0abc"
+                    },
+                    "orderingTimestamp": "2026-12-05T10:11:54.468Z"
+                },
+                "complianceType": "COMPLIANT",
+                "resultRecordedTime": "2026-12-05T10:11:55.585Z",
+                "configRuleInvokedTime": "2026-12-05T10:11:55.321Z"
+            },
+            "notificationCreationTime": "2026-12-06T10:11:56.060Z",
+            "resourceType": "AWS::EC2::VPC"
+        }
+    })
+}
+
+/// The env's compliance route, asked of EventBridge itself
+/// (TestEventPattern): a NON_COMPLIANT change of one of the env's rules
+/// matches; a COMPLIANT one, and another env's rule whose name starts with
+/// this env's prefix, do not. The unit test in
+/// src/resources/compliance/compliance_rule.rs checks the same in-process.
+#[tokio::test]
+#[ignore = "needs an AWS emulator: make test-integration"]
+async fn eventbridge_routes_non_compliant_changes_of_the_envs_rules_only() {
+    if common::acceptance() {
+        return;
+    }
+    let aws = Aws::connect_to(&common::endpoint_url().expect("an emulator")).await;
+    let names = payops::naming::Names::new(
+        payops::naming::EnvName::parse("pr1").unwrap(),
+        &aws.account,
+        &aws.region,
+    );
+    let pattern = payops::resources::compliance_event_pattern(&names).to_string();
+    let test = |event: Value| {
+        let pattern = pattern.clone();
+        let events = aws.c.events.clone();
+        async move {
+            events
+                .test_event_pattern()
+                .event_pattern(pattern)
+                .event(event.to_string())
+                .send()
+                .await
+                .expect("events:TestEventPattern")
+                .result()
+        }
+    };
+    let rule = "payops-pr1-vpc-flow-logs-enabled";
+    assert!(
+        test(compliance_event(rule, "NON_COMPLIANT")).await,
+        "NON_COMPLIANT"
+    );
+    assert!(
+        test(compliance_event(
+            "payops-pr1-rds-storage-encrypted",
+            "NON_COMPLIANT"
+        ))
+        .await,
+        "another of the env's rules"
+    );
+    assert!(
+        !test(compliance_event(rule, "COMPLIANT")).await,
+        "COMPLIANT"
+    );
+    assert!(
+        !test(compliance_event(
+            "payops-pr1-x-vpc-flow-logs-enabled",
+            "NON_COMPLIANT"
+        ))
+        .await,
+        "env pr1-x's rule"
+    );
+}
+
 /// The AWS rule payops relies on to never make a second detector: one per
 /// account and region, a second CreateDetector refused. moto made a second
 /// one; the project's emulator patch (`patch_guardduty_one_detector`) makes
@@ -835,6 +1036,9 @@ async fn a_second_detector_in_a_region_is_refused() {
     assert_eq!(listed, [first.detector_id().unwrap().to_owned()]);
 }
 
+/// The LocalStack baseline test's region.
+const LOCALSTACK_REGION: &str = "us-west-2";
+
 /// LocalStack (its own S3, KMS, SNS and EventBridge; GuardDuty from its moto
 /// with the project's patches): `baseline up` creates all eleven items, a
 /// second changes nothing, `status` sees them. LocalStack has one account
@@ -848,8 +1052,13 @@ async fn on_localstack_the_baseline_converges_and_goes() {
         eprintln!("skipped: moto runs the fuller tests above, each in its own account");
         return;
     }
-    let env = TestEnv::new().without_var("PAYOPS_NO_BASELINE");
-    let aws = Aws::connect_to(&common::endpoint_url().expect("an emulator")).await;
+    // In a region of its own: the suite's envs (in us-east-1) would
+    // otherwise see a recorder come and go under them, and an env whose
+    // second `up` met a new one would create its Config rules then.
+    let env = TestEnv::new()
+        .without_var("PAYOPS_NO_BASELINE")
+        .with_var("AWS_REGION", LOCALSTACK_REGION);
+    let aws = Aws::connect_in(LOCALSTACK_REGION).await;
     let acct = payops::resources::baseline::Account {
         clients: &aws.c,
         id: aws.account.clone(),

@@ -225,6 +225,13 @@ impl Context {
         }
     }
 
+    /// The env's rule on AWS Config's compliance changes (default bus): the
+    /// topic policy and the remediation function's permission name it
+    /// before it exists.
+    pub fn compliance_rule_arn(&self) -> String {
+        self.arn("events", &format!("rule/{}", self.names.compliance_rule()))
+    }
+
     pub fn account_root_arn(&self) -> String {
         format!("arn:{}:iam::{}:root", self.partition(), self.account_id)
     }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::spec::EnvSpec;
 
 /// The domains, each a folder of step kinds with a `register`.
-const DOMAINS: [&str; 9] = [
+const DOMAINS: [&str; 10] = [
     "security",
     "network",
     "data",
@@ -17,6 +17,7 @@ const DOMAINS: [&str; 9] = [
     "compute",
     "edge",
     "observability",
+    "compliance",
     "config",
 ];
 /// Folders that are not domains: step kinds several domains share, SDK

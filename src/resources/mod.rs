@@ -11,7 +11,8 @@
 //! - `common`: step kinds several domains instantiate (IAM role, log group,
 //!   S3 bucket);
 //! - the domains, in registry order: `security`, `network`, `data`,
-//!   `events`, `database`, `compute`, `edge`, `observability`, `config`. Each holds one
+//!   `events`, `database`, `compute`, `edge`, `observability`, `compliance`,
+//!   `config`. Each holds one
 //!   file per step kind and registers its own steps (`register`);
 //! - `baseline`: the account-and-region singletons every env shares
 //!   (GuardDuty's detector), adopted or created, outside any env's graph;
@@ -39,6 +40,7 @@ mod sdk;
 pub mod traffic;
 pub mod zones;
 
+mod compliance;
 mod compute;
 mod config;
 mod data;
@@ -57,6 +59,9 @@ mod testing;
 use crate::engine::{Graph, GraphError};
 use crate::spec::EnvSpec;
 
+/// The env's route for AWS Config's NON_COMPLIANT findings (tests ask
+/// EventBridge itself whether it matches).
+pub use compliance::compliance_rule::event_pattern as compliance_event_pattern;
 pub use connect::{Aws, now};
 pub use context::{Budgets, Context};
 pub use inventory::{discovery, sweep};
@@ -87,6 +92,9 @@ fn registry(spec: &EnvSpec) -> Registry {
     r.domain("database", database::register_rotation);
     r.domain("edge", |r| edge::register(r, spec));
     r.domain("observability", observability::register);
+    // AWS Config's rules and their remediation: after the function and the
+    // topic they route to.
+    r.domain("compliance", compliance::register);
     // Published last, from everything above.
     r.domain("config", config::register);
     r
@@ -105,7 +113,7 @@ mod tests {
                 ..EnvSpec::default()
             };
             let g = graph(&spec).unwrap_or_else(|e| panic!("{nat:?}: {e}"));
-            assert_eq!(g.len(), 144);
+            assert_eq!(g.len(), 150);
         }
     }
 
@@ -251,7 +259,7 @@ mod tests {
             .steps()
             .filter(|s| s.id().as_str().starts_with("ssm-parameters:"))
             .collect();
-        assert_eq!(publishers.len(), 8, "one per domain");
+        assert_eq!(publishers.len(), 9, "one per domain");
         for step in publishers {
             let domain = step.id().as_str().trim_start_matches("ssm-parameters:");
             for d in step.dependencies() {

@@ -67,7 +67,44 @@ pub enum Function {
     /// The customer database's schema migration, invoked by `up` (step
     /// `db-schema`) and by nothing else.
     Migration,
+    /// AWS Config's remediation: invoked by the env's compliance rule when
+    /// one of the env's Config rules turns NON_COMPLIANT; re-creates the
+    /// env's flow log, reports what it cannot fix (lambda/config_remediation.py).
+    Remediation,
 }
+
+/// The remediation function's reserved executions. Config sends one event
+/// per rule and resource whose compliance changes, in bursts when a rule is
+/// first evaluated: two are enough (the fix is idempotent and a throttled
+/// asynchronous invocation is retried by Lambda for up to six hours), and a
+/// cap keeps a burst from taking the payment functions' pool.
+pub const REMEDIATION_RESERVED: u32 = 2;
+/// What the remediation function is told in its environment, by variable:
+/// (step, output). The env's VPC is the only one it may fix, with the env's
+/// flow-log group and role (the `flow-logs` step's), and it reports to the
+/// system-errors topic, where the env's alerts go.
+pub const REMEDIATION_INPUTS: [(&str, (&str, &str)); 4] = [
+    ("PAYOPS_VPC_ID", ("vpc", "VpcId")),
+    (
+        "PAYOPS_FLOW_LOG_GROUP",
+        ("log-group:flow-logs", "FlowLogsLogGroupName"),
+    ),
+    (
+        "PAYOPS_FLOW_LOGS_ROLE_ARN",
+        ("iam-role:flow-logs", "FlowLogsRoleArn"),
+    ),
+    (
+        "PAYOPS_COMPLIANCE_TOPIC_ARN",
+        ("sns-topic:system-errors", "SystemErrorsTopicArn"),
+    ),
+];
+/// The env's Config rule the remediation fixes (`payops-<env>-<check>`,
+/// managed rule VPC_FLOW_LOGS_ENABLED).
+pub const FLOW_LOGS_CHECK: &str = "vpc-flow-logs-enabled";
+
+/// The remediation's function timeout, in seconds: a DescribeFlowLogs, a
+/// CreateFlowLogs and an SNS publish.
+pub const REMEDIATION_TIMEOUT_S: i32 = 60;
 
 /// The migration's reserved executions: one. Migrations are serialised
 /// anyway (an advisory lock), and a cap of one keeps a stray invocation
@@ -109,7 +146,7 @@ pub const PROCESSING_VISIBILITY_TIMEOUT_S: i32 =
 const _: () = assert!(PROCESSING_VISIBILITY_TIMEOUT_S >= QUEUE_CONSUMER_TIMEOUT_S);
 
 impl Function {
-    pub const ALL: [Function; 7] = [
+    pub const ALL: [Function; 8] = [
         Self::Validation,
         Self::Fraud,
         Self::Transaction,
@@ -117,6 +154,7 @@ impl Function {
         Self::QueueConsumer,
         Self::LogTransform,
         Self::Migration,
+        Self::Remediation,
     ];
 
     /// Names the function, its role and its log group: `payment-validation`.
@@ -129,6 +167,7 @@ impl Function {
             Self::QueueConsumer => "payment-queue-consumer",
             Self::LogTransform => "transaction-log-transform",
             Self::Migration => "db-migration",
+            Self::Remediation => "config-remediation",
         }
     }
 
@@ -154,6 +193,7 @@ impl Function {
             Self::QueueConsumer => "QueueConsumer",
             Self::LogTransform => "LogTransform",
             Self::Migration => "DbMigration",
+            Self::Remediation => "ConfigRemediation",
         }
     }
 
@@ -183,8 +223,9 @@ impl Function {
     pub fn security_group(self) -> Option<SgRole> {
         match self {
             // The transform makes no network call at all: Firehose hands it
-            // the records and takes its answer.
-            Self::Rotation | Self::LogTransform => None,
+            // the records and takes its answer. The remediation calls only
+            // the EC2 and SNS APIs.
+            Self::Rotation | Self::LogTransform | Self::Remediation => None,
             // The migration logs in as the master user and reads
             // payops_app's secret: its own group, so that the proxy's
             // ingress names it apart and nothing else shares its egress.
@@ -221,6 +262,7 @@ impl Function {
             Self::QueueConsumer => Some(QUEUE_CONSUMER_RESERVED),
             Self::LogTransform => Some(LOG_TRANSFORM_RESERVED),
             Self::Migration => Some(MIGRATION_RESERVED),
+            Self::Remediation => Some(REMEDIATION_RESERVED),
             Self::Rotation => None,
         }
     }

@@ -78,6 +78,11 @@ GuardDuty (moto 5.1/5.2):
     request is rejected because a detector already exists for the current
     account.". payops adopts an existing detector on that answer; without
     the fix an emulator would let a baseline create a duplicate.
+
+AWS Config (moto 5.2):
+    A rule's Scope with a tag reads back as ``{"Tags": {key: value}}``
+    instead of the API's ``TagKey`` / ``TagValue``, so an env's rules,
+    scoped to ``payops:env``, would look unscoped (drift) on every ``up``.
 """
 
 from __future__ import annotations
@@ -849,6 +854,29 @@ def patch_rds_proxy() -> None:
 
 def _public(endpoint):
     return {k: v for k, v in endpoint.items() if not k.startswith("_")}
+
+
+def patch_config_rule_scope() -> None:
+    """AWS Config: a rule's tag scope reads back as TagKey / TagValue, as the
+    API's Scope shape has it (API_Scope)."""
+    from moto.config.models import Scope
+
+    if getattr(Scope, "_payops_tag_scope", False):
+        return
+    original_to_dict = Scope.to_dict
+
+    def to_dict(self):
+        data = original_to_dict(self)
+        tags = data.pop("Tags", None)
+        if tags:
+            ((key, value),) = tags.items()
+            data["TagKey"] = key
+            if value is not None:
+                data["TagValue"] = value
+        return data
+
+    Scope.to_dict = to_dict
+    Scope._payops_tag_scope = True
 
 
 def patch_guardduty_one_detector() -> None:

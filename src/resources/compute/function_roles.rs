@@ -13,7 +13,7 @@ use crate::engine::StepCx;
 
 use crate::resources::common::iam_role::Role;
 use crate::resources::context::Context;
-use crate::resources::model::{DB_APP_USER, Function, SgRole};
+use crate::resources::model::{DB_APP_USER, Function, REMEDIATION_INPUTS, SgRole};
 
 /// The GSI fraud detection reads a customer's recent transactions through.
 pub const CUSTOMER_INDEX: &str = "customerId-timestamp-index";
@@ -29,6 +29,7 @@ pub fn role(function: Function) -> Role {
         Function::QueueConsumer => "payops payment queue consumer Lambda",
         Function::LogTransform => "payops transaction log transform Lambda (Firehose)",
         Function::Migration => "payops customer database schema migration Lambda",
+        Function::Remediation => "payops AWS Config remediation Lambda",
     };
     let role = Role::new(
         function.slug(),
@@ -137,7 +138,11 @@ pub fn parameters(function: Function) -> &'static [&'static str] {
         // `db-schema` step passes the proxy endpoint, database and user): the
         // parameters step of the database domain publishes the schema version
         // it answers, so reading them would need that step first (a cycle).
-        Function::Rotation | Function::LogTransform | Function::Migration => &[],
+        // The remediation is told its few ids in its environment.
+        Function::Rotation
+        | Function::LogTransform
+        | Function::Migration
+        | Function::Remediation => &[],
     }
 }
 
@@ -225,7 +230,11 @@ pub fn policies(
     // the parameters under it. The queue consumer came after: it never did.
     if !matches!(
         function,
-        Function::Rotation | Function::QueueConsumer | Function::LogTransform | Function::Migration
+        Function::Rotation
+            | Function::QueueConsumer
+            | Function::LogTransform
+            | Function::Migration
+            | Function::Remediation
     ) {
         statements.push(statement(
             "ReadConfigurationOfOlderVersions",
@@ -314,6 +323,7 @@ pub fn policies(
         // The transform only reads what Firehose hands it and answers: its
         // logs and traces are all it writes.
         Function::LogTransform => {}
+        Function::Remediation => policies.push(("remediation".to_owned(), remediation(cx, step)?)),
         Function::Migration => {
             // The migration logs in as the master user, through the proxy
             // with an IAM token like the payment functions: the proxy
@@ -537,6 +547,72 @@ pub fn policies(
     Ok(policies)
 }
 
+/// The output the remediation is told as `variable` (the same the role
+/// names).
+fn remediation_input<'a>(step: &'a StepCx<'_>, variable: &str) -> Result<&'a str, AwsError> {
+    let (_, (from, key)) = REMEDIATION_INPUTS
+        .iter()
+        .find(|(v, _)| *v == variable)
+        .expect("a remediation input");
+    output(step, from, key)
+}
+
+/// The remediation's one fix and its report: re-create the env's flow log
+/// on the env's VPC, and publish to the env's alerts topic.
+///
+/// - `ec2:CreateFlowLogs` is authorised on the resource it watches (the
+///   VPC) and on the flow log it creates (`vpc-flow-log/*`, whose id is
+///   unknown before): only this VPC. Tags given at creation need
+///   `ec2:CreateTags` too, allowed only as part of CreateFlowLogs
+///   (`ec2:CreateAction`) [D:AWSEC2/latest/UserGuide/supported-iam-actions-tagging.html].
+/// - Publishing to CloudWatch Logs passes the delivery role to the service:
+///   `iam:PassRole` of the flow-logs role only, only to VPC Flow Logs
+///   [D:vpc/latest/userguide/flow-logs-iam-role.html, "Permission to pass
+///   the role"].
+/// - `ec2:DescribeFlowLogs` has no resource-level permissions: `*`.
+/// - The topic is SSE-KMS with the logs key: SNS uses it with the
+///   publisher's permissions, through SNS only.
+fn remediation(cx: &Context, step: &StepCx<'_>) -> Result<Value, AwsError> {
+    let vpc = remediation_input(step, "PAYOPS_VPC_ID")?;
+    let flow_logs_role = remediation_input(step, "PAYOPS_FLOW_LOGS_ROLE_ARN")?;
+    let topic = remediation_input(step, "PAYOPS_COMPLIANCE_TOPIC_ARN")?;
+    let key = output(step, "kms-key:logs", "LogsKmsKeyArn")?;
+    let flow_log = cx.arn("ec2", "vpc-flow-log/*");
+    Ok(json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            statement(
+                "RecreateTheEnvsFlowLog",
+                &["ec2:CreateFlowLogs"],
+                json!([cx.arn("ec2", &format!("vpc/{vpc}")), flow_log]),
+            ),
+            {
+                "Sid": "TagTheFlowLogItCreates",
+                "Effect": "Allow",
+                "Action": ["ec2:CreateTags"],
+                "Resource": flow_log,
+                "Condition": {"StringEquals": {"ec2:CreateAction": "CreateFlowLogs"}}
+            },
+            {
+                "Sid": "PassTheFlowLogsRole",
+                "Effect": "Allow",
+                "Action": ["iam:PassRole"],
+                "Resource": flow_logs_role,
+                "Condition": {"StringEquals": {"iam:PassedToService": "vpc-flow-logs.amazonaws.com"}}
+            },
+            statement("ReadFlowLogs", &["ec2:DescribeFlowLogs"], json!("*")),
+            statement("Report", &["sns:Publish"], json!(topic)),
+            kms_via(
+                "TopicKey",
+                &["kms:GenerateDataKey", "kms:Decrypt"],
+                key,
+                &["sns"],
+                &cx.region,
+            ),
+        ]
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::{BTreeMap, BTreeSet};
@@ -597,6 +673,17 @@ mod tests {
                 APP_SECRET_INPUT.0,
                 APP_SECRET_INPUT.1,
                 format!("arn:aws:secretsmanager:us-east-1:{ACCT}:secret:payops/pr1/db-app-GhIjKl"),
+            ),
+            ("vpc", "VpcId", "vpc-1".to_owned()),
+            (
+                "iam-role:flow-logs",
+                "FlowLogsRoleArn",
+                format!("arn:aws:iam::{ACCT}:role/payops-pr1-us-east-1-flow-logs"),
+            ),
+            (
+                "sns-topic:system-errors",
+                "SystemErrorsTopicArn",
+                format!("arn:aws:sns:us-east-1:{ACCT}:payops-pr1-system-errors"),
             ),
         ] {
             v.push((step.to_owned(), Record::default().output(key, value)));
@@ -697,6 +784,65 @@ mod tests {
                         "{f:?}: `*` resource on {actions:?}"
                     );
                 }
+            }
+        }
+    }
+
+    /// The remediation may fix the env's own VPC only (flow logs, created
+    /// with the env's role) and report to the env's topic: nothing else.
+    #[test]
+    fn the_remediation_may_only_recreate_the_envs_flow_log_and_report() {
+        let docs = documents(Function::Remediation);
+        let names: Vec<&str> = docs.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["logs", "runtime", "remediation"]);
+        let all = statements(&docs);
+        let by_sid = |sid: &str| -> Value {
+            all.iter()
+                .find(|s| s["Sid"] == sid)
+                .unwrap_or_else(|| panic!("no {sid}"))
+                .clone()
+        };
+        let create = by_sid("RecreateTheEnvsFlowLog");
+        assert_eq!(strings(&create["Action"]), ["ec2:CreateFlowLogs"]);
+        assert_eq!(
+            strings(&create["Resource"]),
+            [
+                format!("arn:aws:ec2:us-east-1:{ACCT}:vpc/vpc-1"),
+                format!("arn:aws:ec2:us-east-1:{ACCT}:vpc-flow-log/*"),
+            ]
+        );
+        let tag = by_sid("TagTheFlowLogItCreates");
+        assert_eq!(
+            tag["Condition"]["StringEquals"]["ec2:CreateAction"],
+            "CreateFlowLogs"
+        );
+        let pass = by_sid("PassTheFlowLogsRole");
+        assert_eq!(
+            strings(&pass["Resource"]),
+            [format!(
+                "arn:aws:iam::{ACCT}:role/payops-pr1-us-east-1-flow-logs"
+            )]
+        );
+        assert_eq!(
+            pass["Condition"]["StringEquals"]["iam:PassedToService"],
+            "vpc-flow-logs.amazonaws.com"
+        );
+        assert_eq!(
+            strings(&by_sid("Report")["Resource"]),
+            [format!(
+                "arn:aws:sns:us-east-1:{ACCT}:payops-pr1-system-errors"
+            )]
+        );
+        // Nothing of the payment path: no data, no parameters, no VPC.
+        for s in &all {
+            for a in strings(&s["Action"]) {
+                assert!(
+                    !a.starts_with("dynamodb:")
+                        && !a.starts_with("s3:")
+                        && !a.starts_with("ssm:")
+                        && a != "ec2:CreateNetworkInterface",
+                    "{a}"
+                );
             }
         }
     }

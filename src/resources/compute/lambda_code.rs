@@ -58,6 +58,13 @@ pub const LOG_TRANSFORM: (&str, &str) = (
     include_str!("../../../lambda/transaction_log_transform.py"),
 );
 
+/// AWS Config's remediation (function `config-remediation`, invoked by the
+/// env's compliance rule).
+pub const CONFIG_REMEDIATION: (&str, &str) = (
+    "config_remediation",
+    include_str!("../../../lambda/config_remediation.py"),
+);
+
 /// A function's deployment package.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Package {

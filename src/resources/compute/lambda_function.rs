@@ -34,7 +34,8 @@ use crate::resources::common::log_group::LogGroup;
 use crate::resources::compute::lambda_code::{self, Package};
 use crate::resources::context::Context;
 use crate::resources::model::{
-    BLUE, Function, GREEN, LOG_TRANSFORM_TIMEOUT_S, MIGRATION_TIMEOUT_S, QUEUE_CONSUMER_TIMEOUT_S,
+    BLUE, FLOW_LOGS_CHECK, Function, GREEN, LOG_TRANSFORM_TIMEOUT_S, MIGRATION_TIMEOUT_S,
+    QUEUE_CONSUMER_TIMEOUT_S, REMEDIATION_INPUTS, REMEDIATION_TIMEOUT_S,
 };
 use crate::resources::resource::Resource;
 use crate::resources::sdk::iam::{retry_while_propagating, role_not_yet_usable};
@@ -71,6 +72,7 @@ impl Build for Function {
             Self::QueueConsumer => lambda_code::QUEUE_CONSUMER,
             Self::LogTransform => lambda_code::LOG_TRANSFORM,
             Self::Migration => lambda_code::DB_MIGRATION,
+            Self::Remediation => lambda_code::CONFIG_REMEDIATION,
         }
     }
 
@@ -83,6 +85,7 @@ impl Build for Function {
             Self::QueueConsumer => "payops: settles payments from the processing queue (SQS)",
             Self::LogTransform => "payops: redacts the transaction log for S3 (Firehose transform)",
             Self::Migration => "payops: migrates the customer database's schema (invoked by up)",
+            Self::Remediation => "payops: remediates the env's AWS Config findings (EventBridge)",
         }
     }
 
@@ -92,7 +95,8 @@ impl Build for Function {
             | Self::Rotation
             | Self::QueueConsumer
             | Self::LogTransform
-            | Self::Migration => 256,
+            | Self::Migration
+            | Self::Remediation => 256,
             Self::Fraud | Self::Transaction => 512,
         }
     }
@@ -112,6 +116,7 @@ impl Build for Function {
             // records takes well under a second.
             Self::LogTransform => LOG_TRANSFORM_TIMEOUT_S,
             Self::Migration => MIGRATION_TIMEOUT_S,
+            Self::Remediation => REMEDIATION_TIMEOUT_S,
         }
     }
 }
@@ -414,11 +419,33 @@ impl LambdaFunction {
             log_group: step
                 .output(&f.log_step(), &format!("{}LogGroupName", f.output_prefix()))?
                 .to_owned(),
-            environment: BTreeMap::from([(
-                CONFIG_PATH_VARIABLE.to_owned(),
-                cx.names.parameter_path(),
-            )]),
+            environment: self.environment(cx, step)?,
         })
+    }
+
+    /// The function's environment: the configuration path; for the
+    /// remediation also what it may fix and where it reports (see
+    /// lambda/config_remediation.py), which it cannot read from the
+    /// parameters: its role reads none, and what it names are ids that
+    /// change only with the env.
+    fn environment(
+        &self,
+        cx: &Context,
+        step: &StepCx<'_>,
+    ) -> Result<BTreeMap<String, String>, AwsError> {
+        let mut env =
+            BTreeMap::from([(CONFIG_PATH_VARIABLE.to_owned(), cx.names.parameter_path())]);
+        if self.function == Function::Remediation {
+            for (variable, (from, key)) in REMEDIATION_INPUTS {
+                env.insert(variable.to_owned(), step.output(from, key)?.to_owned());
+            }
+            env.insert("PAYOPS_ENV".to_owned(), cx.env().to_string());
+            env.insert(
+                "PAYOPS_FLOW_LOGS_RULE".to_owned(),
+                cx.names.config_rule(FLOW_LOGS_CHECK),
+            );
+        }
+        Ok(env)
     }
 
     async fn get(&self, cx: &Context, name: &str) -> Result<Option<FoundFunction>, AwsError> {
@@ -1036,6 +1063,57 @@ mod tests {
             ]);
         }
         inputs
+    }
+
+    /// The remediation is told what it may fix and where it reports in its
+    /// environment (lambda/config_remediation.py reads exactly these); the
+    /// other functions only their configuration path.
+    #[test]
+    fn the_remediation_is_told_the_envs_vpc_flow_log_group_role_topic_and_rule() {
+        let cx = testing::context(testing::clients());
+        let events = testing::Events::default();
+        let f = Function::Remediation;
+        let id = crate::engine::StepId::from(f.step_id());
+        let mut inputs: std::collections::BTreeMap<_, _> = BTreeMap::new();
+        for (i, (_, (from, key))) in REMEDIATION_INPUTS.iter().enumerate() {
+            inputs.insert(
+                crate::engine::StepId::from(*from),
+                Record::default().output(*key, format!("value-{i}")),
+            );
+        }
+        let step = testing::step_cx(&id, inputs, &events);
+        let env = LambdaFunction::new(f).environment(&cx, &step).unwrap();
+        let handler = lambda_code::CONFIG_REMEDIATION.1;
+        for variable in env.keys() {
+            assert!(
+                handler.contains(variable.as_str()) || variable == CONFIG_PATH_VARIABLE,
+                "{variable}"
+            );
+        }
+        assert_eq!(env["PAYOPS_VPC_ID"], "value-0");
+        assert_eq!(env["PAYOPS_COMPLIANCE_TOPIC_ARN"], "value-3");
+        assert_eq!(env["PAYOPS_ENV"], "pr1");
+        assert_eq!(
+            env["PAYOPS_FLOW_LOGS_RULE"],
+            "payops-pr1-vpc-flow-logs-enabled"
+        );
+        // Every variable the handler reads is set.
+        for variable in [
+            "PAYOPS_ENV",
+            "PAYOPS_VPC_ID",
+            "PAYOPS_FLOW_LOG_GROUP",
+            "PAYOPS_FLOW_LOGS_ROLE_ARN",
+            "PAYOPS_COMPLIANCE_TOPIC_ARN",
+            "PAYOPS_FLOW_LOGS_RULE",
+        ] {
+            assert!(handler.contains(variable), "{variable}");
+            assert!(env.contains_key(variable), "{variable}");
+        }
+        // The others: the path only.
+        let other = LambdaFunction::new(Function::Fraud)
+            .environment(&cx, &step)
+            .unwrap();
+        assert_eq!(other.keys().collect::<Vec<_>>(), [CONFIG_PATH_VARIABLE]);
     }
 
     /// Where Lambda says the function is: outside the VPC it reports empty

@@ -9,7 +9,7 @@ pub mod lambda_function;
 #[rustfmt::skip]
 mod vendored_driver;
 
-use super::model::{Function, SgRole};
+use super::model::{Function, REMEDIATION_INPUTS, SgRole};
 use super::registry::{Registry, dep, function_config_deps};
 
 pub fn register(r: &mut Registry) {
@@ -158,6 +158,29 @@ pub fn register(r: &mut Registry) {
         vec![own_log_group(Function::LogTransform)],
     );
     r.add(
+        Function::Remediation.role_step(),
+        function_roles::role(Function::Remediation),
+        vec![
+            own_log_group(Function::Remediation),
+            dep(
+                "vpc",
+                "the role may create flow logs on the env's VPC only (its id is in the policy)",
+            ),
+            dep(
+                "iam-role:flow-logs",
+                "the role may pass the flow-logs role only, and only to VPC Flow Logs",
+            ),
+            dep(
+                "sns-topic:system-errors",
+                "the role may publish its reports to this topic only",
+            ),
+            dep(
+                "kms-key:logs",
+                "the topic is encrypted with the logs key, which the role may use through SNS only",
+            ),
+        ],
+    );
+    r.add(
         Function::Rotation.role_step(),
         function_roles::role(Function::Rotation),
         vec![
@@ -225,6 +248,15 @@ pub fn register(r: &mut Registry) {
                     "the group's egress rules let the function reach the AWS APIs it calls",
                 ),
             ]);
+        }
+        if f == Function::Remediation {
+            deps.extend(REMEDIATION_INPUTS.iter().map(|(_, (from, _))| {
+                dep(
+                    *from,
+                    "the function is told this id in its environment (what it may fix, where it \
+                     reports)",
+                )
+            }));
         }
         deps.push(dep(
             "lambda-enis",

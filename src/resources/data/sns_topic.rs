@@ -102,6 +102,13 @@ impl fmt::Display for Fix {
 /// statement is there whether or not the env has its event backbone: it
 /// grants nothing while no such rule exists.
 pub fn topic_policy(cx: &Context, topic_arn: &str, rule: EventRule) -> String {
+    // The system-errors topic is also where the env's compliance rule sends
+    // AWS Config's NON_COMPLIANT findings (default bus, like db-failover).
+    let sources = if rule == EventRule::DbFailover {
+        serde_json::json!([cx.event_rule_arn(rule), cx.compliance_rule_arn()])
+    } else {
+        serde_json::json!(cx.event_rule_arn(rule))
+    };
     let alarms = format!(
         "arn:{}:cloudwatch:{}:{}:alarm:*",
         cx.partition(),
@@ -135,7 +142,7 @@ pub fn topic_policy(cx: &Context, topic_arn: &str, rule: EventRule) -> String {
                 "Principal": {"Service": "events.amazonaws.com"},
                 "Action": "sns:Publish",
                 "Resource": topic_arn,
-                "Condition": {"ArnEquals": {"aws:SourceArn": cx.event_rule_arn(rule)}}
+                "Condition": {"ArnEquals": {"aws:SourceArn": sources}}
             }
         ]
     })
@@ -578,9 +585,14 @@ mod tests {
         );
         // The database failover rule is on the default bus: its ARN has no
         // bus segment.
+        // So is the compliance rule, which sends AWS Config's findings to
+        // the same system-errors topic.
         assert_eq!(
             policy["Statement"][2]["Condition"]["ArnEquals"]["aws:SourceArn"],
-            "arn:aws-cn:events:cn-north-1:123456789012:rule/payops-pr1-db-failover"
+            serde_json::json!([
+                "arn:aws-cn:events:cn-north-1:123456789012:rule/payops-pr1-db-failover",
+                "arn:aws-cn:events:cn-north-1:123456789012:rule/payops-pr1-compliance-change"
+            ])
         );
     }
 

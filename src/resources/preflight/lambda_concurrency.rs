@@ -7,6 +7,7 @@ use crate::resources::compute::lambda_function::min_unreserved;
 use crate::resources::context::Context;
 use crate::resources::model::{
     Function, LOG_TRANSFORM_RESERVED, MIGRATION_RESERVED, QUEUE_CONSUMER_RESERVED,
+    REMEDIATION_RESERVED,
 };
 use crate::spec::Reserve;
 
@@ -70,9 +71,16 @@ pub async fn check(cx: &Context) -> (Check, bool) {
     } else {
         0
     };
-    // The schema migration's one execution is always reserved (with the
-    // others), so it counts too.
-    let wanted = i64::from(c.validation + c.fraud + c.transaction + consumer + MIGRATION_RESERVED);
+    // The schema migration's one execution and the compliance remediation's
+    // two are always reserved (with the others), so they count too.
+    let wanted = i64::from(
+        c.validation
+            + c.fraud
+            + c.transaction
+            + consumer
+            + MIGRATION_RESERVED
+            + REMEDIATION_RESERVED,
+    );
     let settings = cx
         .clients
         .lambda
@@ -260,11 +268,11 @@ mod tests {
         let (c, fits) = check(&cx(&[&settings, &held, &rotation], "7")).await;
         assert!(fits, "{}", c.detail);
         // The three payment functions, the queue consumer, the log
-        // transform and the migration hold 7 each; the consumer and the
-        // transform want their fixed 5 each (the event backbone is on), the
-        // migration its 1.
-        assert!(c.numbers.contains(&("held_by_env", 42)));
-        assert!(c.numbers.contains(&("wanted", 3 * 7 + 5 + 5 + 1)));
+        // transform, the migration and the remediation hold 7 each; the
+        // consumer and the transform want their fixed 5 each (the event
+        // backbone is on), the migration its 1, the remediation its 2.
+        assert!(c.numbers.contains(&("held_by_env", 49)), "{:?}", c.numbers);
+        assert!(c.numbers.contains(&("wanted", 3 * 7 + 5 + 5 + 1 + 2)));
     }
 
     #[tokio::test]
