@@ -887,56 +887,19 @@ async fn eventbridge_matches_high_findings_and_not_medium_ones() {
 }
 
 /// AWS's sample "Config Rules Compliance Change" event (EventBridge events
-/// reference, "AWS Config events"), for `rule` turning `compliance`.
+/// reference, "AWS Config events"; lambda/tests/events/, which the handler's
+/// tests read too), for `rule` turning `compliance`.
 fn compliance_event(rule: &str, compliance: &str) -> Value {
-    serde_json::json!({
-        "version": "0",
-        "id": "01234567-0123-0123-0123-012345678901",
-        "detail-type": "Config Rules Compliance Change",
-        "source": "aws.config",
-        "account": "123456789012",
-        "time": "2026-12-06T10:12:00Z",
-        "region": "us-east-1",
-        "resources": [],
-        "detail": {
-            "resourceId": "vpc-0abc",
-            "awsRegion": "us-east-1",
-            "awsAccountId": "123456789012",
-            "configRuleName": rule,
-            "recordVersion": "1.0",
-            "configRuleARN": "arn:aws:config:us-east-1:123456789012:config-rule/config-rule-ab12cd",
-            "messageType": "ComplianceChangeNotification",
-            "newEvaluationResult": {
-                "evaluationResultIdentifier": {
-                    "evaluationResultQualifier": {
-                        "configRuleName": rule,
-                        "resourceType": "AWS::EC2::VPC",
-                        "resourceId": "vpc-0abc"
-                    },
-                    "orderingTimestamp": "2026-12-06T10:11:54.468Z"
-                },
-                "complianceType": compliance,
-                "resultRecordedTime": "2026-12-06T10:11:55.585Z",
-                "configRuleInvokedTime": "2026-12-06T10:11:55.321Z",
-                "annotation": "No flow log is enabled for the VPC."
-            },
-            "oldEvaluationResult": {
-                "evaluationResultIdentifier": {
-                    "evaluationResultQualifier": {
-                        "configRuleName": rule,
-                        "resourceType": "AWS::EC2::VPC",
-                        "resourceId": "vpc-0abc"
-                    },
-                    "orderingTimestamp": "2026-12-05T10:11:54.468Z"
-                },
-                "complianceType": "COMPLIANT",
-                "resultRecordedTime": "2026-12-05T10:11:55.585Z",
-                "configRuleInvokedTime": "2026-12-05T10:11:55.321Z"
-            },
-            "notificationCreationTime": "2026-12-06T10:11:56.060Z",
-            "resourceType": "AWS::EC2::VPC"
-        }
-    })
+    let mut e: Value = serde_json::from_str(include_str!(
+        "../lambda/tests/events/config-compliance-change.json"
+    ))
+    .expect("the sample event is JSON");
+    let detail = &mut e["detail"];
+    detail["configRuleName"] = rule.into();
+    detail["newEvaluationResult"]["evaluationResultIdentifier"]["evaluationResultQualifier"]["configRuleName"] =
+        rule.into();
+    detail["newEvaluationResult"]["complianceType"] = compliance.into();
+    e
 }
 
 /// The env's compliance route, asked of EventBridge itself

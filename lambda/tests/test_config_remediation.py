@@ -5,6 +5,7 @@ SNS in-process."""
 
 import copy
 import json
+import pathlib
 
 import boto3
 import pytest
@@ -17,55 +18,11 @@ RULE = "payops-t1-vpc-flow-logs-enabled"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/payops-t1-flow-logs"
 GROUP = "/payops/t1/vpc-flow-logs"
 
-# The sample event AWS documents, with this env's rule and VPC put in.
-SAMPLE = {
-    "version": "0",
-    "id": "01234567-0123-0123-0123-012345678901",
-    "detail-type": "Config Rules Compliance Change",
-    "source": "aws.config",
-    "account": ACCOUNT,
-    "time": "2026-12-06T10:12:00Z",
-    "region": "us-east-1",
-    "resources": [],
-    "detail": {
-        "resourceId": "vpc-REPLACED",
-        "awsRegion": "us-east-1",
-        "awsAccountId": ACCOUNT,
-        "configRuleName": RULE,
-        "recordVersion": "1.0",
-        "configRuleARN": f"arn:aws:config:us-east-1:{ACCOUNT}:config-rule/config-rule-ab12cd",
-        "messageType": "ComplianceChangeNotification",
-        "newEvaluationResult": {
-            "evaluationResultIdentifier": {
-                "evaluationResultQualifier": {
-                    "configRuleName": RULE,
-                    "resourceType": "AWS::EC2::VPC",
-                    "resourceId": "vpc-REPLACED",
-                },
-                "orderingTimestamp": "2026-12-06T10:11:54.468Z",
-            },
-            "complianceType": "NON_COMPLIANT",
-            "resultRecordedTime": "2026-12-06T10:11:55.585Z",
-            "configRuleInvokedTime": "2026-12-06T10:11:55.321Z",
-            "annotation": "No flow log is enabled for the VPC.",
-        },
-        "oldEvaluationResult": {
-            "evaluationResultIdentifier": {
-                "evaluationResultQualifier": {
-                    "configRuleName": RULE,
-                    "resourceType": "AWS::EC2::VPC",
-                    "resourceId": "vpc-REPLACED",
-                },
-                "orderingTimestamp": "2026-12-05T10:11:54.468Z",
-            },
-            "complianceType": "COMPLIANT",
-            "resultRecordedTime": "2026-12-05T10:11:55.585Z",
-            "configRuleInvokedTime": "2026-12-05T10:11:55.321Z",
-        },
-        "notificationCreationTime": "2026-12-06T10:11:56.060Z",
-        "resourceType": "AWS::EC2::VPC",
-    },
-}
+# The sample event AWS documents, with an env's rule and VPC put in; the Rust
+# tests of the rule's pattern read the same file (compliance_rule.rs,
+# tests/baseline.rs).
+with open(pathlib.Path(__file__).parent / "events" / "config-compliance-change.json") as f:
+    SAMPLE = json.load(f)
 
 
 def event(resource_id, rule=RULE, resource_type="AWS::EC2::VPC", compliance="NON_COMPLIANT"):

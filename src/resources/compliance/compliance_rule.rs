@@ -544,43 +544,19 @@ mod tests {
     /// AWS's sample "Config Rules Compliance Change" event (EventBridge
     /// events reference, "AWS Config events"; the notification's fields as
     /// in the Config developer guide's example compliance change
-    /// notification), with a rule name and result put in.
+    /// notification), with a rule name and result put in. The remediation
+    /// handler's tests and tests/baseline.rs read the same file.
     fn change_event(rule: &str, compliance: &str) -> Value {
-        json!({
-            "version": "0",
-            "id": "01234567-0123-0123-0123-012345678901",
-            "detail-type": "Config Rules Compliance Change",
-            "source": "aws.config",
-            "account": "123456789012",
-            "time": "2026-12-06T10:12:00Z",
-            "region": "us-east-1",
-            "resources": [],
-            "detail": {
-                "resourceId": "vpc-0abc",
-                "awsRegion": "us-east-1",
-                "awsAccountId": "123456789012",
-                "configRuleName": rule,
-                "recordVersion": "1.0",
-                "configRuleARN": "arn:aws:config:us-east-1:123456789012:config-rule/config-rule-ab12cd",
-                "messageType": "ComplianceChangeNotification",
-                "newEvaluationResult": {
-                    "evaluationResultIdentifier": {
-                        "evaluationResultQualifier": {
-                            "configRuleName": rule,
-                            "resourceType": "AWS::EC2::VPC",
-                            "resourceId": "vpc-0abc"
-                        },
-                        "orderingTimestamp": "2026-12-06T10:11:54.468Z"
-                    },
-                    "complianceType": compliance,
-                    "resultRecordedTime": "2026-12-06T10:11:55.585Z",
-                    "configRuleInvokedTime": "2026-12-06T10:11:55.321Z",
-                    "annotation": "No flow log is enabled for the VPC."
-                },
-                "notificationCreationTime": "2026-12-06T10:11:56.060Z",
-                "resourceType": "AWS::EC2::VPC"
-            }
-        })
+        let mut e: Value = serde_json::from_str(include_str!(
+            "../../../lambda/tests/events/config-compliance-change.json"
+        ))
+        .expect("the sample event is JSON");
+        let detail = &mut e["detail"];
+        detail["configRuleName"] = rule.into();
+        detail["newEvaluationResult"]["evaluationResultIdentifier"]["evaluationResultQualifier"]
+            ["configRuleName"] = rule.into();
+        detail["newEvaluationResult"]["complianceType"] = compliance.into();
+        e
     }
 
     #[test]
