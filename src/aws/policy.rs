@@ -30,6 +30,30 @@ fn parse(doc: &str) -> Option<Value> {
         })
 }
 
+/// A document's statements: AWS writes a single statement as an object,
+/// several as an array.
+pub fn statements(doc: &Value) -> Vec<&Value> {
+    match &doc["Statement"] {
+        Value::Array(s) => s.iter().collect(),
+        s @ Value::Object(_) => vec![s],
+        _ => Vec::new(),
+    }
+}
+
+/// Whether a resource policy (a function's, as Lambda's GetPolicy answers
+/// it) has the statement `sid` that lets `service` act for `source_arn`
+/// only: what AddPermission with a principal and a SourceArn writes. A
+/// policy that does not parse grants nothing.
+pub fn grants_service(doc: &str, sid: &str, service: &str, source_arn: &str) -> bool {
+    let doc: Value = serde_json::from_str(doc).unwrap_or_default();
+    statements(&doc).iter().any(|s| {
+        s["Sid"] == sid
+            && s["Effect"] == "Allow"
+            && s["Principal"]["Service"] == service
+            && s["Condition"]["ArnLike"]["AWS:SourceArn"] == source_arn
+    })
+}
+
 /// The regions the ARNs of a policy document name (`arn:<partition>:
 /// <service>:<region>:...`); global ARNs (IAM, S3 buckets) name none. Empty
 /// for a document that does not parse.
@@ -87,6 +111,42 @@ fn normalize(v: Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_service_grant_is_its_statement_for_that_principal_and_source_only() {
+        let arn = "arn:aws:events:us-east-1:123456789012:rule/r";
+        let statement = |sid: &str, service: &str, source: &str| {
+            serde_json::json!({
+                "Sid": sid, "Effect": "Allow",
+                "Principal": {"Service": service},
+                "Action": "lambda:InvokeFunction",
+                "Condition": {"ArnLike": {"AWS:SourceArn": source}}
+            })
+        };
+        let events = "events.amazonaws.com";
+        // Lambda answers one statement as an object, several as an array.
+        let one = serde_json::json!({"Statement": statement("s", events, arn)}).to_string();
+        assert!(grants_service(&one, "s", events, arn));
+        let many = serde_json::json!({"Statement": [
+            statement("other", events, arn),
+            statement("s", events, arn),
+        ]})
+        .to_string();
+        assert!(grants_service(&many, "s", events, arn));
+        for wrong in [
+            statement("s", "sns.amazonaws.com", arn),
+            statement(
+                "s",
+                events,
+                "arn:aws:events:us-east-1:123456789012:rule/other",
+            ),
+            statement("t", events, arn),
+        ] {
+            let doc = serde_json::json!({"Statement": [wrong]}).to_string();
+            assert!(!grants_service(&doc, "s", events, arn), "{doc}");
+        }
+        assert!(!grants_service("not json", "s", events, arn));
+    }
 
     #[test]
     fn api_gateways_escaped_policy_reads_as_the_document_it_holds() {

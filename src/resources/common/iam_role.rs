@@ -143,11 +143,7 @@ impl Role {
 /// Refuses any statement that grants every action (`*`, `service:*`) or
 /// everything but some (`NotAction`): roles get named actions only.
 fn check_least_privilege(role: &str, name: &str, doc: &Value) -> Result<(), AwsError> {
-    let statements = match &doc["Statement"] {
-        Value::Array(s) => s.iter().collect(),
-        s @ Value::Object(_) => vec![s],
-        _ => Vec::new(),
-    };
+    let statements = policy::statements(doc);
     let refuse = |why: String| {
         Err(AwsError::Conflict(format!(
             "inline policy {name} of role {role} {why}: payops grants named actions only"

@@ -36,7 +36,7 @@ use async_trait::async_trait;
 use aws_sdk_eventbridge::types::{RetryPolicy, RuleState, Target};
 use serde_json::{Value, json};
 
-use crate::aws::{AwsError, OpResult, absent_on, built};
+use crate::aws::{AwsError, OpResult, absent_on, built, policy};
 use crate::engine::{Record, StepCx};
 use crate::naming::{NameKind, Names};
 use crate::tags::{TagMap, describe_tag_fix};
@@ -136,18 +136,7 @@ fn desired_targets(step: &StepCx<'_>) -> Result<Vec<FoundTarget>, AwsError> {
 
 /// Whether a function policy lets EventBridge invoke it for `rule` only.
 pub fn permits(policy: &str, rule: &str) -> bool {
-    let policy: Value = serde_json::from_str(policy).unwrap_or_default();
-    let statements: Vec<&Value> = match &policy["Statement"] {
-        Value::Array(s) => s.iter().collect(),
-        s @ Value::Object(_) => vec![s],
-        _ => Vec::new(),
-    };
-    statements.iter().any(|s| {
-        s["Sid"] == STATEMENT_ID
-            && s["Effect"] == "Allow"
-            && s["Principal"]["Service"] == PRINCIPAL
-            && s["Condition"]["ArnLike"]["AWS:SourceArn"] == rule
-    })
+    policy::grants_service(policy, STATEMENT_ID, PRINCIPAL, rule)
 }
 
 pub struct ComplianceRule;

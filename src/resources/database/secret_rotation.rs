@@ -10,9 +10,8 @@ use std::fmt;
 
 use async_trait::async_trait;
 use aws_sdk_secretsmanager::types::RotationRulesType;
-use serde_json::Value;
 
-use crate::aws::{AwsError, OpResult, absent_on, required};
+use crate::aws::{AwsError, OpResult, absent_on, policy, required};
 use crate::engine::{Record, StepCx};
 use crate::spec::DbSecret;
 
@@ -59,18 +58,7 @@ fn function_arn<'a>(step: &'a StepCx<'_>) -> Result<&'a str, AwsError> {
 
 /// Whether a function policy lets Secrets Manager invoke it for `secret`.
 pub fn permits(policy: &str, secret: &str) -> bool {
-    let policy: Value = serde_json::from_str(policy).unwrap_or_default();
-    let statements: Vec<&Value> = match &policy["Statement"] {
-        Value::Array(s) => s.iter().collect(),
-        s @ Value::Object(_) => vec![s],
-        _ => Vec::new(),
-    };
-    statements.iter().any(|s| {
-        s["Sid"] == STATEMENT_ID
-            && s["Effect"] == "Allow"
-            && s["Principal"]["Service"] == PRINCIPAL
-            && s["Condition"]["ArnLike"]["AWS:SourceArn"] == secret
-    })
+    policy::grants_service(policy, STATEMENT_ID, PRINCIPAL, secret)
 }
 
 impl SecretRotation {

@@ -22,7 +22,7 @@ use aws_sdk_apigateway::types::{
 };
 use serde_json::Value;
 
-use crate::aws::{AwsError, Budget, OpResult, absent_on, required, retry_on_codes};
+use crate::aws::{AwsError, Budget, OpResult, absent_on, policy, required, retry_on_codes};
 use crate::engine::{Record, StepCx};
 use crate::spec::Certificate as CertificateSpec;
 use crate::tags::TagMap;
@@ -746,19 +746,12 @@ impl RestApi {
         let Some(out) = absent_on(got, &["ResourceNotFoundException"])? else {
             return Ok(false);
         };
-        let policy: Value = serde_json::from_str(out.policy().unwrap_or("{}")).unwrap_or_default();
-        let source = Self::source_arn(cx, id, path);
-        let statements: Vec<&Value> = match &policy["Statement"] {
-            Value::Array(s) => s.iter().collect(),
-            s @ Value::Object(_) => vec![s],
-            _ => Vec::new(),
-        };
-        Ok(statements.iter().any(|s| {
-            s["Sid"] == statement_id(f).as_str()
-                && s["Effect"] == "Allow"
-                && s["Principal"]["Service"] == APIGATEWAY_PRINCIPAL
-                && s["Condition"]["ArnLike"]["AWS:SourceArn"] == source.as_str()
-        }))
+        Ok(policy::grants_service(
+            out.policy().unwrap_or("{}"),
+            &statement_id(f),
+            APIGATEWAY_PRINCIPAL,
+            &Self::source_arn(cx, id, path),
+        ))
     }
 
     async fn remove_permission(&self, cx: &Context, f: Function) -> Result<(), AwsError> {

@@ -16,9 +16,8 @@ use async_trait::async_trait;
 use aws_sdk_elasticloadbalancingv2::types::{
     Matcher, ProtocolEnum, TargetDescription, TargetGroup as ElbTargetGroup, TargetTypeEnum,
 };
-use serde_json::Value;
 
-use crate::aws::{AwsError, OpResult, absent_on, required};
+use crate::aws::{AwsError, OpResult, absent_on, policy, required};
 use crate::engine::{Record, StepCx};
 use crate::naming::NameKind;
 use crate::tags::TagMap;
@@ -186,13 +185,12 @@ impl TargetGroup {
         let Some(out) = absent_on(got, &["ResourceNotFoundException"])? else {
             return Ok(false);
         };
-        let policy: Value = serde_json::from_str(out.policy().unwrap_or("{}")).unwrap_or_default();
-        Ok(statements(&policy).iter().any(|s| {
-            s["Sid"] == self.kind.statement_id().as_str()
-                && s["Effect"] == "Allow"
-                && s["Principal"]["Service"] == ELB_PRINCIPAL
-                && s["Condition"]["ArnLike"]["AWS:SourceArn"] == tg_arn
-        }))
+        Ok(policy::grants_service(
+            out.policy().unwrap_or("{}"),
+            &self.kind.statement_id(),
+            ELB_PRINCIPAL,
+            tg_arn,
+        ))
     }
 
     async fn remove_permission(&self, cx: &Context) -> Result<(), AwsError> {
@@ -207,14 +205,6 @@ impl TargetGroup {
             .await
             .op("lambda:RemovePermission");
         absent_on(removed, &["ResourceNotFoundException"]).map(drop)
-    }
-}
-
-fn statements(policy: &Value) -> Vec<&Value> {
-    match &policy["Statement"] {
-        Value::Array(s) => s.iter().collect(),
-        s @ Value::Object(_) => vec![s],
-        _ => Vec::new(),
     }
 }
 
