@@ -1371,7 +1371,8 @@ async fn a_killed_up_resumes_without_duplicates_or_orphans() {
         ("nat-gateway", 3),
         ("elastic-ip", 3),
         ("route-table", 5),
-        ("security-group", 5),
+        // alb, nlb, lambda, database, db-proxy, db-migration
+        ("security-group", 6),
         ("vpc-endpoint", 2),
         ("flow-log", 1),
     ]);
