@@ -649,7 +649,7 @@ async fn check_security_groups(aws: &Aws, env: &str, outputs: &BTreeMap<String, 
         .iter()
         .filter(|g| g.group_name() != Some("default"))
         .collect();
-    assert_eq!(ours.len(), 5, "security groups besides the default one");
+    assert_eq!(ours.len(), 6, "security groups besides the default one");
     let mut by_role = BTreeMap::new();
     for g in &ours {
         let tags = ec2_tags(g.tags());
@@ -675,6 +675,7 @@ async fn check_security_groups(aws: &Aws, env: &str, outputs: &BTreeMap<String, 
         BTreeSet::from([
             "security-group:alb",
             "security-group:database",
+            "security-group:db-migration",
             "security-group:db-proxy",
             "security-group:lambda",
             "security-group:nlb",
