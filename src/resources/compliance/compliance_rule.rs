@@ -36,7 +36,7 @@ use async_trait::async_trait;
 use aws_sdk_eventbridge::types::{RetryPolicy, RuleState, Target};
 use serde_json::{Value, json};
 
-use crate::aws::{AwsError, OpResult, absent_on, built, policy};
+use crate::aws::{AwsError, OpResult, absent_on, built};
 use crate::engine::{Record, StepCx};
 use crate::naming::{NameKind, Names};
 use crate::tags::{TagMap, describe_tag_fix};
@@ -44,7 +44,7 @@ use crate::tags::{TagMap, describe_tag_fix};
 use crate::resources::context::Context;
 use crate::resources::model::Function;
 use crate::resources::resource::Resource;
-use crate::resources::sdk::events;
+use crate::resources::sdk::{events, lambda};
 
 use super::config_rules;
 
@@ -132,11 +132,6 @@ fn desired_targets(step: &StepCx<'_>) -> Result<Vec<FoundTarget>, AwsError> {
             retry: Some((MAX_AGE_S, ATTEMPTS)),
         },
     ])
-}
-
-/// Whether a function policy lets EventBridge invoke it for `rule` only.
-pub fn permits(policy: &str, rule: &str) -> bool {
-    policy::grants_service(policy, STATEMENT_ID, PRINCIPAL, rule)
 }
 
 pub struct ComplianceRule;
@@ -239,16 +234,8 @@ impl ComplianceRule {
     }
 
     async fn permitted(cx: &Context, rule: &str) -> Result<bool, AwsError> {
-        let got = cx
-            .clients
-            .lambda
-            .get_policy()
-            .function_name(Function::Remediation.name(cx))
-            .send()
-            .await
-            .op("lambda:GetPolicy");
-        Ok(absent_on(got, &["ResourceNotFoundException"])?
-            .is_some_and(|out| permits(out.policy().unwrap_or("{}"), rule)))
+        let function = Function::Remediation.name(cx);
+        lambda::grants(cx, &function, None, STATEMENT_ID, PRINCIPAL, rule).await
     }
 
     async fn remove_permission(cx: &Context) -> Result<(), AwsError> {

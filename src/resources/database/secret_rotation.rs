@@ -11,13 +11,14 @@ use std::fmt;
 use async_trait::async_trait;
 use aws_sdk_secretsmanager::types::RotationRulesType;
 
-use crate::aws::{AwsError, OpResult, absent_on, policy, required};
+use crate::aws::{AwsError, OpResult, absent_on, required};
 use crate::engine::{Record, StepCx};
 use crate::spec::DbSecret;
 
 use crate::resources::context::Context;
 use crate::resources::model::Function;
 use crate::resources::resource::Resource;
+use crate::resources::sdk::lambda;
 
 pub const ROTATION_DAYS: i64 = 30;
 const PRINCIPAL: &str = "secretsmanager.amazonaws.com";
@@ -57,22 +58,15 @@ fn function_arn<'a>(step: &'a StepCx<'_>) -> Result<&'a str, AwsError> {
 }
 
 /// Whether a function policy lets Secrets Manager invoke it for `secret`.
-pub fn permits(policy: &str, secret: &str) -> bool {
-    policy::grants_service(policy, STATEMENT_ID, PRINCIPAL, secret)
+#[cfg(test)]
+fn permits(policy: &str, secret: &str) -> bool {
+    crate::aws::policy::grants_service(policy, STATEMENT_ID, PRINCIPAL, secret)
 }
 
 impl SecretRotation {
     async fn permission_ok(&self, cx: &Context, secret: &str) -> Result<bool, AwsError> {
-        let got = cx
-            .clients
-            .lambda
-            .get_policy()
-            .function_name(Function::Rotation.name(cx))
-            .send()
-            .await
-            .op("lambda:GetPolicy");
-        Ok(absent_on(got, &["ResourceNotFoundException"])?
-            .is_some_and(|out| permits(out.policy().unwrap_or("{}"), secret)))
+        let function = Function::Rotation.name(cx);
+        lambda::grants(cx, &function, None, STATEMENT_ID, PRINCIPAL, secret).await
     }
 
     async fn permit(&self, cx: &Context, secret: &str) -> Result<(), AwsError> {

@@ -22,7 +22,7 @@ use aws_sdk_apigateway::types::{
 };
 use serde_json::Value;
 
-use crate::aws::{AwsError, Budget, OpResult, absent_on, policy, required, retry_on_codes};
+use crate::aws::{AwsError, Budget, OpResult, absent_on, required, retry_on_codes};
 use crate::engine::{Record, StepCx};
 use crate::spec::Certificate as CertificateSpec;
 use crate::tags::TagMap;
@@ -35,6 +35,7 @@ use crate::resources::edge::api_definition::{
 };
 use crate::resources::model::Function;
 use crate::resources::resource::{Resource, keep_the_one_in_use, recorded_first};
+use crate::resources::sdk::lambda;
 use crate::tags::describe_tag_fix;
 
 const APIGATEWAY_PRINCIPAL: &str = "apigateway.amazonaws.com";
@@ -735,23 +736,9 @@ impl RestApi {
         id: &str,
         path: &str,
     ) -> Result<bool, AwsError> {
-        let got = cx
-            .clients
-            .lambda
-            .get_policy()
-            .function_name(f.name(cx))
-            .send()
-            .await
-            .op("lambda:GetPolicy");
-        let Some(out) = absent_on(got, &["ResourceNotFoundException"])? else {
-            return Ok(false);
-        };
-        Ok(policy::grants_service(
-            out.policy().unwrap_or("{}"),
-            &statement_id(f),
-            APIGATEWAY_PRINCIPAL,
-            &Self::source_arn(cx, id, path),
-        ))
+        let source = Self::source_arn(cx, id, path);
+        let sid = statement_id(f);
+        lambda::grants(cx, &f.name(cx), None, &sid, APIGATEWAY_PRINCIPAL, &source).await
     }
 
     async fn remove_permission(&self, cx: &Context, f: Function) -> Result<(), AwsError> {

@@ -17,7 +17,7 @@ use aws_sdk_elasticloadbalancingv2::types::{
     Matcher, ProtocolEnum, TargetDescription, TargetGroup as ElbTargetGroup, TargetTypeEnum,
 };
 
-use crate::aws::{AwsError, OpResult, absent_on, policy, required};
+use crate::aws::{AwsError, OpResult, absent_on, required};
 use crate::engine::{Record, StepCx};
 use crate::naming::NameKind;
 use crate::tags::TagMap;
@@ -27,7 +27,7 @@ use crate::resources::model::HTTPS_PORT;
 use crate::resources::model::{BLUE, Function, GREEN};
 use crate::resources::resource::Resource;
 use crate::resources::sdk::ec2;
-use crate::resources::sdk::elb;
+use crate::resources::sdk::{elb, lambda};
 use crate::tags::describe_tag_fix;
 
 const ELB_PRINCIPAL: &str = "elasticloadbalancing.amazonaws.com";
@@ -173,24 +173,9 @@ impl TargetGroup {
         alias: &str,
         tg_arn: &str,
     ) -> Result<bool, AwsError> {
-        let got = cx
-            .clients
-            .lambda
-            .get_policy()
-            .function_name(Function::Transaction.name(cx))
-            .qualifier(alias)
-            .send()
-            .await
-            .op("lambda:GetPolicy");
-        let Some(out) = absent_on(got, &["ResourceNotFoundException"])? else {
-            return Ok(false);
-        };
-        Ok(policy::grants_service(
-            out.policy().unwrap_or("{}"),
-            &self.kind.statement_id(),
-            ELB_PRINCIPAL,
-            tg_arn,
-        ))
+        let function = Function::Transaction.name(cx);
+        let sid = self.kind.statement_id();
+        lambda::grants(cx, &function, Some(alias), &sid, ELB_PRINCIPAL, tg_arn).await
     }
 
     async fn remove_permission(&self, cx: &Context) -> Result<(), AwsError> {

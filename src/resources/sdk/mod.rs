@@ -10,6 +10,7 @@ pub mod elb;
 pub mod events;
 pub mod iam;
 pub mod kms;
+pub mod lambda;
 pub mod logs;
 pub mod rds;
 pub mod s3;
