@@ -30,6 +30,8 @@ pub struct Clients {
     pub guardduty: aws_sdk_guardduty::Client,
     pub config: aws_sdk_config::Client,
     pub xray: aws_sdk_xray::Client,
+    pub autoscaling: aws_sdk_autoscaling::Client,
+    pub route53: aws_sdk_route53::Client,
     /// What every client above counts into.
     pub counter: ApiCounter,
 }
@@ -78,6 +80,8 @@ impl Clients {
             guardduty: client!(aws_sdk_guardduty),
             config: client!(aws_sdk_config),
             xray: client!(aws_sdk_xray),
+            autoscaling: client!(aws_sdk_autoscaling),
+            route53: client!(aws_sdk_route53),
             counter: counter.attached(),
         }
     }

@@ -53,6 +53,8 @@ pub fn clients() -> Clients {
         guardduty: mock_client!(aws_sdk_guardduty, RuleMode::MatchAny, none),
         config: mock_client!(aws_sdk_config, RuleMode::MatchAny, none),
         xray: mock_client!(aws_sdk_xray, RuleMode::MatchAny, none),
+        autoscaling: mock_client!(aws_sdk_autoscaling, RuleMode::MatchAny, none),
+        route53: mock_client!(aws_sdk_route53, RuleMode::MatchAny, none),
         counter: crate::aws::ApiCounter::new(),
     }
 }
