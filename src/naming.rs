@@ -214,8 +214,10 @@ pub struct Names {
     region: String,
 }
 
-/// The purposes of the env's customer-managed KMS keys.
-pub const KEY_PURPOSES: [&str; 5] = ["database", "dynamodb", "s3", "logs", "events"];
+/// The purposes of the env's customer-managed KMS keys. `parameters`
+/// encrypts the SecureString parameters: a key of its own, so reading the
+/// card-hash key needs a grant no topic or log group implies.
+pub const KEY_PURPOSES: [&str; 6] = ["database", "dynamodb", "s3", "logs", "events", "parameters"];
 
 impl Names {
     pub fn new(env: EnvName, account_id: impl Into<String>, region: impl Into<String>) -> Self {

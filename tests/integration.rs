@@ -49,6 +49,7 @@ fn key_output(purpose: &str) -> &'static str {
         "s3" => "S3KmsKeyArn",
         "logs" => "LogsKmsKeyArn",
         "events" => "EventsKmsKeyArn",
+        "parameters" => "ParametersKmsKeyArn",
         other => panic!("unknown key purpose {other}"),
     }
 }
@@ -1019,6 +1020,12 @@ async fn check_parameters(aws: &Aws, env: &str, outputs: &BTreeMap<String, Strin
     );
     let secret = p.value().unwrap_or_default().to_owned();
     assert!(secret.len() >= 16, "{secret_param} holds no real key");
+    // Encrypted with the parameters key, which nothing else uses.
+    assert_eq!(
+        pan_hash_key(aws, &secret_param).await.1.as_deref(),
+        Some(output(outputs, "ParametersKmsKeyArn")),
+        "{secret_param}'s key"
+    );
     assert_payops_tags(
         &secret_param,
         &tags_of(secret_param.clone()).await,
@@ -1120,10 +1127,26 @@ async fn drift_is_reported_by_status_and_repaired_by_up() {
         .send()
         .await
         .expect("CreateRoute");
+    // ... and the card-hash key is where an env made before the parameters
+    // key had it: under the logs key (same value).
+    let secret_param = format!("/payops/{}/secure/PanHashKey", env.name);
+    let secret = pan_hash_key(&aws, &secret_param).await;
+    aws.c
+        .ssm
+        .put_parameter()
+        .name(&secret_param)
+        .value(&secret.0)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .key_id(output(&outputs, "LogsKmsKeyArn"))
+        .overwrite(true)
+        .send()
+        .await
+        .expect("PutParameter under the logs key");
     let drifted = BTreeSet::from([
         "route-table:private-b".to_owned(),
         "s3-bucket:audit".to_owned(),
         "route-table:database".to_owned(),
+        "ssm-parameters:security".to_owned(),
     ]);
 
     let status = env.status_json();
@@ -1186,6 +1209,48 @@ async fn drift_is_reported_by_status_and_repaired_by_up() {
         None,
         "the database table's internet route is gone"
     );
+    let moved = pan_hash_key(&aws, &secret_param).await;
+    assert_eq!(
+        moved.1.as_deref(),
+        Some(output(&outputs, "ParametersKmsKeyArn")),
+        "the card-hash key is under the parameters key again"
+    );
+    // Compared, never printed: a new value would change every card's hash.
+    assert!(moved.0 == secret.0, "the card-hash key kept its value");
+}
+
+/// The value (decrypted) and KMS key of the SecureString `name`.
+async fn pan_hash_key(aws: &Aws, name: &str) -> (String, Option<String>) {
+    let ssm = &aws.c.ssm;
+    let value = ssm
+        .get_parameter()
+        .name(name)
+        .with_decryption(true)
+        .send()
+        .await
+        .expect("ssm:GetParameter")
+        .parameter()
+        .and_then(|p| p.value())
+        .unwrap_or_default()
+        .to_owned();
+    let key = ssm
+        .describe_parameters()
+        .parameter_filters(
+            aws_sdk_ssm::types::ParameterStringFilter::builder()
+                .key("Name")
+                .option("Equals")
+                .values(name)
+                .build()
+                .expect("filter"),
+        )
+        .send()
+        .await
+        .expect("ssm:DescribeParameters")
+        .parameters()
+        .first()
+        .and_then(|p| p.key_id())
+        .map(str::to_owned);
+    (value, key)
 }
 
 // ===================================================================== 4

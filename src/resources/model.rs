@@ -35,6 +35,10 @@ pub const DB_PORT: i32 = 5432;
 /// functions read.
 pub const DB_APP_USER: &str = "payops_app";
 
+/// The card-hash key: a SecureString under the env's parameter path, made
+/// by the security domain's parameters step, read by transaction processing.
+pub const PAN_HASH_KEY: &str = "secure/PanHashKey";
+
 /// The step that publishes `domain`'s outputs as configuration parameters
 /// (registered by the config domain, one per domain).
 pub fn parameters_step(domain: &str) -> String {

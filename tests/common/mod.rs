@@ -34,9 +34,9 @@ pub const TAG_STEP: &str = "payops:step";
 pub const TAG_MANAGED_BY: &str = "payops:managed-by";
 pub const TAG_CREATED_AT: &str = "payops:created-at";
 
-pub const KEY_PURPOSES: [&str; 5] = ["database", "dynamodb", "s3", "logs", "events"];
+pub const KEY_PURPOSES: [&str; 6] = ["database", "dynamodb", "s3", "logs", "events", "parameters"];
 /// Steps of one env (`payops graph` lists them).
-pub const STEP_COUNT: usize = 150;
+pub const STEP_COUNT: usize = 151;
 /// Steps with nothing to manage unless asked: `status` shows them "not
 /// wanted", and they count as no resource of the env. The alert emails
 /// (none given), and the Aurora instance slots beyond the default 2 readers

@@ -13,7 +13,7 @@ use crate::engine::StepCx;
 
 use crate::resources::common::iam_role::Role;
 use crate::resources::context::Context;
-use crate::resources::model::{DB_APP_USER, Function, REMEDIATION_INPUTS, SgRole};
+use crate::resources::model::{DB_APP_USER, Function, PAN_HASH_KEY, REMEDIATION_INPUTS, SgRole};
 
 /// The GSI fraud detection reads a customer's recent transactions through.
 pub const CUSTOMER_INDEX: &str = "customerId-timestamp-index";
@@ -77,6 +77,14 @@ fn kms_via(sid: &str, actions: &[&str], key: &str, services: &[&str], region: &s
     })
 }
 
+/// Decrypt with `key` through Parameter Store, for the SecureString
+/// `parameter` (an ARN) only.
+fn secure_parameter_key(sid: &str, key: &str, parameter: &str, region: &str) -> Value {
+    let mut grant = kms_via(sid, &["kms:Decrypt"], key, &["ssm"], region);
+    grant["Condition"]["StringEquals"]["kms:EncryptionContext:PARAMETER_ARN"] = json!(parameter);
+    grant
+}
+
 fn output<'a>(step: &'a StepCx<'_>, from: &str, key: &str) -> Result<&'a str, AwsError> {
     Ok(step.output(from, key)?)
 }
@@ -129,7 +137,7 @@ pub fn parameters(function: Function) -> &'static [&'static str] {
             "EventBusName",
             "PaymentsProcessingQueueUrl",
             "TransactionLogStreamName",
-            "secure/PanHashKey",
+            PAN_HASH_KEY,
             "MaxPaymentAmount",
             "AllowedCurrencies",
         ],
@@ -453,6 +461,8 @@ pub fn policies(
             let table_key = output(step, "kms-key:dynamodb", "DynamoDbKmsKeyArn")?;
             let bucket_key = output(step, "kms-key:s3", "S3KmsKeyArn")?;
             let logs_key = output(step, "kms-key:logs", "LogsKmsKeyArn")?;
+            let parameters_key = output(step, "kms-key:parameters", "ParametersKmsKeyArn")?;
+            let card_hash_key = cx.arn("ssm", &format!("parameter{path}/{PAN_HASH_KEY}"));
             policies.push((
                 "data".to_owned(),
                 json!({
@@ -485,15 +495,25 @@ pub fn policies(
                             &["s3"],
                             region,
                         ),
-                        // The failed-transactions topic and the SecureString
-                        // card-hash key are both encrypted with the logs key.
+                        // The failed-transactions topic is encrypted with the
+                        // logs key.
                         kms_via(
-                            "TopicAndSecretKey",
+                            "TopicKey",
                             &["kms:GenerateDataKey", "kms:Decrypt"],
                             logs_key,
-                            &["sns", "ssm"],
+                            &["sns"],
                             region,
                         ),
+                        // The card-hash key, a SecureString: Parameter Store
+                        // decrypts with the reader's permission and the
+                        // parameter's ARN as encryption context, so this
+                        // opens that one parameter only.
+                        secure_parameter_key("CardHashKey", parameters_key, &card_hash_key, region),
+                        // An env made before the parameters key has it under
+                        // the logs key until `up` moves it; the function keeps
+                        // reading it meanwhile. Remove once no env predates
+                        // the parameters key.
+                        secure_parameter_key("CardHashKeyBeforeItsOwnKey", logs_key, &card_hash_key, region),
                     ]
                 }),
             ));
@@ -657,6 +677,11 @@ mod tests {
             ("kms-key:dynamodb", "DynamoDbKmsKeyArn", "k-ddb".to_owned()),
             ("kms-key:s3", "S3KmsKeyArn", "k-s3".to_owned()),
             ("kms-key:logs", "LogsKmsKeyArn", "k-logs".to_owned()),
+            (
+                "kms-key:parameters",
+                "ParametersKmsKeyArn",
+                "k-parameters".to_owned(),
+            ),
             ("kms-key:events", "EventsKmsKeyArn", "k-events".to_owned()),
             (
                 "sqs-queue:payments-processing",
@@ -1021,10 +1046,49 @@ mod tests {
         let transaction = all(Function::Transaction);
         assert!(transaction.contains("arn:aws:s3:::payops-pr1-audit/audit/transactions/*"));
         assert!(transaction.contains("payops-pr1-failed-transactions"));
-        assert!(transaction.contains(
-            "\"kms:ViaService\":[\"sns.us-east-1.amazonaws.com\",\"ssm.us-east-1.amazonaws.com\"]"
-        ));
         assert!(!transaction.contains("fraud-rules"));
+        // Keys through their service only: the topic's via SNS; the
+        // card-hash SecureString's via Parameter Store and for that one
+        // parameter (its ARN is Parameter Store's encryption context), with
+        // the parameters key and, until `up` moves an older env's value, the
+        // logs key.
+        let by_sid = |sid: &str| {
+            statements(&documents(Function::Transaction))
+                .into_iter()
+                .find(|s| s["Sid"] == sid)
+                .unwrap_or_else(|| panic!("no {sid}"))
+        };
+        let topic = by_sid("TopicKey");
+        assert_eq!(topic["Resource"], "k-logs");
+        assert_eq!(
+            topic["Condition"]["StringEquals"]["kms:ViaService"],
+            json!(["sns.us-east-1.amazonaws.com"])
+        );
+        let card_hash =
+            format!("arn:aws:ssm:us-east-1:{ACCT}:parameter/payops/pr1/secure/PanHashKey");
+        for (sid, key) in [
+            ("CardHashKey", "k-parameters"),
+            ("CardHashKeyBeforeItsOwnKey", "k-logs"),
+        ] {
+            let grant = by_sid(sid);
+            assert_eq!(grant["Resource"], key, "{sid}");
+            assert_eq!(grant["Action"], json!(["kms:Decrypt"]), "{sid}");
+            assert_eq!(
+                grant["Condition"]["StringEquals"],
+                json!({
+                    "kms:ViaService": ["ssm.us-east-1.amazonaws.com"],
+                    "kms:EncryptionContext:PARAMETER_ARN": card_hash,
+                }),
+                "{sid}"
+            );
+        }
+        for f in [
+            Function::Validation,
+            Function::Fraud,
+            Function::QueueConsumer,
+        ] {
+            assert!(!all(f).contains("k-parameters"), "{f:?} may read secrets");
+        }
         // Configuration: the env's path only, never another env's.
         assert!(transaction.contains(&format!(
             "arn:aws:ssm:us-east-1:{ACCT}:parameter/payops/pr1\""

@@ -90,7 +90,12 @@ pub fn register(r: &mut Registry) {
             ),
             dep(
                 "kms-key:logs",
-                "the topic and the card-hash SecureString are encrypted with the logs key",
+                "the role may use the failed-transactions topic's key, through SNS only",
+            ),
+            dep(
+                "kms-key:parameters",
+                "the role may decrypt the card-hash SecureString (and that parameter only) with \
+                 the parameters key, through Parameter Store",
             ),
             dep(
                 function_roles::CONSUMER_QUEUE_INPUT.0,

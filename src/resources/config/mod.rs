@@ -8,7 +8,7 @@
 pub mod retired_parameters;
 pub mod ssm_parameters;
 
-use super::model::parameters_step;
+use super::model::{Function, parameters_step};
 use super::registry::{Registry, dep};
 
 pub fn register(r: &mut Registry) {
@@ -20,13 +20,18 @@ pub fn register(r: &mut Registry) {
         } else {
             ssm_parameters::Parameters::outputs_only()
         };
-        r.add(
-            step.clone(),
-            resource,
-            ids.into_iter()
-                .map(|id| dep(id, "its outputs are published as configuration parameters"))
-                .collect(),
-        );
+        let mut deps: Vec<_> = ids
+            .into_iter()
+            .map(|id| dep(id, "its outputs are published as configuration parameters"))
+            .collect();
+        if domain == "security" {
+            deps.push(dep(
+                Function::Transaction.role_step(),
+                "the card-hash SecureString moves to the parameters key only once the one \
+                 function that reads it may decrypt with that key (no failed cold start between)",
+            ));
+        }
+        r.add(step.clone(), resource, deps);
         published.push(step);
     }
     r.add_step(retired_parameters::RetiredParameters::new(

@@ -26,7 +26,7 @@ use crate::engine::{
 use crate::resources::context::Context;
 use crate::tags::{self, TagMap};
 
-use super::ssm_parameters::{delete_names, names_tagged};
+use super::ssm_parameters::{delete_names, tagged};
 
 /// The old single step's id (and the tag its parameters carry).
 pub const STEP: &str = "ssm-parameters";
@@ -59,12 +59,18 @@ impl RetiredParameters {
 
     /// The old step's parameters that no domain's step took over.
     async fn leftovers(cx: &Context) -> Result<Vec<String>, AwsError> {
-        names_tagged(cx, &Self::ownership(cx, Some(STEP))).await
+        Ok(tagged(cx, &Self::ownership(cx, Some(STEP)))
+            .await?
+            .into_keys()
+            .collect())
     }
 
     /// Every parameter of the env's under its path.
     async fn all_ours(cx: &Context) -> Result<Vec<String>, AwsError> {
-        names_tagged(cx, &Self::ownership(cx, None)).await
+        Ok(tagged(cx, &Self::ownership(cx, None))
+            .await?
+            .into_keys()
+            .collect())
     }
 
     fn record(names: &[String]) -> Record {
@@ -238,7 +244,8 @@ mod tests {
     #[tokio::test]
     async fn down_deletes_every_parameter_of_the_env_under_the_path() {
         let [legacy, all] = described(&[], &["/payops/pr1/VpcId", "/payops/pr1/TableName"]);
-        let delete = deletes(&["/payops/pr1/VpcId", "/payops/pr1/TableName"]);
+        // In name order: DescribeParameters' pages are gathered by name.
+        let delete = deletes(&["/payops/pr1/TableName", "/payops/pr1/VpcId"]);
         let mut clients = testing::clients();
         clients.ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&legacy, &all, &delete]);
         let cx = testing::context(clients);

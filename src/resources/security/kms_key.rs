@@ -1,5 +1,12 @@
 //! The env's customer-managed KMS keys, one per purpose (database, DynamoDB,
-//! S3, logs, events), each symmetric, rotating yearly, reachable by a stable alias.
+//! S3, logs, events, parameters), each symmetric, rotating yearly, reachable
+//! by a stable alias.
+//!
+//! The parameters key's policy names no service: Parameter Store calls KMS
+//! with its caller's permissions (Encrypt on put, Decrypt on read), so the
+//! grants are the callers' IAM policies, through `ssm` only and for one
+//! parameter's ARN as encryption context (KMS developer guide,
+//! services-parameter-store).
 //!
 //! Aliases cannot carry tags, so an alias is trusted only through the key it
 //! names: an alias with our name that points at a key not tagged as this env's
@@ -74,6 +81,7 @@ impl KmsKey {
             "s3" => "S3".into(),
             "logs" => "Logs".into(),
             "events" => "Events".into(),
+            "parameters" => "Parameters".into(),
             other => {
                 let mut chars = other.chars();
                 chars
@@ -1599,7 +1607,7 @@ mod tests {
     #[test]
     fn outputs_are_named_by_purpose_and_aliases_follow_kms_rules() {
         let cx = testing::context(testing::clients());
-        let prefixes = ["Database", "DynamoDb", "S3", "Logs", "Events"];
+        let prefixes = ["Database", "DynamoDb", "S3", "Logs", "Events", "Parameters"];
         for (purpose, prefix) in KEY_PURPOSES.into_iter().zip(prefixes) {
             let key = KmsKey::new(purpose);
             let alias = key.alias(&cx).unwrap();
