@@ -8,7 +8,7 @@
 pub mod retired_parameters;
 pub mod ssm_parameters;
 
-use super::model::{Function, parameters_step};
+use super::model::parameters_step;
 use super::registry::{Registry, dep};
 
 pub fn register(r: &mut Registry) {
@@ -26,7 +26,7 @@ pub fn register(r: &mut Registry) {
             .collect();
         if domain == "security" {
             deps.push(dep(
-                Function::Transaction.role_step(),
+                ssm_parameters::secrets_reader_role(),
                 "the card-hash SecureString moves to the parameters key only once the one \
                  function that reads it may decrypt with that key (no failed cold start between)",
             ));

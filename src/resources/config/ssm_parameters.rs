@@ -32,7 +32,7 @@ use crate::engine::{Record, StepCx};
 use crate::tags::{self, TagMap};
 
 use crate::resources::context::Context;
-use crate::resources::model::PAN_HASH_KEY;
+use crate::resources::model::{Function, PAN_HASH_KEY};
 use crate::resources::resource::Resource;
 
 /// Generated secrets: (name under the path, why it exists).
@@ -46,6 +46,12 @@ const PARAMETERS_KEY: (&str, &str) = ("kms-key:parameters", "ParametersKmsKeyArn
 
 /// At most this many tag reads at once: SSM throttles around 40 TPS.
 const READ_CONCURRENCY: usize = 8;
+
+/// The role of the one function that reads the secrets: a secret moves to
+/// another key only once that role may decrypt with it.
+pub fn secrets_reader_role() -> String {
+    Function::Transaction.role_step()
+}
 
 pub struct Parameters {
     /// The security domain's step: it also generates the secrets (encrypted
@@ -129,10 +135,14 @@ impl Parameters {
         }
     }
 
-    /// Plain values this step should publish, by full parameter name.
-    fn desired(cx: &Context, step: &StepCx<'_>) -> BTreeMap<String, String> {
+    /// Plain values this step should publish, by full parameter name: its
+    /// inputs' outputs, but for the secrets' reader's role, which the
+    /// security step only waits for (compute's step publishes it).
+    fn desired(&self, cx: &Context, step: &StepCx<'_>) -> BTreeMap<String, String> {
         let path = cx.names.parameter_path();
+        let reader = self.with_secrets.then(secrets_reader_role);
         step.inputs()
+            .filter(|(id, _)| Some(id.as_str()) != reader.as_deref())
             .flat_map(|(_, record)| record.outputs.iter())
             // SSM refuses empty values; an empty output has nothing to say.
             .filter(|(_, v)| !v.is_empty())
@@ -192,7 +202,8 @@ impl Parameters {
     async fn read(&self, cx: &Context, step: &StepCx<'_>) -> Result<ParamSet, AwsError> {
         let id = step.id().as_str();
         let tagged = Self::fully_tagged(cx, id).await?;
-        let wanted: Vec<String> = Self::desired(cx, step)
+        let wanted: Vec<String> = self
+            .desired(cx, step)
             .into_keys()
             .chain(self.secret_names(cx))
             .collect();
@@ -395,7 +406,7 @@ impl Resource for Parameters {
         step: &StepCx<'_>,
         set: &ParamSet,
     ) -> Result<Vec<Fix>, AwsError> {
-        let desired = Self::desired(cx, step);
+        let desired = self.desired(cx, step);
         let secrets = self.secret_names(cx);
         let mut fixes = Vec::new();
         let ours = |name: &str, p: &Param| -> Result<(), AwsError> {
@@ -649,6 +660,24 @@ mod tests {
             .then_output(|| DescribeParametersOutput::builder().build())
     }
 
+    /// GetParameters finding what the security step publishes in `inputs()`,
+    /// with `vpc_id` as the VPC's.
+    fn published(vpc_id: &str) -> GetParametersOutput {
+        GetParametersOutput::builder()
+            .parameters(param("/payops/pr1/VpcId", ParameterType::String, vpc_id))
+            .parameters(param(
+                "/payops/pr1/ParametersKmsKeyArn",
+                ParameterType::String,
+                "arn:aws:kms:us-east-1:123456789012:key/k",
+            ))
+            .parameters(param(
+                "/payops/pr1/secure/PanHashKey",
+                ParameterType::SecureString,
+                "AQICAH-ciphertext",
+            ))
+            .build()
+    }
+
     fn param(name: &str, kind: ParameterType, value: &str) -> Parameter {
         Parameter::builder()
             .name(name)
@@ -680,11 +709,22 @@ mod tests {
             [&empty, &plain, &secret, &described]
         );
         let cx = testing::context(clients);
-        let applied = testing::ensure(&cx, STEP, Parameters::with_secrets(), &inputs())
+        // The secrets' reader's role is an input for ordering only: its
+        // outputs are compute's step's to publish.
+        let mut inputs = inputs();
+        inputs.push((
+            "iam-role:transaction-processing",
+            Record::default().output("TransactionRoleArn", "arn:aws:iam::123456789012:role/r"),
+        ));
+        let applied = testing::ensure(&cx, STEP, Parameters::with_secrets(), &inputs)
             .await
             .unwrap();
         assert_eq!(applied.change, Change::Created);
-        assert_eq!(plain.num_calls(), 2, "VpcId and ParametersKmsKeyArn");
+        assert_eq!(
+            plain.num_calls(),
+            2,
+            "VpcId and ParametersKmsKeyArn, not the role"
+        );
         assert_eq!(secret.num_calls(), 1);
         assert_eq!(
             applied.record.outputs["ConfigParameterPath"],
@@ -696,21 +736,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_changed_value_is_drift_and_a_secret_is_never_rewritten() {
-        let found = mock!(Client::get_parameters).then_output(|| {
-            GetParametersOutput::builder()
-                .parameters(param("/payops/pr1/VpcId", ParameterType::String, "vpc-old"))
-                .parameters(param(
-                    "/payops/pr1/ParametersKmsKeyArn",
-                    ParameterType::String,
-                    "arn:aws:kms:us-east-1:123456789012:key/k",
-                ))
-                .parameters(param(
-                    "/payops/pr1/secure/PanHashKey",
-                    ParameterType::SecureString,
-                    "AQICAH-ciphertext",
-                ))
-                .build()
-        });
+        let found = mock!(Client::get_parameters).then_output(|| published("vpc-old"));
         let tags = mock!(Client::list_tags_for_resource).then_output(|| {
             ListTagsForResourceOutput::builder()
                 .set_tag_list(Some(our_tags()))
@@ -735,21 +761,7 @@ mod tests {
     /// tag it lacks is drift.
     #[tokio::test]
     async fn tags_are_read_one_by_one_only_for_parameters_lacking_some() {
-        let found = mock!(Client::get_parameters).then_output(|| {
-            GetParametersOutput::builder()
-                .parameters(param("/payops/pr1/VpcId", ParameterType::String, "vpc-1"))
-                .parameters(param(
-                    "/payops/pr1/ParametersKmsKeyArn",
-                    ParameterType::String,
-                    "arn:aws:kms:us-east-1:123456789012:key/k",
-                ))
-                .parameters(param(
-                    "/payops/pr1/secure/PanHashKey",
-                    ParameterType::SecureString,
-                    "AQICAH-ciphertext",
-                ))
-                .build()
-        });
+        let found = mock!(Client::get_parameters).then_output(|| published("vpc-1"));
         let described = mock!(Client::describe_parameters)
             .match_requests(|r| {
                 let filters = r.parameter_filters();
@@ -875,21 +887,7 @@ mod tests {
     /// A converged env whose card-hash key is under `key_id`: every
     /// parameter carries all our tags, so only the key can be drift.
     fn converged_with_secret_under(key_id: &'static str) -> [aws_smithy_mocks::Rule; 2] {
-        let found = mock!(Client::get_parameters).then_output(|| {
-            GetParametersOutput::builder()
-                .parameters(param("/payops/pr1/VpcId", ParameterType::String, "vpc-1"))
-                .parameters(param(
-                    "/payops/pr1/ParametersKmsKeyArn",
-                    ParameterType::String,
-                    "arn:aws:kms:us-east-1:123456789012:key/k",
-                ))
-                .parameters(param(
-                    "/payops/pr1/secure/PanHashKey",
-                    ParameterType::SecureString,
-                    "AQICAH-ciphertext",
-                ))
-                .build()
-        });
+        let found = mock!(Client::get_parameters).then_output(|| published("vpc-1"));
         let described = mock!(Client::describe_parameters).then_output(move || {
             let meta = |name: &str| ParameterMetadata::builder().name(name);
             DescribeParametersOutput::builder()
