@@ -215,7 +215,7 @@ pub struct Names {
 }
 
 /// The purposes of the env's customer-managed KMS keys.
-pub const KEY_PURPOSES: [&str; 5] = ["database", "dynamodb", "s3", "logs", "events"];
+pub const KEY_PURPOSES: [&str; 6] = ["database", "dynamodb", "s3", "logs", "events", "ebs"];
 
 impl Names {
     pub fn new(env: EnvName, account_id: impl Into<String>, region: impl Into<String>) -> Self {
