@@ -34,14 +34,28 @@ pub const TAG_STEP: &str = "payops:step";
 pub const TAG_MANAGED_BY: &str = "payops:managed-by";
 pub const TAG_CREATED_AT: &str = "payops:created-at";
 
+/// The keys of a default env (the batch tier's `ebs` key only with `--batch on`).
 pub const KEY_PURPOSES: [&str; 5] = ["database", "dynamodb", "s3", "logs", "events"];
 /// Steps of one env (`payops graph` lists them).
-pub const STEP_COUNT: usize = 150;
+pub const STEP_COUNT: usize = 163;
 /// Steps with nothing to manage unless asked: `status` shows them "not
 /// wanted", and they count as no resource of the env. The alert emails
 /// (none given), and the Aurora instance slots beyond the default 2 readers
 /// (payops registers slots for up to 4).
-pub const NOT_WANTED_BY_DEFAULT: [&str; 8] = [
+pub const NOT_WANTED_BY_DEFAULT: [&str; 20] = [
+    // The batch tier: off unless --batch on (tests/batch.rs has it).
+    "alarm:batch-cpu-high",
+    "alarm:batch-memory-high",
+    "autoscaling-group:batch",
+    "iam-role:batch",
+    "instance-profile:batch",
+    "kms-key:ebs",
+    "launch-template:batch",
+    "log-group:batch",
+    "scaling-policy:batch-cpu",
+    "scaling-policy:batch-memory",
+    "security-group:batch",
+    "service-linked-role:autoscaling",
     "alert-emails:failed-transactions",
     "alert-emails:system-errors",
     "aurora-instance:4",
