@@ -1610,6 +1610,25 @@ async fn gone_for_good(aws: &Aws, arn: &str) -> bool {
     if arn.contains(":cluster-snapshot:rds:") {
         return true;
     }
+    // Terminated instances (the batch group's) stay listed for a while.
+    if let Some(id) = arn.split(":instance/").nth(1) {
+        return match aws.c.ec2.describe_instances().instance_ids(id).send().await {
+            Ok(out) => out
+                .reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .all(|i| {
+                    matches!(
+                        i.state().and_then(|s| s.name()),
+                        Some(
+                            aws_sdk_ec2::types::InstanceStateName::Terminated
+                                | aws_sdk_ec2::types::InstanceStateName::ShuttingDown
+                        )
+                    )
+                }),
+            Err(e) => error_code(&e) == Some("InvalidInstanceID.NotFound"),
+        };
+    }
     if let Some(id) = arn.split(":natgateway/").nth(1) {
         return match aws
             .c

@@ -99,9 +99,17 @@ impl Config {
             })
             .collect();
         volumes.sort();
+        // Only the instances' and volumes' (what payops sets): LocalStack
+        // also echoes the template's own tags here.
         let mut tags: Vec<_> = data
             .tag_specifications()
             .iter()
+            .filter(|t| {
+                matches!(
+                    t.resource_type(),
+                    Some(ResourceType::Instance | ResourceType::Volume)
+                )
+            })
             .map(|t| {
                 (
                     t.resource_type()

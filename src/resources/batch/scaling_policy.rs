@@ -177,7 +177,7 @@ impl Resource for ScalingPolicy {
         p.name.clone()
     }
 
-    async fn create(&self, cx: &Context, _step: &StepCx<'_>) -> Result<FoundPolicy, AwsError> {
+    async fn create(&self, cx: &Context, step: &StepCx<'_>) -> Result<FoundPolicy, AwsError> {
         let name = self.name(cx);
         let configuration = self.configuration(&group(cx));
         let out = cx
@@ -191,9 +191,20 @@ impl Resource for ScalingPolicy {
             .send()
             .await
             .op("autoscaling:PutScalingPolicy")?;
+        let mut arn = out.policy_arn().unwrap_or_default().to_owned();
+        if arn.is_empty() {
+            // LocalStack answers without PolicyARN: read it back, so the
+            // recorded output is the same as a later `find`'s.
+            arn = self
+                .find(cx, step)
+                .await?
+                .pop()
+                .map(|p| p.arn)
+                .unwrap_or_default();
+        }
         Ok(FoundPolicy {
             name,
-            arn: out.policy_arn().unwrap_or_default().to_owned(),
+            arn,
             configuration: Some(configuration),
         })
     }
