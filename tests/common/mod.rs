@@ -42,7 +42,7 @@ pub const STEP_COUNT: usize = 163;
 /// wanted", and they count as no resource of the env. The alert emails
 /// (none given), and the Aurora instance slots beyond the default 2 readers
 /// (payops registers slots for up to 4).
-pub const NOT_WANTED_BY_DEFAULT: [&str; 20] = [
+pub const NOT_WANTED_BY_DEFAULT: [&str; 21] = [
     // The batch tier: off unless --batch on (tests/batch.rs has it).
     "alarm:batch-cpu-high",
     "alarm:batch-memory-high",
@@ -56,6 +56,7 @@ pub const NOT_WANTED_BY_DEFAULT: [&str; 20] = [
     "scaling-policy:batch-memory",
     "security-group:batch",
     "service-linked-role:autoscaling",
+    "ssm-parameters:batch",
     "alert-emails:failed-transactions",
     "alert-emails:system-errors",
     "aurora-instance:4",

@@ -79,7 +79,11 @@ impl Resource for AutoScalingServiceLinkedRole {
     }
 
     async fn find(&self, cx: &Context, _step: &StepCx<'_>) -> Result<Vec<FoundRole>, AwsError> {
-        // `down` never removes it, so `find` for teardown sees nothing.
+        // Without the tier the role is none of the env's business (another
+        // env's or team's group may use it): not found, so never "removed".
+        if !cx.spec.batch.on {
+            return Ok(Vec::new());
+        }
         Ok(get(cx).await?.into_iter().collect())
     }
 
