@@ -355,6 +355,19 @@ pub struct Shape {
     /// leave it out of a cheap env [default: on]
     #[arg(long, value_name = "on|off", value_parser = crate::spec::parse_events)]
     pub events: Option<bool>,
+
+    /// The batch tier (an Auto Scaling group running the nightly settlement report): on, or
+    /// off to leave it out [default: off]
+    #[arg(long, value_name = "on|off", value_parser = crate::spec::parse_events)]
+    pub batch: Option<bool>,
+
+    /// The batch group's instances: MIN-DESIRED-MAX, at most 10 [default: 0-0-2]
+    #[arg(long, value_name = "MIN-DESIRED-MAX")]
+    pub batch_capacity: Option<String>,
+
+    /// The batch instances' type, a Graviton (arm64) one [default: t4g.small]
+    #[arg(long, value_name = "TYPE")]
+    pub batch_instance_type: Option<String>,
 }
 
 /// Checked while parsing, so a typo is a usage error before any AWS call;

@@ -216,8 +216,17 @@ pub struct Names {
 
 /// The purposes of the env's customer-managed KMS keys. `parameters`
 /// encrypts the SecureString parameters: a key of its own, so reading the
-/// card-hash key needs a grant no topic or log group implies.
-pub const KEY_PURPOSES: [&str; 6] = ["database", "dynamodb", "s3", "logs", "events", "parameters"];
+/// card-hash key needs a grant no topic or log group implies. `ebs` (the
+/// batch tier's volumes) exists only with `--batch on`.
+pub const KEY_PURPOSES: [&str; 7] = [
+    "database",
+    "dynamodb",
+    "s3",
+    "logs",
+    "events",
+    "parameters",
+    "ebs",
+];
 
 impl Names {
     pub fn new(env: EnvName, account_id: impl Into<String>, region: impl Into<String>) -> Self {

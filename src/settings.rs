@@ -12,8 +12,8 @@ use crate::aws::config::AwsSettings;
 use crate::cli::{GlobalArgs, OutputFormat, Shape};
 use crate::naming::{self, EnvName};
 use crate::spec::{
-    self, ApiAccess, ApiAuth, Certificate, Cidr, Concurrency, Database, DbSecret, EnvSpec, NatMode,
-    Waf, parse_backup_days, parse_engine_version, parse_instance_class, parse_readers,
+    self, ApiAccess, ApiAuth, Batch, Certificate, Cidr, Concurrency, Database, DbSecret, EnvSpec,
+    NatMode, Waf, parse_backup_days, parse_engine_version, parse_instance_class, parse_readers,
 };
 
 pub const DEFAULT_REGION: &str = "us-east-1";
@@ -79,6 +79,10 @@ pub struct FileConfig {
     waf_block_countries: Option<Vec<String>>,
     /// The event backbone (default on).
     events: Option<bool>,
+    /// The batch tier (default off), its `MIN-DESIRED-MAX` and instance type.
+    batch: Option<bool>,
+    batch_capacity: Option<String>,
+    batch_instance_type: Option<String>,
     /// Envs `destroy-all` never removes, whatever its flags: the account's
     /// blocklist (prod, staging), kept in the file so a sweep's command line
     /// cannot forget it. Top level only: it is about the fleet, not one env.
@@ -112,6 +116,9 @@ pub struct FileShape {
     waf_rate_limit: Option<String>,
     waf_block_countries: Option<Vec<String>>,
     events: Option<bool>,
+    batch: Option<bool>,
+    batch_capacity: Option<String>,
+    batch_instance_type: Option<String>,
 }
 
 /// `reserved_concurrency = 10` and `reserved_concurrency = "transaction=20"`
@@ -320,6 +327,9 @@ impl Settings {
             waf_rate_limit: self.file.waf_rate_limit.clone(),
             waf_block_countries: self.file.waf_block_countries.clone(),
             events: self.file.events,
+            batch: self.file.batch,
+            batch_capacity: self.file.batch_capacity.clone(),
+            batch_instance_type: self.file.batch_instance_type.clone(),
         };
         let pick = |flag: Option<String>, key: &str, get: fn(&FileShape) -> Option<&String>| {
             flag.or_else(|| per_env.and_then(get).cloned())
@@ -490,6 +500,7 @@ impl Settings {
                 None => defaults.events,
             },
         };
+        let batch = resolve_batch(flags, per_env, &top, recorded).map_err(|(k, e)| bad(k, e))?;
         Ok(EnvSpec {
             vpc_cidr,
             nat,
@@ -514,6 +525,7 @@ impl Settings {
                 })
                 .unwrap_or_default(),
             events,
+            batch,
         })
     }
 }
@@ -587,6 +599,48 @@ fn resolve_waf(
     })
 }
 
+/// `--batch`, `--batch-capacity` and `--batch-instance-type` each on their
+/// own: flag, the env's file section, the file's top level, then what the
+/// last `up` recorded, then the defaults (off for a new env).
+fn resolve_batch(
+    flags: &Shape,
+    per_env: Option<&FileShape>,
+    top: &FileShape,
+    recorded: &BTreeMap<String, String>,
+) -> Result<Batch, (&'static str, String)> {
+    let recorded = match recorded.get("batch") {
+        Some(b) => b.parse::<Batch>().map_err(|e| ("batch", e))?,
+        None => Batch::default(),
+    };
+    let text = |flag: Option<String>, get: fn(&FileShape) -> Option<&String>| {
+        flag.or_else(|| per_env.and_then(get).cloned())
+            .or_else(|| get(top).cloned())
+    };
+    let on = flags
+        .batch
+        .or_else(|| per_env.and_then(|s| s.batch))
+        .or(top.batch)
+        .unwrap_or(recorded.on);
+    let (min, desired, max) =
+        match text(flags.batch_capacity.clone(), |s| s.batch_capacity.as_ref()) {
+            Some(v) => spec::parse_batch_capacity(&v).map_err(|e| ("batch_capacity", e))?,
+            None => (recorded.min, recorded.desired, recorded.max),
+        };
+    let instance_type = match text(flags.batch_instance_type.clone(), |s| {
+        s.batch_instance_type.as_ref()
+    }) {
+        Some(v) => spec::parse_batch_instance_type(&v).map_err(|e| ("batch_instance_type", e))?,
+        None => recorded.instance_type,
+    };
+    Ok(Batch {
+        on,
+        min,
+        desired,
+        max,
+        instance_type,
+    })
+}
+
 fn max_attempts() -> Result<u32, SettingsError> {
     match std::env::var("PAYOPS_MAX_ATTEMPTS") {
         Err(_) => Ok(MAX_ATTEMPTS),
@@ -648,6 +702,7 @@ pub fn record_spec(spec: &EnvSpec) -> BTreeMap<String, String> {
         "events".to_owned(),
         spec::events_str(spec.events).to_owned(),
     );
+    recorded.insert("batch".to_owned(), spec.batch.to_string());
     recorded
 }
 
@@ -792,6 +847,52 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("auto-pause"), "{err}");
+    }
+
+    #[test]
+    fn batch_comes_from_the_flag_then_the_file_then_the_record_then_off() {
+        let env = EnvName::parse("pr1").unwrap();
+        let none = BTreeMap::new();
+        let plain = settings("");
+        let fresh = plain.spec(&env, &Shape::default(), &none).unwrap().batch;
+        assert_eq!(fresh, Batch::default());
+        assert!(!fresh.on);
+        let flags = Shape {
+            batch: Some(true),
+            batch_capacity: Some("1-1-3".into()),
+            ..Shape::default()
+        };
+        let spec = plain.spec(&env, &flags, &none).unwrap();
+        assert_eq!(record_spec(&spec)["batch"], "on,t4g.small,1-1-3");
+        // A later run without the flags keeps the recorded choice.
+        let recorded = record_spec(&spec);
+        let again = plain.spec(&env, &Shape::default(), &recorded).unwrap();
+        assert_eq!(again.batch, spec.batch);
+        // Only the instance type given: the recorded capacity stays.
+        let bigger = Shape {
+            batch_instance_type: Some("m7g.large".into()),
+            ..Shape::default()
+        };
+        let b = plain.spec(&env, &bigger, &recorded).unwrap().batch;
+        assert_eq!((b.on, b.min, b.desired, b.max), (true, 1, 1, 3));
+        assert_eq!(b.instance_type, "m7g.large");
+        let file = settings("batch = true\n[env.pr1]\nbatch = false\n");
+        assert!(
+            !file
+                .spec(&env, &Shape::default(), &recorded)
+                .unwrap()
+                .batch
+                .on
+        );
+        assert!(spec::parse_batch_capacity("2-1-3").is_err());
+        assert!(spec::parse_batch_capacity("0-0-11").is_err());
+        assert!(spec::parse_batch_capacity("0-0").is_err());
+        for x86 in ["t3.small", "m7i.large", "g5.xlarge", "m5zn.large", "t4g"] {
+            assert!(spec::parse_batch_instance_type(x86).is_err(), "{x86}");
+        }
+        for arm in ["t4g.small", "m7gd.large", "c6gn.xlarge", "im4gn.large"] {
+            assert!(spec::parse_batch_instance_type(arm).is_ok(), "{arm}");
+        }
     }
 
     #[test]

@@ -777,6 +777,117 @@ pub fn events_str(on: bool) -> &'static str {
     if on { "on" } else { "off" }
 }
 
+/// The batch tier (`--batch`, `--batch-capacity`, `--batch-instance-type`):
+/// an Auto Scaling group of Graviton instances that runs the nightly
+/// settlement report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Batch {
+    pub on: bool,
+    pub min: u32,
+    pub desired: u32,
+    pub max: u32,
+    /// An arm64 (Graviton) type: the template's AMI is the arm64 one.
+    pub instance_type: String,
+}
+
+impl Batch {
+    /// Off for a new env: a PR env rarely needs the nightly report, and the
+    /// tier's customer-managed key and group are left out of a cheap env.
+    pub const DEFAULT_ON: bool = false;
+    /// The most instances `--batch-capacity` may ask for (a report needs one).
+    pub const MAX_INSTANCES: u32 = 10;
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Self {
+            on: Self::DEFAULT_ON,
+            min: 0,
+            desired: 0,
+            max: 2,
+            instance_type: "t4g.small".into(),
+        }
+    }
+}
+
+/// `--batch-capacity MIN-DESIRED-MAX` (`0-1-2`): MIN <= DESIRED <= MAX <= 10.
+pub fn parse_batch_capacity(s: &str) -> Result<(u32, u32, u32), String> {
+    let bad = || {
+        format!(
+            "invalid batch capacity {s:?}: expected MIN-DESIRED-MAX with MIN <= DESIRED <= MAX <= {}",
+            Batch::MAX_INSTANCES
+        )
+    };
+    let parts: Vec<u32> = s
+        .trim()
+        .split('-')
+        .map(|p| p.parse::<u32>().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
+    match parts[..] {
+        [min, desired, max] if min <= desired && desired <= max && max <= Batch::MAX_INSTANCES => {
+            Ok((min, desired, max))
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// `--batch-instance-type`: a Graviton (arm64) type such as `t4g.small` or
+/// `m7g.large`, since the template's AMI is Amazon Linux for arm64; an x86
+/// type would fail every launch.
+pub fn parse_batch_instance_type(s: &str) -> Result<String, String> {
+    let s = s.trim().to_ascii_lowercase();
+    // Graviton families have a `g` after the generation digit: t4g, m7gd,
+    // c6gn, im4gn (m7i, m7a, g5 do not).
+    let graviton = s.split_once('.').is_some_and(|(family, size)| {
+        !size.is_empty()
+            && family.chars().all(|c| c.is_ascii_alphanumeric())
+            && family
+                .find(|c: char| c.is_ascii_digit())
+                .is_some_and(|i| family[i..].contains('g'))
+    });
+    if graviton {
+        Ok(s)
+    } else {
+        Err(format!(
+            "invalid batch instance type {s:?}: expected a Graviton (arm64) type such as t4g.small"
+        ))
+    }
+}
+
+impl fmt::Display for Batch {
+    /// `on,t4g.small,0-0-2`: what state records (the VPC tag with spaces).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{},{},{}-{}-{}",
+            events_str(self.on),
+            self.instance_type,
+            self.min,
+            self.desired,
+            self.max
+        )
+    }
+}
+
+impl std::str::FromStr for Batch {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = s.split([',', ' ']).collect();
+        let [on, instance_type, capacity] = parts[..] else {
+            return Err(format!("invalid recorded batch setting {s:?}"));
+        };
+        let (min, desired, max) = parse_batch_capacity(capacity)?;
+        Ok(Self {
+            on: parse_events(on)?,
+            instance_type: parse_batch_instance_type(instance_type)?,
+            min,
+            desired,
+            max,
+        })
+    }
+}
+
 pub fn parse_waf_rate_limit(s: &str) -> Result<u32, String> {
     s.trim()
         .parse::<u32>()
@@ -843,6 +954,8 @@ pub struct EnvSpec {
     /// `--events on|off`: the event backbone (SQS queues with their
     /// dead-letter queues and alarms). Off leaves it out of a cheap PR env.
     pub events: bool,
+    /// `--batch on|off` and its capacity and instance type.
+    pub batch: Batch,
 }
 
 impl Default for EnvSpec {
@@ -862,6 +975,7 @@ impl Default for EnvSpec {
             waf: Waf::default(),
             zone_ids: Vec::new(),
             events: true,
+            batch: Batch::default(),
         }
     }
 }

@@ -53,6 +53,12 @@ pub struct Budgets {
     /// RDS Proxies take minutes to create and to delete (Terraform allows 30
     /// and 60).
     pub db_proxy: Budget,
+    /// An instance refresh replaces instances one warm-up at a time: minutes
+    /// per instance on AWS.
+    pub instance_refresh: Budget,
+    /// An Auto Scaling group's instances take minutes to terminate, and the
+    /// group minutes more to go.
+    pub autoscaling_drain: Budget,
 }
 
 impl Default for Budgets {
@@ -86,6 +92,16 @@ impl Default for Budgets {
                 first_delay: Duration::from_secs(5),
                 max_delay: Duration::from_secs(30),
                 ..Budget::new(Duration::from_secs(60 * 60))
+            },
+            instance_refresh: Budget {
+                first_delay: Duration::from_secs(5),
+                max_delay: Duration::from_secs(30),
+                ..Budget::new(Duration::from_secs(60 * 60))
+            },
+            autoscaling_drain: Budget {
+                first_delay: Duration::from_secs(2),
+                max_delay: Duration::from_secs(20),
+                ..Budget::new(Duration::from_secs(20 * 60))
             },
         }
     }

@@ -8,13 +8,14 @@ use std::path::{Path, PathBuf};
 use crate::spec::EnvSpec;
 
 /// The domains, each a folder of step kinds with a `register`.
-const DOMAINS: [&str; 10] = [
+const DOMAINS: [&str; 11] = [
     "security",
     "network",
     "data",
     "events",
     "database",
     "compute",
+    "batch",
     "edge",
     "observability",
     "compliance",

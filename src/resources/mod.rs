@@ -40,6 +40,7 @@ mod sdk;
 pub mod traffic;
 pub mod zones;
 
+mod batch;
 mod compliance;
 mod compute;
 mod config;
@@ -87,6 +88,9 @@ fn registry(spec: &EnvSpec) -> Registry {
     r.domain("events", events::register);
     r.domain("database", database::register);
     r.domain("compute", compute::register);
+    // The batch tier: after the data it reads and writes and the network it
+    // runs in.
+    r.domain("batch", batch::register);
     // The transaction log's stream needs its transform function.
     r.domain("events", events::register_transaction_log);
     r.domain("database", database::register_rotation);
@@ -114,7 +118,7 @@ mod tests {
                 ..EnvSpec::default()
             };
             let g = graph(&spec).unwrap_or_else(|e| panic!("{nat:?}: {e}"));
-            assert_eq!(g.len(), 151);
+            assert_eq!(g.len(), 164);
         }
     }
 
@@ -260,7 +264,7 @@ mod tests {
             .steps()
             .filter(|s| s.id().as_str().starts_with("ssm-parameters:"))
             .collect();
-        assert_eq!(publishers.len(), 9, "one per domain");
+        assert_eq!(publishers.len(), 10, "one per domain");
         for step in publishers {
             let domain = step.id().as_str().trim_start_matches("ssm-parameters:");
             for d in step.dependencies() {

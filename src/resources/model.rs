@@ -295,10 +295,13 @@ pub enum SgRole {
     /// ingress rule from it, and Lambda's interfaces while the function is
     /// attached): `up` and `down` remove it, no step creates it.
     Rotation,
+    /// The batch tier's instances: no inbound rule at all (SSM Session
+    /// Manager instead of SSH), HTTPS out only.
+    Batch,
 }
 
 impl SgRole {
-    pub const ALL: [SgRole; 7] = [
+    pub const ALL: [SgRole; 8] = [
         Self::Alb,
         Self::Nlb,
         Self::Lambda,
@@ -306,6 +309,7 @@ impl SgRole {
         Self::Proxy,
         Self::Migration,
         Self::Rotation,
+        Self::Batch,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -317,6 +321,7 @@ impl SgRole {
             Self::Proxy => "db-proxy",
             Self::Migration => "db-migration",
             Self::Rotation => "rotation",
+            Self::Batch => "batch",
         }
     }
 
@@ -355,6 +360,7 @@ impl SgRole {
             Self::Proxy => "DbProxySecurityGroupId",
             Self::Migration => "DbMigrationSecurityGroupId",
             Self::Rotation => "RotationSecurityGroupId",
+            Self::Batch => "BatchSecurityGroupId",
         }
     }
 }

@@ -33,6 +33,13 @@ pub trait Resource: Send + Sync + 'static {
         true
     }
 
+    /// True for an account-wide resource the env uses but does not own
+    /// (a service-linked role): `down` leaves it, so the final sweep does
+    /// not count it as left behind.
+    fn kept_by_down(&self) -> bool {
+        false
+    }
+
     /// Everything this step owns (recorded ids first, then names or tags),
     /// ownership already checked. Normally zero or one.
     async fn find(&self, cx: &Context, step: &StepCx<'_>) -> Result<Vec<Self::Found>, AwsError>;
@@ -350,6 +357,9 @@ impl<R: Resource> Step<Context> for Node<R> {
 
     /// `find` alone: it needs no other step's outputs, `diff` may.
     async fn remains(&self, cx: &Context, step: &StepCx<'_>) -> Result<Observation, StepError> {
+        if self.resource.kept_by_down() {
+            return Ok(Observation::Missing);
+        }
         let found = self.resource.find(cx, step).await?;
         if found.is_empty() {
             return Ok(Observation::Missing);

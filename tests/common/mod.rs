@@ -34,14 +34,29 @@ pub const TAG_STEP: &str = "payops:step";
 pub const TAG_MANAGED_BY: &str = "payops:managed-by";
 pub const TAG_CREATED_AT: &str = "payops:created-at";
 
+/// The keys of a default env (the batch tier's `ebs` key only with `--batch on`).
 pub const KEY_PURPOSES: [&str; 6] = ["database", "dynamodb", "s3", "logs", "events", "parameters"];
 /// Steps of one env (`payops graph` lists them).
-pub const STEP_COUNT: usize = 151;
+pub const STEP_COUNT: usize = 164;
 /// Steps with nothing to manage unless asked: `status` shows them "not
 /// wanted", and they count as no resource of the env. The alert emails
 /// (none given), and the Aurora instance slots beyond the default 2 readers
 /// (payops registers slots for up to 4).
-pub const NOT_WANTED_BY_DEFAULT: [&str; 8] = [
+pub const NOT_WANTED_BY_DEFAULT: [&str; 21] = [
+    // The batch tier: off unless --batch on (tests/batch.rs has it).
+    "alarm:batch-cpu-high",
+    "alarm:batch-memory-high",
+    "autoscaling-group:batch",
+    "iam-role:batch",
+    "instance-profile:batch",
+    "kms-key:ebs",
+    "launch-template:batch",
+    "log-group:batch",
+    "scaling-policy:batch-cpu",
+    "scaling-policy:batch-memory",
+    "security-group:batch",
+    "service-linked-role:autoscaling",
+    "ssm-parameters:batch",
     "alert-emails:failed-transactions",
     "alert-emails:system-errors",
     "aurora-instance:4",
@@ -1595,6 +1610,25 @@ async fn gone_for_good(aws: &Aws, arn: &str) -> bool {
     }
     if arn.contains(":cluster-snapshot:rds:") {
         return true;
+    }
+    // Terminated instances (the batch group's) stay listed for a while.
+    if let Some(id) = arn.split(":instance/").nth(1) {
+        return match aws.c.ec2.describe_instances().instance_ids(id).send().await {
+            Ok(out) => out
+                .reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .all(|i| {
+                    matches!(
+                        i.state().and_then(|s| s.name()),
+                        Some(
+                            aws_sdk_ec2::types::InstanceStateName::Terminated
+                                | aws_sdk_ec2::types::InstanceStateName::ShuttingDown
+                        )
+                    )
+                }),
+            Err(e) => error_code(&e) == Some("InvalidInstanceID.NotFound"),
+        };
     }
     if let Some(id) = arn.split(":natgateway/").nth(1) {
         return match aws

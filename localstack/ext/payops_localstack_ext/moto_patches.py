@@ -79,6 +79,14 @@ GuardDuty (moto 5.1/5.2):
     account.". payops adopts an existing detector on that answer; without
     the fix an emulator would let a baseline create a duplicate.
 
+Auto Scaling (moto 5.1/5.2; LocalStack serves it from moto through our ext):
+    Start/Describe/CancelInstanceRefresh are missing (500), so a launch
+    template change could never roll the group's instances. Served here as
+    AWS documents them: one active refresh per group (another Start answers
+    InstanceRefreshInProgress, Cancel of none ActiveInstanceRefreshNotFound),
+    the group's instances replaced with its current template version at the
+    start; the refresh reads InProgress once, then Successful.
+
 AWS Config (moto 5.2):
     A rule's Scope with a tag reads back as ``{"Tags": {key: value}}``
     instead of the API's ``TagKey`` / ``TagValue``, so an env's rules,
@@ -1219,3 +1227,93 @@ def patch_xray_config() -> None:
     XRayResponse.untag_resource = untag_resource
     XRayResponse.list_tags_for_resource = list_tags_for_resource
     XRayResponse._payops_config = True
+
+
+def patch_autoscaling_instance_refresh() -> None:
+    """Start/Describe/CancelInstanceRefresh (see the module docstring)."""
+    import time
+    import uuid
+
+    from moto.autoscaling.exceptions import AutoscalingClientError
+    from moto.autoscaling.responses import AutoScalingResponse
+    from moto.core.responses import ActionResult
+
+    if getattr(AutoScalingResponse, "_payops_instance_refresh", False):
+        return
+
+    def group_of(self, name):
+        group = self.autoscaling_backend.autoscaling_groups.get(name)
+        if group is None:
+            raise AutoscalingClientError("ValidationError", f"AutoScalingGroup name not found - {name}")
+        return group
+
+    def refreshes(group):
+        return group.__dict__.setdefault("_payops_refreshes", [])
+
+    def active(group):
+        return [r for r in refreshes(group) if r["Status"] in ("Pending", "InProgress", "Cancelling")]
+
+    def start_instance_refresh(self):
+        params = self._get_params()
+        group = group_of(self, params.get("AutoScalingGroupName"))
+        if active(group):
+            raise AutoscalingClientError(
+                "InstanceRefreshInProgress",
+                "An Instance Refresh is already in progress and blocks the execution of this Instance Refresh.",
+            )
+        count = len(group.instance_states)
+        if count:
+            # Every instance is replaced with one of the group's current
+            # template version (the caller starts a refresh only after it
+            # changed the version; SkipMatching then skips nothing).
+            old = [s.instance.id for s in group.instance_states]
+            group.instance_states = []
+            group.autoscaling_backend.ec2_backend.terminate_instances(old)
+            group.replace_autoscaling_group_instances(count, group.get_propagated_tags())
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        refresh = {
+            "InstanceRefreshId": str(uuid.uuid4()),
+            "AutoScalingGroupName": group.name,
+            # InProgress for the first Describe, as on AWS for minutes, so
+            # the caller's wait is exercised; Successful from the next.
+            "Status": "InProgress",
+            "StartTime": now,
+            "PercentageComplete": 0,
+            "InstancesToUpdate": count,
+            "Preferences": params.get("Preferences") or {},
+            "Strategy": params.get("Strategy") or "Rolling",
+        }
+        refreshes(group).insert(0, refresh)
+        return ActionResult({"InstanceRefreshId": refresh["InstanceRefreshId"]})
+
+    def describe_instance_refreshes(self):
+        params = self._get_params()
+        group = group_of(self, params.get("AutoScalingGroupName"))
+        wanted = params.get("InstanceRefreshIds") or []
+        answer = []
+        for r in refreshes(group):
+            if wanted and r["InstanceRefreshId"] not in wanted:
+                continue
+            answer.append(dict(r))
+            if r["Status"] == "InProgress":
+                r.update(Status="Successful", PercentageComplete=100, InstancesToUpdate=0,
+                         EndTime=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            elif r["Status"] == "Cancelling":
+                r["Status"] = "Cancelled"
+        return ActionResult({"InstanceRefreshes": answer})
+
+    def cancel_instance_refresh(self):
+        group = group_of(self, self._get_param("AutoScalingGroupName"))
+        running = active(group)
+        if not running:
+            raise AutoscalingClientError(
+                "ActiveInstanceRefreshNotFound",
+                "No in progress or pending Instance Refresh found for Auto Scaling group " + group.name,
+            )
+        running[0]["Status"] = "Cancelling"
+        return ActionResult({"InstanceRefreshId": running[0]["InstanceRefreshId"]})
+
+    AutoScalingResponse.start_instance_refresh = start_instance_refresh
+    AutoScalingResponse.describe_instance_refreshes = describe_instance_refreshes
+    AutoScalingResponse.cancel_instance_refresh = cancel_instance_refresh
+    AutoScalingResponse._payops_instance_refresh = True

@@ -280,6 +280,9 @@ def guardduty():
 
 @aws_provider(api="autoscaling", name=PROVIDER_NAME)
 def autoscaling():
+    from .moto_patches import patch_autoscaling_instance_refresh
+
+    patch_autoscaling_instance_refresh()
     return moto_service("autoscaling")
 
 

@@ -40,7 +40,7 @@ pub struct Role {
     wanted: fn(&Context) -> bool,
     /// The trust policy's confused-deputy condition key (see
     /// [`Self::trusting_by_external_id`]).
-    account_condition: &'static str,
+    account_condition: Option<&'static str>,
 }
 
 impl Role {
@@ -60,7 +60,7 @@ impl Role {
             output_prefix: output_prefix.into(),
             policies: Box::new(|_, _| Ok(Vec::new())),
             wanted: |_| true,
-            account_condition: "aws:SourceAccount",
+            account_condition: Some("aws:SourceAccount"),
         }
     }
 
@@ -70,7 +70,17 @@ impl Role {
     /// `"sts:ExternalId": "<account id>"`), in place of
     /// `aws:SourceAccount`.
     pub fn trusting_by_external_id(mut self) -> Self {
-        self.account_condition = "sts:ExternalId";
+        self.account_condition = Some("sts:ExternalId");
+        self
+    }
+
+    /// A role for EC2 instances (through an instance profile): EC2 assumes
+    /// it for the instance and sets no `aws:SourceAccount`, so the trust
+    /// policy is the one the EC2 user guide documents, without a condition
+    /// (a condition would make the role unusable). The instance profile,
+    /// which only this account can attach, is the boundary.
+    pub fn trusting_ec2_instances(mut self) -> Self {
+        self.account_condition = None;
         self
     }
 
@@ -103,15 +113,15 @@ impl Role {
     /// account: without `aws:SourceAccount` any account's use of the service
     /// could make it act with this role (the confused-deputy problem).
     pub fn trust_policy(&self, cx: &Context) -> Value {
-        json!({
-            "Version": "2012-10-17",
-            "Statement": [{
-                "Effect": "Allow",
-                "Principal": { "Service": self.service },
-                "Action": "sts:AssumeRole",
-                "Condition": { "StringEquals": { self.account_condition: cx.account_id } }
-            }]
-        })
+        let mut statement = json!({
+            "Effect": "Allow",
+            "Principal": { "Service": self.service },
+            "Action": "sts:AssumeRole"
+        });
+        if let Some(key) = self.account_condition {
+            statement["Condition"] = json!({ "StringEquals": { key: cx.account_id } });
+        }
+        json!({ "Version": "2012-10-17", "Statement": [statement] })
     }
 
     /// The desired inline policies as documents, checked for least privilege.

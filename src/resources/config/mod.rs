@@ -17,6 +17,8 @@ pub fn register(r: &mut Registry) {
         let step = parameters_step(domain);
         let resource = if domain == "security" {
             ssm_parameters::Parameters::with_secrets()
+        } else if domain == "batch" {
+            ssm_parameters::Parameters::outputs_only().wanted_when(|cx| cx.spec.batch.on)
         } else {
             ssm_parameters::Parameters::outputs_only()
         };

@@ -57,6 +57,8 @@ pub struct Parameters {
     /// The security domain's step: it also generates the secrets (encrypted
     /// with that domain's key) and names the path in the outputs.
     with_secrets: bool,
+    /// Whether the env's spec wants the domain's parameters.
+    wanted: fn(&Context) -> bool,
 }
 
 pub struct Param {
@@ -126,13 +128,25 @@ impl fmt::Display for Fix {
 
 impl Parameters {
     pub fn with_secrets() -> Self {
-        Self { with_secrets: true }
+        Self {
+            with_secrets: true,
+            wanted: |_| true,
+        }
     }
 
     pub fn outputs_only() -> Self {
         Self {
             with_secrets: false,
+            wanted: |_| true,
         }
+    }
+
+    /// A domain only some env shapes have (the batch tier): nothing to
+    /// publish without it, so not wanted (else every `up` would "create" an
+    /// empty set).
+    pub fn wanted_when(mut self, wanted: fn(&Context) -> bool) -> Self {
+        self.wanted = wanted;
+        self
     }
 
     /// Plain values this step should publish, by full parameter name: its
@@ -372,6 +386,10 @@ impl Resource for Parameters {
 
     fn kind(&self) -> &'static str {
         "ssm:parameters"
+    }
+
+    fn wanted(&self, cx: &Context) -> bool {
+        (self.wanted)(cx)
     }
 
     /// PutParameter without overwrite meets the parameter its lost first attempt made (see the trait).

@@ -21,9 +21,18 @@ const SETTLE_DELAY: Duration = Duration::from_secs(5);
 /// ownership (alarm tags, dashboard marker): the tagging API does not list
 /// dashboards at all, nor alarms on LocalStack, and an alarm no step knows
 /// any more (a renamed one) is found this way too.
+///
+/// Also the env's Auto Scaling groups, by their tags: the tagging API does
+/// not list groups at all.
 pub async fn cloudwatch_leftovers(cx: &Context) -> Result<Vec<String>, AwsError> {
     let mut left = crate::resources::observability::alarms::leftovers(cx).await?;
     left.extend(crate::resources::observability::dashboard::leftovers(cx).await?);
+    left.extend(
+        crate::resources::batch::autoscaling_group::owned_groups(&cx.clients, cx.env())
+            .await?
+            .into_iter()
+            .map(|g| format!("auto scaling group {g}")),
+    );
     Ok(left)
 }
 
@@ -115,6 +124,39 @@ async fn verify(cx: &Context, arns: Vec<String>) -> Result<Vec<String>, AwsError
                     }
                 }
                 Err(e) if e.is_code(&["NotFoundException"]) => continue,
+                Err(e) => return Err(e),
+            }
+        } else if let Some(id) = arn.split(":instance/").nth(1) {
+            // Terminated instances (the batch group's) stay listed, and
+            // tagged, for about an hour after they are gone.
+            let out = cx
+                .clients
+                .ec2
+                .describe_instances()
+                .instance_ids(id)
+                .send()
+                .await
+                .op("ec2:DescribeInstances");
+            match out {
+                Ok(o) => {
+                    let live = o
+                        .reservations()
+                        .iter()
+                        .flat_map(|r| r.instances())
+                        .any(|i| {
+                            !matches!(
+                                i.state().and_then(|s| s.name()),
+                                Some(
+                                    aws_sdk_ec2::types::InstanceStateName::Terminated
+                                        | aws_sdk_ec2::types::InstanceStateName::ShuttingDown
+                                )
+                            )
+                        });
+                    if !live {
+                        continue;
+                    }
+                }
+                Err(e) if e.is_code(&["InvalidInstanceID.NotFound"]) => continue,
                 Err(e) => return Err(e),
             }
         } else if let Some(id) = arn.split(":natgateway/").nth(1) {

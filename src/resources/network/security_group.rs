@@ -30,6 +30,7 @@ fn description(role: SgRole) -> &'static str {
         }
         // Retired: never created again (retired_security_group.rs removes it).
         SgRole::Rotation => "payops secret rotation Lambda (retired)",
+        SgRole::Batch => "payops batch instances: no inbound, HTTPS out (SSM, CloudWatch, S3)",
     }
 }
 
@@ -74,6 +75,11 @@ impl Resource for SecurityGroup {
 
     fn kind(&self) -> &'static str {
         "ec2:security-group"
+    }
+
+    /// The batch tier's group only with the tier (`--batch off` removes it).
+    fn wanted(&self, cx: &Context) -> bool {
+        self.role != SgRole::Batch || cx.spec.batch.on
     }
 
     /// CreateSecurityGroup meets the group its lost first attempt made (see the trait).

@@ -186,7 +186,13 @@ impl SecurityGroupRules {
             tcp(Nlb, false, 443, vpc, "HTTPS from the API Gateway VPC link"),
             tcp(Nlb, true, 443, group(Alb), "HTTPS to the internal ALB"),
             tcp(Alb, false, 443, group(Nlb), "HTTPS from the NLB only"),
-            tcp(Lambda, true, 443, anywhere, "HTTPS to AWS APIs via NAT"),
+            tcp(
+                Lambda,
+                true,
+                443,
+                anywhere.clone(),
+                "HTTPS to AWS APIs via NAT",
+            ),
             tcp(
                 Lambda,
                 true,
@@ -229,6 +235,15 @@ impl SecurityGroupRules {
                 5432,
                 group(Proxy),
                 "PostgreSQL from the RDS Proxy only",
+            ),
+            // No inbound rule at all: operators reach the instances through
+            // SSM Session Manager, which the agent dials out for.
+            tcp(
+                Batch,
+                true,
+                443,
+                anywhere.clone().filter(|_| cx.spec.batch.on),
+                "HTTPS to SSM, CloudWatch, DynamoDB and S3 via NAT",
             ),
         ]
         .into_iter()
@@ -558,9 +573,11 @@ mod tests {
         assert_eq!(applied.change, Change::Updated);
         assert_eq!(ingress.num_calls(), 5);
         assert_eq!(egress.num_calls(), 6);
+        // The batch group (there in this listing) gets no rule with the
+        // tier off, but loses its default egress like every group.
         assert_eq!(
             revoke.num_calls(),
-            6,
+            7,
             "default egress revoked on every group"
         );
     }

@@ -92,6 +92,9 @@ pub enum Alarm {
     TransactionLogFreshness,
     SettlementRequestsFailed,
     TransactionLogRecordsFailed,
+    /// The batch tier's instances (`--batch on`): CPU and memory used.
+    BatchCpuHigh,
+    BatchMemoryHigh,
 }
 
 /// What missing data means to an alarm (PutMetricAlarm's TreatMissingData).
@@ -270,7 +273,7 @@ fn sum_of(metrics: Vec<MetricId>, period: i32) -> Watch {
 }
 
 impl Alarm {
-    pub const ALL: [Alarm; 20] = [
+    pub const ALL: [Alarm; 22] = [
         Self::ApiP99Latency,
         Self::Api5xxRate,
         Self::TransactionErrors,
@@ -291,6 +294,8 @@ impl Alarm {
         Self::TransactionLogFreshness,
         Self::SettlementRequestsFailed,
         Self::TransactionLogRecordsFailed,
+        Self::BatchCpuHigh,
+        Self::BatchMemoryHigh,
     ];
 
     pub fn slug(self) -> &'static str {
@@ -315,6 +320,8 @@ impl Alarm {
             Self::TransactionLogFreshness => "transaction-log-freshness",
             Self::SettlementRequestsFailed => "settlement-requests-failed",
             Self::TransactionLogRecordsFailed => "transaction-log-records-failed",
+            Self::BatchCpuHigh => "batch-cpu-high",
+            Self::BatchMemoryHigh => "batch-memory-high",
         }
     }
 
@@ -362,7 +369,9 @@ impl Alarm {
             | Self::QueueConsumerErrors
             | Self::TransactionLogFreshness
             | Self::SettlementRequestsFailed
-            | Self::TransactionLogRecordsFailed => Topic::SystemErrors,
+            | Self::TransactionLogRecordsFailed
+            | Self::BatchCpuHigh
+            | Self::BatchMemoryHigh => Topic::SystemErrors,
         }
     }
 
@@ -402,6 +411,7 @@ impl Alarm {
             | Self::TransactionLogFreshness
             | Self::SettlementRequestsFailed
             | Self::TransactionLogRecordsFailed => cx.spec.events,
+            Self::BatchCpuHigh | Self::BatchMemoryHigh => cx.spec.batch.on,
             _ => true,
         }
     }
@@ -494,6 +504,40 @@ impl Alarm {
             // writer across failovers. A writer that stops reporting is not a
             // CPU problem: the request-path alarms report its effect
             // (notBreaching).
+            // The batch group's instances, averaged over the group: the
+            // target-tracking policies should keep them near 60% / 70%;
+            // staying far above for 15 minutes means the group is at its
+            // maximum (or the report is stuck). Single metrics with a
+            // standard statistic. No instances (desired 0): no data, fine.
+            Self::BatchCpuHigh | Self::BatchMemoryHigh => {
+                let group = cx.names.resource("batch");
+                let dims = [("AutoScalingGroupName", group.as_str())];
+                let (what, metric, threshold) = if self == Self::BatchCpuHigh {
+                    (
+                        "batch instances' CPU above 90% for 15 minutes",
+                        MetricId::new("AWS/EC2", "CPUUtilization", &dims),
+                        90.0,
+                    )
+                } else {
+                    (
+                        "batch instances' memory above 90% for 15 minutes",
+                        MetricId::new("CWAgent", "mem_used_percent", &dims),
+                        90.0,
+                    )
+                };
+                (
+                    what,
+                    single(metric, Statistic::Average, 300),
+                    Rule {
+                        comparison: Above,
+                        threshold,
+                        period: 300,
+                        evaluation_periods: 3,
+                        datapoints_to_alarm: 3,
+                        missing: Missing::NotBreaching,
+                    },
+                )
+            }
             Self::AuroraCpu => (
                 "Aurora writer CPU above 80% for 15 minutes",
                 single(
@@ -1491,14 +1535,19 @@ mod tests {
     const SYSTEM: &str = "arn:aws:sns:us-east-1:123456789012:payops-pr1-system-errors";
     const ALB: &str = "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/payops-pr1-alb/50dc6c495c0c9188";
 
+    /// An env with every optional part (the batch tier is off by default).
     fn cx() -> Context {
-        testing::context(testing::clients())
+        let mut cx = testing::context(testing::clients());
+        cx.spec.batch.on = true;
+        cx
     }
 
     fn cx_with(rules: &[&Rule]) -> Context {
         let mut clients = testing::clients();
         clients.cloudwatch = mock_client!(aws_sdk_cloudwatch, RuleMode::MatchAny, rules);
-        testing::context(clients)
+        let mut cx = testing::context(clients);
+        cx.spec.batch.on = true;
+        cx
     }
 
     fn topic_arn(alarm: Alarm) -> &'static str {

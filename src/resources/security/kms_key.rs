@@ -1,5 +1,5 @@
 //! The env's customer-managed KMS keys, one per purpose (database, DynamoDB,
-//! S3, logs, events, parameters), each symmetric, rotating yearly, reachable
+//! S3, logs, events, parameters, ebs), each symmetric, rotating yearly, reachable
 //! by a stable alias.
 //!
 //! The parameters key's policy names no service: Parameter Store calls KMS
@@ -46,6 +46,19 @@ const NEW_KEY_VISIBILITY: Budget = Budget {
     first_delay: Duration::from_secs(1),
     max_delay: Duration::from_secs(10),
 };
+
+/// IAM is eventually consistent: the Auto Scaling service-linked role the
+/// EBS key's policy names may be unknown to KMS for a while after it is
+/// created, and KMS refuses a policy naming a principal it cannot resolve
+/// (MalformedPolicyDocumentException "... invalid principals").
+const NEW_PRINCIPAL_VISIBILITY: Budget = Budget {
+    total: Duration::from_secs(120),
+    first_delay: Duration::from_secs(2),
+    max_delay: Duration::from_secs(15),
+};
+
+/// The step whose role the EBS key's policy names (it must exist first).
+pub const AUTOSCALING_SLR_STEP: &str = "service-linked-role:autoscaling";
 
 pub struct KmsKey {
     purpose: &'static str,
@@ -101,6 +114,41 @@ fn logs_principal(cx: &Context) -> String {
         "amazonaws.com"
     };
     format!("logs.{}.{suffix}", cx.region)
+}
+
+/// The account's EC2 Auto Scaling service-linked role (IAM is global).
+pub fn autoscaling_slr_arn(cx: &Context) -> String {
+    format!(
+        "arn:{}:iam::{}:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling",
+        cx.partition(),
+        cx.account_id
+    )
+}
+
+/// Runs `op` (a call that sends the key policy); for the EBS key, retries it
+/// while KMS cannot yet resolve the just-created service-linked role.
+async fn while_principal_propagates<T, F, Fut>(
+    step: &StepCx<'_>,
+    purpose: &str,
+    what: &str,
+    mut op: F,
+) -> Result<T, AwsError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, AwsError>>,
+{
+    if purpose != "ebs" {
+        return op().await;
+    }
+    let progress = |m: String| step.progress(m);
+    retry_on_codes(
+        what,
+        &["MalformedPolicyDocumentException"],
+        NEW_PRINCIPAL_VISIBILITY,
+        &progress,
+        op,
+    )
+    .await
 }
 
 /// The key policy of the `purpose` key. In a key policy `"Resource": "*"`
@@ -183,6 +231,36 @@ pub fn key_policy(cx: &Context, purpose: &str) -> Value {
             "Action": ["kms:GenerateDataKey*", "kms:Decrypt"],
             "Resource": "*",
             "Condition": { "StringEquals": { "aws:SourceAccount": cx.account_id } }
+        }));
+    }
+    if purpose == "ebs" {
+        // The batch group's volumes are encrypted with this key, and EC2 Auto
+        // Scaling launches the instances as its service-linked role: without
+        // these two statements every launch fails (Client.InternalError)
+        // (EC2 Auto Scaling user guide, key-policy-requirements-EBS-encryption).
+        let slr = autoscaling_slr_arn(cx);
+        statements.push(json!({
+            "Sid": "AutoScalingUsesTheKey",
+            "Effect": "Allow",
+            "Principal": { "AWS": slr },
+            "Action": [
+                "kms:Encrypt",
+                "kms:Decrypt",
+                "kms:ReEncrypt*",
+                "kms:GenerateDataKey*",
+                "kms:DescribeKey"
+            ],
+            "Resource": "*"
+        }));
+        statements.push(json!({
+            // The grant EC2 makes for each attached volume, only for AWS
+            // resources.
+            "Sid": "AutoScalingAttachesPersistentResources",
+            "Effect": "Allow",
+            "Principal": { "AWS": slr },
+            "Action": ["kms:CreateGrant"],
+            "Resource": "*",
+            "Condition": { "Bool": { "kms:GrantIsForAWSResource": true } }
         }));
     }
     if purpose == "events" {
@@ -505,6 +583,11 @@ impl Resource for KmsKey {
         "kms:key"
     }
 
+    /// The EBS key only with the batch tier, whose volumes are its only use.
+    fn wanted(&self, cx: &Context) -> bool {
+        self.purpose != "ebs" || cx.spec.batch.on
+    }
+
     /// CreateAlias meets the alias its lost first attempt made (see the trait).
     fn already_exists(&self) -> &'static [&'static str] {
         &["AlreadyExistsException"]
@@ -592,16 +675,19 @@ impl Resource for KmsKey {
         let tags = cx.tagger.for_create(step.id().as_str());
         let description = self.description(cx);
         let kms = &cx.clients.kms;
-        let out = kms
-            .create_key()
-            .description(&description)
-            .key_spec(KeySpec::SymmetricDefault)
-            .key_usage(KeyUsageType::EncryptDecrypt)
-            .policy(key_policy(cx, self.purpose).to_string())
-            .set_tags(Some(kms::tags(&tags)))
-            .send()
-            .await
-            .op("kms:CreateKey")?;
+        let policy = key_policy(cx, self.purpose).to_string();
+        let out = while_principal_propagates(step, self.purpose, "creating the key", || async {
+            kms.create_key()
+                .description(&description)
+                .key_spec(KeySpec::SymmetricDefault)
+                .key_usage(KeyUsageType::EncryptDecrypt)
+                .policy(&policy)
+                .set_tags(Some(kms::tags(&tags)))
+                .send()
+                .await
+                .op("kms:CreateKey")
+        })
+        .await?;
         let md = required(out.key_metadata(), "kms:CreateKey", "KeyMetadata")?;
         let id = md.key_id().to_owned();
         step.remember("key", &id);
@@ -700,7 +786,7 @@ impl Resource for KmsKey {
     async fn fix(
         &self,
         cx: &Context,
-        _step: &StepCx<'_>,
+        step: &StepCx<'_>,
         found: &mut FoundKey,
         fix: Fix,
     ) -> Result<(), AwsError> {
@@ -729,13 +815,22 @@ impl Resource for KmsKey {
                     .op("kms:EnableKeyRotation")?;
             }
             Fix::Policy => {
-                kms.put_key_policy()
-                    .key_id(&id)
-                    .policy_name("default")
-                    .policy(key_policy(cx, self.purpose).to_string())
-                    .send()
-                    .await
-                    .op("kms:PutKeyPolicy")?;
+                let policy = key_policy(cx, self.purpose).to_string();
+                while_principal_propagates(
+                    step,
+                    self.purpose,
+                    "setting the key policy",
+                    || async {
+                        kms.put_key_policy()
+                            .key_id(&id)
+                            .policy_name("default")
+                            .policy(&policy)
+                            .send()
+                            .await
+                            .op("kms:PutKeyPolicy")
+                    },
+                )
+                .await?;
             }
             Fix::Description => {
                 let description = self.description(cx);
@@ -1521,6 +1616,7 @@ mod tests {
                 "logs" => 4,
                 "events" => 4,
                 "s3" => 2,
+                "ebs" => 3,
                 _ => 1,
             };
             assert_eq!(statements.len(), expected, "{purpose}");
@@ -1607,7 +1703,7 @@ mod tests {
     #[test]
     fn outputs_are_named_by_purpose_and_aliases_follow_kms_rules() {
         let cx = testing::context(testing::clients());
-        let prefixes = ["Database", "DynamoDb", "S3", "Logs", "Events", "Parameters"];
+        let prefixes = ["Database", "DynamoDb", "S3", "Logs", "Events", "Parameters", "Ebs"];
         for (purpose, prefix) in KEY_PURPOSES.into_iter().zip(prefixes) {
             let key = KmsKey::new(purpose);
             let alias = key.alias(&cx).unwrap();
