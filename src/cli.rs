@@ -355,6 +355,11 @@ pub struct Shape {
     /// leave it out of a cheap env [default: on]
     #[arg(long, value_name = "on|off", value_parser = crate::spec::parse_events)]
     pub events: Option<bool>,
+
+    /// The private Route 53 zone with the payments failover records, health checks and
+    /// their alarms: on, or off to leave DNS out of a cheap env [default: on]
+    #[arg(long, value_name = "on|off", value_parser = crate::spec::parse_dns)]
+    pub dns: Option<bool>,
 }
 
 /// Checked while parsing, so a typo is a usage error before any AWS call;

@@ -79,6 +79,8 @@ pub struct FileConfig {
     waf_block_countries: Option<Vec<String>>,
     /// The event backbone (default on).
     events: Option<bool>,
+    /// The private zone with the failover records (default on).
+    dns: Option<bool>,
     /// Envs `destroy-all` never removes, whatever its flags: the account's
     /// blocklist (prod, staging), kept in the file so a sweep's command line
     /// cannot forget it. Top level only: it is about the fleet, not one env.
@@ -112,6 +114,7 @@ pub struct FileShape {
     waf_rate_limit: Option<String>,
     waf_block_countries: Option<Vec<String>>,
     events: Option<bool>,
+    dns: Option<bool>,
 }
 
 /// `reserved_concurrency = 10` and `reserved_concurrency = "transaction=20"`
@@ -320,6 +323,7 @@ impl Settings {
             waf_rate_limit: self.file.waf_rate_limit.clone(),
             waf_block_countries: self.file.waf_block_countries.clone(),
             events: self.file.events,
+            dns: self.file.dns,
         };
         let pick = |flag: Option<String>, key: &str, get: fn(&FileShape) -> Option<&String>| {
             flag.or_else(|| per_env.and_then(get).cloned())
@@ -490,6 +494,17 @@ impl Settings {
                 None => defaults.events,
             },
         };
+        let dns = match flags
+            .dns
+            .or_else(|| per_env.and_then(|s| s.dns))
+            .or(top.dns)
+        {
+            Some(on) => on,
+            None => match recorded.get("dns") {
+                Some(r) => spec::parse_dns(r).map_err(|e| bad("dns", e))?,
+                None => defaults.dns,
+            },
+        };
         Ok(EnvSpec {
             vpc_cidr,
             nat,
@@ -514,6 +529,7 @@ impl Settings {
                 })
                 .unwrap_or_default(),
             events,
+            dns,
         })
     }
 }
@@ -648,6 +664,7 @@ pub fn record_spec(spec: &EnvSpec) -> BTreeMap<String, String> {
         "events".to_owned(),
         spec::events_str(spec.events).to_owned(),
     );
+    recorded.insert("dns".to_owned(), spec::events_str(spec.dns).to_owned());
     recorded
 }
 
@@ -792,6 +809,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("auto-pause"), "{err}");
+    }
+
+    #[test]
+    fn dns_comes_from_the_flag_then_the_file_then_the_record_then_on() {
+        let env = EnvName::parse("pr1").unwrap();
+        let plain = settings("");
+        let none = BTreeMap::new();
+        let off = BTreeMap::from([("dns".to_owned(), "off".to_owned())]);
+        assert!(plain.spec(&env, &Shape::default(), &none).unwrap().dns);
+        let spec = plain.spec(&env, &Shape::default(), &off).unwrap();
+        assert!(!spec.dns);
+        assert_eq!(record_spec(&spec)["dns"], "off");
+        let flags = Shape {
+            dns: Some(true),
+            ..Shape::default()
+        };
+        assert!(plain.spec(&env, &flags, &off).unwrap().dns);
+        let file = settings("dns = true\n[env.pr1]\ndns = false\n");
+        assert!(!file.spec(&env, &Shape::default(), &none).unwrap().dns);
+        assert!(spec::parse_dns("maybe").is_err());
     }
 
     #[test]

@@ -777,6 +777,11 @@ pub fn events_str(on: bool) -> &'static str {
     if on { "on" } else { "off" }
 }
 
+/// `--dns on|off` and `dns = true|false` (recorded `on`/`off`, like events).
+pub fn parse_dns(s: &str) -> Result<bool, String> {
+    parse_events(s).map_err(|_| format!("invalid dns setting {s:?}: expected on or off"))
+}
+
 pub fn parse_waf_rate_limit(s: &str) -> Result<u32, String> {
     s.trim()
         .parse::<u32>()
@@ -843,6 +848,11 @@ pub struct EnvSpec {
     /// `--events on|off`: the event backbone (SQS queues with their
     /// dead-letter queues and alarms). Off leaves it out of a cheap PR env.
     pub events: bool,
+    /// `--dns on|off`: the env's private Route 53 zone with the payments
+    /// failover records, their health checks and alarms, and the
+    /// maintenance ALB they fail over to. Off leaves them out of a cheap PR
+    /// env.
+    pub dns: bool,
 }
 
 impl Default for EnvSpec {
@@ -862,6 +872,7 @@ impl Default for EnvSpec {
             waf: Waf::default(),
             zone_ids: Vec::new(),
             events: true,
+            dns: true,
         }
     }
 }

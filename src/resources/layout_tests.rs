@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::spec::EnvSpec;
 
 /// The domains, each a folder of step kinds with a `register`.
-const DOMAINS: [&str; 10] = [
+const DOMAINS: [&str; 11] = [
     "security",
     "network",
     "data",
@@ -17,6 +17,7 @@ const DOMAINS: [&str; 10] = [
     "compute",
     "edge",
     "observability",
+    "dns",
     "compliance",
     "config",
 ];

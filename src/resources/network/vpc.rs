@@ -35,6 +35,8 @@ pub const API_ACCESS_TAG: &str = "payops:api-access";
 pub const ZONES_TAG: &str = "payops:zone-ids";
 /// Whether the env has the event backbone (`on`/`off`), likewise.
 pub const EVENTS_TAG: &str = "payops:events";
+/// Whether the env has its private zone and failover records, likewise.
+pub const DNS_TAG: &str = "payops:dns";
 
 fn shape_tags(cx: &Context) -> TagMap {
     let mut tags = TagMap::from([
@@ -54,6 +56,10 @@ fn shape_tags(cx: &Context) -> TagMap {
         (
             EVENTS_TAG.to_owned(),
             crate::spec::events_str(cx.spec.events).to_owned(),
+        ),
+        (
+            DNS_TAG.to_owned(),
+            crate::spec::events_str(cx.spec.dns).to_owned(),
         ),
     ]);
     if !cx.spec.zone_ids.is_empty() {
@@ -98,6 +104,7 @@ pub async fn recorded_shape(
             ("api_access", API_ACCESS_TAG),
             ("zone_ids", ZONES_TAG),
             ("events", EVENTS_TAG),
+            ("dns", DNS_TAG),
             ("protect", crate::tags::PROTECTED),
         ] {
             if let Some(v) = found.tags.get(tag) {
@@ -396,6 +403,7 @@ mod tests {
             (DB_SECRET_TAG, "generated"),
             (API_ACCESS_TAG, "iam"),
             (EVENTS_TAG, "on"),
+            (DNS_TAG, "on"),
         ] {
             tags.push(
                 aws_sdk_ec2::types::Tag::builder()

@@ -37,7 +37,9 @@ use crate::tags::TagMap;
 
 use crate::resources::context::Context;
 use crate::resources::model::{DELIVERY_BUFFER_INTERVAL_S, Function, SHIFT_GATE};
-use crate::resources::observability::monitoring::{self, ALB_INPUT, DYNAMODB_OPERATIONS};
+use crate::resources::observability::monitoring::{
+    self, ALB_INPUT, DYNAMODB_OPERATIONS, MAINTENANCE_ALB_INPUT,
+};
 use crate::resources::resource::Resource;
 use crate::resources::sdk::cloudwatch;
 use crate::tags::describe_tag_fix;
@@ -92,6 +94,11 @@ pub enum Alarm {
     TransactionLogFreshness,
     SettlementRequestsFailed,
     TransactionLogRecordsFailed,
+    /// The health check of the payments PRIMARY record (Route 53 cannot
+    /// probe an internal ALB: `dns::health_check`).
+    DnsPrimary,
+    /// The health check of the maintenance SECONDARY record.
+    DnsMaintenance,
 }
 
 /// What missing data means to an alarm (PutMetricAlarm's TreatMissingData).
@@ -270,7 +277,7 @@ fn sum_of(metrics: Vec<MetricId>, period: i32) -> Watch {
 }
 
 impl Alarm {
-    pub const ALL: [Alarm; 20] = [
+    pub const ALL: [Alarm; 22] = [
         Self::ApiP99Latency,
         Self::Api5xxRate,
         Self::TransactionErrors,
@@ -291,6 +298,8 @@ impl Alarm {
         Self::TransactionLogFreshness,
         Self::SettlementRequestsFailed,
         Self::TransactionLogRecordsFailed,
+        Self::DnsPrimary,
+        Self::DnsMaintenance,
     ];
 
     pub fn slug(self) -> &'static str {
@@ -315,6 +324,8 @@ impl Alarm {
             Self::TransactionLogFreshness => "transaction-log-freshness",
             Self::SettlementRequestsFailed => "settlement-requests-failed",
             Self::TransactionLogRecordsFailed => "transaction-log-records-failed",
+            Self::DnsPrimary => "dns-primary",
+            Self::DnsMaintenance => "dns-maintenance",
         }
     }
 
@@ -362,7 +373,9 @@ impl Alarm {
             | Self::QueueConsumerErrors
             | Self::TransactionLogFreshness
             | Self::SettlementRequestsFailed
-            | Self::TransactionLogRecordsFailed => Topic::SystemErrors,
+            | Self::TransactionLogRecordsFailed
+            | Self::DnsPrimary
+            | Self::DnsMaintenance => Topic::SystemErrors,
         }
     }
 
@@ -402,13 +415,19 @@ impl Alarm {
             | Self::TransactionLogFreshness
             | Self::SettlementRequestsFailed
             | Self::TransactionLogRecordsFailed => cx.spec.events,
+            // The private zone's health checks (`--dns`).
+            Self::DnsPrimary | Self::DnsMaintenance => cx.spec.dns,
             _ => true,
         }
     }
 
-    /// Whether it needs the ALB's ARN (its `LoadBalancer` dimension).
-    pub fn needs_alb(self) -> bool {
-        self == Self::Alb5xx
+    /// The (step, output) of the ARN of the load balancer it watches.
+    pub fn alb_input(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Self::Alb5xx | Self::DnsPrimary => Some(ALB_INPUT),
+            Self::DnsMaintenance => Some(MAINTENANCE_ALB_INPUT),
+            _ => None,
+        }
     }
 
     /// The table: what each alarm watches and when it fires. `alb_arn` is the
@@ -776,6 +795,52 @@ impl Alarm {
             // Firehose keeps them under the error prefix and logs them to
             // the stream's error log, and a stuck delivery sets off the
             // freshness alarm. None counted, nothing lost.
+            // A Route 53 health check follows it (`dns::health_check`), so
+            // it must be what Route 53 accepts there: one standard-resolution
+            // metric with a standard statistic (no metric math, hence not
+            // `alb-5xx`'s sum of two; no percentile). The ALB's own 5XX
+            // answers (no healthy target, a target failing or timing out):
+            // 10 a minute in 2 of 3 minutes fails the PRIMARY over; no
+            // requests is no failure (notBreaching).
+            Self::DnsPrimary | Self::DnsMaintenance => {
+                let alb = alb_arn.ok_or_else(|| {
+                    AwsError::Conflict(format!("alarm {}: the ALB's ARN is needed", self.slug()))
+                })?;
+                let lb = monitoring::load_balancer_dimension(alb)?;
+                let dims = [("LoadBalancer", lb.as_str())];
+                if self == Self::DnsPrimary {
+                    (
+                        "the ALB itself answered 5XX at least 10 times a minute in 2 of 3 \
+                         minutes (Route 53 fails payments over to the maintenance answer)",
+                        single(
+                            MetricId::new("AWS/ApplicationELB", "HTTPCode_ELB_5XX_Count", &dims),
+                            Statistic::Sum,
+                            60,
+                        ),
+                        Rule {
+                            comparison: AtLeast,
+                            threshold: 10.0,
+                            period: 60,
+                            evaluation_periods: 3,
+                            datapoints_to_alarm: 2,
+                            missing: Missing::NotBreaching,
+                        },
+                    )
+                } else {
+                    // The maintenance ALB answers a fixed 503 by design, so
+                    // its 5XX count says nothing; connections it rejected
+                    // (no capacity) do.
+                    (
+                        "the maintenance ALB rejected connections in a minute",
+                        single(
+                            MetricId::new("AWS/ApplicationELB", "RejectedConnectionCount", &dims),
+                            Statistic::Sum,
+                            60,
+                        ),
+                        Rule::at_least_once_in_a_minute(),
+                    )
+                }
+            }
             Self::TransactionLogRecordsFailed => (
                 "a payment's record could not be put on the transaction log at least once in a \
                  minute",
@@ -1194,10 +1259,9 @@ impl AlarmStep {
     fn desired(&self, cx: &Context, step: &StepCx<'_>) -> Result<Definition, AwsError> {
         let (topic_step, topic_key) = self.alarm.topic().input();
         let topic = step.output(topic_step, topic_key)?;
-        let alb = if self.alarm.needs_alb() {
-            Some(step.output(ALB_INPUT.0, ALB_INPUT.1)?)
-        } else {
-            None
+        let alb = match self.alarm.alb_input() {
+            Some((lb_step, key)) => Some(step.output(lb_step, key)?),
+            None => None,
         };
         let def = self.alarm.definition(cx, topic, alb)?;
         validate(&def).map_err(|why| {
@@ -1517,6 +1581,8 @@ mod tests {
             ),
             ("sns-topic:system-errors", "SystemErrorsTopicArn", SYSTEM),
             ("load-balancer:alb", "AlbArn", ALB),
+            // The same ARN: `definition` below gives every alarm that one.
+            ("load-balancer:maintenance", "MaintenanceAlbArn", ALB),
         ])
     }
 
