@@ -357,7 +357,8 @@ pub struct Shape {
     pub events: Option<bool>,
 
     /// The private Route 53 zone with the payments failover records, health checks and
-    /// their alarms: on, or off to leave DNS out of a cheap env [default: on]
+    /// their alarms, and the maintenance ALB: on, or off to leave DNS out of a cheap env
+    /// [default: off]
     #[arg(long, value_name = "on|off", value_parser = crate::spec::parse_dns)]
     pub dns: Option<bool>,
 }

@@ -812,12 +812,14 @@ mod tests {
     }
 
     #[test]
-    fn dns_comes_from_the_flag_then_the_file_then_the_record_then_on() {
+    fn dns_comes_from_the_flag_then_the_file_then_the_record_then_off() {
         let env = EnvName::parse("pr1").unwrap();
         let plain = settings("");
         let none = BTreeMap::new();
         let off = BTreeMap::from([("dns".to_owned(), "off".to_owned())]);
-        assert!(plain.spec(&env, &Shape::default(), &none).unwrap().dns);
+        assert!(!plain.spec(&env, &Shape::default(), &none).unwrap().dns);
+        let on = BTreeMap::from([("dns".to_owned(), "on".to_owned())]);
+        assert!(plain.spec(&env, &Shape::default(), &on).unwrap().dns);
         let spec = plain.spec(&env, &Shape::default(), &off).unwrap();
         assert!(!spec.dns);
         assert_eq!(record_spec(&spec)["dns"], "off");

@@ -872,7 +872,9 @@ impl Default for EnvSpec {
             waf: Waf::default(),
             zone_ids: Vec::new(),
             events: true,
-            dns: true,
+            // Off until the DNS steps have run on both emulators in CI
+            // (issue 20): `--dns on` (or `dns = true`) turns them on.
+            dns: false,
         }
     }
 }

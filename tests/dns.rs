@@ -35,7 +35,7 @@ fn fqdn(name: &str) -> String {
 async fn up_builds_the_private_zone_with_failover_records_on_alarm_checks_and_down_removes_them() {
     let mut env = TestEnv::new();
     let aws = Aws::connect().await;
-    env.up_json(&[]);
+    env.up_json(&["--dns", "on"]);
     let outputs = env.outputs();
     let name = env.name.clone();
     let r53 = &aws.c.route53;
@@ -170,7 +170,8 @@ async fn up_builds_the_private_zone_with_failover_records_on_alarm_checks_and_do
     assert_eq!(fixed.status_code(), Some("503"));
     assert!(fixed.message_body().unwrap().contains("MAINTENANCE"));
 
-    // Converged: a second `up` makes no mutating call.
+    // Converged: a second `up` (the recorded `--dns on` kept) makes no
+    // mutating call.
     let (_, report) = env.up_json(&[]);
     assert_no_mutation(&report, "second up");
 

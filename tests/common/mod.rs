@@ -41,7 +41,7 @@ pub const STEP_COUNT: usize = 159;
 /// wanted", and they count as no resource of the env. The alert emails
 /// (none given), and the Aurora instance slots beyond the default 2 readers
 /// (payops registers slots for up to 4).
-pub const NOT_WANTED_BY_DEFAULT: [&str; 8] = [
+pub const NOT_WANTED_BY_DEFAULT: [&str; 16] = [
     "alert-emails:failed-transactions",
     "alert-emails:system-errors",
     "aurora-instance:4",
@@ -55,6 +55,15 @@ pub const NOT_WANTED_BY_DEFAULT: [&str; 8] = [
     "ssm-parameters",
     // Only with --api-auth api-key.
     "usage-plan:payments",
+    // Only with --dns on (off by default for now; tests/dns.rs turns it on).
+    "alarm:dns-maintenance",
+    "alarm:dns-primary",
+    "dns-records:payments",
+    "health-check:payments-maintenance",
+    "health-check:payments-primary",
+    "hosted-zone:private",
+    "listener:maintenance",
+    "load-balancer:maintenance",
 ];
 /// The payment functions, by their name suffix (`payops-<env>-<slug>`).
 pub const FUNCTIONS: [&str; 3] = [

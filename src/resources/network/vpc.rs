@@ -403,7 +403,7 @@ mod tests {
             (DB_SECRET_TAG, "generated"),
             (API_ACCESS_TAG, "iam"),
             (EVENTS_TAG, "on"),
-            (DNS_TAG, "on"),
+            (DNS_TAG, "off"),
         ] {
             tags.push(
                 aws_sdk_ec2::types::Tag::builder()

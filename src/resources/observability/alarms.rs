@@ -1555,8 +1555,11 @@ mod tests {
     const SYSTEM: &str = "arn:aws:sns:us-east-1:123456789012:payops-pr1-system-errors";
     const ALB: &str = "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/payops-pr1-alb/50dc6c495c0c9188";
 
+    /// With the DNS alarms wanted (`--dns on`; off by default for now).
     fn cx() -> Context {
-        testing::context(testing::clients())
+        let mut cx = testing::context(testing::clients());
+        cx.spec.dns = true;
+        cx
     }
 
     fn cx_with(rules: &[&Rule]) -> Context {
