@@ -171,7 +171,10 @@ pub mod fake {
     pub fn context(rules: &[&Rule]) -> Context {
         let mut clients = testing::clients();
         clients.route53 = mock_client!(aws_sdk_route53, RuleMode::MatchAny, rules);
-        testing::context(clients)
+        // `--dns on` (off by default for now): else `up` removes the steps.
+        let mut cx = testing::context(clients);
+        cx.spec.dns = true;
+        cx
     }
 
     /// The env's tags for `step`, with its region.

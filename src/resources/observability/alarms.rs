@@ -1565,7 +1565,10 @@ mod tests {
     fn cx_with(rules: &[&Rule]) -> Context {
         let mut clients = testing::clients();
         clients.cloudwatch = mock_client!(aws_sdk_cloudwatch, RuleMode::MatchAny, rules);
-        testing::context(clients)
+        let mut cx = testing::context(clients);
+        // The DNS alarms wanted (`--dns on`).
+        cx.spec.dns = true;
+        cx
     }
 
     fn topic_arn(alarm: Alarm) -> &'static str {
