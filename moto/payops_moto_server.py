@@ -330,6 +330,7 @@ def main() -> None:
         shared.patch_events_test_event_pattern()
         shared.patch_xray_config()
         shared.patch_autoscaling_instance_refresh()
+        shared.patch_route53_health_checks_and_references()
         shared.patch_config_rule_scope()
         print("payops: moto patches applied (PAYOPS_MOTO_PATCHES=0 to disable)", file=sys.stderr, flush=True)
     from moto.server import main as moto_main

@@ -368,6 +368,11 @@ pub struct Shape {
     /// The batch instances' type, a Graviton (arm64) one [default: t4g.small]
     #[arg(long, value_name = "TYPE")]
     pub batch_instance_type: Option<String>,
+    /// The private Route 53 zone with the payments failover records, health checks and
+    /// their alarms, and the maintenance ALB: on, or off to leave DNS out of a cheap env
+    /// [default: off]
+    #[arg(long, value_name = "on|off", value_parser = crate::spec::parse_dns)]
+    pub dns: Option<bool>,
 }
 
 /// Checked while parsing, so a typo is a usage error before any AWS call;

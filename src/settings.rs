@@ -83,6 +83,8 @@ pub struct FileConfig {
     batch: Option<bool>,
     batch_capacity: Option<String>,
     batch_instance_type: Option<String>,
+    /// The private zone with the failover records (default on).
+    dns: Option<bool>,
     /// Envs `destroy-all` never removes, whatever its flags: the account's
     /// blocklist (prod, staging), kept in the file so a sweep's command line
     /// cannot forget it. Top level only: it is about the fleet, not one env.
@@ -119,6 +121,7 @@ pub struct FileShape {
     batch: Option<bool>,
     batch_capacity: Option<String>,
     batch_instance_type: Option<String>,
+    dns: Option<bool>,
 }
 
 /// `reserved_concurrency = 10` and `reserved_concurrency = "transaction=20"`
@@ -330,6 +333,7 @@ impl Settings {
             batch: self.file.batch,
             batch_capacity: self.file.batch_capacity.clone(),
             batch_instance_type: self.file.batch_instance_type.clone(),
+            dns: self.file.dns,
         };
         let pick = |flag: Option<String>, key: &str, get: fn(&FileShape) -> Option<&String>| {
             flag.or_else(|| per_env.and_then(get).cloned())
@@ -501,6 +505,17 @@ impl Settings {
             },
         };
         let batch = resolve_batch(flags, per_env, &top, recorded).map_err(|(k, e)| bad(k, e))?;
+        let dns = match flags
+            .dns
+            .or_else(|| per_env.and_then(|s| s.dns))
+            .or(top.dns)
+        {
+            Some(on) => on,
+            None => match recorded.get("dns") {
+                Some(r) => spec::parse_dns(r).map_err(|e| bad("dns", e))?,
+                None => defaults.dns,
+            },
+        };
         Ok(EnvSpec {
             vpc_cidr,
             nat,
@@ -526,6 +541,7 @@ impl Settings {
                 .unwrap_or_default(),
             events,
             batch,
+            dns,
         })
     }
 }
@@ -703,6 +719,7 @@ pub fn record_spec(spec: &EnvSpec) -> BTreeMap<String, String> {
         spec::events_str(spec.events).to_owned(),
     );
     recorded.insert("batch".to_owned(), spec.batch.to_string());
+    recorded.insert("dns".to_owned(), spec::events_str(spec.dns).to_owned());
     recorded
 }
 
@@ -893,6 +910,28 @@ mod tests {
         for arm in ["t4g.small", "m7gd.large", "c6gn.xlarge", "im4gn.large"] {
             assert!(spec::parse_batch_instance_type(arm).is_ok(), "{arm}");
         }
+    }
+
+    #[test]
+    fn dns_comes_from_the_flag_then_the_file_then_the_record_then_off() {
+        let env = EnvName::parse("pr1").unwrap();
+        let plain = settings("");
+        let none = BTreeMap::new();
+        let off = BTreeMap::from([("dns".to_owned(), "off".to_owned())]);
+        assert!(!plain.spec(&env, &Shape::default(), &none).unwrap().dns);
+        let on = BTreeMap::from([("dns".to_owned(), "on".to_owned())]);
+        assert!(plain.spec(&env, &Shape::default(), &on).unwrap().dns);
+        let spec = plain.spec(&env, &Shape::default(), &off).unwrap();
+        assert!(!spec.dns);
+        assert_eq!(record_spec(&spec)["dns"], "off");
+        let flags = Shape {
+            dns: Some(true),
+            ..Shape::default()
+        };
+        assert!(plain.spec(&env, &flags, &off).unwrap().dns);
+        let file = settings("dns = true\n[env.pr1]\ndns = false\n");
+        assert!(!file.spec(&env, &Shape::default(), &none).unwrap().dns);
+        assert!(spec::parse_dns("maybe").is_err());
     }
 
     #[test]

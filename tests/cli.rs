@@ -347,7 +347,7 @@ fn graph_as_json_is_machine_readable() {
     let out = run(dir.path(), &["graph", "--output", "json"]);
     let steps: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let steps = steps.as_array().unwrap();
-    assert_eq!(steps.len(), 164);
+    assert_eq!(steps.len(), 173);
     let vpc_dependents = steps
         .iter()
         .filter(|s| {

@@ -212,6 +212,10 @@ async fn final_sweep(
         Ok(names) => leftovers.extend(names),
         Err(e) => leftovers.push(format!("cloudwatch: could not check: {e}")),
     }
+    match sweep::route53_leftovers(cx).await {
+        Ok(names) => leftovers.extend(names),
+        Err(e) => leftovers.push(format!("route53: could not check: {e}")),
+    }
     match sweep::tagged_leftovers(cx).await {
         Ok(arns) => leftovers.extend(arns.into_iter().map(|a| format!("tagged: {a}"))),
         Err(e) => leftovers.push(format!("tagging API: could not check: {e}")),

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::spec::EnvSpec;
 
 /// The domains, each a folder of step kinds with a `register`.
-const DOMAINS: [&str; 11] = [
+const DOMAINS: [&str; 12] = [
     "security",
     "network",
     "data",
@@ -18,6 +18,7 @@ const DOMAINS: [&str; 11] = [
     "batch",
     "edge",
     "observability",
+    "dns",
     "compliance",
     "config",
 ];

@@ -11,8 +11,8 @@
 //! - `common`: step kinds several domains instantiate (IAM role, log group,
 //!   S3 bucket);
 //! - the domains, in registry order: `security`, `network`, `data`,
-//!   `events`, `database`, `compute`, `edge`, `observability`, `compliance`,
-//!   `config`. Each holds one
+//!   `events`, `database`, `compute`, `edge`, `observability`, `dns`,
+//!   `compliance`, `config`. Each holds one
 //!   file per step kind and registers its own steps (`register`);
 //! - `baseline`: the account-and-region singletons every env shares
 //!   (GuardDuty's detector), adopted or created, outside any env's graph;
@@ -46,6 +46,7 @@ mod compute;
 mod config;
 mod data;
 mod database;
+mod dns;
 mod edge;
 mod events;
 mod network;
@@ -96,6 +97,9 @@ fn registry(spec: &EnvSpec) -> Registry {
     r.domain("database", database::register_rotation);
     r.domain("edge", |r| edge::register(r, spec));
     r.domain("observability", observability::register);
+    // The private zone's failover records: after the ALBs they alias and
+    // the alarms their health checks follow.
+    r.domain("dns", dns::register);
     // AWS Config's rules and their remediation: after the function and the
     // topic they route to.
     r.domain("compliance", compliance::register);
@@ -118,7 +122,7 @@ mod tests {
                 ..EnvSpec::default()
             };
             let g = graph(&spec).unwrap_or_else(|e| panic!("{nat:?}: {e}"));
-            assert_eq!(g.len(), 164);
+            assert_eq!(g.len(), 173);
         }
     }
 
@@ -177,6 +181,44 @@ mod tests {
                 "sqs-queue:payments-events-dlq",
                 "sqs-queue:payments-processing",
                 "sqs-queue:payments-processing-dlq",
+            ]
+        );
+    }
+
+    /// `--dns off` leaves out the private zone, its records, health checks
+    /// and their alarms, the maintenance ALB the SECONDARY points at, and
+    /// the domain's parameters step (else it would "create" an empty set on
+    /// every `up`); nothing else.
+    #[test]
+    fn dns_off_leaves_out_exactly_its_steps() {
+        let unwanted = |dns: bool| -> Vec<String> {
+            let mut cx = testing::context(testing::clients());
+            cx.spec.dns = dns;
+            registry(&cx.spec)
+                .into_steps()
+                .iter()
+                .filter(|s| !s.wanted(&cx))
+                .map(|s| s.id().to_string())
+                .collect()
+        };
+        let always = unwanted(true);
+        let mut off: Vec<String> = unwanted(false)
+            .into_iter()
+            .filter(|s| !always.contains(s))
+            .collect();
+        off.sort();
+        assert_eq!(
+            off,
+            [
+                "alarm:dns-maintenance",
+                "alarm:dns-primary",
+                "dns-records:payments",
+                "health-check:payments-maintenance",
+                "health-check:payments-primary",
+                "hosted-zone:private",
+                "listener:maintenance",
+                "load-balancer:maintenance",
+                "ssm-parameters:dns",
             ]
         );
     }
@@ -264,7 +306,7 @@ mod tests {
             .steps()
             .filter(|s| s.id().as_str().starts_with("ssm-parameters:"))
             .collect();
-        assert_eq!(publishers.len(), 10, "one per domain");
+        assert_eq!(publishers.len(), 11, "one per domain");
         for step in publishers {
             let domain = step.id().as_str().trim_start_matches("ssm-parameters:");
             for d in step.dependencies() {

@@ -37,12 +37,12 @@ pub const TAG_CREATED_AT: &str = "payops:created-at";
 /// The keys of a default env (the batch tier's `ebs` key only with `--batch on`).
 pub const KEY_PURPOSES: [&str; 6] = ["database", "dynamodb", "s3", "logs", "events", "parameters"];
 /// Steps of one env (`payops graph` lists them).
-pub const STEP_COUNT: usize = 164;
+pub const STEP_COUNT: usize = 173;
 /// Steps with nothing to manage unless asked: `status` shows them "not
 /// wanted", and they count as no resource of the env. The alert emails
 /// (none given), and the Aurora instance slots beyond the default 2 readers
 /// (payops registers slots for up to 4).
-pub const NOT_WANTED_BY_DEFAULT: [&str; 21] = [
+pub const NOT_WANTED_BY_DEFAULT: [&str; 30] = [
     // The batch tier: off unless --batch on (tests/batch.rs has it).
     "alarm:batch-cpu-high",
     "alarm:batch-memory-high",
@@ -70,6 +70,16 @@ pub const NOT_WANTED_BY_DEFAULT: [&str; 21] = [
     "ssm-parameters",
     // Only with --api-auth api-key.
     "usage-plan:payments",
+    // Only with --dns on (off by default for now; tests/dns.rs turns it on).
+    "alarm:dns-maintenance",
+    "alarm:dns-primary",
+    "dns-records:payments",
+    "health-check:payments-maintenance",
+    "health-check:payments-primary",
+    "hosted-zone:private",
+    "ssm-parameters:dns",
+    "listener:maintenance",
+    "load-balancer:maintenance",
 ];
 /// The payment functions, by their name suffix (`payops-<env>-<slug>`).
 pub const FUNCTIONS: [&str; 3] = [
@@ -1190,6 +1200,8 @@ pub async fn remaining(aws: &Aws, env: &str) -> Vec<String> {
         left.push(format!("x-ray sampling rule {:?}", rule.rule_name()));
     }
 
+    left.extend(route53_remaining(aws, env).await);
+
     for (alias, key) in kms_aliases(aws, env).await {
         left.push(format!("kms alias {alias} -> {key:?}"));
     }
@@ -1817,4 +1829,53 @@ pub fn strings(v: &Value) -> Vec<String> {
             .collect(),
         _ => Vec::new(),
     }
+}
+
+/// The env's private zone (by name) and its health checks (by the env's
+/// tag) still in Route 53, listed directly: Route 53 is global, and the
+/// tagging API does not list it everywhere.
+pub async fn route53_remaining(aws: &Aws, env: &str) -> Vec<String> {
+    use aws_sdk_route53::types::TagResourceType;
+    let mut left = Vec::new();
+    let zone = format!("{env}.payops.internal.");
+    let zones = aws
+        .c
+        .route53
+        .list_hosted_zones_by_name()
+        .dns_name(&zone)
+        .send()
+        .await
+        .expect("route53:ListHostedZonesByName");
+    for z in zones.hosted_zones() {
+        if z.name() == zone {
+            left.push(format!("route53 hosted zone {} ({})", z.name(), z.id()));
+        }
+    }
+    let checks = aws
+        .c
+        .route53
+        .list_health_checks()
+        .send()
+        .await
+        .expect("route53:ListHealthChecks");
+    for c in checks.health_checks() {
+        let tags = aws
+            .c
+            .route53
+            .list_tags_for_resource()
+            .resource_type(TagResourceType::Healthcheck)
+            .resource_id(c.id())
+            .send()
+            .await
+            .expect("route53:ListTagsForResource");
+        let ours = tags.resource_tag_set().is_some_and(|t| {
+            t.tags()
+                .iter()
+                .any(|t| t.key() == Some(TAG_ENV) && t.value() == Some(env))
+        });
+        if ours {
+            left.push(format!("route53 health check {}", c.id()));
+        }
+    }
+    left
 }

@@ -1317,3 +1317,152 @@ def patch_autoscaling_instance_refresh() -> None:
     AutoScalingResponse.describe_instance_refreshes = describe_instance_refreshes
     AutoScalingResponse.cancel_instance_refresh = cancel_instance_refresh
     AutoScalingResponse._payops_instance_refresh = True
+def _route53_error(code: str, message: str, status: int):
+    """A Route 53 error of moto 5.1 (RESTError: ``code`` is the HTTP status)
+    or 5.2 (ServiceException: the status comes from the service model)."""
+    from moto.route53 import exceptions as ex
+
+    err = ex.Route53ClientError(code, message)
+    try:
+        from moto.core.exceptions import RESTError
+
+        if isinstance(err, RESTError):
+            err.code = status
+    except ImportError:
+        pass
+    return err
+
+
+def patch_route53_health_checks_and_references() -> None:
+    """Route 53 (moto 5.1/5.2; LocalStack's route53 provider hands these to
+    moto): health checks keep ``AlarmIdentifier`` and
+    ``InsufficientDataHealthStatus`` (moto drops both, so a CLOUDWATCH_METRIC
+    check would read back unwired and every ``up`` would repair it), on
+    Create and Update; and ``CallerReference`` is idempotent as AWS documents
+    it: a zone's repeat answers HostedZoneAlreadyExists, a health check's
+    repeat with the same configuration returns the check the first call
+    made, with another configuration HealthCheckAlreadyExists. Without it a
+    retried create whose answer was lost makes a second zone or check."""
+    import threading
+
+    import xmltodict
+    from moto.route53 import models
+    from moto.route53.responses import Route53
+
+    if getattr(Route53, "_payops_route53", False):
+        return
+    pending = threading.local()
+
+    def alarm_fields(config: dict) -> dict:
+        alarm = config.get("AlarmIdentifier") or None
+        if alarm:
+            alarm = {"Region": alarm.get("Region"), "Name": alarm.get("Name")}
+        return {
+            "alarm_identifier": alarm,
+            "insufficient_data_health_status": config.get("InsufficientDataHealthStatus"),
+        }
+
+    def request_body(self, root: str) -> dict:
+        body = self.body
+        if isinstance(body, bytes):
+            body = body.decode()
+        return (xmltodict.parse(body) or {}).get(root) or {}
+
+    original_create_response = Route53.create_health_check
+
+    def create_health_check_response(self, *args, **kwargs):
+        config = request_body(self, "CreateHealthCheckRequest").get("HealthCheckConfig") or {}
+        pending.fields = alarm_fields(config)
+        pending.type_ = config.get("Type")
+        try:
+            return original_create_response(self, *args, **kwargs)
+        finally:
+            pending.fields = None
+
+    original_create = models.Route53Backend.create_health_check
+
+    def create_health_check(self, caller_reference, health_check_args):
+        fields = getattr(pending, "fields", None) or {}
+        for check in list(self.health_checks.values()):
+            if check.caller_reference != caller_reference:
+                continue
+            same = check.type_ == health_check_args.get("type") and all(
+                getattr(check, k, None) == v for k, v in fields.items()
+            )
+            if same:
+                return check
+            raise _route53_error(
+                "HealthCheckAlreadyExists",
+                f"A health check with caller reference {caller_reference} already exists "
+                "with another configuration",
+                409,
+            )
+        check = original_create(self, caller_reference, health_check_args)
+        for k, v in fields.items():
+            setattr(check, k, v)
+        return check
+
+    original_update_response = Route53.update_health_check
+
+    def update_health_check_response(self, *args, **kwargs):
+        request = request_body(self, "UpdateHealthCheckRequest")
+        health_check_id = self._get_param("HealthCheckId") or self.path.rstrip("/").split("/")[-1]
+        check = self.backend.health_checks.get(health_check_id)
+        if check is not None:
+            if request.get("AlarmIdentifier"):
+                check.alarm_identifier = alarm_fields(request)["alarm_identifier"]
+            if request.get("InsufficientDataHealthStatus"):
+                check.insufficient_data_health_status = request["InsufficientDataHealthStatus"]
+            check.health_check_version = getattr(check, "health_check_version", 1) + 1
+        return original_update_response(self, *args, **kwargs)
+
+    # moto 5.2 serialises the config property; 5.1 renders XML (to_xml).
+    config_property = getattr(models.HealthCheck, "health_check_config", None)
+    if isinstance(config_property, property):
+
+        def health_check_config(check):
+            config = config_property.fget(check)
+            if getattr(check, "alarm_identifier", None):
+                config["AlarmIdentifier"] = check.alarm_identifier
+            if getattr(check, "insufficient_data_health_status", None):
+                config["InsufficientDataHealthStatus"] = check.insufficient_data_health_status
+            return config
+
+        models.HealthCheck.health_check_config = property(health_check_config)
+    original_to_xml = getattr(models.HealthCheck, "to_xml", None)
+    if original_to_xml is not None:
+
+        def to_xml(check):
+            xml = original_to_xml(check)
+            extra = ""
+            alarm = getattr(check, "alarm_identifier", None)
+            if alarm:
+                extra += (
+                    f"<AlarmIdentifier><Region>{alarm['Region']}</Region>"
+                    f"<Name>{alarm['Name']}</Name></AlarmIdentifier>"
+                )
+            status = getattr(check, "insufficient_data_health_status", None)
+            if status:
+                extra += f"<InsufficientDataHealthStatus>{status}</InsufficientDataHealthStatus>"
+            return xml.replace("</HealthCheckConfig>", extra + "</HealthCheckConfig>", 1)
+
+        models.HealthCheck.to_xml = to_xml
+
+    original_create_zone = models.Route53Backend.create_hosted_zone
+
+    def create_hosted_zone(self, name, *args, caller_reference=None, **kwargs):
+        if caller_reference and any(
+            z.caller_reference == caller_reference for z in self.zones.values()
+        ):
+            raise _route53_error(
+                "HostedZoneAlreadyExists",
+                f"A hosted zone with caller reference {caller_reference} already exists",
+                409,
+            )
+        return original_create_zone(self, name, *args, caller_reference=caller_reference, **kwargs)
+
+    Route53.create_health_check = create_health_check_response
+    Route53.update_health_check = update_health_check_response
+    models.Route53Backend.create_health_check = create_health_check
+    models.Route53Backend.create_hosted_zone = create_hosted_zone
+    Route53._payops_route53 = True

@@ -368,6 +368,29 @@ def logs():
     return Service.for_provider(PayopsLogsProvider(), dispatch_table_factory=MotoFallbackDispatcher)
 
 
+@aws_provider(api="route53", name="payops")
+def route53():
+    """LocalStack's own Route 53 provider with health checks and caller
+    references fixed (``moto_patches.patch_route53_health_checks_and_references``).
+
+    In 4.14.0 ``GetHealthCheck`` is LocalStack's own and rebuilds the config
+    from a fixed list of fields, dropping ``AlarmIdentifier`` and
+    ``InsufficientDataHealthStatus``: served by (patched) moto instead.
+    """
+    from localstack.services.moto import MotoFallbackDispatcher, call_moto
+    from localstack.services.route53.provider import Route53Provider
+
+    class PayopsRoute53Provider(Route53Provider):
+        def get_health_check(self, context, health_check_id, **kwargs):
+            return call_moto(context)
+
+    from .moto_patches import patch_route53_health_checks_and_references
+
+    patch_route53_health_checks_and_references()
+    LOG.info("payops ext: serving route53 from LocalStack's provider with the health-check fixes")
+    return Service.for_provider(PayopsRoute53Provider(), dispatch_table_factory=MotoFallbackDispatcher)
+
+
 @aws_provider(api="apigateway", name="payops")
 def apigateway():
     """LocalStack's own API Gateway provider with VPC link tags kept.

@@ -54,6 +54,15 @@ const ROOT_VOLUME_GIB: i32 = 20;
 
 pub struct LaunchTemplate;
 
+/// A block device mapping: (device, encrypted, key, volume type, GiB).
+pub type Volume = (
+    String,
+    Option<bool>,
+    Option<String>,
+    Option<String>,
+    Option<i32>,
+);
+
 /// What payops sets in a version, in comparable form (sorted, normalised).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -64,14 +73,7 @@ pub struct Config {
     pub http_tokens: Option<String>,
     pub http_endpoint: Option<String>,
     pub hop_limit: Option<i32>,
-    /// (device, encrypted, key, type, GiB, delete on termination)
-    pub volumes: Vec<(
-        String,
-        Option<bool>,
-        Option<String>,
-        Option<String>,
-        Option<i32>,
-    )>,
+    pub volumes: Vec<Volume>,
     pub key_name: Option<String>,
     pub user_data: Option<String>,
     /// Tags for the instances and volumes (resource type, tags).

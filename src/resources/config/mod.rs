@@ -19,6 +19,8 @@ pub fn register(r: &mut Registry) {
             ssm_parameters::Parameters::with_secrets()
         } else if domain == "batch" {
             ssm_parameters::Parameters::outputs_only().wanted_when(|cx| cx.spec.batch.on)
+        } else if domain == "dns" {
+            ssm_parameters::Parameters::outputs_only().wanted_when(|cx| cx.spec.dns)
         } else {
             ssm_parameters::Parameters::outputs_only()
         };

@@ -7,12 +7,19 @@
 //!   repairs the action only if it no longer forwards to both groups.
 //! - the NLB's TCP listener on 443, forwarding to the ALB's target group
 //!   (TLS passes through to the ALB).
+//! - with `--dns on`, the maintenance ALB's HTTPS listener on 443 (same TLS
+//!   policy and certificate as the ALB's): one fixed-response action, 503
+//!   `{"error":"MAINTENANCE"}` in JSON, the payments SECONDARY answer. A
+//!   fixed response can set no header (ELB FixedResponseActionConfig has
+//!   only status, content type and body), so there is no Retry-After: the
+//!   body says to retry.
 
 use std::fmt;
 
 use async_trait::async_trait;
 use aws_sdk_elasticloadbalancingv2::types::{
-    Action, ActionTypeEnum, Certificate, Listener as ElbListener, ProtocolEnum,
+    Action, ActionTypeEnum, Certificate, FixedResponseActionConfig, Listener as ElbListener,
+    ProtocolEnum,
 };
 
 use crate::aws::{AwsError, OpResult, absent_on, required};
@@ -30,10 +37,41 @@ use crate::tags::describe_tag_fix;
 /// TLS 1.3 with TLS 1.2 for older clients; nothing older.
 pub const SSL_POLICY: &str = "ELBSecurityPolicy-TLS13-1-2-2021-06";
 
+/// The maintenance answer: Service Unavailable, in the API's error shape.
+pub const MAINTENANCE_STATUS: &str = "503";
+pub const MAINTENANCE_CONTENT_TYPE: &str = "application/json";
+pub const MAINTENANCE_BODY: &str =
+    r#"{"error":"MAINTENANCE","message":"payments are briefly unavailable; retry shortly"}"#;
+
+/// The maintenance listener's only action.
+pub fn maintenance_action() -> Action {
+    Action::builder()
+        .r#type(ActionTypeEnum::FixedResponse)
+        .fixed_response_config(
+            FixedResponseActionConfig::builder()
+                .status_code(MAINTENANCE_STATUS)
+                .content_type(MAINTENANCE_CONTENT_TYPE)
+                .message_body(MAINTENANCE_BODY)
+                .build(),
+        )
+        .build()
+}
+
+/// Whether `actions` is exactly the maintenance answer.
+fn answers_maintenance(actions: &[Action]) -> bool {
+    matches!(actions, [a] if a.r#type() == Some(&ActionTypeEnum::FixedResponse)
+    && a.fixed_response_config().is_some_and(|c| {
+        c.status_code() == Some(MAINTENANCE_STATUS)
+            && c.content_type() == Some(MAINTENANCE_CONTENT_TYPE)
+            && c.message_body() == Some(MAINTENANCE_BODY)
+    }))
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ListenerKind {
     AlbHttps,
     NlbTcp,
+    MaintenanceHttps,
 }
 
 impl ListenerKind {
@@ -41,12 +79,13 @@ impl ListenerKind {
         match self {
             Self::AlbHttps => "alb",
             Self::NlbTcp => "nlb",
+            Self::MaintenanceHttps => "maint",
         }
     }
 
     fn protocol(self) -> ProtocolEnum {
         match self {
-            Self::AlbHttps => ProtocolEnum::Https,
+            Self::AlbHttps | Self::MaintenanceHttps => ProtocolEnum::Https,
             Self::NlbTcp => ProtocolEnum::Tcp,
         }
     }
@@ -134,7 +173,13 @@ impl Resource for Listener {
         match self.kind {
             ListenerKind::AlbHttps => "elbv2:https-listener",
             ListenerKind::NlbTcp => "elbv2:tcp-listener",
+            ListenerKind::MaintenanceHttps => "elbv2:maintenance-listener",
         }
+    }
+
+    /// The maintenance listener exists only with the env's DNS (`--dns`).
+    fn wanted(&self, cx: &Context) -> bool {
+        self.kind != ListenerKind::MaintenanceHttps || cx.spec.dns
     }
 
     /// CreateListener meets the listener its lost first attempt made (see the trait).
@@ -188,6 +233,7 @@ impl Resource for Listener {
         let (lb_step, lb_key) = match self.kind {
             ListenerKind::AlbHttps => ("load-balancer:alb", "AlbArn"),
             ListenerKind::NlbTcp => ("load-balancer:nlb", "NlbArn"),
+            ListenerKind::MaintenanceHttps => ("load-balancer:maintenance", "MaintenanceAlbArn"),
         };
         let tags = cx.tagger.for_create(step.id().as_str());
         let mut req = cx
@@ -211,6 +257,14 @@ impl Resource for Listener {
                     .default_actions(traffic::forward(blue, green, Weights::DEFAULT))
             }
             ListenerKind::NlbTcp => req.default_actions(Self::nlb_forward(step)?),
+            ListenerKind::MaintenanceHttps => req
+                .ssl_policy(SSL_POLICY)
+                .certificates(
+                    Certificate::builder()
+                        .certificate_arn(self.certificate(cx, step)?)
+                        .build(),
+                )
+                .default_actions(maintenance_action()),
         };
         let out = req.send().await.op("elbv2:CreateListener")?;
         let listener = out
@@ -247,7 +301,25 @@ impl Resource for Listener {
             settings.push("protocol");
         }
         let mut fixes = Vec::new();
+        if self.kind == ListenerKind::MaintenanceHttps {
+            if l.ssl_policy() != Some(SSL_POLICY) {
+                settings.push("TLS policy");
+            }
+            let want = self.certificate(cx, step)?;
+            let have: Vec<&str> = l
+                .certificates()
+                .iter()
+                .filter_map(|c| c.certificate_arn())
+                .collect();
+            if have != [want.as_str()] {
+                settings.push("certificate");
+            }
+            if !answers_maintenance(l.default_actions()) {
+                fixes.push(Fix::Forward);
+            }
+        }
         match self.kind {
+            ListenerKind::MaintenanceHttps => {}
             ListenerKind::AlbHttps => {
                 if l.ssl_policy() != Some(SSL_POLICY) {
                     settings.push("TLS policy");
@@ -307,7 +379,7 @@ impl Resource for Listener {
                     .listener_arn(&found.arn)
                     .port(HTTPS_PORT)
                     .protocol(self.kind.protocol());
-                if self.kind == ListenerKind::AlbHttps {
+                if self.kind != ListenerKind::NlbTcp {
                     req = req.ssl_policy(SSL_POLICY).certificates(
                         Certificate::builder()
                             .certificate_arn(self.certificate(cx, step)?)
@@ -323,6 +395,7 @@ impl Resource for Listener {
                         traffic::forward(blue, green, Weights::DEFAULT)
                     }
                     ListenerKind::NlbTcp => Self::nlb_forward(step)?,
+                    ListenerKind::MaintenanceHttps => maintenance_action(),
                 };
                 elb.modify_listener()
                     .listener_arn(&found.arn)
@@ -343,6 +416,7 @@ impl Resource for Listener {
         let key = match self.kind {
             ListenerKind::AlbHttps => "AlbListenerArn",
             ListenerKind::NlbTcp => "NlbListenerArn",
+            ListenerKind::MaintenanceHttps => "MaintenanceListenerArn",
         };
         Record::default()
             .resource("listener", &found.arn)

@@ -15,6 +15,12 @@
 //! for PrivateLink traffic only, and keeps the rule for everything else
 //! (ELB user guide, "Security groups for your Network Load Balancer").
 //!
+//! - with `--dns on`, the maintenance ALB (`payops-<env>-maint`): the
+//!   payments SECONDARY record's target, whose one listener answers a fixed
+//!   503 (see `dns`). It takes the ALB's security group: the same clients on
+//!   the same port, and one group fewer to keep. No access logs: it serves
+//!   no payment.
+//!
 //! Type and scheme cannot change after creation: a load balancer with our
 //! name but another type or scheme is reported, never replaced silently.
 
@@ -44,6 +50,7 @@ use crate::tags::describe_tag_fix;
 pub enum LbKind {
     Alb,
     Nlb,
+    Maintenance,
 }
 
 impl LbKind {
@@ -51,19 +58,20 @@ impl LbKind {
         match self {
             Self::Alb => "alb",
             Self::Nlb => "nlb",
+            Self::Maintenance => "maint",
         }
     }
 
     fn lb_type(self) -> LoadBalancerTypeEnum {
         match self {
-            Self::Alb => LoadBalancerTypeEnum::Application,
+            Self::Alb | Self::Maintenance => LoadBalancerTypeEnum::Application,
             Self::Nlb => LoadBalancerTypeEnum::Network,
         }
     }
 
     fn security_group_input(self) -> (&'static str, &'static str) {
         match self {
-            Self::Alb => ("security-group:alb", "AlbSecurityGroupId"),
+            Self::Alb | Self::Maintenance => ("security-group:alb", "AlbSecurityGroupId"),
             Self::Nlb => ("security-group:nlb", "NlbSecurityGroupId"),
         }
     }
@@ -73,6 +81,7 @@ impl LbKind {
         match self {
             Self::Alb => "Alb",
             Self::Nlb => "Nlb",
+            Self::Maintenance => "MaintenanceAlb",
         }
     }
 }
@@ -106,6 +115,12 @@ impl LoadBalancer {
                 attrs.insert("access_logs.s3.prefix", ALB_LOG_PREFIX.into());
                 // Requests with malformed headers are dropped, not passed on
                 // to the functions (request smuggling).
+                attrs.insert(
+                    "routing.http.drop_invalid_header_fields.enabled",
+                    "true".into(),
+                );
+            }
+            LbKind::Maintenance => {
                 attrs.insert(
                     "routing.http.drop_invalid_header_fields.enabled",
                     "true".into(),
@@ -229,7 +244,13 @@ impl Resource for LoadBalancer {
         match self.kind {
             LbKind::Alb => "elbv2:application-load-balancer",
             LbKind::Nlb => "elbv2:network-load-balancer",
+            LbKind::Maintenance => "elbv2:maintenance-load-balancer",
         }
+    }
+
+    /// The maintenance ALB exists only with the env's DNS (`--dns`).
+    fn wanted(&self, cx: &Context) -> bool {
+        self.kind != LbKind::Maintenance || cx.spec.dns
     }
 
     /// CreateLoadBalancer meets the load balancer its lost first attempt made (AWS answers it only when the settings differ, and returns the balancer when they are the same) (see the trait).
@@ -425,13 +446,23 @@ impl Resource for LoadBalancer {
 
     fn record(&self, _cx: &Context, found: &FoundLoadBalancer) -> Record {
         let p = self.kind.output_prefix();
-        Record::default()
+        let record = Record::default()
             .resource("load_balancer", &found.arn)
             .output(format!("{p}Arn"), &found.arn)
             .output(
                 format!("{p}DnsName"),
                 found.lb.dns_name().unwrap_or_default(),
-            )
+            );
+        match self.kind {
+            // A Route 53 alias to an ALB names ELB's zone for the region
+            // (`Z35SXDOTRQ7X7K` in us-east-1), not the env's zone: the
+            // private zone's records read it here.
+            LbKind::Alb | LbKind::Maintenance => record.output(
+                format!("{p}CanonicalHostedZoneId"),
+                found.lb.canonical_hosted_zone_id().unwrap_or_default(),
+            ),
+            LbKind::Nlb => record,
+        }
     }
 
     async fn delete(

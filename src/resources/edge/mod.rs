@@ -54,11 +54,18 @@ pub fn register(r: &mut Registry, spec: &EnvSpec) {
         if self_signed {
             vec![]
         } else {
-            vec![dep(
-                "listener:alb-https",
-                "with --certificate-arn the listener moves to the operator's certificate before \
-                 payops' self-signed one is removed",
-            )]
+            vec![
+                dep(
+                    "listener:alb-https",
+                    "with --certificate-arn the listener moves to the operator's certificate \
+                     before payops' self-signed one is removed",
+                ),
+                dep(
+                    "listener:maintenance",
+                    "with --certificate-arn the maintenance listener moves to the operator's \
+                     certificate before payops' self-signed one is removed",
+                ),
+            ]
         },
     );
     for kind in [TgKind::Blue, TgKind::Green] {
@@ -95,6 +102,37 @@ pub fn register(r: &mut Registry, spec: &EnvSpec) {
         "listener:alb-https",
         listener::Listener::new(ListenerKind::AlbHttps),
         listener_deps,
+    );
+    // The payments SECONDARY record's target (`dns`): an ALB that answers
+    // a fixed 503, sharing nothing with the Lambdas behind the main one.
+    r.add(
+        "load-balancer:maintenance",
+        load_balancer::LoadBalancer::new(LbKind::Maintenance),
+        vec![
+            dep(
+                "subnets:private",
+                "the internal maintenance ALB lives in the private subnets",
+            ),
+            dep(
+                "security-group:alb",
+                "it takes the ALB's group: the same clients on the same port",
+            ),
+        ],
+    );
+    let mut maintenance_deps = vec![dep(
+        "load-balancer:maintenance",
+        "the listener belongs to the maintenance ALB",
+    )];
+    if self_signed {
+        maintenance_deps.push(dep(
+            "acm-certificate:alb",
+            "the maintenance listener presents the ALB's certificate",
+        ));
+    }
+    r.add(
+        "listener:maintenance",
+        listener::Listener::new(ListenerKind::MaintenanceHttps),
+        maintenance_deps,
     );
     r.add(
         "load-balancer:nlb",

@@ -36,6 +36,12 @@ pub async fn cloudwatch_leftovers(cx: &Context) -> Result<Vec<String>, AwsError>
     Ok(left)
 }
 
+/// Route 53 zones and health checks of the env still there, listed
+/// directly (see `dns::leftovers`).
+pub async fn route53_leftovers(cx: &Context) -> Result<Vec<String>, AwsError> {
+    crate::resources::dns::leftovers(cx).await
+}
+
 /// ARNs still tagged for the env that really exist.
 pub async fn tagged_leftovers(cx: &Context) -> Result<Vec<String>, AwsError> {
     let mut remaining = tagged(cx).await?;

@@ -37,6 +37,8 @@ pub const ZONES_TAG: &str = "payops:zone-ids";
 pub const EVENTS_TAG: &str = "payops:events";
 /// The batch tier (`on t4g.small 0-0-2`), likewise.
 pub const BATCH_TAG: &str = "payops:batch";
+/// Whether the env has its private zone and failover records, likewise.
+pub const DNS_TAG: &str = "payops:dns";
 
 fn shape_tags(cx: &Context) -> TagMap {
     let mut tags = TagMap::from([
@@ -60,6 +62,10 @@ fn shape_tags(cx: &Context) -> TagMap {
         (
             BATCH_TAG.to_owned(),
             cx.spec.batch.to_string().replace(',', " "),
+        ),
+        (
+            DNS_TAG.to_owned(),
+            crate::spec::events_str(cx.spec.dns).to_owned(),
         ),
     ]);
     if !cx.spec.zone_ids.is_empty() {
@@ -105,6 +111,7 @@ pub async fn recorded_shape(
             ("zone_ids", ZONES_TAG),
             ("events", EVENTS_TAG),
             ("batch", BATCH_TAG),
+            ("dns", DNS_TAG),
             ("protect", crate::tags::PROTECTED),
         ] {
             if let Some(v) = found.tags.get(tag) {
@@ -404,6 +411,7 @@ mod tests {
             (API_ACCESS_TAG, "iam"),
             (EVENTS_TAG, "on"),
             (BATCH_TAG, "off t4g.small 0-0-2"),
+            (DNS_TAG, "off"),
         ] {
             tags.push(
                 aws_sdk_ec2::types::Tag::builder()

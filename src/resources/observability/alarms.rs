@@ -37,7 +37,9 @@ use crate::tags::TagMap;
 
 use crate::resources::context::Context;
 use crate::resources::model::{DELIVERY_BUFFER_INTERVAL_S, Function, SHIFT_GATE};
-use crate::resources::observability::monitoring::{self, ALB_INPUT, DYNAMODB_OPERATIONS};
+use crate::resources::observability::monitoring::{
+    self, ALB_INPUT, DYNAMODB_OPERATIONS, MAINTENANCE_ALB_INPUT,
+};
 use crate::resources::resource::Resource;
 use crate::resources::sdk::cloudwatch;
 use crate::tags::describe_tag_fix;
@@ -95,6 +97,11 @@ pub enum Alarm {
     /// The batch tier's instances (`--batch on`): CPU and memory used.
     BatchCpuHigh,
     BatchMemoryHigh,
+    /// The health check of the payments PRIMARY record (Route 53 cannot
+    /// probe an internal ALB: `dns::health_check`).
+    DnsPrimary,
+    /// The health check of the maintenance SECONDARY record.
+    DnsMaintenance,
 }
 
 /// What missing data means to an alarm (PutMetricAlarm's TreatMissingData).
@@ -273,7 +280,7 @@ fn sum_of(metrics: Vec<MetricId>, period: i32) -> Watch {
 }
 
 impl Alarm {
-    pub const ALL: [Alarm; 22] = [
+    pub const ALL: [Alarm; 24] = [
         Self::ApiP99Latency,
         Self::Api5xxRate,
         Self::TransactionErrors,
@@ -296,6 +303,8 @@ impl Alarm {
         Self::TransactionLogRecordsFailed,
         Self::BatchCpuHigh,
         Self::BatchMemoryHigh,
+        Self::DnsPrimary,
+        Self::DnsMaintenance,
     ];
 
     pub fn slug(self) -> &'static str {
@@ -322,6 +331,8 @@ impl Alarm {
             Self::TransactionLogRecordsFailed => "transaction-log-records-failed",
             Self::BatchCpuHigh => "batch-cpu-high",
             Self::BatchMemoryHigh => "batch-memory-high",
+            Self::DnsPrimary => "dns-primary",
+            Self::DnsMaintenance => "dns-maintenance",
         }
     }
 
@@ -372,6 +383,7 @@ impl Alarm {
             | Self::TransactionLogRecordsFailed
             | Self::BatchCpuHigh
             | Self::BatchMemoryHigh => Topic::SystemErrors,
+            Self::DnsPrimary | Self::DnsMaintenance => Topic::SystemErrors,
         }
     }
 
@@ -412,13 +424,19 @@ impl Alarm {
             | Self::SettlementRequestsFailed
             | Self::TransactionLogRecordsFailed => cx.spec.events,
             Self::BatchCpuHigh | Self::BatchMemoryHigh => cx.spec.batch.on,
+            // The private zone's health checks (`--dns`).
+            Self::DnsPrimary | Self::DnsMaintenance => cx.spec.dns,
             _ => true,
         }
     }
 
-    /// Whether it needs the ALB's ARN (its `LoadBalancer` dimension).
-    pub fn needs_alb(self) -> bool {
-        self == Self::Alb5xx
+    /// The (step, output) of the ARN of the load balancer it watches.
+    pub fn alb_input(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Self::Alb5xx | Self::DnsPrimary => Some(ALB_INPUT),
+            Self::DnsMaintenance => Some(MAINTENANCE_ALB_INPUT),
+            _ => None,
+        }
     }
 
     /// The table: what each alarm watches and when it fires. `alb_arn` is the
@@ -820,6 +838,52 @@ impl Alarm {
             // Firehose keeps them under the error prefix and logs them to
             // the stream's error log, and a stuck delivery sets off the
             // freshness alarm. None counted, nothing lost.
+            // A Route 53 health check follows it (`dns::health_check`), so
+            // it must be what Route 53 accepts there: one standard-resolution
+            // metric with a standard statistic (no metric math, hence not
+            // `alb-5xx`'s sum of two; no percentile). The ALB's own 5XX
+            // answers (no healthy target, a target failing or timing out):
+            // 10 a minute in 2 of 3 minutes fails the PRIMARY over; no
+            // requests is no failure (notBreaching).
+            Self::DnsPrimary | Self::DnsMaintenance => {
+                let alb = alb_arn.ok_or_else(|| {
+                    AwsError::Conflict(format!("alarm {}: the ALB's ARN is needed", self.slug()))
+                })?;
+                let lb = monitoring::load_balancer_dimension(alb)?;
+                let dims = [("LoadBalancer", lb.as_str())];
+                if self == Self::DnsPrimary {
+                    (
+                        "the ALB itself answered 5XX at least 10 times a minute in 2 of 3 \
+                         minutes (Route 53 fails payments over to the maintenance answer)",
+                        single(
+                            MetricId::new("AWS/ApplicationELB", "HTTPCode_ELB_5XX_Count", &dims),
+                            Statistic::Sum,
+                            60,
+                        ),
+                        Rule {
+                            comparison: AtLeast,
+                            threshold: 10.0,
+                            period: 60,
+                            evaluation_periods: 3,
+                            datapoints_to_alarm: 2,
+                            missing: Missing::NotBreaching,
+                        },
+                    )
+                } else {
+                    // The maintenance ALB answers a fixed 503 by design, so
+                    // its 5XX count says nothing; connections it rejected
+                    // (no capacity) do.
+                    (
+                        "the maintenance ALB rejected connections in a minute",
+                        single(
+                            MetricId::new("AWS/ApplicationELB", "RejectedConnectionCount", &dims),
+                            Statistic::Sum,
+                            60,
+                        ),
+                        Rule::at_least_once_in_a_minute(),
+                    )
+                }
+            }
             Self::TransactionLogRecordsFailed => (
                 "a payment's record could not be put on the transaction log at least once in a \
                  minute",
@@ -1238,10 +1302,9 @@ impl AlarmStep {
     fn desired(&self, cx: &Context, step: &StepCx<'_>) -> Result<Definition, AwsError> {
         let (topic_step, topic_key) = self.alarm.topic().input();
         let topic = step.output(topic_step, topic_key)?;
-        let alb = if self.alarm.needs_alb() {
-            Some(step.output(ALB_INPUT.0, ALB_INPUT.1)?)
-        } else {
-            None
+        let alb = match self.alarm.alb_input() {
+            Some((lb_step, key)) => Some(step.output(lb_step, key)?),
+            None => None,
         };
         let def = self.alarm.definition(cx, topic, alb)?;
         validate(&def).map_err(|why| {
@@ -1539,6 +1602,7 @@ mod tests {
     fn cx() -> Context {
         let mut cx = testing::context(testing::clients());
         cx.spec.batch.on = true;
+        cx.spec.dns = true;
         cx
     }
 
@@ -1547,6 +1611,7 @@ mod tests {
         clients.cloudwatch = mock_client!(aws_sdk_cloudwatch, RuleMode::MatchAny, rules);
         let mut cx = testing::context(clients);
         cx.spec.batch.on = true;
+        cx.spec.dns = true;
         cx
     }
 
@@ -1566,6 +1631,8 @@ mod tests {
             ),
             ("sns-topic:system-errors", "SystemErrorsTopicArn", SYSTEM),
             ("load-balancer:alb", "AlbArn", ALB),
+            // The same ARN: `definition` below gives every alarm that one.
+            ("load-balancer:maintenance", "MaintenanceAlbArn", ALB),
         ])
     }
 

@@ -38,9 +38,9 @@ pub fn register(r: &mut Registry) {
             alarm.topic().input().0,
             "the alarm notifies this topic (AlarmActions and OKActions are its ARN)",
         )];
-        if alarm.needs_alb() {
+        if let Some((lb, _)) = alarm.alb_input() {
             deps.push(dep(
-                monitoring::ALB_INPUT.0,
+                lb,
                 "the alarm's LoadBalancer dimension (app/<name>/<id>) comes from the ALB's ARN",
             ));
         }

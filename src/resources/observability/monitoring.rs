@@ -9,6 +9,8 @@ use crate::resources::context::Context;
 
 /// The steps (and their output keys) whose ARNs give the ALB dimensions.
 pub const ALB_INPUT: (&str, &str) = ("load-balancer:alb", "AlbArn");
+/// The maintenance ALB the payments SECONDARY record points at (`--dns`).
+pub const MAINTENANCE_ALB_INPUT: (&str, &str) = ("load-balancer:maintenance", "MaintenanceAlbArn");
 pub const BLUE_INPUT: (&str, &str) = ("target-group:blue", "BlueTargetGroupArn");
 pub const GREEN_INPUT: (&str, &str) = ("target-group:green", "GreenTargetGroupArn");
 

@@ -13,6 +13,7 @@ pub mod kms;
 pub mod lambda;
 pub mod logs;
 pub mod rds;
+pub mod route53;
 pub mod s3;
 pub mod secrets;
 pub mod sns;

@@ -1703,7 +1703,15 @@ mod tests {
     #[test]
     fn outputs_are_named_by_purpose_and_aliases_follow_kms_rules() {
         let cx = testing::context(testing::clients());
-        let prefixes = ["Database", "DynamoDb", "S3", "Logs", "Events", "Parameters", "Ebs"];
+        let prefixes = [
+            "Database",
+            "DynamoDb",
+            "S3",
+            "Logs",
+            "Events",
+            "Parameters",
+            "Ebs",
+        ];
         for (purpose, prefix) in KEY_PURPOSES.into_iter().zip(prefixes) {
             let key = KmsKey::new(purpose);
             let alias = key.alias(&cx).unwrap();
