@@ -126,16 +126,11 @@ mod tests {
         }
     }
 
-    /// `--events off` leaves out the whole backbone, the transaction log
-    /// with it (its stream, bucket, error log, role, transform function with
-    /// its role and log group, and alarms), the queue consumer likewise, and
-    /// nothing else; on, the default spec wants every step but
-    /// those another shape option leaves out.
-    #[test]
-    fn the_event_backbone_off_leaves_out_exactly_its_steps() {
-        let unwanted = |events: bool| -> Vec<String> {
+    /// The steps wanted with a shape option on but not with it off, sorted.
+    fn left_out_by(set: fn(&mut EnvSpec, bool)) -> Vec<String> {
+        let unwanted = |on: bool| -> Vec<String> {
             let mut cx = testing::context(testing::clients());
-            cx.spec.events = events;
+            set(&mut cx.spec, on);
             registry(&cx.spec)
                 .into_steps()
                 .iter()
@@ -149,8 +144,18 @@ mod tests {
             .filter(|s| !always.contains(s))
             .collect();
         off.sort();
+        off
+    }
+
+    /// `--events off` leaves out the whole backbone, the transaction log
+    /// with it (its stream, bucket, error log, role, transform function with
+    /// its role and log group, and alarms), the queue consumer likewise, and
+    /// nothing else; on, the default spec wants every step but
+    /// those another shape option leaves out.
+    #[test]
+    fn the_event_backbone_off_leaves_out_exactly_its_steps() {
         assert_eq!(
-            off,
+            left_out_by(|spec, on| spec.events = on),
             [
                 "alarm:payment-events-failed",
                 "alarm:payments-analytics-dlq-not-empty",
@@ -185,30 +190,40 @@ mod tests {
         );
     }
 
+    /// `--batch off` (the default) leaves out the whole tier: the group, its
+    /// template, profile, role, log group, security group, scaling
+    /// policies and alarms, the EBS key and Auto Scaling's service-linked
+    /// role, and the domain's parameters step; nothing else.
+    #[test]
+    fn batch_off_leaves_out_exactly_its_steps() {
+        assert_eq!(
+            left_out_by(|spec, on| spec.batch.on = on),
+            [
+                "alarm:batch-cpu-high",
+                "alarm:batch-memory-high",
+                "autoscaling-group:batch",
+                "iam-role:batch",
+                "instance-profile:batch",
+                "kms-key:ebs",
+                "launch-template:batch",
+                "log-group:batch",
+                "scaling-policy:batch-cpu",
+                "scaling-policy:batch-memory",
+                "security-group:batch",
+                "service-linked-role:autoscaling",
+                "ssm-parameters:batch",
+            ]
+        );
+    }
+
     /// `--dns off` leaves out the private zone, its records, health checks
     /// and their alarms, the maintenance ALB the SECONDARY points at, and
     /// the domain's parameters step (else it would "create" an empty set on
     /// every `up`); nothing else.
     #[test]
     fn dns_off_leaves_out_exactly_its_steps() {
-        let unwanted = |dns: bool| -> Vec<String> {
-            let mut cx = testing::context(testing::clients());
-            cx.spec.dns = dns;
-            registry(&cx.spec)
-                .into_steps()
-                .iter()
-                .filter(|s| !s.wanted(&cx))
-                .map(|s| s.id().to_string())
-                .collect()
-        };
-        let always = unwanted(true);
-        let mut off: Vec<String> = unwanted(false)
-            .into_iter()
-            .filter(|s| !always.contains(s))
-            .collect();
-        off.sort();
         assert_eq!(
-            off,
+            left_out_by(|spec, on| spec.dns = on),
             [
                 "alarm:dns-maintenance",
                 "alarm:dns-primary",
