@@ -26,6 +26,7 @@ use std::time::Duration;
 use aws_sdk_xray::types::{EncryptionStatus, EncryptionType};
 
 use crate::aws::{AwsError, Budget, OpResult, Poll, poll_until};
+use crate::resources::sdk::kms::key_id_of;
 use crate::resources::sdk::xray as sdk;
 
 use super::{Account, ItemReport, Owner, kms_key, owner_of};
@@ -168,11 +169,6 @@ async fn put(acct: &Account<'_>, key_arn: Option<&str>) -> Result<(), AwsError> 
         .await
         .op("xray:PutEncryptionConfig")?;
     Ok(())
-}
-
-/// The key id at the end of a key ARN (`...:key/<id>`).
-fn key_id_of(key_arn: &str) -> &str {
-    key_arn.rsplit('/').next().unwrap_or(key_arn)
 }
 
 /// Makes X-Ray encrypt with payops' baseline key `key_arn` and waits until

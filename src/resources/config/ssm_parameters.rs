@@ -34,6 +34,7 @@ use crate::tags::{self, TagMap};
 use crate::resources::context::Context;
 use crate::resources::model::{Function, PAN_HASH_KEY};
 use crate::resources::resource::Resource;
+use crate::resources::sdk::kms;
 
 /// Generated secrets: (name under the path, why it exists).
 const SECRETS: [(&str, &str); 1] = [(
@@ -334,11 +335,7 @@ pub(super) async fn tagged(
 /// Whether `named` (a key id, ARN or alias, as DescribeParameters reports
 /// what the writer passed) is the key `arn` with alias `alias`.
 fn is_key(named: &str, arn: &str, alias: Option<&str>) -> bool {
-    named == arn
-        || Some(named) == alias
-        || arn
-            .rsplit_once("key/")
-            .is_some_and(|(_, id)| id == named.rsplit_once("key/").map_or(named, |(_, id)| id))
+    named == arn || Some(named) == alias || kms::key_id_of(arn) == kms::key_id_of(named)
 }
 
 /// Deletes `names`, ten to a DeleteParameters call (its limit), the calls

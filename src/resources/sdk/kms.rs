@@ -7,6 +7,12 @@ use crate::tags::{self, TagMap};
 
 use crate::resources::context::Context;
 
+/// The key id a key ARN (`...:key/<id>`) ends with; a bare key id (or an
+/// alias) is returned as it is.
+pub fn key_id_of(key: &str) -> &str {
+    key.rsplit_once("key/").map_or(key, |(_, id)| id)
+}
+
 pub fn tags(tags: &TagMap) -> Vec<Tag> {
     // Both fields are always set, so `build` cannot fail and nothing is dropped.
     tags.iter()

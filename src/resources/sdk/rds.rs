@@ -69,7 +69,7 @@ pub async fn snapshots_encrypted_with(
         .send()
         .collect()
         .await;
-    let key_id = key_arn.rsplit('/').next().unwrap_or(key_arn);
+    let key_id = super::kms::key_id_of(key_arn);
     let mut ids = Vec::new();
     for page in pages {
         let page = page.op("rds:DescribeDBClusterSnapshots")?;

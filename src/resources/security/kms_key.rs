@@ -33,6 +33,7 @@ use crate::tags::{self, TagMap};
 
 use crate::resources::context::Context;
 use crate::resources::resource::{Resource, keep_the_one_in_use};
+use crate::resources::sdk::kms::key_id_of;
 use crate::resources::sdk::{kms, rds};
 use crate::tags::describe_tag_fix;
 
@@ -474,10 +475,6 @@ async fn tagged_keys(cx: &Context, step: &str) -> Result<Vec<String>, AwsError> 
 }
 
 /// `arn:aws:kms:<region>:<account>:key/<id>` -> `<id>`.
-fn key_id_of(arn: &str) -> &str {
-    arn.rsplit_once("key/").map_or(arn, |(_, id)| id)
-}
-
 /// Makes `alias` name `key_id`. An alias that already exists is moved only
 /// after its current key proved to be this env's.
 async fn point_alias(cx: &Context, alias: &str, key_id: &str) -> Result<(), AwsError> {
